@@ -1,0 +1,846 @@
+//! [`QueueClient`]: every queue operation, each one Redis round trip through a Lua script.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::config::QueueConfig;
+use crate::conn::{RedisConn, RedisTarget};
+use crate::error::{QueueError, ValidationError};
+use crate::job::{
+    ErrorClass, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob, Priority, ResultRef,
+};
+use crate::keys::{POOLS_KEY, Pool, QueueName};
+use crate::scripts;
+
+/// The result of enqueuing one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id (the first job's, for a duplicate idempotency key).
+    pub id: JobId,
+    /// Whether an earlier job with the same idempotency key was returned instead.
+    pub duplicate: bool,
+}
+
+/// Identifies one lease: a claimed attempt of a job. The token fences stale workers: an ack,
+/// failure or heartbeat with an old token is ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseRef {
+    /// The job.
+    pub id: JobId,
+    /// Its kind (names its queue within the pool).
+    pub kind: JobKind,
+    /// The lease token from the claim.
+    pub token: u64,
+}
+
+/// A job handed to a worker.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    /// The lease to heartbeat, ack or fail with.
+    pub lease: LeaseRef,
+    /// Pool it came from.
+    pub pool: Pool,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// What to run.
+    pub spec: JobSpec,
+}
+
+/// What one claim returned.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    /// Jobs now leased to the caller.
+    pub jobs: Vec<ClaimedJob>,
+    /// The earliest due time of a delayed job in these queues (Unix ms, Redis clock).
+    pub next_due_ms: Option<u64>,
+    /// Records that could not be read and were dead-lettered as permanent at once.
+    pub poisoned: usize,
+}
+
+/// Outcome of an ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Recorded as succeeded.
+    Acked,
+    /// The lease was no longer ours; nothing changed.
+    Stale,
+}
+
+/// One failed attempt to record.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The lease.
+    pub lease: LeaseRef,
+    /// The attempt number that failed (for the backoff).
+    pub attempt: u32,
+    /// Why.
+    pub class: ErrorClass,
+    /// For operators; must not carry prompts or other private data.
+    pub message: String,
+}
+
+/// Outcome of a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Scheduled to run again after a backoff.
+    Retry,
+    /// Moved to the dead-letter queue.
+    Dead,
+    /// Ended as cancelled.
+    Cancelled,
+    /// The lease was no longer ours; nothing changed.
+    Stale,
+}
+
+/// State of a lease after a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Extended.
+    Extended,
+    /// Extended, and the job's cancellation was requested: stop it.
+    CancelRequested,
+    /// The lease is gone (expired and reaped, or the job was replaced): stop and do not ack.
+    Lost,
+}
+
+/// Outcome of a cancel request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting and is now cancelled.
+    Cancelled,
+    /// It is running; its worker stops it at its next heartbeat.
+    Requested,
+}
+
+/// What the reaper did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Expired leases returned to their queue.
+    pub requeued: u64,
+    /// Expired leases on a last attempt, dead-lettered.
+    pub dead: u64,
+    /// Expired leases of jobs whose cancellation was requested.
+    pub cancelled: u64,
+}
+
+/// Depth and age of one queue.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Pool.
+    pub pool: String,
+    /// Kind.
+    pub kind: JobKind,
+    /// Waiting, per priority: high, normal, bulk.
+    pub waiting: [u64; 3],
+    /// Leased to workers.
+    pub in_flight: u64,
+    /// Delayed or waiting for a retry.
+    pub delayed: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+    /// Age of the oldest waiting job, in milliseconds.
+    pub oldest_waiting_ms: Option<u64>,
+}
+
+impl QueueStats {
+    /// All waiting jobs.
+    pub fn waiting_total(&self) -> u64 {
+        self.waiting.iter().sum()
+    }
+}
+
+/// Selects dead-lettered jobs.
+#[derive(Clone, Debug, Default)]
+pub struct DeadFilter {
+    /// Only this error class.
+    pub class: Option<ErrorClass>,
+    /// Dead-lettered at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Dead-lettered at or before (Unix ms).
+    pub until_ms: Option<u64>,
+}
+
+/// One dead-lettered job, as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetter {
+    /// The job.
+    pub id: JobId,
+    /// Its queue's kind.
+    pub kind: JobKind,
+    /// When it was dead-lettered (Unix ms).
+    pub dead_at_ms: u64,
+    /// Last error class.
+    pub class: String,
+    /// Last error message.
+    pub message: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Outcome of replaying one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// Back on its queue with attempts reset.
+    Replayed,
+    /// Not (or no longer) dead-lettered: not replayed.
+    NotDead,
+    /// Dead-lettered with another error class than the filter asked.
+    ClassMismatch,
+}
+
+/// The client for producers, workers and admin tools. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct QueueClient {
+    conn: RedisConn,
+    target: RedisTarget,
+    cfg: Arc<QueueConfig>,
+    known_pools: Arc<Mutex<HashSet<String>>>,
+}
+
+impl QueueClient {
+    /// Connects to `url` (see [`RedisTarget::parse`]).
+    pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
+        let target = RedisTarget::parse(url)?;
+        let conn = RedisConn::connect(&target, Some(Duration::from_secs(5))).await?;
+        Ok(Self {
+            conn,
+            target,
+            cfg: Arc::new(cfg),
+            known_pools: Arc::default(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// Where this client connects.
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// A fresh connection for blocking waits (see [`QueueClient::wait_for_work`]).
+    pub async fn blocking_connection(&self, block: Duration) -> Result<RedisConn, QueueError> {
+        RedisConn::connect_blocking(&self.target, block).await
+    }
+
+    /// The shared multiplexed connection, for callers with their own commands.
+    pub fn connection(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    fn validate(
+        &self,
+        pool: &Pool,
+        job: NewJob,
+    ) -> Result<(JobId, JobKind, Priority, u64, String, String, u32), QueueError> {
+        check_text("tenant", &job.tenant, 128)?;
+        check_text("user", &job.user, 128)?;
+        if let Some(k) = &job.idempotency_key {
+            check_text("idempotency_key", k, 256)?;
+        }
+        let max_attempts = job.max_attempts.unwrap_or(self.cfg.default_max_attempts);
+        if max_attempts == 0 || max_attempts > self.cfg.max_attempts_limit {
+            return Err(ValidationError::InvalidField {
+                field: "max_attempts",
+                reason: format!("must be 1..={}", self.cfg.max_attempts_limit),
+            }
+            .into());
+        }
+        let timeout_secs = job.timeout_secs.unwrap_or(self.cfg.default_timeout.as_secs());
+        if timeout_secs == 0 || timeout_secs > self.cfg.max_timeout.as_secs() {
+            return Err(ValidationError::InvalidField {
+                field: "timeout_secs",
+                reason: format!("must be 1..={}", self.cfg.max_timeout.as_secs()),
+            }
+            .into());
+        }
+        let delay_ms = job.delay_ms.unwrap_or(0);
+        let max_ms = self.cfg.max_delay.as_millis() as u64;
+        if delay_ms > max_ms {
+            return Err(ValidationError::DelayTooLong { delay_ms, max_ms }.into());
+        }
+        if let Some(gpu) = &job.requirements.gpu
+            && gpu.min_vram_bytes == 0
+        {
+            return Err(ValidationError::InvalidField {
+                field: "requirements.gpu.min_vram_bytes",
+                reason: "must be positive".into(),
+            }
+            .into());
+        }
+        let id = JobId::new();
+        let kind = job.kind();
+        let priority = job.priority;
+        let idem = job
+            .idempotency_key
+            .as_ref()
+            .map(|k| format!("{}:{k}", job.tenant))
+            .unwrap_or_default();
+        let spec = JobSpec {
+            id,
+            pool: pool.as_str().to_owned(),
+            tenant: job.tenant,
+            user: job.user,
+            priority,
+            requirements: job.requirements,
+            allowed_regions: job.allowed_regions,
+            idempotency_key: job.idempotency_key,
+            max_attempts,
+            timeout_secs,
+            body: job.body,
+        };
+        let json = serde_json::to_string(&spec).map_err(|e| QueueError::Protocol(e.to_string()))?;
+        if json.len() > self.cfg.max_payload_bytes {
+            return Err(ValidationError::PayloadTooLarge {
+                size: json.len(),
+                limit: self.cfg.max_payload_bytes,
+            }
+            .into());
+        }
+        Ok((id, kind, priority, delay_ms, idem, json, max_attempts))
+    }
+
+    async fn register_pool(&self, pool: &Pool) -> Result<(), QueueError> {
+        if self
+            .known_pools
+            .lock()
+            .map(|s| s.contains(pool.as_str()))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        redis::cmd("SADD")
+            .arg(POOLS_KEY)
+            .arg(pool.as_str())
+            .query_async::<()>(&mut c)
+            .await?;
+        if let Ok(mut s) = self.known_pools.lock() {
+            s.insert(pool.as_str().to_owned());
+        }
+        Ok(())
+    }
+
+    /// Enqueues one job.
+    pub async fn enqueue(&self, pool: &Pool, job: NewJob) -> Result<Enqueued, QueueError> {
+        let mut v = self.enqueue_batch(pool, vec![job]).await?;
+        v.pop()
+            .ok_or_else(|| QueueError::Protocol("empty enqueue reply".into()))
+    }
+
+    /// Enqueues up to `max_batch` jobs in one round trip, atomically: all are validated first,
+    /// and either all are stored or none.
+    pub async fn enqueue_batch(&self, pool: &Pool, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        if jobs.len() > self.cfg.max_batch {
+            return Err(ValidationError::BatchTooLarge {
+                size: jobs.len(),
+                max: self.cfg.max_batch,
+            }
+            .into());
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::ENQUEUE.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(self.cfg.idempotency_ttl.as_secs())
+            .arg(self.cfg.wake_cap);
+        for job in jobs {
+            let (id, kind, prio, delay, idem, json, max) = self.validate(pool, job)?;
+            inv.arg(id.to_string())
+                .arg(kind.as_str())
+                .arg(prio.as_str())
+                .arg(delay)
+                .arg(idem)
+                .arg(json)
+                .arg(max);
+        }
+        self.register_pool(pool).await?;
+        let mut c = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut c).await?;
+        reply
+            .chunks(2)
+            .map(|p| {
+                Ok(Enqueued {
+                    id: parse_id(&p[0])?,
+                    duplicate: int(p.get(1))? == 1,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims up to `max` jobs for `worker` from `kinds` in `pool`: strict priority across the
+    /// kinds, FIFO within a priority. Each job is leased for `lease`; heartbeat to keep it.
+    pub async fn claim(
+        &self,
+        pool: &Pool,
+        worker: &str,
+        kinds: &[JobKind],
+        max: usize,
+        lease: Duration,
+    ) -> Result<ClaimBatch, QueueError> {
+        let mut inv = scripts::CLAIM.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(worker)
+            .arg(lease.as_millis() as u64)
+            .arg(max)
+            .arg(self.cfg.wake_cap);
+        for k in kinds {
+            inv.arg(k.as_str());
+        }
+        let mut c = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut c).await?;
+        let next_due = int(reply.first())?;
+        let mut batch = ClaimBatch {
+            next_due_ms: (next_due >= 0).then_some(next_due as u64),
+            ..Default::default()
+        };
+        let mut poisoned = Vec::new();
+        for j in reply[1..].chunks(6) {
+            if j.len() < 6 {
+                return Err(QueueError::Protocol("short claim reply".into()));
+            }
+            let lease = LeaseRef {
+                id: parse_id(&j[0])?,
+                kind: parse_kind(&j[1])?,
+                token: int(Some(&j[2]))? as u64,
+            };
+            let attempt = int(Some(&j[3]))? as u32;
+            let max_attempts = int(Some(&j[4]))? as u32;
+            match serde_json::from_slice::<JobSpec>(&bytes(&j[5])?) {
+                Ok(spec) => batch.jobs.push(ClaimedJob {
+                    lease,
+                    pool: pool.clone(),
+                    attempt,
+                    max_attempts,
+                    spec,
+                }),
+                Err(e) => poisoned.push(Failure {
+                    lease,
+                    attempt,
+                    class: ErrorClass::Permanent,
+                    message: format!("unreadable job record: {e}"),
+                }),
+            }
+        }
+        if !poisoned.is_empty() {
+            batch.poisoned = poisoned.len();
+            tracing::warn!(count = poisoned.len(), %pool, "dead-lettering unreadable job records");
+            self.fail(pool, &poisoned).await?;
+        }
+        Ok(batch)
+    }
+
+    /// Extends leases; learns of cancellations and lost leases.
+    pub async fn heartbeat(
+        &self,
+        pool: &Pool,
+        leases: &[LeaseRef],
+        lease: Duration,
+    ) -> Result<Vec<LeaseState>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::HEARTBEAT.prepare_invoke();
+        inv.key(pool.prefix()).arg(lease.as_millis() as u64);
+        for l in leases {
+            inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token);
+        }
+        let mut c = self.conn.clone();
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
+        Ok(reply
+            .into_iter()
+            .map(|c| match c {
+                0 => LeaseState::Extended,
+                1 => LeaseState::CancelRequested,
+                _ => LeaseState::Lost,
+            })
+            .collect())
+    }
+
+    /// Records successes.
+    pub async fn ack(
+        &self,
+        pool: &Pool,
+        acks: &[(LeaseRef, Option<ResultRef>)],
+    ) -> Result<Vec<AckOutcome>, QueueError> {
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::ACK.prepare_invoke();
+        inv.key(pool.prefix()).arg(self.cfg.finished_ttl.as_secs());
+        for (l, result) in acks {
+            let r = match result {
+                Some(r) => serde_json::to_string(r).map_err(|e| QueueError::Protocol(e.to_string()))?,
+                None => String::new(),
+            };
+            inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token).arg(r);
+        }
+        let mut c = self.conn.clone();
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
+        Ok(reply
+            .into_iter()
+            .map(|c| if c == 0 { AckOutcome::Acked } else { AckOutcome::Stale })
+            .collect())
+    }
+
+    /// Records failures: retryable ones are retried after a backoff until attempts run out, then
+    /// dead-lettered; permanent ones are dead-lettered at once.
+    pub async fn fail(&self, pool: &Pool, failures: &[Failure]) -> Result<Vec<FailOutcome>, QueueError> {
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::FAIL.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(self.cfg.finished_ttl.as_secs())
+            .arg(self.cfg.dead_ttl.as_secs());
+        for f in failures {
+            let delay = self.cfg.retry_delay(f.attempt).as_millis() as u64;
+            let msg: String = f.message.chars().take(1024).collect();
+            inv.arg(f.lease.id.to_string())
+                .arg(f.lease.kind.as_str())
+                .arg(f.lease.token)
+                .arg(f.class.as_str())
+                .arg(msg)
+                .arg(delay);
+        }
+        let mut c = self.conn.clone();
+        let reply: Vec<String> = inv.invoke_async(&mut c).await?;
+        reply
+            .into_iter()
+            .map(|s| match s.as_str() {
+                "retry" => Ok(FailOutcome::Retry),
+                "dead" => Ok(FailOutcome::Dead),
+                "cancelled" => Ok(FailOutcome::Cancelled),
+                "stale" => Ok(FailOutcome::Stale),
+                other => Err(QueueError::Protocol(format!("fail reply {other:?}"))),
+            })
+            .collect()
+    }
+
+    /// Gives leases back without counting the attempt (a draining worker's unfinished jobs).
+    /// Returns how many were released (the others were no longer ours).
+    pub async fn release(&self, pool: &Pool, leases: &[LeaseRef]) -> Result<usize, QueueError> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = scripts::RELEASE.prepare_invoke();
+        inv.key(pool.prefix()).arg(self.cfg.wake_cap);
+        for l in leases {
+            inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token);
+        }
+        let mut c = self.conn.clone();
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
+        Ok(reply.into_iter().filter(|&c| c == 0).count())
+    }
+
+    /// Returns expired leases to their queue (at most `max_per_kind` per kind per call) and
+    /// prunes old dead-letter entries.
+    pub async fn reap(&self, pool: &Pool, kinds: &[JobKind], max_per_kind: usize) -> Result<ReapReport, QueueError> {
+        let mut inv = scripts::REAP.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(max_per_kind)
+            .arg(self.cfg.finished_ttl.as_secs())
+            .arg(self.cfg.dead_ttl.as_secs())
+            .arg(self.cfg.wake_cap);
+        for k in kinds {
+            inv.arg(k.as_str());
+        }
+        let mut c = self.conn.clone();
+        let r: Vec<u64> = inv.invoke_async(&mut c).await?;
+        Ok(ReapReport {
+            requeued: r.first().copied().unwrap_or(0),
+            dead: r.get(1).copied().unwrap_or(0),
+            cancelled: r.get(2).copied().unwrap_or(0),
+        })
+    }
+
+    /// Blocks on `conn` (a connection of its own, see [`QueueClient::blocking_connection`])
+    /// until a job is pushed to one of the queues or `timeout` passes. Returns whether it was
+    /// woken by a push. Wake-ups are tokens, so a push that happens just before the wait is not
+    /// missed.
+    pub async fn wait_for_work(
+        &self,
+        conn: &mut RedisConn,
+        pool: &Pool,
+        kinds: &[JobKind],
+        timeout: Duration,
+    ) -> Result<bool, QueueError> {
+        let mut cmd = redis::cmd("BLPOP");
+        for k in kinds {
+            cmd.arg(pool.queue_key(*k, "wake"));
+        }
+        // BLPOP takes seconds as a decimal; 0 would block forever.
+        cmd.arg(format!("{:.3}", timeout.as_secs_f64().max(0.001)));
+        let v: Value = cmd.query_async(conn).await?;
+        Ok(!matches!(v, Value::Nil))
+    }
+
+    /// Every pool that has had a job.
+    pub async fn pools(&self) -> Result<Vec<Pool>, QueueError> {
+        let mut c = self.conn.clone();
+        let names: Vec<String> = redis::cmd("SMEMBERS").arg(POOLS_KEY).query_async(&mut c).await?;
+        let mut pools: Vec<Pool> = names.iter().filter_map(|n| Pool::new(n).ok()).collect();
+        pools.sort();
+        Ok(pools)
+    }
+
+    /// Finds the pool holding a job.
+    pub async fn locate(&self, id: JobId) -> Result<Pool, QueueError> {
+        for pool in self.pools().await? {
+            let mut c = self.conn.clone();
+            let exists: bool = redis::cmd("EXISTS").arg(pool.job_key(id)).query_async(&mut c).await?;
+            if exists {
+                return Ok(pool);
+            }
+        }
+        Err(QueueError::NotFound(id))
+    }
+
+    /// Everything known about a job.
+    pub async fn job(&self, id: JobId) -> Result<JobRecord, QueueError> {
+        let pool = self.locate(id).await?;
+        self.job_in(&pool, id).await
+    }
+
+    /// Everything known about a job in a known pool.
+    pub async fn job_in(&self, pool: &Pool, id: JobId) -> Result<JobRecord, QueueError> {
+        let mut c = self.conn.clone();
+        let h: HashMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(pool.job_key(id)).query_async(&mut c).await?;
+        if h.is_empty() {
+            return Err(QueueError::NotFound(id));
+        }
+        parse_record(id, &h)
+    }
+
+    /// Cancels a job: a waiting one at once, a running one at its worker's next heartbeat.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, QueueError> {
+        let pool = self.locate(id).await?;
+        let mut inv = scripts::CANCEL.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(id.to_string())
+            .arg(self.cfg.finished_ttl.as_secs());
+        let mut c = self.conn.clone();
+        let r: String = inv.invoke_async(&mut c).await?;
+        match r.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "not_found" => Err(QueueError::NotFound(id)),
+            other => match other.strip_prefix("finished:") {
+                Some(status) => Err(QueueError::AlreadyFinished {
+                    id,
+                    status: status.to_owned(),
+                }),
+                None => Err(QueueError::Protocol(format!("cancel reply {other:?}"))),
+            },
+        }
+    }
+
+    /// Depth, in-flight count and oldest-job age of each of `kinds` in `pool`.
+    pub async fn stats(&self, pool: &Pool, kinds: &[JobKind]) -> Result<Vec<QueueStats>, QueueError> {
+        let mut inv = scripts::STATS.prepare_invoke();
+        inv.key(pool.prefix());
+        for k in kinds {
+            inv.arg(k.as_str());
+        }
+        let mut c = self.conn.clone();
+        let r: Vec<i64> = inv.invoke_async(&mut c).await?;
+        Ok(kinds
+            .iter()
+            .zip(r.chunks(8))
+            .map(|(kind, s)| {
+                let now = s[7];
+                QueueStats {
+                    pool: pool.as_str().to_owned(),
+                    kind: *kind,
+                    waiting: [s[0] as u64, s[1] as u64, s[2] as u64],
+                    in_flight: s[3] as u64,
+                    delayed: s[4] as u64,
+                    dead: s[5] as u64,
+                    oldest_waiting_ms: (s[6] >= 0).then(|| (now - s[6]).max(0) as u64),
+                }
+            })
+            .collect())
+    }
+
+    /// Lists dead-lettered jobs of a queue, oldest first, `limit` from `offset` among those the
+    /// time range selects; the class filter applies after paging.
+    pub async fn dead_letters(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let key = queue.pool.queue_key(queue.kind, "dead");
+        let min = filter.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into());
+        let max = filter.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into());
+        let mut c = self.conn.clone();
+        let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(&min)
+            .arg(&max)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut c)
+            .await?;
+        let mut out = Vec::with_capacity(page.len());
+        for (id, score) in page {
+            let Ok(id) = id.parse::<JobId>() else { continue };
+            let (class, message, attempts): (Option<String>, Option<String>, Option<u32>) = redis::cmd("HMGET")
+                .arg(queue.pool.job_key(id))
+                .arg("eclass")
+                .arg("emsg")
+                .arg("attempts")
+                .query_async(&mut c)
+                .await?;
+            let class = class.unwrap_or_default();
+            if let Some(want) = filter.class
+                && want.as_str() != class
+            {
+                continue;
+            }
+            out.push(DeadLetter {
+                id,
+                kind: queue.kind,
+                dead_at_ms: score as u64,
+                class,
+                message: message.unwrap_or_default(),
+                attempts: attempts.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replays dead-lettered jobs of one queue, attempts reset. A job is replayed at most once
+    /// per dead-lettering, however many replays race.
+    pub async fn replay(
+        &self,
+        queue: &QueueName,
+        ids: &[JobId],
+        class: Option<ErrorClass>,
+    ) -> Result<Vec<ReplayOutcome>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::REPLAY.prepare_invoke();
+        inv.key(queue.pool.prefix())
+            .arg(queue.kind.as_str())
+            .arg(self.cfg.wake_cap)
+            .arg(class.map(ErrorClass::as_str).unwrap_or(""));
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let mut c = self.conn.clone();
+        let r: Vec<String> = inv.invoke_async(&mut c).await?;
+        Ok(r.iter()
+            .map(|s| match s.as_str() {
+                "replayed" => ReplayOutcome::Replayed,
+                "class_mismatch" => ReplayOutcome::ClassMismatch,
+                _ => ReplayOutcome::NotDead,
+            })
+            .collect())
+    }
+
+    /// Replays one dead-lettered job by id.
+    pub async fn replay_one(&self, id: JobId) -> Result<(), QueueError> {
+        let pool = self.locate(id).await?;
+        let rec = self.job_in(&pool, id).await?;
+        let queue = QueueName {
+            pool,
+            kind: rec.spec.kind(),
+        };
+        match self.replay(&queue, &[id], None).await?.first() {
+            Some(ReplayOutcome::Replayed) => Ok(()),
+            _ => Err(QueueError::NotDeadLettered(id)),
+        }
+    }
+}
+
+fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), ValidationError> {
+    if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {
+        return Err(ValidationError::InvalidField {
+            field,
+            reason: format!("must be 1..={max} bytes without control characters"),
+        });
+    }
+    Ok(())
+}
+
+fn bytes(v: &Value) -> Result<Vec<u8>, QueueError> {
+    match v {
+        Value::BulkString(b) => Ok(b.clone()),
+        Value::SimpleString(s) => Ok(s.as_bytes().to_vec()),
+        other => Err(QueueError::Protocol(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn int(v: Option<&Value>) -> Result<i64, QueueError> {
+    match v {
+        Some(Value::Int(i)) => Ok(*i),
+        Some(Value::BulkString(b)) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| QueueError::Protocol("expected an integer".into())),
+        other => Err(QueueError::Protocol(format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn parse_id(v: &Value) -> Result<JobId, QueueError> {
+    let b = bytes(v)?;
+    std::str::from_utf8(&b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| QueueError::Protocol("bad job id in reply".into()))
+}
+
+fn parse_kind(v: &Value) -> Result<JobKind, QueueError> {
+    let b = bytes(v)?;
+    std::str::from_utf8(&b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| QueueError::Protocol("bad kind in reply".into()))
+}
+
+fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>) -> Result<JobRecord, QueueError> {
+    let s = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok());
+    let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
+    let spec: JobSpec = serde_json::from_slice(h.get("spec").map(Vec::as_slice).unwrap_or_default())
+        .map_err(|e| QueueError::Protocol(format!("job {id}: unreadable spec: {e}")))?;
+    let status: JobStatus = s("status").unwrap_or("queued").parse()?;
+    let error = s("eclass").map(|class| JobError {
+        class: class.to_owned(),
+        message: s("emsg").unwrap_or_default().to_owned(),
+        at_ms: n("eat").unwrap_or(0),
+    });
+    let result = s("result").and_then(|r| serde_json::from_str::<ResultRef>(r).ok());
+    let history = s("hist")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<HistoryEvent>(l).ok())
+        .collect();
+    Ok(JobRecord {
+        spec,
+        status,
+        attempts: n("attempts").unwrap_or(0) as u32,
+        enqueued_at_ms: n("enq").unwrap_or(0),
+        started_at_ms: n("started"),
+        finished_at_ms: n("fin"),
+        due_at_ms: n("due"),
+        worker: s("worker").map(str::to_owned),
+        cancel_requested: s("cancel").is_some(),
+        error,
+        result,
+        history,
+    })
+}

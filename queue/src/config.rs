@@ -1,0 +1,70 @@
+//! Typed configuration of the queue protocol. The doc comments are the user documentation.
+
+use std::time::Duration;
+
+/// Limits and timings shared by producers and workers.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Largest serialized job accepted, in bytes (default 256 KiB).
+    pub max_payload_bytes: usize,
+    /// Largest batch in one enqueue round trip (default 1,000).
+    pub max_batch: usize,
+    /// Longest delay a job may ask for (default 30 days).
+    pub max_delay: Duration,
+    /// Attempts when a job does not say (default 5).
+    pub default_max_attempts: u32,
+    /// Upper bound on any job's `max_attempts` (default 100).
+    pub max_attempts_limit: u32,
+    /// Attempt time limit when a job does not say (default 10 minutes).
+    pub default_timeout: Duration,
+    /// Upper bound on a job's timeout (default 6 hours).
+    pub max_timeout: Duration,
+    /// How long finished (succeeded, cancelled) job records are kept (default 7 days).
+    pub finished_ttl: Duration,
+    /// How long dead-lettered jobs are kept (default 30 days).
+    pub dead_ttl: Duration,
+    /// How long an idempotency key maps to its first job (default 7 days).
+    pub idempotency_ttl: Duration,
+    /// Retry backoff: first delay (default 1 s), doubled per attempt.
+    pub backoff_base: Duration,
+    /// Retry backoff: largest delay (default 10 minutes).
+    pub backoff_cap: Duration,
+    /// Most wake tokens kept per queue (default 256).
+    pub wake_cap: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 256 * 1024,
+            max_batch: 1000,
+            max_delay: Duration::from_secs(30 * 24 * 3600),
+            default_max_attempts: 5,
+            max_attempts_limit: 100,
+            default_timeout: Duration::from_secs(600),
+            max_timeout: Duration::from_secs(6 * 3600),
+            finished_ttl: Duration::from_secs(7 * 24 * 3600),
+            dead_ttl: Duration::from_secs(30 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            wake_cap: 256,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The retry delay after `attempt` (1-based) failed: exponential from `backoff_base`, capped
+    /// at `backoff_cap`, with "equal jitter" (uniform in the upper half), so retries of jobs that
+    /// failed together spread out but none comes back almost at once.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(32);
+        let base = self.backoff_base.as_millis() as u64;
+        let full = base
+            .saturating_mul(1u64 << exp)
+            .min(self.backoff_cap.as_millis() as u64);
+        let half = full / 2;
+        let jitter = if half > 0 { rand::random_range(0..=half) } else { 0 };
+        Duration::from_millis(full - half + jitter)
+    }
+}

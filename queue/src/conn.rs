@@ -1,0 +1,133 @@
+//! One connection type for a single Redis server or a Redis Cluster. Both reconnect by
+//! themselves; callers retry transient errors with [`crate::retry`].
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::error::QueueError;
+
+/// Where Redis is: `redis://host:port[/db]` for one server, or
+/// `redis+cluster://host:port,host:port,...` for a Cluster (any reachable nodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (or a proxy).
+    Single(String),
+    /// Cluster seed nodes, as `redis://host:port` URLs.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Parses a `REDIS_URL`.
+    pub fn parse(url: &str) -> Result<Self, QueueError> {
+        let url = url.trim();
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("redis://{s}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(QueueError::InvalidUrl(
+                    "redis+cluster:// needs at least one host:port".into(),
+                ));
+            }
+            Ok(Self::Cluster(nodes))
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
+            Ok(Self::Single(url.to_owned()))
+        } else {
+            Err(QueueError::InvalidUrl(format!(
+                "{:?}: expected redis://host:port or redis+cluster://host:port,...",
+                url.chars().take(80).collect::<String>()
+            )))
+        }
+    }
+}
+
+/// A multiplexed, self-reconnecting connection to a server or a Cluster.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server.
+    Single(ConnectionManager),
+    /// A Cluster; commands are routed by key slot.
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisConn::Single(_) => f.write_str("RedisConn::Single"),
+            RedisConn::Cluster(_) => f.write_str("RedisConn::Cluster"),
+        }
+    }
+}
+
+impl RedisConn {
+    /// Connects. `response_timeout` bounds every command; blocking commands need a connection of
+    /// their own whose timeout is longer than their block time (see [`RedisConn::connect_blocking`]).
+    pub async fn connect(target: &RedisTarget, response_timeout: Option<Duration>) -> Result<Self, QueueError> {
+        match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_response_timeout(response_timeout)
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(3)
+                    .set_max_delay(Duration::from_secs(2));
+                Ok(Self::Single(ConnectionManager::new_with_config(client, cfg).await?))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let mut b = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(Duration::from_secs(2))
+                    .retries(4);
+                if let Some(t) = response_timeout {
+                    b = b.response_timeout(t);
+                }
+                let client = b.build()?;
+                Ok(Self::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A connection for blocking commands (BLPOP), whose replies may take `block` to arrive.
+    pub async fn connect_blocking(target: &RedisTarget, block: Duration) -> Result<Self, QueueError> {
+        Self::connect(target, Some(block + Duration::from_secs(2))).await
+    }
+
+    /// Whether this is a Cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! The worker side of the protocol: claims jobs (blocking while idle), runs them with a bounded
+//! concurrency, heartbeats their leases, batches acks, reaps expired leases, and drains.
+//!
+//! Batching is what makes it fast: one claim script takes as many jobs as there are free slots,
+//! and completions that arrive while an ack is in flight go out together in the next one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient};
+use crate::error::QueueError;
+use crate::job::{ErrorClass, JobId, JobKind, ResultRef};
+use crate::keys::Pool;
+use crate::retry::{Backoff, retry_transient};
+
+/// What a handler reports for one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Done; the optional result is recorded on the job.
+    Succeeded(Option<ResultRef>),
+    /// Failed; the class decides between retry and dead-letter.
+    Failed {
+        /// Error class.
+        class: ErrorClass,
+        /// For operators; never prompt text or other private data.
+        message: String,
+    },
+}
+
+/// Handed to a handler with each job.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// Cancelled when the job must stop: cancellation requested, lease lost, or drain timeout.
+    pub cancel: CancellationToken,
+}
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = JobOutcome> + Send + 'static>>;
+
+/// Runs jobs. Implemented by the worker's executors.
+pub trait JobHandler: Send + Sync + 'static {
+    /// Runs one attempt of `job`.
+    fn handle(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture;
+}
+
+impl<F> JobHandler for F
+where
+    F: Fn(ClaimedJob, JobContext) -> HandlerFuture + Send + Sync + 'static,
+{
+    fn handle(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
+        self(job, ctx)
+    }
+}
+
+/// Typed configuration of a consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Pool to claim from.
+    pub pool: Pool,
+    /// Kinds to claim, in order of preference at equal priority.
+    pub kinds: Vec<JobKind>,
+    /// This worker's id (shown on leased jobs).
+    pub worker_id: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Most jobs taken in one claim round trip.
+    pub claim_batch: usize,
+    /// Lease length; a lease not extended for this long is reaped.
+    pub lease: Duration,
+    /// Heartbeat period (default: a third of the lease).
+    pub heartbeat_every: Duration,
+    /// Reaper period.
+    pub reap_every: Duration,
+    /// Longest single blocking wait while idle.
+    pub idle_wait: Duration,
+    /// On shutdown, how long running jobs may take before their leases are released.
+    pub drain_grace: Duration,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `pool` and `kinds`: 10 slots, 30 s leases, 10 s heartbeats.
+    pub fn new(pool: Pool, kinds: Vec<JobKind>, worker_id: impl Into<String>) -> Self {
+        Self {
+            pool,
+            kinds,
+            worker_id: worker_id.into(),
+            concurrency: 10,
+            claim_batch: 100,
+            lease: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(10),
+            reap_every: Duration::from_secs(1),
+            idle_wait: Duration::from_secs(1),
+            drain_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of one consumer's life.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Jobs claimed.
+    pub claimed: AtomicU64,
+    /// Acked as succeeded.
+    pub succeeded: AtomicU64,
+    /// Failures scheduled for retry.
+    pub retried: AtomicU64,
+    /// Dead-lettered.
+    pub dead: AtomicU64,
+    /// Ended as cancelled.
+    pub cancelled: AtomicU64,
+    /// Released on drain.
+    pub released: AtomicU64,
+    /// Acks or failures refused because the lease was lost.
+    pub stale: AtomicU64,
+    /// Expired leases this consumer's reaper requeued or dead-lettered.
+    pub reaped: AtomicU64,
+}
+
+const STOP_NONE: u8 = 0;
+const STOP_CANCEL: u8 = 1;
+const STOP_LOST: u8 = 2;
+const STOP_DRAIN: u8 = 3;
+
+struct InFlight {
+    lease: LeaseRef,
+    cancel: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+enum Completion {
+    Ack(LeaseRef, Option<ResultRef>),
+    Fail(Failure),
+    Release(LeaseRef),
+    Drop(LeaseRef),
+}
+
+/// Claims and runs jobs until shut down.
+pub struct Consumer {
+    client: QueueClient,
+    cfg: ConsumerConfig,
+    handler: Arc<dyn JobHandler>,
+    stats: Arc<ConsumerStats>,
+    inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Consumer {
+    /// A consumer running `handler` on jobs of `cfg.kinds` in `cfg.pool`.
+    pub fn new(client: QueueClient, cfg: ConsumerConfig, handler: impl JobHandler) -> Self {
+        Self {
+            client,
+            cfg,
+            handler: Arc::new(handler),
+            stats: Arc::default(),
+            inflight: Arc::default(),
+        }
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
+    }
+
+    /// Jobs leased and not yet settled.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// A handle that reads the number of jobs in flight while the consumer runs.
+    pub fn in_flight_gauge(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let m = self.inflight.clone();
+        move || m.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains: stops claiming, lets running jobs finish
+    /// within `drain_grace`, releases the leases of those that did not, flushes acks.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Arc<ConsumerStats>, QueueError> {
+        let Consumer {
+            client,
+            cfg,
+            handler,
+            stats,
+            inflight,
+        } = self;
+        let cfg = Arc::new(cfg);
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(cfg.concurrency * 4 + 64);
+        // Background tasks stop on `bg_stop`, after the drain.
+        let bg_stop = CancellationToken::new();
+        let acker = tokio::spawn(ack_loop(
+            client.clone(),
+            cfg.clone(),
+            done_rx,
+            inflight.clone(),
+            stats.clone(),
+            bg_stop.clone(),
+        ));
+        let hb = tokio::spawn(heartbeat_loop(
+            client.clone(),
+            cfg.clone(),
+            inflight.clone(),
+            bg_stop.clone(),
+        ));
+        let reaper = tokio::spawn(reap_loop(client.clone(), cfg.clone(), stats.clone(), bg_stop.clone()));
+
+        let mut blocking = None;
+        let mut backoff = Backoff::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        'claim: loop {
+            // Wait for a free slot, then take every other free slot, up to the batch size.
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'claim },
+                _ = shutdown.cancelled() => break 'claim,
+            };
+            let mut permits = vec![first];
+            while permits.len() < cfg.claim_batch {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let batch = match client
+                .claim(&cfg.pool, &cfg.worker_id, &cfg.kinds, permits.len(), cfg.lease)
+                .await
+            {
+                Ok(b) => {
+                    backoff.reset();
+                    b
+                }
+                Err(e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "claim failed");
+                    drop(permits);
+                    tokio::select! { _ = tokio::time::sleep(d) => continue, _ = shutdown.cancelled() => break 'claim }
+                }
+            };
+            let idle = batch.jobs.is_empty();
+            stats.claimed.fetch_add(batch.jobs.len() as u64, Ordering::Relaxed);
+            for job in batch.jobs {
+                let Some(permit) = permits.pop() else { break };
+                let cancel = CancellationToken::new();
+                let reason = Arc::new(AtomicU8::new(STOP_NONE));
+                if let Ok(mut m) = inflight.lock() {
+                    m.insert(
+                        job.lease.id,
+                        InFlight {
+                            lease: job.lease.clone(),
+                            cancel: cancel.clone(),
+                            reason: reason.clone(),
+                        },
+                    );
+                }
+                let handler = handler.clone();
+                let tx = done_tx.clone();
+                tasks.spawn(async move {
+                    let c = run_one(handler, job, cancel, reason).await;
+                    drop(permit);
+                    let _ = tx.send(c).await;
+                });
+            }
+            drop(permits);
+            while tasks.try_join_next().is_some() {}
+            if idle {
+                // Block until a push wakes us, the next delayed job is due, or idle_wait passes.
+                let mut wait = cfg.idle_wait;
+                if let Some(due) = batch.next_due_ms {
+                    wait = wait.min(Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+                }
+                if blocking.is_none() {
+                    match client.blocking_connection(cfg.idle_wait).await {
+                        Ok(c) => blocking = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "blocking connection failed");
+                            tokio::select! { _ = tokio::time::sleep(backoff.next_delay()) => continue, _ = shutdown.cancelled() => break 'claim }
+                        }
+                    }
+                }
+                if let Some(conn) = blocking.as_mut() {
+                    tokio::select! {
+                        r = client.wait_for_work(conn, &cfg.pool, &cfg.kinds, wait) => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "wait for work failed; reconnecting");
+                                blocking = None;
+                                tokio::time::sleep(backoff.next_delay()).await;
+                            }
+                        }
+                        _ = shutdown.cancelled() => break 'claim,
+                    }
+                }
+            }
+        }
+
+        // Drain: let running jobs finish within the grace period.
+        let running = inflight.lock().map(|m| m.len()).unwrap_or(0);
+        tracing::info!(running, grace_s = cfg.drain_grace.as_secs_f64(), "draining");
+        let drained = tokio::time::timeout(cfg.drain_grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            if let Ok(m) = inflight.lock() {
+                for f in m.values() {
+                    let _ = f
+                        .reason
+                        .compare_exchange(STOP_NONE, STOP_DRAIN, Ordering::SeqCst, Ordering::SeqCst);
+                    f.cancel.cancel();
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+        drop(done_tx);
+        // The acker ends once every completion is flushed; heartbeats go on until then.
+        let acked = acker.await;
+        bg_stop.cancel();
+        let _ = hb.await;
+        let _ = reaper.await;
+        if let Ok(Err(e)) = acked {
+            return Err(e);
+        }
+        Ok(stats)
+    }
+}
+
+async fn run_one(
+    handler: Arc<dyn JobHandler>,
+    job: ClaimedJob,
+    cancel: CancellationToken,
+    reason: Arc<AtomicU8>,
+) -> Completion {
+    let lease = job.lease.clone();
+    let attempt = job.attempt;
+    let timeout = Duration::from_secs(job.spec.timeout_secs);
+    let mut task = tokio::spawn(handler.handle(job, JobContext { cancel: cancel.clone() }));
+    let outcome = tokio::select! {
+        r = &mut task => match r {
+            Ok(o) => o,
+            Err(e) if e.is_panic() => JobOutcome::Failed { class: ErrorClass::Retryable, message: "executor panicked".into() },
+            Err(_) => JobOutcome::Failed { class: ErrorClass::Retryable, message: "executor task aborted".into() },
+        },
+        _ = tokio::time::sleep(timeout) => {
+            task.abort();
+            JobOutcome::Failed { class: ErrorClass::TimedOut, message: format!("attempt exceeded its {}s timeout", timeout.as_secs()) }
+        }
+        _ = cancel.cancelled() => {
+            task.abort();
+            match reason.load(Ordering::SeqCst) {
+                STOP_DRAIN => return Completion::Release(lease),
+                STOP_LOST => return Completion::Drop(lease),
+                _ => JobOutcome::Failed { class: ErrorClass::Cancelled, message: "cancelled by request".into() },
+            }
+        }
+    };
+    if reason.load(Ordering::SeqCst) == STOP_LOST {
+        return Completion::Drop(lease);
+    }
+    match outcome {
+        JobOutcome::Succeeded(r) => Completion::Ack(lease, r),
+        JobOutcome::Failed { class, message } => Completion::Fail(Failure {
+            lease,
+            attempt,
+            class,
+            message,
+        }),
+    }
+}
+
+async fn ack_loop(
+    client: QueueClient,
+    cfg: Arc<ConsumerConfig>,
+    mut rx: mpsc::Receiver<Completion>,
+    inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
+    stats: Arc<ConsumerStats>,
+    hard_stop: CancellationToken,
+) -> Result<(), QueueError> {
+    const MAX: usize = 1000;
+    let mut buf = Vec::with_capacity(MAX);
+    while rx.recv_many(&mut buf, MAX).await > 0 {
+        let mut acks = Vec::new();
+        let mut fails = Vec::new();
+        let mut releases = Vec::new();
+        let mut settled = Vec::with_capacity(buf.len());
+        for c in buf.drain(..) {
+            match c {
+                Completion::Ack(l, r) => {
+                    settled.push(l.id);
+                    acks.push((l, r));
+                }
+                Completion::Fail(f) => {
+                    settled.push(f.lease.id);
+                    fails.push(f);
+                }
+                Completion::Release(l) => {
+                    settled.push(l.id);
+                    releases.push(l);
+                }
+                Completion::Drop(l) => settled.push(l.id),
+            }
+        }
+        if !acks.is_empty() {
+            let r = retry_transient("ack", &hard_stop, || client.ack(&cfg.pool, &acks)).await?;
+            let ok = r.iter().filter(|o| **o == crate::client::AckOutcome::Acked).count() as u64;
+            stats.succeeded.fetch_add(ok, Ordering::Relaxed);
+            stats.stale.fetch_add(r.len() as u64 - ok, Ordering::Relaxed);
+        }
+        if !fails.is_empty() {
+            for o in retry_transient("fail", &hard_stop, || client.fail(&cfg.pool, &fails)).await? {
+                let c = match o {
+                    FailOutcome::Retry => &stats.retried,
+                    FailOutcome::Dead => &stats.dead,
+                    FailOutcome::Cancelled => &stats.cancelled,
+                    FailOutcome::Stale => &stats.stale,
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !releases.is_empty() {
+            let n = retry_transient("release", &hard_stop, || client.release(&cfg.pool, &releases)).await?;
+            stats.released.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        // Only now stop heartbeating them: the outcome is durable.
+        if let Ok(mut m) = inflight.lock() {
+            for id in settled {
+                m.remove(&id);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn heartbeat_loop(
+    client: QueueClient,
+    cfg: Arc<ConsumerConfig>,
+    inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(cfg.heartbeat_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
+        let leases: Vec<LeaseRef> = match inflight.lock() {
+            Ok(m) => m.values().map(|f| f.lease.clone()).collect(),
+            Err(_) => return,
+        };
+        for chunk in leases.chunks(500) {
+            match client.heartbeat(&cfg.pool, chunk, cfg.lease).await {
+                Ok(states) => {
+                    let Ok(m) = inflight.lock() else { return };
+                    for (l, s) in chunk.iter().zip(states) {
+                        let Some(f) = m.get(&l.id) else { continue };
+                        match s {
+                            LeaseState::Extended => {}
+                            LeaseState::CancelRequested => {
+                                let _ = f.reason.compare_exchange(
+                                    STOP_NONE,
+                                    STOP_CANCEL,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                );
+                                f.cancel.cancel();
+                            }
+                            LeaseState::Lost => {
+                                tracing::warn!(job_id = %l.id, "lease lost; stopping the job without acking");
+                                f.reason.store(STOP_LOST, Ordering::SeqCst);
+                                f.cancel.cancel();
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}
+
+async fn reap_loop(client: QueueClient, cfg: Arc<ConsumerConfig>, stats: Arc<ConsumerStats>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(cfg.reap_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
+        match client.reap(&cfg.pool, &cfg.kinds, 1000).await {
+            Ok(r) if r.requeued + r.dead + r.cancelled > 0 => {
+                stats
+                    .reaped
+                    .fetch_add(r.requeued + r.dead + r.cancelled, Ordering::Relaxed);
+                tracing::info!(requeued = r.requeued, dead = r.dead, cancelled = r.cancelled, pool = %cfg.pool, "reaped expired leases");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "reap failed"),
+        }
+    }
+}

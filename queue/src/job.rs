@@ -1,0 +1,428 @@
+//! The job model: what a platform service submits ([`NewJob`]), what is stored ([`JobSpec`]) and
+//! what anyone can read back ([`JobRecord`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::error::{QueueError, ValidationError};
+use crate::payload::Payload;
+
+/// A job id: a ULID, so ids sort by creation time and carry no information about the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Ulid);
+
+impl JobId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        Self(Ulid::new())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s.trim())
+            .map(Self)
+            .map_err(|_| ValidationError::InvalidJobId(s.chars().take(64).collect()))
+    }
+}
+
+/// What a job does. Each kind has its own payload type and its own queue in every pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Call a remote generation model (images, video).
+    Generate,
+    /// Resize or upscale an image.
+    Upscale,
+    /// Transcode a video through ffmpeg.
+    Transcode,
+    /// Perceptual hashing (PDQ, vPDQ) against lists of known abuse material.
+    CsamHash,
+    /// Does nothing but optionally sleep or fail: benchmarks, canaries and tests.
+    Noop,
+}
+
+impl JobKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Generate,
+        JobKind::Upscale,
+        JobKind::Transcode,
+        JobKind::CsamHash,
+        JobKind::Noop,
+    ];
+
+    /// The name used on the wire, in Redis keys and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Generate => "generate",
+            JobKind::Upscale => "upscale",
+            JobKind::Transcode => "transcode",
+            JobKind::CsamHash => "csam_hash",
+            JobKind::Noop => "noop",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ValidationError::UnknownKind(s.chars().take(64).collect()))
+    }
+}
+
+/// Scheduling priority. Claims are strict: no `normal` job is claimed while a `high` one waits in
+/// a queue the worker serves; FIFO within a priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Interactive work a user waits for.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Backfills and batch work.
+    Bulk,
+}
+
+impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Bulk];
+
+    /// The name used on the wire and in Redis keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Bulk => "bulk",
+        }
+    }
+}
+
+impl FromStr for Priority {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| ValidationError::UnknownPriority(s.chars().take(64).collect()))
+    }
+}
+
+/// The hardware a job needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    /// `None`: runs on CPU. `Some`: needs a GPU with at least this much free memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuRequirement>,
+    /// A model the job would rather find already loaded ("warm") on its worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_model: Option<String>,
+}
+
+/// GPU needs of a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuRequirement {
+    /// Minimum free VRAM, in bytes, reserved for the job while it runs.
+    pub min_vram_bytes: u64,
+    /// Needs a hardware video encoder (NVENC) proven to open an encode session.
+    #[serde(default)]
+    pub nvenc: bool,
+}
+
+/// A job as submitted by a platform service. Everything but `kind`, `tenant`, `user` and
+/// `payload` has a default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    /// Platform tenant that owns the job (and pays for it).
+    pub tenant: String,
+    /// Opaque id of the end user on whose behalf the job runs. Never an email or a name.
+    pub user: String,
+    /// Priority; `normal` when absent.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Hardware needs.
+    #[serde(default)]
+    pub requirements: Requirements,
+    /// Regions (jurisdictions) the user consented to; empty means no restriction was stated.
+    #[serde(default)]
+    pub allowed_regions: Vec<String>,
+    /// A second submission with the same key (per tenant) returns the first job's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Attempts before the job is dead-lettered; the queue's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Wall-clock limit of one attempt, in seconds; the kind's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Run no earlier than this many milliseconds from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// The kind and its typed payload: `{"kind": "upscale", "payload": {...}}`.
+    #[serde(flatten)]
+    pub body: Payload,
+}
+
+impl NewJob {
+    /// A job with default options.
+    pub fn new(tenant: impl Into<String>, user: impl Into<String>, body: Payload) -> Self {
+        Self {
+            tenant: tenant.into(),
+            user: user.into(),
+            priority: Priority::Normal,
+            requirements: Requirements::default(),
+            allowed_regions: Vec::new(),
+            idempotency_key: None,
+            max_attempts: None,
+            timeout_secs: None,
+            delay_ms: None,
+            body,
+        }
+    }
+
+    /// Parses a job from JSON, mapping serde's complaints to typed errors.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, QueueError> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            let msg = e.to_string();
+            if let Some(rest) = msg.strip_prefix("unknown variant `") {
+                let kind = rest.split('`').next().unwrap_or_default();
+                ValidationError::UnknownKind(kind.to_owned()).into()
+            } else {
+                ValidationError::MalformedJson(msg).into()
+            }
+        })
+    }
+
+    /// The job's kind.
+    pub fn kind(&self) -> JobKind {
+        self.body.kind()
+    }
+}
+
+/// The immutable part of a stored job, serialized once at enqueue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job's id.
+    pub id: JobId,
+    /// Pool whose queue holds the job.
+    pub pool: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Opaque user id.
+    pub user: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Hardware needs.
+    pub requirements: Requirements,
+    /// Consented regions.
+    pub allowed_regions: Vec<String>,
+    /// Idempotency key, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+    /// Limit of one attempt, in seconds.
+    pub timeout_secs: u64,
+    /// Kind and payload.
+    #[serde(flatten)]
+    pub body: Payload,
+}
+
+impl JobSpec {
+    /// The job's kind.
+    pub fn kind(&self) -> JobKind {
+        self.body.kind()
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting in its queue.
+    Queued,
+    /// Waiting for its run-at time.
+    Delayed,
+    /// Leased by a worker.
+    Running,
+    /// Failed retryably; waiting for its backoff to pass.
+    RetryScheduled,
+    /// Done; its result is recorded.
+    Succeeded,
+    /// In the dead-letter queue: permanent error, or attempts used up.
+    Dead,
+    /// Cancelled by request.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job will change no further (unless replayed).
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled)
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "delayed" => Self::Delayed,
+            "running" => Self::Running,
+            "retry_scheduled" => Self::RetryScheduled,
+            "succeeded" => Self::Succeeded,
+            "dead" => Self::Dead,
+            "cancelled" => Self::Cancelled,
+            other => return Err(QueueError::Protocol(format!("unknown job status {other:?}"))),
+        })
+    }
+}
+
+/// Why an attempt failed; decides what happens next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Try again after a backoff, until attempts are used up.
+    Retryable,
+    /// Retrying cannot help (bad input, moderation): dead-letter at once.
+    Permanent,
+    /// Stopped on request.
+    Cancelled,
+    /// The attempt ran out of time (or its lease expired); retried like `retryable`.
+    TimedOut,
+}
+
+impl ErrorClass {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Cancelled => "cancelled",
+            ErrorClass::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl FromStr for ErrorClass {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "retryable" => Self::Retryable,
+            "permanent" => Self::Permanent,
+            "cancelled" => Self::Cancelled,
+            "timed_out" => Self::TimedOut,
+            other => return Err(ValidationError::UnknownErrorClass(other.chars().take(64).collect())),
+        })
+    }
+}
+
+/// Where a job's output lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRef {
+    /// Object-store key, deterministic per job so a retry overwrites.
+    pub object_key: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// MIME type.
+    pub content_type: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// The last error a job met.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Its class.
+    pub class: String,
+    /// A message fit for operators (never prompt text).
+    pub message: String,
+    /// When, in Unix milliseconds (Redis server time).
+    pub at_ms: u64,
+}
+
+/// One event in a job's history: failures, expired leases, releases, replays, cancellation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// Unix milliseconds (Redis server time).
+    pub at: u64,
+    /// `failed`, `lease_expired`, `released`, `replayed`, `cancelled`.
+    pub event: String,
+    /// Attempt number, where it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Error class, where it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Message, where it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Worker that held the lease, where it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// Everything known about a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// Current status.
+    pub status: JobStatus,
+    /// Attempts started (reset by a replay).
+    pub attempts: u32,
+    /// Enqueued at (Unix ms).
+    pub enqueued_at_ms: u64,
+    /// Last attempt started at (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    /// Finished at (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// Next run at, for delayed and retry-scheduled jobs (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at_ms: Option<u64>,
+    /// Worker holding the lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// A cancellation was requested while it ran.
+    pub cancel_requested: bool,
+    /// Last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    /// Output, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultRef>,
+    /// Failures, expired leases, releases, replays.
+    pub history: Vec<HistoryEvent>,
+}

@@ -1,0 +1,80 @@
+//! Redis key layout. Every key of a pool shares the hash tag `{pool}`, so every Lua script touches
+//! one Cluster slot, and one claim can serve all the kinds (queues) a worker runs in that pool.
+//!
+//! ```text
+//! gantry:{pool}:q:<kind>:<high|normal|bulk>  list   waiting ids (LPUSH in, RPOP out = FIFO)
+//! gantry:{pool}:q:<kind>:delayed             zset   id -> due time (delays and retry backoff)
+//! gantry:{pool}:q:<kind>:leases              zset   id -> lease deadline
+//! gantry:{pool}:q:<kind>:dead                zset   id -> dead-lettered at
+//! gantry:{pool}:q:<kind>:wake                list   wake tokens; idle workers BLPOP here
+//! gantry:{pool}:job:<id>                     hash   spec, status, attempts, lease token, ...
+//! gantry:{pool}:idem:<tenant>:<key>          string first job id for an idempotency key
+//! gantry:pools                               set    pools that ever had a job (job lookup by id)
+//! ```
+
+use crate::error::ValidationError;
+use crate::job::{JobId, JobKind};
+
+/// Set of every pool that has received a job; lets `job(id)` find a job without its pool.
+pub const POOLS_KEY: &str = "gantry:pools";
+
+/// A validated pool name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pool(String);
+
+impl Pool {
+    /// Validates a pool name: 1..=64 of `a-z`, `0-9`, `-`, `_`.
+    pub fn new(name: &str) -> Result<Self, ValidationError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(ValidationError::InvalidPool(name.chars().take(80).collect()))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `gantry:{pool}:`, the prefix every script builds its keys from.
+    pub fn prefix(&self) -> String {
+        format!("gantry:{{{}}}:", self.0)
+    }
+
+    /// The job hash.
+    pub fn job_key(&self, id: JobId) -> String {
+        format!("gantry:{{{}}}:job:{id}", self.0)
+    }
+
+    /// A key of one of the pool's queues (`high`, `delayed`, `dead`, `wake`, ...).
+    pub fn queue_key(&self, kind: JobKind, suffix: &str) -> String {
+        format!("gantry:{{{}}}:q:{}:{suffix}", self.0, kind.as_str())
+    }
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A queue: one (pool, kind).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName {
+    /// The pool.
+    pub pool: Pool,
+    /// The kind.
+    pub kind: JobKind,
+}
+
+impl std::fmt::Display for QueueName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.pool, self.kind)
+    }
+}

@@ -1,0 +1,28 @@
+//! Gantry's job model (serde types) and Redis queue protocol: enqueue, claim with lease,
+//! heartbeat, ack, retry, dead-letter, replay, cancel, delayed jobs; Cluster-safe Lua scripts.
+
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod consumer;
+pub mod error;
+pub mod job;
+pub mod keys;
+pub mod payload;
+pub mod retry;
+mod scripts;
+
+pub use client::{
+    AckOutcome, CancelOutcome, ClaimBatch, ClaimedJob, DeadFilter, DeadLetter, Enqueued, FailOutcome, Failure,
+    LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
+};
+pub use config::QueueConfig;
+pub use conn::{RedisConn, RedisTarget};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerStats, HandlerFuture, JobContext, JobHandler, JobOutcome};
+pub use error::{QueueError, ValidationError};
+pub use job::{
+    ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob,
+    Priority, Requirements, ResultRef,
+};
+pub use keys::{Pool, QueueName};
+pub use payload::{CsamHashPayload, GeneratePayload, NoopPayload, Payload, TranscodePayload, UpscalePayload};

@@ -1,0 +1,140 @@
+//! Typed payloads, one per job kind. Unknown fields are rejected so a typo fails at enqueue
+//! instead of silently running with defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{ErrorClass, JobKind};
+
+/// A job's kind with its payload; serialized as `{"kind": "...", "payload": {...}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+pub enum Payload {
+    /// See [`GeneratePayload`].
+    Generate(GeneratePayload),
+    /// See [`UpscalePayload`].
+    Upscale(UpscalePayload),
+    /// See [`TranscodePayload`].
+    Transcode(TranscodePayload),
+    /// See [`CsamHashPayload`].
+    CsamHash(CsamHashPayload),
+    /// See [`NoopPayload`].
+    Noop(NoopPayload),
+}
+
+impl Payload {
+    /// The kind this payload belongs to.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Payload::Generate(_) => JobKind::Generate,
+            Payload::Upscale(_) => JobKind::Upscale,
+            Payload::Transcode(_) => JobKind::Transcode,
+            Payload::CsamHash(_) => JobKind::CsamHash,
+            Payload::Noop(_) => JobKind::Noop,
+        }
+    }
+}
+
+/// Call a remote generation model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratePayload {
+    /// Provider name from configuration (`openai`, `gemini`, `kling`, `seedream`, `flux`, ...).
+    pub provider: String,
+    /// Model id at that provider.
+    pub model: String,
+    /// The user's prompt. Sensitive: never logged; only its SHA-256 leaves the job.
+    pub prompt: String,
+    /// Negative prompt, where the model takes one. Sensitive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Reference images (object keys or URLs). Sensitive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_images: Vec<String>,
+    /// Output width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Output height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Video duration in seconds, for video models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u32>,
+    /// Number of outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
+}
+
+/// Resize or upscale one image.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpscalePayload {
+    /// Input object key.
+    pub input: String,
+    /// Scale factor (2 or 4), or absent with `fit_within`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<u8>,
+    /// Fit within this box `[width, height]` instead of scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_within: Option<[u32; 2]>,
+    /// Output format: `png`, `jpeg` or `webp`; the input's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Encoder quality 1..=100 for lossy formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+}
+
+/// Transcode one video into web-ready outputs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodePayload {
+    /// Input object key.
+    pub input: String,
+    /// x264/NVENC constant rate factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crf: Option<u8>,
+    /// Encoder preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Maximum output height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    /// Maximum output frame rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fps: Option<u32>,
+    /// Also produce a VP9 WebM.
+    #[serde(default)]
+    pub webm: bool,
+    /// Also produce a poster frame and an animated preview.
+    #[serde(default)]
+    pub previews: bool,
+}
+
+/// Hash one image or video and match it against abuse hash lists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsamHashPayload {
+    /// Input object key.
+    pub input: String,
+    /// `image` or `video`; guessed from the content when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
+    /// Hash lists to match; every configured list when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lists: Vec<String>,
+}
+
+/// A job that does nothing, for benchmarks, canaries and tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopPayload {
+    /// Sleep this long before finishing.
+    #[serde(default)]
+    pub sleep_ms: u64,
+    /// Fail the first this-many attempts.
+    #[serde(default)]
+    pub fail_attempts: u32,
+    /// How those attempts fail (`retryable` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_class: Option<ErrorClass>,
+}

@@ -1,0 +1,25 @@
+-- Cancel one job. ARGV: id, finished_ttl_s.
+-- Returns 'cancelled', 'requested' (running: its worker learns at its next heartbeat),
+-- 'not_found', or 'finished:<status>'.
+local id, ttl = ARGV[1], tonumber(ARGV[2])
+local jk = jkey(id)
+local r = redis.call('HMGET', jk, 'status', 'kind', 'prio')
+local status, kind, prio = r[1], r[2], r[3]
+if not status then return 'not_found' end
+local removed = 0
+if status == 'queued' then
+  removed = redis.call('LREM', qkey(kind, prio), 1, id)
+elseif status == 'delayed' or status == 'retry_scheduled' then
+  removed = redis.call('ZREM', qkey(kind, 'delayed'), id)
+elseif status == 'running' then
+  redis.call('HSET', jk, 'cancel', 1)
+  return 'requested'
+else
+  return 'finished:' .. status
+end
+if removed == 0 then return 'finished:' .. status end
+history(jk, { at = NOW, event = 'cancelled' })
+redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled by request', 'eat', NOW)
+redis.call('HDEL', jk, 'due')
+redis.call('EXPIRE', jk, ttl)
+return 'cancelled'

@@ -1,0 +1,57 @@
+-- Claim up to `max` jobs from the pool's queues: strict priority (high, normal, bulk) across the
+-- listed kinds, FIFO within a priority. Due delayed jobs are promoted first (bounded).
+-- ARGV: worker_id, lease_ms, max, wake_cap, kind...
+-- Returns: next_due_ms (-1 = none), then 6 per job: id, kind, token, attempts, max_attempts, spec.
+local worker, lease, max, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = { -1 }
+local next_due = -1
+for k = 5, #ARGV do
+  local kind = ARGV[k]
+  local dk = qkey(kind, 'delayed')
+  local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOW, 'LIMIT', 0, 1000)
+  local promoted = 0
+  for _, id in ipairs(due) do
+    redis.call('ZREM', dk, id)
+    local jk = jkey(id)
+    local prio = redis.call('HGET', jk, 'prio')
+    if prio then
+      redis.call('HSET', jk, 'status', 'queued')
+      redis.call('HDEL', jk, 'due')
+      redis.call('LPUSH', qkey(kind, prio), id)
+      promoted = promoted + 1
+    end
+  end
+  -- others waiting on this queue should hear about promoted jobs this claim cannot take
+  if promoted > max then wake(kind, promoted - max, cap) end
+  local first = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local d = tonumber(first[2])
+    if next_due < 0 or d < next_due then next_due = d end
+  end
+end
+out[1] = next_due
+local want = max
+for _, prio in ipairs(PRIOS) do
+  for k = 5, #ARGV do
+    if want <= 0 then return out end
+    local kind = ARGV[k]
+    local ids = redis.call('RPOP', qkey(kind, prio), want)
+    if ids then
+      local lk = qkey(kind, 'leases')
+      for _, id in ipairs(ids) do
+        local jk = jkey(id)
+        local r = redis.call('HMGET', jk, 'spec', 'max')
+        if r[1] then
+          local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+          local token = redis.call('HINCRBY', jk, 'lease', 1)
+          redis.call('HSET', jk, 'status', 'running', 'worker', worker, 'started', NOW, 'deadline', NOW + lease)
+          redis.call('ZADD', lk, NOW + lease, id)
+          out[#out + 1] = id; out[#out + 1] = kind; out[#out + 1] = token
+          out[#out + 1] = attempts; out[#out + 1] = r[2]; out[#out + 1] = r[1]
+          want = want - 1
+        end
+      end
+    end
+  end
+end
+return out

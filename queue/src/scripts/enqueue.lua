@@ -1,0 +1,35 @@
+-- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, then 7 per job:
+-- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts.
+-- Returns a flat array: id, duplicate(0|1) per job. A duplicate returns the first job's id.
+local idem_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out, wakes = {}, {}
+for i = 3, #ARGV, 7 do
+  local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local idem, spec, maxa = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local dup = false
+  if idem ~= '' then
+    local ik = P .. 'idem:' .. idem
+    local prev = redis.call('GET', ik)
+    if prev then
+      out[#out + 1] = prev; out[#out + 1] = 1; dup = true
+    else
+      redis.call('SET', ik, id, 'EX', idem_ttl)
+    end
+  end
+  if not dup then
+    local jk = jkey(id)
+    if delay > 0 then
+      redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'delayed', 'attempts', 0,
+        'lease', 0, 'max', maxa, 'enq', NOW, 'due', NOW + delay)
+      redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)
+    else
+      redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'queued', 'attempts', 0,
+        'lease', 0, 'max', maxa, 'enq', NOW)
+      redis.call('LPUSH', qkey(kind, prio), id)
+      wakes[kind] = (wakes[kind] or 0) + 1
+    end
+    out[#out + 1] = id; out[#out + 1] = 0
+  end
+end
+for kind, n in pairs(wakes) do wake(kind, n, cap) end
+return out

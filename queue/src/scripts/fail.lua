@@ -1,0 +1,32 @@
+-- Record failures. ARGV: finished_ttl_s, dead_ttl_s, then 6 per job:
+-- id, kind, token, class (retryable|permanent|cancelled|timed_out), message, retry_delay_ms.
+-- Returns one code per job: 'retry', 'dead', 'cancelled' or 'stale'.
+local fin_ttl, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 6 do
+  local id, kind, token, class, msg, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  local jk = jkey(id)
+  local r = redis.call('HMGET', jk, 'lease', 'status', 'attempts', 'max', 'cancel')
+  if r[1] == token and r[2] == 'running' then
+    redis.call('ZREM', qkey(kind, 'leases'), id)
+    local attempts, maxa = tonumber(r[3]), tonumber(r[4])
+    history(jk, { at = NOW, attempt = attempts, event = 'failed', class = class, message = msg })
+    if class == 'cancelled' or r[5] then
+      redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
+      redis.call('HDEL', jk, 'worker', 'deadline')
+      redis.call('EXPIRE', jk, fin_ttl)
+      out[#out + 1] = 'cancelled'
+    elseif class == 'permanent' or attempts >= maxa then
+      to_dead(jk, kind, id, class, msg, dead_ttl)
+      out[#out + 1] = 'dead'
+    else
+      redis.call('HSET', jk, 'status', 'retry_scheduled', 'due', NOW + delay, 'eclass', class, 'emsg', msg, 'eat', NOW)
+      redis.call('HDEL', jk, 'worker', 'deadline')
+      redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)
+      out[#out + 1] = 'retry'
+    end
+  else
+    out[#out + 1] = 'stale'
+  end
+end
+return out

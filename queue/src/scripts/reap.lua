@@ -1,0 +1,38 @@
+-- Return jobs whose lease expired to the front of their queue (the attempt counts), or dead-letter
+-- them when attempts are used up; prune dead-letter entries older than the dead TTL.
+-- ARGV: max_per_kind, finished_ttl_s, dead_ttl_s, wake_cap, kind...
+-- Returns: requeued, dead_lettered, cancelled.
+local max, fin_ttl, dead_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local requeued, dead, cancelled = 0, 0, 0
+for k = 5, #ARGV do
+  local kind = ARGV[k]
+  local lk = qkey(kind, 'leases')
+  local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', NOW, 'LIMIT', 0, max)
+  local woken = 0
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', lk, id)
+    local jk = jkey(id)
+    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker')
+    if r[1] == 'running' then
+      history(jk, { at = NOW, attempt = tonumber(r[2]), event = 'lease_expired', worker = r[6] })
+      if r[5] then
+        redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled; lease expired', 'eat', NOW)
+        redis.call('HDEL', jk, 'worker', 'deadline')
+        redis.call('EXPIRE', jk, fin_ttl)
+        cancelled = cancelled + 1
+      elseif tonumber(r[2]) >= tonumber(r[3]) then
+        to_dead(jk, kind, id, 'timed_out', 'lease expired on the last attempt', dead_ttl)
+        dead = dead + 1
+      else
+        redis.call('HSET', jk, 'status', 'queued', 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
+        redis.call('HDEL', jk, 'worker', 'deadline')
+        redis.call('RPUSH', qkey(kind, r[4]), id)
+        requeued = requeued + 1
+        woken = woken + 1
+      end
+    end
+  end
+  if woken > 0 then wake(kind, woken, cap) end
+  redis.call('ZREMRANGEBYSCORE', qkey(kind, 'dead'), '-inf', NOW - dead_ttl * 1000)
+end
+return { requeued, dead, cancelled }

@@ -1,0 +1,22 @@
+-- Give leased jobs back without counting an attempt (graceful drain). ARGV: wake_cap, then 3 per
+-- job: id, kind, token. The job goes to the front of its queue. Returns 0 = released, 1 = stale.
+local cap = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV, 3 do
+  local id, kind, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local jk = jkey(id)
+  local r = redis.call('HMGET', jk, 'lease', 'status', 'prio')
+  if r[1] == token and r[2] == 'running' then
+    redis.call('ZREM', qkey(kind, 'leases'), id)
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    redis.call('HSET', jk, 'status', 'queued')
+    redis.call('HDEL', jk, 'worker', 'deadline')
+    history(jk, { at = NOW, event = 'released' })
+    redis.call('RPUSH', qkey(kind, r[3]), id)
+    wake(kind, 1, cap)
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = 1
+  end
+end
+return out

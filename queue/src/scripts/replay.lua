@@ -1,0 +1,27 @@
+-- Move dead-lettered jobs back onto their queue with attempts reset. Only a job still in the
+-- dead-letter set moves, so a job is never replayed twice. ARGV: kind, wake_cap, class_filter
+-- ('' = any), id... Returns one code per id: 'replayed', 'not_dead' or 'class_mismatch'.
+local kind, cap, want_class = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local dk = qkey(kind, 'dead')
+local out, n = {}, 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local jk = jkey(id)
+  local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio')
+  if not redis.call('ZSCORE', dk, id) or r[1] ~= 'dead' then
+    out[#out + 1] = 'not_dead'
+  elseif want_class ~= '' and r[2] ~= want_class then
+    out[#out + 1] = 'class_mismatch'
+  else
+    redis.call('ZREM', dk, id)
+    history(jk, { at = NOW, event = 'replayed', class = r[2] })
+    redis.call('HSET', jk, 'status', 'queued', 'attempts', 0)
+    redis.call('HDEL', jk, 'fin', 'worker', 'cancel')
+    redis.call('PERSIST', jk)
+    redis.call('LPUSH', qkey(kind, r[3]), id)
+    n = n + 1
+    out[#out + 1] = 'replayed'
+  end
+end
+if n > 0 then wake(kind, n, cap) end
+return out

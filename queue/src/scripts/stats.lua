@@ -1,0 +1,22 @@
+-- Queue stats. ARGV: kind... Returns 8 per kind: high, normal, bulk, in_flight, delayed, dead,
+-- oldest_enqueued_ms (-1 = empty), oldest_lease_deadline_ms (-1 = none).
+local out = {}
+for k = 1, #ARGV do
+  local kind = ARGV[k]
+  local oldest = -1
+  for _, prio in ipairs(PRIOS) do
+    local q = qkey(kind, prio)
+    out[#out + 1] = redis.call('LLEN', q)
+    local tail = redis.call('LINDEX', q, -1)
+    if tail then
+      local enq = tonumber(redis.call('HGET', jkey(tail), 'enq') or '-1')
+      if enq >= 0 and (oldest < 0 or enq < oldest) then oldest = enq end
+    end
+  end
+  out[#out + 1] = redis.call('ZCARD', qkey(kind, 'leases'))
+  out[#out + 1] = redis.call('ZCARD', qkey(kind, 'delayed'))
+  out[#out + 1] = redis.call('ZCARD', qkey(kind, 'dead'))
+  out[#out + 1] = oldest
+  out[#out + 1] = NOW
+end
+return out
