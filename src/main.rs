@@ -1,1 +1,18 @@
-fn main() {}
+//! `gantry`: one binary for the fleet — worker, operator CLI, demo and benchmarks.
+
+mod cli;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_tracing(args.verbose);
+    match cli::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(cli::exit_code(&e))
+        }
+    }
+}

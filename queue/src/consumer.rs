@@ -121,6 +121,10 @@ pub struct ConsumerStats {
     pub stale: AtomicU64,
     /// Expired leases this consumer's reaper requeued or dead-lettered.
     pub reaped: AtomicU64,
+    /// Claim round trips.
+    pub claim_calls: AtomicU64,
+    /// Ack round trips.
+    pub ack_calls: AtomicU64,
 }
 
 const STOP_NONE: u8 = 0;
@@ -240,6 +244,7 @@ impl Consumer {
                     Err(_) => break,
                 }
             }
+            stats.claim_calls.fetch_add(1, Ordering::Relaxed);
             let batch = match client
                 .claim(&cfg.pool, &cfg.worker_id, &cfg.kinds, permits.len(), cfg.lease)
                 .await
@@ -415,6 +420,7 @@ async fn ack_loop(
             }
         }
         if !acks.is_empty() {
+            stats.ack_calls.fetch_add(1, Ordering::Relaxed);
             let r = retry_transient("ack", &hard_stop, || client.ack(&cfg.pool, &acks)).await?;
             let ok = r.iter().filter(|o| **o == crate::client::AckOutcome::Acked).count() as u64;
             stats.succeeded.fetch_add(ok, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! ```text
 //! gantry:{pool}:q:<kind>:<high|normal|bulk>  list   waiting ids (LPUSH in, RPOP out = FIFO)
 //! gantry:{pool}:q:<kind>:delayed             zset   id -> due time (delays and retry backoff)
-//! gantry:{pool}:q:<kind>:leases              zset   id -> lease deadline
+//! gantry:{pool}:q:<kind>:leases              zset   "<id>:<token>" -> lease deadline (fencing)
+//! gantry:{pool}:lease-seq                    string lease token counter
 //! gantry:{pool}:q:<kind>:dead                zset   id -> dead-lettered at
 //! gantry:{pool}:q:<kind>:wake                list   wake tokens; idle workers BLPOP here
 //! gantry:{pool}:job:<id>                     hash   spec, status, attempts, lease token, ...

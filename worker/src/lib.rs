@@ -1,1 +1,8 @@
+//! Gantry worker runtime: claims from the queues its executors can serve and runs each job kind
+//! through its executor.
 
+pub mod executors;
+pub mod runtime;
+
+pub use executors::{Executor, ExecutorSet};
+pub use runtime::{WorkerConfig, WorkerError, run_worker};

@@ -34,6 +34,6 @@ end
 local function to_dead(jk, kind, id, class, msg, dead_ttl)
   redis.call('ZADD', qkey(kind, 'dead'), NOW, id)
   redis.call('HSET', jk, 'status', 'dead', 'fin', NOW, 'eclass', class, 'emsg', msg, 'eat', NOW)
-  redis.call('HDEL', jk, 'worker', 'deadline', 'due')
+  redis.call('HDEL', jk, 'worker', 'due')
   redis.call('EXPIRE', jk, dead_ttl)
 end

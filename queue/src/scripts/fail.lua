@@ -6,14 +6,13 @@ local out = {}
 for i = 3, #ARGV, 6 do
   local id, kind, token, class, msg, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local jk = jkey(id)
-  local r = redis.call('HMGET', jk, 'lease', 'status', 'attempts', 'max', 'cancel')
-  if r[1] == token and r[2] == 'running' then
-    redis.call('ZREM', qkey(kind, 'leases'), id)
+  if redis.call('ZREM', qkey(kind, 'leases'), id .. ':' .. token) == 1 then
+    local r = redis.call('HMGET', jk, 'lease', 'status', 'attempts', 'max', 'cancel')
     local attempts, maxa = tonumber(r[3]), tonumber(r[4])
     history(jk, { at = NOW, attempt = attempts, event = 'failed', class = class, message = msg })
     if class == 'cancelled' or r[5] then
       redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
-      redis.call('HDEL', jk, 'worker', 'deadline')
+      redis.call('HDEL', jk, 'worker')
       redis.call('EXPIRE', jk, fin_ttl)
       out[#out + 1] = 'cancelled'
     elseif class == 'permanent' or attempts >= maxa then
@@ -21,7 +20,7 @@ for i = 3, #ARGV, 6 do
       out[#out + 1] = 'dead'
     else
       redis.call('HSET', jk, 'status', 'retry_scheduled', 'due', NOW + delay, 'eclass', class, 'emsg', msg, 'eat', NOW)
-      redis.call('HDEL', jk, 'worker', 'deadline')
+      redis.call('HDEL', jk, 'worker')
       redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)
       out[#out + 1] = 'retry'
     end

@@ -9,15 +9,17 @@ for k = 5, #ARGV do
   local lk = qkey(kind, 'leases')
   local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', NOW, 'LIMIT', 0, max)
   local woken = 0
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', lk, id)
+  for _, member in ipairs(expired) do
+    redis.call('ZREM', lk, member)
+    local sep = string.find(member, ':', 1, true)
+    local id, token = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
     local jk = jkey(id)
-    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker')
-    if r[1] == 'running' then
+    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker', 'lease')
+    if r[1] == 'running' and r[7] == token then
       history(jk, { at = NOW, attempt = tonumber(r[2]), event = 'lease_expired', worker = r[6] })
       if r[5] then
         redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled; lease expired', 'eat', NOW)
-        redis.call('HDEL', jk, 'worker', 'deadline')
+        redis.call('HDEL', jk, 'worker')
         redis.call('EXPIRE', jk, fin_ttl)
         cancelled = cancelled + 1
       elseif tonumber(r[2]) >= tonumber(r[3]) then
@@ -25,7 +27,7 @@ for k = 5, #ARGV do
         dead = dead + 1
       else
         redis.call('HSET', jk, 'status', 'queued', 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
-        redis.call('HDEL', jk, 'worker', 'deadline')
+        redis.call('HDEL', jk, 'worker')
         redis.call('RPUSH', qkey(kind, r[4]), id)
         requeued = requeued + 1
         woken = woken + 1

@@ -5,12 +5,11 @@ local out = {}
 for i = 2, #ARGV, 3 do
   local id, kind, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jk = jkey(id)
-  local r = redis.call('HMGET', jk, 'lease', 'status', 'prio')
-  if r[1] == token and r[2] == 'running' then
-    redis.call('ZREM', qkey(kind, 'leases'), id)
+  if redis.call('ZREM', qkey(kind, 'leases'), id .. ':' .. token) == 1 then
+    local r = redis.call('HMGET', jk, 'lease', 'status', 'prio')
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HSET', jk, 'status', 'queued')
-    redis.call('HDEL', jk, 'worker', 'deadline')
+    redis.call('HDEL', jk, 'worker')
     history(jk, { at = NOW, event = 'released' })
     redis.call('RPUSH', qkey(kind, r[3]), id)
     wake(kind, 1, cap)

@@ -8,7 +8,11 @@ for i = 4, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
   local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio')
-  if not redis.call('ZSCORE', dk, id) or r[1] ~= 'dead' then
+  if not redis.call('ZSCORE', dk, id) then
+    out[#out + 1] = 'not_dead'
+  elseif r[1] ~= 'dead' then
+    -- an orphan entry (record expired or erased): drop it so paging over the set ends
+    redis.call('ZREM', dk, id)
     out[#out + 1] = 'not_dead'
   elseif want_class ~= '' and r[2] ~= want_class then
     out[#out + 1] = 'class_mismatch'

@@ -1,5 +1,5 @@
 -- Queue stats. ARGV: kind... Returns 8 per kind: high, normal, bulk, in_flight, delayed, dead,
--- oldest_enqueued_ms (-1 = empty), oldest_lease_deadline_ms (-1 = none).
+-- oldest_enqueued_ms (-1 = empty), server_now_ms.
 local out = {}
 for k = 1, #ARGV do
   local kind = ARGV[k]

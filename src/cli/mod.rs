@@ -1,0 +1,95 @@
+//! Command-line interface. Each subcommand lives in its own module.
+
+mod bench;
+mod demo;
+mod dlq;
+mod jobs;
+mod queues;
+mod time;
+mod worker;
+
+use clap::{Parser, Subcommand};
+use gantry_queue::{QueueClient, QueueConfig, QueueError};
+
+/// Gantry: a GPU-aware job-queue worker fleet.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about)]
+pub struct Cli {
+    /// More logging (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a worker: claim and run jobs from one pool until SIGTERM, then drain.
+    Worker(worker::WorkerArgs),
+    /// Enqueue, show and cancel jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Queue depths, in-flight counts and ages.
+    #[command(subcommand)]
+    Queues(queues::QueuesCommand),
+    /// The dead-letter queues: list, show, replay.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// A local fleet processing sample jobs end to end, with a summary.
+    Demo(demo::DemoArgs),
+}
+
+/// Connection options shared by the operator commands.
+#[derive(Debug, clap::Args)]
+pub struct RedisArgs {
+    /// Redis: redis://host:port or redis+cluster://host:port,host:port,...
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+}
+
+impl RedisArgs {
+    async fn client(&self) -> anyhow::Result<QueueClient> {
+        Ok(QueueClient::connect(&self.redis_url, QueueConfig::default()).await?)
+    }
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// 2 for input the queue refused (usage errors), 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<QueueError>() {
+        Some(
+            QueueError::Invalid(_)
+            | QueueError::NotFound(_)
+            | QueueError::AlreadyFinished { .. }
+            | QueueError::NotDeadLettered(_),
+        ) => 2,
+        _ => 1,
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Worker(a) => worker::run(a).await,
+        Command::Jobs(c) => jobs::run(c).await,
+        Command::Queues(c) => queues::run(c).await,
+        Command::Dlq(c) => dlq::run(c).await,
+        Command::Bench(c) => bench::run(c).await,
+        Command::Demo(a) => demo::run(a).await,
+    }
+}

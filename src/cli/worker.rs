@@ -1,0 +1,90 @@
+//! `gantry worker`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use gantry_queue::{JobKind, Pool};
+use gantry_worker::executors::noop::NoopExecutor;
+use gantry_worker::{ExecutorSet, WorkerConfig, run_worker};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    redis: super::RedisArgs,
+    /// Pool to serve.
+    #[arg(long, env = "GANTRY_POOL", default_value = "cpu")]
+    pool: String,
+    /// Kinds to serve (default: every kind this build has an executor for).
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Lease length in seconds; a worker that stops heartbeating loses its jobs after this.
+    #[arg(long, default_value_t = 30.0)]
+    lease_secs: f64,
+    /// Seconds running jobs get to finish after SIGTERM before their leases are released.
+    #[arg(long, default_value_t = 30.0)]
+    drain_grace_secs: f64,
+    /// Worker id (default: hostname-pid).
+    #[arg(long)]
+    worker_id: Option<String>,
+}
+
+pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
+    let pool = Pool::new(&a.pool)?;
+    let mut executors = ExecutorSet::default().with(NoopExecutor);
+    if !a.kinds.is_empty() {
+        let kinds = a
+            .kinds
+            .iter()
+            .map(|k| k.parse::<JobKind>())
+            .collect::<Result<Vec<_>, _>>()?;
+        executors = executors.restrict(&kinds);
+    }
+    let worker_id = a.worker_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "local".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let cfg = WorkerConfig {
+        redis_url: a.redis.redis_url,
+        pool,
+        worker_id,
+        concurrency: a.concurrency,
+        lease: Duration::from_secs_f64(a.lease_secs.max(0.1)),
+        drain_grace: Duration::from_secs_f64(a.drain_grace_secs.max(0.0)),
+    };
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
+    let stats = run_worker(cfg, executors, shutdown).await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!(
+        succeeded = stats.succeeded.load(Relaxed),
+        retried = stats.retried.load(Relaxed),
+        dead = stats.dead.load(Relaxed),
+        released = stats.released.load(Relaxed),
+        "worker stopped"
+    );
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: drain. Second: exit at once (leases expire and are reaped elsewhere).
+fn spawn_signal_handler(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            if n == 0 {
+                tracing::info!("signal received: draining (send again to exit at once)");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

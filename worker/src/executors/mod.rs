@@ -1,0 +1,64 @@
+//! Executors: one per job kind. A worker claims only the kinds it has an executor for.
+
+pub mod noop;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gantry_queue::{ClaimedJob, HandlerFuture, JobContext, JobKind, JobOutcome};
+
+/// Runs one kind of job.
+pub trait Executor: Send + Sync + 'static {
+    /// The kind it runs.
+    fn kind(&self) -> JobKind;
+    /// Runs one attempt.
+    fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture;
+}
+
+/// The executors a worker has, by kind.
+#[derive(Clone, Default)]
+pub struct ExecutorSet {
+    by_kind: BTreeMap<JobKind, Arc<dyn Executor>>,
+}
+
+impl std::fmt::Debug for ExecutorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_kind.keys()).finish()
+    }
+}
+
+impl ExecutorSet {
+    /// Adds (or replaces) the executor of its kind.
+    pub fn with(mut self, e: impl Executor) -> Self {
+        self.by_kind.insert(e.kind(), Arc::new(e));
+        self
+    }
+
+    /// The kinds served.
+    pub fn kinds(&self) -> Vec<JobKind> {
+        self.by_kind.keys().copied().collect()
+    }
+
+    /// Keeps only `kinds`.
+    pub fn restrict(mut self, kinds: &[JobKind]) -> Self {
+        self.by_kind.retain(|k, _| kinds.contains(k));
+        self
+    }
+
+    /// Dispatches a job to its kind's executor. A job of a kind without an executor cannot be
+    /// claimed (the worker never asks for it), so this is a permanent failure if it happens.
+    pub fn dispatch(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
+        match self.by_kind.get(&job.spec.kind()) {
+            Some(e) => e.run(job, ctx),
+            None => {
+                let kind = job.spec.kind();
+                Box::pin(async move {
+                    JobOutcome::Failed {
+                        class: gantry_queue::ErrorClass::Retryable,
+                        message: format!("worker has no executor for kind {kind}"),
+                    }
+                })
+            }
+        }
+    }
+}
