@@ -72,6 +72,9 @@ pub fn init_tracing(verbose: u8) {
 
 /// 2 for input the queue refused (usage errors), 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<gantry_queue::ValidationError>().is_some() {
+        return 2;
+    }
     match e.downcast_ref::<QueueError>() {
         Some(
             QueueError::Invalid(_)

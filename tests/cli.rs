@@ -1,0 +1,140 @@
+//! The operator CLI against a real redis-server: happy paths, and typed errors for bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gantry_testkit::RedisServer;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_refused(o: &std::process::Output, needle: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "exit 2 for refused input; stderr: {}",
+        stderr(o)
+    );
+    assert!(
+        stderr(o).contains(needle),
+        "stderr {:?} should mention {needle:?}",
+        stderr(o)
+    );
+    assert!(!stderr(o).contains("panicked"), "no panic: {}", stderr(o));
+}
+
+#[test]
+fn bad_input_gets_clear_typed_errors_and_writes_nothing() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    assert_refused(&gantry(&url, &["jobs", "enqueue", "{not json"]), "malformed job JSON");
+    assert_refused(
+        &gantry(
+            &url,
+            &[
+                "jobs",
+                "enqueue",
+                r#"{"tenant":"t","user":"u","kind":"mine","payload":{}}"#,
+            ],
+        ),
+        "unknown job kind \"mine\"",
+    );
+    let huge = format!(
+        r#"{{"tenant":"t","user":"u","kind":"generate","payload":{{"provider":"p","model":"m","prompt":"{}"}}}}"#,
+        "x".repeat(300_000)
+    );
+    assert_refused(&gantry_stdin(&url, &["jobs", "enqueue", "-"], &huge), "limit is 262144");
+    let far = r#"{"tenant":"t","user":"u","kind":"noop","payload":{},"delay_ms":99999999999999}"#;
+    assert_refused(&gantry(&url, &["jobs", "enqueue", far]), "exceeds the maximum");
+    assert_refused(
+        &gantry(
+            &url,
+            &[
+                "jobs",
+                "enqueue",
+                "--pool",
+                "GPU!",
+                r#"{"tenant":"t","user":"u","kind":"noop","payload":{}}"#,
+            ],
+        ),
+        "invalid pool name",
+    );
+    assert_refused(&gantry(&url, &["jobs", "show", "nope"]), "invalid job id");
+    assert_refused(
+        &gantry(&url, &["dlq", "replay", "01JAAAAAAAAAAAAAAAAAAAAAAA"]),
+        "not found",
+    );
+    assert_refused(
+        &gantry(&url, &["dlq", "list", "--class", "weird"]),
+        "unknown error class",
+    );
+    // Nothing was written by any refused command.
+    assert_eq!(redis.cli(&["DBSIZE"]).expect("cli").trim(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_show_cancel_stats_and_dlq_round_trip() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().expect("tmp");
+
+    let o = gantry(
+        &url,
+        &[
+            "jobs",
+            "enqueue",
+            r#"{"tenant":"t","user":"u","kind":"noop","payload":{},"delay_ms":600000}"#,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let delayed = stdout(&o).trim().to_owned();
+    let o = gantry(&url, &["queues", "stats"]);
+    assert!(stdout(&o).contains("cpu/noop"), "{}", stdout(&o));
+    let o = gantry(&url, &["jobs", "cancel", &delayed]);
+    assert!(stdout(&o).contains("cancelled"), "{}", stderr(&o));
+    assert_refused(&gantry(&url, &["jobs", "cancel", &delayed]), "already cancelled");
+
+    // Three jobs that fail permanently land in the dead-letter queue; replay them in bulk.
+    let batch = r#"[{"tenant":"t","user":"u","kind":"noop","payload":{"fail_attempts":1,"fail_class":"permanent"}},
+                    {"tenant":"t","user":"u","kind":"noop","payload":{"fail_attempts":1,"fail_class":"permanent"}},
+                    {"tenant":"t","user":"u","kind":"noop","payload":{"fail_attempts":1,"fail_class":"permanent"}}]"#;
+    let o = gantry(&url, &["jobs", "enqueue", batch]);
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stderr(&o));
+    let first = stdout(&o).lines().next().unwrap_or_default().to_owned();
+    let w = WorkerProcess::start(&url, "w", 4, 10.0, &[], logs.path());
+    let q = client(&url).await;
+    eventually("3 dead letters", Duration::from_secs(20), || async {
+        q.stats(&cpu(), &[gantry_queue::JobKind::Noop])
+            .await
+            .map(|s| s[0].dead == 3)
+            .unwrap_or(false)
+    })
+    .await;
+    drop(w);
+    let o = gantry(&url, &["jobs", "show", &first]);
+    assert!(
+        stdout(&o).contains("Dead") && stdout(&o).contains("permanent"),
+        "{}",
+        stdout(&o)
+    );
+    let o = gantry(
+        &url,
+        &["dlq", "list", "--pool", "cpu", "--kind", "noop", "--class", "permanent"],
+    );
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+    let o = gantry(&url, &["dlq", "replay", "--all", "--class", "permanent", "--dry-run"]);
+    assert!(stdout(&o).contains("would replay 3"), "{}", stdout(&o));
+    let o = gantry(&url, &["dlq", "replay", "--all", "--since", "1h"]);
+    assert!(stdout(&o).contains("replayed 3"), "{} {}", stdout(&o), stderr(&o));
+    let o = gantry(&url, &["dlq", "replay", "--all"]);
+    assert!(stdout(&o).contains("replayed 0"), "never twice: {}", stdout(&o));
+    let s = &q.stats(&cpu(), &[gantry_queue::JobKind::Noop]).await.unwrap()[0];
+    assert_eq!((s.waiting_total(), s.dead), (3, 0));
+}

@@ -1,0 +1,145 @@
+//! Helpers for the end-to-end tests: real `gantry` processes against a private redis-server.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_queue::{JobId, JobKind, JobStatus, Pool, QueueClient, QueueConfig};
+
+pub const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+
+/// A `gantry worker` process; SIGKILLed on drop if still running.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub id: String,
+}
+
+impl WorkerProcess {
+    pub fn start(url: &str, id: &str, concurrency: usize, lease_secs: f64, extra: &[&str], log_dir: &Path) -> Self {
+        let log = std::fs::File::create(log_dir.join(format!("{id}.log"))).expect("worker log");
+        let child = Command::new(GANTRY)
+            .args(["worker", "--redis-url", url, "--pool", "cpu", "--worker-id", id])
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--lease-secs",
+                &lease_secs.to_string(),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gantry worker");
+        Self {
+            child,
+            id: id.to_owned(),
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// Runs `gantry ARGS` to completion.
+pub fn gantry(url: &str, args: &[&str]) -> Output {
+    Command::new(GANTRY)
+        .args(args)
+        .env("REDIS_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gantry")
+}
+
+pub async fn client(url: &str) -> QueueClient {
+    QueueClient::connect(url, QueueConfig::default())
+        .await
+        .expect("connect")
+}
+
+pub fn cpu() -> Pool {
+    Pool::new("cpu").expect("pool")
+}
+
+/// Polls until `cond` holds, or panics with `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// In-flight count of the cpu/noop queue.
+pub async fn in_flight(q: &QueueClient) -> u64 {
+    q.stats(&cpu(), &[JobKind::Noop])
+        .await
+        .map(|s| s[0].in_flight)
+        .unwrap_or(0)
+}
+
+/// Whether the cpu/noop queue has nothing waiting, leased or delayed.
+pub async fn drained(q: &QueueClient) -> bool {
+    match q.stats(&cpu(), &[JobKind::Noop]).await {
+        Ok(s) => s[0].waiting_total() + s[0].in_flight + s[0].delayed == 0,
+        Err(_) => false,
+    }
+}
+
+pub async fn status_of(q: &QueueClient, id: JobId) -> JobStatus {
+    q.job_in(&cpu(), id).await.expect("job record").status
+}
+
+/// Runs `gantry ARGS` with `input` on standard input.
+pub fn gantry_stdin(url: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(GANTRY)
+        .args(args)
+        .env("REDIS_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gantry");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("gantry output")
+}
