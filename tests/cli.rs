@@ -1,5 +1,7 @@
 //! The operator CLI against a real redis-server: happy paths, and typed errors for bad input.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 mod common;
 
 use std::time::Duration;

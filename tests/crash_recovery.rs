@@ -1,6 +1,8 @@
 //! Invariant 1, nothing accepted is lost: workers SIGKILLed while holding leases, and Redis
 //! restarted with `appendfsync always` in the middle of a workload.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 mod common;
 
 use std::time::Duration;

@@ -193,6 +193,18 @@ pub enum ReplayOutcome {
     ClassMismatch,
 }
 
+/// A validated job, serialized and ready for the enqueue script.
+struct Prepared {
+    id: JobId,
+    kind: JobKind,
+    priority: Priority,
+    delay_ms: u64,
+    /// `tenant:key`, or empty.
+    idem: String,
+    json: String,
+    max_attempts: u32,
+}
+
 /// The client for producers, workers and admin tools. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct QueueClient {
@@ -235,11 +247,7 @@ impl QueueClient {
         self.conn.clone()
     }
 
-    fn validate(
-        &self,
-        pool: &Pool,
-        job: NewJob,
-    ) -> Result<(JobId, JobKind, Priority, u64, String, String, u32), QueueError> {
+    fn validate(&self, pool: &Pool, job: NewJob) -> Result<Prepared, QueueError> {
         check_text("tenant", &job.tenant, 128)?;
         check_text("user", &job.user, 128)?;
         if let Some(k) = &job.idempotency_key {
@@ -304,7 +312,15 @@ impl QueueClient {
             }
             .into());
         }
-        Ok((id, kind, priority, delay_ms, idem, json, max_attempts))
+        Ok(Prepared {
+            id,
+            kind,
+            priority,
+            delay_ms,
+            idem,
+            json,
+            max_attempts,
+        })
     }
 
     async fn register_pool(&self, pool: &Pool) -> Result<(), QueueError> {
@@ -353,14 +369,14 @@ impl QueueClient {
             .arg(self.cfg.idempotency_ttl.as_secs())
             .arg(self.cfg.wake_cap);
         for job in jobs {
-            let (id, kind, prio, delay, idem, json, max) = self.validate(pool, job)?;
-            inv.arg(id.to_string())
-                .arg(kind.as_str())
-                .arg(prio.as_str())
-                .arg(delay)
-                .arg(idem)
-                .arg(json)
-                .arg(max);
+            let p = self.validate(pool, job)?;
+            inv.arg(p.id.to_string())
+                .arg(p.kind.as_str())
+                .arg(p.priority.as_str())
+                .arg(p.delay_ms)
+                .arg(p.idem)
+                .arg(p.json)
+                .arg(p.max_attempts);
         }
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();

@@ -68,3 +68,25 @@ impl QueueConfig {
         Duration::from_millis(full - half + jitter)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_exponentially_with_jitter_and_caps() {
+        let cfg = QueueConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for _ in 0..200 {
+            let first = cfg.retry_delay(1).as_millis();
+            assert!((50..=100).contains(&first), "attempt 1: {first}");
+            let third = cfg.retry_delay(3).as_millis();
+            assert!((200..=400).contains(&third), "attempt 3: {third}");
+            let late = cfg.retry_delay(40).as_millis();
+            assert!((500..=1000).contains(&late), "capped: {late}");
+        }
+    }
+}

@@ -131,3 +131,25 @@ impl ConnectionLike for RedisConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_and_cluster_urls() {
+        assert_eq!(
+            RedisTarget::parse("redis://127.0.0.1:6400").ok(),
+            Some(RedisTarget::Single("redis://127.0.0.1:6400".into()))
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+cluster://10.0.0.1:7000, 10.0.0.2:7000").ok(),
+            Some(RedisTarget::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ]))
+        );
+        assert!(RedisTarget::parse("redis+cluster://").is_err());
+        assert!(RedisTarget::parse("http://example").is_err());
+    }
+}

@@ -426,3 +426,45 @@ pub struct JobRecord {
     /// Failures, expired leases, releases, replays.
     pub history: Vec<HistoryEvent>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{NoopPayload, UpscalePayload};
+
+    #[test]
+    fn new_job_round_trips_through_json_with_its_kind() {
+        let json = br#"{"tenant":"t","user":"u","priority":"high","kind":"upscale",
+                        "payload":{"input":"a.png","scale":4},"requirements":{"gpu":{"min_vram_bytes":1024}}}"#;
+        let job = NewJob::from_json(json).expect("parses");
+        assert_eq!(job.kind(), JobKind::Upscale);
+        assert_eq!(job.priority, Priority::High);
+        assert_eq!(
+            job.body,
+            Payload::Upscale(UpscalePayload {
+                input: "a.png".into(),
+                scale: Some(4),
+                ..Default::default()
+            })
+        );
+        let back = NewJob::from_json(serde_json::to_string(&job).expect("ser").as_bytes()).expect("again");
+        assert_eq!(back.body, job.body);
+    }
+
+    #[test]
+    fn kinds_priorities_and_ids_parse_strictly() {
+        for k in JobKind::ALL {
+            assert_eq!(k.as_str().parse::<JobKind>().ok(), Some(k));
+        }
+        assert!("Generate".parse::<JobKind>().is_err());
+        assert!("urgent".parse::<Priority>().is_err());
+        assert!("01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<JobId>().is_ok());
+        assert!("01ARZ3NDEKTSV4RRFFQ69G5FA".parse::<JobId>().is_err());
+        assert!(matches!(
+            NewJob::from_json(br#"{"tenant":"t","user":"u","kind":"noop","payload":{"sleep_ms":"soon"}}"#),
+            Err(QueueError::Invalid(ValidationError::MalformedJson(_)))
+        ));
+        let ok = NewJob::from_json(br#"{"tenant":"t","user":"u","kind":"noop","payload":{}}"#).expect("noop");
+        assert_eq!(ok.body, Payload::Noop(NoopPayload::default()));
+    }
+}

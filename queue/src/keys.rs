@@ -79,3 +79,22 @@ impl std::fmt::Display for QueueName {
         write!(f, "{}/{}", self.pool, self.kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_names_are_validated_and_keys_share_one_hash_tag() {
+        let p = Pool::new("gpu-80g_a").expect("valid");
+        assert_eq!(p.prefix(), "gantry:{gpu-80g_a}:");
+        assert_eq!(
+            p.queue_key(JobKind::CsamHash, "dead"),
+            "gantry:{gpu-80g_a}:q:csam_hash:dead"
+        );
+        assert!(p.job_key(JobId::new()).starts_with("gantry:{gpu-80g_a}:job:"));
+        for bad in ["", "GPU", "a b", "x{y}", &"a".repeat(65)] {
+            assert!(Pool::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}

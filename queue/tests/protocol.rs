@@ -1,5 +1,7 @@
 //! The queue protocol against a real redis-server and a real 3-master Redis Cluster.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 use std::time::Duration;
 
 use gantry_queue::*;
@@ -338,7 +340,7 @@ async fn expired_lease_is_reaped_and_fenced(f: Fixture) {
         vec![AckOutcome::Stale]
     );
     assert_eq!(
-        q.heartbeat(&p, &[j.lease.clone()], LEASE).await.unwrap(),
+        q.heartbeat(&p, std::slice::from_ref(&j.lease), LEASE).await.unwrap(),
         vec![LeaseState::Lost]
     );
     let j2 = claim_one(&q, &p).await;
@@ -360,7 +362,7 @@ async fn heartbeat_keeps_long_job(f: Fixture) {
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
-            q.heartbeat(&p, &[j.lease.clone()], lease).await.unwrap(),
+            q.heartbeat(&p, std::slice::from_ref(&j.lease), lease).await.unwrap(),
             vec![LeaseState::Extended]
         );
         assert_eq!(q.reap(&p, &[JobKind::Noop], 100).await.unwrap().requeued, 0);
@@ -394,7 +396,7 @@ async fn cancel_in_every_state(f: Fixture) {
     assert_eq!(j.lease.id, running);
     assert_eq!(q.cancel(running).await.unwrap(), CancelOutcome::Requested);
     assert_eq!(
-        q.heartbeat(&p, &[j.lease.clone()], LEASE).await.unwrap(),
+        q.heartbeat(&p, std::slice::from_ref(&j.lease), LEASE).await.unwrap(),
         vec![LeaseState::CancelRequested]
     );
     assert_eq!(

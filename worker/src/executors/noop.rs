@@ -42,3 +42,93 @@ impl Executor for NoopExecutor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_queue::{JobId, JobSpec, LeaseRef, NoopPayload, Pool, Priority, Requirements};
+    use tokio_util::sync::CancellationToken;
+
+    fn job(attempt: u32, p: NoopPayload) -> ClaimedJob {
+        let id = JobId::new();
+        ClaimedJob {
+            lease: LeaseRef {
+                id,
+                kind: JobKind::Noop,
+                token: 1,
+            },
+            pool: Pool::new("cpu").expect("pool"),
+            attempt,
+            max_attempts: 5,
+            spec: JobSpec {
+                id,
+                pool: "cpu".into(),
+                tenant: "t".into(),
+                user: "u".into(),
+                priority: Priority::Normal,
+                requirements: Requirements::default(),
+                allowed_regions: vec![],
+                idempotency_key: None,
+                max_attempts: 5,
+                timeout_secs: 10,
+                body: Payload::Noop(p),
+            },
+        }
+    }
+
+    fn ctx() -> JobContext {
+        JobContext {
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fails_the_scripted_attempts_then_succeeds() {
+        let p = NoopPayload {
+            fail_attempts: 2,
+            fail_class: Some(ErrorClass::Permanent),
+            ..Default::default()
+        };
+        let e = NoopExecutor;
+        assert!(matches!(
+            e.run(job(2, p.clone()), ctx()).await,
+            JobOutcome::Failed {
+                class: ErrorClass::Permanent,
+                ..
+            }
+        ));
+        assert_eq!(e.run(job(3, p), ctx()).await, JobOutcome::Succeeded(None));
+    }
+
+    #[tokio::test]
+    async fn stops_sleeping_when_cancelled() {
+        let c = ctx();
+        c.cancel.cancel();
+        let out = NoopExecutor
+            .run(
+                job(
+                    1,
+                    NoopPayload {
+                        sleep_ms: 60_000,
+                        ..Default::default()
+                    },
+                ),
+                c,
+            )
+            .await;
+        assert!(matches!(
+            out,
+            JobOutcome::Failed {
+                class: ErrorClass::Cancelled,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn executor_set_serves_only_its_kinds() {
+        let set = crate::ExecutorSet::default().with(NoopExecutor);
+        assert_eq!(set.kinds(), vec![JobKind::Noop]);
+        assert!(set.restrict(&[JobKind::Upscale]).kinds().is_empty());
+    }
+}
