@@ -333,13 +333,10 @@ impl Consumer {
         }
         drop(done_tx);
         // The acker ends once every completion is flushed; heartbeats go on until then.
-        let acked = acker.await;
+        let _ = acker.await;
         bg_stop.cancel();
         let _ = hb.await;
         let _ = reaper.await;
-        if let Ok(Err(e)) = acked {
-            return Err(e);
-        }
         Ok(stats)
     }
 }
@@ -394,7 +391,7 @@ async fn ack_loop(
     inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
     stats: Arc<ConsumerStats>,
     hard_stop: CancellationToken,
-) -> Result<(), QueueError> {
+) {
     const MAX: usize = 1000;
     let mut buf = Vec::with_capacity(MAX);
     while rx.recv_many(&mut buf, MAX).await > 0 {
@@ -421,34 +418,53 @@ async fn ack_loop(
         }
         if !acks.is_empty() {
             stats.ack_calls.fetch_add(1, Ordering::Relaxed);
-            let r = retry_transient("ack", &hard_stop, || client.ack(&cfg.pool, &acks)).await?;
-            let ok = r.iter().filter(|o| **o == crate::client::AckOutcome::Acked).count() as u64;
-            stats.succeeded.fetch_add(ok, Ordering::Relaxed);
-            stats.stale.fetch_add(r.len() as u64 - ok, Ordering::Relaxed);
+            match retry_transient("ack", &hard_stop, || client.ack(&cfg.pool, &acks)).await {
+                Ok(r) => {
+                    let ok = r.iter().filter(|o| **o == crate::client::AckOutcome::Acked).count() as u64;
+                    stats.succeeded.fetch_add(ok, Ordering::Relaxed);
+                    stats.stale.fetch_add(r.len() as u64 - ok, Ordering::Relaxed);
+                }
+                Err(e) => unsettled(&e, "ack", acks.len()),
+            }
         }
         if !fails.is_empty() {
-            for o in retry_transient("fail", &hard_stop, || client.fail(&cfg.pool, &fails)).await? {
-                let c = match o {
-                    FailOutcome::Retry => &stats.retried,
-                    FailOutcome::Dead => &stats.dead,
-                    FailOutcome::Cancelled => &stats.cancelled,
-                    FailOutcome::Stale => &stats.stale,
-                };
-                c.fetch_add(1, Ordering::Relaxed);
+            match retry_transient("fail", &hard_stop, || client.fail(&cfg.pool, &fails)).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        let c = match o {
+                            FailOutcome::Retry => &stats.retried,
+                            FailOutcome::Dead => &stats.dead,
+                            FailOutcome::Cancelled => &stats.cancelled,
+                            FailOutcome::Stale => &stats.stale,
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => unsettled(&e, "fail", fails.len()),
             }
         }
         if !releases.is_empty() {
-            let n = retry_transient("release", &hard_stop, || client.release(&cfg.pool, &releases)).await?;
-            stats.released.fetch_add(n as u64, Ordering::Relaxed);
+            match retry_transient("release", &hard_stop, || client.release(&cfg.pool, &releases)).await {
+                Ok(n) => {
+                    stats.released.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => unsettled(&e, "release", releases.len()),
+            }
         }
-        // Only now stop heartbeating them: the outcome is durable.
+        // Only now stop heartbeating them: the outcome is durable. Where recording it failed for
+        // good, stopping the heartbeats lets the leases expire, and the reaper runs them again.
         if let Ok(mut m) = inflight.lock() {
             for id in settled {
                 m.remove(&id);
             }
         }
     }
-    Ok(())
+}
+
+/// A batch whose outcome could not be recorded (a non-transient error, or Redis still down at a
+/// hard stop). Its jobs are not lost: their leases expire and the reaper requeues them.
+fn unsettled(e: &QueueError, what: &str, n: usize) {
+    tracing::error!(error = %e, jobs = n, "{what} not recorded; the leases will expire and the jobs run again");
 }
 
 async fn heartbeat_loop(
