@@ -108,6 +108,14 @@ async fn fifo_claim_and_ack(f: Fixture) {
     let rec = q.job(ids[1]).await.unwrap();
     assert_eq!(rec.status, JobStatus::Succeeded);
     assert!(rec.finished_at_ms.is_some());
+    // Finished records expire after the finished TTL (7 days by default).
+    let mut c = q.connection();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(p.job_key(ids[1]))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 7 * 86400 - 60 && ttl <= 7 * 86400, "ttl {ttl}");
     // A second ack of the same lease is stale, not a second success.
     assert_eq!(q.ack(&p, &acks[..1]).await.unwrap(), vec![AckOutcome::Stale]);
     let s = &q.stats(&p, &[JobKind::Noop]).await.unwrap()[0];
@@ -312,6 +320,10 @@ async fn permanent_failure_dead_letters_at_once(f: Fixture) {
     );
     assert_eq!(q.job(id).await.unwrap().status, JobStatus::Dead);
     assert_eq!(q.stats(&p, &[JobKind::Noop]).await.unwrap()[0].dead, 1);
+    // Dead-lettered records are kept 30 days.
+    let mut c = q.connection();
+    let ttl: i64 = redis::cmd("TTL").arg(p.job_key(id)).query_async(&mut c).await.unwrap();
+    assert!(ttl > 30 * 86400 - 60 && ttl <= 30 * 86400, "ttl {ttl}");
 }
 
 async fn expired_lease_is_reaped_and_fenced(f: Fixture) {

@@ -1,21 +1,38 @@
 -- Record successes. ARGV: finished_ttl_s, then 4 per job: id, kind, token, result_json ('' = none).
 -- Returns one code per job: 0 = acked, 1 = stale (the lease was lost; the ack is ignored).
--- Removing the lease member is the fencing check: it exists only while this lease is current.
+-- The fencing check is the lease member '<id>:<token>': it exists only while this lease is
+-- current. Members are checked with one ZMSCORE and removed with one ZREM per kind, so a batch
+-- costs two lease-set calls however many jobs it holds.
 local ttl = tonumber(ARGV[1])
 local out = {}
+local by_kind = {}
 for i = 2, #ARGV, 4 do
-  local id, kind, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('ZREM', qkey(kind, 'leases'), id .. ':' .. token) == 1 then
-    local jk = jkey(id)
-    if result ~= '' then
-      redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW, 'result', result)
-    else
-      redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW)
+  local kind = ARGV[i + 1]
+  local g = by_kind[kind]
+  if not g then g = { members = {}, slots = {} }; by_kind[kind] = g end
+  g.members[#g.members + 1] = ARGV[i] .. ':' .. ARGV[i + 2]
+  g.slots[#g.slots + 1] = i
+  out[#out + 1] = 1
+end
+for kind, g in pairs(by_kind) do
+  local lk = qkey(kind, 'leases')
+  local scores = redis.call('ZMSCORE', lk, unpack(g.members))
+  local live = {}
+  for j, score in ipairs(scores) do
+    if score then
+      local i = g.slots[j]
+      local jk = jkey(ARGV[i])
+      local result = ARGV[i + 3]
+      if result ~= '' then
+        redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW, 'result', result)
+      else
+        redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW)
+      end
+      redis.call('EXPIRE', jk, ttl)
+      live[#live + 1] = g.members[j]
+      out[(i - 2) / 4 + 1] = 0
     end
-    redis.call('EXPIRE', jk, ttl)
-    out[#out + 1] = 0
-  else
-    out[#out + 1] = 1
   end
+  if #live > 0 then redis.call('ZREM', lk, unpack(live)) end
 end
 return out
