@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn;
 pub mod consumer;
 pub mod error;
+pub mod fleet;
 pub mod job;
 pub mod keys;
 pub mod payload;
@@ -20,6 +21,7 @@ pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerStats, HandlerFuture, JobContext, JobHandler, JobOutcome};
 pub use error::{QueueError, ValidationError};
+pub use fleet::{FleetGpu, WorkerRecord};
 pub use job::{
     ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob,
     Priority, Requirements, ResultRef,

@@ -26,3 +26,4 @@ script!(REAP, "reap.lua");
 script!(CANCEL, "cancel.lua");
 script!(REPLAY, "replay.lua");
 script!(STATS, "stats.lua");
+script!(REGISTER, "register.lua");

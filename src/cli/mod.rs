@@ -7,6 +7,7 @@ mod jobs;
 mod queues;
 mod time;
 mod worker;
+mod workers;
 
 use clap::{Parser, Subcommand};
 use gantry_queue::{QueueClient, QueueConfig, QueueError};
@@ -26,6 +27,9 @@ pub struct Cli {
 enum Command {
     /// Run a worker: claim and run jobs from one pool until SIGTERM, then drain.
     Worker(worker::WorkerArgs),
+    /// The fleet registry: live workers and their GPUs.
+    #[command(subcommand)]
+    Workers(workers::WorkersCommand),
     /// Enqueue, show and cancel jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
@@ -72,7 +76,9 @@ pub fn init_tracing(verbose: u8) {
 
 /// 2 for input the queue refused (usage errors), 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<gantry_queue::ValidationError>().is_some() {
+    if e.downcast_ref::<gantry_queue::ValidationError>().is_some()
+        || e.downcast_ref::<gantry_worker::gpu::fake::FakeSpecError>().is_some()
+    {
         return 2;
     }
     match e.downcast_ref::<QueueError>() {
@@ -89,6 +95,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker(a) => worker::run(a).await,
+        Command::Workers(c) => workers::run(c).await,
         Command::Jobs(c) => jobs::run(c).await,
         Command::Queues(c) => queues::run(c).await,
         Command::Dlq(c) => dlq::run(c).await,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gantry_queue::{JobKind, Pool};
 use gantry_worker::executors::noop::NoopExecutor;
+use gantry_worker::gpu::GpuMode;
 use gantry_worker::{ExecutorSet, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,13 @@ pub struct WorkerArgs {
     /// Seconds running jobs get to finish after SIGTERM before their leases are released.
     #[arg(long, default_value_t = 30.0)]
     drain_grace_secs: f64,
+    /// GPUs: `auto` (NVML; CPU-only without a driver), `none`, or a declared fake inventory
+    /// for tests and demos such as `fake:2x80GiB+nvenc` or `fake:1x24GiB,2x80GiB`.
+    #[arg(long, env = "GANTRY_GPUS", default_value = "auto")]
+    gpus: String,
+    /// Fleet-registry heartbeat period in seconds; a worker missing three is gone from the list.
+    #[arg(long, default_value_t = 5.0)]
+    registry_heartbeat_secs: f64,
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
@@ -54,6 +62,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         concurrency: a.concurrency,
         lease: Duration::from_secs_f64(a.lease_secs.max(0.1)),
         drain_grace: Duration::from_secs_f64(a.drain_grace_secs.max(0.0)),
+        gpus: a.gpus.parse::<GpuMode>()?,
+        registry_heartbeat: Duration::from_secs_f64(a.registry_heartbeat_secs.max(0.05)),
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;

@@ -2,6 +2,7 @@
 //! through its executor.
 
 pub mod executors;
+pub mod gpu;
 pub mod runtime;
 
 pub use executors::{Executor, ExecutorSet};

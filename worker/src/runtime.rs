@@ -1,12 +1,17 @@
-//! The worker's main loop: a queue consumer whose handler dispatches to the executors.
+//! The worker's main loop: a queue consumer whose handler dispatches to the executors, a GPU
+//! inventory, and a heartbeat into the fleet registry.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gantry_queue::{Consumer, ConsumerConfig, ConsumerStats, JobKind, Pool, QueueClient, QueueConfig, QueueError};
+use gantry_queue::{
+    Consumer, ConsumerConfig, ConsumerStats, FleetGpu, JobKind, Pool, QueueClient, QueueConfig, QueueError,
+    WorkerRecord,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::executors::ExecutorSet;
+use crate::gpu::{GpuInventory, GpuMode, GpuMonitor, InventorySource};
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +22,9 @@ pub enum WorkerError {
     /// Nothing to serve.
     #[error("no executor for any of the requested kinds")]
     NoKinds,
+    /// The GPU inventory task died.
+    #[error("gpu inventory: {0}")]
+    Inventory(String),
 }
 
 /// Typed worker configuration.
@@ -34,9 +42,20 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Drain grace period on SIGTERM.
     pub drain_grace: Duration,
+    /// How GPUs are found: NVML, none, or a declared fake.
+    pub gpus: GpuMode,
+    /// Fleet-registry heartbeat period; the record expires after three.
+    pub registry_heartbeat: Duration,
 }
 
-/// Runs a worker until `shutdown`, then drains. Returns its counters.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs a worker until `shutdown`, then drains and deregisters. Returns its counters.
 pub async fn run_worker(
     cfg: WorkerConfig,
     executors: ExecutorSet,
@@ -46,6 +65,13 @@ pub async fn run_worker(
     if kinds.is_empty() {
         return Err(WorkerError::NoKinds);
     }
+    let mode = cfg.gpus.clone();
+    let monitor = tokio::task::spawn_blocking(move || GpuMonitor::start(&mode))
+        .await
+        .map_err(|e| WorkerError::Inventory(e.to_string()))?;
+    tracing::info!(worker_id = %cfg.worker_id, "{}", monitor.initial().summary());
+    let monitor = Arc::new(monitor);
+
     let client = connect_with_retry(&cfg.redis_url, &shutdown).await?;
     let mut ccfg = ConsumerConfig::new(cfg.pool.clone(), kinds.clone(), cfg.worker_id.clone());
     ccfg.concurrency = cfg.concurrency.max(1);
@@ -60,8 +86,98 @@ pub async fn run_worker(
         concurrency = ccfg.concurrency,
         "worker started"
     );
-    let consumer = Consumer::new(client, ccfg, move |job, ctx| executors.dispatch(job, ctx));
-    Ok(consumer.run(shutdown).await?)
+    let consumer = Consumer::new(client.clone(), ccfg, move |job, ctx| executors.dispatch(job, ctx));
+    let in_flight = consumer.in_flight_gauge();
+
+    let registry_stop = CancellationToken::new();
+    let registry = tokio::spawn(registry_loop(
+        client.clone(),
+        cfg.clone(),
+        kinds,
+        monitor,
+        Box::new(in_flight),
+        shutdown.clone(),
+        registry_stop.clone(),
+    ));
+    let stats = consumer.run(shutdown).await;
+    registry_stop.cancel();
+    let _ = registry.await;
+    if let Err(e) = client.deregister_worker(&cfg.pool, &cfg.worker_id).await {
+        tracing::warn!(error = %e, "deregistering failed; the record expires by itself");
+    }
+    Ok(stats?)
+}
+
+fn record(
+    cfg: &WorkerConfig,
+    kinds: &[JobKind],
+    inv: &GpuInventory,
+    in_flight: usize,
+    started_at_ms: u64,
+    draining: bool,
+) -> WorkerRecord {
+    WorkerRecord {
+        id: cfg.worker_id.clone(),
+        pool: cfg.pool.as_str().to_owned(),
+        hostname: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        kinds: kinds.to_vec(),
+        concurrency: cfg.concurrency as u32,
+        in_flight: in_flight as u32,
+        gpu_source: match inv.source {
+            InventorySource::Nvml => "nvml",
+            InventorySource::Fake => "fake",
+            InventorySource::None => "none",
+        }
+        .to_owned(),
+        gpus: inv
+            .gpus
+            .iter()
+            .map(|g| FleetGpu {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                memory_total_bytes: g.memory_total_bytes,
+                memory_free_bytes: g.memory_free_bytes,
+                nvenc: g.nvenc.usable(),
+            })
+            .collect(),
+        warm_models: Vec::new(),
+        started_at_ms,
+        heartbeat_ms: cfg.registry_heartbeat.as_millis() as u64,
+        draining,
+        last_seen_ms: 0,
+    }
+}
+
+type Gauge = Box<dyn Fn() -> usize + Send + Sync>;
+
+async fn registry_loop(
+    client: QueueClient,
+    cfg: WorkerConfig,
+    kinds: Vec<JobKind>,
+    monitor: Arc<GpuMonitor>,
+    in_flight: Gauge,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
+    let started = now_ms();
+    let mut tick = tokio::time::interval(cfg.registry_heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
+        let m = monitor.clone();
+        let inv = match tokio::task::spawn_blocking(move || m.refresh()).await {
+            Ok(inv) => inv,
+            Err(_) => monitor.initial().clone(),
+        };
+        let rec = record(&cfg, &kinds, &inv, in_flight(), started, shutdown.is_cancelled());
+        if let Err(e) = client.register_worker(&rec, cfg.registry_heartbeat).await {
+            tracing::warn!(error = %e, "fleet registry heartbeat failed");
+        }
+    }
 }
 
 /// Connects, retrying while Redis is unreachable (a worker may start before Redis does).

@@ -1,0 +1,91 @@
+//! The fleet registry with real worker processes: fake GPU inventories are reported as fake, a
+//! SIGKILLed worker disappears within three missed heartbeats, a drained one deregisters.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gantry_queue::WorkerRecord;
+use gantry_testkit::RedisServer;
+
+fn listed(url: &str) -> Vec<WorkerRecord> {
+    let o = gantry(url, &["workers", "list", "--pool", "cpu", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_tracks_live_workers_and_forgets_dead_ones() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().expect("tmp");
+    let beat = ["--registry-heartbeat-secs", "0.3"];
+    let mut gpu = WorkerProcess::start(
+        &url,
+        "gpu-box",
+        4,
+        10.0,
+        &[&beat[..], &["--gpus", "fake:2x80GiB+nvenc"]].concat(),
+        logs.path(),
+    );
+    let mut cpu = WorkerProcess::start(
+        &url,
+        "cpu-box",
+        2,
+        10.0,
+        &[&beat[..], &["--gpus", "none"]].concat(),
+        logs.path(),
+    );
+
+    eventually("both workers registered", Duration::from_secs(20), || async {
+        listed(&url).len() == 2
+    })
+    .await;
+    let ws = listed(&url);
+    let g = ws.iter().find(|w| w.id == "gpu-box").unwrap();
+    assert_eq!(g.gpu_source, "fake", "a fake inventory says so");
+    assert_eq!(g.gpus.len(), 2);
+    assert!(
+        g.gpus
+            .iter()
+            .all(|x| x.nvenc && x.memory_total_bytes == 80 << 30 && x.uuid.starts_with("GPU-fake-"))
+    );
+    assert_eq!(g.kinds, vec![gantry_queue::JobKind::Noop]);
+    let c = ws.iter().find(|w| w.id == "cpu-box").unwrap();
+    assert_eq!((c.gpu_source.as_str(), c.gpus.len()), ("none", 0));
+    let table = String::from_utf8_lossy(&gantry(&url, &["workers", "list"]).stdout).into_owned();
+    assert!(table.contains("FAKE") && table.contains("cpu-only"), "{table}");
+
+    // SIGKILL: gone once three heartbeats (0.9 s) are missed.
+    gpu.sigkill();
+    let killed_at = Instant::now();
+    eventually("the dead worker disappears", Duration::from_secs(10), || async {
+        listed(&url).iter().all(|w| w.id != "gpu-box")
+    })
+    .await;
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(listed(&url).len(), 1);
+
+    // SIGTERM: drains and deregisters at once.
+    cpu.sigterm();
+    assert_eq!(cpu.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(listed(&url).is_empty());
+}
+
+#[test]
+fn a_bad_gpu_spec_is_refused_with_exit_2() {
+    let redis = RedisServer::start().expect("redis");
+    let o = gantry(&redis.url(), &["worker", "--gpus", "fake:2x80GB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad fake GPU group"));
+}

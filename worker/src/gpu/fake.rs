@@ -1,0 +1,130 @@
+//! Fake inventories for tests and demos: `2x80GiB`, `1x24GiB+nvenc`, `2x80GiB,1x24GiB+nvenc`.
+
+use super::{GIB, GpuInfo, GpuInventory, InventorySource, NvencStatus};
+
+/// A `--gpus fake:SPEC` that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FakeSpecError {
+    /// Not `auto`, `none` or `fake:SPEC`.
+    #[error("unknown --gpus value {0:?} (expected auto, none or fake:SPEC such as fake:2x80GiB+nvenc)")]
+    Mode(String),
+    /// A group is not `COUNTxSIZE[+nvenc]`.
+    #[error("bad fake GPU group {0:?} (expected COUNTxSIZE[+nvenc], e.g. 2x80GiB or 1x24GiB+nvenc)")]
+    Group(String),
+    /// Too many GPUs or too much memory.
+    #[error("fake inventory out of range: {0}")]
+    Range(String),
+}
+
+/// A parsed fake inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeSpec {
+    groups: Vec<(u32, u64, bool)>,
+}
+
+impl std::str::FromStr for FakeSpec {
+    type Err = FakeSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut groups = Vec::new();
+        for g in s.split(',').map(str::trim) {
+            let bad = || FakeSpecError::Group(g.chars().take(64).collect());
+            let (body, nvenc) = match g.strip_suffix("+nvenc") {
+                Some(b) => (b, true),
+                None => (g, false),
+            };
+            let (count, size) = body.split_once('x').ok_or_else(bad)?;
+            let count: u32 = count.parse().map_err(|_| bad())?;
+            let gib: u64 = size.strip_suffix("GiB").ok_or_else(bad)?.parse().map_err(|_| bad())?;
+            if count == 0 || count > 16 {
+                return Err(FakeSpecError::Range(format!("{count} GPUs in a group (1..=16)")));
+            }
+            if gib == 0 || gib > 1024 {
+                return Err(FakeSpecError::Range(format!("{gib} GiB per GPU (1..=1024)")));
+            }
+            groups.push((count, gib, nvenc));
+        }
+        Ok(Self { groups })
+    }
+}
+
+impl FakeSpec {
+    /// The declared GPUs, idle and empty, each named and identified as fake.
+    pub fn inventory(&self) -> GpuInventory {
+        let mut gpus = Vec::new();
+        for &(count, gib, nvenc) in &self.groups {
+            for _ in 0..count {
+                let index = gpus.len() as u32;
+                gpus.push(GpuInfo {
+                    index,
+                    uuid: format!("GPU-fake-{index:04}"),
+                    name: format!("fake {gib}GiB{}", if nvenc { " nvenc" } else { "" }),
+                    memory_total_bytes: gib * GIB,
+                    memory_used_bytes: 0,
+                    memory_free_bytes: gib * GIB,
+                    utilization_ratio: Some(0.0),
+                    temperature_celsius: None,
+                    power_watts: None,
+                    encoder_utilization_ratio: nvenc.then_some(0.0),
+                    decoder_utilization_ratio: None,
+                    encoder_capacity_h264: None,
+                    encoder_capacity_hevc: None,
+                    nvenc: if nvenc {
+                        NvencStatus::Declared
+                    } else {
+                        NvencStatus::Unavailable {
+                            reason: "fake GPU declared without +nvenc".into(),
+                        }
+                    },
+                    mig_devices: Vec::new(),
+                });
+            }
+        }
+        GpuInventory {
+            source: InventorySource::Fake,
+            gpus,
+            cpu_only_reason: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::GpuMode;
+
+    #[test]
+    fn parses_groups_and_marks_them_fake() {
+        let GpuMode::Fake(spec) = "fake:2x80GiB,1x24GiB+nvenc".parse::<GpuMode>().expect("parses") else {
+            panic!("not fake")
+        };
+        let inv = spec.inventory();
+        assert_eq!(inv.source, InventorySource::Fake);
+        assert_eq!(inv.gpus.len(), 3);
+        assert_eq!(inv.gpus[0].memory_total_bytes, 80 * GIB);
+        assert!(!inv.gpus[0].nvenc.usable());
+        assert!(inv.gpus[2].nvenc.usable());
+        assert!(inv.gpus.iter().all(|g| g.uuid.starts_with("GPU-fake-")));
+        assert!(inv.summary().contains("FAKE"));
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_typed_errors() {
+        for bad in [
+            "fake:2x80GB",
+            "fake:x80GiB",
+            "fake:2*80GiB",
+            "fake:",
+            "fake:2x80GiB+nvdec",
+        ] {
+            assert!(matches!(bad.parse::<GpuMode>(), Err(FakeSpecError::Group(_))), "{bad}");
+        }
+        assert!(matches!(
+            "fake:99x80GiB".parse::<GpuMode>(),
+            Err(FakeSpecError::Range(_))
+        ));
+        assert!(matches!("fake:1x0GiB".parse::<GpuMode>(), Err(FakeSpecError::Range(_))));
+        assert!(matches!("gpu".parse::<GpuMode>(), Err(FakeSpecError::Mode(_))));
+        assert_eq!("none".parse::<GpuMode>().ok(), Some(GpuMode::None));
+        assert_eq!("auto".parse::<GpuMode>().ok(), Some(GpuMode::Auto));
+    }
+}

@@ -1,0 +1,241 @@
+//! What GPUs this worker has: read through NVML, declared as a fake for tests and demos, or
+//! none (CPU-only). NVENC counts as present only where an encode session was proven to open.
+
+pub mod fake;
+pub mod nvenc;
+pub mod nvml;
+
+use serde::Serialize;
+
+/// Where an inventory came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventorySource {
+    /// Read from the NVIDIA driver through NVML.
+    Nvml,
+    /// Declared with `--gpus fake:SPEC`; shown as fake wherever it appears.
+    Fake,
+    /// No GPU: CPU-only mode.
+    None,
+}
+
+/// Whether a GPU can encode video with NVENC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum NvencStatus {
+    /// An encode session opened at start-up.
+    Proven,
+    /// Declared by a fake inventory.
+    Declared,
+    /// No encode session could be opened (H100/H200 have no NVENC), with the reason.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// Not probed (yet).
+    NotProbed,
+}
+
+impl NvencStatus {
+    /// Whether NVENC jobs may be placed here.
+    pub fn usable(&self) -> bool {
+        matches!(self, NvencStatus::Proven | NvencStatus::Declared)
+    }
+}
+
+/// A MIG slice of a GPU.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MigDevice {
+    /// Its index under the parent.
+    pub index: u32,
+    /// Its UUID.
+    pub uuid: String,
+    /// Its memory, in bytes.
+    pub memory_total_bytes: u64,
+}
+
+/// One GPU, in base units. A reading NVML does not support on this device is `None`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GpuInfo {
+    /// Index on this host.
+    pub index: u32,
+    /// UUID (`GPU-...`; `GPU-fake-...` for fakes).
+    pub uuid: String,
+    /// Model name.
+    pub name: String,
+    /// Memory, bytes.
+    pub memory_total_bytes: u64,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Memory free, bytes.
+    pub memory_free_bytes: u64,
+    /// GPU utilization, 0..=1.
+    pub utilization_ratio: Option<f64>,
+    /// Temperature, °C.
+    pub temperature_celsius: Option<f64>,
+    /// Power draw, watts.
+    pub power_watts: Option<f64>,
+    /// Encoder utilization, 0..=1.
+    pub encoder_utilization_ratio: Option<f64>,
+    /// Decoder utilization, 0..=1.
+    pub decoder_utilization_ratio: Option<f64>,
+    /// NVML's H.264 encoder capacity (percent of the encoder left), where reported.
+    pub encoder_capacity_h264: Option<u32>,
+    /// NVML's HEVC encoder capacity, where reported.
+    pub encoder_capacity_hevc: Option<u32>,
+    /// Whether NVENC works here.
+    pub nvenc: NvencStatus,
+    /// MIG slices, when MIG mode is on.
+    pub mig_devices: Vec<MigDevice>,
+}
+
+/// The GPUs of this worker at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GpuInventory {
+    /// Where it came from.
+    pub source: InventorySource,
+    /// The GPUs (empty in CPU-only mode).
+    pub gpus: Vec<GpuInfo>,
+    /// Why the worker is CPU-only, when it is.
+    pub cpu_only_reason: Option<String>,
+}
+
+impl GpuInventory {
+    /// CPU-only, for `reason`.
+    pub fn cpu_only(reason: impl Into<String>) -> Self {
+        Self {
+            source: InventorySource::None,
+            gpus: Vec::new(),
+            cpu_only_reason: Some(reason.into()),
+        }
+    }
+
+    /// One line for the start-up log.
+    pub fn summary(&self) -> String {
+        match self.source {
+            InventorySource::None => {
+                format!("CPU-only mode: {}", self.cpu_only_reason.as_deref().unwrap_or("no GPU"))
+            }
+            src => {
+                let gpus: Vec<String> = self
+                    .gpus
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{} {} {:.0} GiB{}",
+                            g.index,
+                            g.name,
+                            g.memory_total_bytes as f64 / GIB as f64,
+                            if g.nvenc.usable() { " +nvenc" } else { "" }
+                        )
+                    })
+                    .collect();
+                let kind = if src == InventorySource::Fake {
+                    "FAKE inventory"
+                } else {
+                    "NVML"
+                };
+                format!("{kind}: {} GPU(s): {}", self.gpus.len(), gpus.join("; "))
+            }
+        }
+    }
+}
+
+/// One gibibyte.
+pub const GIB: u64 = 1 << 30;
+
+/// How the worker finds its GPUs: `--gpus auto|none|fake:SPEC`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GpuMode {
+    /// NVML when a driver is there, else CPU-only.
+    Auto,
+    /// CPU-only, whatever the host has.
+    None,
+    /// A declared fake inventory.
+    Fake(fake::FakeSpec),
+}
+
+impl std::str::FromStr for GpuMode {
+    type Err = fake::FakeSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "none" | "cpu" => Ok(Self::None),
+            other => match other.strip_prefix("fake:") {
+                Some(spec) => Ok(Self::Fake(spec.parse()?)),
+                None => Err(fake::FakeSpecError::Mode(other.chars().take(64).collect())),
+            },
+        }
+    }
+}
+
+/// Reads the inventory once, as `mode` says. Never fails: trouble means CPU-only, with the
+/// reason in the inventory.
+pub fn discover(mode: &GpuMode) -> GpuInventory {
+    match mode {
+        GpuMode::None => GpuInventory::cpu_only("--gpus none"),
+        GpuMode::Fake(spec) => spec.inventory(),
+        GpuMode::Auto => match nvml::NvmlInventory::open() {
+            Ok(Some(_)) => GpuMonitor::start(mode).first,
+            Ok(None) => GpuInventory::cpu_only("no NVIDIA driver (libnvidia-ml.so.1 not loadable)"),
+            Err(e) => GpuInventory::cpu_only(format!("NVML failed: {e}")),
+        },
+    }
+}
+
+/// Keeps the inventory current: NVML readings are re-read at each refresh, while NVENC verdicts
+/// come from the start-up probe (an encode session is opened once, not every few seconds).
+#[derive(Debug)]
+pub struct GpuMonitor {
+    nvml: Option<nvml::NvmlInventory>,
+    first: GpuInventory,
+}
+
+impl GpuMonitor {
+    /// Reads the inventory as `mode` says and probes NVENC. Blocking (the probe runs ffmpeg):
+    /// call it from `spawn_blocking`.
+    pub fn start(mode: &GpuMode) -> Self {
+        if let GpuMode::Auto = mode {
+            match nvml::NvmlInventory::open() {
+                Ok(Some(n)) => {
+                    let mut inv = n.snapshot();
+                    for g in &mut inv.gpus {
+                        g.nvenc = nvenc::probe(g.index);
+                    }
+                    return Self {
+                        nvml: Some(n),
+                        first: inv,
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Self {
+                        nvml: None,
+                        first: GpuInventory::cpu_only(format!("NVML failed: {e}")),
+                    };
+                }
+            }
+        }
+        Self {
+            nvml: None,
+            first: discover(mode),
+        }
+    }
+
+    /// The inventory as read at start-up.
+    pub fn initial(&self) -> &GpuInventory {
+        &self.first
+    }
+
+    /// Fresh readings (blocking, cheap: NVML queries only).
+    pub fn refresh(&self) -> GpuInventory {
+        let Some(n) = &self.nvml else { return self.first.clone() };
+        let mut inv = n.snapshot();
+        for g in &mut inv.gpus {
+            if let Some(old) = self.first.gpus.iter().find(|o| o.uuid == g.uuid) {
+                g.nvenc = old.nvenc.clone();
+            }
+        }
+        inv
+    }
+}
