@@ -143,7 +143,7 @@ async fn sigterm_drains_running_jobs_then_exits_zero() {
     let logs = tempfile::tempdir().expect("tmp");
     let q = client(&redis.url()).await;
     let ids: Vec<JobId> = q
-        .enqueue_batch(&cpu(), (0..10).map(|_| sleeper(1000)).collect())
+        .enqueue_batch(&cpu(), (0..20).map(|_| sleeper(2000)).collect())
         .await
         .unwrap()
         .iter()
@@ -152,13 +152,13 @@ async fn sigterm_drains_running_jobs_then_exits_zero() {
     let mut w = WorkerProcess::start(
         &redis.url(),
         "drainer",
-        10,
+        20,
         10.0,
         &["--drain-grace-secs", "10"],
         logs.path(),
     );
-    eventually("10 jobs running", Duration::from_secs(20), || async {
-        in_flight(&q).await == 10
+    eventually("20 two-second jobs running", Duration::from_secs(20), || async {
+        in_flight(&q).await == 20
     })
     .await;
     w.sigterm();

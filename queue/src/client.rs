@@ -49,6 +49,34 @@ pub struct ClaimedJob {
     pub max_attempts: u32,
     /// What to run.
     pub spec: JobSpec,
+    /// The GPU (index on the worker) the claim placed it on; `None` for CPU jobs.
+    pub gpu: Option<u32>,
+}
+
+/// What a worker can take on now, sent with each claim so only jobs that fit are claimed.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ClaimCapacity {
+    /// Free CPU-job slots.
+    pub cpu: usize,
+    /// Per GPU: free (unreserved) VRAM in whole GiB, and whether NVENC is proven there.
+    pub gpus: Vec<(u64, bool)>,
+    /// Models loaded and warm on this worker.
+    pub warm: Vec<String>,
+}
+
+impl ClaimCapacity {
+    /// CPU-only capacity of `slots` jobs.
+    pub fn cpu(slots: usize) -> Self {
+        Self {
+            cpu: slots,
+            ..Default::default()
+        }
+    }
+
+    fn to_json(&self) -> String {
+        let gpus: Vec<(u64, u8)> = self.gpus.iter().map(|(g, n)| (*g, u8::from(*n))).collect();
+        serde_json::json!({ "cpu": self.cpu, "gpus": gpus, "warm": self.warm }).to_string()
+    }
 }
 
 /// What one claim returned.
@@ -60,6 +88,9 @@ pub struct ClaimBatch {
     pub next_due_ms: Option<u64>,
     /// Records that could not be read and were dead-lettered as permanent at once.
     pub poisoned: usize,
+    /// Jobs were waiting that did not fit the capacity offered: wait for capacity to free up
+    /// rather than for pushes (the wake-up was handed on to other workers).
+    pub unfit: bool,
 }
 
 /// Outcome of an ack.
@@ -203,7 +234,12 @@ struct Prepared {
     idem: String,
     json: String,
     max_attempts: u32,
+    /// Requirements shape; empty for CPU jobs.
+    shape: String,
 }
+
+/// Largest VRAM a job may ask for.
+const MAX_VRAM_BYTES: u64 = 1 << 40;
 
 /// The client for producers, workers and admin tools. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -275,14 +311,28 @@ impl QueueClient {
             return Err(ValidationError::DelayTooLong { delay_ms, max_ms }.into());
         }
         if let Some(gpu) = &job.requirements.gpu
-            && gpu.min_vram_bytes == 0
+            && (gpu.min_vram_bytes == 0 || gpu.min_vram_bytes > MAX_VRAM_BYTES)
         {
             return Err(ValidationError::InvalidField {
                 field: "requirements.gpu.min_vram_bytes",
-                reason: "must be positive".into(),
+                reason: format!("must be 1..={MAX_VRAM_BYTES} (1 TiB)"),
             }
             .into());
         }
+        if let Some(m) = &job.requirements.preferred_model
+            && (m.is_empty()
+                || m.len() > 64
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'@')))
+        {
+            return Err(ValidationError::InvalidField {
+                field: "requirements.preferred_model",
+                reason: "1-64 characters of A-Z, a-z, 0-9, '-', '_', '.', '/', '@'".into(),
+            }
+            .into());
+        }
+        let shape = job.requirements.shape();
         let id = JobId::new();
         let kind = job.kind();
         let priority = job.priority;
@@ -320,6 +370,7 @@ impl QueueClient {
             idem,
             json,
             max_attempts,
+            shape,
         })
     }
 
@@ -376,7 +427,8 @@ impl QueueClient {
                 .arg(p.delay_ms)
                 .arg(p.idem)
                 .arg(p.json)
-                .arg(p.max_attempts);
+                .arg(p.max_attempts)
+                .arg(p.shape);
         }
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();
@@ -392,8 +444,10 @@ impl QueueClient {
             .collect()
     }
 
-    /// Claims up to `max` jobs for `worker` from `kinds` in `pool`: strict priority across the
-    /// kinds, FIFO within a priority. Each job is leased for `lease`; heartbeat to keep it.
+    /// Claims up to `max` jobs for `worker` from `kinds` in `pool` that fit `capacity`: strict
+    /// priority across the kinds; within a priority warm-model jobs first, then the tightest
+    /// VRAM fit, CPU jobs last; FIFO within a shape. Each job is leased for `lease`; heartbeat to
+    /// keep it. GPU jobs come back placed on a GPU (`ClaimedJob::gpu`).
     pub async fn claim(
         &self,
         pool: &Pool,
@@ -401,26 +455,30 @@ impl QueueClient {
         kinds: &[JobKind],
         max: usize,
         lease: Duration,
+        capacity: &ClaimCapacity,
     ) -> Result<ClaimBatch, QueueError> {
         let mut inv = scripts::CLAIM.prepare_invoke();
         inv.key(pool.prefix())
             .arg(worker)
             .arg(lease.as_millis() as u64)
             .arg(max)
-            .arg(self.cfg.wake_cap);
+            .arg(self.cfg.wake_cap)
+            .arg(capacity.to_json());
         for k in kinds {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
         let reply: Vec<Value> = inv.invoke_async(&mut c).await?;
         let next_due = int(reply.first())?;
+        let unfit = int(reply.get(1))? == 1;
         let mut batch = ClaimBatch {
+            unfit,
             next_due_ms: (next_due >= 0).then_some(next_due as u64),
             ..Default::default()
         };
         let mut poisoned = Vec::new();
-        for j in reply[1..].chunks(6) {
-            if j.len() < 6 {
+        for j in reply.get(2..).unwrap_or_default().chunks(7) {
+            if j.len() < 7 {
                 return Err(QueueError::Protocol("short claim reply".into()));
             }
             let lease = LeaseRef {
@@ -430,6 +488,7 @@ impl QueueClient {
             };
             let attempt = int(Some(&j[3]))? as u32;
             let max_attempts = int(Some(&j[4]))? as u32;
+            let gpu = u32::try_from(int(Some(&j[6]))?).ok();
             match serde_json::from_slice::<JobSpec>(&bytes(&j[5])?) {
                 Ok(spec) => batch.jobs.push(ClaimedJob {
                     lease,
@@ -437,6 +496,7 @@ impl QueueClient {
                     attempt,
                     max_attempts,
                     spec,
+                    gpu,
                 }),
                 Err(e) => poisoned.push(Failure {
                     lease,

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient};
+use crate::client::{ClaimBatch, ClaimCapacity, ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient};
 use crate::error::QueueError;
 use crate::job::{ErrorClass, JobId, JobKind, ResultRef};
 use crate::keys::Pool;
@@ -59,6 +59,87 @@ where
     }
 }
 
+/// The hardware a consumer claims against. Jobs are claimed only when they fit what is free.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    /// The GPUs: total VRAM in bytes and whether NVENC is proven there.
+    pub gpus: Vec<GpuResource>,
+    /// CPU-job slots; `None` means as many as the concurrency.
+    pub cpu_slots: Option<usize>,
+    /// Models warm on this worker; their jobs are preferred.
+    pub warm_models: Vec<String>,
+}
+
+/// One GPU as the claim sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuResource {
+    /// VRAM, bytes.
+    pub total_bytes: u64,
+    /// NVENC proven to open a session.
+    pub nvenc: bool,
+}
+
+/// Reservations held by running jobs: VRAM per GPU (whole GiB, as jobs ask) and CPU slots.
+#[derive(Debug)]
+struct Ledger {
+    gpu_total_gib: Vec<u64>,
+    gpu_nvenc: Vec<bool>,
+    gpu_reserved_gib: Vec<u64>,
+    cpu_slots: usize,
+    cpu_used: usize,
+    warm: Vec<String>,
+}
+
+impl Ledger {
+    fn new(r: &Resources, concurrency: usize) -> Self {
+        Self {
+            gpu_total_gib: r.gpus.iter().map(|g| g.total_bytes >> 30).collect(),
+            gpu_nvenc: r.gpus.iter().map(|g| g.nvenc).collect(),
+            gpu_reserved_gib: vec![0; r.gpus.len()],
+            cpu_slots: r.cpu_slots.unwrap_or(concurrency),
+            cpu_used: 0,
+            warm: r.warm_models.clone(),
+        }
+    }
+
+    fn capacity(&self) -> ClaimCapacity {
+        ClaimCapacity {
+            cpu: self.cpu_slots.saturating_sub(self.cpu_used),
+            gpus: self
+                .gpu_total_gib
+                .iter()
+                .zip(&self.gpu_reserved_gib)
+                .zip(&self.gpu_nvenc)
+                .map(|((t, r), n)| (t.saturating_sub(*r), *n))
+                .collect(),
+            warm: self.warm.clone(),
+        }
+    }
+
+    fn vram_gib(job: &ClaimedJob) -> u64 {
+        job.spec
+            .requirements
+            .gpu
+            .as_ref()
+            .map(|g| g.min_vram_bytes.div_ceil(1 << 30))
+            .unwrap_or(0)
+    }
+
+    fn reserve(&mut self, job: &ClaimedJob) {
+        match job.gpu.and_then(|g| self.gpu_reserved_gib.get_mut(g as usize)) {
+            Some(r) => *r += Self::vram_gib(job),
+            None => self.cpu_used += 1,
+        }
+    }
+
+    fn release(&mut self, job_gpu: Option<u32>, gib: u64) {
+        match job_gpu.and_then(|g| self.gpu_reserved_gib.get_mut(g as usize)) {
+            Some(r) => *r = r.saturating_sub(gib),
+            None => self.cpu_used = self.cpu_used.saturating_sub(1),
+        }
+    }
+}
+
 /// Typed configuration of a consumer.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -82,10 +163,15 @@ pub struct ConsumerConfig {
     pub idle_wait: Duration,
     /// On shutdown, how long running jobs may take before their leases are released.
     pub drain_grace: Duration,
+    /// What the worker has; only jobs that fit are claimed.
+    pub resources: Resources,
+    /// Other pools whose jobs this worker takes when its own pool has none it can run (an idle
+    /// large GPU takes small jobs rather than sit idle while they wait).
+    pub steal_from: Vec<Pool>,
 }
 
 impl ConsumerConfig {
-    /// Defaults for `pool` and `kinds`: 10 slots, 30 s leases, 10 s heartbeats.
+    /// Defaults for `pool` and `kinds`: 10 slots, 30 s leases, 10 s heartbeats, CPU only.
     pub fn new(pool: Pool, kinds: Vec<JobKind>, worker_id: impl Into<String>) -> Self {
         Self {
             pool,
@@ -98,6 +184,8 @@ impl ConsumerConfig {
             reap_every: Duration::from_secs(1),
             idle_wait: Duration::from_secs(1),
             drain_grace: Duration::from_secs(30),
+            resources: Resources::default(),
+            steal_from: Vec::new(),
         }
     }
 }
@@ -125,6 +213,8 @@ pub struct ConsumerStats {
     pub claim_calls: AtomicU64,
     /// Ack round trips.
     pub ack_calls: AtomicU64,
+    /// Jobs taken from a steal pool.
+    pub stolen: AtomicU64,
 }
 
 const STOP_NONE: u8 = 0;
@@ -133,16 +223,23 @@ const STOP_LOST: u8 = 2;
 const STOP_DRAIN: u8 = 3;
 
 struct InFlight {
+    pool: Pool,
     lease: LeaseRef,
     cancel: CancellationToken,
     reason: Arc<AtomicU8>,
 }
 
-enum Completion {
+enum Outcome {
     Ack(LeaseRef, Option<ResultRef>),
     Fail(Failure),
     Release(LeaseRef),
     Drop(LeaseRef),
+}
+
+/// A settled attempt, to record in its pool.
+struct Completion {
+    pool: Pool,
+    outcome: Outcome,
 }
 
 /// Claims and runs jobs until shut down.
@@ -208,13 +305,14 @@ impl Consumer {
             inflight,
         } = self;
         let cfg = Arc::new(cfg);
+        let ledger = Arc::new(Mutex::new(Ledger::new(&cfg.resources, cfg.concurrency)));
+        let freed = Arc::new(Notify::new());
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let (done_tx, done_rx) = mpsc::channel::<Completion>(cfg.concurrency * 4 + 64);
         // Background tasks stop on `bg_stop`, after the drain.
         let bg_stop = CancellationToken::new();
         let acker = tokio::spawn(ack_loop(
             client.clone(),
-            cfg.clone(),
             done_rx,
             inflight.clone(),
             stats.clone(),
@@ -227,6 +325,9 @@ impl Consumer {
             bg_stop.clone(),
         ));
         let reaper = tokio::spawn(reap_loop(client.clone(), cfg.clone(), stats.clone(), bg_stop.clone()));
+        let pools: Vec<Pool> = std::iter::once(cfg.pool.clone())
+            .chain(cfg.steal_from.iter().cloned())
+            .collect();
 
         let mut blocking = None;
         let mut backoff = Backoff::default();
@@ -244,25 +345,50 @@ impl Consumer {
                     Err(_) => break,
                 }
             }
-            stats.claim_calls.fetch_add(1, Ordering::Relaxed);
-            let batch = match client
-                .claim(&cfg.pool, &cfg.worker_id, &cfg.kinds, permits.len(), cfg.lease)
-                .await
-            {
-                Ok(b) => {
-                    backoff.reset();
-                    b
+            // Own pool first; the steal pools only when the own pool gave nothing.
+            let mut claimed = ClaimBatch::default();
+            let mut unfit = false;
+            let mut failed = None;
+            for (i, pool) in pools.iter().enumerate() {
+                let capacity = match ledger.lock() {
+                    Ok(l) => l.capacity(),
+                    Err(_) => break 'claim,
+                };
+                stats.claim_calls.fetch_add(1, Ordering::Relaxed);
+                match client
+                    .claim(pool, &cfg.worker_id, &cfg.kinds, permits.len(), cfg.lease, &capacity)
+                    .await
+                {
+                    Ok(b) => {
+                        if i == 0 {
+                            claimed.next_due_ms = b.next_due_ms;
+                            unfit = b.unfit;
+                        } else if !b.jobs.is_empty() {
+                            stats.stolen.fetch_add(b.jobs.len() as u64, Ordering::Relaxed);
+                        }
+                        if let Ok(mut l) = ledger.lock() {
+                            for j in &b.jobs {
+                                l.reserve(j);
+                            }
+                        }
+                        claimed.jobs.extend(b.jobs);
+                    }
+                    Err(e) => failed = Some(e),
                 }
-                Err(e) => {
-                    let d = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "claim failed");
-                    drop(permits);
-                    tokio::select! { _ = tokio::time::sleep(d) => continue, _ = shutdown.cancelled() => break 'claim }
+                if !claimed.jobs.is_empty() {
+                    break;
                 }
-            };
-            let idle = batch.jobs.is_empty();
-            stats.claimed.fetch_add(batch.jobs.len() as u64, Ordering::Relaxed);
-            for job in batch.jobs {
+            }
+            if let Some(e) = failed.filter(|_| claimed.jobs.is_empty()) {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "claim failed");
+                drop(permits);
+                tokio::select! { _ = tokio::time::sleep(d) => continue, _ = shutdown.cancelled() => break 'claim }
+            }
+            backoff.reset();
+            let idle = claimed.jobs.is_empty();
+            stats.claimed.fetch_add(claimed.jobs.len() as u64, Ordering::Relaxed);
+            for job in claimed.jobs {
                 let Some(permit) = permits.pop() else { break };
                 let cancel = CancellationToken::new();
                 let reason = Arc::new(AtomicU8::new(STOP_NONE));
@@ -270,6 +396,7 @@ impl Consumer {
                     m.insert(
                         job.lease.id,
                         InFlight {
+                            pool: job.pool.clone(),
                             lease: job.lease.clone(),
                             cancel: cancel.clone(),
                             reason: reason.clone(),
@@ -278,40 +405,59 @@ impl Consumer {
                 }
                 let handler = handler.clone();
                 let tx = done_tx.clone();
+                let ledger = ledger.clone();
+                let freed = freed.clone();
                 tasks.spawn(async move {
-                    let c = run_one(handler, job, cancel, reason).await;
+                    let (gpu, gib, pool) = (job.gpu, Ledger::vram_gib(&job), job.pool.clone());
+                    let outcome = run_one(handler, job, cancel, reason).await;
+                    if let Ok(mut l) = ledger.lock() {
+                        l.release(gpu, gib);
+                    }
                     drop(permit);
-                    let _ = tx.send(c).await;
+                    freed.notify_one();
+                    let _ = tx.send(Completion { pool, outcome }).await;
                 });
             }
             drop(permits);
             while tasks.try_join_next().is_some() {}
-            if idle {
-                // Block until a push wakes us, the next delayed job is due, or idle_wait passes.
-                let mut wait = cfg.idle_wait;
-                if let Some(due) = batch.next_due_ms {
-                    wait = wait.min(Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+            if !idle {
+                continue;
+            }
+            // Idle. If jobs waited that do not fit what is free here, wait for a running job to
+            // free capacity (the wake-up went on to other workers); else block until a push, the
+            // next delayed job, or idle_wait.
+            let mut wait = cfg.idle_wait;
+            if let Some(due) = claimed.next_due_ms {
+                wait = wait.min(Duration::from_millis(due.saturating_sub(now_ms()).max(1)));
+            }
+            if unfit {
+                tokio::select! {
+                    _ = freed.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break 'claim,
                 }
-                if blocking.is_none() {
-                    match client.blocking_connection(cfg.idle_wait).await {
-                        Ok(c) => blocking = Some(c),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "blocking connection failed");
-                            tokio::select! { _ = tokio::time::sleep(backoff.next_delay()) => continue, _ = shutdown.cancelled() => break 'claim }
-                        }
+                continue;
+            }
+            if blocking.is_none() {
+                match client.blocking_connection(cfg.idle_wait).await {
+                    Ok(c) => blocking = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "blocking connection failed");
+                        tokio::select! { _ = tokio::time::sleep(backoff.next_delay()) => continue, _ = shutdown.cancelled() => break 'claim }
                     }
                 }
-                if let Some(conn) = blocking.as_mut() {
-                    tokio::select! {
-                        r = client.wait_for_work(conn, &cfg.pool, &cfg.kinds, wait) => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, "wait for work failed; reconnecting");
-                                blocking = None;
-                                tokio::time::sleep(backoff.next_delay()).await;
-                            }
+            }
+            if let Some(conn) = blocking.as_mut() {
+                tokio::select! {
+                    r = client.wait_for_work(conn, &cfg.pool, &cfg.kinds, wait) => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "wait for work failed; reconnecting");
+                            blocking = None;
+                            tokio::time::sleep(backoff.next_delay()).await;
                         }
-                        _ = shutdown.cancelled() => break 'claim,
                     }
+                    _ = freed.notified() => {}
+                    _ = shutdown.cancelled() => break 'claim,
                 }
             }
         }
@@ -346,7 +492,7 @@ async fn run_one(
     job: ClaimedJob,
     cancel: CancellationToken,
     reason: Arc<AtomicU8>,
-) -> Completion {
+) -> Outcome {
     let lease = job.lease.clone();
     let attempt = job.attempt;
     let timeout = Duration::from_secs(job.spec.timeout_secs);
@@ -364,18 +510,22 @@ async fn run_one(
         _ = cancel.cancelled() => {
             task.abort();
             match reason.load(Ordering::SeqCst) {
-                STOP_DRAIN => return Completion::Release(lease),
-                STOP_LOST => return Completion::Drop(lease),
+                STOP_DRAIN => return Outcome::Release(lease),
+                STOP_LOST => return Outcome::Drop(lease),
                 _ => JobOutcome::Failed { class: ErrorClass::Cancelled, message: "cancelled by request".into() },
             }
         }
     };
-    if reason.load(Ordering::SeqCst) == STOP_LOST {
-        return Completion::Drop(lease);
+    // The executor may have seen the stop before this select did: decide by the stop's reason,
+    // not by which branch won. Work that succeeded anyway is still acked.
+    match (reason.load(Ordering::SeqCst), &outcome) {
+        (STOP_LOST, _) => return Outcome::Drop(lease),
+        (STOP_DRAIN, JobOutcome::Failed { .. }) => return Outcome::Release(lease),
+        _ => {}
     }
     match outcome {
-        JobOutcome::Succeeded(r) => Completion::Ack(lease, r),
-        JobOutcome::Failed { class, message } => Completion::Fail(Failure {
+        JobOutcome::Succeeded(r) => Outcome::Ack(lease, r),
+        JobOutcome::Failed { class, message } => Outcome::Fail(Failure {
             lease,
             attempt,
             class,
@@ -384,9 +534,15 @@ async fn run_one(
     }
 }
 
+#[derive(Default)]
+struct PoolBatch {
+    acks: Vec<(LeaseRef, Option<ResultRef>)>,
+    fails: Vec<Failure>,
+    releases: Vec<LeaseRef>,
+}
+
 async fn ack_loop(
     client: QueueClient,
-    cfg: Arc<ConsumerConfig>,
     mut rx: mpsc::Receiver<Completion>,
     inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
     stats: Arc<ConsumerStats>,
@@ -395,61 +551,28 @@ async fn ack_loop(
     const MAX: usize = 1000;
     let mut buf = Vec::with_capacity(MAX);
     while rx.recv_many(&mut buf, MAX).await > 0 {
-        let mut acks = Vec::new();
-        let mut fails = Vec::new();
-        let mut releases = Vec::new();
+        let mut by_pool: HashMap<Pool, PoolBatch> = HashMap::new();
         let mut settled = Vec::with_capacity(buf.len());
         for c in buf.drain(..) {
-            match c {
-                Completion::Ack(l, r) => {
+            let b = by_pool.entry(c.pool).or_default();
+            match c.outcome {
+                Outcome::Ack(l, r) => {
                     settled.push(l.id);
-                    acks.push((l, r));
+                    b.acks.push((l, r));
                 }
-                Completion::Fail(f) => {
+                Outcome::Fail(f) => {
                     settled.push(f.lease.id);
-                    fails.push(f);
+                    b.fails.push(f);
                 }
-                Completion::Release(l) => {
+                Outcome::Release(l) => {
                     settled.push(l.id);
-                    releases.push(l);
+                    b.releases.push(l);
                 }
-                Completion::Drop(l) => settled.push(l.id),
+                Outcome::Drop(l) => settled.push(l.id),
             }
         }
-        if !acks.is_empty() {
-            stats.ack_calls.fetch_add(1, Ordering::Relaxed);
-            match retry_transient("ack", &hard_stop, || client.ack(&cfg.pool, &acks)).await {
-                Ok(r) => {
-                    let ok = r.iter().filter(|o| **o == crate::client::AckOutcome::Acked).count() as u64;
-                    stats.succeeded.fetch_add(ok, Ordering::Relaxed);
-                    stats.stale.fetch_add(r.len() as u64 - ok, Ordering::Relaxed);
-                }
-                Err(e) => unsettled(&e, "ack", acks.len()),
-            }
-        }
-        if !fails.is_empty() {
-            match retry_transient("fail", &hard_stop, || client.fail(&cfg.pool, &fails)).await {
-                Ok(outcomes) => {
-                    for o in outcomes {
-                        let c = match o {
-                            FailOutcome::Retry => &stats.retried,
-                            FailOutcome::Dead => &stats.dead,
-                            FailOutcome::Cancelled => &stats.cancelled,
-                            FailOutcome::Stale => &stats.stale,
-                        };
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(e) => unsettled(&e, "fail", fails.len()),
-            }
-        }
-        if !releases.is_empty() {
-            match retry_transient("release", &hard_stop, || client.release(&cfg.pool, &releases)).await {
-                Ok(n) => {
-                    stats.released.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) => unsettled(&e, "release", releases.len()),
-            }
+        for (pool, b) in by_pool {
+            settle(&client, &pool, b, &stats, &hard_stop).await;
         }
         // Only now stop heartbeating them: the outcome is durable. Where recording it failed for
         // good, stopping the heartbeats lets the leases expire, and the reaper runs them again.
@@ -457,6 +580,44 @@ async fn ack_loop(
             for id in settled {
                 m.remove(&id);
             }
+        }
+    }
+}
+
+async fn settle(client: &QueueClient, pool: &Pool, b: PoolBatch, stats: &ConsumerStats, hard_stop: &CancellationToken) {
+    if !b.acks.is_empty() {
+        stats.ack_calls.fetch_add(1, Ordering::Relaxed);
+        match retry_transient("ack", hard_stop, || client.ack(pool, &b.acks)).await {
+            Ok(r) => {
+                let ok = r.iter().filter(|o| **o == crate::client::AckOutcome::Acked).count() as u64;
+                stats.succeeded.fetch_add(ok, Ordering::Relaxed);
+                stats.stale.fetch_add(r.len() as u64 - ok, Ordering::Relaxed);
+            }
+            Err(e) => unsettled(&e, "ack", b.acks.len()),
+        }
+    }
+    if !b.fails.is_empty() {
+        match retry_transient("fail", hard_stop, || client.fail(pool, &b.fails)).await {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    let c = match o {
+                        FailOutcome::Retry => &stats.retried,
+                        FailOutcome::Dead => &stats.dead,
+                        FailOutcome::Cancelled => &stats.cancelled,
+                        FailOutcome::Stale => &stats.stale,
+                    };
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => unsettled(&e, "fail", b.fails.len()),
+        }
+    }
+    if !b.releases.is_empty() {
+        match retry_transient("release", hard_stop, || client.release(pool, &b.releases)).await {
+            Ok(n) => {
+                stats.released.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => unsettled(&e, "release", b.releases.len()),
         }
     }
 }
@@ -478,36 +639,43 @@ async fn heartbeat_loop(
     tick.tick().await;
     loop {
         tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
-        let leases: Vec<LeaseRef> = match inflight.lock() {
-            Ok(m) => m.values().map(|f| f.lease.clone()).collect(),
+        let mut by_pool: HashMap<Pool, Vec<LeaseRef>> = HashMap::new();
+        match inflight.lock() {
+            Ok(m) => {
+                for f in m.values() {
+                    by_pool.entry(f.pool.clone()).or_default().push(f.lease.clone());
+                }
+            }
             Err(_) => return,
-        };
-        for chunk in leases.chunks(500) {
-            match client.heartbeat(&cfg.pool, chunk, cfg.lease).await {
-                Ok(states) => {
-                    let Ok(m) = inflight.lock() else { return };
-                    for (l, s) in chunk.iter().zip(states) {
-                        let Some(f) = m.get(&l.id) else { continue };
-                        match s {
-                            LeaseState::Extended => {}
-                            LeaseState::CancelRequested => {
-                                let _ = f.reason.compare_exchange(
-                                    STOP_NONE,
-                                    STOP_CANCEL,
-                                    Ordering::SeqCst,
-                                    Ordering::SeqCst,
-                                );
-                                f.cancel.cancel();
-                            }
-                            LeaseState::Lost => {
-                                tracing::warn!(job_id = %l.id, "lease lost; stopping the job without acking");
-                                f.reason.store(STOP_LOST, Ordering::SeqCst);
-                                f.cancel.cancel();
+        }
+        for (pool, leases) in by_pool {
+            for chunk in leases.chunks(500) {
+                match client.heartbeat(&pool, chunk, cfg.lease).await {
+                    Ok(states) => {
+                        let Ok(m) = inflight.lock() else { return };
+                        for (l, s) in chunk.iter().zip(states) {
+                            let Some(f) = m.get(&l.id) else { continue };
+                            match s {
+                                LeaseState::Extended => {}
+                                LeaseState::CancelRequested => {
+                                    let _ = f.reason.compare_exchange(
+                                        STOP_NONE,
+                                        STOP_CANCEL,
+                                        Ordering::SeqCst,
+                                        Ordering::SeqCst,
+                                    );
+                                    f.cancel.cancel();
+                                }
+                                LeaseState::Lost => {
+                                    tracing::warn!(job_id = %l.id, "lease lost; stopping the job without acking");
+                                    f.reason.store(STOP_LOST, Ordering::SeqCst);
+                                    f.cancel.cancel();
+                                }
                             }
                         }
                     }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
     }
@@ -516,17 +684,22 @@ async fn heartbeat_loop(
 async fn reap_loop(client: QueueClient, cfg: Arc<ConsumerConfig>, stats: Arc<ConsumerStats>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(cfg.reap_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pools: Vec<Pool> = std::iter::once(cfg.pool.clone())
+        .chain(cfg.steal_from.iter().cloned())
+        .collect();
     loop {
         tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
-        match client.reap(&cfg.pool, &cfg.kinds, 1000).await {
-            Ok(r) if r.requeued + r.dead + r.cancelled > 0 => {
-                stats
-                    .reaped
-                    .fetch_add(r.requeued + r.dead + r.cancelled, Ordering::Relaxed);
-                tracing::info!(requeued = r.requeued, dead = r.dead, cancelled = r.cancelled, pool = %cfg.pool, "reaped expired leases");
+        for pool in &pools {
+            match client.reap(pool, &cfg.kinds, 1000).await {
+                Ok(r) if r.requeued + r.dead + r.cancelled > 0 => {
+                    stats
+                        .reaped
+                        .fetch_add(r.requeued + r.dead + r.cancelled, Ordering::Relaxed);
+                    tracing::info!(requeued = r.requeued, dead = r.dead, cancelled = r.cancelled, %pool, "reaped expired leases");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "reap failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "reap failed"),
         }
     }
 }

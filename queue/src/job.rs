@@ -147,6 +147,21 @@ pub struct Requirements {
     pub preferred_model: Option<String>,
 }
 
+impl Requirements {
+    /// The shape of these requirements: the queue list a job waits in within its priority.
+    /// Empty for CPU jobs; `g<GiB>[n][:<model>]` for GPU jobs (VRAM rounded up to whole GiB).
+    pub fn shape(&self) -> String {
+        let Some(gpu) = &self.gpu else { return String::new() };
+        let gib = gpu.min_vram_bytes.div_ceil(1 << 30);
+        let mut s = format!("g{gib}{}", if gpu.nvenc { "n" } else { "" });
+        if let Some(m) = &self.preferred_model {
+            s.push(':');
+            s.push_str(m);
+        }
+        s
+    }
+}
+
 /// GPU needs of a job.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,12 +14,14 @@ pub mod retry;
 mod scripts;
 
 pub use client::{
-    AckOutcome, CancelOutcome, ClaimBatch, ClaimedJob, DeadFilter, DeadLetter, Enqueued, FailOutcome, Failure,
-    LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
+    AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued, FailOutcome,
+    Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
 };
 pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerStats, HandlerFuture, JobContext, JobHandler, JobOutcome};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler, JobOutcome, Resources,
+};
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};
 pub use job::{

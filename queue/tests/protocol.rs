@@ -76,6 +76,13 @@ on_both!(
     consumer_runs_jobs_to_completion,
     replay_by_class_filter,
     unreadable_record_does_not_poison_queue,
+    placement_vram_fit_and_best_fit_sharing,
+    placement_nvenc_gating,
+    placement_warm_model_then_tightest_fit,
+    placement_cpu_and_gpu_jobs_go_where_they_fit,
+    placement_priority_stays_strict_across_shapes,
+    consumer_reserves_vram_per_gpu,
+    idle_large_gpu_steals_small_jobs_from_another_pool,
 );
 
 fn noop() -> NewJob {
@@ -88,6 +95,10 @@ fn pool(name: &str) -> Pool {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+fn cpu() -> ClaimCapacity {
+    ClaimCapacity::cpu(1000)
+}
+
 async fn fifo_claim_and_ack(f: Fixture) {
     let q = f.client().await;
     let p = pool("cpu");
@@ -98,7 +109,7 @@ async fn fifo_claim_and_ack(f: Fixture) {
         .iter()
         .map(|e| e.id)
         .collect();
-    let b = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE).await.unwrap();
+    let b = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
     let got: Vec<JobId> = b.jobs.iter().map(|j| j.lease.id).collect();
     assert_eq!(got, ids, "FIFO within a priority");
     assert!(b.jobs.iter().all(|j| j.attempt == 1));
@@ -146,7 +157,7 @@ async fn strict_priority_across_kinds(f: Fixture) {
     let mut order = Vec::new();
     for _ in 0..4 {
         let b = q
-            .claim(&p, "w", &[JobKind::Upscale, JobKind::Noop], 1, LEASE)
+            .claim(&p, "w", &[JobKind::Upscale, JobKind::Noop], 1, LEASE, &cpu())
             .await
             .unwrap();
         order.push(b.jobs[0].lease.id);
@@ -155,7 +166,7 @@ async fn strict_priority_across_kinds(f: Fixture) {
     // A worker that serves only noop never sees upscale jobs.
     q.enqueue(&p, mk(Priority::High, JobKind::Upscale)).await.unwrap();
     assert!(
-        q.claim(&p, "w", &[JobKind::Noop], 5, LEASE)
+        q.claim(&p, "w", &[JobKind::Noop], 5, LEASE, &cpu())
             .await
             .unwrap()
             .jobs
@@ -218,18 +229,24 @@ async fn delayed_jobs(f: Fixture) {
         .unwrap()
         .id;
     assert_eq!(q.job(id).await.unwrap().status, JobStatus::Delayed);
-    let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE).await.unwrap();
+    let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE, &cpu()).await.unwrap();
     assert!(b.jobs.is_empty());
     assert!(b.next_due_ms.is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE).await.unwrap();
+    let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE, &cpu()).await.unwrap();
     assert_eq!(b.jobs.len(), 1);
     assert_eq!(b.jobs[0].lease.id, id);
 }
 
 async fn claim_one(q: &QueueClient, p: &Pool) -> ClaimedJob {
     for _ in 0..200 {
-        if let Some(j) = q.claim(p, "w", &JobKind::ALL, 1, LEASE).await.unwrap().jobs.pop() {
+        if let Some(j) = q
+            .claim(p, "w", &JobKind::ALL, 1, LEASE, &cpu())
+            .await
+            .unwrap()
+            .jobs
+            .pop()
+        {
             return j;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -331,7 +348,7 @@ async fn expired_lease_is_reaped_and_fenced(f: Fixture) {
     let p = pool("cpu");
     let id = q.enqueue(&p, noop()).await.unwrap().id;
     let j = q
-        .claim(&p, "w-dead", &[JobKind::Noop], 1, Duration::from_millis(100))
+        .claim(&p, "w-dead", &[JobKind::Noop], 1, Duration::from_millis(100), &cpu())
         .await
         .unwrap()
         .jobs
@@ -366,7 +383,7 @@ async fn heartbeat_keeps_long_job(f: Fixture) {
     q.enqueue(&p, noop()).await.unwrap();
     let lease = Duration::from_millis(300);
     let j = q
-        .claim(&p, "w", &[JobKind::Noop], 1, lease)
+        .claim(&p, "w", &[JobKind::Noop], 1, lease, &cpu())
         .await
         .unwrap()
         .jobs
@@ -447,7 +464,7 @@ async fn stats_report_depths(f: Fixture) {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    q.claim(&p, "w", &[JobKind::Noop], 1, LEASE).await.unwrap();
+    q.claim(&p, "w", &[JobKind::Noop], 1, LEASE, &cpu()).await.unwrap();
     let s = &q.stats(&p, &[JobKind::Noop]).await.unwrap()[0];
     assert_eq!(s.waiting, [0, 2, 1]);
     assert_eq!((s.in_flight, s.delayed, s.dead), (1, 1, 0));
@@ -516,7 +533,7 @@ async fn idle_worker_wakes_on_push(f: Fixture) {
     let p = pool("cpu");
     let mut conn = q.blocking_connection(Duration::from_secs(5)).await.unwrap();
     assert!(
-        q.claim(&p, "w", &[JobKind::Noop], 1, LEASE)
+        q.claim(&p, "w", &[JobKind::Noop], 1, LEASE, &cpu())
             .await
             .unwrap()
             .jobs
@@ -542,7 +559,11 @@ async fn idle_worker_wakes_on_push(f: Fixture) {
     assert!(started.elapsed() < Duration::from_secs(4));
     push.await.unwrap();
     assert_eq!(
-        q.claim(&p, "w", &[JobKind::Noop], 1, LEASE).await.unwrap().jobs.len(),
+        q.claim(&p, "w", &[JobKind::Noop], 1, LEASE, &cpu())
+            .await
+            .unwrap()
+            .jobs
+            .len(),
         1
     );
 }
@@ -647,9 +668,255 @@ async fn unreadable_record_does_not_poison_queue(f: Fixture) {
         .query_async::<()>(&mut c)
         .await
         .unwrap();
-    let b = q.claim(&p, "w", &[JobKind::Noop], 10, LEASE).await.unwrap();
+    let b = q.claim(&p, "w", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
     assert_eq!(b.poisoned, 1);
     assert_eq!(b.jobs.len(), 1);
     assert_eq!(b.jobs[0].lease.id, good);
     assert_eq!(q.stats(&p, &[JobKind::Noop]).await.unwrap()[0].dead, 1);
+}
+
+const GIB: u64 = 1 << 30;
+
+fn gpu_job(gib: u64, nvenc: bool, model: Option<&str>) -> NewJob {
+    NewJob {
+        requirements: Requirements {
+            gpu: Some(GpuRequirement {
+                min_vram_bytes: gib * GIB,
+                nvenc,
+            }),
+            preferred_model: model.map(str::to_owned),
+        },
+        ..noop()
+    }
+}
+
+fn gpus(g: &[(u64, bool)]) -> ClaimCapacity {
+    ClaimCapacity {
+        cpu: 0,
+        gpus: g.to_vec(),
+        warm: vec![],
+    }
+}
+
+async fn placement_vram_fit_and_best_fit_sharing(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("gpu");
+    q.enqueue_batch(&p, (0..3).map(|_| gpu_job(40, false, None)).collect())
+        .await
+        .unwrap();
+    // A 40 GiB job never lands on a GPU with 30 GiB free.
+    let b = q
+        .claim(&p, "small", &[JobKind::Noop], 10, LEASE, &gpus(&[(30, false)]))
+        .await
+        .unwrap();
+    assert!(b.jobs.is_empty());
+    assert!(b.unfit, "jobs waited that did not fit");
+    // Two share one 80 GiB GPU (best fit) before the second GPU is used.
+    let b = q
+        .claim(
+            &p,
+            "big",
+            &[JobKind::Noop],
+            10,
+            LEASE,
+            &gpus(&[(80, false), (80, false)]),
+        )
+        .await
+        .unwrap();
+    let placed: Vec<Option<u32>> = b.jobs.iter().map(|j| j.gpu).collect();
+    assert_eq!(placed, vec![Some(0), Some(0), Some(1)]);
+    assert!(!b.unfit);
+}
+
+async fn placement_nvenc_gating(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("gpu");
+    let id = q.enqueue(&p, gpu_job(16, true, None)).await.unwrap().id;
+    let b = q
+        .claim(&p, "h100", &[JobKind::Noop], 5, LEASE, &gpus(&[(80, false)]))
+        .await
+        .unwrap();
+    assert!(b.jobs.is_empty(), "no NVENC on this GPU: not claimed");
+    let b = q
+        .claim(&p, "l4", &[JobKind::Noop], 5, LEASE, &gpus(&[(24, true)]))
+        .await
+        .unwrap();
+    assert_eq!(b.jobs.iter().map(|j| j.lease.id).collect::<Vec<_>>(), vec![id]);
+}
+
+async fn placement_warm_model_then_tightest_fit(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("gpu");
+    let cold = q.enqueue(&p, gpu_job(10, false, Some("sdxl"))).await.unwrap().id;
+    let small = q.enqueue(&p, gpu_job(8, false, None)).await.unwrap().id;
+    let big = q.enqueue(&p, gpu_job(70, false, None)).await.unwrap().id;
+    let warm = q.enqueue(&p, gpu_job(10, false, Some("flux-dev"))).await.unwrap().id;
+    let cap = |free: u64| ClaimCapacity {
+        cpu: 0,
+        gpus: vec![(free, false)],
+        warm: vec!["flux-dev".into()],
+    };
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        // Each claim sees an idle 80 GiB GPU (the previous job finished).
+        let b = q.claim(&p, "w", &[JobKind::Noop], 1, LEASE, &cap(80)).await.unwrap();
+        order.push(b.jobs[0].lease.id);
+    }
+    // Warm model first, then the tightest fit: the largest need that fits, down to the smallest.
+    assert_eq!(order, vec![warm, big, cold, small]);
+}
+
+async fn placement_cpu_and_gpu_jobs_go_where_they_fit(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("mixed");
+    let gpu = q.enqueue(&p, gpu_job(20, false, None)).await.unwrap().id;
+    let cpu_job = q.enqueue(&p, noop()).await.unwrap().id;
+    // A CPU-only worker takes the CPU job and never the GPU one.
+    let b = q.claim(&p, "cpu", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!(
+        b.jobs.iter().map(|j| (j.lease.id, j.gpu)).collect::<Vec<_>>(),
+        vec![(cpu_job, None)]
+    );
+    assert!(b.unfit);
+    // CPU slots bound CPU jobs: with none free, a GPU worker takes only GPU work.
+    q.enqueue(&p, noop()).await.unwrap();
+    let b = q
+        .claim(&p, "gpu", &[JobKind::Noop], 10, LEASE, &gpus(&[(24, false)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.jobs.iter().map(|j| (j.lease.id, j.gpu)).collect::<Vec<_>>(),
+        vec![(gpu, Some(0))]
+    );
+    let s = &q.stats(&p, &[JobKind::Noop]).await.unwrap()[0];
+    assert_eq!(s.waiting_total(), 1, "stats count every shape's list");
+}
+
+async fn placement_priority_stays_strict_across_shapes(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("gpu");
+    let big_normal = q.enqueue(&p, gpu_job(70, false, None)).await.unwrap().id;
+    let small_high = q
+        .enqueue(
+            &p,
+            NewJob {
+                priority: Priority::High,
+                ..gpu_job(8, false, None)
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let b = q
+        .claim(&p, "w", &[JobKind::Noop], 1, LEASE, &gpus(&[(80, false)]))
+        .await
+        .unwrap();
+    assert_eq!(b.jobs[0].lease.id, small_high);
+    let b = q
+        .claim(&p, "w", &[JobKind::Noop], 1, LEASE, &gpus(&[(72, false)]))
+        .await
+        .unwrap();
+    assert_eq!(b.jobs[0].lease.id, big_normal);
+    // Cancel, replay and reap find jobs in their shape's list too.
+    let id = q.enqueue(&p, gpu_job(30, true, Some("m"))).await.unwrap().id;
+    assert_eq!(q.cancel(id).await.unwrap(), CancelOutcome::Cancelled);
+}
+
+/// A handler that sleeps 200 ms and records the most jobs it saw running at once.
+fn sleepy(
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl JobHandler {
+    use std::sync::atomic::Ordering::SeqCst;
+    move |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
+        let (running, peak) = (running.clone(), peak.clone());
+        Box::pin(async move {
+            let now = running.fetch_add(1, SeqCst) + 1;
+            peak.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            running.fetch_sub(1, SeqCst);
+            JobOutcome::Succeeded(None)
+        })
+    }
+}
+
+async fn run_until(consumer: Consumer, done: impl Fn(&ConsumerStats) -> bool) -> std::sync::Arc<ConsumerStats> {
+    let stats = consumer.stats();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(consumer.run(stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done(&stats) {
+        assert!(std::time::Instant::now() < deadline, "consumer did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap()
+}
+
+async fn consumer_reserves_vram_per_gpu(f: Fixture) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let q = f.client().await;
+    let p = pool("gpu-80g");
+    q.enqueue_batch(&p, (0..6).map(|_| gpu_job(40, false, None)).collect())
+        .await
+        .unwrap();
+    let mut cfg = ConsumerConfig::new(p.clone(), vec![JobKind::Noop], "one-80g");
+    cfg.concurrency = 10;
+    cfg.resources = Resources {
+        gpus: vec![GpuResource {
+            total_bytes: 80 * GIB,
+            nvenc: false,
+        }],
+        ..Default::default()
+    };
+    let (running, peak) = (
+        std::sync::Arc::default(),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let consumer = Consumer::new(q.clone(), cfg, sleepy(running, peak.clone()));
+    run_until(consumer, |s| s.succeeded.load(Relaxed) == 6).await;
+    assert_eq!(
+        peak.load(Relaxed),
+        2,
+        "two 40 GiB jobs at a time on one 80 GiB GPU, despite 10 slots"
+    );
+}
+
+async fn idle_large_gpu_steals_small_jobs_from_another_pool(f: Fixture) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let q = f.client().await;
+    let small_pool = pool("gpu-24g");
+    let ids: Vec<JobId> = q
+        .enqueue_batch(&small_pool, (0..3).map(|_| gpu_job(16, false, None)).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut cfg = ConsumerConfig::new(pool("gpu-80g"), vec![JobKind::Noop], "idle-80g");
+    cfg.resources = Resources {
+        gpus: vec![GpuResource {
+            total_bytes: 80 * GIB,
+            nvenc: false,
+        }],
+        ..Default::default()
+    };
+    cfg.steal_from = vec![small_pool.clone()];
+    let (running, peak) = (
+        std::sync::Arc::default(),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let stats = run_until(Consumer::new(q.clone(), cfg, sleepy(running, peak)), |s| {
+        s.succeeded.load(Relaxed) == 3
+    })
+    .await;
+    assert_eq!(stats.stolen.load(Relaxed), 3);
+    for id in ids {
+        let rec = q.job_in(&small_pool, id).await.unwrap();
+        assert_eq!(
+            (rec.status, rec.spec.pool.as_str()),
+            (JobStatus::Succeeded, "gpu-24g"),
+            "acked in its own pool"
+        );
+    }
 }

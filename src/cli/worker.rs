@@ -35,6 +35,15 @@ pub struct WorkerArgs {
     /// Fleet-registry heartbeat period in seconds; a worker missing three is gone from the list.
     #[arg(long, default_value_t = 5.0)]
     registry_heartbeat_secs: f64,
+    /// CPU-job slots (default: the concurrency). Set it to the cores for CPU-heavy pools.
+    #[arg(long)]
+    cpu_slots: Option<usize>,
+    /// Models warm on this worker; jobs preferring them are claimed first.
+    #[arg(long, value_delimiter = ',')]
+    warm_models: Vec<String>,
+    /// Pools whose jobs this worker takes when its own pool has none it can run.
+    #[arg(long, value_delimiter = ',')]
+    steal_from: Vec<String>,
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
@@ -64,6 +73,9 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         drain_grace: Duration::from_secs_f64(a.drain_grace_secs.max(0.0)),
         gpus: a.gpus.parse::<GpuMode>()?,
         registry_heartbeat: Duration::from_secs_f64(a.registry_heartbeat_secs.max(0.05)),
+        cpu_slots: a.cpu_slots,
+        warm_models: a.warm_models,
+        steal_from: a.steal_from.iter().map(|p| Pool::new(p)).collect::<Result<_, _>>()?,
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;

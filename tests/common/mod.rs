@@ -18,9 +18,21 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(url: &str, id: &str, concurrency: usize, lease_secs: f64, extra: &[&str], log_dir: &Path) -> Self {
+        Self::start_in(url, "cpu", id, concurrency, lease_secs, extra, log_dir)
+    }
+
+    pub fn start_in(
+        url: &str,
+        pool: &str,
+        id: &str,
+        concurrency: usize,
+        lease_secs: f64,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Self {
         let log = std::fs::File::create(log_dir.join(format!("{id}.log"))).expect("worker log");
         let child = Command::new(GANTRY)
-            .args(["worker", "--redis-url", url, "--pool", "cpu", "--worker-id", id])
+            .args(["worker", "--redis-url", url, "--pool", pool, "--worker-id", id])
             .args([
                 "--concurrency",
                 &concurrency.to_string(),

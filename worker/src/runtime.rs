@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gantry_queue::{
-    Consumer, ConsumerConfig, ConsumerStats, FleetGpu, JobKind, Pool, QueueClient, QueueConfig, QueueError,
-    WorkerRecord,
+    Consumer, ConsumerConfig, ConsumerStats, FleetGpu, GpuResource, JobKind, Pool, QueueClient, QueueConfig,
+    QueueError, Resources, WorkerRecord,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,12 @@ pub struct WorkerConfig {
     pub gpus: GpuMode,
     /// Fleet-registry heartbeat period; the record expires after three.
     pub registry_heartbeat: Duration,
+    /// CPU-job slots (`None`: as many as the concurrency).
+    pub cpu_slots: Option<usize>,
+    /// Models warm here; their jobs are claimed first.
+    pub warm_models: Vec<String>,
+    /// Pools whose jobs this worker takes when its own has none it can run.
+    pub steal_from: Vec<Pool>,
 }
 
 fn now_ms() -> u64 {
@@ -79,6 +85,20 @@ pub async fn run_worker(
     ccfg.lease = cfg.lease;
     ccfg.heartbeat_every = cfg.lease / 3;
     ccfg.drain_grace = cfg.drain_grace;
+    ccfg.steal_from = cfg.steal_from.clone();
+    ccfg.resources = Resources {
+        gpus: monitor
+            .initial()
+            .gpus
+            .iter()
+            .map(|g| GpuResource {
+                total_bytes: g.memory_total_bytes,
+                nvenc: g.nvenc.usable(),
+            })
+            .collect(),
+        cpu_slots: cfg.cpu_slots,
+        warm_models: cfg.warm_models.clone(),
+    };
     tracing::info!(
         worker_id = %cfg.worker_id,
         pool = %cfg.pool,
@@ -144,7 +164,7 @@ fn record(
                 nvenc: g.nvenc.usable(),
             })
             .collect(),
-        warm_models: Vec::new(),
+        warm_models: cfg.warm_models.clone(),
         started_at_ms,
         heartbeat_ms: cfg.registry_heartbeat.as_millis() as u64,
         draining,

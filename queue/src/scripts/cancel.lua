@@ -3,12 +3,12 @@
 -- 'not_found', or 'finished:<status>'.
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local jk = jkey(id)
-local r = redis.call('HMGET', jk, 'status', 'kind', 'prio')
+local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape')
 local status, kind, prio = r[1], r[2], r[3]
 if not status then return 'not_found' end
 local removed = 0
 if status == 'queued' then
-  removed = redis.call('LREM', qkey(kind, prio), 1, id)
+  removed = redis.call('LREM', lkey(kind, prio, r[4]), 1, id)
 elseif status == 'delayed' or status == 'retry_scheduled' then
   removed = redis.call('ZREM', qkey(kind, 'delayed'), id)
 elseif status == 'running' then

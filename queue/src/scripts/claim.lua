@@ -1,12 +1,27 @@
--- Claim up to `max` jobs from the pool's queues: strict priority (high, normal, bulk) across the
--- listed kinds, FIFO within a priority. Due delayed jobs are promoted first (bounded).
--- ARGV: worker_id, lease_ms, max, wake_cap, kind...
--- Returns: next_due_ms (-1 = none), then 6 per job: id, kind, token, attempts, max_attempts, spec.
--- A lease is the member '<id>:<token>' of the queue's lease set, scored by its deadline.
+-- Claim up to `max` jobs that fit the worker's free capacity, from the pool's queues: strict
+-- priority (high, normal, bulk) across the listed kinds; within a priority, shapes whose model
+-- is warm here first, then the largest VRAM need that fits (tightest fit), CPU jobs last; FIFO
+-- within a shape. Each GPU job is placed best-fit: on the GPU with the least free VRAM that
+-- still holds it, so two 40 GiB jobs share one 80 GiB GPU before a second GPU is used.
+-- Due delayed jobs are promoted first (bounded).
+-- ARGV: worker_id, lease_ms, max, wake_cap, capacity_json, kind...
+--   capacity_json: {"cpu": free CPU slots, "gpus": [[free_GiB, nvenc 0|1], ...], "warm": [model...]}
+-- Returns: next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity;
+-- their wake token is handed on to the other workers), then 7 per job: id, kind, token, attempts, max_attempts,
+-- spec, gpu index (-1 = CPU). A lease is the member '<id>:<token>' of the queue's lease set.
 local worker, lease, max, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local out = { -1 }
+local capacity = cjson.decode(ARGV[5])
+local cpu_free = tonumber(capacity.cpu) or 0
+local gpus = {}
+for i, g in ipairs(capacity.gpus or {}) do gpus[i] = { free = tonumber(g[1]) or 0, nvenc = tonumber(g[2]) == 1 } end
+local warm = {}
+for _, m in ipairs(capacity.warm or {}) do warm[m] = true end
+local FIRST_KIND = 6
+
+local out = { -1, 0 }
 local next_due = -1
-for k = 5, #ARGV do
+local unfit = {}
+for k = FIRST_KIND, #ARGV do
   local kind = ARGV[k]
   local dk = qkey(kind, 'delayed')
   local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOW, 'LIMIT', 0, 1000)
@@ -14,16 +29,15 @@ for k = 5, #ARGV do
   for _, id in ipairs(due) do
     redis.call('ZREM', dk, id)
     local jk = jkey(id)
-    local prio = redis.call('HGET', jk, 'prio')
-    if prio then
+    local r = redis.call('HMGET', jk, 'prio', 'shape')
+    if r[1] then
       redis.call('HSET', jk, 'status', 'queued')
       redis.call('HDEL', jk, 'due')
-      redis.call('LPUSH', qkey(kind, prio), id)
+      redis.call('LPUSH', lkey(kind, r[1], r[2]), id)
       promoted = promoted + 1
     end
   end
-  -- others waiting on this queue should hear about promoted jobs this claim cannot take
-  if promoted > max then wake(kind, promoted - max, cap) end
+  if promoted > 0 then wake(kind, promoted, cap) end
   local first = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
   if first[2] then
     local d = tonumber(first[2])
@@ -31,34 +45,101 @@ for k = 5, #ARGV do
   end
 end
 out[1] = next_due
-local want = max
--- One token per claimed attempt from a per-pool counter: tokens never repeat, even across
--- replays, so a stale worker's ack can never match a newer lease.
-local seq_key = P .. 'lease-seq'
-for _, prio in ipairs(PRIOS) do
-  for k = 5, #ARGV do
-    if want <= 0 then return out end
-    local kind = ARGV[k]
-    local ids = redis.call('RPOP', qkey(kind, prio), want)
-    if ids then
-      local base = redis.call('INCRBY', seq_key, #ids) - #ids
-      local zargs = {}
-      for i, id in ipairs(ids) do
-        local jk = jkey(id)
-        local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts')
-        if r[1] then
-          local attempts = tonumber(r[3] or '0') + 1
-          local token = base + i
-          redis.call('HSET', jk, 'status', 'running', 'worker', worker, 'started', NOW, 'attempts', attempts, 'lease', token)
-          zargs[#zargs + 1] = NOW + lease
-          zargs[#zargs + 1] = id .. ':' .. token
-          out[#out + 1] = id; out[#out + 1] = kind; out[#out + 1] = token
-          out[#out + 1] = attempts; out[#out + 1] = r[2]; out[#out + 1] = r[1]
-          want = want - 1
-        end
-      end
-      if #zargs > 0 then redis.call('ZADD', qkey(kind, 'leases'), unpack(zargs)) end
+
+-- The GPU with the least free VRAM that holds a job of shape s (nil if none).
+local function place(frees, s)
+  local best
+  for i, g in ipairs(gpus) do
+    if frees[i] >= s.gib and (g.nvenc or not s.nvenc) and (not best or frees[i] < frees[best]) then best = i end
+  end
+  return best
+end
+
+local function frees_now()
+  local f = {}
+  for i, g in ipairs(gpus) do f[i] = g.free end
+  return f
+end
+
+local function shapes_of(kind)
+  local list = {}
+  for _, sh in ipairs(redis.call('SMEMBERS', qkey(kind, 'shapes'))) do
+    local gib, n, model = string.match(sh, '^g(%d+)(n?):?(.*)$')
+    if gib then
+      list[#list + 1] = { shape = sh, gib = tonumber(gib), nvenc = n == 'n', warm = (model ~= '' and warm[model]) and 1 or 0 }
     end
   end
+  table.sort(list, function(a, b)
+    if a.warm ~= b.warm then return a.warm > b.warm end
+    if a.gib ~= b.gib then return a.gib > b.gib end
+    return a.shape < b.shape
+  end)
+  list[#list + 1] = { shape = '', gib = 0 }
+  return list
+end
+
+local want = max
+local seq_key = P .. 'lease-seq'
+local shape_lists = {}
+for _, prio in ipairs(PRIOS) do
+  for k = FIRST_KIND, #ARGV do
+    local kind = ARGV[k]
+    if not shape_lists[kind] then
+      -- Every shape is looked at, even by a CPU-only worker: jobs it cannot run mark the claim
+      -- unfit, so the wake-up goes on to a worker that can.
+      shape_lists[kind] = shapes_of(kind)
+    end
+    for _, s in ipairs(shape_lists[kind]) do
+      if want <= 0 then return out end -- full: nothing was left unclaimed for lack of room
+      -- How many jobs of this shape fit now.
+      local n = 0
+      if s.shape == '' then
+        n = math.min(want, cpu_free)
+      else
+        local frees = frees_now()
+        while n < want do
+          local g = place(frees, s)
+          if not g then break end
+          frees[g] = frees[g] - s.gib
+          n = n + 1
+        end
+      end
+      if n == 0 and redis.call('LLEN', lkey(kind, prio, s.shape)) > 0 then
+        unfit[kind] = true
+      end
+      local ids = (n > 0) and redis.call('RPOP', lkey(kind, prio, s.shape), n) or false
+      if ids then
+        local base = redis.call('INCRBY', seq_key, #ids) - #ids
+        local zargs = {}
+        for i, id in ipairs(ids) do
+          local jk = jkey(id)
+          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts')
+          if r[1] then
+            local gpu = -1
+            if s.shape == '' then
+              cpu_free = cpu_free - 1
+            else
+              local g = place(frees_now(), s)
+              gpus[g].free = gpus[g].free - s.gib
+              gpu = g - 1
+            end
+            local attempts = tonumber(r[3] or '0') + 1
+            local token = base + i
+            redis.call('HSET', jk, 'status', 'running', 'worker', worker, 'started', NOW, 'attempts', attempts, 'lease', token)
+            zargs[#zargs + 1] = NOW + lease
+            zargs[#zargs + 1] = id .. ':' .. token
+            out[#out + 1] = id; out[#out + 1] = kind; out[#out + 1] = token
+            out[#out + 1] = attempts; out[#out + 1] = r[2]; out[#out + 1] = r[1]; out[#out + 1] = gpu
+            want = want - 1
+          end
+        end
+        if #zargs > 0 then redis.call('ZADD', qkey(kind, 'leases'), unpack(zargs)) end
+      end
+    end
+  end
+end
+for kind, _ in pairs(unfit) do
+  out[2] = 1
+  if #out == 2 then wake(kind, 1, cap) end
 end
 return out

@@ -7,6 +7,12 @@ local PRIOS = { 'high', 'normal', 'bulk' }
 
 local function qkey(kind, suffix) return P .. 'q:' .. kind .. ':' .. suffix end
 local function jkey(id) return P .. 'job:' .. id end
+-- The waiting list of a (kind, priority, shape). CPU jobs have the empty shape; GPU jobs
+-- 'g<GiB>[n][:<model>]' (VRAM needed, NVENC needed, preferred warm model).
+local function lkey(kind, prio, shape)
+  if shape and shape ~= '' then return qkey(kind, prio .. ':' .. shape) end
+  return qkey(kind, prio)
+end
 
 -- Puts up to `n` wake tokens on the queue's wake list, never more than `cap` in all. Idle workers
 -- block on these lists (BLPOP), so a push wakes one of them at once, with no polling.

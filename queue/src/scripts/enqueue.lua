@@ -1,11 +1,11 @@
--- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, then 7 per job:
--- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts.
+-- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, then 8 per job:
+-- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts, shape ('' = CPU).
 -- Returns a flat array: id, duplicate(0|1) per job. A duplicate returns the first job's id.
 local idem_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out, wakes = {}, {}
-for i = 3, #ARGV, 7 do
+for i = 3, #ARGV, 8 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local idem, spec, maxa = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local idem, spec, maxa, shape = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local dup = false
   if idem ~= '' then
     local ik = P .. 'idem:' .. idem
@@ -18,6 +18,10 @@ for i = 3, #ARGV, 7 do
   end
   if not dup then
     local jk = jkey(id)
+    if shape ~= '' then
+      redis.call('SADD', qkey(kind, 'shapes'), shape)
+      redis.call('HSET', jk, 'shape', shape)
+    end
     if delay > 0 then
       redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'delayed', 'attempts', 0,
         'lease', 0, 'max', maxa, 'enq', NOW, 'due', NOW + delay)
@@ -25,7 +29,7 @@ for i = 3, #ARGV, 7 do
     else
       redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'queued', 'attempts', 0,
         'lease', 0, 'max', maxa, 'enq', NOW)
-      redis.call('LPUSH', qkey(kind, prio), id)
+      redis.call('LPUSH', lkey(kind, prio, shape), id)
       wakes[kind] = (wakes[kind] or 0) + 1
     end
     out[#out + 1] = id; out[#out + 1] = 0

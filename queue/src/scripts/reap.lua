@@ -14,7 +14,7 @@ for k = 5, #ARGV do
     local sep = string.find(member, ':', 1, true)
     local id, token = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
     local jk = jkey(id)
-    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker', 'lease')
+    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker', 'lease', 'shape')
     if r[1] == 'running' and r[7] == token then
       history(jk, { at = NOW, attempt = tonumber(r[2]), event = 'lease_expired', worker = r[6] })
       if r[5] then
@@ -28,7 +28,7 @@ for k = 5, #ARGV do
       else
         redis.call('HSET', jk, 'status', 'queued', 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
         redis.call('HDEL', jk, 'worker')
-        redis.call('RPUSH', qkey(kind, r[4]), id)
+        redis.call('RPUSH', lkey(kind, r[4], r[8]), id)
         requeued = requeued + 1
         woken = woken + 1
       end

@@ -1,17 +1,23 @@
--- Queue stats. ARGV: kind... Returns 8 per kind: high, normal, bulk, in_flight, delayed, dead,
--- oldest_enqueued_ms (-1 = empty), server_now_ms.
+-- Queue stats. ARGV: kind... Returns 8 per kind: high, normal, bulk (summed over shapes),
+-- in_flight, delayed, dead, oldest_enqueued_ms (-1 = empty), server_now_ms.
 local out = {}
 for k = 1, #ARGV do
   local kind = ARGV[k]
+  local shapes = redis.call('SMEMBERS', qkey(kind, 'shapes'))
+  shapes[#shapes + 1] = ''
   local oldest = -1
   for _, prio in ipairs(PRIOS) do
-    local q = qkey(kind, prio)
-    out[#out + 1] = redis.call('LLEN', q)
-    local tail = redis.call('LINDEX', q, -1)
-    if tail then
-      local enq = tonumber(redis.call('HGET', jkey(tail), 'enq') or '-1')
-      if enq >= 0 and (oldest < 0 or enq < oldest) then oldest = enq end
+    local n = 0
+    for _, shape in ipairs(shapes) do
+      local q = lkey(kind, prio, shape)
+      n = n + redis.call('LLEN', q)
+      local tail = redis.call('LINDEX', q, -1)
+      if tail then
+        local enq = tonumber(redis.call('HGET', jkey(tail), 'enq') or '-1')
+        if enq >= 0 and (oldest < 0 or enq < oldest) then oldest = enq end
+      end
     end
+    out[#out + 1] = n
   end
   out[#out + 1] = redis.call('ZCARD', qkey(kind, 'leases'))
   out[#out + 1] = redis.call('ZCARD', qkey(kind, 'delayed'))

@@ -73,6 +73,7 @@ mod tests {
                 timeout_secs: 10,
                 body: Payload::Noop(p),
             },
+            gpu: None,
         }
     }
 
