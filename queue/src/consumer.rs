@@ -140,6 +140,24 @@ impl Ledger {
     }
 }
 
+/// Hooks for observing a consumer (metrics). Every method has a no-op default.
+pub trait ConsumerEvents: Send + Sync + 'static {
+    /// One claim round trip to `pool` took `elapsed` and returned `jobs` jobs.
+    fn claim(&self, _pool: &Pool, _elapsed: Duration, _jobs: usize) {}
+    /// A job started.
+    fn started(&self, _pool: &Pool, _kind: JobKind) {}
+    /// A job's attempt ended after `elapsed`: `None` for success, else its error class.
+    fn finished(&self, _pool: &Pool, _kind: JobKind, _class: Option<ErrorClass>, _elapsed: Duration) {}
+    /// A failure was recorded as `outcome` (retry, dead-letter, ...).
+    fn failure_recorded(&self, _pool: &Pool, _kind: JobKind, _outcome: FailOutcome) {}
+}
+
+/// Observes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoEvents;
+
+impl ConsumerEvents for NoEvents {}
+
 /// Typed configuration of a consumer.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -249,6 +267,7 @@ pub struct Consumer {
     handler: Arc<dyn JobHandler>,
     stats: Arc<ConsumerStats>,
     inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
+    events: Arc<dyn ConsumerEvents>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -275,7 +294,14 @@ impl Consumer {
             handler: Arc::new(handler),
             stats: Arc::default(),
             inflight: Arc::default(),
+            events: Arc::new(NoEvents),
         }
+    }
+
+    /// Reports claims, starts, finishes and recorded failures to `events`.
+    pub fn with_events(mut self, events: Arc<dyn ConsumerEvents>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Live counters.
@@ -303,6 +329,7 @@ impl Consumer {
             handler,
             stats,
             inflight,
+            events,
         } = self;
         let cfg = Arc::new(cfg);
         let ledger = Arc::new(Mutex::new(Ledger::new(&cfg.resources, cfg.concurrency)));
@@ -316,6 +343,7 @@ impl Consumer {
             done_rx,
             inflight.clone(),
             stats.clone(),
+            events.clone(),
             bg_stop.clone(),
         ));
         let hb = tokio::spawn(heartbeat_loop(
@@ -355,11 +383,13 @@ impl Consumer {
                     Err(_) => break 'claim,
                 };
                 stats.claim_calls.fetch_add(1, Ordering::Relaxed);
+                let asked = std::time::Instant::now();
                 match client
                     .claim(pool, &cfg.worker_id, &cfg.kinds, permits.len(), cfg.lease, &capacity)
                     .await
                 {
                     Ok(b) => {
+                        events.claim(pool, asked.elapsed(), b.jobs.len());
                         if i == 0 {
                             claimed.next_due_ms = b.next_due_ms;
                             unfit = b.unfit;
@@ -407,9 +437,19 @@ impl Consumer {
                 let tx = done_tx.clone();
                 let ledger = ledger.clone();
                 let freed = freed.clone();
+                let events = events.clone();
                 tasks.spawn(async move {
-                    let (gpu, gib, pool) = (job.gpu, Ledger::vram_gib(&job), job.pool.clone());
+                    let (gpu, gib, pool, kind) = (job.gpu, Ledger::vram_gib(&job), job.pool.clone(), job.lease.kind);
+                    events.started(&pool, kind);
+                    let began = std::time::Instant::now();
                     let outcome = run_one(handler, job, cancel, reason).await;
+                    let class = match &outcome {
+                        Outcome::Fail(f) => Some(f.class),
+                        _ => None,
+                    };
+                    if !matches!(outcome, Outcome::Release(_) | Outcome::Drop(_)) {
+                        events.finished(&pool, kind, class, began.elapsed());
+                    }
                     if let Ok(mut l) = ledger.lock() {
                         l.release(gpu, gib);
                     }
@@ -546,6 +586,7 @@ async fn ack_loop(
     mut rx: mpsc::Receiver<Completion>,
     inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
     stats: Arc<ConsumerStats>,
+    events: Arc<dyn ConsumerEvents>,
     hard_stop: CancellationToken,
 ) {
     const MAX: usize = 1000;
@@ -572,7 +613,7 @@ async fn ack_loop(
             }
         }
         for (pool, b) in by_pool {
-            settle(&client, &pool, b, &stats, &hard_stop).await;
+            settle(&client, &pool, b, &stats, events.as_ref(), &hard_stop).await;
         }
         // Only now stop heartbeating them: the outcome is durable. Where recording it failed for
         // good, stopping the heartbeats lets the leases expire, and the reaper runs them again.
@@ -584,7 +625,14 @@ async fn ack_loop(
     }
 }
 
-async fn settle(client: &QueueClient, pool: &Pool, b: PoolBatch, stats: &ConsumerStats, hard_stop: &CancellationToken) {
+async fn settle(
+    client: &QueueClient,
+    pool: &Pool,
+    b: PoolBatch,
+    stats: &ConsumerStats,
+    events: &dyn ConsumerEvents,
+    hard_stop: &CancellationToken,
+) {
     if !b.acks.is_empty() {
         stats.ack_calls.fetch_add(1, Ordering::Relaxed);
         match retry_transient("ack", hard_stop, || client.ack(pool, &b.acks)).await {
@@ -599,7 +647,8 @@ async fn settle(client: &QueueClient, pool: &Pool, b: PoolBatch, stats: &Consume
     if !b.fails.is_empty() {
         match retry_transient("fail", hard_stop, || client.fail(pool, &b.fails)).await {
             Ok(outcomes) => {
-                for o in outcomes {
+                for (o, f) in outcomes.into_iter().zip(&b.fails) {
+                    events.failure_recorded(pool, f.lease.kind, o);
                     let c = match o {
                         FailOutcome::Retry => &stats.retried,
                         FailOutcome::Dead => &stats.dead,

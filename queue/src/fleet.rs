@@ -63,6 +63,9 @@ pub struct WorkerRecord {
     pub heartbeat_ms: u64,
     /// Draining after SIGTERM.
     pub draining: bool,
+    /// Where its `/metrics`, `/healthz` and `/readyz` answer, if served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
     /// Last heartbeat (Unix ms, Redis clock); filled in when listed.
     #[serde(default)]
     pub last_seen_ms: u64,

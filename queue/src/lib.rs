@@ -20,7 +20,8 @@ pub use client::{
 pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler, JobOutcome, Resources,
+    Consumer, ConsumerConfig, ConsumerEvents, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler,
+    JobOutcome, NoEvents, Resources,
 };
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};

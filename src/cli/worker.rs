@@ -44,6 +44,9 @@ pub struct WorkerArgs {
     /// Pools whose jobs this worker takes when its own pool has none it can run.
     #[arg(long, value_delimiter = ',')]
     steal_from: Vec<String>,
+    /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9464; port 0 picks a free one).
+    #[arg(long, env = "GANTRY_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
@@ -76,6 +79,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         cpu_slots: a.cpu_slots,
         warm_models: a.warm_models,
         steal_from: a.steal_from.iter().map(|p| Pool::new(p)).collect::<Result<_, _>>()?,
+        metrics_addr: a.metrics_addr,
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;

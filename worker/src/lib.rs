@@ -3,6 +3,8 @@
 
 pub mod executors;
 pub mod gpu;
+pub mod http;
+pub mod metrics;
 pub mod runtime;
 
 pub use executors::{Executor, ExecutorSet};

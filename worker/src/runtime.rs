@@ -10,8 +10,12 @@ use gantry_queue::{
 };
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::executors::ExecutorSet;
 use crate::gpu::{GpuInventory, GpuMode, GpuMonitor, InventorySource};
+use crate::http::{HttpState, serve};
+use crate::metrics::WorkerMetrics;
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum WorkerError {
     /// The GPU inventory task died.
     #[error("gpu inventory: {0}")]
     Inventory(String),
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {0}: {1}")]
+    Http(std::net::SocketAddr, std::io::Error),
 }
 
 /// Typed worker configuration.
@@ -52,6 +59,8 @@ pub struct WorkerConfig {
     pub warm_models: Vec<String>,
     /// Pools whose jobs this worker takes when its own has none it can run.
     pub steal_from: Vec<Pool>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`None`: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn now_ms() -> u64 {
@@ -106,22 +115,53 @@ pub async fn run_worker(
         concurrency = ccfg.concurrency,
         "worker started"
     );
-    let consumer = Consumer::new(client.clone(), ccfg, move |job, ctx| executors.dispatch(job, ctx));
+    let source = match monitor.initial().source {
+        InventorySource::Nvml => "nvml",
+        InventorySource::Fake => "fake",
+        InventorySource::None => "none",
+    };
+    let metrics = Arc::new(WorkerMetrics::new(&cfg.worker_id, cfg.pool.as_str(), source));
+    metrics.observe_gpus(monitor.initial());
+    let redis_ok = Arc::new(AtomicBool::new(true));
+    let http_stop = CancellationToken::new();
+    let metrics_addr = match cfg.metrics_addr {
+        Some(addr) => {
+            let state = HttpState {
+                metrics: metrics.clone(),
+                redis_ok: redis_ok.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let bound = serve(addr, state, http_stop.clone())
+                .await
+                .map_err(|e| WorkerError::Http(addr, e))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(bound.to_string())
+        }
+        None => None,
+    };
+    let consumer =
+        Consumer::new(client.clone(), ccfg, move |job, ctx| executors.dispatch(job, ctx)).with_events(metrics.clone());
     let in_flight = consumer.in_flight_gauge();
 
     let registry_stop = CancellationToken::new();
     let registry = tokio::spawn(registry_loop(
         client.clone(),
-        cfg.clone(),
-        kinds,
-        monitor,
-        Box::new(in_flight),
+        RegistryCtx {
+            cfg: cfg.clone(),
+            kinds,
+            monitor,
+            in_flight: Box::new(in_flight),
+            metrics,
+            redis_ok,
+            metrics_addr,
+        },
         shutdown.clone(),
         registry_stop.clone(),
     ));
     let stats = consumer.run(shutdown).await;
     registry_stop.cancel();
     let _ = registry.await;
+    http_stop.cancel();
     if let Err(e) = client.deregister_worker(&cfg.pool, &cfg.worker_id).await {
         tracing::warn!(error = %e, "deregistering failed; the record expires by itself");
     }
@@ -169,33 +209,45 @@ fn record(
         heartbeat_ms: cfg.registry_heartbeat.as_millis() as u64,
         draining,
         last_seen_ms: 0,
+        metrics_addr: None,
     }
 }
 
 type Gauge = Box<dyn Fn() -> usize + Send + Sync>;
 
-async fn registry_loop(
-    client: QueueClient,
+struct RegistryCtx {
     cfg: WorkerConfig,
     kinds: Vec<JobKind>,
     monitor: Arc<GpuMonitor>,
     in_flight: Gauge,
-    shutdown: CancellationToken,
-    stop: CancellationToken,
-) {
+    metrics: Arc<WorkerMetrics>,
+    redis_ok: Arc<AtomicBool>,
+    metrics_addr: Option<String>,
+}
+
+/// Every registry heartbeat: refresh the GPU readings and gauges, write the fleet record.
+async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: CancellationToken, stop: CancellationToken) {
     let started = now_ms();
-    let mut tick = tokio::time::interval(cfg.registry_heartbeat);
+    let mut tick = tokio::time::interval(ctx.cfg.registry_heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
-        let m = monitor.clone();
+        let m = ctx.monitor.clone();
         let inv = match tokio::task::spawn_blocking(move || m.refresh()).await {
             Ok(inv) => inv,
-            Err(_) => monitor.initial().clone(),
+            Err(_) => ctx.monitor.initial().clone(),
         };
-        let rec = record(&cfg, &kinds, &inv, in_flight(), started, shutdown.is_cancelled());
-        if let Err(e) = client.register_worker(&rec, cfg.registry_heartbeat).await {
-            tracing::warn!(error = %e, "fleet registry heartbeat failed");
+        let in_flight = (ctx.in_flight)();
+        ctx.metrics.observe_gpus(&inv);
+        ctx.metrics.set_in_flight(ctx.cfg.pool.as_str(), in_flight);
+        let mut rec = record(&ctx.cfg, &ctx.kinds, &inv, in_flight, started, shutdown.is_cancelled());
+        rec.metrics_addr = ctx.metrics_addr.clone();
+        match client.register_worker(&rec, ctx.cfg.registry_heartbeat).await {
+            Ok(()) => ctx.redis_ok.store(true, Ordering::Relaxed),
+            Err(e) => {
+                ctx.redis_ok.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "fleet registry heartbeat failed");
+            }
         }
     }
 }
