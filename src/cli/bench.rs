@@ -32,16 +32,41 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         enqueue_parallel: usize,
     },
+    /// The worker runtime against the queue core: N no-op jobs processed by the queue's own
+    /// in-process consumer, then N more by a `gantry worker` process (executors, registry,
+    /// metrics, inventory), on the same redis-server; prints both rates and their ratio.
+    Worker {
+        /// Port of a redis-server on 127.0.0.1.
+        #[arg(long)]
+        redis_port: u16,
+        /// Jobs per round.
+        n: usize,
+        /// Concurrency of both.
+        concurrency: usize,
+        /// Rounds (each runs both, interleaved); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Queue {
-        redis_port,
-        n,
-        concurrency,
-        latency_samples,
-        enqueue_parallel,
-    } = c;
+    let (redis_port, n, concurrency, latency_samples, enqueue_parallel) = match c {
+        BenchCommand::Queue {
+            redis_port,
+            n,
+            concurrency,
+            latency_samples,
+            enqueue_parallel,
+        } => (redis_port, n, concurrency, latency_samples, enqueue_parallel),
+        BenchCommand::Worker {
+            redis_port,
+            n,
+            concurrency,
+            rounds,
+        } => {
+            return worker_bench(redis_port, n, concurrency, rounds).await;
+        }
+    };
     let url = format!("redis://127.0.0.1:{redis_port}");
     let r = queue_bench(&url, n, concurrency, latency_samples, enqueue_parallel).await?;
     println!(
@@ -158,4 +183,90 @@ pub async fn queue_bench(
         process_per_s,
         idle_latency,
     })
+}
+
+async fn enqueue_noops(client: &QueueClient, pool: &Pool, n: usize) -> anyhow::Result<()> {
+    for start in (0..n).step_by(1000) {
+        let size = (n - start).min(1000);
+        let jobs = (0..size)
+            .map(|_| NewJob::new("bench", "bench", Payload::Noop(NoopPayload::default())))
+            .collect();
+        client.enqueue_batch(pool, jobs).await?;
+    }
+    Ok(())
+}
+
+async fn open_jobs(client: &QueueClient, pool: &Pool) -> anyhow::Result<u64> {
+    let s = client.stats(pool, &[JobKind::Noop]).await?.remove(0);
+    Ok(s.waiting_total() + s.in_flight + s.delayed)
+}
+
+async fn worker_bench(port: u16, n: usize, concurrency: usize, rounds: usize) -> anyhow::Result<()> {
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = QueueClient::connect(&url, QueueConfig::default()).await?;
+    let (mut core, mut worker) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.max(1) {
+        // Queue core: the in-process consumer with a no-op handler.
+        let pool = Pool::new(&format!("bench-core-{round}"))?;
+        enqueue_noops(&client, &pool, n).await?;
+        let mut cfg = ConsumerConfig::new(pool.clone(), vec![JobKind::Noop], "bench-core");
+        cfg.concurrency = concurrency.max(1);
+        cfg.claim_batch = cfg.concurrency;
+        let handler =
+            |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture { Box::pin(async { JobOutcome::Succeeded(None) }) };
+        let consumer = Consumer::new(client.clone(), cfg, handler);
+        let stats = consumer.stats();
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let run = tokio::spawn(consumer.run(stop.clone()));
+        while (stats.succeeded.load(Ordering::Relaxed) as usize) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        core.push(n as f64 / started.elapsed().as_secs_f64());
+        stop.cancel();
+        run.await??;
+
+        // The worker runtime: a `gantry worker` process, timed from spawn to the last job done.
+        let pool = Pool::new(&format!("bench-worker-{round}"))?;
+        enqueue_noops(&client, &pool, n).await?;
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "worker",
+                "--redis-url",
+                &url,
+                "--pool",
+                pool.as_str(),
+                "--kinds",
+                "noop",
+                "--gpus",
+                "none",
+            ])
+            .args(["--concurrency", &concurrency.to_string(), "--worker-id", "bench-worker"])
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        while open_jobs(&client, &pool).await? > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worker.push(n as f64 / started.elapsed().as_secs_f64());
+        child.start_kill()?;
+        let _ = child.wait().await;
+        eprintln!(
+            "round {round}: queue core {:.0}/s, worker {:.0}/s",
+            core[round - 1],
+            worker[round - 1]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (c, w) = (median(&mut core), median(&mut worker));
+    println!(
+        "{}",
+        serde_json::json!({"n": n, "concurrency": concurrency, "queue_core_per_s": c.round(),
+            "worker_per_s": w.round(), "worker_to_core_ratio": (w / c * 100.0).round() / 100.0})
+    );
+    Ok(())
 }

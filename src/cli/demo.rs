@@ -36,6 +36,7 @@ pub struct DemoArgs {
 
 struct Fleet {
     children: Vec<(String, Child)>,
+    metrics_ports: Vec<(String, u16)>,
     exe: PathBuf,
     url: String,
     log_dir: PathBuf,
@@ -44,8 +45,15 @@ struct Fleet {
 impl Fleet {
     fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.log_dir.join(format!("{name}.log")))?;
+        let port = gantry_testkit::free_port();
         let child = Command::new(&self.exe)
             .args(["worker", "--redis-url", &self.url, "--pool", "cpu", "--worker-id", name])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--registry-heartbeat-secs",
+                "1",
+            ])
             .args(["--concurrency", "16", "--lease-secs", "3"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -53,6 +61,7 @@ impl Fleet {
             .spawn()
             .with_context(|| format!("starting worker {name}"))?;
         self.children.push((name.to_owned(), child));
+        self.metrics_ports.push((name.to_owned(), port));
         Ok(())
     }
 
@@ -101,6 +110,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("  redis-server   {url} (private, started for this demo)");
     let mut fleet = Fleet {
         children: Vec::new(),
+        metrics_ports: Vec::new(),
         exe: std::env::current_exe()?,
         url: url.clone(),
         log_dir: log_dir.clone(),
@@ -324,6 +334,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         );
     }
     println!("  worker logs: {}", log_dir.display());
+    for (name, port) in &fleet.metrics_ports {
+        if name != "worker-1" {
+            println!("  metrics: {name} http://127.0.0.1:{port}/metrics (while the fleet runs; `--keep` keeps it)");
+        }
+    }
     if a.keep {
         println!(
             "\nThe fleet keeps running. Try:\n  REDIS_URL={url} gantry queues stats\n  REDIS_URL={url} gantry dlq list\nCtrl-C to stop."
