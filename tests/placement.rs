@@ -97,8 +97,11 @@ async fn each_job_runs_only_where_it_fits() {
         );
         windows.push((r.started_at_ms.unwrap(), r.finished_at_ms.unwrap()));
     }
-    // Never more than two 40 GiB jobs at once on the 80 GiB GPU; two did share it.
-    let overlap_at = |t: u64| windows.iter().filter(|(s, f)| *s <= t && t < *f).count();
+    // Never more than two 40 GiB jobs at once on the 80 GiB GPU; two did share it. A record's
+    // finish time is its ack in Redis, a few ms after the executor finished and freed the VRAM,
+    // so 20 ms of each window are the ack's (a job runs 400 ms).
+    const ACK_SLACK_MS: u64 = 20;
+    let overlap_at = |t: u64| windows.iter().filter(|(s, f)| *s <= t && t + ACK_SLACK_MS < *f).count();
     let peak = windows.iter().map(|(s, _)| overlap_at(*s)).max().unwrap();
     assert_eq!(peak, 2, "windows {windows:?}");
     for id in &enc {

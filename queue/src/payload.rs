@@ -137,4 +137,8 @@ pub struct NoopPayload {
     /// How those attempts fail (`retryable` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_class: Option<ErrorClass>,
+    /// Write an output of this many bytes (at most 16 MiB) before finishing or failing, to
+    /// exercise the output store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u32>,
 }

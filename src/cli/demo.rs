@@ -55,6 +55,8 @@ impl Fleet {
                 "1",
             ])
             .args(["--concurrency", "16", "--lease-secs", "3"])
+            .arg("--outputs")
+            .arg(self.log_dir.join("outputs"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -93,6 +95,7 @@ fn noop(sleep_ms: u64) -> NewJob {
         "user-0001",
         Payload::Noop(NoopPayload {
             sleep_ms,
+            output_bytes: Some(4096),
             ..Default::default()
         }),
     )
@@ -159,7 +162,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             Payload::Noop(NoopPayload {
                 sleep_ms: 30,
                 fail_attempts: 1,
-                fail_class: None,
+                output_bytes: Some(4096),
+                ..Default::default()
             }),
         ));
     }
@@ -173,6 +177,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                     sleep_ms: 10,
                     fail_attempts: 99,
                     fail_class: Some(ErrorClass::Permanent),
+                    ..Default::default()
                 }),
             )
         });
@@ -277,6 +282,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut outcomes: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut latencies = Vec::new();
     let (mut attempts, mut recovered) = (0u64, 0u64);
+    let (mut outputs, mut output_bytes) = (0u64, 0u64);
     let mut dead_example = None;
     for id in &ids {
         let r = q.job_in(&pool, *id).await?;
@@ -291,6 +297,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             && let Some(fin) = r.finished_at_ms
         {
             latencies.push(fin.saturating_sub(r.enqueued_at_ms));
+        }
+        if let Some(res) = &r.result {
+            outputs += 1;
+            output_bytes += res.size_bytes;
         }
         if r.status == JobStatus::Dead && dead_example.is_none() {
             dead_example = Some(r);
@@ -333,6 +343,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             d.spec.id
         );
     }
+    println!(
+        "  outputs: {outputs} objects, {} KiB, one per job (retries overwrite), under {}",
+        output_bytes / 1024,
+        log_dir.join("outputs").display()
+    );
     println!("  worker logs: {}", log_dir.display());
     for (name, port) in &fleet.metrics_ports {
         if name != "worker-1" {

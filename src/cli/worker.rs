@@ -6,6 +6,7 @@ use anyhow::Context;
 use gantry_queue::{JobKind, Pool};
 use gantry_worker::executors::noop::NoopExecutor;
 use gantry_worker::gpu::GpuMode;
+use gantry_worker::outputs::OutputStore;
 use gantry_worker::{ExecutorSet, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,10 @@ pub struct WorkerArgs {
     /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9464; port 0 picks a free one).
     #[arg(long, env = "GANTRY_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Where outputs go: a directory, file:///dir, s3://bucket[/prefix] (credentials from AWS_*
+    /// variables) or memory://.
+    #[arg(long, env = "GANTRY_OUTPUTS", default_value = ".gantry/outputs")]
+    outputs: String,
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
@@ -54,7 +59,9 @@ pub struct WorkerArgs {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let pool = Pool::new(&a.pool)?;
-    let mut executors = ExecutorSet::default().with(NoopExecutor);
+    let outputs = OutputStore::open(&a.outputs)?;
+    tracing::info!(store = ?outputs, "outputs");
+    let mut executors = ExecutorSet::default().with(NoopExecutor::with_outputs(outputs));
     if !a.kinds.is_empty() {
         let kinds = a
             .kinds

@@ -5,6 +5,7 @@ pub mod executors;
 pub mod gpu;
 pub mod http;
 pub mod metrics;
+pub mod outputs;
 pub mod runtime;
 
 pub use executors::{Executor, ExecutorSet};

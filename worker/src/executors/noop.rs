@@ -6,10 +6,23 @@ use std::time::Duration;
 use gantry_queue::{ClaimedJob, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload};
 
 use super::Executor;
+use crate::outputs::OutputStore;
 
-/// Runs `noop` jobs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoopExecutor;
+/// Runs `noop` jobs; with an output store, writes the outputs they ask for.
+#[derive(Clone, Debug, Default)]
+pub struct NoopExecutor {
+    outputs: Option<OutputStore>,
+}
+
+impl NoopExecutor {
+    /// A noop executor writing outputs to `outputs`.
+    pub fn with_outputs(outputs: OutputStore) -> Self {
+        Self { outputs: Some(outputs) }
+    }
+}
+
+/// Largest output a noop job may ask for.
+const MAX_NOOP_OUTPUT: u32 = 16 << 20;
 
 impl Executor for NoopExecutor {
     fn kind(&self) -> JobKind {
@@ -17,6 +30,7 @@ impl Executor for NoopExecutor {
     }
 
     fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
+        let outputs = self.outputs.clone();
         Box::pin(async move {
             let Payload::Noop(p) = &job.spec.body else {
                 return JobOutcome::Failed {
@@ -32,13 +46,43 @@ impl Executor for NoopExecutor {
                     }
                 }
             }
+            let mut result = None;
+            if let Some(n) = p.output_bytes {
+                if n > MAX_NOOP_OUTPUT {
+                    return JobOutcome::Failed {
+                        class: ErrorClass::Permanent,
+                        message: format!("output_bytes {n} exceeds {MAX_NOOP_OUTPUT}"),
+                    };
+                }
+                let Some(store) = &outputs else {
+                    return JobOutcome::Failed {
+                        class: ErrorClass::Permanent,
+                        message: "no output store configured".into(),
+                    };
+                };
+                // Content depends only on the job, so every attempt writes the same bytes.
+                let seed = job.spec.id.to_string().into_bytes();
+                let body: Vec<u8> = (0..n as usize).map(|i| seed[i % seed.len()]).collect();
+                match store
+                    .put(&job.spec, "output.bin", body.into(), "application/octet-stream")
+                    .await
+                {
+                    Ok(r) => result = Some(r),
+                    Err(e) => {
+                        return JobOutcome::Failed {
+                            class: ErrorClass::Retryable,
+                            message: format!("writing output: {e}"),
+                        };
+                    }
+                }
+            }
             if job.attempt <= p.fail_attempts {
                 return JobOutcome::Failed {
                     class: p.fail_class.unwrap_or(ErrorClass::Retryable),
                     message: format!("scripted failure of attempt {}", job.attempt),
                 };
             }
-            JobOutcome::Succeeded(None)
+            JobOutcome::Succeeded(result)
         })
     }
 }
@@ -90,7 +134,7 @@ mod tests {
             fail_class: Some(ErrorClass::Permanent),
             ..Default::default()
         };
-        let e = NoopExecutor;
+        let e = NoopExecutor::default();
         assert!(matches!(
             e.run(job(2, p.clone()), ctx()).await,
             JobOutcome::Failed {
@@ -105,7 +149,7 @@ mod tests {
     async fn stops_sleeping_when_cancelled() {
         let c = ctx();
         c.cancel.cancel();
-        let out = NoopExecutor
+        let out = NoopExecutor::default()
             .run(
                 job(
                     1,
@@ -128,7 +172,7 @@ mod tests {
 
     #[test]
     fn executor_set_serves_only_its_kinds() {
-        let set = crate::ExecutorSet::default().with(NoopExecutor);
+        let set = crate::ExecutorSet::default().with(NoopExecutor::default());
         assert_eq!(set.kinds(), vec![JobKind::Noop]);
         assert!(set.restrict(&[JobKind::Upscale]).kinds().is_empty());
     }

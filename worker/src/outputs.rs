@@ -1,0 +1,256 @@
+//! Job outputs in an object store (the `object_store` crate): a local directory by default, S3
+//! (or an S3-compatible store) by URL with credentials from the environment.
+//!
+//! Every output has a deterministic key, `jobs/<tenant>/<job id>/<name>`, so a retried attempt
+//! overwrites its earlier output instead of leaving a duplicate. The job's result records the
+//! key, size, content type and SHA-256.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use gantry_queue::{JobSpec, ResultRef};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use sha2::{Digest, Sha256};
+
+/// What can go wrong with outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The store URL is not usable.
+    #[error("invalid output store {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL (never with credentials: those come from the environment).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// An output name that could escape the job's folder or is empty.
+    #[error("invalid output name {0:?} (1-128 characters of A-Z, a-z, 0-9, '.', '-', '_')")]
+    InvalidName(String),
+    /// The store failed.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// Where a worker writes outputs.
+#[derive(Clone)]
+pub struct OutputStore {
+    store: Arc<dyn ObjectStore>,
+    /// Whether the store keeps attributes such as the content type (local directories do not).
+    attributes: bool,
+    description: String,
+}
+
+impl std::fmt::Debug for OutputStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputStore").field("store", &self.description).finish()
+    }
+}
+
+impl OutputStore {
+    /// Opens a store by URL: a directory path or `file:///dir` (created if missing),
+    /// `s3://bucket[/prefix]` (region, endpoint and credentials from `AWS_*` variables), or
+    /// `memory://` (tests).
+    pub fn open(url: &str) -> Result<Self, OutputError> {
+        let invalid = |reason: String| OutputError::InvalidUrl {
+            url: url.chars().take(200).collect(),
+            reason,
+        };
+        if url == "memory://" {
+            return Ok(Self {
+                store: Arc::new(InMemory::new()),
+                attributes: true,
+                description: "memory".into(),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            if rest.split('/').next().unwrap_or_default().is_empty() {
+                return Err(invalid("s3:// needs a bucket".into()));
+            }
+            let s3 = AmazonS3Builder::from_env()
+                .with_url(url)
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+            return Ok(Self {
+                store: Arc::new(s3),
+                attributes: true,
+                description: format!("s3://{rest}"),
+            });
+        }
+        let dir = url.strip_prefix("file://").unwrap_or(url);
+        if dir.is_empty() || dir.contains("://") {
+            return Err(invalid(
+                "expected a directory, file:///dir, s3://bucket or memory://".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| invalid(e.to_string()))?;
+        let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(local),
+            attributes: false,
+            description: format!("dir {dir}"),
+        })
+    }
+
+    /// The deterministic key of output `name` of a job.
+    pub fn key(job: &JobSpec, name: &str) -> Result<Path, OutputError> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !ok {
+            return Err(OutputError::InvalidName(name.chars().take(64).collect()));
+        }
+        // Path parts are percent-encoded, so no tenant id can add or climb a folder.
+        Ok(Path::from_iter([
+            "jobs",
+            job.tenant.as_str(),
+            &job.id.to_string(),
+            name,
+        ]))
+    }
+
+    /// Writes (or overwrites) an output and describes it for the job's result.
+    pub async fn put(
+        &self,
+        job: &JobSpec,
+        name: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<ResultRef, OutputError> {
+        let key = Self::key(job, name)?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let size_bytes = bytes.len() as u64;
+        let mut opts = PutOptions::default();
+        if self.attributes {
+            let mut a = Attributes::new();
+            a.insert(Attribute::ContentType, content_type.to_owned().into());
+            opts.attributes = a;
+        }
+        self.store.put_opts(&key, PutPayload::from(bytes), opts).await?;
+        Ok(ResultRef {
+            object_key: key.to_string(),
+            size_bytes,
+            content_type: content_type.to_owned(),
+            sha256,
+        })
+    }
+
+    /// Reads an output back.
+    pub async fn get(&self, object_key: &str) -> Result<Bytes, OutputError> {
+        Ok(self.store.get(&Path::from(object_key)).await?.bytes().await?)
+    }
+
+    /// Deletes every output and intermediate file of a job (moderation actions, erasure).
+    /// Returns how many objects were removed.
+    pub async fn delete_job(&self, job: &JobSpec) -> Result<usize, OutputError> {
+        let prefix = Path::from_iter(["jobs", job.tenant.as_str(), &job.id.to_string()]);
+        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        for o in &objects {
+            self.store.delete(&o.location).await?;
+        }
+        Ok(objects.len())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_queue::{JobId, NoopPayload, Payload, Priority, Requirements};
+
+    fn spec(tenant: &str) -> JobSpec {
+        JobSpec {
+            id: JobId::new(),
+            pool: "cpu".into(),
+            tenant: tenant.into(),
+            user: "u".into(),
+            priority: Priority::Normal,
+            requirements: Requirements::default(),
+            allowed_regions: vec![],
+            idempotency_key: None,
+            max_attempts: 3,
+            timeout_secs: 60,
+            body: Payload::Noop(NoopPayload::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_overwrites_and_the_result_describes_the_bytes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = OutputStore::open(dir.path().to_str().expect("utf8")).expect("open");
+        let job = spec("studio-1");
+        let first = store
+            .put(&job, "image.png", Bytes::from_static(b"attempt 1"), "image/png")
+            .await
+            .expect("put");
+        let second = store
+            .put(&job, "image.png", Bytes::from_static(b"attempt 2!"), "image/png")
+            .await
+            .expect("put");
+        assert_eq!(first.object_key, second.object_key, "deterministic key");
+        assert_eq!(second.size_bytes, 10);
+        assert_eq!(second.sha256, hex(&Sha256::digest(b"attempt 2!")));
+        assert_eq!(
+            store.get(&second.object_key).await.expect("get"),
+            Bytes::from_static(b"attempt 2!")
+        );
+        let files: Vec<_> = walk(dir.path());
+        assert_eq!(files.len(), 1, "one object, not a duplicate per attempt: {files:?}");
+        assert_eq!(store.delete_job(&job).await.expect("delete"), 1);
+        assert!(walk(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn names_and_tenants_cannot_escape_the_job_folder() {
+        let store = OutputStore::open("memory://").expect("memory");
+        let job = spec("../../etc");
+        for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(129)] {
+            assert!(
+                matches!(OutputStore::key(&job, bad), Err(OutputError::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
+        let r = store
+            .put(&job, "out.mp4", Bytes::from_static(b"v"), "video/mp4")
+            .await
+            .expect("put");
+        assert!(r.object_key.starts_with("jobs/"), "{}", r.object_key);
+        assert_eq!(
+            r.object_key.split('/').count(),
+            4,
+            "tenant stays one path part: {}",
+            r.object_key
+        );
+        assert!(matches!(
+            OutputStore::open("ftp://x"),
+            Err(OutputError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            OutputStore::open("s3://"),
+            Err(OutputError::InvalidUrl { .. })
+        ));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
