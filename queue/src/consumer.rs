@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -536,19 +537,18 @@ async fn run_one(
     let lease = job.lease.clone();
     let attempt = job.attempt;
     let timeout = Duration::from_secs(job.spec.timeout_secs);
-    let mut task = tokio::spawn(handler.handle(job, JobContext { cancel: cancel.clone() }));
+    // The handler runs inline in this job's task; a panic is caught and becomes a retryable
+    // failure, and a timeout or stop drops (cancels) the handler's future.
+    let run = std::panic::AssertUnwindSafe(handler.handle(job, JobContext { cancel: cancel.clone() })).catch_unwind();
     let outcome = tokio::select! {
-        r = &mut task => match r {
+        r = run => match r {
             Ok(o) => o,
-            Err(e) if e.is_panic() => JobOutcome::Failed { class: ErrorClass::Retryable, message: "executor panicked".into() },
-            Err(_) => JobOutcome::Failed { class: ErrorClass::Retryable, message: "executor task aborted".into() },
+            Err(_) => JobOutcome::Failed { class: ErrorClass::Retryable, message: "executor panicked".into() },
         },
         _ = tokio::time::sleep(timeout) => {
-            task.abort();
             JobOutcome::Failed { class: ErrorClass::TimedOut, message: format!("attempt exceeded its {}s timeout", timeout.as_secs()) }
         }
         _ = cancel.cancelled() => {
-            task.abort();
             match reason.load(Ordering::SeqCst) {
                 STOP_DRAIN => return Outcome::Release(lease),
                 STOP_LOST => return Outcome::Drop(lease),

@@ -83,6 +83,7 @@ on_both!(
     placement_priority_stays_strict_across_shapes,
     consumer_reserves_vram_per_gpu,
     idle_large_gpu_steals_small_jobs_from_another_pool,
+    a_panicking_executor_fails_the_attempt_not_the_worker,
 );
 
 fn noop() -> NewJob {
@@ -917,6 +918,44 @@ async fn idle_large_gpu_steals_small_jobs_from_another_pool(f: Fixture) {
             (rec.status, rec.spec.pool.as_str()),
             (JobStatus::Succeeded, "gpu-24g"),
             "acked in its own pool"
+        );
+    }
+}
+
+async fn a_panicking_executor_fails_the_attempt_not_the_worker(f: Fixture) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let q = f.client().await;
+    let p = pool("cpu");
+    let ids: Vec<JobId> = q
+        .enqueue_batch(&p, (0..4).map(|_| noop()).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    // Every first attempt panics; second attempts succeed.
+    let handler = |job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
+        Box::pin(async move {
+            if job.attempt == 1 {
+                panic!("executor bug");
+            }
+            JobOutcome::Succeeded(None)
+        })
+    };
+    let mut cfg = ConsumerConfig::new(p.clone(), vec![JobKind::Noop], "panicky");
+    cfg.concurrency = 4;
+    let stats = run_until(Consumer::new(q.clone(), cfg, handler), |s| {
+        s.succeeded.load(Relaxed) == 4
+    })
+    .await;
+    assert_eq!(stats.retried.load(Relaxed), 4);
+    for id in ids {
+        let rec = q.job(id).await.unwrap();
+        assert_eq!((rec.status, rec.attempts), (JobStatus::Succeeded, 2));
+        assert!(
+            rec.history
+                .iter()
+                .any(|h| h.message.as_deref() == Some("executor panicked"))
         );
     }
 }
