@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::client::{ClaimBatch, ClaimCapacity, ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient};
 use crate::error::QueueError;
@@ -439,25 +440,42 @@ impl Consumer {
                 let ledger = ledger.clone();
                 let freed = freed.clone();
                 let events = events.clone();
-                tasks.spawn(async move {
-                    let (gpu, gib, pool, kind) = (job.gpu, Ledger::vram_gib(&job), job.pool.clone(), job.lease.kind);
-                    events.started(&pool, kind);
-                    let began = std::time::Instant::now();
-                    let outcome = run_one(handler, job, cancel, reason).await;
-                    let class = match &outcome {
-                        Outcome::Fail(f) => Some(f.class),
-                        _ => None,
-                    };
-                    if !matches!(outcome, Outcome::Release(_) | Outcome::Drop(_)) {
-                        events.finished(&pool, kind, class, began.elapsed());
+                // Everything logged while the job runs carries these fields, and only these: no
+                // payload field (prompt, image, URL) can reach a log through the span.
+                let span = tracing::info_span!(
+                    "job",
+                    job_id = %job.lease.id,
+                    kind = %job.lease.kind,
+                    tenant = %job.spec.tenant,
+                    pool = %job.pool,
+                    attempt = job.attempt,
+                );
+                tasks.spawn(
+                    async move {
+                        let (gpu, gib, pool, kind) =
+                            (job.gpu, Ledger::vram_gib(&job), job.pool.clone(), job.lease.kind);
+                        events.started(&pool, kind);
+                        let began = std::time::Instant::now();
+                        let outcome = run_one(handler, job, cancel, reason).await;
+                        let class = match &outcome {
+                            Outcome::Fail(f) => {
+                                tracing::warn!(class = f.class.as_str(), error = %f.message, "attempt failed");
+                                Some(f.class)
+                            }
+                            _ => None,
+                        };
+                        if !matches!(outcome, Outcome::Release(_) | Outcome::Drop(_)) {
+                            events.finished(&pool, kind, class, began.elapsed());
+                        }
+                        if let Ok(mut l) = ledger.lock() {
+                            l.release(gpu, gib);
+                        }
+                        drop(permit);
+                        freed.notify_one();
+                        let _ = tx.send(Completion { pool, outcome }).await;
                     }
-                    if let Ok(mut l) = ledger.lock() {
-                        l.release(gpu, gib);
-                    }
-                    drop(permit);
-                    freed.notify_one();
-                    let _ = tx.send(Completion { pool, outcome }).await;
-                });
+                    .instrument(span),
+                );
             }
             drop(permits);
             while tasks.try_join_next().is_some() {}

@@ -1,0 +1,60 @@
+//! What a worker logs about a job: the job's span fields (id, kind, tenant, pool, attempt) and
+//! the failure class and message, never its payload; plain text when not on a terminal.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gantry_queue::{ErrorClass, JobStatus, NewJob, NoopPayload, Payload};
+use gantry_testkit::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_logged_with_the_job_span_and_no_payload() {
+    let redis = RedisServer::start().expect("redis");
+    let logs = tempfile::tempdir().expect("tmp");
+    let q = client(&redis.url()).await;
+    let job = NewJob {
+        max_attempts: Some(1),
+        ..NewJob::new(
+            "studio-42",
+            "user-7",
+            Payload::Noop(NoopPayload {
+                sleep_ms: 1357,
+                fail_attempts: 1,
+                fail_class: Some(ErrorClass::Permanent),
+                ..Default::default()
+            }),
+        )
+    };
+    let id = q.enqueue(&cpu(), job).await.unwrap().id;
+    let w = WorkerProcess::start(&redis.url(), "logger", 1, 30.0, &[], logs.path());
+    eventually("dead-lettered", Duration::from_secs(30), || async {
+        status_of(&q, id).await == JobStatus::Dead
+    })
+    .await;
+    drop(w);
+    let log = std::fs::read_to_string(logs.path().join("logger.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("attempt failed"))
+        .unwrap_or_else(|| panic!("no failure line in\n{log}"));
+    let job_id = format!("job_id={id}");
+    for needle in [
+        job_id.as_str(),
+        "kind=noop",
+        "tenant=studio-42",
+        "pool=cpu",
+        "attempt=1",
+        "class=\"permanent\"",
+    ] {
+        assert!(line.contains(needle), "{needle} missing from {line}");
+    }
+    assert!(
+        !log.contains("user-7") && !log.contains("1357"),
+        "no payload or user id in the log:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file");
+}
