@@ -728,9 +728,16 @@ impl QueueClient {
         }
         let mut c = self.conn.clone();
         let r: Vec<i64> = inv.invoke_async(&mut c).await?;
+        if r.len() != kinds.len() * 8 {
+            return Err(QueueError::Protocol(format!(
+                "stats reply of {} values for {} kinds",
+                r.len(),
+                kinds.len()
+            )));
+        }
         Ok(kinds
             .iter()
-            .zip(r.chunks(8))
+            .zip(r.chunks_exact(8))
             .map(|(kind, s)| {
                 let now = s[7];
                 QueueStats {
