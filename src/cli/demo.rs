@@ -253,7 +253,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             killed = true;
             fleet.sigkill("worker-1");
             let note = format!(
-                "  ! SIGKILLed worker-1 while {} jobs ran; a replacement starts and the reaper requeues its leases",
+                "  ! SIGKILLed worker-1 while {} jobs ran in the pool; a replacement starts and the reaper requeues worker-1's leases",
                 s.in_flight
             );
             bar.suspend(|| println!("{note}"));
