@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::executors::ExecutorSet;
-use crate::gpu::{GpuInventory, GpuMode, GpuMonitor, InventorySource};
+use crate::gpu::{GpuInventory, GpuMode, GpuMonitor};
 use crate::http::{HttpState, serve};
 use crate::metrics::WorkerMetrics;
 
@@ -115,11 +115,7 @@ pub async fn run_worker(
         concurrency = ccfg.concurrency,
         "worker started"
     );
-    let source = match monitor.initial().source {
-        InventorySource::Nvml => "nvml",
-        InventorySource::Fake => "fake",
-        InventorySource::None => "none",
-    };
+    let source = monitor.initial().source.as_str();
     let metrics = Arc::new(WorkerMetrics::new(&cfg.worker_id, cfg.pool.as_str(), source));
     metrics.observe_gpus(monitor.initial());
     let redis_ok = Arc::new(AtomicBool::new(true));
@@ -170,6 +166,7 @@ pub async fn run_worker(
 
 fn record(
     cfg: &WorkerConfig,
+    hostname: &str,
     kinds: &[JobKind],
     inv: &GpuInventory,
     in_flight: usize,
@@ -179,19 +176,12 @@ fn record(
     WorkerRecord {
         id: cfg.worker_id.clone(),
         pool: cfg.pool.as_str().to_owned(),
-        hostname: std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default(),
+        hostname: hostname.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         kinds: kinds.to_vec(),
         concurrency: cfg.concurrency as u32,
         in_flight: in_flight as u32,
-        gpu_source: match inv.source {
-            InventorySource::Nvml => "nvml",
-            InventorySource::Fake => "fake",
-            InventorySource::None => "none",
-        }
-        .to_owned(),
+        gpu_source: inv.source.as_str().to_owned(),
         gpus: inv
             .gpus
             .iter()
@@ -228,6 +218,9 @@ struct RegistryCtx {
 /// Every registry heartbeat: refresh the GPU readings and gauges, write the fleet record.
 async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: CancellationToken, stop: CancellationToken) {
     let started = now_ms();
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
     let mut tick = tokio::time::interval(ctx.cfg.registry_heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -240,7 +233,15 @@ async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: Cancella
         let in_flight = (ctx.in_flight)();
         ctx.metrics.observe_gpus(&inv);
         ctx.metrics.set_in_flight(ctx.cfg.pool.as_str(), in_flight);
-        let mut rec = record(&ctx.cfg, &ctx.kinds, &inv, in_flight, started, shutdown.is_cancelled());
+        let mut rec = record(
+            &ctx.cfg,
+            &hostname,
+            &ctx.kinds,
+            &inv,
+            in_flight,
+            started,
+            shutdown.is_cancelled(),
+        );
         rec.metrics_addr = ctx.metrics_addr.clone();
         match client.register_worker(&rec, ctx.cfg.registry_heartbeat).await {
             Ok(()) => ctx.redis_ok.store(true, Ordering::Relaxed),

@@ -36,6 +36,17 @@ pub enum NvencStatus {
     NotProbed,
 }
 
+impl InventorySource {
+    /// The name shown in the fleet registry and the `gantry_worker_info` metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventorySource::Nvml => "nvml",
+            InventorySource::Fake => "fake",
+            InventorySource::None => "none",
+        }
+    }
+}
+
 impl NvencStatus {
     /// Whether NVENC jobs may be placed here.
     pub fn usable(&self) -> bool {
@@ -169,18 +180,10 @@ impl std::str::FromStr for GpuMode {
     }
 }
 
-/// Reads the inventory once, as `mode` says. Never fails: trouble means CPU-only, with the
-/// reason in the inventory.
+/// Reads the inventory once, as `mode` says (see [`GpuMonitor::start`]). Never fails: trouble
+/// means CPU-only, with the reason in the inventory.
 pub fn discover(mode: &GpuMode) -> GpuInventory {
-    match mode {
-        GpuMode::None => GpuInventory::cpu_only("--gpus none"),
-        GpuMode::Fake(spec) => spec.inventory(),
-        GpuMode::Auto => match nvml::NvmlInventory::open() {
-            Ok(Some(_)) => GpuMonitor::start(mode).first,
-            Ok(None) => GpuInventory::cpu_only("no NVIDIA driver (libnvidia-ml.so.1 not loadable)"),
-            Err(e) => GpuInventory::cpu_only(format!("NVML failed: {e}")),
-        },
-    }
+    GpuMonitor::start(mode).first
 }
 
 /// Keeps the inventory current: NVML readings are re-read at each refresh, while NVENC verdicts
@@ -195,30 +198,27 @@ impl GpuMonitor {
     /// Reads the inventory as `mode` says and probes NVENC. Blocking (the probe runs ffmpeg):
     /// call it from `spawn_blocking`.
     pub fn start(mode: &GpuMode) -> Self {
-        if let GpuMode::Auto = mode {
-            match nvml::NvmlInventory::open() {
+        let cpu_only = |reason: String| Self {
+            nvml: None,
+            first: GpuInventory::cpu_only(reason),
+        };
+        match mode {
+            GpuMode::None => cpu_only("--gpus none".into()),
+            GpuMode::Fake(spec) => Self {
+                nvml: None,
+                first: spec.inventory(),
+            },
+            GpuMode::Auto => match nvml::NvmlInventory::open() {
                 Ok(Some(n)) => {
-                    let mut inv = n.snapshot();
-                    for g in &mut inv.gpus {
+                    let mut first = n.snapshot();
+                    for g in &mut first.gpus {
                         g.nvenc = nvenc::probe(g.index);
                     }
-                    return Self {
-                        nvml: Some(n),
-                        first: inv,
-                    };
+                    Self { nvml: Some(n), first }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    return Self {
-                        nvml: None,
-                        first: GpuInventory::cpu_only(format!("NVML failed: {e}")),
-                    };
-                }
-            }
-        }
-        Self {
-            nvml: None,
-            first: discover(mode),
+                Ok(None) => cpu_only("no NVIDIA driver (libnvidia-ml.so.1 not loadable)".into()),
+                Err(e) => cpu_only(format!("NVML failed: {e}")),
+            },
         }
     }
 
