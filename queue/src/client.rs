@@ -196,6 +196,16 @@ pub struct DeadFilter {
     pub until_ms: Option<u64>,
 }
 
+impl DeadFilter {
+    /// The dead set's score bounds for the time range.
+    fn score_range(&self) -> (String, String) {
+        (
+            self.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into()),
+            self.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into()),
+        )
+    }
+}
+
 /// One dead-lettered job, as listed.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DeadLetter {
@@ -763,8 +773,7 @@ impl QueueClient {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
         let key = queue.pool.queue_key(queue.kind, "dead");
-        let min = filter.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into());
-        let max = filter.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into());
+        let (min, max) = filter.score_range();
         let mut c = self.conn.clone();
         let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(&key)
@@ -777,32 +786,69 @@ impl QueueClient {
             .arg("WITHSCORES")
             .query_async(&mut c)
             .await?;
-        let mut out = Vec::with_capacity(page.len());
-        for (id, score) in page {
-            let Ok(id) = id.parse::<JobId>() else { continue };
-            let (class, message, attempts): (Option<String>, Option<String>, Option<u32>) = redis::cmd("HMGET")
-                .arg(queue.pool.job_key(id))
+        let page: Vec<(JobId, f64)> = page
+            .into_iter()
+            .filter_map(|(id, s)| Some((id.parse().ok()?, s)))
+            .collect();
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The page's records in one round trip (every key is in the pool's slot).
+        let mut pipe = redis::pipe();
+        for (id, _) in &page {
+            pipe.cmd("HMGET")
+                .arg(queue.pool.job_key(*id))
                 .arg("eclass")
                 .arg("emsg")
-                .arg("attempts")
-                .query_async(&mut c)
-                .await?;
-            let class = class.unwrap_or_default();
-            if let Some(want) = filter.class
-                && want.as_str() != class
-            {
-                continue;
-            }
-            out.push(DeadLetter {
+                .arg("attempts");
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<u32>)> = pipe.query_async(&mut c).await?;
+        Ok(page
+            .into_iter()
+            .zip(rows)
+            .map(|((id, score), (class, message, attempts))| DeadLetter {
                 id,
                 kind: queue.kind,
                 dead_at_ms: score as u64,
-                class,
+                class: class.unwrap_or_default(),
                 message: message.unwrap_or_default(),
                 attempts: attempts.unwrap_or(0),
-            });
+            })
+            .filter(|d| filter.class.is_none_or(|want| want.as_str() == d.class))
+            .collect())
+    }
+
+    /// How many dead-lettered jobs of a queue `filter` selects: one `ZCOUNT` without a class
+    /// filter, else a walk over the time range's pages.
+    pub async fn count_dead(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64, QueueError> {
+        const PAGE: usize = 1000;
+        if filter.class.is_none() {
+            let (min, max) = filter.score_range();
+            let mut c = self.conn.clone();
+            let n: u64 = redis::cmd("ZCOUNT")
+                .arg(queue.pool.queue_key(queue.kind, "dead"))
+                .arg(min)
+                .arg(max)
+                .query_async(&mut c)
+                .await?;
+            return Ok(n);
         }
-        Ok(out)
+        let unfiltered = DeadFilter {
+            class: None,
+            ..filter.clone()
+        };
+        let (mut total, mut offset) = (0u64, 0);
+        loop {
+            let page = self.dead_letters(queue, &unfiltered, offset, PAGE).await?;
+            total += page
+                .iter()
+                .filter(|d| filter.class.is_none_or(|c| c.as_str() == d.class))
+                .count() as u64;
+            if page.len() < PAGE {
+                return Ok(total);
+            }
+            offset += PAGE;
+        }
     }
 
     /// Replays dead-lettered jobs of one queue, attempts reset. A job is replayed at most once

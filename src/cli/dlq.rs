@@ -170,28 +170,7 @@ async fn replay_all(client: &QueueClient, filter: &FilterArgs, dry_run: bool) ->
     // Count first, so the progress bar has a length.
     let mut total = 0u64;
     for q in &queues {
-        let mut offset = 0;
-        loop {
-            let page = client
-                .dead_letters(
-                    q,
-                    &DeadFilter {
-                        class: None,
-                        ..f.clone()
-                    },
-                    offset,
-                    PAGE,
-                )
-                .await?;
-            total += page
-                .iter()
-                .filter(|d| f.class.is_none_or(|c| c.as_str() == d.class))
-                .count() as u64;
-            if page.len() < PAGE {
-                break;
-            }
-            offset += PAGE;
-        }
+        total += client.count_dead(q, &f).await?;
     }
     if dry_run {
         println!("would replay {total} job(s)");
