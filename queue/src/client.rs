@@ -384,7 +384,8 @@ impl QueueClient {
         })
     }
 
-    async fn register_pool(&self, pool: &Pool) -> Result<(), QueueError> {
+    /// Adds a pool to the set [`QueueClient::pools`] lists (once per client; cached).
+    pub(crate) async fn register_pool(&self, pool: &Pool) -> Result<(), QueueError> {
         if self
             .known_pools
             .lock()
@@ -669,7 +670,7 @@ impl QueueClient {
         Ok(!matches!(v, Value::Nil))
     }
 
-    /// Every pool that has had a job.
+    /// Every pool that has had a job or a worker.
     pub async fn pools(&self) -> Result<Vec<Pool>, QueueError> {
         let mut c = self.conn.clone();
         let names: Vec<String> = redis::cmd("SMEMBERS").arg(POOLS_KEY).query_async(&mut c).await?;

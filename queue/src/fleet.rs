@@ -77,6 +77,7 @@ impl QueueClient {
         let pool = Pool::new(&rec.pool)?;
         let json = serde_json::to_string(rec).map_err(|e| QueueError::Protocol(e.to_string()))?;
         let ttl_ms = (heartbeat.as_millis() as u64).saturating_mul(3).max(1);
+        self.register_pool(&pool).await?;
         let mut inv = scripts::REGISTER.prepare_invoke();
         inv.key(pool.prefix()).arg(&rec.id).arg(json).arg(ttl_ms);
         let mut c = self.connection();

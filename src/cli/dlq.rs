@@ -1,6 +1,6 @@
 //! `gantry dlq list|show|replay`.
 
-use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueClient, QueueName, ReplayOutcome};
+use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, QueueClient, QueueName, ReplayOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::time::parse_when;
@@ -26,10 +26,7 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     async fn resolve(&self, client: &QueueClient) -> anyhow::Result<(Vec<QueueName>, DeadFilter)> {
-        let pools = match &self.pool {
-            Some(p) => vec![Pool::new(p)?],
-            None => client.pools().await?,
-        };
+        let pools = super::pools_or_all(client, self.pool.as_deref()).await?;
         let kinds = match &self.kind {
             Some(k) => vec![k.parse::<JobKind>().map_err(gantry_queue::QueueError::from)?],
             None => JobKind::ALL.to_vec(),

@@ -60,6 +60,14 @@ impl RedisArgs {
     }
 }
 
+/// The pool named by `--pool`, or every pool that has had a job or a worker.
+async fn pools_or_all(client: &QueueClient, pool: Option<&str>) -> anyhow::Result<Vec<gantry_queue::Pool>> {
+    Ok(match pool {
+        Some(p) => vec![gantry_queue::Pool::new(p)?],
+        None => client.pools().await?,
+    })
+}
+
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "info",

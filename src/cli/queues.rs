@@ -1,6 +1,6 @@
 //! `gantry queues stats`.
 
-use gantry_queue::{JobKind, Pool};
+use gantry_queue::JobKind;
 
 use super::time::fmt_ms;
 
@@ -22,10 +22,7 @@ pub enum QueuesCommand {
 pub async fn run(c: QueuesCommand) -> anyhow::Result<()> {
     let QueuesCommand::Stats { redis, pool, json } = c;
     let client = redis.client().await?;
-    let pools = match pool {
-        Some(p) => vec![Pool::new(&p)?],
-        None => client.pools().await?,
-    };
+    let pools = super::pools_or_all(&client, pool.as_deref()).await?;
     if !json {
         println!(
             "{:<24} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6} {:>8}",

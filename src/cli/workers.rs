@@ -1,7 +1,5 @@
 //! `gantry workers list`.
 
-use gantry_queue::Pool;
-
 use super::time::{fmt_ms, now_ms};
 
 #[derive(Debug, clap::Subcommand)]
@@ -10,7 +8,7 @@ pub enum WorkersCommand {
     List {
         #[command(flatten)]
         redis: super::RedisArgs,
-        /// Only this pool (default: every pool that has had jobs, and `cpu`).
+        /// Only this pool (default: every pool that has had a job or a worker).
         #[arg(long)]
         pool: Option<String>,
         /// JSON lines.
@@ -22,17 +20,7 @@ pub enum WorkersCommand {
 pub async fn run(c: WorkersCommand) -> anyhow::Result<()> {
     let WorkersCommand::List { redis, pool, json } = c;
     let client = redis.client().await?;
-    let pools = match pool {
-        Some(p) => vec![Pool::new(&p)?],
-        None => {
-            let mut p = client.pools().await?;
-            let cpu = Pool::new("cpu")?;
-            if !p.contains(&cpu) {
-                p.push(cpu);
-            }
-            p
-        }
-    };
+    let pools = super::pools_or_all(&client, pool.as_deref()).await?;
     if !json {
         println!(
             "{:<24} {:<10} {:<22} {:>9} {:<40} {:>6}",
