@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gantry_queue::{
-    ClaimedJob, Consumer, ConsumerConfig, HandlerFuture, JobContext, JobKind, JobOutcome, NewJob, NoopPayload, Payload,
-    Pool, QueueClient, QueueConfig,
+    ClaimedJob, Consumer, ConsumerConfig, ConsumerStats, HandlerFuture, JobContext, JobKind, JobOutcome, NewJob,
+    NoopPayload, Payload, Pool, QueueClient, QueueConfig,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -102,48 +102,16 @@ pub async fn queue_bench(
 ) -> anyhow::Result<QueueBench> {
     let client = QueueClient::connect(url, QueueConfig::default()).await?;
     let pool = Pool::new("bench")?;
-    let job = || NewJob::new("bench", "bench", Payload::Noop(NoopPayload::default()));
 
     // 1. Enqueue N jobs in batches of 1,000.
-    let started = Instant::now();
-    let batches: Vec<usize> = (0..n).step_by(1000).map(|i| (n - i).min(1000)).collect();
-    let mut results = futures::stream::iter(batches)
-        .map(|size| {
-            let client = client.clone();
-            let pool = pool.clone();
-            async move { client.enqueue_batch(&pool, (0..size).map(|_| job()).collect()).await }
-        })
-        .buffer_unordered(enqueue_parallel.max(1));
-    while let Some(r) = results.next().await {
-        r?;
-    }
-    let enqueue_per_s = n as f64 / started.elapsed().as_secs_f64();
-
+    let enqueue_per_s = enqueue_noops(&client, &pool, n, enqueue_parallel).await?;
     // 2. One worker with `concurrency` slots, timed from its start to the N-th ack.
-    let mut cfg = ConsumerConfig::new(pool.clone(), vec![JobKind::Noop], "bench-worker");
-    cfg.concurrency = concurrency.max(1);
-    cfg.claim_batch = cfg.concurrency;
-    let handler =
-        |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture { Box::pin(async { JobOutcome::Succeeded(None) }) };
-    let started = Instant::now();
-    let consumer = Consumer::new(client.clone(), cfg.clone(), handler);
-    let stats = consumer.stats();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer.run(stop.clone()));
-    while (stats.succeeded.load(Ordering::Relaxed) as usize) < n {
-        if run.is_finished() {
-            anyhow::bail!("worker stopped early");
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
-    let process_per_s = n as f64 / started.elapsed().as_secs_f64();
+    let (process_per_s, stats) = consume_noops(&client, &pool, n, concurrency).await?;
     tracing::info!(
         claims = stats.claim_calls.load(Ordering::Relaxed),
         acks = stats.ack_calls.load(Ordering::Relaxed),
         "round trips for {n} jobs"
     );
-    stop.cancel();
-    run.await??;
 
     // 3. Idle claim latency: push one job at a time to an idle worker.
     let idle_latency = if latency_samples > 0 {
@@ -154,13 +122,15 @@ pub async fn queue_bench(
             Box::pin(async { JobOutcome::Succeeded(None) })
         };
         let stop = CancellationToken::new();
-        let run = tokio::spawn(Consumer::new(client.clone(), cfg, handler).run(stop.clone()));
+        let run = tokio::spawn(
+            Consumer::new(client.clone(), noop_consumer_config(&pool, concurrency), handler).run(stop.clone()),
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut samples = Vec::with_capacity(latency_samples);
         for _ in 0..latency_samples {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let t0 = Instant::now();
-            client.enqueue(&pool, job()).await?;
+            client.enqueue(&pool, noop_job()).await?;
             let Some(t1) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
                 .ok()
@@ -185,15 +155,63 @@ pub async fn queue_bench(
     })
 }
 
-async fn enqueue_noops(client: &QueueClient, pool: &Pool, n: usize) -> anyhow::Result<()> {
-    for start in (0..n).step_by(1000) {
-        let size = (n - start).min(1000);
-        let jobs = (0..size)
-            .map(|_| NewJob::new("bench", "bench", Payload::Noop(NoopPayload::default())))
-            .collect();
-        client.enqueue_batch(pool, jobs).await?;
+fn noop_job() -> NewJob {
+    NewJob::new("bench", "bench", Payload::Noop(NoopPayload::default()))
+}
+
+fn noop_consumer_config(pool: &Pool, concurrency: usize) -> ConsumerConfig {
+    let mut cfg = ConsumerConfig::new(pool.clone(), vec![JobKind::Noop], "bench-worker");
+    cfg.concurrency = concurrency.max(1);
+    cfg.claim_batch = cfg.concurrency;
+    cfg
+}
+
+/// Enqueues `n` no-op jobs in batches of 1,000, `parallel` batches in flight; returns jobs/s.
+async fn enqueue_noops(client: &QueueClient, pool: &Pool, n: usize, parallel: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let batches: Vec<usize> = (0..n).step_by(1000).map(|i| (n - i).min(1000)).collect();
+    let mut results = futures::stream::iter(batches)
+        .map(|size| {
+            let client = client.clone();
+            let pool = pool.clone();
+            async move {
+                client
+                    .enqueue_batch(&pool, (0..size).map(|_| noop_job()).collect())
+                    .await
+            }
+        })
+        .buffer_unordered(parallel.max(1));
+    while let Some(r) = results.next().await {
+        r?;
     }
-    Ok(())
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The queue core alone: its in-process consumer with a no-op handler, timed from its start to
+/// the `n`-th ack. Returns jobs/s and the consumer's counters.
+async fn consume_noops(
+    client: &QueueClient,
+    pool: &Pool,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(f64, Arc<ConsumerStats>)> {
+    let handler =
+        |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture { Box::pin(async { JobOutcome::Succeeded(None) }) };
+    let started = Instant::now();
+    let consumer = Consumer::new(client.clone(), noop_consumer_config(pool, concurrency), handler);
+    let stats = consumer.stats();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer.run(stop.clone()));
+    while (stats.succeeded.load(Ordering::Relaxed) as usize) < n {
+        if run.is_finished() {
+            anyhow::bail!("worker stopped early");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let per_s = n as f64 / started.elapsed().as_secs_f64();
+    stop.cancel();
+    run.await??;
+    Ok((per_s, stats))
 }
 
 async fn open_jobs(client: &QueueClient, pool: &Pool) -> anyhow::Result<u64> {
@@ -208,27 +226,12 @@ async fn worker_bench(port: u16, n: usize, concurrency: usize, rounds: usize) ->
     for round in 1..=rounds.max(1) {
         // Queue core: the in-process consumer with a no-op handler.
         let pool = Pool::new(&format!("bench-core-{round}"))?;
-        enqueue_noops(&client, &pool, n).await?;
-        let mut cfg = ConsumerConfig::new(pool.clone(), vec![JobKind::Noop], "bench-core");
-        cfg.concurrency = concurrency.max(1);
-        cfg.claim_batch = cfg.concurrency;
-        let handler =
-            |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture { Box::pin(async { JobOutcome::Succeeded(None) }) };
-        let consumer = Consumer::new(client.clone(), cfg, handler);
-        let stats = consumer.stats();
-        let stop = CancellationToken::new();
-        let started = Instant::now();
-        let run = tokio::spawn(consumer.run(stop.clone()));
-        while (stats.succeeded.load(Ordering::Relaxed) as usize) < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        core.push(n as f64 / started.elapsed().as_secs_f64());
-        stop.cancel();
-        run.await??;
+        enqueue_noops(&client, &pool, n, 4).await?;
+        core.push(consume_noops(&client, &pool, n, concurrency).await?.0);
 
         // The worker runtime: a `gantry worker` process, timed from spawn to the last job done.
         let pool = Pool::new(&format!("bench-worker-{round}"))?;
-        enqueue_noops(&client, &pool, n).await?;
+        enqueue_noops(&client, &pool, n, 4).await?;
         let started = Instant::now();
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args([
