@@ -86,6 +86,9 @@ pub enum QueueError {
     /// The connection URL is not usable.
     #[error("invalid redis url: {0}")]
     InvalidUrl(String),
+    /// A consumer's own task died (a bug: it panicked or was aborted).
+    #[error("consumer task failed: {0}")]
+    ConsumerTask(String),
 }
 
 impl QueueError {

@@ -21,7 +21,7 @@ pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerEvents, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler,
-    JobOutcome, NoEvents, Resources,
+    JobOutcome, LeaseSource, Leased, Leases, NoEvents, Resources, Settlement, Ticket, job_span,
 };
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};

@@ -1,0 +1,224 @@
+//! A [`Ticket`] travels with every leased job: it is the duty to settle that attempt exactly once.
+//! Settling records the outcome (ack, fail, release or drop), gives back the job's VRAM or CPU
+//! slot and its concurrency slot, and wakes the claim loop. A ticket dropped unsettled (its job
+//! never ran, or its runner went away) releases the lease, so the job runs again elsewhere and
+//! never counts as failed; dropped while its runner panics, it records a retryable failure.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Failure, LeaseRef};
+use crate::job::{ErrorClass, JobId, JobKind, ResultRef};
+use crate::keys::Pool;
+
+use super::ledger::Ledger;
+use super::{ConsumerEvents, JobContext, JobOutcome};
+
+/// Why a running job was told to stop.
+pub(crate) const STOP_NONE: u8 = 0;
+pub(crate) const STOP_CANCEL: u8 = 1;
+pub(crate) const STOP_LOST: u8 = 2;
+pub(crate) const STOP_DRAIN: u8 = 3;
+
+/// A leased job as the heartbeat and the drain see it.
+pub(crate) struct InFlight {
+    pub(crate) pool: Pool,
+    pub(crate) lease: LeaseRef,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) reason: Arc<AtomicU8>,
+}
+
+impl InFlight {
+    /// Stops the job for `reason` unless it was already told to stop for another.
+    pub(crate) fn stop(&self, reason: u8) {
+        let _ = self
+            .reason
+            .compare_exchange(STOP_NONE, reason, Ordering::SeqCst, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+}
+
+/// What settling an attempt records.
+pub(crate) enum Outcome {
+    Ack(LeaseRef, Option<ResultRef>),
+    Fail(Failure),
+    Release(LeaseRef),
+    Drop(LeaseRef),
+}
+
+/// A settled attempt, to record in its pool.
+pub(crate) struct Completion {
+    pub(crate) pool: Pool,
+    pub(crate) outcome: Outcome,
+}
+
+/// What every ticket of one consumer shares.
+pub(crate) struct TicketShared {
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) freed: Notify,
+    pub(crate) done: mpsc::UnboundedSender<Completion>,
+    pub(crate) events: Arc<dyn ConsumerEvents>,
+}
+
+/// The duty to settle one leased attempt, exactly once. See the module docs.
+#[must_use = "a ticket dropped unsettled releases its job"]
+pub struct Ticket {
+    state: Option<TicketState>,
+}
+
+struct TicketState {
+    pool: Pool,
+    lease: LeaseRef,
+    attempt: u32,
+    kind: JobKind,
+    gpu: Option<u32>,
+    gib: u64,
+    cancel: CancellationToken,
+    reason: Arc<AtomicU8>,
+    began: Instant,
+    shared: Arc<TicketShared>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Ticket");
+        if let Some(s) = &self.state {
+            d.field("job_id", &s.lease.id).field("pool", &s.pool);
+        }
+        d.finish_non_exhaustive()
+    }
+}
+
+impl Ticket {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        pool: Pool,
+        lease: LeaseRef,
+        attempt: u32,
+        gpu: Option<u32>,
+        gib: u64,
+        cancel: CancellationToken,
+        reason: Arc<AtomicU8>,
+        shared: Arc<TicketShared>,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
+        shared.events.started(&pool, lease.kind);
+        Self {
+            state: Some(TicketState {
+                kind: lease.kind,
+                pool,
+                lease,
+                attempt,
+                gpu,
+                gib,
+                cancel,
+                reason,
+                began: Instant::now(),
+                shared,
+                _slot: slot,
+            }),
+        }
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> Option<JobId> {
+        self.state.as_ref().map(|s| s.lease.id)
+    }
+
+    /// What the handler gets: the token that fires when the job must stop.
+    pub fn context(&self) -> JobContext {
+        JobContext {
+            cancel: self.state.as_ref().map(|s| s.cancel.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Settles with the handler's outcome. The stop reason decides first: after a lost lease
+    /// nothing is recorded; a failure during a drain is a release; work that succeeded anyway is
+    /// still acked.
+    pub fn settle(mut self, outcome: JobOutcome) {
+        if let Some(s) = self.state.take() {
+            s.finish(Some(outcome));
+        }
+    }
+
+    /// Settles a job whose handler was stopped before it returned (its cancel token fired and
+    /// the runner dropped it): released on a drain, dropped after a lost lease, otherwise failed
+    /// as cancelled.
+    pub fn settle_stopped(mut self) {
+        if let Some(s) = self.state.take() {
+            s.finish(None);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            if std::thread::panicking() {
+                s.finish(Some(JobOutcome::Failed {
+                    class: ErrorClass::Retryable,
+                    message: "executor panicked".into(),
+                }));
+            } else {
+                let _ = s
+                    .reason
+                    .compare_exchange(STOP_NONE, STOP_DRAIN, Ordering::SeqCst, Ordering::SeqCst);
+                s.finish(None);
+            }
+        }
+    }
+}
+
+impl TicketState {
+    fn finish(self, outcome: Option<JobOutcome>) {
+        let reason = self.reason.load(Ordering::SeqCst);
+        let lease = self.lease;
+        let outcome = match (reason, outcome) {
+            (STOP_LOST, _) => Outcome::Drop(lease),
+            (STOP_DRAIN, None | Some(JobOutcome::Failed { .. })) => Outcome::Release(lease),
+            (_, Some(JobOutcome::Succeeded(r))) => Outcome::Ack(lease, r),
+            (_, Some(JobOutcome::Failed { class, message })) => Outcome::Fail(Failure {
+                lease,
+                attempt: self.attempt,
+                class,
+                message,
+            }),
+            (_, None) => Outcome::Fail(Failure {
+                lease,
+                attempt: self.attempt,
+                class: ErrorClass::Cancelled,
+                message: "cancelled by request".into(),
+            }),
+        };
+        let shared = &self.shared;
+        match &outcome {
+            Outcome::Fail(f) => {
+                // Within the job's span where the runner has one; the id is on the line anyway.
+                tracing::warn!(job_id = %f.lease.id, class = f.class.as_str(), error = %f.message, "attempt failed");
+                shared
+                    .events
+                    .finished(&self.pool, self.kind, Some(f.class), self.began.elapsed());
+            }
+            Outcome::Ack(..) => shared
+                .events
+                .finished(&self.pool, self.kind, None, self.began.elapsed()),
+            Outcome::Release(_) | Outcome::Drop(_) => {}
+        }
+        if let Ok(mut l) = shared.ledger.lock() {
+            l.release(self.gpu, self.gib);
+        }
+        // The completion goes out before the slot is given back, so the drain, which waits for
+        // every slot, never finishes ahead of an outcome it has to flush.
+        let _ = shared.done.send(Completion {
+            pool: self.pool,
+            outcome,
+        });
+        drop(self._slot);
+        shared.freed.notify_one();
+    }
+}
