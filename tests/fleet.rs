@@ -89,3 +89,23 @@ fn a_bad_gpu_spec_is_refused_with_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad fake GPU group"));
 }
+
+#[test]
+fn a_bad_kind_timeout_is_refused_with_exit_2() {
+    let redis = RedisServer::start().expect("redis");
+    for (flag, says) in [
+        ("transcode", "expected KIND=SECONDS"),
+        ("transcode=-3", "positive number"),
+        ("transcode=1e400", "positive number"),
+        ("render=60", "unknown job kind"),
+    ] {
+        let o = gantry(&redis.url(), &["worker", "--timeout", flag]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{flag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains(says), "{flag}");
+    }
+}

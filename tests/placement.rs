@@ -1,5 +1,5 @@
-//! GPU-aware placement with real worker processes and fake inventories on one pool: VRAM fit and
-//! sharing, NVENC gating, CPU fallback.
+//! GPU-aware placement with real worker processes and fake inventories: VRAM fit and sharing,
+//! NVENC gating, CPU fallback, warm-model preference, work stealing by an idle large GPU.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
@@ -14,13 +14,17 @@ use gantry_testkit::RedisServer;
 const GIB: u64 = 1 << 30;
 
 fn job(sleep_ms: u64, gpu: Option<(u64, bool)>) -> NewJob {
+    model_job(sleep_ms, gpu, None)
+}
+
+fn model_job(sleep_ms: u64, gpu: Option<(u64, bool)>, model: Option<&str>) -> NewJob {
     NewJob {
         requirements: Requirements {
             gpu: gpu.map(|(gib, nvenc)| GpuRequirement {
                 min_vram_bytes: gib * GIB,
                 nvenc,
             }),
-            preferred_model: None,
+            preferred_model: model.map(str::to_owned),
         },
         ..NewJob::new(
             "t",
@@ -120,4 +124,125 @@ async fn each_job_runs_only_where_it_fits() {
             "CPU jobs run anywhere, the CPU-only worker included"
         );
     }
+}
+
+async fn enqueue_all(q: &gantry_queue::QueueClient, pool: &Pool, jobs: Vec<NewJob>) -> Vec<JobId> {
+    q.enqueue_batch(pool, jobs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+/// Waits until `n` workers of `pool` are in the fleet registry (so none gets a head start).
+async fn registered(q: &gantry_queue::QueueClient, pool: &Pool, n: usize) {
+    eventually("workers registered", Duration::from_secs(20), || async {
+        q.workers(pool).await.map(|w| w.len() >= n).unwrap_or(false)
+    })
+    .await;
+}
+
+async fn ran_on(q: &gantry_queue::QueueClient, pool: &Pool, ids: &[JobId]) -> Vec<String> {
+    let mut on = Vec::new();
+    for id in ids {
+        let r = q.job_in(pool, *id).await.unwrap();
+        assert_eq!(r.status, JobStatus::Succeeded);
+        on.push(r.worker.unwrap_or_default());
+    }
+    on
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_go_where_their_model_is_warm() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().expect("tmp");
+    let pool = Pool::new("gpu").unwrap();
+    let q = client(&url).await;
+    let start = |id: &str, warm: &str| {
+        WorkerProcess::start_in(
+            &url,
+            "gpu",
+            id,
+            1,
+            10.0,
+            &["--gpus", "fake:1x80GiB", "--warm-models", warm],
+            logs.path(),
+        )
+    };
+    let _flux = start("w-flux", "flux-dev");
+    let _seedream = start("w-seedream", "seedream-4");
+    registered(&q, &pool, 2).await;
+    // Interleaved, so arrival order alone would split each model across both workers.
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(model_job(250, Some((20, false)), Some("flux-dev")));
+        jobs.push(model_job(250, Some((20, false)), Some("seedream-4")));
+    }
+    let ids = enqueue_all(&q, &pool, jobs).await;
+    eventually("every job finished", Duration::from_secs(60), || async {
+        q.stats(&pool, &[JobKind::Noop])
+            .await
+            .map(|s| s[0].waiting_total() + s[0].in_flight == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    let on = ran_on(&q, &pool, &ids).await;
+    for (i, w) in on.iter().enumerate() {
+        let want = if i % 2 == 0 { "w-flux" } else { "w-seedream" };
+        assert_eq!(w, want, "job {i} prefers the model warm on {want}: {on:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_large_gpu_takes_small_jobs_from_another_pool() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().expect("tmp");
+    let small = Pool::new("gpu-small").unwrap();
+    let large = Pool::new("gpu-large").unwrap();
+    let q = client(&url).await;
+    let _l4 = WorkerProcess::start_in(
+        &url,
+        "gpu-small",
+        "w-small",
+        1,
+        10.0,
+        &["--gpus", "fake:1x24GiB"],
+        logs.path(),
+    );
+    let _h100 = WorkerProcess::start_in(
+        &url,
+        "gpu-large",
+        "w-large",
+        4,
+        10.0,
+        &["--gpus", "fake:1x80GiB", "--steal-from", "gpu-small"],
+        logs.path(),
+    );
+    registered(&q, &small, 1).await;
+    registered(&q, &large, 1).await;
+    // Ten small jobs queue up behind one 24 GiB worker; the 80 GiB worker's own pool is empty.
+    let small_ids = enqueue_all(&q, &small, (0..10).map(|_| job(400, Some((16, false)))).collect()).await;
+    eventually("small jobs finished", Duration::from_secs(60), || async {
+        q.stats(&small, &[JobKind::Noop])
+            .await
+            .map(|s| s[0].waiting_total() + s[0].in_flight == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    let on = ran_on(&q, &small, &small_ids).await;
+    let stolen = on.iter().filter(|w| *w == "w-large").count();
+    assert!(stolen >= 4, "the idle 80 GiB GPU took small jobs: {on:?}");
+    assert!(
+        on.iter().any(|w| w == "w-small"),
+        "the small pool's own worker ran some: {on:?}"
+    );
+    // Its own pool comes first: a large job enqueued now runs on it and succeeds.
+    let big = enqueue_all(&q, &large, vec![job(100, Some((70, false)))]).await;
+    eventually("large job finished", Duration::from_secs(30), || async {
+        q.job_in(&large, big[0]).await.map(|r| r.status).ok() == Some(JobStatus::Succeeded)
+    })
+    .await;
 }

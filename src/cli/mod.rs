@@ -86,8 +86,14 @@ pub fn init_tracing(verbose: u8) {
 }
 
 /// 2 for input the queue refused (usage errors), 1 for everything else.
+/// A command line the CLI refuses (exit status 2, like other refused input).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<gantry_queue::ValidationError>().is_some()
+        || e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<gantry_worker::gpu::fake::FakeSpecError>().is_some()
     {
         return 2;

@@ -7,7 +7,7 @@ use gantry_queue::{JobKind, Pool};
 use gantry_worker::executors::noop::NoopExecutor;
 use gantry_worker::gpu::GpuMode;
 use gantry_worker::outputs::OutputStore;
-use gantry_worker::{ExecutorSet, WorkerConfig, run_worker};
+use gantry_worker::{ExecutorSet, KindTimeouts, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +55,11 @@ pub struct WorkerArgs {
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
+    /// An attempt's time limit for one kind, as KIND=SECONDS (repeatable; e.g. transcode=3600).
+    /// Defaults: generate 600, upscale 300, transcode 1800, csam_hash 300. A job's own
+    /// timeout applies when it is shorter.
+    #[arg(long = "timeout", value_name = "KIND=SECONDS")]
+    timeouts: Vec<String>,
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
@@ -87,6 +92,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         warm_models: a.warm_models,
         steal_from: a.steal_from.iter().map(|p| Pool::new(p)).collect::<Result<_, _>>()?,
         metrics_addr: a.metrics_addr,
+        kind_timeouts: parse_timeouts(&a.timeouts)?,
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
@@ -100,6 +106,26 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         "worker stopped"
     );
     Ok(())
+}
+
+/// `--timeout KIND=SECONDS` flags over the defaults.
+fn parse_timeouts(flags: &[String]) -> anyhow::Result<KindTimeouts> {
+    let mut t = KindTimeouts::defaults();
+    for f in flags {
+        let (kind, secs) = f
+            .split_once('=')
+            .ok_or_else(|| super::UsageError(format!("--timeout {f}: expected KIND=SECONDS")))?;
+        let kind = kind.trim().parse::<JobKind>()?;
+        let limit = secs
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| super::UsageError(format!("--timeout {f}: seconds must be a positive number")))?;
+        t = t.with(kind, limit);
+    }
+    Ok(t)
 }
 
 /// First SIGTERM/SIGINT: drain. Second: exit at once (leases expire and are reaped elsewhere).

@@ -1,20 +1,25 @@
-//! The worker's main loop: a queue consumer whose handler dispatches to the executors, a GPU
-//! inventory, and a heartbeat into the fleet registry.
+//! The worker's main loop: an apalis 1.0 worker over Gantry's queue backend, running the
+//! executors through apalis's Tower layers; a GPU inventory; a heartbeat into the fleet registry.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis::layers::tracing::{DefaultOnFailure, TraceLayer};
+use apalis::prelude::{ParallelizeExt, Task, WorkerBuilder, WorkerBuilderExt};
 use gantry_queue::{
-    Consumer, ConsumerConfig, ConsumerStats, FleetGpu, GpuResource, JobKind, Pool, QueueClient, QueueConfig,
+    ConsumerConfig, ConsumerStats, FleetGpu, GpuResource, JobKind, LeaseSource, Pool, QueueClient, QueueConfig,
     QueueError, Resources, WorkerRecord,
 };
 use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::backend::{QueueBackend, QueuedJob};
 use crate::executors::ExecutorSet;
 use crate::gpu::{GpuInventory, GpuMode, GpuMonitor};
 use crate::http::{HttpState, serve};
+use crate::layers::{ExecutorPanicked, KindTimeoutLayer, KindTimeouts, StopLayer};
 use crate::metrics::WorkerMetrics;
 
 /// Why a worker stopped with an error.
@@ -32,6 +37,9 @@ pub enum WorkerError {
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {0}: {1}")]
     Http(std::net::SocketAddr, std::io::Error),
+    /// apalis's worker stopped with an error.
+    #[error("worker runtime: {0}")]
+    Runtime(String),
 }
 
 /// Typed worker configuration.
@@ -61,6 +69,8 @@ pub struct WorkerConfig {
     pub steal_from: Vec<Pool>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`None`: not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Each attempt's time limit by job kind (capped by the job's own timeout).
+    pub kind_timeouts: KindTimeouts,
 }
 
 fn now_ms() -> u64 {
@@ -135,9 +145,9 @@ pub async fn run_worker(
         }
         None => None,
     };
-    let consumer =
-        Consumer::new(client.clone(), ccfg, move |job, ctx| executors.dispatch(job, ctx)).with_events(metrics.clone());
-    let in_flight = consumer.in_flight_gauge();
+    let source = LeaseSource::new(client.clone(), ccfg).with_events(metrics.clone());
+    let in_flight = source.in_flight_gauge();
+    let stats = source.stats();
 
     let registry_stop = CancellationToken::new();
     let registry = tokio::spawn(registry_loop(
@@ -154,14 +164,63 @@ pub async fn run_worker(
         shutdown.clone(),
         registry_stop.clone(),
     ));
-    let stats = consumer.run(shutdown).await;
+    let concurrency = source.config().concurrency;
+    let (leases, settlement) = source.start(shutdown);
+    let ran = apalis_worker(&cfg, concurrency, QueueBackend::new(leases, settlement), executors).await;
     registry_stop.cancel();
     let _ = registry.await;
     http_stop.cancel();
     if let Err(e) = client.deregister_worker(&cfg.pool, &cfg.worker_id).await {
         tracing::warn!(error = %e, "deregistering failed; the record expires by itself");
     }
-    Ok(stats?)
+    ran.map(|()| stats)
+}
+
+/// The apalis worker over `backend`. The layers, from the outside in (the backend's settle
+/// layer wraps them all, and settles in the job's span): at most `concurrency` jobs; each in its
+/// own task; stopped when told to; stopped at its kind's timeout (outside the trace, as apalis
+/// advises); in its span; a panic caught and turned into a retryable failure.
+///
+/// The worker is run with `block_on` on a blocking thread rather than awaited: proving apalis's
+/// `run()` future `Send` (which awaiting it inside `run_worker`, itself spawned, needs) trips the
+/// compiler's higher-ranked lifetime inference (the "FnOnce is not general enough" family of
+/// bugs) on the layered service types. The worker value itself is plainly `Send`.
+fn apalis_worker(
+    cfg: &WorkerConfig,
+    concurrency: usize,
+    backend: QueueBackend,
+    executors: ExecutorSet,
+) -> futures::future::BoxFuture<'static, Result<(), WorkerError>> {
+    let worker = WorkerBuilder::new(cfg.worker_id.as_str())
+        .backend(backend)
+        .concurrency(concurrency)
+        .parallelize(tokio::spawn)
+        .layer(StopLayer)
+        .layer(KindTimeoutLayer::new(cfg.kind_timeouts.clone()))
+        .layer(
+            TraceLayer::new()
+                .make_span_with(|t: &Task<QueuedJob>| t.args.span())
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(CatchPanicLayer::with_panic_handler(panicked as PanicHandler))
+        .build(executors);
+    // apalis's stream is driven on its own thread; each job still runs as a task of this
+    // runtime (the parallelize layer spawns it there).
+    let runtime = tokio::runtime::Handle::current();
+    let run = tokio::task::spawn_blocking(move || runtime.block_on(worker.run()));
+    Box::pin(async move {
+        match run.await {
+            Ok(r) => r.map_err(|e| WorkerError::Runtime(e.to_string())),
+            Err(e) => Err(WorkerError::Runtime(e.to_string())),
+        }
+    })
+}
+
+type PanicHandler = fn(&Box<dyn std::any::Any + Send>) -> ExecutorPanicked;
+
+/// What a caught panic becomes: its message is not kept (it could carry anything).
+fn panicked(_: &Box<dyn std::any::Any + Send>) -> ExecutorPanicked {
+    ExecutorPanicked
 }
 
 fn record(

@@ -5,7 +5,14 @@ pub mod noop;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gantry_queue::{ClaimedJob, HandlerFuture, JobContext, JobKind, JobOutcome};
+use std::task::{Context, Poll};
+
+use apalis::prelude::Task;
+use futures::future::BoxFuture;
+use gantry_queue::{ClaimedJob, HandlerFuture, JobContext, JobKind, JobOutcome, ResultRef};
+
+use crate::backend::QueuedJob;
+use crate::layers::JobFailure;
 
 /// Runs one kind of job.
 pub trait Executor: Send + Sync + 'static {
@@ -60,5 +67,28 @@ impl ExecutorSet {
                 })
             }
         }
+    }
+}
+
+/// The executors as apalis's innermost service: a job's outcome becomes its result or a
+/// [`JobFailure`] carrying the error class.
+impl tower::Service<Task<QueuedJob>> for ExecutorSet {
+    type Response = Option<ResultRef>;
+    type Error = JobFailure;
+    type Future = BoxFuture<'static, Result<Option<ResultRef>, JobFailure>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: Task<QueuedJob>) -> Self::Future {
+        let QueuedJob { job, ctx, .. } = task.args;
+        let run = self.dispatch(job, ctx);
+        Box::pin(async move {
+            match run.await {
+                JobOutcome::Succeeded(r) => Ok(r),
+                JobOutcome::Failed { class, message } => Err(JobFailure { class, message }),
+            }
+        })
     }
 }
