@@ -109,3 +109,23 @@ fn a_bad_kind_timeout_is_refused_with_exit_2() {
         assert!(String::from_utf8_lossy(&o.stderr).contains(says), "{flag}");
     }
 }
+
+#[test]
+fn gpus_prints_the_inventory_a_worker_would_start_with() {
+    let redis = RedisServer::start().expect("redis");
+    let o = gantry(
+        &redis.url(),
+        &["gpus", "--gpus", "fake:1x24GiB+nvenc,1x80GiB", "--json"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(inv["source"], "fake");
+    assert_eq!(inv["gpus"][0]["memory_total_bytes"], 24u64 << 30);
+    assert_eq!(inv["gpus"][0]["nvenc"]["state"], "declared");
+    assert_eq!(inv["gpus"][1]["nvenc"]["state"], "unavailable");
+    // This machine (and CI) has no driver: CPU-only, with the reason, and exit 0.
+    let o = gantry(&redis.url(), &["gpus", "--gpus", "auto"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("CPU-only mode") || out.starts_with("NVML"), "{out}");
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod dlq;
+mod gpus;
 mod jobs;
 mod queues;
 mod time;
@@ -39,6 +40,8 @@ enum Command {
     /// The dead-letter queues: list, show, replay.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// This machine's GPUs as a worker sees them (NVML, NVENC probe); no Redis needed.
+    Gpus(gpus::GpusArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -116,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(c) => jobs::run(c).await,
         Command::Queues(c) => queues::run(c).await,
         Command::Dlq(c) => dlq::run(c).await,
+        Command::Gpus(a) => gpus::run(a).await,
         Command::Bench(c) => bench::run(c).await,
         Command::Demo(a) => demo::run(a).await,
     }
