@@ -293,7 +293,7 @@ impl QueueClient {
         self.conn.clone()
     }
 
-    fn validate(&self, pool: &Pool, job: NewJob) -> Result<Prepared, QueueError> {
+    fn validate(&self, pool: &Pool, id: JobId, job: NewJob) -> Result<Prepared, QueueError> {
         check_text("tenant", &job.tenant, 128)?;
         check_text("user", &job.user, 128)?;
         if let Some(k) = &job.idempotency_key {
@@ -343,7 +343,6 @@ impl QueueClient {
             .into());
         }
         let shape = job.requirements.shape();
-        let id = JobId::new();
         let kind = job.kind();
         let priority = job.priority;
         let idem = job
@@ -416,6 +415,18 @@ impl QueueClient {
     /// Enqueues up to `max_batch` jobs in one round trip, atomically: all are validated first,
     /// and either all are stored or none.
     pub async fn enqueue_batch(&self, pool: &Pool, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        self.enqueue_batch_with_ids(pool, jobs.into_iter().map(|j| (JobId::new(), j)).collect())
+            .await
+    }
+
+    /// [`QueueClient::enqueue_batch`] with ids chosen by the caller (fresh ULIDs), for callers that
+    /// record something under the id before the job exists (the scheduler's credit reservation).
+    /// A job whose idempotency key was seen before comes back with the first job's id instead.
+    pub async fn enqueue_batch_with_ids(
+        &self,
+        pool: &Pool,
+        jobs: Vec<(JobId, NewJob)>,
+    ) -> Result<Vec<Enqueued>, QueueError> {
         if jobs.len() > self.cfg.max_batch {
             return Err(ValidationError::BatchTooLarge {
                 size: jobs.len(),
@@ -430,8 +441,8 @@ impl QueueClient {
         inv.key(pool.prefix())
             .arg(self.cfg.idempotency_ttl.as_secs())
             .arg(self.cfg.wake_cap);
-        for job in jobs {
-            let p = self.validate(pool, job)?;
+        for (id, job) in jobs {
+            let p = self.validate(pool, id, job)?;
             inv.arg(p.id.to_string())
                 .arg(p.kind.as_str())
                 .arg(p.priority.as_str())

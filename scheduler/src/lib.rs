@@ -1,1 +1,14 @@
-//! Gantry scheduler: HTTP API for platform services, admission (credits, rate limits, trust, residency) and placement onto pool queues.
+//! Gantry scheduler: the HTTP API platform services submit jobs to, admission (credits, rate
+//! limits, trust, residency) and placement onto pool queues.
+
+pub mod admission;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod placement;
+pub mod problem;
+pub mod server;
+
+pub use config::SchedulerConfig;
+pub use problem::ApiError;
+pub use server::{Scheduler, ServeError};

@@ -6,6 +6,7 @@ mod dlq;
 mod gpus;
 mod jobs;
 mod queues;
+mod scheduler;
 mod time;
 mod worker;
 mod workers;
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API: admission (credits, rate limits, trust, residency) and placement.
+    Scheduler(scheduler::SchedulerArgs),
     /// Run a worker: claim and run jobs from one pool until SIGTERM, then drain.
     Worker(worker::WorkerArgs),
     /// The fleet registry: live workers and their GPUs.
@@ -114,6 +117,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Scheduler(a) => scheduler::run(a).await,
         Command::Worker(a) => worker::run(a).await,
         Command::Workers(c) => workers::run(c).await,
         Command::Jobs(c) => jobs::run(c).await,

@@ -1,0 +1,233 @@
+//! Admission: every check a job passes before it is queued, fleet-wide through Redis. In order:
+//! the job parses and validates; its user is not blocked; residency picks an allowed provider;
+//! the price is estimated; a pool that can run it is chosen; the tenant's rate allows it; its
+//! credits are reserved (all of a batch or none); then it is enqueued with the id the
+//! reservation was made under. A job that turns out to be a duplicate (idempotency key) gets its
+//! provisional reservation back; a batch the queue refuses gets all of them back.
+
+pub mod credits;
+pub mod pricing;
+pub mod rate_limit;
+pub mod residency;
+pub mod trust;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gantry_queue::{JobId, NewJob, Pool, QueueClient};
+
+use crate::auth::Caller;
+use crate::config::SchedulerConfig;
+use crate::placement::{PoolLoads, place};
+use crate::problem::ApiError;
+use credits::{CreditLedger, Reservation};
+use rate_limit::{RateDecision, RateLimiter};
+use residency::{RouteError, route_payload};
+use trust::TrustRegistry;
+
+/// One admitted job.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Admitted {
+    /// Its id (the first job's, for a duplicate).
+    pub id: JobId,
+    /// The pool it was queued on.
+    pub pool: String,
+    /// Credits reserved for it by this request (0 for a duplicate).
+    pub credits_reserved: i64,
+    /// An earlier job with the same idempotency key was returned instead.
+    pub duplicate: bool,
+    /// The provider and model it will run on, for generate jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// See `provider`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The admission pipeline. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    cfg: Arc<SchedulerConfig>,
+    queue: QueueClient,
+    /// The credit ledger.
+    pub credits: CreditLedger,
+    limiter: RateLimiter,
+    /// User trust.
+    pub trust: TrustRegistry,
+    loads: PoolLoads,
+}
+
+struct Planned {
+    id: JobId,
+    job: NewJob,
+    pool: String,
+    price: i64,
+}
+
+impl Admission {
+    /// Admission over `queue`'s Redis.
+    pub fn new(cfg: Arc<SchedulerConfig>, queue: QueueClient, loads: PoolLoads) -> Self {
+        let conn = queue.connection();
+        Self {
+            cfg,
+            credits: CreditLedger::new(conn.clone()),
+            limiter: RateLimiter::new(conn.clone()),
+            trust: TrustRegistry::new(conn),
+            queue,
+            loads,
+        }
+    }
+
+    /// Admits `bodies` (JSON job requests) for `caller`, all or none.
+    pub async fn admit(
+        &self,
+        caller: &Caller,
+        bodies: Vec<serde_json::Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Admitted>, ApiError> {
+        let tenant_cfg = self.cfg.tenants.get(&caller.tenant).ok_or(ApiError::Unauthenticated)?;
+        let mut planned = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.into_iter().enumerate() {
+            let at = |m: String| {
+                if i == 0 && planned.is_empty() {
+                    m.clone()
+                } else {
+                    format!("jobs[{i}]: {m}")
+                }
+            };
+            let mut job = self.parse(caller, body, idempotency_key).map_err(|e| match e {
+                ApiError::InvalidRequest(m) => ApiError::InvalidRequest(at(m)),
+                other => other,
+            })?;
+            route_payload(&self.cfg, &mut job.body, &job.allowed_regions).map_err(|e| match e {
+                RouteError::UnknownModel { .. } => ApiError::UnknownModel(at(e.to_string())),
+                RouteError::NoAllowedProvider { .. } => ApiError::NoAllowedProvider(at(e.to_string())),
+            })?;
+            let price = pricing::estimate(&self.cfg, &job.body)
+                .ok_or_else(|| ApiError::UnknownModel(at("unknown provider or model".into())))?;
+            let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
+                .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
+            planned.push(Planned {
+                id: JobId::new(),
+                job,
+                pool,
+                price,
+            });
+        }
+        let users: BTreeSet<&str> = planned.iter().map(|p| p.job.user.as_str()).collect();
+        for user in users {
+            let t = self.trust.status(&caller.tenant, user).await?;
+            if t.blocked || t.score < self.cfg.min_trust_score {
+                return Err(ApiError::UserBlocked);
+            }
+        }
+        let plan = self.cfg.plans.get(&tenant_cfg.plan).ok_or(ApiError::Internal)?;
+        match self.limiter.take(&caller.tenant, plan, planned.len() as u32).await? {
+            RateDecision::Allowed => {}
+            RateDecision::RetryAfter(d) => return Err(ApiError::RateLimited(d)),
+            RateDecision::ExceedsBurst => return Err(ApiError::BatchExceedsBurst),
+        }
+        let reservations: Vec<(JobId, i64)> = planned.iter().map(|p| (p.id, p.price)).collect();
+        match self
+            .credits
+            .reserve(&caller.tenant, tenant_cfg.initial_credits, &reservations)
+            .await?
+        {
+            Reservation::Reserved { .. } => {}
+            Reservation::Insufficient { balance, needed } => {
+                return Err(ApiError::InsufficientCredits { balance, needed });
+            }
+        }
+        self.enqueue(&caller.tenant, planned).await
+    }
+
+    fn parse(&self, caller: &Caller, body: serde_json::Value, idem: Option<&str>) -> Result<NewJob, ApiError> {
+        let serde_json::Value::Object(mut obj) = body else {
+            return Err(ApiError::InvalidRequest("a job must be a JSON object".into()));
+        };
+        if obj.contains_key("tenant") {
+            return Err(ApiError::InvalidRequest(
+                "tenant comes from the API key; remove the field".into(),
+            ));
+        }
+        obj.insert("tenant".into(), caller.tenant.clone().into());
+        if let Some(k) = idem {
+            match obj.get("idempotency_key") {
+                Some(v) if v.as_str() != Some(k) => {
+                    return Err(ApiError::InvalidRequest(
+                        "Idempotency-Key header and idempotency_key field differ".into(),
+                    ));
+                }
+                _ => {
+                    obj.insert("idempotency_key".into(), k.into());
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&obj).map_err(|_| ApiError::Internal)?;
+        NewJob::from_json(&bytes).map_err(|e| match ApiError::from(e) {
+            ApiError::MalformedJson(m) => ApiError::InvalidRequest(m),
+            other => other,
+        })
+    }
+
+    async fn enqueue(&self, tenant: &str, planned: Vec<Planned>) -> Result<Vec<Admitted>, ApiError> {
+        let mut order = Vec::with_capacity(planned.len());
+        let mut by_pool: BTreeMap<String, Vec<(JobId, NewJob)>> = BTreeMap::new();
+        let mut meta = BTreeMap::new();
+        for p in planned {
+            order.push(p.id);
+            let (provider, model) = match &p.job.body {
+                gantry_queue::Payload::Generate(g) => (Some(g.provider.clone()), Some(g.model.clone())),
+                _ => (None, None),
+            };
+            meta.insert(p.id, (p.pool.clone(), p.price, provider, model));
+            by_pool.entry(p.pool).or_default().push((p.id, p.job));
+        }
+        let mut result = BTreeMap::new();
+        let mut failed = None;
+        for (pool, jobs) in by_pool {
+            let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+            let enqueued = match Pool::new(&pool) {
+                Ok(p) => self.queue.enqueue_batch_with_ids(&p, jobs).await,
+                Err(e) => Err(e.into()),
+            };
+            match enqueued {
+                Ok(e) => {
+                    for (ours, got) in ids.into_iter().zip(e) {
+                        result.insert(ours, got);
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        // Give back what was reserved for jobs that were not queued, or were duplicates.
+        for id in &order {
+            let keep = result.get(id).is_some_and(|e| e.id == *id && !e.duplicate);
+            if !keep && let Err(e) = self.credits.refund(tenant, *id).await {
+                tracing::error!(error = %e, job_id = %id, "refunding a reservation failed");
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(order
+            .into_iter()
+            .filter_map(|id| {
+                let e = result.get(&id)?;
+                let (pool, price, provider, model) = meta.remove(&id)?;
+                let fresh = e.id == id && !e.duplicate;
+                Some(Admitted {
+                    id: e.id,
+                    pool,
+                    credits_reserved: if fresh { price } else { 0 },
+                    duplicate: !fresh,
+                    provider,
+                    model,
+                })
+            })
+            .collect())
+    }
+}

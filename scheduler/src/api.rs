@@ -1,0 +1,195 @@
+//! The HTTP API (axum). Routes:
+//! - `POST /v1/jobs`, `POST /v1/jobs:batch` (`jobs:write`): admit and enqueue;
+//! - `GET /v1/jobs/{id}` (`jobs:read`), `POST /v1/jobs/{id}:cancel` (`jobs:write`);
+//! - `GET /openapi.json`, `GET /healthz`.
+//!
+//! A tenant sees only its own jobs: another tenant's job is "not found".
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gantry_queue::{CancelOutcome, JobId, JobRecord, QueueClient, QueueError};
+use serde::Deserialize;
+
+use crate::admission::Admission;
+use crate::auth::{ApiKeys, Caller};
+use crate::config::{SchedulerConfig, Scope};
+use crate::problem::ApiError;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Configuration.
+    pub cfg: Arc<SchedulerConfig>,
+    /// The queue.
+    pub queue: QueueClient,
+    /// API keys.
+    pub keys: Arc<ApiKeys>,
+    /// Admission.
+    pub admission: Admission,
+}
+
+/// The OpenAPI document, kept in the repo beside this file.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(submit_one))
+        .route("/v1/jobs:batch", post(submit_batch))
+        .route("/v1/jobs/{id}", get(show).post(job_action))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+fn caller(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    let c = state.keys.authenticate(headers)?;
+    c.require(scope)?;
+    Ok(c)
+}
+
+fn json_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+    let bytes = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge {
+            limit: state.cfg.max_body_bytes,
+        },
+        other => ApiError::InvalidRequest(other.body_text()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .map(Some)
+            .ok_or_else(|| ApiError::InvalidRequest("Idempotency-Key must be 1-256 visible ASCII characters".into())),
+    }
+}
+
+async fn submit_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&state, &headers, Scope::JobsWrite)?;
+    let job = json_body(&state, body)?;
+    let mut admitted = state.admission.admit(&c, vec![job], idempotency_key(&headers)?).await?;
+    let a = admitted.pop().ok_or(ApiError::Internal)?;
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(a)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    jobs: Vec<serde_json::Value>,
+}
+
+async fn submit_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&state, &headers, Scope::JobsWrite)?;
+    let v = json_body(&state, body)?;
+    let req: BatchRequest = serde_json::from_value(v).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let max = state.queue.config().max_batch;
+    if req.jobs.is_empty() || req.jobs.len() > max {
+        return Err(ApiError::InvalidRequest(format!("a batch holds 1 to {max} jobs")));
+    }
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::InvalidRequest(
+            "Idempotency-Key applies to single jobs; give each job its idempotency_key".into(),
+        ));
+    }
+    let admitted = state.admission.admit(&c, req.jobs, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "jobs": admitted }))).into_response())
+}
+
+fn parse_id(s: &str) -> Result<JobId, ApiError> {
+    s.parse::<JobId>().map_err(|_| ApiError::NotFound)
+}
+
+/// The job, if it is `tenant`'s.
+async fn owned_job(state: &AppState, tenant: &str, id: JobId) -> Result<JobRecord, ApiError> {
+    match state.queue.job(id).await {
+        Ok(r) if r.spec.tenant == tenant => Ok(r),
+        Ok(_) | Err(QueueError::NotFound(_)) => Err(ApiError::NotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = caller(&state, &headers, Scope::JobsRead)?;
+    let id = parse_id(&id)?;
+    let r = owned_job(&state, &c.tenant, id).await?;
+    let credits = state.admission.credits.entry(&c.tenant, id).await?;
+    let (provider, model) = match &r.spec.body {
+        gantry_queue::Payload::Generate(g) => (Some(g.provider.clone()), Some(g.model.clone())),
+        _ => (None, None),
+    };
+    Ok(axum::Json(serde_json::json!({
+        "id": id,
+        "kind": r.spec.kind(),
+        "pool": r.spec.pool,
+        "status": r.status,
+        "priority": r.spec.priority,
+        "attempts": r.attempts,
+        "max_attempts": r.spec.max_attempts,
+        "enqueued_at_ms": r.enqueued_at_ms,
+        "started_at_ms": r.started_at_ms,
+        "finished_at_ms": r.finished_at_ms,
+        "error": r.error.map(|e| serde_json::json!({"class": e.class, "message": e.message, "at_ms": e.at_ms})),
+        "result": r.result,
+        "provider": provider,
+        "model": model,
+        "credits": credits,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/jobs/{id}:cancel` (axum matches the whole segment; the action is split off here).
+async fn job_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(segment): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some((id, "cancel")) = segment.rsplit_once(':') else {
+        return Err(ApiError::NoRoute);
+    };
+    let c = caller(&state, &headers, Scope::JobsWrite)?;
+    let id = parse_id(id)?;
+    owned_job(&state, &c.tenant, id).await?;
+    let outcome = state.queue.cancel(id).await?;
+    let (status, word) = match outcome {
+        CancelOutcome::Cancelled => (StatusCode::OK, "cancelled"),
+        CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancel_requested"),
+    };
+    if outcome == CancelOutcome::Cancelled {
+        // Never run: nothing was billed.
+        state.admission.credits.refund(&c.tenant, id).await?;
+    }
+    Ok((status, axum::Json(serde_json::json!({ "id": id, "outcome": word }))).into_response())
+}

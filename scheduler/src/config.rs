@@ -1,0 +1,341 @@
+//! The scheduler's typed configuration: tenants and their API keys (stored hashed), plans (rate
+//! limits), providers (jurisdictions, models), the price table, and the worker pools jobs are
+//! placed on. Read from TOML; `SchedulerConfig::demo()` is the embedded default the demo runs on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use gantry_queue::JobKind;
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not readable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("invalid scheduler config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// Valid TOML that contradicts itself.
+    #[error("invalid scheduler config: {0}")]
+    Invalid(String),
+}
+
+/// Everything the scheduler is told.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Where the HTTP API listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body, bytes (a larger one gets 413).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Plans by name.
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanConfig>,
+    /// Tenants by id.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Model providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Prices, in credits (1 credit = 0.001 USD in the demo table).
+    #[serde(default)]
+    pub prices: PriceTable,
+    /// Worker pools, by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// A user whose trust score falls below this is refused (`user_blocked`).
+    #[serde(default = "default_min_trust")]
+    pub min_trust_score: f64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> usize {
+    4 << 20
+}
+fn default_min_trust() -> f64 {
+    0.2
+}
+
+/// A plan: how fast its tenants may submit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Sustained jobs per second.
+    pub jobs_per_second: f64,
+    /// Jobs that may arrive at once above the sustained rate.
+    pub burst: u32,
+}
+
+/// A tenant (one platform).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Its plan.
+    pub plan: String,
+    /// Its share of the fleet against other tenants at the same priority.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Credits granted when the tenant is first seen (its balance lives in Redis after that).
+    #[serde(default)]
+    pub initial_credits: i64,
+    /// Its API keys.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// One API key: only its SHA-256 is kept.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+pub enum Scope {
+    /// Submit and cancel jobs.
+    #[serde(rename = "jobs:write")]
+    JobsWrite,
+    /// Read jobs.
+    #[serde(rename = "jobs:read")]
+    JobsRead,
+    /// SRE routes: queue stats, pause/resume, dead letters.
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    /// The name used in keys and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::JobsWrite => "jobs:write",
+            Scope::JobsRead => "jobs:read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A model provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Jurisdictions where it processes data (`US`, `EU`, `CN`, `SG`, ...).
+    pub jurisdictions: Vec<String>,
+    /// Its models by id, each with a class (`image`, `video`) used to pick a fallback.
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// One model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// What it makes: jobs may fall back to another model of the same class.
+    pub class: String,
+    /// How it is priced.
+    pub price: Price,
+}
+
+/// A price in credits.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, tag = "per", rename_all = "snake_case")]
+pub enum Price {
+    /// Per output image (× samples).
+    Image {
+        /// Credits per image.
+        credits: i64,
+    },
+    /// Per second of output video (× samples).
+    Second {
+        /// Credits per second.
+        credits: i64,
+    },
+    /// A first megapixel and each one after it (× samples).
+    Megapixel {
+        /// Credits for the first megapixel.
+        first: i64,
+        /// Credits per further megapixel (rounded up).
+        each: i64,
+    },
+}
+
+/// Prices of the local job kinds, per job.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    /// Per upscale job.
+    #[serde(default = "one")]
+    pub upscale: i64,
+    /// Per started minute of transcoded video (estimated at 1 minute when unknown).
+    #[serde(default = "one")]
+    pub transcode_per_minute: i64,
+    /// Per CSAM-hash job (usually free to the tenant: 0).
+    #[serde(default)]
+    pub csam_hash: i64,
+    /// Per no-op job.
+    #[serde(default)]
+    pub noop: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        Self {
+            upscale: 1,
+            transcode_per_minute: 1,
+            csam_hash: 0,
+            noop: 0,
+        }
+    }
+}
+
+/// A worker pool jobs can be placed on.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Kinds its workers run.
+    pub kinds: Vec<JobKind>,
+    /// VRAM of each of its GPUs, GiB (absent: CPU-only pool).
+    #[serde(default)]
+    pub gpu_vram_gib: Option<u64>,
+    /// Whether its GPUs have NVENC (L4, L40S, A10: yes; H100, H200: no).
+    #[serde(default)]
+    pub nvenc: bool,
+    /// Models its workers keep warm.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Job slots per worker (for the autoscaling signal).
+    #[serde(default = "default_slots")]
+    pub slots_per_worker: u32,
+    /// Autoscaling bounds.
+    #[serde(default)]
+    pub min_workers: u32,
+    /// Autoscaling bounds.
+    #[serde(default = "default_max_workers")]
+    pub max_workers: u32,
+    /// Mean service time per job, seconds, until measured (for the wait estimate).
+    #[serde(default = "default_service_secs")]
+    pub mean_service_secs: f64,
+}
+
+fn default_slots() -> u32 {
+    10
+}
+fn default_max_workers() -> u32 {
+    10
+}
+fn default_service_secs() -> f64 {
+    1.0
+}
+
+/// The embedded default: the demo's tenants, providers (the mock ones), prices and pools.
+const DEMO: &str = include_str!("demo.toml");
+
+impl SchedulerConfig {
+    /// Parses and checks a configuration.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: SchedulerConfig = toml::from_str(text)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The embedded demo configuration.
+    pub fn demo() -> Self {
+        match Self::from_toml(DEMO) {
+            Ok(c) => c,
+            // The file is part of the binary and checked by a unit test.
+            Err(e) => unreachable!("embedded demo config: {e}"),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (id, t) in &self.tenants {
+            if !self.plans.contains_key(&t.plan) {
+                return bad(format!("tenant {id}: unknown plan {:?}", t.plan));
+            }
+            if t.weight == 0 {
+                return bad(format!("tenant {id}: weight must be at least 1"));
+            }
+            for k in &t.api_keys {
+                if k.sha256.len() != 64
+                    || !k
+                        .sha256
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return bad(format!("tenant {id}: api key sha256 must be 64 lowercase hex digits"));
+                }
+            }
+        }
+        for (name, p) in &self.plans {
+            if !(p.jobs_per_second.is_finite() && p.jobs_per_second > 0.0) {
+                return bad(format!("plan {name}: jobs_per_second must be positive"));
+            }
+        }
+        for (name, p) in &self.pools {
+            if gantry_queue::Pool::new(name).is_err() {
+                return bad(format!("pool {name:?}: not a valid pool name"));
+            }
+            if p.kinds.is_empty() {
+                return bad(format!("pool {name}: serves no kinds"));
+            }
+            if p.min_workers > p.max_workers {
+                return bad(format!("pool {name}: min_workers above max_workers"));
+            }
+            if !(p.mean_service_secs.is_finite() && p.mean_service_secs > 0.0) {
+                return bad(format!("pool {name}: mean_service_secs must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_demo_config_is_valid() {
+        let c = SchedulerConfig::from_toml(DEMO).expect("demo.toml");
+        assert!(c.tenants.len() >= 2 && c.pools.len() >= 2 && c.providers.len() >= 5);
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let e = SchedulerConfig::from_toml("[tenants.a]\nplan = \"nope\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown plan"), "{e}");
+        let e = SchedulerConfig::from_toml("[pools.gpu]\nkinds = []\n").unwrap_err();
+        assert!(e.to_string().contains("serves no kinds"), "{e}");
+        assert!(SchedulerConfig::from_toml("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! API errors as RFC 7807 `application/problem+json`, each with a stable machine-readable `code`.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gantry_queue::{QueueError, ValidationError};
+
+/// Everything the API answers with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or unknown API key.
+    #[error("a valid API key is required (Authorization: Bearer <key>)")]
+    Unauthenticated,
+    /// The key lacks a scope.
+    #[error("this API key lacks the {0} scope")]
+    Forbidden(&'static str),
+    /// The body is not JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The body is too large.
+    #[error("request body over {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The job (or a field of it) is invalid.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Unknown provider or model.
+    #[error("{0}")]
+    UnknownModel(String),
+    /// Not enough credits.
+    #[error("insufficient credits: {needed} needed, {balance} available")]
+    InsufficientCredits {
+        /// Balance.
+        balance: i64,
+        /// Needed.
+        needed: i64,
+    },
+    /// Over the plan's rate.
+    #[error("rate limit exceeded; retry after {} ms", .0.as_millis())]
+    RateLimited(Duration),
+    /// More jobs in one batch than the plan's burst allows at once.
+    #[error("batch larger than the plan's burst; split it")]
+    BatchExceedsBurst,
+    /// The user is blocked (or below the trust floor).
+    #[error("user is blocked")]
+    UserBlocked,
+    /// Residency rules leave no provider.
+    #[error("{0}")]
+    NoAllowedProvider(String),
+    /// No declared pool can run the job.
+    #[error("{0}")]
+    Unplaceable(String),
+    /// No such job (or not this tenant's).
+    #[error("job not found")]
+    NotFound,
+    /// The job already ended.
+    #[error("{0}")]
+    Conflict(String),
+    /// The route does not exist.
+    #[error("no such route")]
+    NoRoute,
+    /// Redis is unreachable or failed.
+    #[error("the queue is unavailable; retry")]
+    Unavailable,
+    /// A bug.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::UnknownModel(_) => "unknown_model",
+            ApiError::InsufficientCredits { .. } => "insufficient_credits",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::BatchExceedsBurst => "batch_exceeds_burst",
+            ApiError::UserBlocked => "user_blocked",
+            ApiError::NoAllowedProvider(_) => "no_allowed_provider",
+            ApiError::Unplaceable(_) => "unplaceable",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::NoRoute => "no_route",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::UserBlocked => StatusCode::FORBIDDEN,
+            ApiError::MalformedJson(_) | ApiError::InvalidRequest(_) | ApiError::UnknownModel(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::RateLimited(_) | ApiError::BatchExceedsBurst => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoAllowedProvider(_) | ApiError::Unplaceable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Invalid(v) => match v {
+                ValidationError::MalformedJson(m) => ApiError::MalformedJson(m),
+                other => ApiError::InvalidRequest(other.to_string()),
+            },
+            QueueError::NotFound(_) => ApiError::NotFound,
+            QueueError::AlreadyFinished { .. } | QueueError::NotDeadLettered(_) => ApiError::Conflict(e.to_string()),
+            QueueError::Redis(_) => {
+                tracing::warn!(error = %e, "redis failed during a request");
+                ApiError::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "queue error during a request");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "type": format!("https://gantry.dev/problems/{}", self.code()),
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+            "code": self.code(),
+        });
+        let mut r = (status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::RateLimited(d) = &self {
+            let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,18 @@
+-- Reserves credits for jobs, all or none. KEYS[1]: the tenant's balance; KEYS[2..]: one ledger
+-- entry per job. ARGV[1]: the balance to start from if the tenant is new; ARGV[2]: entry TTL in
+-- seconds; ARGV[2+i]: credits for KEYS[1+i]. A job that already has an entry is not reserved
+-- again (idempotent per job id). Returns {ok, balance_after, reserved_now}.
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local balance = tonumber(redis.call('GET', KEYS[1]))
+local need = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then need = need + tonumber(ARGV[i + 1]) end
+end
+if need > 0 and need > balance then return {0, balance, need} end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'state', 'reserved', 'reserved', ARGV[i + 1], 'charged', 0)
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+  end
+end
+return {1, redis.call('DECRBY', KEYS[1], need), need}

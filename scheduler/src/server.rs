@@ -1,0 +1,75 @@
+//! `gantry scheduler`: the HTTP API over a Redis queue, with pool loads refreshed beside it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_queue::{QueueClient, QueueConfig, QueueError};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::api::{AppState, router};
+use crate::auth::ApiKeys;
+use crate::config::SchedulerConfig;
+use crate::placement::PoolLoads;
+
+/// Why the scheduler stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Redis unusable.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The listen address could not be bound, or serving failed.
+    #[error("http on {0}: {1}")]
+    Http(SocketAddr, std::io::Error),
+}
+
+/// A running scheduler.
+#[derive(Debug)]
+pub struct Scheduler {
+    /// Where it listens (the port resolved when 0 was asked).
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Scheduler {
+    /// Connects to `redis_url`, binds `cfg.listen`, and serves until `shutdown`.
+    pub async fn start(cfg: SchedulerConfig, redis_url: &str, shutdown: CancellationToken) -> Result<Self, ServeError> {
+        let queue = QueueClient::connect(redis_url, QueueConfig::default()).await?;
+        let cfg = Arc::new(cfg);
+        let loads = PoolLoads::default();
+        loads.refresh(&queue, &cfg).await;
+        tokio::spawn(
+            loads
+                .clone()
+                .run(queue.clone(), cfg.clone(), Duration::from_secs(1), shutdown.clone()),
+        );
+        let state = AppState {
+            keys: Arc::new(ApiKeys::from_config(&cfg)),
+            admission: Admission::new(cfg.clone(), queue.clone(), loads),
+            queue,
+            cfg: cfg.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| ServeError::Http(cfg.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Http(cfg.listen, e))?;
+        tracing::info!("scheduler API on http://{addr} (OpenAPI at /openapi.json)");
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .map_err(|e| ServeError::Http(addr, e))
+        });
+        Ok(Self { addr, task })
+    }
+
+    /// Waits until it has stopped.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Http(self.addr, std::io::Error::other(e.to_string()))),
+        }
+    }
+}
