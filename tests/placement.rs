@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gantry_queue::{GpuRequirement, JobId, JobKind, JobStatus, NewJob, NoopPayload, Payload, Pool, Requirements};
+use gantry_queue::{GpuRequirement, JobId, JobStatus, NewJob, NoopPayload, Payload, Pool, Requirements};
 use gantry_testkit::RedisServer;
 
 const GIB: u64 = 1 << 30;
@@ -44,27 +44,9 @@ async fn each_job_runs_only_where_it_fits() {
     let logs = tempfile::tempdir().expect("tmp");
     let pool = Pool::new("gpu").unwrap();
     let q = client(&url).await;
-    let big: Vec<JobId> = q
-        .enqueue_batch(&pool, (0..4).map(|_| job(400, Some((40, false)))).collect())
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    let enc: Vec<JobId> = q
-        .enqueue_batch(&pool, (0..3).map(|_| job(100, Some((16, true)))).collect())
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    let cpu_jobs: Vec<JobId> = q
-        .enqueue_batch(&pool, (0..6).map(|_| job(50, None)).collect())
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let big: Vec<JobId> = enqueue_all(&q, &pool, (0..4).map(|_| job(400, Some((40, false)))).collect()).await;
+    let enc: Vec<JobId> = enqueue_all(&q, &pool, (0..3).map(|_| job(100, Some((16, true)))).collect()).await;
+    let cpu_jobs: Vec<JobId> = enqueue_all(&q, &pool, (0..6).map(|_| job(50, None)).collect()).await;
 
     let start = |id: &str, gpus: &str| {
         WorkerProcess::start_in(
@@ -82,13 +64,7 @@ async fn each_job_runs_only_where_it_fits() {
     let _l4 = start("w-24g-nvenc", "fake:1x24GiB+nvenc");
     let _cpu = start("w-cpu", "none");
 
-    eventually("every job finished", Duration::from_secs(60), || async {
-        q.stats(&pool, &[JobKind::Noop])
-            .await
-            .map(|s| s[0].waiting_total() + s[0].in_flight == 0)
-            .unwrap_or(false)
-    })
-    .await;
+    eventually("every job finished", Duration::from_secs(60), || drained_in(&q, &pool)).await;
 
     let mut windows = Vec::new();
     for id in &big {
@@ -181,13 +157,7 @@ async fn jobs_go_where_their_model_is_warm() {
         jobs.push(model_job(250, Some((20, false)), Some("seedream-4")));
     }
     let ids = enqueue_all(&q, &pool, jobs).await;
-    eventually("every job finished", Duration::from_secs(60), || async {
-        q.stats(&pool, &[JobKind::Noop])
-            .await
-            .map(|s| s[0].waiting_total() + s[0].in_flight == 0)
-            .unwrap_or(false)
-    })
-    .await;
+    eventually("every job finished", Duration::from_secs(60), || drained_in(&q, &pool)).await;
     let on = ran_on(&q, &pool, &ids).await;
     for (i, w) in on.iter().enumerate() {
         let want = if i % 2 == 0 { "w-flux" } else { "w-seedream" };
@@ -225,11 +195,8 @@ async fn an_idle_large_gpu_takes_small_jobs_from_another_pool() {
     registered(&q, &large, 1).await;
     // Ten small jobs queue up behind one 24 GiB worker; the 80 GiB worker's own pool is empty.
     let small_ids = enqueue_all(&q, &small, (0..10).map(|_| job(400, Some((16, false)))).collect()).await;
-    eventually("small jobs finished", Duration::from_secs(60), || async {
-        q.stats(&small, &[JobKind::Noop])
-            .await
-            .map(|s| s[0].waiting_total() + s[0].in_flight == 0)
-            .unwrap_or(false)
+    eventually("small jobs finished", Duration::from_secs(60), || {
+        drained_in(&q, &small)
     })
     .await;
     let on = ran_on(&q, &small, &small_ids).await;

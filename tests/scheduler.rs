@@ -51,11 +51,7 @@ gpu_vram_gib = 80
 "#;
 
 fn sha(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    gantry_scheduler::auth::hash_key(s)
 }
 
 struct Fixture {

@@ -92,6 +92,26 @@ pub fn init_tracing(verbose: u8) {
 }
 
 /// 2 for input the queue refused (usage errors), 1 for everything else.
+/// First SIGTERM/SIGINT: drain. Second: exit at once (leases expire and are reaped elsewhere).
+pub fn spawn_signal_handler(shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            if n == 0 {
+                tracing::info!("signal received: draining (send again to exit at once)");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
 /// A command line the CLI refuses (exit status 2, like other refused input).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -25,15 +25,7 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
         cfg.listen = l;
     }
     let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            tracing::info!("signal received: stopping");
-            stop.cancel();
-        }
-    });
+    super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let s = Scheduler::start(cfg, &a.redis.redis_url, shutdown)
         .await
         .context("starting the scheduler")?;

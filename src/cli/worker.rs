@@ -95,7 +95,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         kind_timeouts: parse_timeouts(&a.timeouts)?,
     };
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
+    super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let stats = run_worker(cfg, executors, shutdown).await?;
     use std::sync::atomic::Ordering::Relaxed;
     tracing::info!(
@@ -126,24 +126,4 @@ fn parse_timeouts(flags: &[String]) -> anyhow::Result<KindTimeouts> {
         t = t.with(kind, limit);
     }
     Ok(t)
-}
-
-/// First SIGTERM/SIGINT: drain. Second: exit at once (leases expire and are reaped elsewhere).
-fn spawn_signal_handler(shutdown: CancellationToken) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        for n in 0.. {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            if n == 0 {
-                tracing::info!("signal received: draining (send again to exit at once)");
-                shutdown.cancel();
-            } else {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(130);
-            }
-        }
-    });
-    Ok(())
 }

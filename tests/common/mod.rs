@@ -128,7 +128,12 @@ pub async fn in_flight(q: &QueueClient) -> u64 {
 
 /// Whether the cpu/noop queue has nothing waiting, leased or delayed.
 pub async fn drained(q: &QueueClient) -> bool {
-    match q.stats(&cpu(), &[JobKind::Noop]).await {
+    drained_in(q, &cpu()).await
+}
+
+/// No noop job of `pool` is waiting, delayed or running.
+pub async fn drained_in(q: &QueueClient, pool: &Pool) -> bool {
+    match q.stats(pool, &[JobKind::Noop]).await {
         Ok(s) => s[0].waiting_total() + s[0].in_flight + s[0].delayed == 0,
         Err(_) => false,
     }

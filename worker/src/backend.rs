@@ -26,7 +26,7 @@ use gantry_queue::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::layers::{AttemptStopped, AttemptTimedOut, ExecutorPanicked, JobFailure};
+use crate::layers::{AttemptStopped, AttemptTimedOut, JobFailure};
 
 /// What apalis hands the executors: the leased job and its stop token.
 pub struct QueuedJob {
@@ -214,10 +214,8 @@ fn failure(e: &BoxDynError) -> JobOutcome {
         // Panics, and anything a layer failed with: worth another attempt elsewhere.
         ErrorClass::Retryable
     };
-    let message = if e.is::<ExecutorPanicked>() {
-        ExecutorPanicked.to_string()
-    } else {
-        e.to_string()
-    };
-    JobOutcome::Failed { class, message }
+    JobOutcome::Failed {
+        class,
+        message: e.to_string(),
+    }
 }
