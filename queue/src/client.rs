@@ -10,7 +10,8 @@ use crate::config::QueueConfig;
 use crate::conn::{RedisConn, RedisTarget};
 use crate::error::{QueueError, ValidationError};
 use crate::job::{
-    ErrorClass, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob, Priority, ResultRef,
+    Completion, ErrorClass, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob, Priority,
+    ResultRef, Usage,
 };
 use crate::keys::{POOLS_KEY, Pool, QueueName};
 use crate::scripts;
@@ -22,6 +23,29 @@ pub struct Enqueued {
     pub id: JobId,
     /// Whether an earlier job with the same idempotency key was returned instead.
     pub duplicate: bool,
+}
+
+/// How an enqueued job is accounted for: its tenant's fair share of the fleet and the credits
+/// the scheduler reserved for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accounting {
+    /// The tenant's weight: within a priority, tenants' jobs are claimed in proportion to it.
+    pub weight: u32,
+    /// Credits reserved at admission; a job with a reservation leaves a credit event on its pool's
+    /// stream when it finishes (`0`: none).
+    pub credits_reserved: i64,
+    /// The price rule locked at admission, opaque to the queue (handed back with the event).
+    pub price_rule: String,
+}
+
+impl Default for Accounting {
+    fn default() -> Self {
+        Self {
+            weight: 1,
+            credits_reserved: 0,
+            price_rule: String::new(),
+        }
+    }
 }
 
 /// Identifies one lease: a claimed attempt of a job. The token fences stale workers: an ack,
@@ -415,17 +439,23 @@ impl QueueClient {
     /// Enqueues up to `max_batch` jobs in one round trip, atomically: all are validated first,
     /// and either all are stored or none.
     pub async fn enqueue_batch(&self, pool: &Pool, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
-        self.enqueue_batch_with_ids(pool, jobs.into_iter().map(|j| (JobId::new(), j)).collect())
-            .await
+        self.enqueue_batch_with_ids(
+            pool,
+            jobs.into_iter()
+                .map(|j| (JobId::new(), j, Accounting::default()))
+                .collect(),
+        )
+        .await
     }
 
     /// [`QueueClient::enqueue_batch`] with ids chosen by the caller (fresh ULIDs), for callers that
-    /// record something under the id before the job exists (the scheduler's credit reservation).
+    /// record something under the id before the job exists (the scheduler's credit reservation),
+    /// and each job's [`Accounting`].
     /// A job whose idempotency key was seen before comes back with the first job's id instead.
     pub async fn enqueue_batch_with_ids(
         &self,
         pool: &Pool,
-        jobs: Vec<(JobId, NewJob)>,
+        jobs: Vec<(JobId, NewJob, Accounting)>,
     ) -> Result<Vec<Enqueued>, QueueError> {
         if jobs.len() > self.cfg.max_batch {
             return Err(ValidationError::BatchTooLarge {
@@ -441,7 +471,8 @@ impl QueueClient {
         inv.key(pool.prefix())
             .arg(self.cfg.idempotency_ttl.as_secs())
             .arg(self.cfg.wake_cap);
-        for (id, job) in jobs {
+        for (id, job, acct) in jobs {
+            let tenant = job.tenant.clone();
             let p = self.validate(pool, id, job)?;
             inv.arg(p.id.to_string())
                 .arg(p.kind.as_str())
@@ -450,7 +481,11 @@ impl QueueClient {
                 .arg(p.idem)
                 .arg(p.json)
                 .arg(p.max_attempts)
-                .arg(p.shape);
+                .arg(p.shape)
+                .arg(tenant)
+                .arg(acct.weight.max(1))
+                .arg(acct.credits_reserved.max(0))
+                .arg(acct.price_rule);
         }
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();
@@ -564,22 +599,25 @@ impl QueueClient {
     }
 
     /// Records successes.
-    pub async fn ack(
-        &self,
-        pool: &Pool,
-        acks: &[(LeaseRef, Option<ResultRef>)],
-    ) -> Result<Vec<AckOutcome>, QueueError> {
+    pub async fn ack(&self, pool: &Pool, acks: &[(LeaseRef, Completion)]) -> Result<Vec<AckOutcome>, QueueError> {
         if acks.is_empty() {
             return Ok(Vec::new());
         }
         let mut inv = scripts::ACK.prepare_invoke();
         inv.key(pool.prefix()).arg(self.cfg.finished_ttl.as_secs());
-        for (l, result) in acks {
-            let r = match result {
-                Some(r) => serde_json::to_string(r).map_err(|e| QueueError::Protocol(e.to_string()))?,
-                None => String::new(),
-            };
-            inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token).arg(r);
+        let json = |v: Option<String>| v.unwrap_or_default();
+        for (l, done) in acks {
+            let r = done.output.as_ref().map(serde_json::to_string).transpose();
+            let u = done.usage.as_ref().map(serde_json::to_string).transpose();
+            let (r, u) = (
+                r.map_err(|e| QueueError::Protocol(e.to_string()))?,
+                u.map_err(|e| QueueError::Protocol(e.to_string()))?,
+            );
+            inv.arg(l.id.to_string())
+                .arg(l.kind.as_str())
+                .arg(l.token)
+                .arg(json(r))
+                .arg(json(u));
         }
         let mut c = self.conn.clone();
         let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
@@ -965,6 +1003,7 @@ fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>) -> Result<JobRecord, Qu
         at_ms: n("eat").unwrap_or(0),
     });
     let result = s("result").and_then(|r| serde_json::from_str::<ResultRef>(r).ok());
+    let usage = s("usage").and_then(|r| serde_json::from_str::<Usage>(r).ok());
     let history = s("hist")
         .unwrap_or_default()
         .lines()
@@ -982,6 +1021,8 @@ fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>) -> Result<JobRecord, Qu
         cancel_requested: s("cancel").is_some(),
         error,
         result,
+        usage,
+        credits_reserved: s("cr").and_then(|v| v.parse().ok()),
         history,
     })
 }

@@ -375,6 +375,56 @@ pub struct ResultRef {
     pub sha256: String,
 }
 
+/// What a successful job's work consumed, as its worker reports it (from the provider's
+/// response, or measured locally). Credits are settled from it at the price locked at admission;
+/// a quantity left out is settled at what was reserved for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// Whether the work was billed at all; `false` refunds the job's reservation.
+    #[serde(default = "billed_default")]
+    pub billed: bool,
+    /// Outputs produced (images, videos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<u32>,
+    /// Seconds of media: generated video length, or the transcoded input's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
+    /// Pixels of each output (width × height), for per-megapixel prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixels: Option<u64>,
+}
+
+fn billed_default() -> bool {
+    true
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self {
+            billed: true,
+            outputs: None,
+            seconds: None,
+            pixels: None,
+        }
+    }
+}
+
+/// What a successful attempt hands back: its stored output and the usage to bill.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// Where the output was stored.
+    pub output: Option<ResultRef>,
+    /// What the work consumed.
+    pub usage: Option<Usage>,
+}
+
+impl From<Option<ResultRef>> for Completion {
+    fn from(output: Option<ResultRef>) -> Self {
+        Self { output, usage: None }
+    }
+}
+
 /// The last error a job met.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
@@ -438,6 +488,10 @@ pub struct JobRecord {
     /// Output, once succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultRef>,
+    /// The usage its worker reported on success.
+    pub usage: Option<Usage>,
+    /// Credits reserved for it at admission (`None`: not admitted through the scheduler).
+    pub credits_reserved: Option<i64>,
     /// Failures, expired leases, releases, replays.
     pub history: Vec<HistoryEvent>,
 }

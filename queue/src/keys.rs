@@ -2,7 +2,10 @@
 //! one Cluster slot, and one claim can serve all the kinds (queues) a worker runs in that pool.
 //!
 //! ```text
-//! gantry:{pool}:q:<kind>:<high|normal|bulk>  list   waiting ids (LPUSH in, RPOP out = FIFO)
+//! gantry:{pool}:q:<kind>:<prio>[:<shape>]|t:<tenant>  list  a tenant's waiting ids (LPUSH in, RPOP out)
+//! gantry:{pool}:q:<kind>:<prio>[:<shape>]|ring        zset  tenants with waiting jobs -> virtual time
+//! gantry:{pool}:weights                      hash   tenant -> fair-share weight
+//! gantry:{pool}:credits                      stream credit events of finished jobs with a reservation
 //! gantry:{pool}:q:<kind>:delayed             zset   id -> due time (delays and retry backoff)
 //! gantry:{pool}:q:<kind>:leases              zset   "<id>:<token>" -> lease deadline (fencing)
 //! gantry:{pool}:lease-seq                    string lease token counter

@@ -14,8 +14,8 @@ pub mod retry;
 mod scripts;
 
 pub use client::{
-    AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued, FailOutcome,
-    Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
+    Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued,
+    FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
 };
 pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};
@@ -26,8 +26,8 @@ pub use consumer::{
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};
 pub use job::{
-    ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob,
-    Priority, Requirements, ResultRef,
+    Completion, ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus,
+    NewJob, Priority, Requirements, ResultRef, Usage,
 };
 pub use keys::{Pool, QueueName};
 pub use payload::{CsamHashPayload, GeneratePayload, NoopPayload, Payload, TranscodePayload, UpscalePayload};

@@ -141,4 +141,11 @@ pub struct NoopPayload {
     /// exercise the output store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u32>,
+    /// Fail every attempt (as `fail_class`) until the worker's clock passes this Unix time in
+    /// milliseconds: an outage that ends, for dead-letter replay tests and drills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_until_unix_ms: Option<u64>,
+    /// Report this usage on success, as a provider would (credit settlement tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_usage: Option<crate::job::Usage>,
 }

@@ -84,6 +84,8 @@ on_both!(
     consumer_reserves_vram_per_gpu,
     idle_large_gpu_steals_small_jobs_from_another_pool,
     a_panicking_executor_fails_the_attempt_not_the_worker,
+    tenants_share_claims_by_weight,
+    finished_jobs_with_reservations_leave_one_credit_event,
 );
 
 fn noop() -> NewJob {
@@ -115,7 +117,7 @@ async fn fifo_claim_and_ack(f: Fixture) {
     assert_eq!(got, ids, "FIFO within a priority");
     assert!(b.jobs.iter().all(|j| j.attempt == 1));
     assert_eq!(q.job(ids[0]).await.unwrap().status, JobStatus::Running);
-    let acks: Vec<_> = b.jobs.iter().map(|j| (j.lease.clone(), None)).collect();
+    let acks: Vec<_> = b.jobs.iter().map(|j| (j.lease.clone(), Default::default())).collect();
     assert_eq!(q.ack(&p, &acks).await.unwrap(), vec![AckOutcome::Acked; 3]);
     let rec = q.job(ids[1]).await.unwrap();
     assert_eq!(rec.status, JobStatus::Succeeded);
@@ -366,7 +368,7 @@ async fn expired_lease_is_reaped_and_fenced(f: Fixture) {
     );
     // The old holder is fenced off.
     assert_eq!(
-        q.ack(&p, &[(j.lease.clone(), None)]).await.unwrap(),
+        q.ack(&p, &[(j.lease.clone(), Default::default())]).await.unwrap(),
         vec![AckOutcome::Stale]
     );
     assert_eq!(
@@ -375,7 +377,10 @@ async fn expired_lease_is_reaped_and_fenced(f: Fixture) {
     );
     let j2 = claim_one(&q, &p).await;
     assert_eq!(j2.attempt, 2, "an expired lease counts as an attempt");
-    assert_eq!(q.ack(&p, &[(j2.lease, None)]).await.unwrap(), vec![AckOutcome::Acked]);
+    assert_eq!(
+        q.ack(&p, &[(j2.lease, Default::default())]).await.unwrap(),
+        vec![AckOutcome::Acked]
+    );
 }
 
 async fn heartbeat_keeps_long_job(f: Fixture) {
@@ -397,7 +402,10 @@ async fn heartbeat_keeps_long_job(f: Fixture) {
         );
         assert_eq!(q.reap(&p, &[JobKind::Noop], 100).await.unwrap().requeued, 0);
     }
-    assert_eq!(q.ack(&p, &[(j.lease, None)]).await.unwrap(), vec![AckOutcome::Acked]);
+    assert_eq!(
+        q.ack(&p, &[(j.lease, Default::default())]).await.unwrap(),
+        vec![AckOutcome::Acked]
+    );
 }
 
 async fn cancel_in_every_state(f: Fixture) {
@@ -590,7 +598,7 @@ async fn consumer_runs_jobs_to_completion(f: Fixture) {
                     class: ErrorClass::Retryable,
                     message: "scripted failure".into(),
                 },
-                _ => JobOutcome::Succeeded(None),
+                _ => JobOutcome::Succeeded(Default::default()),
             }
         })
     };
@@ -836,7 +844,7 @@ fn sleepy(
             peak.fetch_max(now, SeqCst);
             tokio::time::sleep(Duration::from_millis(200)).await;
             running.fetch_sub(1, SeqCst);
-            JobOutcome::Succeeded(None)
+            JobOutcome::Succeeded(Default::default())
         })
     }
 }
@@ -939,7 +947,7 @@ async fn a_panicking_executor_fails_the_attempt_not_the_worker(f: Fixture) {
             if job.attempt == 1 {
                 panic!("executor bug");
             }
-            JobOutcome::Succeeded(None)
+            JobOutcome::Succeeded(Default::default())
         })
     };
     let mut cfg = ConsumerConfig::new(p.clone(), vec![JobKind::Noop], "panicky");
@@ -958,4 +966,132 @@ async fn a_panicking_executor_fails_the_attempt_not_the_worker(f: Fixture) {
                 .any(|h| h.message.as_deref() == Some("executor panicked"))
         );
     }
+}
+
+fn of(tenant: &str) -> NewJob {
+    NewJob::new(tenant, "user-1", Payload::Noop(NoopPayload::default()))
+}
+
+fn weighted(tenant: &str, weight: u32, n: usize) -> Vec<(JobId, NewJob, Accounting)> {
+    (0..n)
+        .map(|_| {
+            let acct = Accounting {
+                weight,
+                ..Default::default()
+            };
+            (JobId::new(), of(tenant), acct)
+        })
+        .collect()
+}
+
+async fn claim_tenants(q: &QueueClient, p: &Pool, n: usize) -> Vec<String> {
+    let b = q.claim(p, "w1", &[JobKind::Noop], n, LEASE, &cpu()).await.unwrap();
+    b.jobs.iter().map(|j| j.spec.tenant.clone()).collect()
+}
+
+async fn tenants_share_claims_by_weight(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("fair");
+    // A burst from one tenant, then a few jobs from another: the latecomer is served at once,
+    // alternating, not after the burst.
+    for _ in 0..3 {
+        q.enqueue_batch_with_ids(&p, weighted("burst", 1, 100)).await.unwrap();
+    }
+    q.enqueue_batch_with_ids(&p, weighted("late", 1, 5)).await.unwrap();
+    let got = claim_tenants(&q, &p, 10).await;
+    assert_eq!(got.iter().filter(|t| *t == "late").count(), 5, "{got:?}");
+    // FIFO within a tenant: the burst's first jobs came first.
+    let late_done = claim_tenants(&q, &p, 10).await;
+    assert!(late_done.iter().all(|t| t == "burst"), "{late_done:?}");
+    // Weights: 3 to 1 while both have work.
+    q.enqueue_batch_with_ids(&p, weighted("gold", 3, 100)).await.unwrap();
+    let got = claim_tenants(&q, &p, 40).await;
+    let gold = got.iter().filter(|t| *t == "gold").count();
+    assert!((29..=31).contains(&gold), "gold got {gold} of 40: {got:?}");
+    // A tenant alone is served in one batch, and the stats count every tenant's jobs.
+    let s = q.stats(&p, &[JobKind::Noop]).await.unwrap();
+    assert_eq!(s[0].waiting[1], 300 + 5 + 100 - 10 - 10 - 40);
+    let rest = claim_tenants(&q, &p, 1000).await;
+    assert_eq!(rest.len() as u64, s[0].waiting[1]);
+    assert_eq!(q.stats(&p, &[JobKind::Noop]).await.unwrap()[0].waiting[1], 0);
+}
+
+async fn credit_events(q: &QueueClient, p: &Pool) -> Vec<(String, String, String)> {
+    let mut c = q.connection();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{}credits", p.prefix()))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e.get::<String>(k).unwrap_or_default();
+            (s("id"), s("out"), s("usage"))
+        })
+        .collect()
+}
+
+async fn finished_jobs_with_reservations_leave_one_credit_event(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("credits");
+    let reserved = |n: usize| -> Vec<(JobId, NewJob, Accounting)> {
+        (0..n)
+            .map(|_| {
+                let mut j = noop();
+                j.max_attempts = Some(2);
+                let acct = Accounting {
+                    credits_reserved: 7,
+                    price_rule: "{}".into(),
+                    ..Default::default()
+                };
+                (JobId::new(), j, acct)
+            })
+            .collect()
+    };
+    let ok = q.enqueue_batch_with_ids(&p, reserved(1)).await.unwrap()[0].id;
+    let dead = q.enqueue_batch_with_ids(&p, reserved(1)).await.unwrap()[0].id;
+    let cancelled = q.enqueue_batch_with_ids(&p, reserved(1)).await.unwrap()[0].id;
+    let free = q.enqueue(&p, noop()).await.unwrap().id;
+    assert_eq!(q.cancel(cancelled).await.unwrap(), CancelOutcome::Cancelled);
+    let b = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!(b.jobs.len(), 3);
+    let usage = Usage {
+        outputs: Some(2),
+        ..Default::default()
+    };
+    for j in &b.jobs {
+        if j.lease.id == dead {
+            // a retryable failure is not final: no event until the job is dead
+            q.fail(&p, &[failure(j, ErrorClass::Retryable)]).await.unwrap();
+        } else {
+            let done = Completion {
+                output: None,
+                usage: Some(usage.clone()),
+            };
+            q.ack(&p, &[(j.lease.clone(), done)]).await.unwrap();
+        }
+    }
+    assert_eq!(q.job(ok).await.unwrap().usage, Some(usage.clone()));
+    assert_eq!(q.job(ok).await.unwrap().credits_reserved, Some(7));
+    assert_eq!(q.job(free).await.unwrap().credits_reserved, None);
+    let mut events = credit_events(&q, &p).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let j = claim_one(&q, &p).await;
+    assert_eq!(j.lease.id, dead);
+    q.fail(&p, &[failure(&j, ErrorClass::Permanent)]).await.unwrap();
+    events = credit_events(&q, &p).await;
+    let json = serde_json::to_string(&usage).unwrap();
+    assert_eq!(
+        events,
+        vec![
+            (cancelled.to_string(), "cancelled".into(), String::new()),
+            (ok.to_string(), "succeeded".into(), json),
+            (dead.to_string(), "dead".into(), String::new()),
+        ]
+    );
 }

@@ -163,6 +163,7 @@ async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
         "finished_at_ms": r.finished_at_ms,
         "error": r.error.map(|e| serde_json::json!({"class": e.class, "message": e.message, "at_ms": e.at_ms})),
         "result": r.result,
+        "usage": r.usage,
         "provider": provider,
         "model": model,
         "credits": credits,
@@ -188,7 +189,8 @@ async fn job_action(
         CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancel_requested"),
     };
     if outcome == CancelOutcome::Cancelled {
-        // Never run: nothing was billed.
+        // Never run: nothing was billed. The settler would refund it from the credit event too
+        // (a no-op then); doing it here lets the caller see the refund at once.
         state.admission.credits.refund(&c.tenant, id).await?;
     }
     Ok((status, axum::Json(serde_json::json!({ "id": id, "outcome": word }))).into_response())

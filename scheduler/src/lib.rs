@@ -8,6 +8,7 @@ pub mod config;
 pub mod placement;
 pub mod problem;
 pub mod server;
+pub mod settler;
 
 pub use config::SchedulerConfig;
 pub use problem::ApiError;

@@ -12,6 +12,7 @@ use crate::api::{AppState, router};
 use crate::auth::ApiKeys;
 use crate::config::SchedulerConfig;
 use crate::placement::PoolLoads;
+use crate::settler::CreditSettler;
 
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ impl Scheduler {
                 .clone()
                 .run(queue.clone(), cfg.clone(), Duration::from_secs(1), shutdown.clone()),
         );
+        let pools = cfg.pools.keys().filter_map(|p| gantry_queue::Pool::new(p).ok());
+        tokio::spawn(CreditSettler::new(queue.connection(), pools).run(shutdown.clone()));
         let state = AppState {
             keys: Arc::new(ApiKeys::from_config(&cfg)),
             admission: Admission::new(cfg.clone(), queue.clone(), loads),

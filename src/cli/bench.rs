@@ -119,7 +119,7 @@ pub async fn queue_bench(
         let tx = Arc::new(tx);
         let handler = move |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
             let _ = tx.send(Instant::now());
-            Box::pin(async { JobOutcome::Succeeded(None) })
+            Box::pin(async { JobOutcome::Succeeded(Default::default()) })
         };
         let stop = CancellationToken::new();
         let run = tokio::spawn(
@@ -195,8 +195,9 @@ async fn consume_noops(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<(f64, Arc<ConsumerStats>)> {
-    let handler =
-        |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture { Box::pin(async { JobOutcome::Succeeded(None) }) };
+    let handler = |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
+        Box::pin(async { JobOutcome::Succeeded(Default::default()) })
+    };
     let started = Instant::now();
     let consumer = Consumer::new(client.clone(), noop_consumer_config(pool, concurrency), handler);
     let stats = consumer.stats();

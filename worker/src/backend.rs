@@ -21,7 +21,7 @@ use apalis_core::backend::finalize::Ephemeral;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gantry_queue::{
-    ClaimedJob, ErrorClass, JobContext, JobOutcome, Leased, Leases, QueueError, ResultRef, Settlement, Ticket,
+    ClaimedJob, Completion, ErrorClass, JobContext, JobOutcome, Leased, Leases, QueueError, Settlement, Ticket,
 };
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -164,7 +164,7 @@ pub struct Settle<S> {
 
 impl<S> Service<Task<QueuedJob>> for Settle<S>
 where
-    S: Service<Task<QueuedJob>, Response = Option<ResultRef>>,
+    S: Service<Task<QueuedJob>, Response = Completion>,
     S::Error: Into<BoxDynError>,
     S::Future: Send + 'static,
 {

@@ -41,7 +41,7 @@ impl Executor for Scripted {
                 1 => panic!("scripted panic"),
                 2 => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
-                    JobOutcome::Succeeded(None)
+                    JobOutcome::Succeeded(Default::default())
                 }
                 3 => JobOutcome::Failed {
                     class: ErrorClass::Permanent,
@@ -56,7 +56,7 @@ impl Executor for Scripted {
                 }
                 ms => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    JobOutcome::Succeeded(None)
+                    JobOutcome::Succeeded(Default::default())
                 }
             }
         })

@@ -26,14 +26,14 @@ use tracing::Instrument;
 
 use crate::client::{ClaimedJob, FailOutcome, QueueClient};
 use crate::error::QueueError;
-use crate::job::{ErrorClass, JobKind, ResultRef};
+use crate::job::{Completion, ErrorClass, JobKind};
 use crate::keys::Pool;
 
 /// What a handler reports for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
-    /// Done; the optional result is recorded on the job.
-    Succeeded(Option<ResultRef>),
+    /// Done; the output and usage are recorded on the job.
+    Succeeded(Completion),
     /// Failed; the class decides between retry and dead-letter.
     Failed {
         /// Error class.

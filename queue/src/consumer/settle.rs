@@ -10,23 +10,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{FailOutcome, Failure, LeaseRef, LeaseState, QueueClient};
 use crate::error::QueueError;
-use crate::job::{JobId, ResultRef};
+use crate::job::{Completion, JobId};
 use crate::keys::Pool;
 use crate::retry::retry_transient;
 
-use super::ticket::{Completion, InFlight, Outcome, STOP_CANCEL, STOP_LOST};
+use super::ticket::{InFlight, Outcome, STOP_CANCEL, STOP_LOST, Settled};
 use super::{ConsumerConfig, ConsumerEvents, ConsumerStats};
 
 #[derive(Default)]
 struct PoolBatch {
-    acks: Vec<(LeaseRef, Option<ResultRef>)>,
+    acks: Vec<(LeaseRef, Completion)>,
     fails: Vec<Failure>,
     releases: Vec<LeaseRef>,
 }
 
 pub(crate) async fn ack_loop(
     client: QueueClient,
-    mut rx: mpsc::UnboundedReceiver<Completion>,
+    mut rx: mpsc::UnboundedReceiver<Settled>,
     inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
     stats: Arc<ConsumerStats>,
     events: Arc<dyn ConsumerEvents>,

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Failure, LeaseRef};
-use crate::job::{ErrorClass, JobId, JobKind, ResultRef};
+use crate::job::{Completion, ErrorClass, JobId, JobKind};
 use crate::keys::Pool;
 
 use super::ledger::Ledger;
@@ -44,14 +44,14 @@ impl InFlight {
 
 /// What settling an attempt records.
 pub(crate) enum Outcome {
-    Ack(LeaseRef, Option<ResultRef>),
+    Ack(LeaseRef, Completion),
     Fail(Failure),
     Release(LeaseRef),
     Drop(LeaseRef),
 }
 
 /// A settled attempt, to record in its pool.
-pub(crate) struct Completion {
+pub(crate) struct Settled {
     pub(crate) pool: Pool,
     pub(crate) outcome: Outcome,
 }
@@ -60,7 +60,7 @@ pub(crate) struct Completion {
 pub(crate) struct TicketShared {
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) freed: Notify,
-    pub(crate) done: mpsc::UnboundedSender<Completion>,
+    pub(crate) done: mpsc::UnboundedSender<Settled>,
     pub(crate) events: Arc<dyn ConsumerEvents>,
 }
 
@@ -214,7 +214,7 @@ impl TicketState {
         }
         // The completion goes out before the slot is given back, so the drain, which waits for
         // every slot, never finishes ahead of an outcome it has to flush.
-        let _ = shared.done.send(Completion {
+        let _ = shared.done.send(Settled {
             pool: self.pool,
             outcome,
         });

@@ -1,4 +1,5 @@
--- Record successes. ARGV: finished_ttl_s, then 4 per job: id, kind, token, result_json ('' = none).
+-- Record successes. ARGV: finished_ttl_s, then 5 per job: id, kind, token, result_json ('' = none),
+-- usage_json ('' = none reported; kept on the job and handed to the credit outbox).
 -- Returns one code per job: 0 = acked, 1 = stale (the lease was lost; the ack is ignored).
 -- The fencing check is the lease member '<id>:<token>': it exists only while this lease is
 -- current. Members are checked with one ZMSCORE and removed with one ZREM per kind, so a batch
@@ -6,7 +7,7 @@
 local ttl = tonumber(ARGV[1])
 local out = {}
 local by_kind = {}
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 5 do
   local kind = ARGV[i + 1]
   local g = by_kind[kind]
   if not g then g = { members = {}, slots = {} }; by_kind[kind] = g end
@@ -28,9 +29,12 @@ for kind, g in pairs(by_kind) do
       else
         redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW)
       end
+      local usage = ARGV[i + 4]
+      if usage ~= '' then redis.call('HSET', jk, 'usage', usage) end
+      credit_event(jk, ARGV[i], 'succeeded', usage)
       redis.call('EXPIRE', jk, ttl)
       live[#live + 1] = g.members[j]
-      out[(i - 2) / 4 + 1] = 0
+      out[(i - 2) / 5 + 1] = 0
     end
   end
   if #live > 0 then redis.call('ZREM', lk, unpack(live)) end

@@ -3,12 +3,12 @@
 -- 'not_found', or 'finished:<status>'.
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local jk = jkey(id)
-local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape')
+local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten')
 local status, kind, prio = r[1], r[2], r[3]
 if not status then return 'not_found' end
 local removed = 0
 if status == 'queued' then
-  removed = redis.call('LREM', lkey(kind, prio, r[4]), 1, id)
+  removed = remove_waiting(kind, prio, r[4], r[5] or '', id)
 elseif status == 'delayed' or status == 'retry_scheduled' then
   removed = redis.call('ZREM', qkey(kind, 'delayed'), id)
 elseif status == 'running' then
@@ -19,6 +19,7 @@ else
 end
 if removed == 0 then return 'finished:' .. status end
 history(jk, { at = NOW, event = 'cancelled' })
+credit_event(jk, id, 'cancelled')
 redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled by request', 'eat', NOW)
 redis.call('HDEL', jk, 'due')
 redis.call('EXPIRE', jk, ttl)

@@ -29,11 +29,11 @@ for k = FIRST_KIND, #ARGV do
   for _, id in ipairs(due) do
     redis.call('ZREM', dk, id)
     local jk = jkey(id)
-    local r = redis.call('HMGET', jk, 'prio', 'shape')
+    local r = redis.call('HMGET', jk, 'prio', 'shape', 'ten')
     if r[1] then
       redis.call('HSET', jk, 'status', 'queued')
       redis.call('HDEL', jk, 'due')
-      redis.call('LPUSH', lkey(kind, r[1], r[2]), id)
+      push_waiting(kind, r[1], r[2], r[3] or '', id, false)
       promoted = promoted + 1
     end
   end
@@ -104,11 +104,11 @@ for _, prio in ipairs(PRIOS) do
           n = n + 1
         end
       end
-      if n == 0 and redis.call('LLEN', lkey(kind, prio, s.shape)) > 0 then
+      if n == 0 and redis.call('ZCARD', ring(lkey(kind, prio, s.shape))) > 0 then
         unfit[kind] = true
       end
-      local ids = (n > 0) and redis.call('RPOP', lkey(kind, prio, s.shape), n) or false
-      if ids then
+      local ids = (n > 0) and pop_waiting(kind, prio, s.shape, n) or {}
+      if #ids > 0 then
         local base = redis.call('INCRBY', seq_key, #ids) - #ids
         local zargs = {}
         for i, id in ipairs(ids) do

@@ -37,7 +37,79 @@ local function history(jk, ev)
   redis.call('HSET', jk, 'hist', h)
 end
 
+-- Waiting jobs, fair across tenants. Each (kind, priority, shape) list is split per tenant
+-- ('<list>|t:<tenant>', FIFO: LPUSH in, RPOP out) with a ring ('<list>|ring', a zset of the
+-- tenants with waiting jobs scored by virtual time). A pop serves the tenant with the least
+-- virtual time and advances it by 1/weight (stride scheduling), so within a priority tenants
+-- share claims by weight however deep one tenant's backlog is. A tenant that becomes active
+-- starts at the ring's minimum: idle time earns no credit. Weights: hash P..'weights'.
+local function tlist(l, tenant) return l .. '|t:' .. tenant end
+local function ring(l) return l .. '|ring' end
+
+local function push_waiting(kind, prio, shape, tenant, id, front)
+  local l = lkey(kind, prio, shape)
+  if front then redis.call('RPUSH', tlist(l, tenant), id) else redis.call('LPUSH', tlist(l, tenant), id) end
+  local rk = ring(l)
+  if not redis.call('ZSCORE', rk, tenant) then
+    local m = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', rk, m[2] or 0, tenant)
+  end
+end
+
+-- Pops up to n waiting ids of a (kind, priority, shape), fairly (see above).
+local function pop_waiting(kind, prio, shape, n)
+  local l = lkey(kind, prio, shape)
+  local rk = ring(l)
+  local ids = {}
+  while #ids < n do
+    local top = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+    if not top[1] then break end
+    local tenant, vt = top[1], tonumber(top[2])
+    local tl = tlist(l, tenant)
+    -- one tenant alone is served in one pop; several, one job at a time
+    local take = (redis.call('ZCARD', rk) == 1) and (n - #ids) or 1
+    local got = redis.call('RPOP', tl, take) or {}
+    for _, id in ipairs(got) do ids[#ids + 1] = id end
+    if #got == 0 or redis.call('LLEN', tl) == 0 then
+      redis.call('ZREM', rk, tenant)
+    else
+      local w = tonumber(redis.call('HGET', P .. 'weights', tenant) or '1') or 1
+      if w <= 0 then w = 1 end
+      redis.call('ZADD', rk, vt + #got / w, tenant)
+    end
+  end
+  return ids
+end
+
+-- Removes one waiting id; returns 1 when it was there.
+local function remove_waiting(kind, prio, shape, tenant, id)
+  local l = lkey(kind, prio, shape)
+  local tl = tlist(l, tenant)
+  local n = redis.call('LREM', tl, 1, id)
+  if n > 0 and redis.call('LLEN', tl) == 0 then redis.call('ZREM', ring(l), tenant) end
+  return n
+end
+
+-- The tenants' lists of a (kind, priority, shape), for counting and peeking.
+local function waiting_lists(kind, prio, shape)
+  local l = lkey(kind, prio, shape)
+  local lists = {}
+  for _, t in ipairs(redis.call('ZRANGE', ring(l), 0, -1)) do lists[#lists + 1] = tlist(l, t) end
+  return lists
+end
+
+-- Credit outbox: a job admitted with a credit reservation ('cr' on its hash) leaves one event
+-- per final outcome on the pool's credits stream, written in the same script as the outcome.
+-- The scheduler's settler turns each into a charge or a refund, idempotently per job id.
+local function credit_event(jk, id, outcome, usage)
+  local r = redis.call('HMGET', jk, 'cr', 'ten', 'pr')
+  if not r[1] then return end
+  redis.call('XADD', P .. 'credits', 'MAXLEN', '~', 1000000, '*',
+    'id', id, 'ten', r[2] or '', 'out', outcome, 'cr', r[1], 'pr', r[3] or '', 'usage', usage or '')
+end
+
 local function to_dead(jk, kind, id, class, msg, dead_ttl)
+  credit_event(jk, id, 'dead')
   redis.call('ZADD', qkey(kind, 'dead'), NOW, id)
   redis.call('HSET', jk, 'status', 'dead', 'fin', NOW, 'eclass', class, 'emsg', msg, 'eat', NOW)
   redis.call('HDEL', jk, 'worker', 'due')

@@ -1,11 +1,14 @@
--- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, then 8 per job:
--- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts, shape ('' = CPU).
+-- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, then 12 per job:
+-- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts, shape ('' = CPU),
+-- tenant, weight (its fair share, > 0), credits reserved (0 = none), price rule ('' = none).
 -- Returns a flat array: id, duplicate(0|1) per job. A duplicate returns the first job's id.
 local idem_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out, wakes = {}, {}
-for i = 3, #ARGV, 8 do
+local weights = {}
+for i = 3, #ARGV, 12 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local idem, spec, maxa, shape = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local tenant, weight, credits, rule = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10]), ARGV[i + 11]
   local dup = false
   if idem ~= '' then
     local ik = P .. 'idem:' .. idem
@@ -18,6 +21,9 @@ for i = 3, #ARGV, 8 do
   end
   if not dup then
     local jk = jkey(id)
+    weights[tenant] = weight
+    redis.call('HSET', jk, 'ten', tenant)
+    if credits > 0 then redis.call('HSET', jk, 'cr', credits, 'pr', rule) end
     if shape ~= '' then
       redis.call('SADD', qkey(kind, 'shapes'), shape)
       redis.call('HSET', jk, 'shape', shape)
@@ -29,11 +35,12 @@ for i = 3, #ARGV, 8 do
     else
       redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'queued', 'attempts', 0,
         'lease', 0, 'max', maxa, 'enq', NOW)
-      redis.call('LPUSH', lkey(kind, prio, shape), id)
+      push_waiting(kind, prio, shape, tenant, id, false)
       wakes[kind] = (wakes[kind] or 0) + 1
     end
     out[#out + 1] = id; out[#out + 1] = 0
   end
 end
+for tenant, w in pairs(weights) do redis.call('HSET', P .. 'weights', tenant, w) end
 for kind, n in pairs(wakes) do wake(kind, n, cap) end
 return out

@@ -11,6 +11,7 @@ for i = 3, #ARGV, 6 do
     local attempts, maxa = tonumber(r[3]), tonumber(r[4])
     history(jk, { at = NOW, attempt = attempts, event = 'failed', class = class, message = msg })
     if class == 'cancelled' or r[5] then
+      credit_event(jk, id, 'cancelled')
       redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker')
       redis.call('EXPIRE', jk, fin_ttl)

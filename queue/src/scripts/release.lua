@@ -6,12 +6,12 @@ for i = 2, #ARGV, 3 do
   local id, kind, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jk = jkey(id)
   if redis.call('ZREM', qkey(kind, 'leases'), id .. ':' .. token) == 1 then
-    local r = redis.call('HMGET', jk, 'lease', 'status', 'prio', 'shape')
+    local r = redis.call('HMGET', jk, 'lease', 'status', 'prio', 'shape', 'ten')
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HSET', jk, 'status', 'queued')
     redis.call('HDEL', jk, 'worker')
     history(jk, { at = NOW, event = 'released' })
-    redis.call('RPUSH', lkey(kind, r[3], r[4]), id)
+    push_waiting(kind, r[3], r[4], r[5] or '', id, true)
     wake(kind, 1, cap)
     out[#out + 1] = 0
   else

@@ -7,7 +7,7 @@ local out, n = {}, 0
 for i = 4, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
-  local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio', 'shape')
+  local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio', 'shape', 'ten')
   if not redis.call('ZSCORE', dk, id) then
     out[#out + 1] = 'not_dead'
   elseif r[1] ~= 'dead' then
@@ -22,7 +22,7 @@ for i = 4, #ARGV do
     redis.call('HSET', jk, 'status', 'queued', 'attempts', 0)
     redis.call('HDEL', jk, 'fin', 'worker', 'cancel')
     redis.call('PERSIST', jk)
-    redis.call('LPUSH', lkey(kind, r[3], r[4]), id)
+    push_waiting(kind, r[3], r[4], r[5] or '', id, false)
     n = n + 1
     out[#out + 1] = 'replayed'
   end

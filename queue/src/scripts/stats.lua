@@ -9,12 +9,13 @@ for k = 1, #ARGV do
   for _, prio in ipairs(PRIOS) do
     local n = 0
     for _, shape in ipairs(shapes) do
-      local q = lkey(kind, prio, shape)
-      n = n + redis.call('LLEN', q)
-      local tail = redis.call('LINDEX', q, -1)
-      if tail then
-        local enq = tonumber(redis.call('HGET', jkey(tail), 'enq') or '-1')
-        if enq >= 0 and (oldest < 0 or enq < oldest) then oldest = enq end
+      for _, q in ipairs(waiting_lists(kind, prio, shape)) do
+        n = n + redis.call('LLEN', q)
+        local tail = redis.call('LINDEX', q, -1)
+        if tail then
+          local enq = tonumber(redis.call('HGET', jkey(tail), 'enq') or '-1')
+          if enq >= 0 and (oldest < 0 or enq < oldest) then oldest = enq end
+        end
       end
     end
     out[#out + 1] = n

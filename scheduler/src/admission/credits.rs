@@ -81,7 +81,8 @@ impl CreditLedger {
     }
 
     /// Charges `credits` for a job whose work was billed, returning the difference from its
-    /// reservation to the balance. `false`: it was already settled.
+    /// reservation to the balance (or taking the whole charge, for a refunded job that was
+    /// replayed and succeeded). `false`: it was already charged.
     pub async fn charge(&self, tenant: &str, job: JobId, credits: i64) -> Result<bool, QueueError> {
         self.settle(tenant, job, "charge", credits).await
     }

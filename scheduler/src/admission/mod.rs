@@ -14,7 +14,7 @@ pub mod trust;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use gantry_queue::{JobId, NewJob, Pool, QueueClient};
+use gantry_queue::{Accounting, JobId, NewJob, Pool, QueueClient};
 
 use crate::auth::Caller;
 use crate::config::SchedulerConfig;
@@ -62,6 +62,7 @@ struct Planned {
     job: NewJob,
     pool: String,
     price: i64,
+    rule: pricing::PriceRule,
 }
 
 impl Admission {
@@ -103,7 +104,7 @@ impl Admission {
                 RouteError::UnknownModel { .. } => ApiError::UnknownModel(at(e.to_string())),
                 RouteError::NoAllowedProvider { .. } => ApiError::NoAllowedProvider(at(e.to_string())),
             })?;
-            let price = pricing::estimate(&self.cfg, &job.body)
+            let rule = pricing::quote(&self.cfg, &job.body)
                 .ok_or_else(|| ApiError::UnknownModel(at("unknown provider or model".into())))?;
             let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
                 .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
@@ -111,7 +112,8 @@ impl Admission {
                 id: JobId::new(),
                 job,
                 pool,
-                price,
+                price: rule.estimate(),
+                rule,
             });
         }
         let users: BTreeSet<&str> = planned.iter().map(|p| p.job.user.as_str()).collect();
@@ -138,7 +140,7 @@ impl Admission {
                 return Err(ApiError::InsufficientCredits { balance, needed });
             }
         }
-        self.enqueue(&caller.tenant, planned).await
+        self.enqueue(&caller.tenant, tenant_cfg.weight, planned).await
     }
 
     fn parse(&self, caller: &Caller, body: serde_json::Value, idem: Option<&str>) -> Result<NewJob, ApiError> {
@@ -170,9 +172,9 @@ impl Admission {
         })
     }
 
-    async fn enqueue(&self, tenant: &str, planned: Vec<Planned>) -> Result<Vec<Admitted>, ApiError> {
+    async fn enqueue(&self, tenant: &str, weight: u32, planned: Vec<Planned>) -> Result<Vec<Admitted>, ApiError> {
         let mut order = Vec::with_capacity(planned.len());
-        let mut by_pool: BTreeMap<String, Vec<(JobId, NewJob)>> = BTreeMap::new();
+        let mut by_pool: BTreeMap<String, Vec<(JobId, NewJob, Accounting)>> = BTreeMap::new();
         let mut meta = BTreeMap::new();
         for p in planned {
             order.push(p.id);
@@ -181,12 +183,17 @@ impl Admission {
                 _ => (None, None),
             };
             meta.insert(p.id, (p.pool.clone(), p.price, provider, model));
-            by_pool.entry(p.pool).or_default().push((p.id, p.job));
+            let acct = Accounting {
+                weight,
+                credits_reserved: p.price,
+                price_rule: serde_json::to_string(&p.rule).map_err(|_| ApiError::Internal)?,
+            };
+            by_pool.entry(p.pool).or_default().push((p.id, p.job, acct));
         }
         let mut result = BTreeMap::new();
         let mut failed = None;
         for (pool, jobs) in by_pool {
-            let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<JobId> = jobs.iter().map(|(id, ..)| *id).collect();
             let enqueued = match Pool::new(&pool) {
                 Ok(p) => self.queue.enqueue_batch_with_ids(&p, jobs).await,
                 Err(e) => Err(e.into()),

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use apalis::prelude::Task;
 use futures::future::BoxFuture;
-use gantry_queue::{ClaimedJob, HandlerFuture, JobContext, JobKind, JobOutcome, ResultRef};
+use gantry_queue::{ClaimedJob, Completion, HandlerFuture, JobContext, JobKind, JobOutcome};
 
 use crate::backend::QueuedJob;
 use crate::layers::JobFailure;
@@ -73,9 +73,9 @@ impl ExecutorSet {
 /// The executors as apalis's innermost service: a job's outcome becomes its result or a
 /// [`JobFailure`] carrying the error class.
 impl tower::Service<Task<QueuedJob>> for ExecutorSet {
-    type Response = Option<ResultRef>;
+    type Response = Completion;
     type Error = JobFailure;
-    type Future = BoxFuture<'static, Result<Option<ResultRef>, JobFailure>>;
+    type Future = BoxFuture<'static, Result<Completion, JobFailure>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gantry_queue::{ClaimedJob, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload};
+use gantry_queue::{ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload};
 
 use super::Executor;
 use crate::outputs::OutputStore;
@@ -82,7 +82,20 @@ impl Executor for NoopExecutor {
                     message: format!("scripted failure of attempt {}", job.attempt),
                 };
             }
-            JobOutcome::Succeeded(result)
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            if p.fail_until_unix_ms.is_some_and(|until| now_ms < until) {
+                return JobOutcome::Failed {
+                    class: p.fail_class.unwrap_or(ErrorClass::Retryable),
+                    message: "scripted outage".into(),
+                };
+            }
+            JobOutcome::Succeeded(Completion {
+                output: result,
+                usage: p.report_usage.clone(),
+            })
         })
     }
 }
@@ -142,7 +155,10 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(e.run(job(3, p), ctx()).await, JobOutcome::Succeeded(None));
+        assert_eq!(
+            e.run(job(3, p), ctx()).await,
+            JobOutcome::Succeeded(Completion::default())
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,351 @@
+//! A small client for Gantry's scheduler API, for platform services: submit one job or a batch,
+//! read a job, wait for it to finish (polling with exponential backoff), cancel it.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), gantry_client::ClientError> {
+//! use gantry_client::{Client, WaitOptions};
+//! let gantry = Client::new("http://127.0.0.1:8080", "demo-studio-key")?;
+//! let job = serde_json::json!({"user": "u-1", "kind": "noop", "payload": {"sleep_ms": 50}});
+//! let submitted = gantry.submit(&job).await?;
+//! let done = gantry.wait(&submitted.id, WaitOptions::default()).await?;
+//! assert_eq!(done.status, "succeeded");
+//! # Ok(()) }
+//! ```
+//!
+//! Jobs are any `Serialize` value shaped as the API's job request (see `/openapi.json`); the
+//! client does not depend on the queue's crates. Refusals come back as [`ClientError::Api`]
+//! with the problem document's stable `code`; `429` is retried after its `Retry-After` when
+//! [`Client::with_rate_limit_retries`] allows.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// An RFC 7807 problem the API answered with.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: u16,
+    /// The stable machine-readable code (`insufficient_credits`, `rate_limited`, ...).
+    pub code: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub detail: String,
+    /// Seconds to wait, from `Retry-After`, on `429`.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+/// What can go wrong talking to the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL is not an http(s) URL.
+    #[error("invalid base URL {0:?}")]
+    InvalidUrl(String),
+    /// The API refused the request.
+    #[error("{} {}: {}", .0.status, .0.code, .0.detail)]
+    Api(Problem),
+    /// The request did not complete (connection, timeout, TLS).
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The answer was not what the API documents.
+    #[error("unexpected response ({status}): {detail}")]
+    Unexpected {
+        /// HTTP status.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+    },
+    /// [`Client::wait`] gave up.
+    #[error("job {id} not finished after {waited:?} (last status {status})")]
+    WaitTimedOut {
+        /// The job.
+        id: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The status last seen.
+        status: String,
+    },
+}
+
+impl ClientError {
+    /// The problem code, when the API refused.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(p) => Some(&p.code),
+            _ => None,
+        }
+    }
+}
+
+/// One admitted job.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Submitted {
+    /// Its id (the first job's, for a repeated idempotency key).
+    pub id: String,
+    /// The pool it was queued on.
+    pub pool: String,
+    /// Credits reserved by this request.
+    pub credits_reserved: i64,
+    /// An earlier job with the same idempotency key was returned.
+    pub duplicate: bool,
+    /// The provider it was routed to (generate jobs).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The model it was routed to (generate jobs).
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// A job's credit entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Credits {
+    /// `reserved`, `charged` or `refunded`.
+    pub state: String,
+    /// Reserved at admission.
+    pub reserved: i64,
+    /// Charged at settlement.
+    pub charged: i64,
+}
+
+/// A job as `GET /v1/jobs/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct JobView {
+    /// Id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// `queued`, `delayed`, `running`, `retry_scheduled`, `succeeded`, `dead` or `cancelled`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Pool.
+    pub pool: String,
+    /// Last error: `{class, message, at_ms}`.
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
+    /// Where the output is: `{object_key, size_bytes, content_type, sha256}`.
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    /// Usage the worker reported.
+    #[serde(default)]
+    pub usage: Option<serde_json::Value>,
+    /// Credit entry (`None` once expired, or for free jobs).
+    #[serde(default)]
+    pub credits: Option<Credits>,
+    /// Enqueue time, Unix ms.
+    #[serde(default)]
+    pub enqueued_at_ms: u64,
+    /// Finish time, Unix ms.
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+}
+
+impl JobView {
+    /// Whether the job will change no further (unless an operator replays it).
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "dead" | "cancelled")
+    }
+}
+
+/// What a cancel did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It had not started; it never will.
+    Cancelled,
+    /// It is running; its worker stops it at its next heartbeat.
+    Requested,
+}
+
+/// How [`Client::wait`] polls.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitOptions {
+    /// First pause between polls.
+    pub initial: Duration,
+    /// Longest pause between polls.
+    pub max: Duration,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The client. Cheap to clone; share one per process.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+    rate_limit_retries: u32,
+}
+
+#[derive(Serialize)]
+struct Batch<'a, J> {
+    jobs: &'a [J],
+}
+
+#[derive(Deserialize)]
+struct BatchReply {
+    jobs: Vec<Submitted>,
+}
+
+impl Client {
+    /// A client for the scheduler at `base_url` (`http://host:port`) with `api_key`.
+    pub fn new(base_url: &str, api_key: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::InvalidUrl(base_url.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.to_owned(),
+            auth: format!("Bearer {api_key}"),
+            rate_limit_retries: 0,
+        })
+    }
+
+    /// Retries a `429` up to `n` times, each after the `Retry-After` the API gave.
+    pub fn with_rate_limit_retries(mut self, n: u32) -> Self {
+        self.rate_limit_retries = n;
+        self
+    }
+
+    /// Submits one job.
+    pub async fn submit<J: Serialize + ?Sized>(&self, job: &J) -> Result<Submitted, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/jobs", Some(job), None).await
+    }
+
+    /// Submits one job under an idempotency key: a repeat returns the first job.
+    pub async fn submit_idempotent<J: Serialize + ?Sized>(&self, job: &J, key: &str) -> Result<Submitted, ClientError> {
+        self.send(reqwest::Method::POST, "/v1/jobs", Some(job), Some(key)).await
+    }
+
+    /// Submits up to 1,000 jobs, admitted all or none.
+    pub async fn submit_batch<J: Serialize>(&self, jobs: &[J]) -> Result<Vec<Submitted>, ClientError> {
+        let r: BatchReply = self
+            .send(reqwest::Method::POST, "/v1/jobs:batch", Some(&Batch { jobs }), None)
+            .await?;
+        Ok(r.jobs)
+    }
+
+    /// Reads a job.
+    pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
+        self.send(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None::<&()>, None)
+            .await
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, id: &str) -> Result<Cancelled, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            outcome: String,
+        }
+        let r: Reply = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/v1/jobs/{id}:cancel"),
+                None::<&()>,
+                None,
+            )
+            .await?;
+        Ok(if r.outcome == "cancelled" {
+            Cancelled::Cancelled
+        } else {
+            Cancelled::Requested
+        })
+    }
+
+    /// Polls a job until it is final, pausing `initial`, doubling up to `max`; gives up after
+    /// `timeout` with [`ClientError::WaitTimedOut`].
+    pub async fn wait(&self, id: &str, opts: WaitOptions) -> Result<JobView, ClientError> {
+        let start = tokio::time::Instant::now();
+        let mut pause = opts.initial;
+        loop {
+            let j = self.job(id).await?;
+            if j.is_final() {
+                return Ok(j);
+            }
+            let waited = start.elapsed();
+            if waited >= opts.timeout {
+                return Err(ClientError::WaitTimedOut {
+                    id: id.to_owned(),
+                    waited,
+                    status: j.status,
+                });
+            }
+            tokio::time::sleep(pause.min(opts.timeout - waited)).await;
+            pause = (pause * 2).min(opts.max);
+        }
+    }
+
+    async fn send<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut retries = self.rate_limit_retries;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header(reqwest::header::AUTHORIZATION, &self.auth);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            if let Some(k) = idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            if status.is_success() {
+                let bytes = resp.bytes().await?;
+                return serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+                    status: status.as_u16(),
+                    detail: e.to_string(),
+                });
+            }
+            let problem = problem(resp).await?;
+            match problem.retry_after {
+                Some(d) if status == StatusCode::TOO_MANY_REQUESTS && retries > 0 => {
+                    retries -= 1;
+                    tracing::debug!(wait = ?d, "rate limited; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                _ => return Err(ClientError::Api(problem)),
+            }
+        }
+    }
+}
+
+async fn problem(resp: reqwest::Response) -> Result<Problem, ClientError> {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = resp.bytes().await?;
+    let mut p: Problem = serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
+        status,
+        detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+    })?;
+    p.retry_after = retry_after;
+    Ok(p)
+}

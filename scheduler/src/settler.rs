@@ -1,0 +1,235 @@
+//! The credit settler: turns the credit events that finished jobs leave on their pool's stream
+//! (`gantry:{pool}:credits`, written by the same Lua script as the outcome, so none is lost) into
+//! charges and refunds on the ledger. Success charges the job's locked price rule applied to the
+//! usage its worker reported; dead-lettered and cancelled jobs are refunded.
+//!
+//! Delivery is at least once: every scheduler replica reads through one consumer group, acks an
+//! event only after the ledger has it, and takes over events another replica left pending. The
+//! ledger makes that exactly once: each job's entry is charged at most once, whatever order or
+//! number of times its outcomes arrive.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use gantry_queue::{JobId, Pool, QueueError, RedisConn, Usage};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::credits::CreditLedger;
+use crate::admission::pricing::PriceRule;
+
+/// The consumer group every scheduler reads credit events through.
+const GROUP: &str = "settler";
+/// Events read per round trip.
+const BATCH: usize = 256;
+/// How long to wait when every stream was empty.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// An event pending this long (its reader stopped or failed) is taken over.
+const TAKE_OVER_AFTER: Duration = Duration::from_secs(30);
+
+/// One finished job's credit event.
+#[derive(Clone, Debug, PartialEq)]
+struct CreditEvent {
+    job: JobId,
+    tenant: String,
+    succeeded: bool,
+    reserved: i64,
+    rule: Option<PriceRule>,
+    usage: Option<Usage>,
+}
+
+impl CreditEvent {
+    fn parse(e: &StreamId) -> Option<Self> {
+        let s = |k: &str| e.get::<String>(k);
+        let non_empty = |k: &str| s(k).filter(|v| !v.is_empty());
+        Some(Self {
+            job: s("id")?.parse().ok()?,
+            tenant: non_empty("ten")?,
+            succeeded: s("out")? == "succeeded",
+            reserved: s("cr")?.parse().ok()?,
+            rule: non_empty("pr").and_then(|r| serde_json::from_str(&r).ok()),
+            usage: non_empty("usage").and_then(|u| serde_json::from_str(&u).ok()),
+        })
+    }
+
+    /// What to charge; `None` refunds.
+    fn charge(&self) -> Option<i64> {
+        if !self.succeeded {
+            return None;
+        }
+        let credits = match &self.rule {
+            Some(r) => r.charge(self.usage.as_ref()),
+            None => self.reserved,
+        };
+        (credits > 0).then_some(credits)
+    }
+}
+
+/// Settles credit events. See the module docs.
+#[derive(Debug)]
+pub struct CreditSettler {
+    conn: RedisConn,
+    ledger: CreditLedger,
+    consumer: String,
+    streams: Vec<String>,
+}
+
+impl CreditSettler {
+    /// A settler over the credit streams of `pools`.
+    pub fn new(conn: RedisConn, pools: impl IntoIterator<Item = Pool>) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Self {
+            ledger: CreditLedger::new(conn.clone()),
+            conn,
+            consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
+            streams: pools.into_iter().map(|p| format!("{}credits", p.prefix())).collect(),
+        }
+    }
+
+    /// Settles until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut ready = HashSet::new();
+        let mut last_take_over: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            let take_over = last_take_over.is_none_or(|t| t.elapsed() >= TAKE_OVER_AFTER / 2);
+            if take_over {
+                last_take_over = Some(Instant::now());
+            }
+            let mut busy = false;
+            for key in &self.streams {
+                if !ready.contains(key) {
+                    match self.create_group(key).await {
+                        Ok(()) => {
+                            ready.insert(key.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, stream = %key, "credit stream unavailable");
+                            continue;
+                        }
+                    }
+                }
+                let round = async {
+                    let mut n = 0;
+                    if take_over {
+                        n += self.take_over(key).await?;
+                    }
+                    Ok::<_, QueueError>(n + self.read(key).await?)
+                };
+                match round.await {
+                    Ok(n) => busy |= n > 0,
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream = %key, "settling credits failed; will retry");
+                        ready.remove(key);
+                    }
+                }
+            }
+            if !busy {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    async fn create_group(&self, key: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match r {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read(&self, key: &str) -> Result<usize, QueueError> {
+        let mut c = self.conn.clone();
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(">")
+            .query_async(&mut c)
+            .await?;
+        let events = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+        self.apply(key, events).await
+    }
+
+    async fn take_over(&self, key: &str) -> Result<usize, QueueError> {
+        let mut c = self.conn.clone();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(key)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(TAKE_OVER_AFTER.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(&mut c)
+            .await?;
+        self.apply(key, reply.claimed).await
+    }
+
+    /// Settles `events`, then acks and deletes them. An event the ledger did not take stays
+    /// pending (to be taken over); an unreadable one is logged and dropped.
+    async fn apply(&self, key: &str, events: Vec<StreamId>) -> Result<usize, QueueError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut done = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for e in &events {
+            let Some(ev) = CreditEvent::parse(e) else {
+                tracing::error!(stream = %key, event = %e.id, "unreadable credit event dropped");
+                done.push(e.id.clone());
+                continue;
+            };
+            let r = match ev.charge() {
+                Some(credits) => self.ledger.charge(&ev.tenant, ev.job, credits).await,
+                None => self.ledger.refund(&ev.tenant, ev.job).await,
+            };
+            match r {
+                Ok(moved) => {
+                    tracing::debug!(job_id = %ev.job, charge = ?ev.charge(), moved, "credits settled");
+                    done.push(e.id.clone());
+                }
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            let mut c = self.conn.clone();
+            redis::pipe()
+                .cmd("XACK")
+                .arg(key)
+                .arg(GROUP)
+                .arg(&done)
+                .ignore()
+                .cmd("XDEL")
+                .arg(key)
+                .arg(&done)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(events.len()),
+        }
+    }
+}
