@@ -32,6 +32,10 @@ api_keys = [
 plan = "small"
 initial_credits = 100000
 api_keys = [{ sha256 = "KEY_B", scopes = ["jobs:write", "jobs:read"] }]
+[tenants.ops]
+plan = "big"
+operator = true
+api_keys = [{ sha256 = "KEY_OPS", scopes = ["admin"] }]
 [prices]
 noop = 5
 [providers.seedream]
@@ -45,6 +49,9 @@ jurisdictions = ["CN"]
 models."kling-v3-std" = { class = "video", price = { per = "second", credits = 84 } }
 [pools.cpu]
 kinds = ["noop", "generate"]
+slots_per_worker = 2
+min_workers = 1
+max_workers = 3
 [pools.gpu-h100]
 kinds = ["noop"]
 gpu_vram_gib = 80
@@ -67,7 +74,8 @@ fn fixture() -> Fixture {
     let cfg = CONFIG
         .replace("KEY_A_READ", &sha("key-a-read"))
         .replace("KEY_A", &sha("key-a"))
-        .replace("KEY_B", &sha("key-b"));
+        .replace("KEY_B", &sha("key-b"))
+        .replace("KEY_OPS", &sha("key-ops"));
     let path = dir.path().join("scheduler.toml");
     std::fs::write(&path, cfg).unwrap();
     let sched = SchedulerProcess::start(&redis.url(), Some(&path));
@@ -263,4 +271,101 @@ async fn an_idempotency_key_admits_and_charges_once() {
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")));
     let (s, _, _) = call(&f, "GET", "/openapi.json", None, "");
     assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_queues_replay_dead_letters_and_read_autoscaling_signals() {
+    let f = fixture();
+    let logs = tempfile::tempdir().unwrap();
+    let _w = WorkerProcess::start_in(&f.url, "cpu", "w-cpu", 4, 10.0, &["--gpus", "none"], logs.path());
+    let ops = |method: &str, path: &str, body: &str| call(&f, method, path, Some("key-ops"), body);
+
+    // Only operators: a tenant's key is refused on every admin route.
+    for (m, path) in [
+        ("GET", "/v1/admin/queues"),
+        ("POST", "/v1/admin/queues/cpu/noop:pause"),
+        ("GET", "/v1/admin/dead-letters"),
+        ("POST", "/v1/admin/dead-letters:replay"),
+    ] {
+        let (s, _, e) = call(&f, m, path, Some("key-b"), "{}");
+        assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "{m} {path}");
+    }
+
+    // Pause: a job waits; the stats say so; resume lets it run.
+    let (s, _, r) = ops("POST", "/v1/admin/queues/cpu/noop:pause", "");
+    assert_eq!((s, r["changed"].as_bool()), (200, Some(true)));
+    let (_, _, a) = call(&f, "POST", "/v1/jobs", Some("key-b"), &noop("u1"));
+    let id = a["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, j) = call(&f, "GET", &format!("/v1/jobs/{id}"), Some("key-b"), "");
+    assert_eq!(j["status"], "queued", "a paused queue is not claimed from");
+    let (_, _, q) = ops("GET", "/v1/admin/queues", "");
+    let noop_q = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["pool"] == "cpu" && q["kind"] == "noop")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (noop_q["paused"].as_bool(), noop_q["waiting"][1].as_u64()),
+        (Some(true), Some(1))
+    );
+    // The autoscaling signals see the waiting job.
+    eventually("metrics show the backlog", Duration::from_secs(5), || {
+        let (_, text) = http_get(&f.sched.addr, "/metrics");
+        async move {
+            text.contains("gantry_pool_desired_workers{pool=\"cpu\"} 1")
+                && text.contains("gantry_pool_backlog_jobs{pool=\"cpu\"} 1")
+                && text.contains("gantry_queue_oldest_job_age_seconds{pool=\"cpu\"}")
+        }
+    })
+    .await;
+    let (s, _, _) = ops("POST", "/v1/admin/queues/cpu/noop:resume", "");
+    assert_eq!(s, 200);
+    eventually("the job ran after resume", Duration::from_secs(20), || {
+        let (_, _, j) = call(&f, "GET", &format!("/v1/jobs/{id}"), Some("key-b"), "");
+        async move { j["status"] == "succeeded" }
+    })
+    .await;
+    let (s, _, e) = ops("POST", "/v1/admin/queues/nope/noop:pause", "");
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+    let (s, _, e) = ops("POST", "/v1/admin/queues/cpu/sing:pause", "");
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")));
+
+    // Dead letters: list with filters, dry run, replay by id, and a second replay conflicts.
+    let failing = json!({"user": "u1", "kind": "noop", "payload": {"fail_attempts": 9, "fail_class": "permanent"}});
+    let (_, _, a) = call(&f, "POST", "/v1/jobs", Some("key-b"), &failing.to_string());
+    let dead = a["id"].as_str().unwrap().to_owned();
+    eventually("dead-lettered", Duration::from_secs(20), || {
+        let (_, _, j) = call(&f, "GET", &format!("/v1/jobs/{dead}"), Some("key-b"), "");
+        async move { j["status"] == "dead" }
+    })
+    .await;
+    let (s, _, l) = ops(
+        "GET",
+        "/v1/admin/dead-letters?pool=cpu&kind=noop&class=permanent&limit=10",
+        "",
+    );
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(l["dead_letters"][0]["id"].as_str(), Some(dead.as_str()), "{l}");
+    let (_, _, l) = ops("GET", "/v1/admin/dead-letters?class=timed_out", "");
+    assert_eq!(l["dead_letters"].as_array().map(Vec::len), Some(0));
+    let (s, _, e) = ops("GET", "/v1/admin/dead-letters?limit=0", "");
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")));
+    let (_, _, r) = ops(
+        "POST",
+        "/v1/admin/dead-letters:replay",
+        r#"{"class": "permanent", "dry_run": true}"#,
+    );
+    assert_eq!(r["would_replay"], 1, "{r}");
+    let body = json!({ "id": dead }).to_string();
+    // Paused, so the replayed job waits instead of failing again at once.
+    ops("POST", "/v1/admin/queues/cpu/noop:pause", "");
+    let (s, _, r) = ops("POST", "/v1/admin/dead-letters:replay", &body);
+    assert_eq!((s, r["replayed"].as_u64()), (200, Some(1)), "{r}");
+    let (s, _, e) = ops("POST", "/v1/admin/dead-letters:replay", &body);
+    assert_eq!((s, e["code"].as_str()), (409, Some("conflict")), "{e}");
+    let (s, _, e) = ops("POST", "/v1/admin/dead-letters:replay", r#"{"surprise": 1}"#);
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")));
 }

@@ -200,6 +200,8 @@ pub struct QueueStats {
     pub dead: u64,
     /// Age of the oldest waiting job, in milliseconds.
     pub oldest_waiting_ms: Option<u64>,
+    /// Paused: taking jobs, but no worker claims from it.
+    pub paused: bool,
 }
 
 impl QueueStats {
@@ -788,7 +790,7 @@ impl QueueClient {
         }
         let mut c = self.conn.clone();
         let r: Vec<i64> = inv.invoke_async(&mut c).await?;
-        if r.len() != kinds.len() * 8 {
+        if r.len() != kinds.len() * 9 {
             return Err(QueueError::Protocol(format!(
                 "stats reply of {} values for {} kinds",
                 r.len(),
@@ -797,7 +799,7 @@ impl QueueClient {
         }
         Ok(kinds
             .iter()
-            .zip(r.chunks_exact(8))
+            .zip(r.chunks_exact(9))
             .map(|(kind, s)| {
                 let now = s[7];
                 QueueStats {
@@ -808,9 +810,24 @@ impl QueueClient {
                     delayed: s[4] as u64,
                     dead: s[5] as u64,
                     oldest_waiting_ms: (s[6] >= 0).then(|| (now - s[6]).max(0) as u64),
+                    paused: s[8] == 1,
                 }
             })
             .collect())
+    }
+
+    /// Pauses (`true`) or resumes a queue: while paused it takes jobs but no worker claims from
+    /// it. Returns whether the state changed.
+    pub async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, QueueError> {
+        let mut c = self.conn.clone();
+        let changed: i64 = scripts::PAUSE
+            .key(queue.pool.prefix())
+            .arg(queue.kind.as_str())
+            .arg(if paused { "pause" } else { "resume" })
+            .arg(self.cfg.wake_cap)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(changed == 1)
     }
 
     /// Lists dead-lettered jobs of a queue, oldest first, `limit` from `offset` among those the
@@ -929,6 +946,42 @@ impl QueueClient {
                 _ => ReplayOutcome::NotDead,
             })
             .collect())
+    }
+
+    /// Replays every dead letter of `queue` that `filter` selects, a page at a time (the CLI's
+    /// and the admin API's `replay --all`); `progress` gets each page's count. Returns how many
+    /// were replayed.
+    pub async fn replay_matching(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, QueueError> {
+        const PAGE: usize = 500;
+        let by_time = DeadFilter {
+            class: None,
+            ..filter.clone()
+        };
+        let mut replayed = 0;
+        // Replayed jobs leave the dead set, so re-reading from offset 0 pages through it; jobs
+        // of another class stay and are skipped past.
+        let mut skip = 0;
+        loop {
+            let page = self.dead_letters(queue, &by_time, skip, PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            let ids: Vec<JobId> = page.iter().map(|d| d.id).collect();
+            let outcomes = self.replay(queue, &ids, filter.class).await?;
+            let n = outcomes.iter().filter(|o| **o == ReplayOutcome::Replayed).count();
+            skip += outcomes.iter().filter(|o| **o == ReplayOutcome::ClassMismatch).count();
+            replayed += n as u64;
+            progress(n as u64);
+            if n == 0 && page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(replayed)
     }
 
     /// Replays one dead-lettered job by id.

@@ -27,3 +27,4 @@ script!(CANCEL, "cancel.lua");
 script!(REPLAY, "replay.lua");
 script!(STATS, "stats.lua");
 script!(REGISTER, "register.lua");
+script!(PAUSE, "pause.lua");

@@ -1,7 +1,8 @@
 //! The HTTP API (axum). Routes:
 //! - `POST /v1/jobs`, `POST /v1/jobs:batch` (`jobs:write`): admit and enqueue;
 //! - `GET /v1/jobs/{id}` (`jobs:read`), `POST /v1/jobs/{id}:cancel` (`jobs:write`);
-//! - `GET /openapi.json`, `GET /healthz`.
+//! - operator routes under `/v1/admin` (see [`crate::admin`]);
+//! - `GET /metrics` (autoscaling signals, see [`crate::metrics`]), `GET /openapi.json`, `GET /healthz`.
 //!
 //! A tenant sees only its own jobs: another tenant's job is "not found".
 
@@ -33,6 +34,10 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     /// Admission.
     pub admission: Admission,
+    /// Pool loads (placement and the autoscaling signals).
+    pub loads: crate::placement::PoolLoads,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::SchedulerMetrics>,
 }
 
 /// The OpenAPI document, kept in the repo beside this file.
@@ -45,24 +50,38 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(submit_one))
         .route("/v1/jobs:batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(show).post(job_action))
+        .merge(crate::admin::routes())
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.encode(&state.cfg, &state.loads);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-fn caller(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
     let c = state.keys.authenticate(headers)?;
     c.require(scope)?;
     Ok(c)
 }
 
-fn json_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+pub(crate) fn json_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
     let bytes = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge {
             limit: state.cfg.max_body_bytes,

@@ -86,6 +86,10 @@ pub struct TenantConfig {
     /// Its share of the fleet against other tenants at the same priority.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The fleet's operators (SREs), not a platform tenant: only their keys may hold the `admin`
+    /// scope, which sees and replays every tenant's queues.
+    #[serde(default)]
+    pub operator: bool,
     /// Credits granted when the tenant is first seen (its balance lives in Redis after that).
     #[serde(default)]
     pub initial_credits: i64,
@@ -287,6 +291,11 @@ impl SchedulerConfig {
                 return bad(format!("tenant {id}: weight must be at least 1"));
             }
             for k in &t.api_keys {
+                if k.scopes.contains(&Scope::Admin) && !t.operator {
+                    return bad(format!(
+                        "tenant {id}: the admin scope acts on every tenant's jobs; only an operator tenant (operator = true) may hold it"
+                    ));
+                }
                 if k.sha256.len() != 64
                     || !k
                         .sha256
@@ -337,5 +346,14 @@ mod tests {
         let e = SchedulerConfig::from_toml("[pools.gpu]\nkinds = []\n").unwrap_err();
         assert!(e.to_string().contains("serves no kinds"), "{e}");
         assert!(SchedulerConfig::from_toml("bogus = 1").is_err());
+        let tenant_admin = format!(
+            "[plans.p]\njobs_per_second = 1\nburst = 1\n[tenants.a]\nplan = \"p\"\napi_keys = [{{ sha256 = \"{}\", scopes = [\"admin\"] }}]\n",
+            "a".repeat(64)
+        );
+        let e = SchedulerConfig::from_toml(&tenant_admin).unwrap_err();
+        assert!(e.to_string().contains("only an operator tenant"), "{e}");
+        assert!(
+            SchedulerConfig::from_toml(&tenant_admin.replace("plan = \"p\"", "plan = \"p\"\noperator = true")).is_ok()
+        );
     }
 }

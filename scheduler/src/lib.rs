@@ -1,10 +1,12 @@
 //! Gantry scheduler: the HTTP API platform services submit jobs to, admission (credits, rate
 //! limits, trust, residency) and placement onto pool queues.
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod metrics;
 pub mod placement;
 pub mod problem;
 pub mod server;

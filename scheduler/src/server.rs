@@ -11,6 +11,7 @@ use crate::admission::Admission;
 use crate::api::{AppState, router};
 use crate::auth::ApiKeys;
 use crate::config::SchedulerConfig;
+use crate::metrics::SchedulerMetrics;
 use crate::placement::PoolLoads;
 use crate::settler::CreditSettler;
 
@@ -45,11 +46,15 @@ impl Scheduler {
                 .clone()
                 .run(queue.clone(), cfg.clone(), Duration::from_secs(1), shutdown.clone()),
         );
+        let metrics = Arc::new(SchedulerMetrics::default());
         let pools = cfg.pools.keys().filter_map(|p| gantry_queue::Pool::new(p).ok());
-        tokio::spawn(CreditSettler::new(queue.connection(), pools).run(shutdown.clone()));
+        let settler = CreditSettler::new(queue.connection(), pools, metrics.clone());
+        tokio::spawn(settler.run(shutdown.clone()));
         let state = AppState {
             keys: Arc::new(ApiKeys::from_config(&cfg)),
-            admission: Admission::new(cfg.clone(), queue.clone(), loads),
+            admission: Admission::new(cfg.clone(), queue.clone(), loads.clone()),
+            loads,
+            metrics,
             queue,
             cfg: cfg.clone(),
         };

@@ -9,6 +9,7 @@
 //! number of times its outcomes arrive.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_queue::{JobId, Pool, QueueError, RedisConn, Usage};
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::credits::CreditLedger;
 use crate::admission::pricing::PriceRule;
+use crate::metrics::{SchedulerMetrics, SettleLabels};
 
 /// The consumer group every scheduler reads credit events through.
 const GROUP: &str = "settler";
@@ -72,11 +74,12 @@ pub struct CreditSettler {
     ledger: CreditLedger,
     consumer: String,
     streams: Vec<String>,
+    metrics: Arc<SchedulerMetrics>,
 }
 
 impl CreditSettler {
     /// A settler over the credit streams of `pools`.
-    pub fn new(conn: RedisConn, pools: impl IntoIterator<Item = Pool>) -> Self {
+    pub fn new(conn: RedisConn, pools: impl IntoIterator<Item = Pool>, metrics: Arc<SchedulerMetrics>) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -86,6 +89,7 @@ impl CreditSettler {
             conn,
             consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
             streams: pools.into_iter().map(|p| format!("{}credits", p.prefix())).collect(),
+            metrics,
         }
     }
 
@@ -183,6 +187,20 @@ impl CreditSettler {
         self.apply(key, reply.claimed).await
     }
 
+    fn count(&self, tenant: &str, charge: Option<i64>) {
+        let labels = SettleLabels {
+            tenant: tenant.to_owned(),
+            outcome: if charge.is_some() { "charged" } else { "refunded" }.to_owned(),
+        };
+        self.metrics.settled.get_or_create(&labels).inc();
+        if let Some(c) = charge {
+            self.metrics
+                .credits_charged
+                .get_or_create(&labels)
+                .inc_by(u64::try_from(c).unwrap_or(0));
+        }
+    }
+
     /// Settles `events`, then acks and deletes them. An event the ledger did not take stays
     /// pending (to be taken over); an unreadable one is logged and dropped.
     async fn apply(&self, key: &str, events: Vec<StreamId>) -> Result<usize, QueueError> {
@@ -197,13 +215,17 @@ impl CreditSettler {
                 done.push(e.id.clone());
                 continue;
             };
-            let r = match ev.charge() {
+            let charge = ev.charge();
+            let r = match charge {
                 Some(credits) => self.ledger.charge(&ev.tenant, ev.job, credits).await,
                 None => self.ledger.refund(&ev.tenant, ev.job).await,
             };
             match r {
                 Ok(moved) => {
-                    tracing::debug!(job_id = %ev.job, charge = ?ev.charge(), moved, "credits settled");
+                    tracing::debug!(job_id = %ev.job, ?charge, moved, "credits settled");
+                    if moved {
+                        self.count(&ev.tenant, charge);
+                    }
                     done.push(e.id.clone());
                 }
                 Err(err) => {

@@ -1,6 +1,6 @@
 //! `gantry dlq list|show|replay`.
 
-use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, QueueClient, QueueName, ReplayOutcome};
+use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, QueueClient, QueueName};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::time::parse_when;
@@ -162,7 +162,6 @@ pub async fn run(c: DlqCommand) -> anyhow::Result<()> {
 }
 
 async fn replay_all(client: &QueueClient, filter: &FilterArgs, dry_run: bool) -> anyhow::Result<()> {
-    const PAGE: usize = 500;
     let (queues, f) = filter.resolve(client).await?;
     // Count first, so the progress bar has a length.
     let mut total = 0u64;
@@ -180,34 +179,7 @@ async fn replay_all(client: &QueueClient, filter: &FilterArgs, dry_run: bool) ->
     );
     let mut replayed = 0u64;
     for q in &queues {
-        // Replayed jobs leave the dead set, so re-reading from offset 0 pages through it; jobs
-        // of another class stay and are skipped past.
-        let mut skip = 0;
-        loop {
-            let page = client
-                .dead_letters(
-                    q,
-                    &DeadFilter {
-                        class: None,
-                        ..f.clone()
-                    },
-                    skip,
-                    PAGE,
-                )
-                .await?;
-            if page.is_empty() {
-                break;
-            }
-            let ids: Vec<JobId> = page.iter().map(|d| d.id).collect();
-            let outcomes = client.replay(q, &ids, f.class).await?;
-            let n = outcomes.iter().filter(|o| **o == ReplayOutcome::Replayed).count();
-            skip += outcomes.iter().filter(|o| **o == ReplayOutcome::ClassMismatch).count();
-            replayed += n as u64;
-            bar.inc(n as u64);
-            if n == 0 && page.len() < PAGE {
-                break;
-            }
-        }
+        replayed += client.replay_matching(q, &f, |n| bar.inc(n)).await?;
     }
     bar.finish_with_message("done");
     println!("replayed {replayed} job(s)");

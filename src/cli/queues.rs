@@ -1,6 +1,6 @@
-//! `gantry queues stats`.
+//! `gantry queues stats|pause|resume`.
 
-use gantry_queue::JobKind;
+use gantry_queue::{JobKind, Pool, QueueError, QueueName};
 
 use super::time::fmt_ms;
 
@@ -17,10 +17,36 @@ pub enum QueuesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop workers claiming from a queue; it keeps taking jobs.
+    Pause {
+        #[command(flatten)]
+        redis: super::RedisArgs,
+        /// Pool.
+        #[arg(long)]
+        pool: String,
+        /// Kind.
+        #[arg(long)]
+        kind: String,
+    },
+    /// Let workers claim from a paused queue again.
+    Resume {
+        #[command(flatten)]
+        redis: super::RedisArgs,
+        /// Pool.
+        #[arg(long)]
+        pool: String,
+        /// Kind.
+        #[arg(long)]
+        kind: String,
+    },
 }
 
 pub async fn run(c: QueuesCommand) -> anyhow::Result<()> {
-    let QueuesCommand::Stats { redis, pool, json } = c;
+    let (redis, pool, json) = match c {
+        QueuesCommand::Stats { redis, pool, json } => (redis, pool, json),
+        QueuesCommand::Pause { redis, pool, kind } => return set_paused(redis, &pool, &kind, true).await,
+        QueuesCommand::Resume { redis, pool, kind } => return set_paused(redis, &pool, &kind, false).await,
+    };
     let client = redis.client().await?;
     let pools = super::pools_or_all(&client, pool.as_deref()).await?;
     if !json {
@@ -49,7 +75,22 @@ pub async fn run(c: QueuesCommand) -> anyhow::Result<()> {
                 s.dead,
                 s.oldest_waiting_ms.map(fmt_ms).unwrap_or_else(|| "-".into())
             );
+            if s.paused {
+                println!("{:<24} (paused)", "");
+            }
         }
     }
+    Ok(())
+}
+
+async fn set_paused(redis: super::RedisArgs, pool: &str, kind: &str, paused: bool) -> anyhow::Result<()> {
+    let client = redis.client().await?;
+    let queue = QueueName {
+        pool: Pool::new(pool).map_err(QueueError::from)?,
+        kind: kind.parse::<JobKind>().map_err(QueueError::from)?,
+    };
+    let changed = client.set_paused(&queue, paused).await?;
+    let word = if paused { "paused" } else { "resumed" };
+    println!("{queue} {}{word}", if changed { "" } else { "was already " });
     Ok(())
 }

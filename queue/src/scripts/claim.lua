@@ -80,6 +80,8 @@ end
 
 local want = max
 local seq_key = P .. 'lease-seq'
+local paused = {}
+for _, k in ipairs(redis.call('SMEMBERS', P .. 'paused')) do paused[k] = true end
 local shape_lists = {}
 for _, prio in ipairs(PRIOS) do
   for k = FIRST_KIND, #ARGV do
@@ -89,7 +91,8 @@ for _, prio in ipairs(PRIOS) do
       -- unfit, so the wake-up goes on to a worker that can.
       shape_lists[kind] = shapes_of(kind)
     end
-    for _, s in ipairs(shape_lists[kind]) do
+    -- a paused queue is passed over: its jobs wait, and do not mark the claim unfit
+    for _, s in ipairs(paused[kind] and {} or shape_lists[kind]) do
       if want <= 0 then return out end -- full: nothing was left unclaimed for lack of room
       -- How many jobs of this shape fit now.
       local n = 0

@@ -1,5 +1,5 @@
 -- Queue stats. ARGV: kind... Returns 8 per kind: high, normal, bulk (summed over shapes),
--- in_flight, delayed, dead, oldest_enqueued_ms (-1 = empty), server_now_ms.
+-- in_flight, delayed, dead, oldest_enqueued_ms (-1 = empty), server_now_ms, paused (0|1).
 local out = {}
 for k = 1, #ARGV do
   local kind = ARGV[k]
@@ -25,5 +25,6 @@ for k = 1, #ARGV do
   out[#out + 1] = redis.call('ZCARD', qkey(kind, 'dead'))
   out[#out + 1] = oldest
   out[#out + 1] = NOW
+  out[#out + 1] = redis.call('SISMEMBER', P .. 'paused', kind)
 end
 return out

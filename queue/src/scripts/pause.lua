@@ -1,0 +1,8 @@
+-- Pause or resume one queue (kind) of the pool. ARGV: kind, 'pause' | 'resume', wake_cap.
+-- A paused queue keeps taking jobs but no worker claims from it; resuming wakes idle workers.
+-- Returns 1 when the state changed.
+local kind, how, cap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if how == 'pause' then return redis.call('SADD', P .. 'paused', kind) end
+local changed = redis.call('SREM', P .. 'paused', kind)
+if changed == 1 then wake(kind, cap, cap) end
+return changed

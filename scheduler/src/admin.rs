@@ -1,0 +1,253 @@
+//! Operator routes (`admin` scope, held only by operator tenants): queue stats, pausing and
+//! resuming a queue, and the dead-letter queue with the CLI's semantics (list with filters;
+//! replay one job by id, or every job a filter selects, or count them with `dry_run`).
+//!
+//! - `GET  /v1/admin/queues`
+//! - `POST /v1/admin/queues/{pool}/{kind}:pause`, `…:resume`
+//! - `GET  /v1/admin/dead-letters?pool=&kind=&class=&since_ms=&until_ms=&offset=&limit=`
+//! - `POST /v1/admin/dead-letters:replay` `{"id"}` or `{pool?, kind?, class?, since_ms?, until_ms?, dry_run?}`
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueError, QueueName};
+use serde::Deserialize;
+
+use crate::api::{AppState, caller, json_body};
+use crate::config::Scope;
+use crate::problem::ApiError;
+
+/// Most dead letters one list call returns.
+const MAX_LIST: usize = 1000;
+
+/// The operator routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/queues", get(queues))
+        .route("/v1/admin/queues/{pool}/{action}", post(queue_action))
+        .route("/v1/admin/dead-letters", get(list_dead))
+        .route("/v1/admin/dead-letters:replay", post(replay))
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidRequest(e.to_string())
+}
+
+/// A declared pool, or `not_found`.
+fn declared_pool(state: &AppState, name: &str) -> Result<Pool, ApiError> {
+    if !state.cfg.pools.contains_key(name) {
+        return Err(ApiError::NotFound);
+    }
+    Pool::new(name).map_err(|_| ApiError::NotFound)
+}
+
+async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Admin)?;
+    let mut out = Vec::new();
+    for (name, p) in &state.cfg.pools {
+        let pool = declared_pool(&state, name)?;
+        out.extend(state.queue.stats(&pool, &p.kinds).await?);
+    }
+    Ok(axum::Json(serde_json::json!({ "queues": out })).into_response())
+}
+
+async fn queue_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((pool, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let Some((kind, verb)) = action.rsplit_once(':') else {
+        return Err(ApiError::NoRoute);
+    };
+    let pause = match verb {
+        "pause" => true,
+        "resume" => false,
+        _ => return Err(ApiError::NoRoute),
+    };
+    caller(&state, &headers, Scope::Admin)?;
+    let pool = declared_pool(&state, &pool)?;
+    let kind: JobKind = kind.parse().map_err(invalid)?;
+    let changed = state.queue.set_paused(&QueueName { pool, kind }, pause).await?;
+    tracing::info!(kind = %kind, paused = pause, changed, "queue pause state set by an operator");
+    Ok(axum::Json(serde_json::json!({ "paused": pause, "changed": changed })).into_response())
+}
+
+/// The CLI's dead-letter filter.
+#[derive(Debug, Default)]
+struct Filter {
+    pool: Option<String>,
+    kind: Option<String>,
+    class: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+}
+
+impl Filter {
+    fn resolve(&self, state: &AppState) -> Result<(Vec<QueueName>, DeadFilter), ApiError> {
+        let pools = match &self.pool {
+            Some(p) => vec![declared_pool(state, p)?],
+            None => state
+                .cfg
+                .pools
+                .keys()
+                .map(|p| declared_pool(state, p))
+                .collect::<Result<_, _>>()?,
+        };
+        let kinds = match &self.kind {
+            Some(k) => vec![k.parse::<JobKind>().map_err(invalid)?],
+            None => JobKind::ALL.to_vec(),
+        };
+        let queues = pools
+            .iter()
+            .flat_map(|p| {
+                kinds.iter().map(|k| QueueName {
+                    pool: p.clone(),
+                    kind: *k,
+                })
+            })
+            .collect();
+        let filter = DeadFilter {
+            class: self
+                .class
+                .as_deref()
+                .map(str::parse::<ErrorClass>)
+                .transpose()
+                .map_err(invalid)?,
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
+        };
+        Ok((queues, filter))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    pool: Option<String>,
+    kind: Option<String>,
+    class: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+async fn list_dead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Admin)?;
+    let Query(q) = query.map_err(|e| invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(invalid(format!("limit must be 1..={MAX_LIST}")));
+    }
+    let (queues, filter) = Filter {
+        pool: q.pool,
+        kind: q.kind,
+        class: q.class,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+    }
+    .resolve(&state)?;
+    // Oldest first within each queue; the offset and limit run over the queues in order.
+    let (mut skip, mut out) = (q.offset, Vec::new());
+    for queue in &queues {
+        let page = state
+            .queue
+            .dead_letters(queue, &filter, 0, skip + limit - out.len())
+            .await?;
+        let page: Vec<_> = page
+            .into_iter()
+            .filter(|d| filter.class.is_none_or(|c| d.class == c.as_str()))
+            .collect();
+        let n = page.len();
+        out.extend(page.into_iter().skip(skip).map(|d| (queue.pool.to_string(), d)));
+        skip = skip.saturating_sub(n);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    let items: Vec<_> = out
+        .into_iter()
+        .map(|(pool, d)| {
+            serde_json::json!({
+                "id": d.id, "pool": pool, "kind": d.kind, "dead_at_ms": d.dead_at_ms,
+                "class": d.class, "message": d.message, "attempts": d.attempts,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "dead_letters": items })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    id: Option<String>,
+    pool: Option<String>,
+    kind: Option<String>,
+    class: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Admin)?;
+    let v = json_body(&state, body)?;
+    let req: ReplayRequest = serde_json::from_value(v).map_err(invalid)?;
+    if let Some(id) = &req.id {
+        let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
+        if req.dry_run {
+            let rec = state.queue.job(id).await.map_err(not_found)?;
+            let n = u64::from(rec.status == gantry_queue::JobStatus::Dead);
+            return Ok(axum::Json(serde_json::json!({ "would_replay": n })).into_response());
+        }
+        return match state.queue.replay_one(id).await {
+            Ok(()) => Ok(axum::Json(serde_json::json!({ "replayed": 1 })).into_response()),
+            Err(QueueError::NotDeadLettered(_)) => Err(ApiError::Conflict("the job is not dead-lettered".into())),
+            Err(e) => Err(not_found(e)),
+        };
+    }
+    let (queues, filter) = Filter {
+        pool: req.pool,
+        kind: req.kind,
+        class: req.class,
+        since_ms: req.since_ms,
+        until_ms: req.until_ms,
+    }
+    .resolve(&state)?;
+    let mut n = 0;
+    for q in &queues {
+        n += if req.dry_run {
+            state.queue.count_dead(q, &filter).await?
+        } else {
+            state.queue.replay_matching(q, &filter, |_| {}).await?
+        };
+    }
+    let key = if req.dry_run { "would_replay" } else { "replayed" };
+    tracing::info!(
+        replayed = n,
+        dry_run = req.dry_run,
+        "dead letters replayed by an operator"
+    );
+    Ok(axum::Json(serde_json::json!({ key: n })).into_response())
+}
+
+fn not_found(e: QueueError) -> ApiError {
+    match e {
+        QueueError::NotFound(_) => ApiError::NotFound,
+        other => other.into(),
+    }
+}

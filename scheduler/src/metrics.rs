@@ -1,0 +1,150 @@
+//! The scheduler's Prometheus metrics at `GET /metrics` (OpenMetrics text, no auth, like every
+//! scrape target in the fleet). Per pool, the autoscaling signals KEDA's Prometheus trigger reads:
+//!
+//! - `gantry_pool_desired_workers`: ⌈(waiting + in flight) ÷ slots per worker⌉, within the pool's
+//!   `min_workers..=max_workers`;
+//! - `gantry_queue_oldest_job_age_seconds`: the oldest waiting job's age;
+//!
+//! with the readings they come from (`gantry_pool_backlog_jobs`, `gantry_pool_in_flight_jobs`,
+//! `gantry_pool_live_workers`), and the credit settler's counters.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::config::{PoolConfig, SchedulerConfig};
+use crate::placement::{PoolLoad, PoolLoads};
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// A pool label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Pool.
+    pub pool: String,
+}
+
+/// Labels of settled jobs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettleLabels {
+    /// Tenant (bounded: tenants are declared in config).
+    pub tenant: String,
+    /// `charged` or `refunded`.
+    pub outcome: String,
+}
+
+/// The scheduler's metrics.
+#[derive(Debug)]
+pub struct SchedulerMetrics {
+    registry: Registry,
+    desired: Family<PoolLabels, Gauge>,
+    oldest: Family<PoolLabels, FGauge>,
+    backlog: Family<PoolLabels, Gauge>,
+    in_flight: Family<PoolLabels, Gauge>,
+    live: Family<PoolLabels, Gauge>,
+    /// Jobs settled, by tenant and outcome.
+    pub settled: Family<SettleLabels, Counter>,
+    /// Credits charged, by tenant.
+    pub credits_charged: Family<SettleLabels, Counter>,
+}
+
+impl Default for SchedulerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            desired: Family::default(),
+            oldest: Family::default(),
+            backlog: Family::default(),
+            in_flight: Family::default(),
+            live: Family::default(),
+            settled: Family::default(),
+            credits_charged: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "gantry_pool_desired_workers",
+            "Workers the pool should run: (waiting + in flight) / slots per worker, within its bounds",
+            m.desired.clone(),
+        );
+        registry.register(
+            "gantry_queue_oldest_job_age_seconds",
+            "Age of the pool's oldest waiting job",
+            m.oldest.clone(),
+        );
+        registry.register("gantry_pool_backlog_jobs", "Jobs waiting or running", m.backlog.clone());
+        registry.register("gantry_pool_in_flight_jobs", "Jobs running", m.in_flight.clone());
+        registry.register("gantry_pool_live_workers", "Live, not draining workers", m.live.clone());
+        registry.register(
+            "gantry_jobs_settled",
+            "Jobs whose credits were settled",
+            m.settled.clone(),
+        );
+        registry.register(
+            "gantry_credits_charged",
+            "Credits charged for finished jobs",
+            m.credits_charged.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+/// The desired worker count of a pool with `load`.
+pub fn desired_workers(p: &PoolConfig, load: &PoolLoad) -> u32 {
+    let slots = u64::from(p.slots_per_worker.max(1));
+    let want = load.backlog.div_ceil(slots).min(u64::from(u32::MAX)) as u32;
+    want.clamp(p.min_workers, p.max_workers.max(p.min_workers))
+}
+
+impl SchedulerMetrics {
+    /// The OpenMetrics text, with the pool gauges set from the latest loads.
+    pub fn encode(&self, cfg: &SchedulerConfig, loads: &PoolLoads) -> String {
+        let all = loads.all();
+        for (name, p) in &cfg.pools {
+            let load = all.get(name).copied().unwrap_or_default();
+            let l = PoolLabels { pool: name.clone() };
+            self.desired.get_or_create(&l).set(i64::from(desired_workers(p, &load)));
+            self.oldest.get_or_create(&l).set(load.oldest_age_secs);
+            self.backlog.get_or_create(&l).set(load.backlog as i64);
+            self.in_flight.get_or_create(&l).set(load.in_flight as i64);
+            self.live.get_or_create(&l).set(i64::from(load.live_workers));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_workers_follow_the_backlog_within_bounds() {
+        let cfg = SchedulerConfig::demo();
+        let Some(p) = cfg.pools.values().next() else {
+            panic!("demo has pools")
+        };
+        let p = PoolConfig {
+            slots_per_worker: 4,
+            min_workers: 1,
+            max_workers: 5,
+            ..p.clone()
+        };
+        let at = |backlog| {
+            desired_workers(
+                &p,
+                &PoolLoad {
+                    backlog,
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!((at(0), at(4), at(5), at(17), at(1000)), (1, 1, 2, 5, 5));
+    }
+}
