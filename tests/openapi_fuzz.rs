@@ -1,0 +1,98 @@
+//! Schemathesis (from PyPI) fuzzes the scheduler from its own `/openapi.json`: every operation,
+//! with generated valid and invalid input, must answer without a 5xx, with a documented status
+//! code and content type, and with a body that matches the documented schema. Real
+//! redis-server, the scheduler as a process; schemathesis is installed into a venv under the
+//! cargo target directory on first use.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use gantry_testkit::RedisServer;
+
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+fn config() -> String {
+    format!(
+        r#"
+[plans.big]
+jobs_per_second = 100000
+burst = 100000
+[tenants.ops]
+plan = "big"
+operator = true
+initial_credits = 1000000000
+api_keys = [{{ sha256 = "{}", scopes = ["admin", "jobs:write", "jobs:read"] }}]
+[prices]
+noop = 1
+[providers.openai]
+jurisdictions = ["US"]
+models."gpt-image-1" = {{ class = "image", price = {{ per = "image", credits = 40 }} }}
+[pools.cpu]
+kinds = ["noop", "generate", "upscale", "transcode", "csam_hash"]
+"#,
+        gantry_scheduler::auth::hash_key("key-ops")
+    )
+}
+
+/// `st` from a venv under the target directory, installed on first use.
+fn schemathesis() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools-venv");
+    let st = venv.join("bin").join("st");
+    if st.exists() {
+        return st;
+    }
+    let run = |cmd: &mut Command, what: &str| {
+        let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            o.status.success(),
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv (Debian: apt install python3-venv)",
+    );
+    run(
+        Command::new(venv.join("bin").join("pip")).args(["install", "-q", SCHEMATHESIS]),
+        "pip install schemathesis",
+    );
+    st
+}
+
+#[test]
+fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
+    let st = schemathesis();
+    let redis = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scheduler.toml");
+    std::fs::write(&path, config()).unwrap();
+    let sched = SchedulerProcess::start(&redis.url(), Some(&path));
+    let base = format!("http://{}", sched.addr);
+    let o = Command::new(st)
+        .args(["run", &format!("{base}/openapi.json"), "--url", &base])
+        .args(["--header", "Authorization: Bearer key-ops"])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        ])
+        .args(["--max-examples", "30", "--request-timeout", "10"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "schemathesis found problems:\n{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary = out.lines().find(|l| l.contains(" generated, ")).unwrap_or_default();
+    eprintln!("schemathesis: {}", summary.trim());
+    assert!(out.contains("Selected: 9/9"), "every operation was tested:\n{out}");
+}
