@@ -47,6 +47,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Admission against raw enqueue: batches of 1,000 through `POST /v1/jobs:batch` of an
+    /// in-process scheduler vs `enqueue_batch`, interleaved; then single `POST /v1/jobs`
+    /// open-loop at RATE per second with latency percentiles.
+    Scheduler {
+        /// Port of a redis-server on 127.0.0.1.
+        #[arg(long)]
+        redis_port: u16,
+        /// Batches of 1,000 per round and side.
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+        /// Rounds; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Single-job requests per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds of single-job requests.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
 }
 
 pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
@@ -65,6 +85,15 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             rounds,
         } => {
             return worker_bench(redis_port, n, concurrency, rounds).await;
+        }
+        BenchCommand::Scheduler {
+            redis_port,
+            batches,
+            rounds,
+            rate,
+            secs,
+        } => {
+            return super::bench_scheduler::scheduler_bench(redis_port, batches, rounds, rate, secs).await;
         }
     };
     let url = format!("redis://127.0.0.1:{redis_port}");

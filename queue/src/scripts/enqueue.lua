@@ -22,18 +22,17 @@ for i = 3, #ARGV, 12 do
   if not dup then
     local jk = jkey(id)
     weights[tenant] = weight
-    redis.call('HSET', jk, 'ten', tenant)
     if credits > 0 then redis.call('HSET', jk, 'cr', credits, 'pr', rule) end
     if shape ~= '' then
       redis.call('SADD', qkey(kind, 'shapes'), shape)
       redis.call('HSET', jk, 'shape', shape)
     end
     if delay > 0 then
-      redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'delayed', 'attempts', 0,
+      redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'ten', tenant, 'status', 'delayed', 'attempts', 0,
         'lease', 0, 'max', maxa, 'enq', NOW, 'due', NOW + delay)
       redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)
     else
-      redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'status', 'queued', 'attempts', 0,
+      redis.call('HSET', jk, 'spec', spec, 'kind', kind, 'prio', prio, 'ten', tenant, 'status', 'queued', 'attempts', 0,
         'lease', 0, 'max', maxa, 'enq', NOW)
       push_waiting(kind, prio, shape, tenant, id, false)
       wakes[kind] = (wakes[kind] or 0) + 1
