@@ -8,11 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCHES=${1:-20} ROUNDS=${2:-3} RATE=${3:-500} SECS=${4:-10}
-cargo build --release --quiet --bin gantry
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/gantry
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --save '' --appendonly no --daemonize yes --dir "$dir" --logfile redis.log --pidfile "$dir/redis.pid"
-trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT
-sleep 0.3
+# shellcheck source=benches/fresh-redis.sh
+source benches/fresh-redis.sh
 RUST_LOG=warn "$bin" bench scheduler --redis-port "$port" --batches "$BATCHES" --rounds "$ROUNDS" --rate "$RATE" --secs "$SECS"

@@ -64,9 +64,7 @@ async fn every_job_is_charged_exactly_once() {
     let redis = RedisServer::start().expect("redis");
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("scheduler.toml");
-    std::fs::write(&path, config()).unwrap();
-    let sched = SchedulerProcess::start(&url, Some(&path));
+    let sched = SchedulerProcess::with_config(&url, &config());
     let api = Client::new(&format!("http://{}", sched.addr), "key-a").unwrap();
     let wait = WaitOptions {
         timeout: Duration::from_secs(60),
@@ -159,47 +157,17 @@ async fn every_job_is_charged_exactly_once() {
         balance().await == INITIAL - charged
     })
     .await;
-    let mut c = q.connection();
-    let _: String = redis::cmd("XADD")
-        .arg("gantry:{cpu}:credits")
-        .arg("*")
-        .arg(&[
-            "id",
-            plain[0].as_str(),
-            "ten",
-            "a",
-            "out",
-            "succeeded",
-            "cr",
-            "10",
-            "pr",
-            "",
-            "usage",
-            "",
-        ])
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg("gantry:{cpu}:credits")
-        .arg("*")
-        .arg(&[
-            "id",
-            outage[0].as_str(),
-            "ten",
-            "a",
-            "out",
-            "dead",
-            "cr",
-            "10",
-            "pr",
-            "",
-            "usage",
-            "",
-        ])
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    for (id, outcome) in [(&plain[0], "succeeded"), (&outage[0], "dead")] {
+        let fields = ["id", id, "ten", "a", "out", outcome, "cr", "10", "pr", "", "usage", ""];
+        let mut c = q.connection();
+        let _: String = redis::cmd("XADD")
+            .arg("gantry:{cpu}:credits")
+            .arg("*")
+            .arg(&fields)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
     eventually("the duplicates are consumed", Duration::from_secs(10), || {
         let mut c = q.connection();
         async move {

@@ -44,9 +44,7 @@ async fn a_burst_does_not_starve_a_latecomer() {
     let redis = RedisServer::start().expect("redis");
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("scheduler.toml");
-    std::fs::write(&path, config()).unwrap();
-    let sched = SchedulerProcess::start(&url, Some(&path));
+    let sched = SchedulerProcess::with_config(&url, &config());
     let base = format!("http://{}", sched.addr);
     let big = Client::new(&base, "key-big").unwrap();
     let small = Client::new(&base, "key-small").unwrap();

@@ -70,10 +70,7 @@ fn schemathesis() -> PathBuf {
 fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     let st = schemathesis();
     let redis = RedisServer::start().expect("redis");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("scheduler.toml");
-    std::fs::write(&path, config()).unwrap();
-    let sched = SchedulerProcess::start(&redis.url(), Some(&path));
+    let sched = SchedulerProcess::with_config(&redis.url(), &config());
     let base = format!("http://{}", sched.addr);
     let o = Command::new(st)
         .args(["run", &format!("{base}/openapi.json"), "--url", &base])

@@ -65,25 +65,20 @@ struct Fixture {
     _redis: RedisServer,
     url: String,
     sched: SchedulerProcess,
-    _dir: tempfile::TempDir,
 }
 
 fn fixture() -> Fixture {
     let redis = RedisServer::start().expect("redis");
-    let dir = tempfile::tempdir().unwrap();
     let cfg = CONFIG
         .replace("KEY_A_READ", &sha("key-a-read"))
         .replace("KEY_A", &sha("key-a"))
         .replace("KEY_B", &sha("key-b"))
         .replace("KEY_OPS", &sha("key-ops"));
-    let path = dir.path().join("scheduler.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let sched = SchedulerProcess::start(&redis.url(), Some(&path));
+    let sched = SchedulerProcess::with_config(&redis.url(), &cfg);
     Fixture {
         url: redis.url(),
         _redis: redis,
         sched,
-        _dir: dir,
     }
 }
 

@@ -77,6 +77,26 @@ pub struct QueueName {
     pub kind: JobKind,
 }
 
+impl QueueName {
+    /// The queues of `pools` × `kind` (every kind when `None`): what a `--pool`/`--kind` filter
+    /// selects, for the CLI and the admin API alike.
+    pub fn across(pools: &[Pool], kind: Option<&str>) -> Result<Vec<QueueName>, ValidationError> {
+        let kinds = match kind {
+            Some(k) => vec![k.parse::<JobKind>()?],
+            None => JobKind::ALL.to_vec(),
+        };
+        Ok(pools
+            .iter()
+            .flat_map(|p| {
+                kinds.iter().map(|k| QueueName {
+                    pool: p.clone(),
+                    kind: *k,
+                })
+            })
+            .collect())
+    }
+}
+
 impl std::fmt::Display for QueueName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.pool, self.kind)

@@ -97,19 +97,7 @@ impl Filter {
                 .map(|p| declared_pool(state, p))
                 .collect::<Result<_, _>>()?,
         };
-        let kinds = match &self.kind {
-            Some(k) => vec![k.parse::<JobKind>().map_err(invalid)?],
-            None => JobKind::ALL.to_vec(),
-        };
-        let queues = pools
-            .iter()
-            .flat_map(|p| {
-                kinds.iter().map(|k| QueueName {
-                    pool: p.clone(),
-                    kind: *k,
-                })
-            })
-            .collect();
+        let queues = QueueName::across(&pools, self.kind.as_deref()).map_err(invalid)?;
         let filter = DeadFilter {
             class: self
                 .class

@@ -207,10 +207,5 @@ async fn job_action(
         CancelOutcome::Cancelled => (StatusCode::OK, "cancelled"),
         CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancel_requested"),
     };
-    if outcome == CancelOutcome::Cancelled {
-        // Never run: nothing was billed. The settler would refund it from the credit event too
-        // (a no-op then); doing it here lets the caller see the refund at once.
-        state.admission.credits.refund(&c.tenant, id).await?;
-    }
     Ok((status, axum::Json(serde_json::json!({ "id": id, "outcome": word }))).into_response())
 }

@@ -153,31 +153,8 @@ pub struct ProviderConfig {
 pub struct ModelConfig {
     /// What it makes: jobs may fall back to another model of the same class.
     pub class: String,
-    /// How it is priced.
-    pub price: Price,
-}
-
-/// A price in credits.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, tag = "per", rename_all = "snake_case")]
-pub enum Price {
-    /// Per output image (× samples).
-    Image {
-        /// Credits per image.
-        credits: i64,
-    },
-    /// Per second of output video (× samples).
-    Second {
-        /// Credits per second.
-        credits: i64,
-    },
-    /// A first megapixel and each one after it (× samples).
-    Megapixel {
-        /// Credits for the first megapixel.
-        first: i64,
-        /// Credits per further megapixel (rounded up).
-        each: i64,
-    },
+    /// How it is priced (`per`: image, second, megapixel; minute and job also parse).
+    pub price: crate::admission::pricing::Rate,
 }
 
 /// Prices of the local job kinds, per job.

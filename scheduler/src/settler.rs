@@ -8,7 +8,7 @@
 //! ledger makes that exactly once: each job's entry is charged at most once, whatever order or
 //! number of times its outcomes arrive.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -207,31 +207,33 @@ impl CreditSettler {
         if events.is_empty() {
             return Ok(0);
         }
+        // One ledger round trip per tenant in the batch, each tenant's events in stream order.
         let mut done = Vec::with_capacity(events.len());
-        let mut failed = None;
+        let mut by_tenant: BTreeMap<String, Vec<(&StreamId, CreditEvent)>> = BTreeMap::new();
         for e in &events {
-            let Some(ev) = CreditEvent::parse(e) else {
-                tracing::error!(stream = %key, event = %e.id, "unreadable credit event dropped");
-                done.push(e.id.clone());
-                continue;
-            };
-            let charge = ev.charge();
-            let r = match charge {
-                Some(credits) => self.ledger.charge(&ev.tenant, ev.job, credits).await,
-                None => self.ledger.refund(&ev.tenant, ev.job).await,
-            };
-            match r {
-                Ok(moved) => {
-                    tracing::debug!(job_id = %ev.job, ?charge, moved, "credits settled");
-                    if moved {
-                        self.count(&ev.tenant, charge);
-                    }
+            match CreditEvent::parse(e) {
+                Some(ev) => by_tenant.entry(ev.tenant.clone()).or_default().push((e, ev)),
+                None => {
+                    tracing::error!(stream = %key, event = %e.id, "unreadable credit event dropped");
                     done.push(e.id.clone());
                 }
-                Err(err) => {
-                    failed = Some(err);
-                    break;
+            }
+        }
+        let mut failed = None;
+        for (tenant, evs) in &by_tenant {
+            let jobs: Vec<(JobId, Option<i64>)> = evs.iter().map(|(_, ev)| (ev.job, ev.charge())).collect();
+            match self.ledger.settle(tenant, &jobs).await {
+                Ok(moved) => {
+                    for ((e, ev), (moved, (_, charge))) in evs.iter().zip(moved.into_iter().zip(&jobs)) {
+                        tracing::debug!(job_id = %ev.job, ?charge, moved, "credits settled");
+                        if moved {
+                            self.count(tenant, *charge);
+                        }
+                        done.push(e.id.clone());
+                    }
                 }
+                // The rest stay pending, to be taken over.
+                Err(err) => failed = Some(err),
             }
         }
         if !done.is_empty() {

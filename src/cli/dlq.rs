@@ -1,6 +1,6 @@
 //! `gantry dlq list|show|replay`.
 
-use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, QueueClient, QueueName};
+use gantry_queue::{DeadFilter, ErrorClass, JobId, QueueClient, QueueName};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::time::parse_when;
@@ -27,19 +27,7 @@ pub struct FilterArgs {
 impl FilterArgs {
     async fn resolve(&self, client: &QueueClient) -> anyhow::Result<(Vec<QueueName>, DeadFilter)> {
         let pools = super::pools_or_all(client, self.pool.as_deref()).await?;
-        let kinds = match &self.kind {
-            Some(k) => vec![k.parse::<JobKind>().map_err(gantry_queue::QueueError::from)?],
-            None => JobKind::ALL.to_vec(),
-        };
-        let queues = pools
-            .iter()
-            .flat_map(|p| {
-                kinds.iter().map(|k| QueueName {
-                    pool: p.clone(),
-                    kind: *k,
-                })
-            })
-            .collect();
+        let queues = QueueName::across(&pools, self.kind.as_deref()).map_err(gantry_queue::QueueError::from)?;
         let filter = DeadFilter {
             class: self
                 .class

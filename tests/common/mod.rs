@@ -212,6 +212,8 @@ pub struct SchedulerProcess {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The configuration file `with_config` wrote, kept while the process runs.
+    _config: Option<tempfile::TempDir>,
 }
 
 impl SchedulerProcess {
@@ -240,7 +242,21 @@ impl SchedulerProcess {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            _config: None,
+        }
+    }
+
+    /// Starts one with the configuration `toml`, written to a file of its own.
+    pub fn with_config(url: &str, toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("scheduler.toml");
+        std::fs::write(&path, toml).expect("write the scheduler config");
+        let mut s = Self::start(url, Some(&path));
+        s._config = Some(dir);
+        s
     }
 }
 

@@ -84,24 +84,28 @@ impl CreditLedger {
     /// reservation to the balance (or taking the whole charge, for a refunded job that was
     /// replayed and succeeded). `false`: it was already charged.
     pub async fn charge(&self, tenant: &str, job: JobId, credits: i64) -> Result<bool, QueueError> {
-        self.settle(tenant, job, "charge", credits).await
+        Ok(self.settle(tenant, &[(job, Some(credits))]).await?.first() == Some(&true))
     }
 
     /// Refunds a job's whole reservation (nothing was billed). `false`: already settled.
     pub async fn refund(&self, tenant: &str, job: JobId) -> Result<bool, QueueError> {
-        self.settle(tenant, job, "refund", 0).await
+        Ok(self.settle(tenant, &[(job, None)]).await?.first() == Some(&true))
     }
 
-    async fn settle(&self, tenant: &str, job: JobId, how: &str, credits: i64) -> Result<bool, QueueError> {
+    /// Settles several of a tenant's jobs in one round trip, in order: `Some(credits)` charges,
+    /// `None` refunds. Returns, per job, whether its entry moved.
+    pub async fn settle(&self, tenant: &str, jobs: &[(JobId, Option<i64>)]) -> Result<Vec<bool>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = SETTLE.prepare_invoke();
+        inv.key(balance_key(tenant));
+        for (job, credits) in jobs {
+            inv.key(entry_key(tenant, *job)).arg(credits.map_or(-1, |c| c.max(0)));
+        }
         let mut c = self.conn.clone();
-        let (moved, _state): (i64, String) = SETTLE
-            .key(balance_key(tenant))
-            .key(entry_key(tenant, job))
-            .arg(how)
-            .arg(credits)
-            .invoke_async(&mut c)
-            .await?;
-        Ok(moved == 1)
+        let moved: Vec<i64> = inv.invoke_async(&mut c).await?;
+        Ok(moved.into_iter().map(|m| m == 1).collect())
     }
 
     /// The tenant's balance (`None` before its first reservation).

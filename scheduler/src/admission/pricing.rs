@@ -6,7 +6,7 @@
 use gantry_queue::{Payload, Usage};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Price, SchedulerConfig};
+use crate::config::SchedulerConfig;
 
 /// Output size assumed when a generate job does not say (1024 × 1024).
 const DEFAULT_PIXELS: u64 = 1024 * 1024;
@@ -15,9 +15,10 @@ const DEFAULT_VIDEO_SECS: u32 = 5;
 /// Transcode input length assumed at admission: the duration is known only once it is probed.
 const DEFAULT_TRANSCODE_SECS: u32 = 60;
 
-/// How credits accrue.
+/// How credits accrue: the price table's entries (`price = { per = "image", credits = 40 }`)
+/// and the rule locked into each job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "per", rename_all = "snake_case")]
+#[serde(deny_unknown_fields, tag = "per", rename_all = "snake_case")]
 pub enum Rate {
     /// Per output image.
     Image {
@@ -121,17 +122,12 @@ pub fn quote(cfg: &SchedulerConfig, body: &Payload) -> Option<PriceRule> {
     Some(match body {
         Payload::Generate(g) => {
             let m = cfg.providers.get(&g.provider)?.models.get(&g.model)?;
-            let rate = match m.price {
-                Price::Image { credits } => Rate::Image { credits },
-                Price::Second { credits } => Rate::Second { credits },
-                Price::Megapixel { first, each } => Rate::Megapixel { first, each },
-            };
             let pixels = match (g.width, g.height) {
                 (Some(w), Some(h)) => u64::from(w) * u64::from(h),
                 _ => DEFAULT_PIXELS,
             };
             PriceRule {
-                rate,
+                rate: m.price,
                 estimated: Quantities {
                     outputs: g.samples.unwrap_or(1).max(1),
                     seconds: g.duration_secs.unwrap_or(DEFAULT_VIDEO_SECS),

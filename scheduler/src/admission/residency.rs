@@ -88,9 +88,12 @@ pub fn route(cfg: &SchedulerConfig, g: &GeneratePayload, regions: &[String]) -> 
 
 /// A model's price for one default output, to rank fallbacks.
 fn unit_price(m: &ModelConfig) -> i64 {
+    use crate::admission::pricing::Rate;
     match m.price {
-        crate::config::Price::Image { credits } | crate::config::Price::Second { credits } => credits,
-        crate::config::Price::Megapixel { first, .. } => first,
+        Rate::Image { credits } | Rate::Second { credits } | Rate::Minute { credits } | Rate::Job { credits } => {
+            credits
+        }
+        Rate::Megapixel { first, .. } => first,
     }
 }
 
