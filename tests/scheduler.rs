@@ -232,6 +232,8 @@ async fn admission_refuses_with_typed_problems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_admits_and_charges_once() {
     let f = fixture();
+    let balance = |key: &str| call(&f, "GET", "/v1/credits", Some(key), "").2["balance"].as_i64();
+    assert_eq!(balance("key-a"), Some(12), "a new tenant starts at its initial credits");
     let send = || {
         http_request(
             &f.sched.addr,
@@ -250,6 +252,7 @@ async fn an_idempotency_key_admits_and_charges_once() {
         (a2["duplicate"].as_bool(), a2["credits_reserved"].as_i64()),
         (Some(true), Some(0))
     );
+    assert_eq!(balance("key-a"), Some(7), "reserved once");
     // 12 - 5 = 7 left: exactly one more 5-credit job fits.
     let (s, _, _) = call(&f, "POST", "/v1/jobs", Some("key-a"), &noop("u1"));
     assert_eq!(s, 201);

@@ -1,5 +1,6 @@
 //! A small client for Gantry's scheduler API, for platform services: submit one job or a batch,
-//! read a job, wait for it to finish (polling with exponential backoff), cancel it.
+//! read a job, wait for it to finish (polling with exponential backoff), cancel it, read the
+//! credit balance; and, with an operator key, the queues' counts.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), gantry_client::ClientError> {
@@ -149,6 +150,36 @@ impl JobView {
     }
 }
 
+/// A queue's counts, as the operator route `GET /v1/admin/queues` shows them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct QueueStats {
+    /// Pool.
+    pub pool: String,
+    /// Job kind.
+    pub kind: String,
+    /// Waiting, per priority: high, normal, bulk.
+    pub waiting: [u64; 3],
+    /// Leased to workers.
+    pub in_flight: u64,
+    /// Delayed, or waiting for a retry.
+    pub delayed: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+    /// Age of the oldest waiting job, in milliseconds.
+    #[serde(default)]
+    pub oldest_waiting_ms: Option<u64>,
+    /// Paused by an operator.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl QueueStats {
+    /// Jobs not yet finished: waiting, running, delayed.
+    pub fn open(&self) -> u64 {
+        self.waiting.iter().sum::<u64>() + self.in_flight + self.delayed
+    }
+}
+
 /// What a cancel did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cancelled {
@@ -266,6 +297,31 @@ impl Client {
         } else {
             Cancelled::Requested
         })
+    }
+
+    /// The tenant's credit balance: what new jobs can reserve (unfinished jobs' reservations
+    /// are already taken off).
+    pub async fn balance(&self) -> Result<i64, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            balance: i64,
+        }
+        let r: Reply = self
+            .send(reqwest::Method::GET, "/v1/credits", None::<&()>, None)
+            .await?;
+        Ok(r.balance)
+    }
+
+    /// Every declared queue's counts (an operator key: `admin` scope).
+    pub async fn queues(&self) -> Result<Vec<QueueStats>, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            queues: Vec<QueueStats>,
+        }
+        let r: Reply = self
+            .send(reqwest::Method::GET, "/v1/admin/queues", None::<&()>, None)
+            .await?;
+        Ok(r.queues)
     }
 
     /// Polls a job until it is final, pausing `initial`, doubling up to `max`; gives up after

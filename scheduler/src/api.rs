@@ -1,6 +1,7 @@
 //! The HTTP API (axum). Routes:
 //! - `POST /v1/jobs`, `POST /v1/jobs:batch` (`jobs:write`): admit and enqueue;
 //! - `GET /v1/jobs/{id}` (`jobs:read`), `POST /v1/jobs/{id}:cancel` (`jobs:write`);
+//! - `GET /v1/credits` (`jobs:read`): the tenant's balance;
 //! - operator routes under `/v1/admin` (see [`crate::admin`]);
 //! - `GET /metrics` (autoscaling signals, see [`crate::metrics`]), `GET /openapi.json`, `GET /healthz`.
 //!
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(submit_one))
         .route("/v1/jobs:batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(show).post(job_action))
+        .route("/v1/credits", get(credits))
         .merge(crate::admin::routes())
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
@@ -188,6 +190,13 @@ async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
         "credits": credits,
     }))
     .into_response())
+}
+
+async fn credits(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = caller(&state, &headers, Scope::JobsRead)?;
+    let initial = state.cfg.tenants.get(&c.tenant).map_or(0, |t| t.initial_credits);
+    let balance = state.admission.credits.balance(&c.tenant).await?.unwrap_or(initial);
+    Ok(axum::Json(serde_json::json!({ "tenant": c.tenant, "balance": balance })).into_response())
 }
 
 /// `POST /v1/jobs/{id}:cancel` (axum matches the whole segment; the action is split off here).

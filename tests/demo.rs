@@ -1,0 +1,53 @@
+//! `gantry demo` end to end: its own redis-server, scheduler and workers; jobs through the API;
+//! the summary's ledger check must hold for both tenants.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+#[test]
+fn demo_runs_through_the_api_and_charges_each_job_once() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = Command::new(common::GANTRY)
+        .args(["demo", "--jobs", "60", "--log-dir"])
+        .arg(logs.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {text}\n{err}");
+    for needle in [
+        "no_allowed_provider",
+        "unplaceable",
+        "insufficient_credits",
+        "rate_limited",
+        "SIGKILLed worker-1",
+        "/metrics",
+    ] {
+        assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
+    }
+    // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled for the studio; the
+    // video tenant's 100 + 1.
+    let row = |tenant: &str, status: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4 && f[0] == tenant && f[2] == status).then(|| f[3].parse::<u64>().unwrap())
+            })
+            .sum()
+    };
+    assert_eq!(row("studio-42", "succeeded"), 96, "{text}");
+    assert_eq!(row("studio-42", "dead"), 3, "{text}");
+    assert_eq!(row("studio-42", "cancelled"), 3, "{text}");
+    assert_eq!(row("videos-7", "succeeded"), 101, "{text}");
+    assert_eq!(
+        text.matches("ok: each job charged once").count(),
+        2,
+        "both tenants' balances equal before minus charged:\n{text}"
+    );
+    assert!(!text.contains("MISMATCH"), "{text}");
+}
