@@ -1,0 +1,277 @@
+//! Black Forest Labs Flux: `POST /v1/{model}` returns `{id, polling_url}`; poll that URL (the
+//! global and regional hosts require it) until `Ready` with `result.sample`, a signed URL that
+//! lives 10 minutes. Moderation arrives as a poll status (`Request Moderated`, `Content
+//! Moderated`), not an HTTP error. 402 means the account is out of credits.
+//!
+//! Our key goes only to the region's host or a configured `poll_hosts` domain: a `polling_url`
+//! elsewhere is refused.
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::ProviderConfig;
+use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::http::{self, Reply};
+use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
+use crate::{BuildError, Provider};
+
+const MAX_REPLY: usize = 1 << 20;
+
+/// The client for one region.
+#[derive(Debug)]
+pub struct Bfl {
+    name: &'static str,
+    base: String,
+    key: String,
+    http: reqwest::Client,
+    cfg: ProviderConfig,
+}
+
+impl Bfl {
+    /// A client for `base` with `cfg`'s key.
+    pub fn new(name: &'static str, base: &str, cfg: &ProviderConfig) -> Result<Self, BuildError> {
+        let key = cfg.credentials.api_key().ok_or(BuildError::MissingCredentials {
+            provider: name.into(),
+            what: "api key",
+        })?;
+        Ok(Self {
+            name,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http: http::client(std::time::Duration::from_secs(10))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Whether `url` may receive our key.
+    fn trusted(&self, url: &str) -> bool {
+        let host = |u: &str| {
+            reqwest::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+        };
+        let (Some(h), Some(base)) = (host(url), host(&self.base)) else {
+            return false;
+        };
+        h == base
+            || self
+                .cfg
+                .poll_hosts
+                .iter()
+                .any(|d| h == *d || h.ends_with(&format!(".{d}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct SubmitReply {
+    id: String,
+    #[serde(default)]
+    polling_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PollReply {
+    status: String,
+    #[serde(default)]
+    result: Option<PollResult>,
+}
+
+#[derive(Deserialize)]
+struct PollResult {
+    #[serde(default)]
+    sample: Option<String>,
+}
+
+/// Classifies an error reply: `{"detail": ...}` or `{"error": ..., "retry_after": N}`.
+pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let body_retry = v["retry_after"].as_f64().filter(|s| s.is_finite() && *s >= 0.0);
+    let retry_after = r
+        .retry_after
+        .or(body_retry.map(|s| std::time::Duration::from_secs_f64(s.min(3600.0))));
+    let message = v["detail"]
+        .as_str()
+        .or(v["error"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {}", r.status));
+    let mut e = ProviderError::new(provider, class_for_status(r.status, retry_after), message).status(r.status);
+    if let Some(c) = v["error"].as_str() {
+        e = e.code(c);
+    }
+    e
+}
+
+/// Maps a poll status.
+pub fn observe(provider: &'static str, status: &str, sample: Option<String>) -> Observed {
+    match status {
+        "Pending" | "Queued" => Observed::Running,
+        "Ready" => match sample {
+            Some(url) => Observed::Succeeded(Generated {
+                artifacts: vec![Artifact::Url { url }],
+                usage: gantry_queue::Usage {
+                    outputs: Some(1),
+                    ..Default::default()
+                },
+            }),
+            None => Observed::Failed(
+                ProviderError::new(provider, ErrorClass::Transient, "Ready without a sample").code("empty_result"),
+            ),
+        },
+        "Request Moderated" | "Content Moderated" => Observed::Failed(
+            ProviderError::new(provider, ErrorClass::Moderated, status.to_owned()).code(status.to_owned()),
+        ),
+        "Task not found" => Observed::Failed(
+            ProviderError::new(provider, ErrorClass::Transient, "the task is gone").code("task_not_found"),
+        ),
+        other => Observed::Failed(
+            ProviderError::new(provider, ErrorClass::Transient, format!("task ended: {other}")).code(other.to_owned()),
+        ),
+    }
+}
+
+impl Provider for Bfl {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Poll
+    }
+
+    fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
+        Box::pin(async move {
+            let mut body = json!({"prompt": req.prompt, "output_format": "png"});
+            // Width and height must be multiples of 16, at least 64.
+            let snap = |v: u32| (v.clamp(64, 4096) / 16) * 16;
+            if let (Some(w), Some(h)) = (req.width, req.height) {
+                body["width"] = snap(w).into();
+                body["height"] = snap(h).into();
+            }
+            for (i, img) in req.reference_images.iter().take(8).enumerate() {
+                let key = if i == 0 {
+                    "input_image".to_owned()
+                } else {
+                    format!("input_image_{}", i + 1)
+                };
+                body[key] = img.as_str().into();
+            }
+            let model = self.cfg.model_id(&req.model);
+            let r = http::send(
+                self.name,
+                self.http
+                    .post(format!("{}/v1/{model}", self.base))
+                    .header("x-key", &self.key)
+                    .timeout(self.cfg.request_timeout())
+                    .json(&body),
+                MAX_REPLY,
+            )
+            .await?;
+            if !r.ok() {
+                return Err(classify(self.name, &r));
+            }
+            let s: SubmitReply = r.json(self.name)?;
+            let poll_url = s
+                .polling_url
+                .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.base, s.id));
+            if !self.trusted(&poll_url) {
+                return Err(ProviderError::new(
+                    self.name,
+                    ErrorClass::Transient,
+                    "polling_url points at a host we do not send keys to",
+                )
+                .code("untrusted_polling_url"));
+            }
+            Ok(Submitted::Accepted(TaskHandle {
+                id: s.id,
+                poll_url: Some(poll_url),
+                family: None,
+            }))
+        })
+    }
+
+    fn poll<'a>(&'a self, task: &'a TaskHandle) -> BoxFuture<'a, Result<Observed, ProviderError>> {
+        Box::pin(async move {
+            let url = task
+                .poll_url
+                .clone()
+                .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.base, task.id));
+            if !self.trusted(&url) {
+                return Err(
+                    ProviderError::new(self.name, ErrorClass::InvalidRequest, "untrusted polling_url")
+                        .code("untrusted_polling_url"),
+                );
+            }
+            let r = http::send(
+                self.name,
+                self.http
+                    .get(url)
+                    .header("x-key", &self.key)
+                    .timeout(self.cfg.request_timeout()),
+                MAX_REPLY,
+            )
+            .await?;
+            if !r.ok() {
+                return Err(classify(self.name, &r));
+            }
+            let p: PollReply = r.json(self.name)?;
+            Ok(observe(self.name, &p.status, p.result.and_then(|r| r.sample)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskState;
+
+    #[test]
+    fn statuses_map_onto_the_state_machine() {
+        assert_eq!(observe("flux", "Pending", None).state(), TaskState::Running);
+        assert_eq!(observe("flux", "Ready", Some("u".into())).state(), TaskState::Succeeded);
+        assert_eq!(observe("flux", "Content Moderated", None).state(), TaskState::Moderated);
+        assert_eq!(observe("flux", "Request Moderated", None).state(), TaskState::Moderated);
+        assert_eq!(observe("flux", "Error", None).state(), TaskState::Failed);
+        assert_eq!(observe("flux", "Ready", None).state(), TaskState::Failed);
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_body_too() {
+        let r = Reply {
+            status: 429,
+            retry_after: None,
+            body: br#"{"error":"rate_limit_exceeded","retry_after":5}"#.to_vec(),
+        };
+        let e = classify("flux", &r);
+        assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(5)));
+        let r = Reply {
+            status: 402,
+            retry_after: None,
+            body: br#"{"detail":"Insufficient credits"}"#.to_vec(),
+        };
+        assert_eq!(classify("flux", &r).class, ErrorClass::QuotaExhausted);
+    }
+
+    #[test]
+    fn keys_go_only_to_trusted_hosts() {
+        let cfg = ProviderConfig {
+            api: crate::Api::Bfl,
+            regions: Default::default(),
+            credentials: crate::config::Credentials {
+                api_key_value: Some("k".into()),
+                ..Default::default()
+            },
+            models: Default::default(),
+            request_timeout_secs: 5,
+            poll_initial_ms: 10,
+            poll_max_ms: 10,
+            max_in_flight: None,
+            poll_hosts: vec!["bfl.ai".into()],
+        };
+        let c = Bfl::new("flux", "https://api.eu.bfl.ai", &cfg).expect("client");
+        assert!(c.trusted("https://api.eu.bfl.ai/v1/get_result?id=1"));
+        assert!(c.trusted("https://api.us2.bfl.ai/v1/get_result?id=1"));
+        assert!(!c.trusted("https://evil-bfl.ai/x"));
+        assert!(!c.trusted("https://bfl.ai.evil.com/x"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Provider errors, classified by what the fleet should do about them. Each provider maps its
+//! own statuses and codes into these classes; where a provider overloads an HTTP status (Kling
+//! answers 429 both for "slow down" and for "your resource pack is used up") the mapping reads
+//! the body, not the status.
+
+use std::time::Duration;
+
+/// What kind of failure, as the fleet acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Too many requests: retry after `retry_after` (the provider's, when it gave one).
+    RateLimited {
+        /// The provider's `Retry-After` (header, or Gemini's `RetryInfo` in the body).
+        retry_after: Option<Duration>,
+    },
+    /// The account's concurrent-task slots are full: retry later.
+    ConcurrencyFull,
+    /// The account's quota, credits or resource pack is used up: not retried.
+    QuotaExhausted,
+    /// The provider's safety system refused the prompt or the output: not retried, refunded.
+    Moderated,
+    /// The request is wrong (parameters, model, input image): not retried.
+    InvalidRequest,
+    /// Our credentials were refused: not retried (an operator must fix the configuration).
+    Unauthorized,
+    /// Anything that may work next time: 5xx, timeouts, broken bodies, expired result URLs.
+    Transient,
+}
+
+impl ErrorClass {
+    /// The stable name used in job errors, logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::RateLimited { .. } => "rate_limited",
+            ErrorClass::ConcurrencyFull => "concurrency_full",
+            ErrorClass::QuotaExhausted => "quota_exhausted",
+            ErrorClass::Moderated => "moderated",
+            ErrorClass::InvalidRequest => "invalid_request",
+            ErrorClass::Unauthorized => "unauthorized",
+            ErrorClass::Transient => "transient",
+        }
+    }
+
+    /// Whether trying again can help.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimited { .. } | ErrorClass::ConcurrencyFull | ErrorClass::Transient
+        )
+    }
+
+    /// Whether the failure says the provider is unwell (counts against its circuit breaker).
+    /// Rate limits and refusals of our request say nothing about its health.
+    pub fn is_outage(self) -> bool {
+        matches!(self, ErrorClass::Transient)
+    }
+
+    /// The queue's class for a job attempt that ends with this error.
+    pub fn job_class(self) -> gantry_queue::ErrorClass {
+        if self.is_retryable() {
+            gantry_queue::ErrorClass::Retryable
+        } else {
+            gantry_queue::ErrorClass::Permanent
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A provider call that did not succeed. The message never holds the prompt, image bytes or a
+/// signed URL: it is the provider's own error text (truncated) or ours.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{provider} {class}{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+pub struct ProviderError {
+    /// The provider (`kling`, `flux`, ...).
+    pub provider: &'static str,
+    /// What to do about it.
+    pub class: ErrorClass,
+    /// The provider's own code (`1102`, `moderation_blocked`, `Request Moderated`), if any.
+    pub code: Option<String>,
+    /// The HTTP status, if the failure came with one.
+    pub status: Option<u16>,
+    /// What happened.
+    pub message: String,
+    /// The request may have reached the provider (a timeout after sending): the task may exist.
+    pub outcome_unknown: bool,
+}
+
+/// Longest provider message kept.
+const MAX_MESSAGE: usize = 300;
+
+impl ProviderError {
+    /// An error of `class` with `message` (truncated).
+    pub fn new(provider: &'static str, class: ErrorClass, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        Self {
+            provider,
+            class,
+            code: None,
+            status: None,
+            message,
+            outcome_unknown: false,
+        }
+    }
+
+    /// With the provider's code.
+    pub fn code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// With the HTTP status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The delay the provider asked for, if it is rate limiting.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.class {
+            ErrorClass::RateLimited { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The class for an HTTP status when the body says nothing more specific.
+pub fn class_for_status(status: u16, retry_after: Option<Duration>) -> ErrorClass {
+    match status {
+        401 | 403 => ErrorClass::Unauthorized,
+        402 => ErrorClass::QuotaExhausted,
+        408 | 425 | 500..=599 => ErrorClass::Transient,
+        429 => ErrorClass::RateLimited { retry_after },
+        400..=499 => ErrorClass::InvalidRequest,
+        _ => ErrorClass::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_truncated_on_a_char_boundary() {
+        let e = ProviderError::new("kling", ErrorClass::Transient, "é".repeat(400));
+        assert!(e.message.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(e.message.ends_with('…'));
+    }
+
+    #[test]
+    fn statuses_have_default_classes() {
+        assert_eq!(class_for_status(402, None), ErrorClass::QuotaExhausted);
+        assert_eq!(class_for_status(503, None), ErrorClass::Transient);
+        assert_eq!(class_for_status(404, None), ErrorClass::InvalidRequest);
+        assert!(!ErrorClass::Moderated.is_retryable());
+        assert!(ErrorClass::ConcurrencyFull.is_retryable());
+        assert_eq!(
+            ErrorClass::QuotaExhausted.job_class(),
+            gantry_queue::ErrorClass::Permanent
+        );
+    }
+}

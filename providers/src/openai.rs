@@ -1,0 +1,205 @@
+//! OpenAI Images (`gpt-image-*`): synchronous `POST /v1/images/generations`, results as base64
+//! only, usage in tokens. Moderation is HTTP 400 with `moderation_blocked` (legacy
+//! `content_policy_violation`); 429 means "slow down" unless its code is `insufficient_quota`.
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::ProviderConfig;
+use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::http::{self, MAX_JSON_BYTES, Reply};
+use crate::task::{Artifact, GenerateRequest, Generated, Mode, Submitted};
+use crate::{BuildError, Provider};
+
+/// The client for one region.
+#[derive(Debug)]
+pub struct OpenAi {
+    name: &'static str,
+    base: String,
+    key: String,
+    http: reqwest::Client,
+    cfg: ProviderConfig,
+}
+
+impl OpenAi {
+    /// A client for `base` with `cfg`'s key.
+    pub fn new(name: &'static str, base: &str, cfg: &ProviderConfig) -> Result<Self, BuildError> {
+        let key = cfg.credentials.api_key().ok_or(BuildError::MissingCredentials {
+            provider: name.into(),
+            what: "api key",
+        })?;
+        Ok(Self {
+            name,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http: http::client(std::time::Duration::from_secs(10))?,
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+/// The sizes GPT image models accept, by aspect.
+fn size(w: Option<u32>, h: Option<u32>) -> &'static str {
+    match (w, h) {
+        (Some(w), Some(h)) if w > h => "1536x1024",
+        (Some(w), Some(h)) if w < h => "1024x1536",
+        (Some(_), Some(_)) => "1024x1024",
+        _ => "auto",
+    }
+}
+
+#[derive(Deserialize)]
+struct ImagesReply {
+    #[serde(default)]
+    data: Vec<ImageData>,
+}
+
+#[derive(Deserialize)]
+struct ImageData {
+    #[serde(default)]
+    b64_json: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorReply {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: String,
+}
+
+/// Classifies an OpenAI error reply.
+pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice::<ErrorReply>(&r.body).ok().map(|e| e.error);
+    let code = parsed
+        .as_ref()
+        .and_then(|e| e.code.clone().or_else(|| e.kind.clone()))
+        .unwrap_or_default();
+    let class = match code.as_str() {
+        "moderation_blocked" | "content_policy_violation" => ErrorClass::Moderated,
+        "insufficient_quota" | "billing_hard_limit_reached" => ErrorClass::QuotaExhausted,
+        _ => class_for_status(r.status, r.retry_after),
+    };
+    let message = parsed
+        .map(|e| e.message)
+        .unwrap_or_else(|| format!("HTTP {}", r.status));
+    let mut e = ProviderError::new(provider, class, message).status(r.status);
+    if !code.is_empty() {
+        e = e.code(code);
+    }
+    e
+}
+
+impl Provider for OpenAi {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Synchronous
+    }
+
+    fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
+        Box::pin(async move {
+            let body = json!({
+                "model": self.cfg.model_id(&req.model),
+                "prompt": req.prompt,
+                "n": req.samples.clamp(1, 10),
+                "size": size(req.width, req.height),
+                "output_format": "png",
+            });
+            let r = http::send(
+                self.name,
+                self.http
+                    .post(format!("{}/v1/images/generations", self.base))
+                    .bearer_auth(&self.key)
+                    .timeout(self.cfg.request_timeout())
+                    .json(&body),
+                MAX_JSON_BYTES,
+            )
+            .await?;
+            if !r.ok() {
+                return Err(classify(self.name, &r));
+            }
+            let reply: ImagesReply = r.json(self.name)?;
+            let mut artifacts = Vec::new();
+            for d in reply.data {
+                let Some(b64) = d.b64_json else { continue };
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| {
+                        ProviderError::new(self.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
+                            .code("malformed_response")
+                    })?;
+                artifacts.push(Artifact::Inline {
+                    bytes,
+                    declared_type: Some("image/png".into()),
+                });
+            }
+            if artifacts.is_empty() {
+                return Err(
+                    ProviderError::new(self.name, ErrorClass::Transient, "no image in the response")
+                        .code("empty_result"),
+                );
+            }
+            let usage = gantry_queue::Usage {
+                outputs: Some(artifacts.len() as u32),
+                ..Default::default()
+            };
+            Ok(Submitted::Done(Generated { artifacts, usage }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            retry_after: Some(std::time::Duration::from_secs(2)),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn classifies_by_code_before_status() {
+        let m = classify(
+            "openai",
+            &reply(
+                400,
+                r#"{"error":{"type":"image_generation_user_error","code":"moderation_blocked","message":"rejected"}}"#,
+            ),
+        );
+        assert_eq!(m.class, ErrorClass::Moderated);
+        let q = classify(
+            "openai",
+            &reply(429, r#"{"error":{"code":"insufficient_quota","message":"quota"}}"#),
+        );
+        assert_eq!(q.class, ErrorClass::QuotaExhausted);
+        let r = classify(
+            "openai",
+            &reply(429, r#"{"error":{"code":"rate_limit_exceeded","message":"slow"}}"#),
+        );
+        assert_eq!(r.retry_after(), Some(std::time::Duration::from_secs(2)));
+        let t = classify("openai", &reply(502, "<html>bad gateway</html>"));
+        assert_eq!(t.class, ErrorClass::Transient);
+    }
+
+    #[test]
+    fn sizes_follow_the_aspect() {
+        assert_eq!(size(Some(1920), Some(1080)), "1536x1024");
+        assert_eq!(size(Some(512), Some(512)), "1024x1024");
+        assert_eq!(size(None, None), "auto");
+    }
+}
