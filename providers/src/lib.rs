@@ -17,6 +17,7 @@ pub mod kling;
 pub mod media;
 pub mod openai;
 pub mod retry;
+pub mod run;
 pub mod task;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,77 @@
+//! Real media for the mocks: PNG and JPEG images drawn here, and a short H.264 MP4 clip made
+//! with the system's `ffmpeg` (Debian's, installed by `./run setup`) once per process.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use std::collections::HashMap;
+
+/// An image's width, height, JPEG (else PNG) and tint.
+type ImageKey = (u32, u32, bool, u8);
+
+/// Media made on demand and kept.
+#[derive(Debug, Default)]
+pub struct MediaCache {
+    images: Mutex<HashMap<ImageKey, Arc<Vec<u8>>>>,
+    video: OnceLock<Result<Arc<Vec<u8>>, String>>,
+}
+
+/// Largest side drawn (providers make bigger images; the mocks keep tests quick).
+const MAX_SIDE: u32 = 1024;
+
+impl MediaCache {
+    /// A `w`×`h` image (PNG or JPEG), tinted by `tint` so different prompts differ.
+    pub fn image(&self, w: u32, h: u32, jpeg: bool, tint: u8) -> Arc<Vec<u8>> {
+        let (w, h) = (w.clamp(16, MAX_SIDE), h.clamp(16, MAX_SIDE));
+        let key = (w, h, jpeg, tint);
+        let mut g = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = g.get(&key) {
+            return b.clone();
+        }
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                tint.wrapping_add(((x / 32 + y / 32) % 2 * 90) as u8),
+            ])
+        });
+        let mut out = Cursor::new(Vec::new());
+        let format = if jpeg {
+            image::ImageFormat::Jpeg
+        } else {
+            image::ImageFormat::Png
+        };
+        // Encoding an in-memory RGB buffer cannot fail for these formats.
+        let _ = img.write_to(&mut out, format);
+        let bytes = Arc::new(out.into_inner());
+        if g.len() > 256 {
+            g.clear();
+        }
+        g.insert(key, bytes.clone());
+        bytes
+    }
+
+    /// A two-second 320×240 H.264 clip.
+    pub fn video(&self) -> Result<Arc<Vec<u8>>, String> {
+        self.video
+            .get_or_init(|| {
+                let dir = std::env::temp_dir().join(format!("gantry-mock-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let path = dir.join("clip.mp4");
+                let out = std::process::Command::new("ffmpeg")
+                    .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
+                    .args(["-i", "testsrc=size=320x240:rate=24", "-t", "2", "-pix_fmt", "yuv420p"])
+                    .args(["-c:v", "libx264", "-preset", "ultrafast", "-movflags", "+faststart"])
+                    .arg(&path)
+                    .output()
+                    .map_err(|e| format!("running ffmpeg (install it with ./run setup): {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let _ = std::fs::remove_dir_all(&dir);
+                Ok(Arc::new(bytes))
+            })
+            .clone()
+    }
+}
