@@ -28,8 +28,10 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// One of 16 tints, from the prompt's hash: different prompts get different images, and
+/// the encoded images stay few enough to cache.
 fn tint(key: &str) -> u8 {
-    u8::from_str_radix(key.get(0..2).unwrap_or("80"), 16).unwrap_or(128)
+    u8::from_str_radix(key.get(0..1).unwrap_or("8"), 16).unwrap_or(8) * 16
 }
 
 /// Which API a provider name speaks on the mock.

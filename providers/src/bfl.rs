@@ -262,6 +262,7 @@ mod tests {
                 ..Default::default()
             },
             models: Default::default(),
+            video_models: vec![],
             request_timeout_secs: 5,
             poll_initial_ms: 10,
             poll_max_ms: 10,

@@ -16,6 +16,32 @@ pub struct ProvidersConfig {
     /// By provider name (`openai`, `gemini`, `kling`, `seedream`, `flux`, `veo`).
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Where a job goes while its provider's circuit is open, by output class, in order of
+    /// preference (each still only within the job's consented regions).
+    #[serde(default)]
+    pub fallbacks: Fallbacks,
+}
+
+/// Fallback targets by output class.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Fallbacks {
+    /// For image models.
+    #[serde(default)]
+    pub image: Vec<Target>,
+    /// For video models.
+    #[serde(default)]
+    pub video: Vec<Target>,
+}
+
+/// A provider and one of its models (our name).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The provider.
+    pub provider: String,
+    /// Our model name.
+    pub model: String,
 }
 
 /// Which API a configured provider speaks.
@@ -48,6 +74,9 @@ pub struct ProviderConfig {
     /// Our model name → the provider's model id (unlisted names pass through unchanged).
     #[serde(default)]
     pub models: BTreeMap<String, String>,
+    /// Our model names that make video (the rest make images).
+    #[serde(default)]
+    pub video_models: Vec<String>,
     /// Time allowed for one HTTP request, in seconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod payload;
 pub mod retry;
 mod scripts;
+pub mod slots;
 
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued,
@@ -31,3 +32,4 @@ pub use job::{
 };
 pub use keys::{Pool, QueueName};
 pub use payload::{CsamHashPayload, GeneratePayload, NoopPayload, Payload, TranscodePayload, UpscalePayload};
+pub use slots::ProviderSlots;

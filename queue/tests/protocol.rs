@@ -86,7 +86,35 @@ on_both!(
     a_panicking_executor_fails_the_attempt_not_the_worker,
     tenants_share_claims_by_weight,
     finished_jobs_with_reservations_leave_one_credit_event,
+    provider_slots_cap_holders_fleet_wide_and_expire,
 );
+
+async fn provider_slots_cap_holders_fleet_wide_and_expire(f: Fixture) {
+    let q = f.client().await;
+    let slots = ProviderSlots::new(q.connection(), Duration::from_millis(300));
+    assert!(slots.try_acquire("kling", "job-1", 2).await.unwrap());
+    assert!(slots.try_acquire("kling", "job-2", 2).await.unwrap());
+    assert!(!slots.try_acquire("kling", "job-3", 2).await.unwrap(), "cap of 2");
+    assert!(
+        slots.try_acquire("kling", "job-1", 2).await.unwrap(),
+        "a holder keeps its slot"
+    );
+    assert!(
+        slots.try_acquire("flux", "job-3", 2).await.unwrap(),
+        "accounts are separate"
+    );
+    slots.release("kling", "job-2").await.unwrap();
+    assert!(slots.try_acquire("kling", "job-3", 2).await.unwrap());
+    assert_eq!(slots.held("kling").await.unwrap(), 2);
+    // job-1 keeps refreshing; job-3's worker "dies": its slot comes back after the lease.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(slots.refresh("kling", "job-1").await.unwrap());
+    }
+    assert!(!slots.refresh("kling", "job-3").await.unwrap(), "expired");
+    assert_eq!(slots.held("kling").await.unwrap(), 1);
+    assert!(slots.try_acquire("kling", "job-4", 2).await.unwrap());
+}
 
 fn noop() -> NewJob {
     NewJob::new("tenant-a", "user-1", Payload::Noop(NoopPayload::default()))

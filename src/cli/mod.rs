@@ -6,6 +6,7 @@ mod demo;
 mod dlq;
 mod gpus;
 mod jobs;
+mod mock_providers;
 mod queues;
 mod scheduler;
 mod time;
@@ -51,6 +52,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// A local fleet processing sample jobs end to end, with a summary.
     Demo(demo::DemoArgs),
+    /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
+    MockProviders(mock_providers::MockProvidersArgs),
 }
 
 /// Connection options shared by the operator commands.
@@ -147,5 +150,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gpus(a) => gpus::run(a).await,
         Command::Bench(c) => bench::run(c).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::MockProviders(a) => mock_providers::run(a).await,
     }
 }

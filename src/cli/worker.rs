@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use gantry_queue::{JobKind, Pool};
+use gantry_providers::ProvidersConfig;
+use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn, RedisTarget};
+use gantry_worker::executors::generate::{GenerateConfig, GenerateExecutor};
 use gantry_worker::executors::noop::NoopExecutor;
 use gantry_worker::gpu::GpuMode;
 use gantry_worker::outputs::OutputStore;
@@ -60,13 +62,33 @@ pub struct WorkerArgs {
     /// timeout applies when it is shorter.
     #[arg(long = "timeout", value_name = "KIND=SECONDS")]
     timeouts: Vec<String>,
+    /// Generation providers (TOML: endpoints per region, key variables, models, caps); the
+    /// embedded defaults (real endpoints, keys from OPENAI_API_KEY, GEMINI_API_KEY,
+    /// KLING_ACCESS_KEY/KLING_SECRET_KEY, ARK_API_KEY, BFL_API_KEY) when absent.
+    #[arg(long, env = "GANTRY_PROVIDERS")]
+    providers: Option<std::path::PathBuf>,
+    /// Send every provider call to `gantry mock-providers` at this URL instead.
+    #[arg(long, env = "GANTRY_MOCK_PROVIDERS")]
+    mock_providers: Option<String>,
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let pool = Pool::new(&a.pool)?;
     let outputs = OutputStore::open(&a.outputs)?;
     tracing::info!(store = ?outputs, "outputs");
-    let mut executors = ExecutorSet::default().with(NoopExecutor::with_outputs(outputs));
+    let mut executors = ExecutorSet::default().with(NoopExecutor::with_outputs(outputs.clone()));
+    let generate = generate_executor(
+        &a.redis.redis_url,
+        a.providers.as_deref(),
+        a.mock_providers.as_deref(),
+        outputs,
+    )
+    .await?;
+    if generate.has_providers() {
+        executors = executors.with(generate);
+    } else {
+        tracing::warn!("no generation provider has credentials: generate jobs are not served");
+    }
     if !a.kinds.is_empty() {
         let kinds = a
             .kinds
@@ -106,6 +128,33 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         "worker stopped"
     );
     Ok(())
+}
+
+/// The generate executor for the configured (or mocked) providers, with fleet-wide slots.
+async fn generate_executor(
+    redis_url: &str,
+    file: Option<&std::path::Path>,
+    mock: Option<&str>,
+    outputs: OutputStore,
+) -> anyhow::Result<GenerateExecutor> {
+    let mut cfg = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            ProvidersConfig::from_toml(&text).map_err(|e| super::UsageError(e.to_string()))?
+        }
+        None => ProvidersConfig::production(),
+    };
+    if let Some(url) = mock {
+        cfg = cfg.mocked(url);
+    }
+    let conn = RedisConn::connect(&RedisTarget::parse(redis_url)?, None).await?;
+    let slots = ProviderSlots::new(conn, Duration::from_secs(60));
+    Ok(GenerateExecutor::new(
+        cfg,
+        outputs,
+        Some(slots),
+        GenerateConfig::default(),
+    )?)
 }
 
 /// `--timeout KIND=SECONDS` flags over the defaults.

@@ -219,29 +219,15 @@ pub struct SchedulerProcess {
 impl SchedulerProcess {
     /// Starts one on `url` with the configuration file `config` (the embedded demo's if `None`).
     pub fn start(url: &str, config: Option<&Path>) -> Self {
-        use std::io::BufRead;
-        let mut cmd = Command::new(GANTRY);
-        cmd.args(["scheduler", "--redis-url", url, "--listen", "127.0.0.1:0"]);
+        let mut args: Vec<std::ffi::OsString> = ["scheduler", "--redis-url", url, "--listen", "127.0.0.1:0"]
+            .iter()
+            .map(Into::into)
+            .collect();
         if let Some(c) = config {
-            cmd.arg("--config").arg(c);
+            args.push("--config".into());
+            args.push(c.into());
         }
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn gantry scheduler");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("scheduler's first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, addr) = spawn_listening(&args);
         Self {
             child,
             addr,
@@ -257,6 +243,60 @@ impl SchedulerProcess {
         let mut s = Self::start(url, Some(&path));
         s._config = Some(dir);
         s
+    }
+}
+
+/// Starts `gantry ARGS` and reads the "listening on http://ADDR" line it prints first.
+fn spawn_listening(args: &[std::ffi::OsString]) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(GANTRY)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn gantry");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+/// A `gantry mock-providers` process; killed on drop.
+pub struct MockProvidersProcess {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl MockProvidersProcess {
+    /// Starts one with `extra` flags (fault rates).
+    pub fn start(extra: &[&str]) -> Self {
+        let mut args: Vec<std::ffi::OsString> = ["mock-providers", "--listen", "127.0.0.1:0"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.extend(extra.iter().map(Into::into));
+        let (child, addr) = spawn_listening(&args);
+        Self { child, addr }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockProvidersProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,5 +1,6 @@
 //! Executors: one per job kind. A worker claims only the kinds it has an executor for.
 
+pub mod generate;
 pub mod noop;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,301 @@
+//! Generate jobs end to end: redis-server, `gantry mock-providers`, `gantry scheduler` and
+//! `gantry worker --mock-providers` as real processes, driven over HTTP with gantry-client.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use gantry_client::{Client, JobView, WaitOptions};
+use gantry_testkit::RedisServer;
+use serde_json::{Value, json};
+
+struct Fleet {
+    _redis: RedisServer,
+    mock: MockProvidersProcess,
+    sched: SchedulerProcess,
+    _workers: Vec<WorkerProcess>,
+    _logs: tempfile::TempDir,
+}
+
+fn fleet(workers: usize, concurrency: usize, mock_flags: &[&str]) -> Fleet {
+    let redis = RedisServer::start().unwrap();
+    let mock = MockProvidersProcess::start(mock_flags);
+    let sched = SchedulerProcess::start(&redis.url(), None);
+    let logs = tempfile::tempdir().unwrap();
+    let outputs = logs.path().join("outputs");
+    let workers = (0..workers)
+        .map(|i| {
+            WorkerProcess::start(
+                &redis.url(),
+                &format!("gen-{i}"),
+                concurrency,
+                10.0,
+                &[
+                    "--gpus",
+                    "none",
+                    "--mock-providers",
+                    &mock.url(),
+                    "--outputs",
+                    outputs.to_str().unwrap(),
+                ],
+                logs.path(),
+            )
+        })
+        .collect();
+    Fleet {
+        _redis: redis,
+        mock,
+        sched,
+        _workers: workers,
+        _logs: logs,
+    }
+}
+
+fn generate(provider: &str, model: &str, regions: &[&str], prompt: &str, extra: Value) -> Value {
+    let mut payload = json!({"provider": provider, "model": model, "prompt": prompt});
+    if let (Value::Object(p), Value::Object(e)) = (&mut payload, extra) {
+        p.extend(e);
+    }
+    json!({"user": "u-gen", "kind": "generate", "allowed_regions": regions, "payload": payload, "max_attempts": 3})
+}
+
+async fn settled(api: &Client, id: &str) -> JobView {
+    let wait = WaitOptions {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        timeout: Duration::from_secs(120),
+    };
+    let mut j = api.wait(id, wait).await.unwrap();
+    for _ in 0..100 {
+        if j.credits.as_ref().is_none_or(|c| c.state != "reserved") {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        j = api.job(id).await.unwrap();
+    }
+    panic!("credits of {id} never settled: {j:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_runs_through_the_fleet_and_is_charged_from_usage() {
+    let f = fleet(1, 16, &[]);
+    let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
+    let cases = [
+        ("openai", "gpt-image-1", vec!["US"], json!({}), "image/png"),
+        ("gemini", "gemini-2.5-flash-image", vec!["US"], json!({}), "image/png"),
+        ("gemini", "imagen-4", vec!["US"], json!({}), "image/png"),
+        (
+            "veo",
+            "veo-3-fast",
+            vec!["US"],
+            json!({"duration_secs": 8}),
+            "video/mp4",
+        ),
+        (
+            "kling",
+            "kling-v3-std",
+            vec!["SG"],
+            json!({"duration_secs": 5}),
+            "video/mp4",
+        ),
+        ("kling", "kling-image", vec!["CN"], json!({}), "image/png"),
+        ("seedream", "seedream-4.0", vec!["SG"], json!({}), "image/jpeg"),
+        (
+            "flux",
+            "flux-2-pro",
+            vec!["EU"],
+            json!({"width": 640, "height": 480}),
+            "image/png",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (provider, model, regions, extra, _) in &cases {
+        let prompt = format!("a red fox in snow, {model} [mock:pending=2]");
+        let a = api
+            .submit(&generate(provider, model, regions, &prompt, extra.clone()))
+            .await
+            .unwrap();
+        assert_eq!(a.provider.as_deref(), Some(*provider));
+        ids.push((a.id, a.credits_reserved));
+    }
+    for ((id, reserved), (provider, model, _, _, content_type)) in ids.iter().zip(&cases) {
+        let j = settled(&api, id).await;
+        assert_eq!(j.status, "succeeded", "{provider}/{model}: {j:?}");
+        assert_eq!(
+            j.result.as_ref().unwrap()["content_type"],
+            *content_type,
+            "{provider}/{model}"
+        );
+        let c = j.credits.unwrap();
+        assert_eq!(
+            (c.state.as_str(), c.charged),
+            ("charged", *reserved),
+            "{provider}/{model}: usage {:?}",
+            j.usage
+        );
+        assert!(*reserved > 0);
+    }
+    // Refusals: moderation and an exhausted quota dead-letter at once and are refunded.
+    let moderated = api
+        .submit(&generate(
+            "flux",
+            "flux-2-pro",
+            &["EU"],
+            "[mock:moderated_output]",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    let quota = api
+        .submit(&generate("kling", "kling-image", &["SG"], "[mock:quota]", json!({})))
+        .await
+        .unwrap();
+    for (id, class) in [(moderated.id, "moderated"), (quota.id, "quota_exhausted")] {
+        let j = settled(&api, &id).await;
+        assert_eq!((j.status.as_str(), j.attempts), ("dead", 1), "{class}: {j:?}");
+        let msg = j.error.as_ref().unwrap()["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains(class), "{msg}");
+        assert_eq!(j.credits.unwrap().state, "refunded");
+    }
+    // Residency: a user who consented to EU only is never sent to OpenAI (US).
+    let a = api
+        .submit(&generate("openai", "gpt-image-1", &["EU"], "a lighthouse", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(a.provider.as_deref(), Some("flux"));
+    assert_eq!(settled(&api, &a.id).await.status, "succeeded");
+    let log: Vec<Value> = reqwest::get(format!("{}/_mock/requests", f.mock.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .all(|e| !(e["provider"] == "openai" && e["key"] == gantry_mocks::prompt_key("a lighthouse"))),
+        "no EU-only job reached a US provider"
+    );
+    assert!(
+        log.iter().all(|e| !e.to_string().contains("a red fox")),
+        "prompts never appear in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_storm_of_1000_jobs_all_succeed_and_honour_retry_after() {
+    // 30 % of provider calls answer 429 with Retry-After: 1, 5 % answer 500.
+    let f = fleet(
+        2,
+        150,
+        &["--rate-429", "0.3", "--rate-5xx", "0.05", "--retry-after-secs", "1"],
+    );
+    let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
+    let before = api.balance().await.unwrap();
+    let jobs: Vec<Value> = (0..1000)
+        .map(|i| {
+            if i % 5 != 0 {
+                generate("openai", "gpt-image-1", &["US"], &format!("storm {i}"), json!({}))
+            } else {
+                generate(
+                    "flux",
+                    "flux-2-pro",
+                    &["EU"],
+                    &format!("storm {i}"),
+                    json!({"width": 512, "height": 512}),
+                )
+            }
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in jobs.chunks(500) {
+        ids.extend(
+            api.submit_batch(chunk)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.id, a.credits_reserved)),
+        );
+    }
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut charged = 0;
+    let (mut span, mut attempts) = ((u64::MAX, 0u64), 0);
+    for (id, reserved) in &ids {
+        let j = settled(&api, id).await;
+        span = (span.0.min(j.enqueued_at_ms), span.1.max(j.finished_at_ms.unwrap_or(0)));
+        attempts += j.attempts;
+        *outcomes.entry(j.status.clone()).or_default() += 1;
+        let c = j.credits.unwrap();
+        assert_eq!(c.charged, *reserved, "{id}: charged from usage, once");
+        charged += c.charged;
+    }
+    eprintln!(
+        "storm: {} ms from first enqueue to last finish, {attempts} attempts",
+        span.1 - span.0
+    );
+    assert_eq!(outcomes.get("succeeded"), Some(&1000), "{outcomes:?}");
+    assert_eq!(
+        api.balance().await.unwrap(),
+        before - charged,
+        "the balance moved by exactly the charges"
+    );
+    let log: Vec<Value> = reqwest::get(format!("{}/_mock/requests", f.mock.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (mut limited, mut errors) = (0, 0);
+    for (i, e) in log.iter().enumerate() {
+        if e["status"] == 500 {
+            errors += 1;
+        }
+        let Some(ra) = e["retry_after_secs"].as_u64().filter(|_| e["status"] == 429) else {
+            continue;
+        };
+        limited += 1;
+        let next = log[i + 1..]
+            .iter()
+            .filter(|n| n["key"] == e["key"] && n["provider"] == e["provider"])
+            .min_by_key(|n| n["at_ms"].as_u64());
+        if let Some(n) = next {
+            let gap = n["at_ms"].as_u64().unwrap() - e["at_ms"].as_u64().unwrap();
+            assert!(
+                gap >= ra * 1000,
+                "a retry {gap} ms after a {ra}s Retry-After: {e} then {n}"
+            );
+        }
+    }
+    assert!(
+        limited > 300 && errors > 30,
+        "the storm happened: {limited} 429s, {errors} 500s in {} calls",
+        log.len()
+    );
+    // BFL caps an account at 24 tasks in flight; the workers share that cap through Redis.
+    // Each task's polls lie inside the time its slot was held, so their spans never overlap
+    // more than 24 deep.
+    let mut spans: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for e in log
+        .iter()
+        .filter(|e| e["provider"] == "flux" && e["path"] == "/v1/get_result")
+    {
+        let at = e["at_ms"].as_u64().unwrap();
+        let s = spans.entry(e["key"].as_str().unwrap().to_owned()).or_insert((at, at));
+        *s = (s.0.min(at), s.1.max(at));
+    }
+    let mut edges: Vec<(u64, i32)> = spans.values().flat_map(|&(a, b)| [(a, 1), (b + 1, -1)]).collect();
+    edges.sort();
+    let (mut depth, mut deepest) = (0, 0);
+    for (_, d) in edges {
+        depth += d;
+        deepest = deepest.max(depth);
+    }
+    assert!(
+        spans.len() == 200 && deepest <= 24,
+        "{} flux tasks, at most {deepest} in flight",
+        spans.len()
+    );
+}

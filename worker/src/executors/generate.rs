@@ -1,0 +1,432 @@
+//! The `generate` executor: runs a job on its remote model through [`gantry_providers`].
+//!
+//! Per attempt: pick the job's provider in the first of its consented regions that the worker
+//! has configured (never a region outside them); if that provider's circuit is open, fall back
+//! to the configured alternatives of the same output class, still only within the consented
+//! regions. Take a fleet-wide slot of the provider account (Redis, refreshed while the task
+//! runs). On a retry, where the provider can look tasks up by our id, find the earlier
+//! attempts' tasks first and resume one that is still running or done, instead of paying for
+//! it again. Then submit and poll to the end, download and verify the results, store them, and
+//! report usage for credit settlement. Prompts are never logged: only their SHA-256.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gantry_providers::breaker::{BreakerConfig, BreakerState, Breakers};
+use gantry_providers::media::{self, Media, MediaLimits};
+use gantry_providers::retry::Backoff;
+use gantry_providers::run::{NoHooks, RunError, RunOptions, run};
+use gantry_providers::{GenerateRequest, Observed, Provider, ProvidersConfig, Registry};
+use gantry_queue::{
+    ClaimedJob, Completion, ErrorClass, GeneratePayload, HandlerFuture, JobContext, JobKind, JobOutcome, Payload,
+    ProviderSlots, ResultRef, Usage,
+};
+use rand::Rng;
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use super::Executor;
+use crate::outputs::OutputStore;
+
+/// The executor's settings.
+#[derive(Clone, Debug)]
+pub struct GenerateConfig {
+    /// Longest an attempt may take (the kind's timeout; the job's own applies when shorter).
+    pub attempt_limit: Duration,
+    /// Retries within an attempt.
+    pub backoff: Backoff,
+    /// Limits on results.
+    pub media: MediaLimits,
+    /// Circuit breakers.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            attempt_limit: Duration::from_secs(600),
+            backoff: Backoff::default(),
+            media: MediaLimits::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    providers: ProvidersConfig,
+    registry: Registry,
+    breakers: Breakers,
+    outputs: OutputStore,
+    slots: Option<ProviderSlots>,
+    downloads: reqwest::Client,
+    cfg: GenerateConfig,
+}
+
+/// Runs `generate` jobs.
+#[derive(Clone, Debug)]
+pub struct GenerateExecutor {
+    inner: Arc<Inner>,
+}
+
+/// Why the executor could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateSetupError {
+    /// A provider client could not be built.
+    #[error(transparent)]
+    Build(#[from] gantry_providers::BuildError),
+    /// The download client could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl GenerateExecutor {
+    /// An executor for `providers`, storing results in `outputs`; with `slots`, provider
+    /// accounts' `max_in_flight` is enforced fleet-wide.
+    pub fn new(
+        providers: ProvidersConfig,
+        outputs: OutputStore,
+        slots: Option<ProviderSlots>,
+        cfg: GenerateConfig,
+    ) -> Result<Self, GenerateSetupError> {
+        let registry = Registry::build(&providers)?;
+        let downloads = gantry_providers::http::client(Duration::from_secs(10))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                breakers: Breakers::new(cfg.breaker),
+                providers,
+                registry,
+                outputs,
+                slots,
+                downloads,
+                cfg,
+            }),
+        })
+    }
+
+    /// Whether any provider is usable (credentials present).
+    pub fn has_providers(&self) -> bool {
+        self.inner.registry.endpoints().next().is_some()
+    }
+}
+
+impl Executor for GenerateExecutor {
+    fn kind(&self) -> JobKind {
+        JobKind::Generate
+    }
+
+    fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.run(job, ctx.cancel).await })
+    }
+}
+
+fn failed(class: ErrorClass, message: impl Into<String>) -> JobOutcome {
+    JobOutcome::Failed {
+        class,
+        message: message.into(),
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Inner {
+    /// The (provider, model) targets in order: the job's own, then the class's fallbacks.
+    fn targets(&self, g: &GeneratePayload) -> (bool, Vec<(String, String)>) {
+        let video = self
+            .providers
+            .providers
+            .get(&g.provider)
+            .is_some_and(|p| p.video_models.contains(&g.model));
+        let fallbacks = if video {
+            &self.providers.fallbacks.video
+        } else {
+            &self.providers.fallbacks.image
+        };
+        let mut t = vec![(g.provider.clone(), g.model.clone())];
+        t.extend(
+            fallbacks
+                .iter()
+                .filter(|f| f.provider != g.provider)
+                .map(|f| (f.provider.clone(), f.model.clone())),
+        );
+        (video, t)
+    }
+
+    async fn run(&self, job: ClaimedJob, cancel: CancellationToken) -> JobOutcome {
+        let Payload::Generate(g) = &job.spec.body else {
+            return failed(ErrorClass::Permanent, "not a generate payload");
+        };
+        let limit = self
+            .cfg
+            .attempt_limit
+            .min(Duration::from_secs(job.spec.timeout_secs.max(1)));
+        // Finish (and record why) a little before the runtime's own timeout would cut us off.
+        let deadline = tokio::time::Instant::now() + limit.mul_f64(0.95);
+        let (video, targets) = self.targets(g);
+        let prompt_sha256 = sha256_hex(&g.prompt);
+        let mut open = Vec::new();
+        for (i, (provider, model)) in targets.iter().enumerate() {
+            let Some((region, client)) = self.registry.client(provider, &job.spec.allowed_regions) else {
+                if i == 0 {
+                    tracing::warn!(job = %job.spec.id, provider, "provider not configured in the job's consented regions");
+                }
+                continue;
+            };
+            let breaker = self.breakers.get(provider, &region);
+            if matches!(breaker.state(), BreakerState::Open { until } if until > std::time::Instant::now()) {
+                open.push(provider.clone());
+                continue;
+            }
+            if i > 0 {
+                tracing::info!(job = %job.spec.id, from = %g.provider, to = %provider, region = %region, "falling back while the provider's circuit is open");
+            }
+            tracing::info!(job = %job.spec.id, provider = %provider, region = %region, model = %model, prompt_sha256 = %prompt_sha256, attempt = job.attempt, "generating");
+            let req = GenerateRequest {
+                external_id: format!("{}-{}", job.spec.id, job.attempt),
+                model: model.clone(),
+                prompt: g.prompt.clone(),
+                negative_prompt: g.negative_prompt.clone(),
+                reference_images: g.reference_images.clone(),
+                width: g.width,
+                height: g.height,
+                duration_secs: g.duration_secs,
+                samples: g.samples.unwrap_or(1).max(1),
+                video,
+            };
+            match self
+                .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel)
+                .await
+            {
+                Err(RunError::CircuitOpen { provider }) => open.push(provider.to_owned()),
+                Err(e) => return outcome_of(e),
+                Ok((media, usage)) => return self.store(&job, media, usage, video, g).await,
+            }
+        }
+        if open.is_empty() {
+            failed(
+                ErrorClass::Permanent,
+                format!(
+                    "provider {} is not configured in any of the consented regions {:?}",
+                    g.provider, job.spec.allowed_regions
+                ),
+            )
+        } else {
+            failed(
+                ErrorClass::Retryable,
+                format!(
+                    "circuit open for {} and no allowed fallback is available",
+                    open.join(", ")
+                ),
+            )
+        }
+    }
+
+    /// Runs one provider for the job, holding an account slot while the task is in flight.
+    async fn attempt(
+        &self,
+        job: &ClaimedJob,
+        client: &dyn Provider,
+        breaker: &gantry_providers::breaker::Breaker,
+        req: GenerateRequest,
+        deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<Media>, Usage), RunError> {
+        let account = client.name();
+        let cap = self.providers.providers.get(account).and_then(|p| p.max_in_flight);
+        let holder = job.spec.id.to_string();
+        let slots = self.slots.as_ref().zip(cap);
+        if let Some((slots, cap)) = slots {
+            self.take_slot(slots, account, &holder, cap, deadline, cancel).await?;
+        }
+        let work = async {
+            let mut opts = RunOptions {
+                backoff: self.cfg.backoff,
+                poll: self
+                    .providers
+                    .providers
+                    .get(account)
+                    .map(|p| p.poll_schedule())
+                    .unwrap_or(gantry_providers::task::PollSchedule {
+                        initial: Duration::from_secs(1),
+                        max: Duration::from_secs(10),
+                    }),
+                deadline,
+                resume: None,
+            };
+            if job.attempt > 1 && client.can_find() {
+                opts.resume = self.earlier_task(job, client, &req).await;
+            }
+            let g = run(client, breaker, &req, &opts, cancel, &mut NoHooks).await?;
+            let mut out = Vec::with_capacity(g.artifacts.len());
+            for a in g.artifacts {
+                out.push(media::fetch(client.name(), &self.downloads, a, &self.cfg.media).await?);
+            }
+            Ok::<_, RunError>((out, g.usage))
+        };
+        match slots {
+            Some((slots, _)) => {
+                let refresh = async {
+                    loop {
+                        tokio::time::sleep(slots.lease() / 3).await;
+                        if let Err(e) = slots.refresh(account, &holder).await {
+                            tracing::warn!(error = %e, "refreshing the provider slot");
+                        }
+                    }
+                };
+                let r = tokio::select! {
+                    r = work => r,
+                    _ = refresh => unreachable_refresh(),
+                };
+                if let Err(e) = slots.release(account, &holder).await {
+                    tracing::warn!(error = %e, "releasing the provider slot (it expires on its own)");
+                }
+                r
+            }
+            None => work.await,
+        }
+    }
+
+    /// Waits for a slot of `account`, up to the deadline.
+    async fn take_slot(
+        &self,
+        slots: &ProviderSlots,
+        account: &str,
+        holder: &str,
+        cap: u32,
+        deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunError> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match slots.try_acquire(account, holder, cap).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // Without Redis the limit cannot be kept; the attempt is retried later.
+                Err(e) => {
+                    return Err(RunError::Provider(gantry_providers::ProviderError::new(
+                        account_static(account),
+                        gantry_providers::ErrorClass::Transient,
+                        format!("provider slots: {e}"),
+                    )));
+                }
+            }
+            let pause = wait.mul_f64(0.5 + rand::rng().random::<f64>() / 2.0);
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(RunError::TimedOut {
+                    state: "waiting for a provider slot",
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.cancelled() => return Err(RunError::Cancelled),
+            }
+            // Short waits: a freed slot should not sit idle (the account's capacity is paid for).
+            wait = (wait * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// A task an earlier attempt left at the provider that is still running or done.
+    async fn earlier_task(
+        &self,
+        job: &ClaimedJob,
+        client: &dyn Provider,
+        req: &GenerateRequest,
+    ) -> Option<gantry_providers::TaskHandle> {
+        for a in (1..job.attempt).rev() {
+            let mut earlier = req.clone();
+            earlier.external_id = format!("{}-{a}", job.spec.id);
+            let Ok(Some(h)) = client.find(&earlier).await else {
+                continue;
+            };
+            match client.poll(&h).await {
+                Ok(Observed::Failed(_) | Observed::Cancelled) | Err(_) => continue,
+                Ok(_) => {
+                    tracing::info!(job = %job.spec.id, earlier_attempt = a, "resuming the task an earlier attempt started");
+                    return Some(h);
+                }
+            }
+        }
+        None
+    }
+
+    /// Stores the verified results and reports usage.
+    async fn store(
+        &self,
+        job: &ClaimedJob,
+        media: Vec<Media>,
+        mut usage: Usage,
+        video: bool,
+        g: &GeneratePayload,
+    ) -> JobOutcome {
+        let mut refs: Vec<ResultRef> = Vec::with_capacity(media.len());
+        for (i, m) in media.iter().enumerate() {
+            let name = format!("output-{i}.{}", m.extension());
+            match self
+                .outputs
+                .put(&job.spec, &name, Bytes::from(m.bytes.clone()), m.content_type)
+                .await
+            {
+                Ok(r) => refs.push(r),
+                Err(e) => return failed(ErrorClass::Retryable, format!("storing the result: {e}")),
+            }
+        }
+        if usage.pixels.is_none()
+            && let Some(m) = media.first()
+            && let (Some(w), Some(h)) = (m.width, m.height)
+        {
+            usage.pixels = Some(u64::from(w) * u64::from(h));
+        }
+        if video && usage.seconds.is_none() {
+            usage.seconds = g.duration_secs;
+        }
+        usage.outputs = usage.outputs.or(Some(refs.len() as u32));
+        let output = if refs.len() == 1 {
+            refs.pop()
+        } else {
+            let manifest = serde_json::json!({ "outputs": refs });
+            match self
+                .outputs
+                .put(
+                    &job.spec,
+                    "manifest.json",
+                    Bytes::from(manifest.to_string()),
+                    "application/json",
+                )
+                .await
+            {
+                Ok(r) => Some(r),
+                Err(e) => return failed(ErrorClass::Retryable, format!("storing the manifest: {e}")),
+            }
+        };
+        JobOutcome::Succeeded(Completion {
+            output,
+            usage: Some(usage),
+        })
+    }
+}
+
+/// The refresh loop never ends; `select!` needs a value of the work's type from its arm.
+fn unreachable_refresh() -> Result<(Vec<Media>, Usage), RunError> {
+    Err(RunError::Cancelled)
+}
+
+fn account_static(account: &str) -> &'static str {
+    gantry_providers::static_name(account)
+}
+
+/// The job outcome for a run that ended without results.
+fn outcome_of(e: RunError) -> JobOutcome {
+    match e {
+        RunError::Provider(p) => failed(p.class.job_class(), p.to_string()),
+        RunError::CircuitOpen { provider } => failed(ErrorClass::Retryable, format!("{provider}: circuit open")),
+        RunError::Cancelled => failed(ErrorClass::Cancelled, "stopped"),
+        RunError::TimedOut { state } => failed(ErrorClass::TimedOut, format!("attempt deadline passed ({state})")),
+    }
+}
