@@ -30,8 +30,9 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }
-    // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled for the studio; the
-    // video tenant's 100 + 1.
+    // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate for the
+    // studio (a ninth is refused by the provider's safety system); the video tenant's 100 + 1
+    // no-ops and 2 videos.
     let row = |tenant: &str, status: &str| -> u64 {
         text.lines()
             .filter_map(|l| {
@@ -40,10 +41,19 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
             })
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 96, "{text}");
-    assert_eq!(row("studio-42", "dead"), 3, "{text}");
+    assert_eq!(row("studio-42", "succeeded"), 104, "{text}");
+    assert_eq!(row("studio-42", "dead"), 4, "{text}");
     assert_eq!(row("studio-42", "cancelled"), 3, "{text}");
-    assert_eq!(row("videos-7", "succeeded"), 101, "{text}");
+    assert_eq!(row("videos-7", "succeeded"), 103, "{text}");
+    assert!(text.contains("moderated"), "the refused generate job says why:\n{text}");
+    for routed in [
+        "openai/gpt-image-1",
+        "flux/flux-2-pro x3",
+        "kling/kling-v3-std",
+        "veo/veo-3-fast",
+    ] {
+        assert!(text.contains(routed), "{routed}:\n{text}");
+    }
     assert_eq!(
         text.matches("ok: each job charged once").count(),
         2,

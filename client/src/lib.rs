@@ -135,6 +135,12 @@ pub struct JobView {
     /// Credit entry (`None` once expired, or for free jobs).
     #[serde(default)]
     pub credits: Option<Credits>,
+    /// The provider a generate job was routed to.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The model a generate job was routed to.
+    #[serde(default)]
+    pub model: Option<String>,
     /// Enqueue time, Unix ms.
     #[serde(default)]
     pub enqueued_at_ms: u64,

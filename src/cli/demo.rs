@@ -50,10 +50,12 @@ pub struct DemoArgs {
 struct Fleet {
     children: Vec<(String, Child)>,
     metrics_ports: Vec<(String, u16)>,
-    /// Held so the scheduler's stdout stays open.
-    _scheduler_stdout: Option<ChildStdout>,
+    /// Held so the servers' stdouts stay open.
+    stdouts: Vec<ChildStdout>,
     exe: PathBuf,
     url: String,
+    /// `gantry mock-providers`, once started.
+    mock_url: String,
     log_dir: PathBuf,
 }
 
@@ -62,30 +64,31 @@ impl Fleet {
         Ok(std::fs::File::create(self.log_dir.join(format!("{name}.log")))?)
     }
 
-    /// Starts `gantry scheduler` on a free port and returns its base URL.
-    fn spawn_scheduler(&mut self) -> anyhow::Result<String> {
+    /// Starts `gantry ARGS` (a server on port 0) as `name` and returns the base URL it prints.
+    fn spawn_server(&mut self, name: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut child = Command::new(&self.exe)
-            .args(["scheduler", "--redis-url", &self.url, "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(self.log("scheduler")?)
+            .stderr(self.log(name)?)
             .spawn()
-            .context("starting the scheduler")?;
-        let mut out = std::io::BufReader::new(child.stdout.take().context("scheduler stdout")?);
-        self.children.push(("scheduler".into(), child));
+            .with_context(|| format!("starting {name}"))?;
+        let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        self.children.push((name.into(), child));
         let mut line = String::new();
-        out.read_line(&mut line).context("reading the scheduler's address")?;
+        out.read_line(&mut line)
+            .with_context(|| format!("reading {name}'s address"))?;
         let base = line
             .trim()
             .strip_prefix("listening on ")
             .with_context(|| {
                 format!(
-                    "the scheduler did not start; see {}",
-                    self.log_dir.join("scheduler.log").display()
+                    "{name} did not start; see {}",
+                    self.log_dir.join(format!("{name}.log")).display()
                 )
             })?
             .to_owned();
-        self._scheduler_stdout = Some(out.into_inner());
+        self.stdouts.push(out.into_inner());
         Ok(base)
     }
 
@@ -100,6 +103,7 @@ impl Fleet {
                 "1",
             ])
             .args(["--concurrency", "16", "--lease-secs", "3"])
+            .args(["--mock-providers", &self.mock_url])
             .arg("--outputs")
             .arg(self.log_dir.join("outputs"))
             .stdin(Stdio::null())
@@ -137,6 +141,96 @@ impl Drop for Fleet {
 /// A synthetic job: sleeps, writes a small output.
 fn noop(user: &str, payload: Value) -> Value {
     json!({"user": user, "kind": "noop", "payload": payload})
+}
+
+/// A generate job for the mock providers; `pending=2` makes poll-mode tasks poll twice.
+fn generate(user: &str, provider: &str, model: &str, regions: &[&str], prompt: &str, extra: Value) -> Value {
+    let mut payload = json!({"provider": provider, "model": model, "prompt": format!("{prompt} [mock:pending=2]")});
+    if let (Value::Object(p), Value::Object(e)) = (&mut payload, extra) {
+        p.extend(e);
+    }
+    json!({"user": user, "kind": "generate", "allowed_regions": regions, "payload": payload, "max_attempts": 4})
+}
+
+/// The studio's generate jobs: one per image provider, a residency fallback, a rate-limited
+/// call retried after its `Retry-After`, and an output the provider's safety system refuses.
+fn studio_generate() -> Vec<Value> {
+    let no = json!({});
+    vec![
+        generate(
+            "user-0010",
+            "openai",
+            "gpt-image-1",
+            &["US"],
+            "a virtual influencer in a cafe, golden hour",
+            no.clone(),
+        ),
+        generate(
+            "user-0011",
+            "gemini",
+            "gemini-2.5-flash-image",
+            &["US"],
+            "a character sheet of a fox knight",
+            no.clone(),
+        ),
+        generate(
+            "user-0012",
+            "gemini",
+            "imagen-4",
+            &["US"],
+            "a product shot of a glass perfume bottle",
+            no.clone(),
+        ),
+        generate(
+            "user-0013",
+            "seedream",
+            "seedream-4.0",
+            &["SG"],
+            "a watercolour harbour town",
+            no.clone(),
+        ),
+        generate(
+            "user-0014",
+            "flux",
+            "flux-2-pro",
+            &["EU"],
+            "a studio portrait, soft light",
+            json!({"width": 1024, "height": 768}),
+        ),
+        generate(
+            "user-0015",
+            "flux",
+            "flux-kontext-pro",
+            &["EU", "US"],
+            "the same portrait in winter",
+            no.clone(),
+        ),
+        // EU-only consent: OpenAI (US) is never used; admission routes to an EU provider.
+        generate(
+            "user-0016",
+            "openai",
+            "gpt-image-1",
+            &["EU"],
+            "a poster for a jazz night",
+            no.clone(),
+        ),
+        generate(
+            "user-0017",
+            "openai",
+            "gpt-image-1",
+            &["US"],
+            "a sticker of a happy cloud [mock:429=1]",
+            no.clone(),
+        ),
+        generate(
+            "user-0018",
+            "flux",
+            "flux-2-pro",
+            &["EU"],
+            "a scene the safety system refuses [mock:moderated_output]",
+            no,
+        ),
+    ]
 }
 
 /// What one tenant submitted and what admission said.
@@ -224,6 +318,7 @@ async fn submit_studio(api: &Client, ordinary: usize) -> anyhow::Result<Submissi
     }));
     // Finished, but the provider did not bill (a moderation rejection): refunded.
     jobs.extend((0..5).map(|_| noop("user-0004", json!({"sleep_ms": 10, "report_usage": {"billed": false}}))));
+    jobs.extend(studio_generate());
     for chunk in jobs.chunks(500) {
         s.admitted(api.submit_batch(chunk).await?);
     }
@@ -268,6 +363,26 @@ async fn submit_video(api: &Client, retrying: &Client) -> anyhow::Result<Submiss
     }
     // The same job again through a client that honours Retry-After.
     s.admitted(vec![retrying.submit(&one).await?]);
+    // Two short videos: Kling (submit, poll, download) and Veo (a long-running operation).
+    let videos = [
+        generate(
+            "viewer-9",
+            "kling",
+            "kling-v3-std",
+            &["SG"],
+            "a drone shot over rice terraces",
+            json!({"duration_secs": 5}),
+        ),
+        generate(
+            "viewer-9",
+            "veo",
+            "veo-3-fast",
+            &["US"],
+            "a timelapse of a city at night",
+            json!({"duration_secs": 8}),
+        ),
+    ];
+    s.admitted(retrying.submit_batch(&videos).await?);
     // A ten-minute Kling video (84 credits a second) costs more than the tenant holds.
     let video = json!({"user": "viewer-9", "kind": "generate", "allowed_regions": ["SG"],
         "payload": {"provider": "kling", "model": "kling-v3-std", "prompt": "a drone shot over a harbour", "duration_secs": 600}});
@@ -307,13 +422,22 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut fleet = Fleet {
         children: Vec::new(),
         metrics_ports: Vec::new(),
-        _scheduler_stdout: None,
+        stdouts: Vec::new(),
         exe: std::env::current_exe()?,
         url: url.clone(),
+        mock_url: String::new(),
         log_dir: log_dir.clone(),
     };
-    let base = fleet.spawn_scheduler()?;
+    let base = fleet.spawn_server(
+        "scheduler",
+        &["scheduler", "--redis-url", &url, "--listen", "127.0.0.1:0"],
+    )?;
     println!("  scheduler      {base} (`gantry scheduler`, embedded demo configuration; API at {base}/openapi.json)");
+    fleet.mock_url = fleet.spawn_server("mock-providers", &["mock-providers", "--listen", "127.0.0.1:0"])?;
+    println!(
+        "  providers      {} (`gantry mock-providers`: OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL on loopback; request log at /_mock/requests)",
+        fleet.mock_url
+    );
     for i in 1..=a.workers.max(1) {
         fleet.spawn_worker(&format!("worker-{i}"))?;
     }
@@ -345,10 +469,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         fmt_ms(started.elapsed().as_millis() as u64),
     );
     println!(
-        "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled",
+        "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled, 9 generate",
         a.jobs
     );
-    println!("                 videos-7: a burst of 100 (its plan's whole burst), then one more");
+    println!("                 videos-7: a burst of 100 (its plan's whole burst), one more, 2 generate (video)");
     for (tenant, s) in [("studio-42", &s_studio), ("videos-7", &s_video)] {
         for (code, (n, detail)) in &s.refused {
             println!("  refused        {tenant}: {n} x {code}: {detail}");
@@ -483,7 +607,8 @@ fn summary(v_studio: &[JobView], v_video: &[JobView], wall: Duration, total: usi
                 latencies.push(fin.saturating_sub(j.enqueued_at_ms));
             }
             outputs += u64::from(j.result.is_some());
-            if j.status == "dead" && dead_example.is_none() {
+            // Show a refused generate job if there is one: it says what the provider said.
+            if j.status == "dead" && (dead_example.is_none() || j.kind == "generate") {
                 dead_example = Some(j);
             }
         }
@@ -501,6 +626,25 @@ fn summary(v_studio: &[JobView], v_video: &[JobView], wall: Duration, total: usi
         println!("  {tenant:<10} {kind:<10} {status:<11} {n:>6}");
     }
     println!("  attempts: {attempts} for {total} jobs; outputs stored: {outputs}");
+    let mut by_provider: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for j in v_studio.iter().chain(v_video).filter(|j| j.kind == "generate") {
+        let e = by_provider
+            .entry(format!(
+                "{}/{}",
+                j.provider.as_deref().unwrap_or("?"),
+                j.model.as_deref().unwrap_or("?")
+            ))
+            .or_default();
+        e.0 += 1;
+        e.1 += j.credits.as_ref().map_or(0, |c| c.charged) as u64;
+    }
+    if !by_provider.is_empty() {
+        let list: Vec<String> = by_provider
+            .iter()
+            .map(|(p, (n, c))| format!("{p} x{n} ({c} credits)"))
+            .collect();
+        println!("  generate, by provider/model as routed: {}", list.join(", "));
+    }
     println!(
         "  latency submit->done (succeeded): p50 {}  p95 {}  p99 {}  max {}",
         fmt_ms(pct(0.50)),
