@@ -47,6 +47,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// One worker holding N poll-mode generate jobs in flight (mock providers): its CPU and
+    /// RSS, side by side with the same worker holding N sleeping no-op jobs.
+    Generate {
+        /// Port of a redis-server on 127.0.0.1.
+        #[arg(long)]
+        redis_port: u16,
+        /// Jobs in flight.
+        #[arg(long, default_value_t = 500)]
+        jobs: usize,
+        /// Seconds each task stays pending at the provider.
+        #[arg(long, default_value_t = 25)]
+        hold_secs: u64,
+        /// Seconds of measurement once all are in flight.
+        #[arg(long, default_value_t = 10)]
+        window_secs: u64,
+    },
     /// Admission against raw enqueue: batches of 1,000 through `POST /v1/jobs:batch` of an
     /// in-process scheduler vs `enqueue_batch`, interleaved; then single `POST /v1/jobs`
     /// open-loop at RATE per second with latency percentiles.
@@ -85,6 +101,14 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             rounds,
         } => {
             return worker_bench(redis_port, n, concurrency, rounds).await;
+        }
+        BenchCommand::Generate {
+            redis_port,
+            jobs,
+            hold_secs,
+            window_secs,
+        } => {
+            return super::bench_generate::generate_bench(redis_port, jobs, hold_secs, window_secs).await;
         }
         BenchCommand::Scheduler {
             redis_port,

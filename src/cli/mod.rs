@@ -1,6 +1,7 @@
 //! Command-line interface. Each subcommand lives in its own module.
 
 mod bench;
+mod bench_generate;
 mod bench_scheduler;
 mod demo;
 mod dlq;
