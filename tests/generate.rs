@@ -22,26 +22,26 @@ struct Fleet {
 }
 
 fn fleet(workers: usize, concurrency: usize, mock_flags: &[&str]) -> Fleet {
+    fleet_with(workers, concurrency, mock_flags, &[])
+}
+
+fn fleet_with(workers: usize, concurrency: usize, mock_flags: &[&str], worker_flags: &[&str]) -> Fleet {
     let redis = RedisServer::start().unwrap();
     let mock = MockProvidersProcess::start(mock_flags);
     let sched = SchedulerProcess::start(&redis.url(), None);
     let logs = tempfile::tempdir().unwrap();
     let outputs = logs.path().join("outputs");
+    let (mock_url, out) = (mock.url(), outputs.to_str().unwrap());
     let workers = (0..workers)
         .map(|i| {
+            let mut flags = vec!["--gpus", "none", "--mock-providers", &mock_url, "--outputs", out];
+            flags.extend_from_slice(worker_flags);
             WorkerProcess::start(
                 &redis.url(),
                 &format!("gen-{i}"),
                 concurrency,
                 10.0,
-                &[
-                    "--gpus",
-                    "none",
-                    "--mock-providers",
-                    &mock.url(),
-                    "--outputs",
-                    outputs.to_str().unwrap(),
-                ],
+                &flags,
                 logs.path(),
             )
         })
@@ -298,4 +298,82 @@ async fn a_fault_storm_of_1000_jobs_all_succeed_and_honour_retry_after() {
         "{} flux tasks, at most {deepest} in flight",
         spans.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_ends_tasks_on_the_providers_call_and_polling_covers_a_lost_one() {
+    let port = gantry_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let base = format!("http://{addr}");
+    let f = fleet_with(1, 8, &[], &["--metrics-addr", &addr, "--webhook-base", &base]);
+    let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
+    // Thirty pending polls would take most of a minute at the safety-net pace; the mock calls
+    // back after 1.5 s.
+    let called = [
+        generate(
+            "flux",
+            "flux-2-pro",
+            &["EU"],
+            "a kite festival [mock:pending=30]",
+            json!({}),
+        ),
+        generate(
+            "kling",
+            "kling-v3-std",
+            &["SG"],
+            "waves on a pier [mock:pending=30]",
+            json!({"duration_secs": 5}),
+        ),
+    ];
+    let lost = generate(
+        "flux",
+        "flux-2-pro",
+        &["US"],
+        "a quiet library [mock:pending=4,lose_callback]",
+        json!({}),
+    );
+    let mut ids: Vec<String> = Vec::new();
+    for j in called.iter().chain([&lost]) {
+        ids.push(api.submit(j).await.unwrap().id);
+    }
+    for id in &ids {
+        let j = settled(&api, id).await;
+        assert_eq!(j.status, "succeeded", "{j:?}");
+        assert_eq!(j.credits.as_ref().unwrap().state, "charged");
+    }
+    for id in &ids[..2] {
+        let j = api.job(id).await.unwrap();
+        let took = j.finished_at_ms.unwrap() - j.enqueued_at_ms;
+        assert!(took < 15_000, "ended by its webhook, not by 30 polls: {took} ms");
+    }
+    let log: Vec<Value> = reqwest::get(format!("{}/_mock/requests", f.mock.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let callbacks: Vec<&Value> = log.iter().filter(|e| e["method"] == "CALLBACK").collect();
+    assert_eq!(
+        callbacks.len(),
+        2,
+        "one call per task, none for the lost one: {callbacks:?}"
+    );
+    for c in &callbacks {
+        assert_eq!(c["status"], 200, "the worker accepted the call: {c}");
+        let polls = log
+            .iter()
+            .filter(|e| {
+                e["method"] == "GET" && e["key"] == c["key"] && !e["path"].as_str().unwrap().starts_with("/files")
+            })
+            .count();
+        assert!(polls < 10, "{polls} polls of a task that called back");
+    }
+    // A forged call is refused.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/webhooks/flux/someone-else/0000"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

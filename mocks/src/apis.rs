@@ -124,6 +124,51 @@ fn media(s: &Arc<MockState>, t: &MockTask, file: &str, key: &str) -> Answer {
     answer(([("content-type", ct)], bytes.as_ref().clone()).into_response(), key)
 }
 
+/// Calls `url` back when the task's pending time is over (50 ms a pending poll) with the
+/// task as `body` renders it; signed like BFL's when `secret` is given. Retried three times,
+/// a second apart, like Seedance's callbacks, when the receiver does not answer 2xx.
+fn call_back(
+    s: &Arc<MockState>,
+    id: String,
+    url: String,
+    secret: Option<String>,
+    body: fn(&Arc<MockState>, &MockTask) -> Value,
+) {
+    let s = s.clone();
+    tokio::spawn(async move {
+        let Some(t) = s.task(&id) else { return };
+        if t.directives.lose_callback {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(
+            50 * u64::from(t.directives.pending.max(1)),
+        ))
+        .await;
+        let Some(t) = s.complete(&id) else { return };
+        let payload = body(&s, &t).to_string();
+        for _ in 0..4 {
+            let mut req = s
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(payload.clone());
+            if let Some(secret) = &secret {
+                let sig: String = gantry_providers::kling::hmac_sha256(secret.as_bytes(), payload.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                req = req.header("x-bfl-signature", format!("sha256={sig}"));
+            }
+            let status = req.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+            s.log_callback(&t, &url, status);
+            if (200..300).contains(&status) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// Runs the gate and the prompt's non-counted refusals; `Some` is the answer to give.
 async fn refuse(
     s: &Arc<MockState>,
@@ -253,6 +298,29 @@ fn moderation_blocked(stage: &str) -> Response {
 
 // ---------------------------------------------------------------- BFL
 
+/// A BFL task as `get_result` (and its webhook) reports it.
+fn bfl_task(s: &Arc<MockState>, t: &MockTask) -> Value {
+    let id = &t.id;
+    let d = &t.directives;
+    let status = if t.polls <= d.pending {
+        "Pending"
+    } else if d.moderated {
+        "Request Moderated"
+    } else if d.moderated_output {
+        "Content Moderated"
+    } else if d.fail {
+        "Error"
+    } else {
+        "Ready"
+    };
+    let mut v = json!({"id": id, "status": status, "progress": null});
+    if status == "Ready" {
+        let prefix = s.prefix(&t.provider, &t.region);
+        v["result"] = json!({"sample": format!("{prefix}/files/{id}/0.png?se=expiring&sig=secret"), "seed": 42});
+    }
+    v
+}
+
 async fn bfl(s: &Arc<MockState>, call: &Call) -> Answer {
     if call.header("x-key") != Some(MOCK_API_KEY) {
         return answer(
@@ -280,23 +348,7 @@ async fn bfl(s: &Arc<MockState>, call: &Call) -> Answer {
         if let Some(r) = refuse(s, call, &id, &t.directives, false, render).await {
             return answer(r, &id);
         }
-        let d = &t.directives;
-        let status = if t.polls <= d.pending {
-            "Pending"
-        } else if d.moderated {
-            "Request Moderated"
-        } else if d.moderated_output {
-            "Content Moderated"
-        } else if d.fail {
-            "Error"
-        } else {
-            "Ready"
-        };
-        let mut v = json!({"id": id, "status": status, "progress": null});
-        if status == "Ready" {
-            let prefix = s.prefix(&t.provider, &t.region);
-            v["result"] = json!({"sample": format!("{prefix}/files/{id}/0.png?se=expiring&sig=secret"), "seed": 42});
-        }
+        let v = bfl_task(s, &t);
         return answer(reply(200, v), &id);
     }
     if call.method != Method::POST || !call.path.starts_with("/v1/") {
@@ -316,6 +368,10 @@ async fn bfl(s: &Arc<MockState>, call: &Call) -> Answer {
     let id = t.id.clone();
     let polling_url = format!("{}/v1/get_result?id={id}", s.prefix(&call.provider, &call.region));
     s.insert_task(t);
+    if let Some(url) = body["webhook_url"].as_str() {
+        let secret = body["webhook_secret"].as_str().map(str::to_owned);
+        call_back(s, id.clone(), url.to_owned(), secret, bfl_task);
+    }
     answer(
         reply(200, json!({"id": id, "polling_url": polling_url, "cost": 4.5})),
         &key,
@@ -457,7 +513,11 @@ async fn kling(s: &Arc<MockState>, call: &Call) -> Answer {
     t.polls = 0;
     let v = kling_task(s, &t);
     let hold = t.directives.slow_reply_ms;
+    let id = t.id.clone();
     s.insert_task(t);
+    if let Some(url) = body["callback_url"].as_str() {
+        call_back(s, id, url.to_owned(), None, kling_task);
+    }
     if hold > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
     }
@@ -465,6 +525,36 @@ async fn kling(s: &Arc<MockState>, call: &Call) -> Answer {
 }
 
 // ---------------------------------------------------------------- BytePlus Ark
+
+/// A Seedance task as its query (and its callback) reports it.
+fn ark_task(s: &Arc<MockState>, t: &MockTask) -> Value {
+    let id = &t.id;
+    let d = &t.directives;
+    let status = if t.polls <= d.pending / 2 {
+        "queued"
+    } else if t.polls <= d.pending {
+        "running"
+    } else if d.moderated_output || d.fail {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    let mut v = json!({"id": id, "model": t.model, "status": status, "created_at": 1_790_000_000u64, "updated_at": 1_790_000_054u64});
+    if status == "succeeded" {
+        let prefix = s.prefix(&t.provider, &t.region);
+        v["content"] = json!({"video_url": format!("{prefix}/files/{id}/0.mp4")});
+        v["duration"] = json!(t.duration);
+        v["resolution"] = json!("720p");
+        v["usage"] = json!({"completion_tokens": 108_900 * t.duration / 5, "total_tokens": 108_900 * t.duration / 5});
+    } else if status == "failed" {
+        v["error"] = if d.moderated_output {
+            json!({"code": "OutputVideoSensitiveContentDetected", "message": "The generated video may contain sensitive information."})
+        } else {
+            json!({"code": "InternalServiceError", "message": "internal error"})
+        };
+    }
+    v
+}
 
 fn ark_error(status: u16, code: &str, message: &str) -> Response {
     reply(
@@ -518,31 +608,7 @@ async fn ark(s: &Arc<MockState>, call: &Call) -> Answer {
         if let Some(r) = refuse(s, call, &id, &t.directives, false, render).await {
             return answer(r, &id);
         }
-        let d = &t.directives;
-        let status = if t.polls <= d.pending / 2 {
-            "queued"
-        } else if t.polls <= d.pending {
-            "running"
-        } else if d.moderated_output || d.fail {
-            "failed"
-        } else {
-            "succeeded"
-        };
-        let mut v = json!({"id": id, "model": t.model, "status": status, "created_at": 1_790_000_000u64, "updated_at": 1_790_000_054u64});
-        if status == "succeeded" {
-            let prefix = s.prefix(&t.provider, &t.region);
-            v["content"] = json!({"video_url": format!("{prefix}/files/{id}/0.mp4")});
-            v["duration"] = json!(t.duration);
-            v["resolution"] = json!("720p");
-            v["usage"] =
-                json!({"completion_tokens": 108_900 * t.duration / 5, "total_tokens": 108_900 * t.duration / 5});
-        } else if status == "failed" {
-            v["error"] = if d.moderated_output {
-                json!({"code": "OutputVideoSensitiveContentDetected", "message": "The generated video may contain sensitive information."})
-            } else {
-                json!({"code": "InternalServiceError", "message": "internal error"})
-            };
-        }
+        let v = ark_task(s, &t);
         return answer(reply(200, v), &id);
     }
     if call.method != Method::POST {
@@ -578,6 +644,9 @@ async fn ark(s: &Arc<MockState>, call: &Call) -> Answer {
             .unwrap_or(5);
         let id = t.id.clone();
         s.insert_task(t);
+        if let Some(url) = body["callback_url"].as_str() {
+            call_back(s, id.clone(), url.to_owned(), None, ark_task);
+        }
         return answer(reply(200, json!({"id": id})), &key);
     }
     let n = if body["sequential_image_generation"] == "auto" {

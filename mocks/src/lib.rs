@@ -8,7 +8,8 @@
 //!   `[mock:moderated_output]` (the task ends moderated), `[mock:fail]`, `[mock:malformed=1]`,
 //!   `[mock:truncated=1]`, `[mock:expired]` (the result URL answers 403), `[mock:slow=MS]`
 //!   (every call waits first), `[mock:slow_reply=MS]` (Kling: the task is created, then the
-//!   reply waits, so a client that times out does not know it exists), `[mock:slow_body]`;
+//!   reply waits, so a client that times out does not know it exists), `[mock:slow_body]`,
+//!   `[mock:lose_callback]` (a webhook task never calls back: polling must find its end);
 //! - **per request**, by `POST /_mock/script` (`[{"provider": "kling", "fault": "rate_limited"}, …]`,
 //!   each used by the next matching call);
 //! - **at random**, by `PUT /_mock/faults` (`{"rate_429": 0.3, "rate_5xx": 0.05, "retry_after_secs": 1}`).
@@ -128,6 +129,7 @@ pub struct Directives {
     slow_ms: u64,
     slow_reply_ms: u64,
     slow_body: bool,
+    lose_callback: bool,
 }
 
 impl Directives {
@@ -157,6 +159,7 @@ impl Directives {
                     "slow" => d.slow_ms = n.min(600_000),
                     "slow_reply" => d.slow_reply_ms = n.min(600_000),
                     "slow_body" => d.slow_body = true,
+                    "lose_callback" => d.lose_callback = true,
                     _ => {}
                 }
             }
@@ -197,6 +200,8 @@ pub struct MockState {
     counters: Mutex<HashMap<(String, &'static str), u32>>,
     tasks: Mutex<HashMap<String, MockTask>>,
     seq: AtomicU64,
+    /// For webhook calls.
+    pub(crate) http: reqwest::Client,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -229,6 +234,7 @@ impl MockState {
             counters: Mutex::default(),
             tasks: Mutex::default(),
             seq: AtomicU64::new(0),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -266,6 +272,35 @@ impl MockState {
         let t = g.get_mut(id)?;
         t.polls += 1;
         Some(t.clone())
+    }
+
+    /// Ends a task's pending time (a webhook task's clock ran out) and returns it.
+    pub(crate) fn complete(&self, id: &str) -> Option<MockTask> {
+        let mut g = lock(&self.tasks);
+        let t = g.get_mut(id)?;
+        t.polls = t.polls.max(t.directives.pending + 1);
+        Some(t.clone())
+    }
+
+    /// Logs a webhook call the mock made.
+    pub(crate) fn log_callback(&self, t: &MockTask, url: &str, status: u16) {
+        let path = reqwest::Url::parse(url)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_default();
+        let mut log = lock(&self.log);
+        let seq = log.len() as u64 + 1;
+        log.push(LogEntry {
+            seq,
+            at_ms: now_ms(),
+            provider: t.provider.clone(),
+            region: t.region.clone(),
+            method: "CALLBACK".into(),
+            path,
+            key: t.id.clone(),
+            status,
+            retry_after_secs: None,
+            headers: BTreeMap::new(),
+        });
     }
 
     pub(crate) fn task(&self, id: &str) -> Option<MockTask> {

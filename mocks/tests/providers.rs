@@ -49,6 +49,7 @@ fn request(model: &str, video: bool, prompt: &str) -> GenerateRequest {
         duration_secs: video.then_some(5),
         samples: 1,
         video,
+        callback: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn options() -> RunOptions {
         },
         deadline: tokio::time::Instant::now() + Duration::from_secs(30),
         resume: None,
+        webhook: None,
     }
 }
 

@@ -131,6 +131,8 @@ struct TaskCreated {
 
 #[derive(Deserialize)]
 struct TaskReply {
+    #[serde(default)]
+    id: String,
     status: String,
     #[serde(default)]
     error: Option<ApiError>,
@@ -219,7 +221,10 @@ impl Ark {
         if let Some(img) = req.reference_images.first() {
             content.push(json!({"type": "image_url", "image_url": {"url": img}, "role": "first_frame"}));
         }
-        let body = json!({"model": self.cfg.model_id(&req.model), "content": content});
+        let mut body = json!({"model": self.cfg.model_id(&req.model), "content": content});
+        if let Some(cb) = &req.callback {
+            body["callback_url"] = cb.url.as_str().into();
+        }
         let r = self
             .send(
                 self.http
@@ -287,6 +292,22 @@ impl Provider for Ark {
                 self.images(req).await
             }
         })
+    }
+
+    /// Seedance video tasks call back with the task object; images are synchronous.
+    fn accepts_webhooks(&self) -> bool {
+        true
+    }
+
+    fn parse_webhook(
+        &self,
+        _headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        _secret: &str,
+    ) -> Result<(String, Observed), ProviderError> {
+        let t: TaskReply = serde_json::from_slice(body)
+            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, format!("callback body: {e}")))?;
+        Ok((t.id.clone(), observe(self.name, t)))
     }
 
     fn poll<'a>(&'a self, task: &'a TaskHandle) -> BoxFuture<'a, Result<Observed, ProviderError>> {

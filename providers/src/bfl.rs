@@ -148,6 +148,10 @@ impl Provider for Bfl {
                 body["width"] = snap(w).into();
                 body["height"] = snap(h).into();
             }
+            if let Some(cb) = &req.callback {
+                body["webhook_url"] = cb.url.as_str().into();
+                body["webhook_secret"] = cb.secret.as_str().into();
+            }
             for (i, img) in req.reference_images.iter().take(8).enumerate() {
                 let key = if i == 0 {
                     "input_image".to_owned()
@@ -188,6 +192,44 @@ impl Provider for Bfl {
                 family: None,
             }))
         })
+    }
+
+    fn accepts_webhooks(&self) -> bool {
+        true
+    }
+
+    /// BFL signs the body: `X-BFL-Signature: sha256=<hex HMAC-SHA256(webhook_secret, body)>`.
+    fn parse_webhook(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        secret: &str,
+    ) -> Result<(String, Observed), ProviderError> {
+        let sig = headers
+            .get("x-bfl-signature")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("sha256="))
+            .unwrap_or_default();
+        let expected: String = crate::kling::hmac_sha256(secret.as_bytes(), body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if sig.len() != expected.len() || !sig.eq_ignore_ascii_case(&expected) {
+            return Err(
+                ProviderError::new(self.name, ErrorClass::InvalidRequest, "bad X-BFL-Signature").code("bad_signature"),
+            );
+        }
+        #[derive(Deserialize)]
+        struct Call {
+            id: String,
+            status: String,
+            #[serde(default)]
+            result: Option<PollResult>,
+        }
+        let c: Call = serde_json::from_slice(body)
+            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, format!("webhook body: {e}")))?;
+        let seen = observe(self.name, &c.status, c.result.and_then(|r| r.sample));
+        Ok((c.id, seen))
     }
 
     fn poll<'a>(&'a self, task: &'a TaskHandle) -> BoxFuture<'a, Result<Observed, ProviderError>> {
@@ -250,6 +292,41 @@ mod tests {
             body: br#"{"detail":"Insufficient credits"}"#.to_vec(),
         };
         assert_eq!(classify("flux", &r).class, ErrorClass::QuotaExhausted);
+    }
+
+    #[test]
+    fn webhooks_must_carry_the_body_signature() {
+        let cfg = ProviderConfig {
+            api: crate::Api::Bfl,
+            regions: Default::default(),
+            credentials: crate::config::Credentials {
+                api_key_value: Some("k".into()),
+                ..Default::default()
+            },
+            models: Default::default(),
+            video_models: vec![],
+            request_timeout_secs: 5,
+            poll_initial_ms: 10,
+            poll_max_ms: 10,
+            max_in_flight: None,
+            poll_hosts: vec![],
+        };
+        let c = Bfl::new("flux", "https://api.eu.bfl.ai", &cfg).expect("client");
+        let body = br#"{"id":"t1","status":"Ready","result":{"sample":"https://delivery.bfl.ai/x.png"}}"#;
+        let sig: String = crate::kling::hmac_sha256(b"task-secret", body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-bfl-signature", format!("sha256={sig}").parse().expect("header"));
+        let (id, seen) = c.parse_webhook(&h, body, "task-secret").expect("signed");
+        assert_eq!((id.as_str(), seen.state()), ("t1", crate::TaskState::Succeeded));
+        assert!(c.parse_webhook(&h, body, "other-secret").is_err(), "wrong secret");
+        assert!(c.parse_webhook(&h, b"{}", "task-secret").is_err(), "body changed");
+        assert!(
+            c.parse_webhook(&reqwest::header::HeaderMap::new(), body, "task-secret")
+                .is_err()
+        );
     }
 
     #[test]

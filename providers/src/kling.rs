@@ -352,6 +352,9 @@ impl Provider for Kling {
             if let Some(n) = &req.negative_prompt {
                 body["negative_prompt"] = n.as_str().into();
             }
+            if let Some(cb) = &req.callback {
+                body["callback_url"] = cb.url.as_str().into();
+            }
             if req.video {
                 body["mode"] = mode.into();
                 body["duration"] = req.duration_secs.unwrap_or(5).clamp(3, 15).to_string().into();
@@ -392,6 +395,23 @@ impl Provider for Kling {
 
     fn can_find(&self) -> bool {
         true
+    }
+
+    fn accepts_webhooks(&self) -> bool {
+        true
+    }
+
+    /// Kling's callback body is the task object its query returns; it is not signed (the
+    /// callback URL's token authenticates it).
+    fn parse_webhook(
+        &self,
+        _headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        _secret: &str,
+    ) -> Result<(String, Observed), ProviderError> {
+        let d: TaskData = serde_json::from_slice(body)
+            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, format!("callback body: {e}")))?;
+        Ok((d.task_id.clone(), observe(self.name, d)))
     }
 
     fn find<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Option<TaskHandle>, ProviderError>> {

@@ -19,6 +19,7 @@ pub mod openai;
 pub mod retry;
 pub mod run;
 pub mod task;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +58,28 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
                 "this provider answers synchronously; there is nothing to poll",
             ))
         })
+    }
+
+    /// Whether the provider can call a webhook when a task ends (and [`Provider::submit`]
+    /// passes the request's `callback` on).
+    fn accepts_webhooks(&self) -> bool {
+        false
+    }
+
+    /// Reads a webhook call: the task's id and what it reports. `secret` is the callback's
+    /// (for providers that sign their calls; the URL's token has been checked already).
+    fn parse_webhook(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        secret: &str,
+    ) -> Result<(String, Observed), ProviderError> {
+        let _ = (headers, body, secret);
+        Err(ProviderError::new(
+            self.name(),
+            ErrorClass::InvalidRequest,
+            "this provider does not call webhooks",
+        ))
     }
 
     /// Whether [`Provider::find`] can look a task up by our external id.
@@ -154,6 +177,14 @@ impl Registry {
         regions
             .iter()
             .find_map(|r| in_region(r).map(|c| (r.clone(), c.clone())))
+    }
+
+    /// Any client of `provider` (webhook calls are read the same in every region).
+    pub fn any_client(&self, provider: &str) -> Option<Arc<dyn Provider>> {
+        self.clients
+            .iter()
+            .find(|((p, _), _)| p == provider)
+            .map(|(_, c)| c.clone())
     }
 
     /// The configuration of `provider`.

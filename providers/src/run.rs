@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub deadline: Instant,
     /// A task accepted by an earlier attempt: poll it instead of submitting again.
     pub resume: Option<TaskHandle>,
+    /// Webhook calls about this task (webhook mode): each wakes the loop with what it reports.
+    pub webhook: Option<tokio::sync::watch::Receiver<Option<Observed>>>,
 }
 
 /// Callbacks as the run goes.
@@ -72,6 +74,34 @@ pub struct NoHooks;
 impl RunHooks for NoHooks {
     fn accepted(&mut self, _: &TaskHandle) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+}
+
+/// Sleeps `d` unless a webhook call arrives first (returned), or returns why it could not.
+async fn wait_next(
+    d: Duration,
+    opts: &RunOptions,
+    webhook: &mut Option<tokio::sync::watch::Receiver<Option<Observed>>>,
+    cancel: &CancellationToken,
+    state: TaskState,
+) -> Result<Option<Observed>, RunError> {
+    let Some(rx) = webhook else {
+        return pause(d, opts, cancel, state).await.map(|()| None);
+    };
+    if Instant::now() + d > opts.deadline {
+        return Err(RunError::TimedOut { state: state.as_str() });
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(None),
+        _ = cancel.cancelled() => Err(RunError::Cancelled),
+        changed = rx.changed() => match changed {
+            Ok(()) => Ok(rx.borrow_and_update().clone()),
+            Err(_) => {
+                // The inbox went away: poll only.
+                *webhook = None;
+                Ok(None)
+            }
+        },
     }
 }
 
@@ -118,30 +148,35 @@ pub async fn run(
     };
     hooks.state(TaskState::Queued);
     let (mut polls, mut errors) = (0u32, 0u32);
+    let mut webhook = opts.webhook.clone();
     loop {
-        pause(opts.poll.wait(polls), opts, cancel, task.state()).await?;
-        polls += 1;
-        if !breaker.allow() {
-            return Err(RunError::CircuitOpen {
-                provider: provider.name(),
-            });
-        }
-        let seen = match provider.poll(&handle).await {
-            Ok(seen) => {
-                breaker.success();
-                errors = 0;
-                seen
+        let called = wait_next(opts.poll.wait(polls), opts, &mut webhook, cancel, task.state()).await?;
+        let seen = if let Some(seen) = called {
+            seen
+        } else {
+            polls += 1;
+            if !breaker.allow() {
+                return Err(RunError::CircuitOpen {
+                    provider: provider.name(),
+                });
             }
-            Err(e) => {
-                record(breaker, &e);
-                if !e.class.is_retryable() || errors >= opts.backoff.max_retries {
-                    return Err(e.into());
+            match provider.poll(&handle).await {
+                Ok(seen) => {
+                    breaker.success();
+                    errors = 0;
+                    seen
                 }
-                let wait = opts.backoff.wait(errors, e.retry_after());
-                hooks.retrying(&e, wait);
-                errors += 1;
-                pause(wait, opts, cancel, task.state()).await?;
-                continue;
+                Err(e) => {
+                    record(breaker, &e);
+                    if !e.class.is_retryable() || errors >= opts.backoff.max_retries {
+                        return Err(e.into());
+                    }
+                    let wait = opts.backoff.wait(errors, e.retry_after());
+                    hooks.retrying(&e, wait);
+                    errors += 1;
+                    pause(wait, opts, cancel, task.state()).await?;
+                    continue;
+                }
             }
         };
         if task.observe(seen.state()) {

@@ -33,6 +33,17 @@ pub struct GenerateRequest {
     pub samples: u32,
     /// Whether the model makes video (`true`) or images.
     pub video: bool,
+    /// Where the provider should report the task's end (webhook mode), if it can.
+    pub callback: Option<Callback>,
+}
+
+/// A webhook the provider is asked to call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callback {
+    /// The URL (it carries a per-task token: see [`crate::webhook`]).
+    pub url: String,
+    /// The secret a provider that signs its calls signs with (BFL's `webhook_secret`).
+    pub secret: String,
 }
 
 /// How a provider delivers results.

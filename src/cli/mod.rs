@@ -33,7 +33,7 @@ enum Command {
     /// Serve the HTTP API: admission (credits, rate limits, trust, residency) and placement.
     Scheduler(scheduler::SchedulerArgs),
     /// Run a worker: claim and run jobs from one pool until SIGTERM, then drain.
-    Worker(worker::WorkerArgs),
+    Worker(Box<worker::WorkerArgs>),
     /// The fleet registry: live workers and their GPUs.
     #[command(subcommand)]
     Workers(workers::WorkersCommand),
@@ -143,7 +143,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Scheduler(a) => scheduler::run(a).await,
-        Command::Worker(a) => worker::run(a).await,
+        Command::Worker(a) => worker::run(*a).await,
         Command::Workers(c) => workers::run(c).await,
         Command::Jobs(c) => jobs::run(c).await,
         Command::Queues(c) => queues::run(c).await,

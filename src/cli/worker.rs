@@ -70,6 +70,14 @@ pub struct WorkerArgs {
     /// Send every provider call to `gantry mock-providers` at this URL instead.
     #[arg(long, env = "GANTRY_MOCK_PROVIDERS")]
     mock_providers: Option<String>,
+    /// Webhook mode: the URL at which providers reach this worker's HTTP server (the
+    /// --metrics-addr one), e.g. https://worker-3.gantry.internal:9464. Providers that can
+    /// call back (Kling, BFL, Seedance) do; polling slows to a safety net.
+    #[arg(long, env = "GANTRY_WEBHOOK_BASE", requires = "metrics_addr")]
+    webhook_base: Option<String>,
+    /// Key for the webhook URLs' tokens (default: random per process).
+    #[arg(long, env = "GANTRY_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
@@ -77,13 +85,30 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let outputs = OutputStore::open(&a.outputs)?;
     tracing::info!(store = ?outputs, "outputs");
     let mut executors = ExecutorSet::default().with(NoopExecutor::with_outputs(outputs.clone()));
-    let generate = generate_executor(
+    let mut generate = generate_executor(
         &a.redis.redis_url,
         a.providers.as_deref(),
         a.mock_providers.as_deref(),
         outputs,
     )
     .await?;
+    let mut extra_routes = None;
+    if let Some(base) = &a.webhook_base {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(super::UsageError(format!("--webhook-base {base}: expected an http(s) URL")).into());
+        }
+        let secret = match &a.webhook_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => {
+                use rand::RngCore;
+                let mut k = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                k
+            }
+        };
+        generate = generate.with_webhooks(base, &secret);
+        extra_routes = generate.webhook_router();
+    }
     if generate.has_providers() {
         executors = executors.with(generate);
     } else {
@@ -115,6 +140,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         steal_from: a.steal_from.iter().map(|p| Pool::new(p)).collect::<Result<_, _>>()?,
         metrics_addr: a.metrics_addr,
         kind_timeouts: parse_timeouts(&a.timeouts)?,
+        extra_routes,
     };
     let shutdown = CancellationToken::new();
     super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;

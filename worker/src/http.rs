@@ -54,12 +54,21 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves until `stop`. Returns the bound address (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr, state: HttpState, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+/// Binds `addr` and serves (with `extra` routes merged) until `stop`. Returns the bound address (port 0 picks a free one).
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    extra: Option<Router>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let app = match extra {
+        Some(more) => router(state).merge(more),
+        None => router(state),
+    };
     tokio::spawn(async move {
-        let r = axum::serve(listener, router(state))
+        let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(e) = r {

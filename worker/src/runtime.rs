@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Each attempt's time limit by job kind (capped by the job's own timeout).
     pub kind_timeouts: KindTimeouts,
+    /// More routes for the HTTP server (the generate executor's webhooks).
+    pub extra_routes: Option<axum::Router>,
 }
 
 fn now_ms() -> u64 {
@@ -137,7 +139,7 @@ pub async fn run_worker(
                 redis_ok: redis_ok.clone(),
                 shutdown: shutdown.clone(),
             };
-            let bound = serve(addr, state, http_stop.clone())
+            let bound = serve(addr, state, cfg.extra_routes.clone(), http_stop.clone())
                 .await
                 .map_err(|e| WorkerError::Http(addr, e))?;
             tracing::info!("metrics on http://{bound}/metrics");

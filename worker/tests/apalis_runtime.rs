@@ -78,6 +78,7 @@ fn cfg(url: &str, drain_grace: Duration) -> WorkerConfig {
         steal_from: Vec::new(),
         metrics_addr: None,
         kind_timeouts: KindTimeouts::default().with(JobKind::Noop, Duration::from_millis(300)),
+        extra_routes: None,
     }
 }
 

@@ -17,6 +17,7 @@ use gantry_providers::breaker::{BreakerConfig, BreakerState, Breakers};
 use gantry_providers::media::{self, Media, MediaLimits};
 use gantry_providers::retry::Backoff;
 use gantry_providers::run::{NoHooks, RunError, RunOptions, run};
+use gantry_providers::webhook::{Delivery, WebhookError, WebhookInbox};
 use gantry_providers::{GenerateRequest, Observed, Provider, ProvidersConfig, Registry};
 use gantry_queue::{
     ClaimedJob, Completion, ErrorClass, GeneratePayload, HandlerFuture, JobContext, JobKind, JobOutcome, Payload,
@@ -61,6 +62,7 @@ struct Inner {
     outputs: OutputStore,
     slots: Option<ProviderSlots>,
     downloads: reqwest::Client,
+    webhooks: Option<Arc<WebhookInbox>>,
     cfg: GenerateConfig,
 }
 
@@ -100,9 +102,34 @@ impl GenerateExecutor {
                 outputs,
                 slots,
                 downloads,
+                webhooks: None,
                 cfg,
             }),
         })
+    }
+
+    /// Webhook mode: providers that can call back are asked to call `base` (where this
+    /// worker's HTTP server is reachable), with tokens keyed by `secret`; polling slows to a
+    /// safety net. Serve [`GenerateExecutor::webhook_router`] there.
+    pub fn with_webhooks(mut self, base: &str, secret: &[u8]) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.webhooks = Some(Arc::new(WebhookInbox::new(base, secret)));
+        }
+        self
+    }
+
+    /// The route providers call (`POST /webhooks/{provider}/{external_id}/{token}`), when in
+    /// webhook mode.
+    pub fn webhook_router(&self) -> Option<axum::Router> {
+        self.inner.webhooks.as_ref()?;
+        Some(
+            axum::Router::new()
+                .route(
+                    "/webhooks/{provider}/{external_id}/{token}",
+                    axum::routing::post(webhook),
+                )
+                .with_state(self.inner.clone()),
+        )
     }
 
     /// Whether any provider is usable (credentials present).
@@ -199,6 +226,7 @@ impl Inner {
                 duration_secs: g.duration_secs,
                 samples: g.samples.unwrap_or(1).max(1),
                 video,
+                callback: None,
             };
             match self
                 .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel)
@@ -245,6 +273,13 @@ impl Inner {
         if let Some((slots, cap)) = slots {
             self.take_slot(slots, account, &holder, cap, deadline, cancel).await?;
         }
+        // Webhook mode: register before submitting, so an early call is not missed.
+        let mut req = req;
+        let inbox = self.webhooks.as_ref().filter(|_| client.accepts_webhooks());
+        let registration = inbox.map(|i| {
+            req.callback = Some(i.callback(client.name(), &req.external_id));
+            i.register(&req.external_id)
+        });
         let work = async {
             let mut opts = RunOptions {
                 backoff: self.cfg.backoff,
@@ -259,7 +294,13 @@ impl Inner {
                     }),
                 deadline,
                 resume: None,
+                webhook: registration.as_ref().map(|r| r.rx.clone()),
             };
+            if opts.webhook.is_some() {
+                // Polling is only the safety net for a lost call.
+                opts.poll.initial *= 4;
+                opts.poll.max *= 4;
+            }
             if job.attempt > 1 && client.can_find() {
                 opts.resume = self.earlier_task(job, client, &req).await;
             }
@@ -409,6 +450,28 @@ impl Inner {
             output,
             usage: Some(usage),
         })
+    }
+}
+
+/// `POST /webhooks/{provider}/{external_id}/{token}`: a provider reporting a task's end.
+async fn webhook(
+    axum::extract::State(inner): axum::extract::State<Arc<Inner>>,
+    axum::extract::Path((provider, external_id, token)): axum::extract::Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode;
+    let (Some(inbox), Some(client)) = (inner.webhooks.as_ref(), inner.registry.any_client(&provider)) else {
+        return (StatusCode::NOT_FOUND, "unknown provider\n");
+    };
+    match inbox.deliver(client.as_ref(), &external_id, &token, &headers, &body) {
+        Ok(Delivery::Woken) => (StatusCode::OK, "ok\n"),
+        Ok(Delivery::NobodyWaiting) => (StatusCode::OK, "nobody waiting; polling covers it\n"),
+        Err(WebhookError::BadToken) => (StatusCode::UNAUTHORIZED, "bad token\n"),
+        Err(e) => {
+            tracing::warn!(provider = %provider, error = %e, "webhook refused");
+            (StatusCode::BAD_REQUEST, "unreadable call\n")
+        }
     }
 }
 
