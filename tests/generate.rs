@@ -377,3 +377,74 @@ async fn webhook_mode_ends_tasks_on_the_providers_call_and_polling_covers_a_lost
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_falls_back_to_another_consented_provider() {
+    let f = fleet(1, 4, &[]);
+    let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
+    let http = reqwest::Client::new();
+    // Flux fails every call for a while: five outages in a row open its EU circuit.
+    let script: Vec<Value> = (0..40)
+        .map(|_| json!({"provider": "flux", "fault": "server_error"}))
+        .collect();
+    let r = http
+        .post(format!("{}/_mock/script", f.mock.url()))
+        .json(&script)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // A user who consented to the EU and Singapore: Flux (EU) first, then Seedream (SG).
+    let a = api
+        .submit(&generate(
+            "flux",
+            "flux-2-pro",
+            &["EU", "SG"],
+            "a paper boat in rain",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    let j = settled(&api, &a.id).await;
+    assert_eq!(j.status, "succeeded", "{j:?}");
+    assert_eq!(
+        j.result.as_ref().unwrap()["content_type"],
+        "image/jpeg",
+        "made by Seedream"
+    );
+    assert_eq!(
+        j.credits.as_ref().unwrap().charged,
+        a.credits_reserved,
+        "charged once, at the admitted price"
+    );
+    // An EU-only user is never sent to Singapore: while Flux's circuit is open the job fails
+    // its attempts (retryable) rather than leave the EU, and is refunded when they run out.
+    let eu = api
+        .submit(&generate(
+            "flux",
+            "flux-2-pro",
+            &["EU"],
+            "a lantern on a lake",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    let j = settled(&api, &eu.id).await;
+    assert_eq!((j.status.as_str(), j.attempts), ("dead", 3), "{j:?}");
+    let msg = j.error.as_ref().unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("circuit open for flux"), "{msg}");
+    assert_eq!(j.credits.as_ref().unwrap().state, "refunded");
+    let log: Vec<Value> = http
+        .get(format!("{}/_mock/requests", f.mock.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = gantry_mocks::prompt_key("a lantern on a lake");
+    assert!(
+        log.iter().all(|e| !(e["key"] == key && e["region"] != "eu")),
+        "an EU-only job reached no other region"
+    );
+}

@@ -283,3 +283,37 @@ async fn a_kling_submit_with_an_unknown_outcome_is_found_not_repeated() {
         "looked up by external_task_id"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_request_timeout_is_a_transient_failure() {
+    let mock = MockServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut cfg = ProvidersConfig::production().mocked(&mock.url());
+    cfg.providers.get_mut("openai").unwrap().request_timeout_secs = 1;
+    let reg = Registry::build(&cfg).unwrap();
+    let (_, openai) = reg.client("openai", &["US".into()]).unwrap();
+    let req = request("gpt-image-1", false, "a slow answer [mock:slow_body]");
+    let mut opts = options();
+    opts.backoff.max_retries = 1;
+    let started = std::time::Instant::now();
+    let got = run(
+        openai.as_ref(),
+        &Breaker::new(BreakerConfig::default()),
+        &req,
+        &opts,
+        &CancellationToken::new(),
+        &mut NoHooks,
+    )
+    .await;
+    let Err(RunError::Provider(e)) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        (e.class, e.code.as_deref(), e.outcome_unknown),
+        (ErrorClass::Transient, Some("timeout"), true),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "two tries of one second each"
+    );
+}

@@ -122,6 +122,14 @@ struct ImageItem {
 struct ImagesUsage {
     #[serde(default)]
     generated_images: Option<u32>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct TaskUsage {
+    #[serde(default)]
+    completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +148,8 @@ struct TaskReply {
     content: Option<TaskContent>,
     #[serde(default)]
     duration: Option<u32>,
+    #[serde(default)]
+    usage: Option<TaskUsage>,
 }
 
 #[derive(Deserialize)]
@@ -206,9 +216,10 @@ impl Ark {
             });
             return Err(ProviderError::new(self.name, class_for_code(&e.code, 200, None), e.message).code(e.code));
         }
-        let billed = reply.usage.and_then(|u| u.generated_images);
+        let billed = reply.usage.as_ref().and_then(|u| u.generated_images);
         let usage = gantry_queue::Usage {
             outputs: Some(billed.unwrap_or(artifacts.len() as u32)),
+            provider_units: reply.usage.and_then(|u| u.total_tokens).map(|t| format!("{t} tokens")),
             ..Default::default()
         };
         Ok(Submitted::Done(Generated { artifacts, usage }))
@@ -252,6 +263,10 @@ fn observe(provider: &'static str, t: TaskReply) -> Observed {
                 usage: gantry_queue::Usage {
                     outputs: Some(1),
                     seconds: t.duration,
+                    provider_units: t
+                        .usage
+                        .and_then(|u| u.completion_tokens)
+                        .map(|n| format!("{n} completion tokens")),
                     ..Default::default()
                 },
             }),

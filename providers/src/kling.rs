@@ -289,12 +289,15 @@ fn observe(provider: &'static str, d: TaskData) -> Observed {
                         .code("empty_result"),
                 );
             }
-            let units = d.final_unit_deduction.as_ref().map(|u| u.to_string());
-            tracing::debug!(units = units.as_deref().unwrap_or("?"), "kling final_unit_deduction");
+            let units = d.final_unit_deduction.as_ref().map(|u| match u {
+                serde_json::Value::String(s) => format!("{s} units"),
+                other => format!("{other} units"),
+            });
             Observed::Succeeded(Generated {
                 usage: gantry_queue::Usage {
                     outputs: Some(outputs.len() as u32),
                     seconds: (seconds > 0.0).then(|| seconds.ceil() as u32),
+                    provider_units: units,
                     ..Default::default()
                 },
                 artifacts: outputs,

@@ -54,6 +54,14 @@ fn size(w: Option<u32>, h: Option<u32>) -> &'static str {
 struct ImagesReply {
     #[serde(default)]
     data: Vec<ImageData>,
+    #[serde(default)]
+    usage: Option<TokenUsage>,
+}
+
+#[derive(Deserialize)]
+struct TokenUsage {
+    #[serde(default)]
+    output_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +139,10 @@ impl Provider for OpenAi {
                 return Err(classify(self.name, &r));
             }
             let reply: ImagesReply = r.json(self.name)?;
+            let units = reply
+                .usage
+                .and_then(|u| u.output_tokens)
+                .map(|t| format!("{t} output tokens"));
             let mut artifacts = Vec::new();
             for d in reply.data {
                 let Some(b64) = d.b64_json else { continue };
@@ -153,6 +165,7 @@ impl Provider for OpenAi {
             }
             let usage = gantry_queue::Usage {
                 outputs: Some(artifacts.len() as u32),
+                provider_units: units,
                 ..Default::default()
             };
             Ok(Submitted::Done(Generated { artifacts, usage }))

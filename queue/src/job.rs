@@ -393,6 +393,10 @@ pub struct Usage {
     /// Pixels of each output (width × height), for per-megapixel prices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixels: Option<u64>,
+    /// The provider's own billing figure, verbatim, to reconcile with its invoice (Kling's
+    /// `final_unit_deduction` units, OpenAI's and Ark's tokens). Credits do not depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_units: Option<String>,
 }
 
 fn billed_default() -> bool {
@@ -406,6 +410,7 @@ impl Default for Usage {
             outputs: None,
             seconds: None,
             pixels: None,
+            provider_units: None,
         }
     }
 }

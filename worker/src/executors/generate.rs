@@ -424,10 +424,11 @@ impl Inner {
         {
             usage.pixels = Some(u64::from(w) * u64::from(h));
         }
-        if video && usage.seconds.is_none() {
-            usage.seconds = g.duration_secs;
-        }
         usage.outputs = usage.outputs.or(Some(refs.len() as u32));
+        if video && usage.seconds.is_none() {
+            // Billed per second of every clip made (Veo: duration × samples).
+            usage.seconds = g.duration_secs.map(|d| d * usage.outputs.unwrap_or(1).max(1));
+        }
         let output = if refs.len() == 1 {
             refs.pop()
         } else {
