@@ -267,6 +267,26 @@ mod tests {
     use super::*;
     use crate::task::TaskState;
 
+    /// A client for the EU host that also trusts `*.bfl.ai` for polling.
+    fn client() -> Bfl {
+        let cfg = ProviderConfig {
+            api: crate::Api::Bfl,
+            regions: Default::default(),
+            credentials: crate::config::Credentials {
+                api_key_value: Some("k".into()),
+                ..Default::default()
+            },
+            models: Default::default(),
+            video_models: vec![],
+            request_timeout_secs: 5,
+            poll_initial_ms: 10,
+            poll_max_ms: 10,
+            max_in_flight: None,
+            poll_hosts: vec!["bfl.ai".into()],
+        };
+        Bfl::new("flux", "https://api.eu.bfl.ai", &cfg).expect("client")
+    }
+
     #[test]
     fn statuses_map_onto_the_state_machine() {
         assert_eq!(observe("flux", "Pending", None).state(), TaskState::Running);
@@ -296,22 +316,7 @@ mod tests {
 
     #[test]
     fn webhooks_must_carry_the_body_signature() {
-        let cfg = ProviderConfig {
-            api: crate::Api::Bfl,
-            regions: Default::default(),
-            credentials: crate::config::Credentials {
-                api_key_value: Some("k".into()),
-                ..Default::default()
-            },
-            models: Default::default(),
-            video_models: vec![],
-            request_timeout_secs: 5,
-            poll_initial_ms: 10,
-            poll_max_ms: 10,
-            max_in_flight: None,
-            poll_hosts: vec![],
-        };
-        let c = Bfl::new("flux", "https://api.eu.bfl.ai", &cfg).expect("client");
+        let c = client();
         let body = br#"{"id":"t1","status":"Ready","result":{"sample":"https://delivery.bfl.ai/x.png"}}"#;
         let sig: String = crate::kling::hmac_sha256(b"task-secret", body)
             .iter()
@@ -331,22 +336,7 @@ mod tests {
 
     #[test]
     fn keys_go_only_to_trusted_hosts() {
-        let cfg = ProviderConfig {
-            api: crate::Api::Bfl,
-            regions: Default::default(),
-            credentials: crate::config::Credentials {
-                api_key_value: Some("k".into()),
-                ..Default::default()
-            },
-            models: Default::default(),
-            video_models: vec![],
-            request_timeout_secs: 5,
-            poll_initial_ms: 10,
-            poll_max_ms: 10,
-            max_in_flight: None,
-            poll_hosts: vec!["bfl.ai".into()],
-        };
-        let c = Bfl::new("flux", "https://api.eu.bfl.ai", &cfg).expect("client");
+        let c = client();
         assert!(c.trusted("https://api.eu.bfl.ai/v1/get_result?id=1"));
         assert!(c.trusted("https://api.us2.bfl.ai/v1/get_result?id=1"));
         assert!(!c.trusted("https://evil-bfl.ai/x"));

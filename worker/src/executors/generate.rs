@@ -110,7 +110,8 @@ impl GenerateExecutor {
 
     /// Webhook mode: providers that can call back are asked to call `base` (where this
     /// worker's HTTP server is reachable), with tokens keyed by `secret`; polling slows to a
-    /// safety net. Serve [`GenerateExecutor::webhook_router`] there.
+    /// safety net. Serve [`GenerateExecutor::webhook_router`] there. Call it on a new executor,
+    /// before it is cloned (a clone shares the executor's state, which is then fixed).
     pub fn with_webhooks(mut self, base: &str, secret: &[u8]) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.webhooks = Some(Arc::new(WebhookInbox::new(base, secret)));
