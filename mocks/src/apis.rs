@@ -225,8 +225,41 @@ fn task(
 
 // ---------------------------------------------------------------- OpenAI
 
+/// The fields of an `/v1/images/edits` form as JSON, and how many `image[]` parts are images.
+async fn edit_form(call: &Call) -> Result<(Value, usize), String> {
+    use axum::extract::FromRequest;
+    let mut req = axum::http::Request::builder().method("POST").uri("/");
+    if let Some(ct) = call.header("content-type") {
+        req = req.header("content-type", ct);
+    }
+    let req = req
+        .body(axum::body::Body::from(call.body.clone()))
+        .map_err(|e| e.to_string())?;
+    let mut form = axum::extract::Multipart::from_request(req, &())
+        .await
+        .map_err(|e| e.body_text())?;
+    let (mut fields, mut images) = (serde_json::Map::new(), 0);
+    while let Some(field) = form.next_field().await.map_err(|e| e.body_text())? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = field.bytes().await.map_err(|e| e.body_text())?;
+        if name == "image[]" || name == "image" {
+            if gantry_providers::media::sniff(&bytes).is_some_and(|t| t.starts_with("image/")) {
+                images += 1;
+            } else {
+                return Err("an image[] part is not a PNG, JPEG or WebP".into());
+            }
+        } else {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let v = text.parse::<u64>().map(Value::from).unwrap_or(Value::String(text));
+            fields.insert(name, v);
+        }
+    }
+    Ok((Value::Object(fields), images))
+}
+
 async fn openai(s: &Arc<MockState>, call: &Call) -> Answer {
-    if call.method != Method::POST || call.path != "/v1/images/generations" {
+    let edits = call.path == "/v1/images/edits";
+    if call.method != Method::POST || !(edits || call.path == "/v1/images/generations") {
         return not_found("");
     }
     if call.bearer() != Some(MOCK_API_KEY) {
@@ -236,7 +269,31 @@ async fn openai(s: &Arc<MockState>, call: &Call) -> Answer {
         );
         return answer(r, "");
     }
-    let body = call.json();
+    let body = if edits {
+        match edit_form(call).await {
+            Ok((v, n)) if n > 0 => v,
+            Ok(_) => {
+                return answer(
+                    reply(
+                        400,
+                        json!({"error": {"code": "missing_image", "type": "invalid_request_error", "message": "image[] is required for edits."}}),
+                    ),
+                    "",
+                );
+            }
+            Err(m) => {
+                return answer(
+                    reply(
+                        400,
+                        json!({"error": {"code": "invalid_image", "type": "invalid_request_error", "message": m}}),
+                    ),
+                    "",
+                );
+            }
+        }
+    } else {
+        call.json()
+    };
     let prompt = body["prompt"].as_str().unwrap_or_default();
     let key = prompt_key(prompt);
     let d = Directives::parse(prompt);

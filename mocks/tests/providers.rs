@@ -317,3 +317,70 @@ async fn a_body_slower_than_the_request_timeout_is_a_transient_failure() {
         "two tries of one second each"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_images_reach_the_endpoints_that_take_them() {
+    use base64::Engine;
+    let mock = MockServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let reg = registry(&mock);
+    let png = mock.state().media.image(64, 48, false, 7);
+    let data_uri = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png.as_slice())
+    );
+    let breaker = Breaker::new(BreakerConfig::default());
+    for (provider, region, model, video, path) in [
+        ("openai", "US", "gpt-image-1", false, "/v1/images/edits"),
+        (
+            "gemini",
+            "US",
+            "gemini-2.5-flash-image",
+            false,
+            "/v1beta/models/gemini-2.5-flash-image:generateContent",
+        ),
+        ("kling", "SG", "kling-v3-std", true, "/v1/videos/image2video"),
+        ("flux", "EU", "flux-kontext-pro", false, "/v1/flux-kontext-pro"),
+        ("seedream", "SG", "seedream-4.0", false, "/api/v3/images/generations"),
+    ] {
+        let (_, client) = reg.client(provider, &[region.to_owned()]).unwrap();
+        let mut req = request(model, video, &format!("make it winter, {provider}"));
+        req.reference_images = vec![data_uri.clone()];
+        let got = run(
+            client.as_ref(),
+            &breaker,
+            &req,
+            &options(),
+            &CancellationToken::new(),
+            &mut NoHooks,
+        )
+        .await;
+        assert!(got.is_ok(), "{provider}: {got:?}");
+        let log = mock.state().requests();
+        assert!(
+            log.iter()
+                .any(|e| e.provider == provider && e.method == "POST" && e.path == path && e.status == 200),
+            "{provider} used {path}"
+        );
+        // A reference that is not an image is the request's fault where we send bytes.
+        if matches!(provider, "openai" | "gemini") {
+            req.reference_images = vec!["data:image/png;base64,bm90IGFuIGltYWdl".into()];
+            let e = run(
+                client.as_ref(),
+                &breaker,
+                &req,
+                &options(),
+                &CancellationToken::new(),
+                &mut NoHooks,
+            )
+            .await;
+            let Err(RunError::Provider(e)) = e else {
+                panic!("{provider}: {e:?}")
+            };
+            assert_eq!(
+                (e.class, e.code.as_deref()),
+                (ErrorClass::InvalidRequest, Some("bad_reference")),
+                "{provider}"
+            );
+        }
+    }
+}

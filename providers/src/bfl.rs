@@ -158,7 +158,7 @@ impl Provider for Bfl {
                 } else {
                     format!("input_image_{}", i + 1)
                 };
-                body[key] = img.as_str().into();
+                body[key] = crate::media::url_or_raw_base64(img).into();
             }
             let model = self.cfg.model_id(&req.model);
             let r = http::send(

@@ -251,9 +251,8 @@ impl Provider for Google {
             }
             let mut parts = vec![json!({"text": req.prompt})];
             for img in req.reference_images.iter().take(3) {
-                if let Some((meta, data)) = img.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
-                    parts.push(json!({"inlineData": {"mimeType": meta, "data": data}}));
-                }
+                let m = crate::media::reference(self.name, &self.http, img).await?;
+                parts.push(json!({"inlineData": {"mimeType": m.content_type, "data": base64::engine::general_purpose::STANDARD.encode(&m.bytes)}}));
             }
             let body = json!({
                 "contents": [{"parts": parts}],

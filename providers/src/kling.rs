@@ -363,8 +363,7 @@ impl Provider for Kling {
                 body["duration"] = req.duration_secs.unwrap_or(5).clamp(3, 15).to_string().into();
                 if let Some(img) = req.reference_images.first() {
                     // Raw base64 without a data: prefix, or a URL.
-                    let img = img.split_once(";base64,").map_or(img.as_str(), |(_, b)| b);
-                    body["image"] = img.into();
+                    body["image"] = crate::media::url_or_raw_base64(img).into();
                 }
             } else {
                 body["n"] = req.samples.clamp(1, 9).into();

@@ -200,6 +200,64 @@ pub async fn fetch(
         .map_err(|_| bad(provider, "verifying the result failed"))?
 }
 
+/// Largest reference image accepted.
+pub const MAX_REFERENCE_BYTES: usize = 20 << 20;
+
+/// A job's reference image as verified media, for providers that take bytes: a `data:` URI
+/// decoded, or an http(s) URL downloaded (never with our credentials). A reference that is not
+/// a readable image is the request's fault (`invalid_request`); a server error fetching it is
+/// `transient`.
+pub async fn reference(provider: &'static str, http_client: &reqwest::Client, r: &str) -> Result<Media, ProviderError> {
+    let limits = MediaLimits {
+        max_bytes: MAX_REFERENCE_BYTES,
+        ..Default::default()
+    };
+    let invalid = |m: String| ProviderError::new(provider, ErrorClass::InvalidRequest, m).code("bad_reference");
+    let bytes = if let Some(rest) = r.strip_prefix("data:") {
+        let (_, b64) = rest
+            .split_once(";base64,")
+            .ok_or_else(|| invalid("a data: reference must be base64".into()))?;
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| invalid(format!("reference image base64: {e}")))?
+    } else if r.starts_with("https://") || r.starts_with("http://") {
+        let reply = http::send(
+            provider,
+            http_client.get(r).timeout(limits.download_timeout),
+            limits.max_bytes,
+        )
+        .await?;
+        match reply.status {
+            200..=299 => reply.body,
+            400..=499 => return Err(invalid(format!("reference image: HTTP {}", reply.status))),
+            s => {
+                return Err(
+                    ProviderError::new(provider, ErrorClass::Transient, format!("reference image: HTTP {s}")).status(s),
+                );
+            }
+        }
+    } else {
+        return Err(invalid("a reference image is an http(s) URL or a data: URI".into()));
+    };
+    let m = tokio::task::spawn_blocking(move || verify(provider, bytes, &limits))
+        .await
+        .map_err(|_| invalid("verifying the reference failed".into()))?
+        .map_err(|e| invalid(format!("reference image: {}", e.message)))?;
+    if m.content_type == "video/mp4" {
+        return Err(invalid("a reference image must be an image".into()));
+    }
+    Ok(m)
+}
+
+/// The base64 payload of a `data:` URI, or the reference unchanged (providers that take a URL
+/// or raw base64, such as Kling and BFL).
+pub fn url_or_raw_base64(r: &str) -> &str {
+    r.strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .map_or(r, |(_, b)| b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

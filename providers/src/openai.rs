@@ -1,5 +1,6 @@
-//! OpenAI Images (`gpt-image-*`): synchronous `POST /v1/images/generations`, results as base64
-//! only, usage in tokens. Moderation is HTTP 400 with `moderation_blocked` (legacy
+//! OpenAI Images (`gpt-image-*`): synchronous `POST /v1/images/generations`, or
+//! `POST /v1/images/edits` (multipart, up to 16 `image[]` parts) when the job has reference
+//! images; results as base64 only, usage in tokens. Moderation is HTTP 400 with `moderation_blocked` (legacy
 //! `content_policy_violation`); 429 means "slow down" unless its code is `insufficient_quota`.
 
 use base64::Engine;
@@ -125,13 +126,29 @@ impl Provider for OpenAi {
                 "size": size(req.width, req.height),
                 "output_format": "png",
             });
-            let r = http::send(
-                self.name,
+            let post = if req.reference_images.is_empty() {
                 self.http
                     .post(format!("{}/v1/images/generations", self.base))
-                    .bearer_auth(&self.key)
-                    .timeout(self.cfg.request_timeout())
-                    .json(&body),
+                    .json(&body)
+            } else {
+                let mut form = reqwest::multipart::Form::new();
+                for (k, v) in body.as_object().into_iter().flatten() {
+                    let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    form = form.text(k.clone(), text);
+                }
+                for (i, r) in req.reference_images.iter().take(16).enumerate() {
+                    let m = crate::media::reference(self.name, &self.http, r).await?;
+                    let part = reqwest::multipart::Part::bytes(m.bytes.clone())
+                        .file_name(format!("reference-{i}.{}", m.extension()))
+                        .mime_str(m.content_type)
+                        .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, e.to_string()))?;
+                    form = form.part("image[]", part);
+                }
+                self.http.post(format!("{}/v1/images/edits", self.base)).multipart(form)
+            };
+            let r = http::send(
+                self.name,
+                post.bearer_auth(&self.key).timeout(self.cfg.request_timeout()),
                 MAX_JSON_BYTES,
             )
             .await?;
