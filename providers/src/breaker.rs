@@ -106,6 +106,14 @@ impl Breaker {
     pub fn state(&self) -> BreakerState {
         self.lock().state
     }
+
+    /// How long it stays open (`None`: it is not open, or its time is up).
+    pub fn open_for(&self) -> Option<Duration> {
+        match self.lock().state {
+            BreakerState::Open { until } => until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()),
+            _ => None,
+        }
+    }
 }
 
 /// Breakers by (provider, region), made on first use.

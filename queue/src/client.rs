@@ -137,7 +137,12 @@ pub struct Failure {
     pub class: ErrorClass,
     /// For operators; must not carry prompts or other private data.
     pub message: String,
+    /// Retry no sooner than this (at most an hour); the backoff applies when it is longer.
+    pub retry_after: Option<Duration>,
 }
+
+/// The longest delay a failure may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Outcome of a failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -562,6 +567,7 @@ impl QueueClient {
                     attempt,
                     class: ErrorClass::Permanent,
                     message: format!("unreadable job record: {e}"),
+                    retry_after: None,
                 }),
             }
         }
@@ -640,7 +646,9 @@ impl QueueClient {
             .arg(self.cfg.finished_ttl.as_secs())
             .arg(self.cfg.dead_ttl.as_secs());
         for f in failures {
-            let delay = self.cfg.retry_delay(f.attempt).as_millis() as u64;
+            let backoff = self.cfg.retry_delay(f.attempt);
+            let asked = f.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
+            let delay = backoff.max(asked).as_millis() as u64;
             let msg: String = f.message.chars().take(1024).collect();
             inv.arg(f.lease.id.to_string())
                 .arg(f.lease.kind.as_str())

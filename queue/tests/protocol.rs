@@ -87,7 +87,31 @@ on_both!(
     tenants_share_claims_by_weight,
     finished_jobs_with_reservations_leave_one_credit_event,
     provider_slots_cap_holders_fleet_wide_and_expire,
+    a_failure_can_ask_for_a_later_retry,
 );
+
+async fn a_failure_can_ask_for_a_later_retry(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("cpu");
+    let id = q.enqueue(&p, noop()).await.unwrap().id;
+    let j = claim_one(&q, &p).await;
+    let asked = Failure {
+        retry_after: Some(Duration::from_millis(700)),
+        ..failure(&j, ErrorClass::Retryable)
+    };
+    assert_eq!(q.fail(&p, &[asked]).await.unwrap(), vec![FailOutcome::Retry]);
+    let due = q.job(id).await.unwrap().due_at_ms.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // fast_config's backoff is at most 40 ms: the job's own ask wins.
+    assert!(due >= now + 600, "due in {} ms", due.saturating_sub(now));
+    let early = q.claim(&p, "w1", &[JobKind::Noop], 1, LEASE, &cpu()).await.unwrap();
+    assert!(early.jobs.is_empty(), "not before its retry_after");
+    let j = claim_one(&q, &p).await;
+    assert_eq!((j.lease.id, j.attempt), (id, 2));
+}
 
 async fn provider_slots_cap_holders_fleet_wide_and_expire(f: Fixture) {
     let q = f.client().await;
@@ -291,6 +315,7 @@ fn failure(j: &ClaimedJob, class: ErrorClass) -> Failure {
         attempt: j.attempt,
         class,
         message: "boom".into(),
+        retry_after: None,
     }
 }
 

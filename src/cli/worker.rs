@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gantry_providers::ProvidersConfig;
+use gantry_providers::breaker::BreakerConfig;
 use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn, RedisTarget};
 use gantry_worker::executors::generate::{GenerateConfig, GenerateExecutor};
 use gantry_worker::executors::noop::NoopExecutor;
@@ -75,6 +76,12 @@ pub struct WorkerArgs {
     /// call back (Kling, BFL, Seedance) do; polling slows to a safety net.
     #[arg(long, env = "GANTRY_WEBHOOK_BASE", requires = "metrics_addr")]
     webhook_base: Option<String>,
+    /// Provider outages in a row (5xx, timeouts) that open a provider's circuit in a region.
+    #[arg(long, default_value_t = 5)]
+    breaker_threshold: u32,
+    /// Seconds an open circuit refuses calls before one probe is let through.
+    #[arg(long, default_value_t = 30.0)]
+    breaker_open_secs: f64,
     /// Key for the webhook URLs' tokens (default: random per process).
     #[arg(long, env = "GANTRY_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -85,11 +92,17 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let outputs = OutputStore::open(&a.outputs)?;
     tracing::info!(store = ?outputs, "outputs");
     let mut executors = ExecutorSet::default().with(NoopExecutor::with_outputs(outputs.clone()));
+    let breaker = BreakerConfig {
+        threshold: a.breaker_threshold.max(1),
+        open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
+            .map_err(|_| super::UsageError("--breaker-open-secs must be a non-negative number".into()))?,
+    };
     let mut generate = generate_executor(
         &a.redis.redis_url,
         a.providers.as_deref(),
         a.mock_providers.as_deref(),
         outputs,
+        breaker,
     )
     .await?;
     let mut extra_routes = None;
@@ -162,6 +175,7 @@ async fn generate_executor(
     file: Option<&std::path::Path>,
     mock: Option<&str>,
     outputs: OutputStore,
+    breaker: BreakerConfig,
 ) -> anyhow::Result<GenerateExecutor> {
     let mut cfg = match file {
         Some(path) => {
@@ -175,12 +189,11 @@ async fn generate_executor(
     }
     let conn = RedisConn::connect(&RedisTarget::parse(redis_url)?, None).await?;
     let slots = ProviderSlots::new(conn, Duration::from_secs(60));
-    Ok(GenerateExecutor::new(
-        cfg,
-        outputs,
-        Some(slots),
-        GenerateConfig::default(),
-    )?)
+    let gen_cfg = GenerateConfig {
+        breaker,
+        ..Default::default()
+    };
+    Ok(GenerateExecutor::new(cfg, outputs, Some(slots), gen_cfg)?)
 }
 
 /// `--timeout KIND=SECONDS` flags over the defaults.

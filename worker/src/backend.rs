@@ -203,9 +203,15 @@ where
 /// The outcome an attempt's error stands for.
 fn failure(e: &BoxDynError) -> JobOutcome {
     if let Some(f) = e.downcast_ref::<JobFailure>() {
-        return JobOutcome::Failed {
-            class: f.class,
-            message: f.message.clone(),
+        return match f.retry_after {
+            Some(after) => JobOutcome::RetryAfter {
+                message: f.message.clone(),
+                after,
+            },
+            None => JobOutcome::Failed {
+                class: f.class,
+                message: f.message.clone(),
+            },
         };
     }
     let class = if e.is::<AttemptTimedOut>() {

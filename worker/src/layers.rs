@@ -28,6 +28,8 @@ pub struct JobFailure {
     pub class: ErrorClass,
     /// For operators; never prompt text or other private data.
     pub message: String,
+    /// Retry no sooner than this (a provider's `Retry-After`, an open circuit).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// The attempt ran past its kind's (or its own) timeout and was stopped.

@@ -41,6 +41,14 @@ pub enum JobOutcome {
         /// For operators; never prompt text or other private data.
         message: String,
     },
+    /// Failed, worth retrying, but not sooner than `after` (a provider's `Retry-After`, or the
+    /// time its circuit stays open); the queue's own backoff applies when it is longer.
+    RetryAfter {
+        /// For operators; never prompt text or other private data.
+        message: String,
+        /// The earliest retry.
+        after: Duration,
+    },
 }
 
 /// Handed to a handler with each job.

@@ -180,19 +180,30 @@ impl TicketState {
         let lease = self.lease;
         let outcome = match (reason, outcome) {
             (STOP_LOST, _) => Outcome::Drop(lease),
-            (STOP_DRAIN, None | Some(JobOutcome::Failed { .. })) => Outcome::Release(lease),
+            (STOP_DRAIN, None | Some(JobOutcome::Failed { .. } | JobOutcome::RetryAfter { .. })) => {
+                Outcome::Release(lease)
+            }
             (_, Some(JobOutcome::Succeeded(r))) => Outcome::Ack(lease, r),
             (_, Some(JobOutcome::Failed { class, message })) => Outcome::Fail(Failure {
                 lease,
                 attempt: self.attempt,
                 class,
                 message,
+                retry_after: None,
+            }),
+            (_, Some(JobOutcome::RetryAfter { message, after })) => Outcome::Fail(Failure {
+                lease,
+                attempt: self.attempt,
+                class: ErrorClass::Retryable,
+                message,
+                retry_after: Some(after),
             }),
             (_, None) => Outcome::Fail(Failure {
                 lease,
                 attempt: self.attempt,
                 class: ErrorClass::Cancelled,
                 message: "cancelled by request".into(),
+                retry_after: None,
             }),
         };
         let shared = &self.shared;

@@ -199,7 +199,15 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + limit.mul_f64(0.95);
         let (video, targets) = self.targets(g);
         let prompt_sha256 = sha256_hex(&g.prompt);
-        let mut open = Vec::new();
+        // Providers whose circuit is open, and the soonest one closes.
+        let mut open: Vec<String> = Vec::new();
+        let mut reopens: Option<Duration> = None;
+        let mut note_open = |provider: &str, b: &gantry_providers::breaker::Breaker, open: &mut Vec<String>| {
+            open.push(provider.to_owned());
+            if let Some(d) = b.open_for() {
+                reopens = Some(reopens.map_or(d, |r| r.min(d)));
+            }
+        };
         for (i, (provider, model)) in targets.iter().enumerate() {
             let Some((region, client)) = self.registry.client(provider, &job.spec.allowed_regions) else {
                 if i == 0 {
@@ -209,7 +217,7 @@ impl Inner {
             };
             let breaker = self.breakers.get(provider, &region);
             if matches!(breaker.state(), BreakerState::Open { until } if until > std::time::Instant::now()) {
-                open.push(provider.clone());
+                note_open(provider, &breaker, &mut open);
                 continue;
             }
             if i > 0 {
@@ -233,7 +241,7 @@ impl Inner {
                 .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel)
                 .await
             {
-                Err(RunError::CircuitOpen { provider }) => open.push(provider.to_owned()),
+                Err(RunError::CircuitOpen { provider }) => note_open(provider, &breaker, &mut open),
                 Err(e) => return outcome_of(e),
                 Ok((media, usage)) => return self.store(&job, media, usage, video, g).await,
             }
@@ -247,13 +255,14 @@ impl Inner {
                 ),
             )
         } else {
-            failed(
-                ErrorClass::Retryable,
-                format!(
+            // Try again when the first circuit lets a probe through, not before.
+            JobOutcome::RetryAfter {
+                message: format!(
                     "circuit open for {} and no allowed fallback is available",
                     open.join(", ")
                 ),
-            )
+                after: reopens.unwrap_or(Duration::from_secs(1)),
+            }
         }
     }
 
@@ -489,7 +498,14 @@ fn account_static(account: &str) -> &'static str {
 /// The job outcome for a run that ended without results.
 fn outcome_of(e: RunError) -> JobOutcome {
     match e {
-        RunError::Provider(p) => failed(p.class.job_class(), p.to_string()),
+        RunError::Provider(p) => match p.retry_after() {
+            // The provider said when: the job's next attempt waits at least that long.
+            Some(after) if p.class.is_retryable() => JobOutcome::RetryAfter {
+                message: p.to_string(),
+                after,
+            },
+            _ => failed(p.class.job_class(), p.to_string()),
+        },
         RunError::CircuitOpen { provider } => failed(ErrorClass::Retryable, format!("{provider}: circuit open")),
         RunError::Cancelled => failed(ErrorClass::Cancelled, "stopped"),
         RunError::TimedOut { state } => failed(ErrorClass::TimedOut, format!("attempt deadline passed ({state})")),

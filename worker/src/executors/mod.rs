@@ -88,7 +88,16 @@ impl tower::Service<Task<QueuedJob>> for ExecutorSet {
         Box::pin(async move {
             match run.await {
                 JobOutcome::Succeeded(r) => Ok(r),
-                JobOutcome::Failed { class, message } => Err(JobFailure { class, message }),
+                JobOutcome::Failed { class, message } => Err(JobFailure {
+                    class,
+                    message,
+                    retry_after: None,
+                }),
+                JobOutcome::RetryAfter { message, after } => Err(JobFailure {
+                    class: gantry_queue::ErrorClass::Retryable,
+                    message,
+                    retry_after: Some(after),
+                }),
             }
         })
     }
