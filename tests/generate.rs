@@ -6,79 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::*;
-use gantry_client::{Client, JobView, WaitOptions};
-use gantry_testkit::RedisServer;
+use gantry_client::Client;
 use serde_json::{Value, json};
-
-struct Fleet {
-    _redis: RedisServer,
-    mock: MockProvidersProcess,
-    sched: SchedulerProcess,
-    _workers: Vec<WorkerProcess>,
-    _logs: tempfile::TempDir,
-}
-
-fn fleet(workers: usize, concurrency: usize, mock_flags: &[&str]) -> Fleet {
-    fleet_with(workers, concurrency, mock_flags, &[])
-}
-
-fn fleet_with(workers: usize, concurrency: usize, mock_flags: &[&str], worker_flags: &[&str]) -> Fleet {
-    let redis = RedisServer::start().unwrap();
-    let mock = MockProvidersProcess::start(mock_flags);
-    let sched = SchedulerProcess::start(&redis.url(), None);
-    let logs = tempfile::tempdir().unwrap();
-    let outputs = logs.path().join("outputs");
-    let (mock_url, out) = (mock.url(), outputs.to_str().unwrap());
-    let workers = (0..workers)
-        .map(|i| {
-            let mut flags = vec!["--gpus", "none", "--mock-providers", &mock_url, "--outputs", out];
-            flags.extend_from_slice(worker_flags);
-            WorkerProcess::start(
-                &redis.url(),
-                &format!("gen-{i}"),
-                concurrency,
-                10.0,
-                &flags,
-                logs.path(),
-            )
-        })
-        .collect();
-    Fleet {
-        _redis: redis,
-        mock,
-        sched,
-        _workers: workers,
-        _logs: logs,
-    }
-}
-
-fn generate(provider: &str, model: &str, regions: &[&str], prompt: &str, extra: Value) -> Value {
-    let mut payload = json!({"provider": provider, "model": model, "prompt": prompt});
-    if let (Value::Object(p), Value::Object(e)) = (&mut payload, extra) {
-        p.extend(e);
-    }
-    json!({"user": "u-gen", "kind": "generate", "allowed_regions": regions, "payload": payload, "max_attempts": 3})
-}
-
-async fn settled(api: &Client, id: &str) -> JobView {
-    let wait = WaitOptions {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        timeout: Duration::from_secs(120),
-    };
-    let mut j = api.wait(id, wait).await.unwrap();
-    for _ in 0..100 {
-        if j.credits.as_ref().is_none_or(|c| c.state != "reserved") {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        j = api.job(id).await.unwrap();
-    }
-    panic!("credits of {id} never settled: {j:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_provider_runs_through_the_fleet_and_is_charged_from_usage() {

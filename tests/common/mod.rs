@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gantry_client::{Client, JobView, WaitOptions};
 use gantry_queue::{JobId, JobKind, JobStatus, Pool, QueueClient, QueueConfig};
+use serde_json::{Value, json};
 
 pub const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -305,4 +307,74 @@ impl Drop for SchedulerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// redis-server, `gantry mock-providers`, `gantry scheduler` (embedded demo configuration) and
+/// workers serving the mocks, as real processes.
+pub struct Fleet {
+    pub redis: gantry_testkit::RedisServer,
+    pub mock: MockProvidersProcess,
+    pub sched: SchedulerProcess,
+    pub workers: Vec<WorkerProcess>,
+    /// Worker logs, and the outputs the workers store (`outputs/`).
+    pub logs: tempfile::TempDir,
+}
+
+pub fn fleet(workers: usize, concurrency: usize, mock_flags: &[&str]) -> Fleet {
+    fleet_with(workers, concurrency, mock_flags, &[])
+}
+
+pub fn fleet_with(workers: usize, concurrency: usize, mock_flags: &[&str], worker_flags: &[&str]) -> Fleet {
+    let redis = gantry_testkit::RedisServer::start().expect("redis-server");
+    let mock = MockProvidersProcess::start(mock_flags);
+    let sched = SchedulerProcess::start(&redis.url(), None);
+    let logs = tempfile::tempdir().unwrap();
+    let outputs = logs.path().join("outputs");
+    let (mock_url, out) = (mock.url(), outputs.to_str().unwrap());
+    let workers = (0..workers)
+        .map(|i| {
+            let mut flags = vec!["--gpus", "none", "--mock-providers", &mock_url, "--outputs", out];
+            flags.extend_from_slice(worker_flags);
+            WorkerProcess::start(
+                &redis.url(),
+                &format!("gen-{i}"),
+                concurrency,
+                10.0,
+                &flags,
+                logs.path(),
+            )
+        })
+        .collect();
+    Fleet {
+        redis,
+        mock,
+        sched,
+        workers,
+        logs,
+    }
+}
+
+pub fn generate(provider: &str, model: &str, regions: &[&str], prompt: &str, extra: Value) -> Value {
+    let mut payload = json!({"provider": provider, "model": model, "prompt": prompt});
+    if let (Value::Object(p), Value::Object(e)) = (&mut payload, extra) {
+        p.extend(e);
+    }
+    json!({"user": "u-gen", "kind": "generate", "allowed_regions": regions, "payload": payload, "max_attempts": 3})
+}
+
+pub async fn settled(api: &Client, id: &str) -> JobView {
+    let wait = WaitOptions {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        timeout: Duration::from_secs(120),
+    };
+    let mut j = api.wait(id, wait).await.unwrap();
+    for _ in 0..100 {
+        if j.credits.as_ref().is_none_or(|c| c.state != "reserved") {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        j = api.job(id).await.unwrap();
+    }
+    panic!("credits of {id} never settled: {j:?}");
 }

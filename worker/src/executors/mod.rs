@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod noop;
+pub mod upscale;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
