@@ -214,23 +214,42 @@ impl Resize {
     }
 }
 
+thread_local! {
+    /// One resizer per thread: it keeps its scratch buffers between images.
+    static RESIZER: std::cell::RefCell<fir::Resizer> = std::cell::RefCell::new(fir::Resizer::new());
+}
+
 /// Resizes with Lanczos3; images with alpha are premultiplied during the resize (so
-/// transparent pixels do not bleed their colour into the edges).
+/// transparent pixels do not bleed their colour into the edges). 8-bit RGB(A) pixels are read
+/// in place; other layouts are converted first.
 pub fn resize(img: &DynamicImage, w: u32, h: u32) -> Result<DynamicImage, MediaError> {
     let internal = |e: &dyn std::fmt::Display| MediaError::Internal(format!("resize: {e}"));
     let alpha = img.color().has_alpha();
-    let (pixel, buf) = if alpha {
-        (fir::PixelType::U8x4, img.to_rgba8().into_raw())
+    let pixel = if alpha {
+        fir::PixelType::U8x4
     } else {
-        (fir::PixelType::U8x3, img.to_rgb8().into_raw())
+        fir::PixelType::U8x3
     };
-    let src = fir::images::Image::from_vec_u8(img.width(), img.height(), buf, pixel).map_err(|e| internal(&e))?;
+    let converted;
+    let pixels: &[u8] = match (img, alpha) {
+        (DynamicImage::ImageRgba8(b), true) => b.as_raw(),
+        (DynamicImage::ImageRgb8(b), false) => b.as_raw(),
+        (_, true) => {
+            converted = img.to_rgba8().into_raw();
+            &converted
+        }
+        (_, false) => {
+            converted = img.to_rgb8().into_raw();
+            &converted
+        }
+    };
+    let src = fir::images::ImageRef::new(img.width(), img.height(), pixels, pixel).map_err(|e| internal(&e))?;
     let mut dst = fir::images::Image::new(w, h, pixel);
     let opts = fir::ResizeOptions::new()
         .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
         .use_alpha(true);
-    fir::Resizer::new()
-        .resize(&src, &mut dst, &opts)
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&src, &mut dst, &opts))
         .map_err(|e| internal(&e))?;
     let out = dst.into_vec();
     let image = if alpha {

@@ -47,6 +47,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A 1024x1024 -> 2048x2048 RGBA upscale through the codecs against the `image` crate's
+    /// own resize, side by side; then thumbnails per second on one core.
+    Resize {
+        /// Rounds; the medians are compared.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of thumbnailing.
+        #[arg(long, default_value_t = 3)]
+        thumb_secs: u64,
+    },
     /// One worker holding N poll-mode generate jobs in flight (mock providers): its CPU and
     /// RSS, side by side with the same worker holding N sleeping no-op jobs.
     Generate {
@@ -101,6 +111,9 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             rounds,
         } => {
             return worker_bench(redis_port, n, concurrency, rounds).await;
+        }
+        BenchCommand::Resize { rounds, thumb_secs } => {
+            return tokio::task::spawn_blocking(move || super::bench_resize::resize_bench(rounds, thumb_secs)).await?;
         }
         BenchCommand::Generate {
             redis_port,

@@ -2,11 +2,13 @@
 
 mod bench;
 mod bench_generate;
+mod bench_resize;
 mod bench_scheduler;
 mod demo;
 mod dlq;
 mod gpus;
 mod jobs;
+mod media;
 mod mock_providers;
 mod queues;
 mod scheduler;
@@ -53,6 +55,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// A local fleet processing sample jobs end to end, with a summary.
     Demo(demo::DemoArgs),
+    /// The worker's media steps on local files: upscale, probe.
+    #[command(subcommand)]
+    Media(media::MediaCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
     MockProviders(mock_providers::MockProvidersArgs),
 }
@@ -152,5 +157,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => bench::run(c).await,
         Command::Demo(a) => demo::run(a).await,
         Command::MockProviders(a) => mock_providers::run(a).await,
+        Command::Media(c) => media::run(c).await,
     }
 }

@@ -1,0 +1,110 @@
+//! `gantry media`: the worker's media steps on local files, for operators and benchmarks.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use gantry_codecs::{ImageFormat, ImageLimits, MediaError, Resize};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MediaCommand {
+    /// Resize an image as an upscale job would: 2x, 4x, or fit within a box.
+    Upscale {
+        /// Input image (PNG, JPEG, WebP; the format is read from the bytes).
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+        /// 2 or 4.
+        #[arg(long, conflicts_with = "fit")]
+        scale: Option<u8>,
+        /// Fit within WIDTHxHEIGHT instead.
+        #[arg(long)]
+        fit: Option<String>,
+        /// png, jpeg or webp (default: the output's extension, else the input's format).
+        #[arg(long)]
+        format: Option<String>,
+        /// JPEG quality 1..=100.
+        #[arg(long)]
+        quality: Option<u8>,
+    },
+    /// What a worker would decide about a file: format, size, orientation, limits.
+    Probe {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn usage(e: MediaError) -> anyhow::Error {
+    super::UsageError(e.to_string()).into()
+}
+
+pub async fn run(c: MediaCommand) -> anyhow::Result<()> {
+    let limits = ImageLimits::default();
+    match c {
+        MediaCommand::Upscale {
+            input,
+            output,
+            scale,
+            fit,
+            format,
+            quality,
+        } => {
+            let size = match (scale, fit) {
+                (Some(s), None) => Resize::Scale(s),
+                (None, Some(f)) => {
+                    let (w, h) = f
+                        .split_once('x')
+                        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                        .ok_or_else(|| super::UsageError(format!("--fit {f}: expected WIDTHxHEIGHT")))?;
+                    Resize::FitWithin(w, h)
+                }
+                _ => return Err(super::UsageError("give --scale 2|4 or --fit WxH".into()).into()),
+            };
+            let format = match format {
+                Some(f) => Some(ImageFormat::parse(&f).map_err(usage)?),
+                None => output
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .and_then(|e| ImageFormat::parse(e).ok()),
+            };
+            let bytes = std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let started = std::time::Instant::now();
+            let e = tokio::task::spawn_blocking(move || gantry_codecs::upscale(&bytes, size, format, quality, &limits))
+                .await?
+                .map_err(usage)?;
+            std::fs::write(&output, &e.bytes).with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "{} -> {} {}x{} {} ({} bytes, {:.1} ms)",
+                input.display(),
+                output.display(),
+                e.width,
+                e.height,
+                e.format.content_type(),
+                e.bytes.len(),
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        MediaCommand::Probe { file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            match gantry_codecs::images::dimensions(&bytes, &limits) {
+                Ok((format, w, h)) => {
+                    let d = gantry_codecs::decode(&bytes, &limits).map_err(usage)?;
+                    println!(
+                        "{}: {} {w}x{h}{}, {} bytes; within limits ({} pixels, {} per side); outputs carry no metadata",
+                        file.display(),
+                        format.content_type(),
+                        if d.reoriented {
+                            format!(" (EXIF orientation: upright {}x{})", d.image.width(), d.image.height())
+                        } else {
+                            String::new()
+                        },
+                        bytes.len(),
+                        limits.max_pixels,
+                        limits.max_side
+                    );
+                }
+                Err(e) => return Err(usage(e)),
+            }
+        }
+    }
+    Ok(())
+}
