@@ -30,9 +30,9 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }
-    // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate for the
-    // studio (a ninth is refused by the provider's safety system); the video tenant's 100 + 1
-    // no-ops and 2 videos.
+    // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
+    // upscales of generated images for the studio (a ninth generate job is refused by the
+    // provider's safety system); the video tenant's 100 + 1 no-ops and 2 videos.
     let row = |tenant: &str, status: &str| -> u64 {
         text.lines()
             .filter_map(|l| {
@@ -41,7 +41,8 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
             })
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 104, "{text}");
+    assert_eq!(row("studio-42", "succeeded"), 107, "{text}");
+    assert!(text.contains("3 generated images upscaled 2x"), "{text}");
     assert_eq!(row("studio-42", "dead"), 4, "{text}");
     assert_eq!(row("studio-42", "cancelled"), 3, "{text}");
     assert_eq!(row("videos-7", "succeeded"), 103, "{text}");

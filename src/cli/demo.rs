@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use gantry_client::{Client, ClientError, JobView};
+use gantry_client::{Client, ClientError, JobView, WaitOptions};
 use gantry_queue::{JobId, Pool, QueueClient, QueueConfig};
 use gantry_testkit::RedisServer;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -523,6 +523,32 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bar.finish();
+
+    // Post-processing: three of the generated images upscaled 2x to WebP, as a platform would
+    // chain them (the input is the generate job's stored output).
+    let mut s_studio = s_studio;
+    let generated = views(&studio, &s_studio.ids).await?;
+    let inputs: Vec<String> = generated
+        .iter()
+        .filter(|j| j.kind == "generate" && j.status == "succeeded")
+        .filter_map(|j| j.result.as_ref()?["object_key"].as_str().map(str::to_owned))
+        .take(3)
+        .collect();
+    let ups: Vec<Value> = inputs
+        .iter()
+        .map(|k| json!({"user": "user-0010", "kind": "upscale", "payload": {"input": k, "scale": 2, "format": "webp"}}))
+        .collect();
+    if !ups.is_empty() {
+        let admitted = studio.submit_batch(&ups).await?;
+        for a in &admitted {
+            studio.wait(&a.id, WaitOptions::default()).await?;
+        }
+        println!(
+            "  post-processing: {} generated images upscaled 2x to WebP (upscale jobs)",
+            admitted.len()
+        );
+        s_studio.admitted(admitted);
+    }
     let wall = started.elapsed();
 
     // The settler charges finished jobs from the credit stream; wait for it to catch up.
