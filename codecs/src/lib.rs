@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod images;
+pub mod video;
 
 pub use error::MediaError;
 pub use images::{Encoded, ImageFormat, ImageLimits, Resize, decode, encode, resize, upscale};
