@@ -115,7 +115,10 @@ fn common_inputs_become_web_ready_h264_mp4() {
             ..fast()
         };
         let r = transcode(input, &out, &opts, &VideoLimits::default(), &AtomicBool::new(false), 60).unwrap();
-        assert!(r.height <= 360 && r.width.is_multiple_of(2) && r.height.is_multiple_of(2), "{r:?}");
+        assert!(
+            r.height <= 360 && r.width.is_multiple_of(2) && r.height.is_multiple_of(2),
+            "{r:?}"
+        );
         let v = ffprobe(&out);
         let streams = v["streams"].as_array().unwrap();
         let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();

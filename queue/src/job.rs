@@ -373,6 +373,10 @@ pub struct ResultRef {
     pub content_type: String,
     /// Hex SHA-256 of the bytes.
     pub sha256: String,
+    /// What the executor decided on the way (a transcode's encoder and why, its audio); never
+    /// private data.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 /// What a successful job's work consumed, as its worker reports it (from the provider's

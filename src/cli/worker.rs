@@ -8,6 +8,7 @@ use gantry_providers::breaker::BreakerConfig;
 use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn, RedisTarget};
 use gantry_worker::executors::generate::{GenerateConfig, GenerateExecutor};
 use gantry_worker::executors::noop::NoopExecutor;
+use gantry_worker::executors::transcode::TranscodeExecutor;
 use gantry_worker::executors::upscale::UpscaleExecutor;
 use gantry_worker::gpu::GpuMode;
 use gantry_worker::outputs::OutputStore;
@@ -94,7 +95,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     tracing::info!(store = ?outputs, "outputs");
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
-        .with(UpscaleExecutor::new(outputs.clone()));
+        .with(UpscaleExecutor::new(outputs.clone()))
+        .with(TranscodeExecutor::new(outputs.clone()));
     let breaker = BreakerConfig {
         threshold: a.breaker_threshold.max(1),
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)

@@ -139,6 +139,7 @@ impl OutputStore {
             size_bytes,
             content_type: content_type.to_owned(),
             sha256,
+            details: Default::default(),
         })
     }
 

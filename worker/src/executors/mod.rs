@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod noop;
+pub mod transcode;
 pub mod upscale;
 
 use std::collections::BTreeMap;

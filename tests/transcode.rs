@@ -1,0 +1,126 @@
+//! Transcode jobs end to end: a generated Kling clip and an uploaded WebM transcoded by a
+//! worker into web-ready MP4 (checked with ffprobe), priced per started minute; a broken
+//! upload failing as `permanent` with its reason.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use gantry_client::Client;
+use serde_json::{Value, json};
+
+fn transcode(input: &str) -> Value {
+    json!({"user": "u-tx", "kind": "transcode", "max_attempts": 2,
+           "payload": {"input": input, "max_height": 120, "preset": "ultrafast", "crf": 30}})
+}
+
+fn ffprobe(path: &std::path::Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn videos_are_transcoded_to_web_ready_mp4_and_bad_ones_fail_permanently() {
+    let f = fleet(1, 4, &[]);
+    let studio = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
+    let outputs = f.logs.path().join("outputs");
+    let g = studio
+        .submit(&generate(
+            "kling",
+            "kling-v3-std",
+            &["SG"],
+            "waves",
+            json!({"duration_secs": 5}),
+        ))
+        .await
+        .unwrap();
+    let key = settled(&studio, &g.id).await.result.unwrap()["object_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let uploads = outputs.join("inputs/studio-42");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let st = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "3",
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+        ])
+        .args(["-cpu-used", "8", "-c:a", "libopus"])
+        .arg(uploads.join("clip.webm"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        uploads.join("broken.mp4"),
+        b"\x00\x00\x00\x18ftypmp42 and then nothing useful",
+    )
+    .unwrap();
+
+    for (input, codec, secs) in [(key.as_str(), "h264", 2.0), ("inputs/studio-42/clip.webm", "vp9", 3.0)] {
+        let a = studio.submit(&transcode(input)).await.unwrap();
+        let j = settled(&studio, &a.id).await;
+        assert_eq!(j.status, "succeeded", "{input}: {j:?}");
+        let r = j.result.as_ref().unwrap();
+        assert_eq!(r["content_type"], "video/mp4");
+        assert_eq!(r["details"]["encoder"], "libx264", "{r}");
+        assert!(
+            r["details"]["encoder_reason"].as_str().unwrap().starts_with("cpu"),
+            "{r}"
+        );
+        assert_eq!(r["details"]["input_codec"], codec);
+        let v = ffprobe(&outputs.join(r["object_key"].as_str().unwrap()));
+        let video = v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["codec_type"] == "video")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (video["codec_name"].as_str(), video["height"].as_u64()),
+            (Some("h264"), Some(120)),
+            "{input}"
+        );
+        let d: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!((d - secs).abs() < 0.3, "{input}: {d} s");
+        // 5 credits a started minute.
+        assert_eq!(j.credits.as_ref().unwrap().charged, 5, "{input}");
+        if codec == "vp9" {
+            assert!(
+                r["details"]["audio"].as_str().unwrap().starts_with("left out (opus)"),
+                "{r}"
+            );
+        }
+    }
+    let a = studio.submit(&transcode("inputs/studio-42/broken.mp4")).await.unwrap();
+    let j = settled(&studio, &a.id).await;
+    assert_eq!((j.status.as_str(), j.attempts), ("dead", 1), "{j:?}");
+    assert_eq!(j.error.as_ref().unwrap()["class"], "permanent");
+    assert_eq!(j.credits.unwrap().state, "refunded");
+}
