@@ -45,7 +45,8 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     assert!(text.contains("3 generated images upscaled 2x"), "{text}");
     assert_eq!(row("studio-42", "dead"), 4, "{text}");
     assert_eq!(row("studio-42", "cancelled"), 3, "{text}");
-    assert_eq!(row("videos-7", "succeeded"), 103, "{text}");
+    assert_eq!(row("videos-7", "succeeded"), 105, "{text}");
+    assert!(text.contains("2 generated videos transcoded"), "{text}");
     assert!(text.contains("moderated"), "the refused generate job says why:\n{text}");
     for routed in [
         "openai/gpt-image-1",

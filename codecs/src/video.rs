@@ -402,7 +402,7 @@ pub fn transcode(
         frames: state.frames,
         duration_secs: duration,
         encoder: "libx264",
-        encoder_reason: "cpu: no NVENC session was proven on this worker".into(),
+        encoder_reason: "cpu: this build encodes with libx264 only (the NVENC path is not built yet)".into(),
         input_codec,
         audio: audio_note,
     })

@@ -549,6 +549,36 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         );
         s_studio.admitted(admitted);
     }
+    // ... and the generated videos transcoded to 240p web-ready MP4.
+    let mut s_video = s_video;
+    let clips: Vec<Value> = views(&video, &s_video.ids)
+        .await?
+        .iter()
+        .filter(|j| j.kind == "generate" && j.status == "succeeded")
+        .filter_map(|j| j.result.as_ref()?["object_key"].as_str().map(str::to_owned))
+        .map(|k| json!({"user": "viewer-9", "kind": "transcode", "payload": {"input": k, "max_height": 240, "preset": "veryfast"}}))
+        .collect();
+    if !clips.is_empty() {
+        let admitted = video_retrying.submit_batch(&clips).await?;
+        let mut encoders = Vec::new();
+        for a in &admitted {
+            let j = video.wait(&a.id, WaitOptions::default()).await?;
+            if let Some(d) = j.result.as_ref().map(|r| &r["details"]) {
+                encoders.push(format!(
+                    "{} ({})",
+                    d["encoder"].as_str().unwrap_or("?"),
+                    d["encoder_reason"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        encoders.dedup();
+        println!(
+            "  post-processing: {} generated videos transcoded to 240p H.264 MP4 (transcode jobs; encoder {})",
+            admitted.len(),
+            encoders.join(", ")
+        );
+        s_video.admitted(admitted);
+    }
     let wall = started.elapsed();
 
     // The settler charges finished jobs from the credit stream; wait for it to catch up.
