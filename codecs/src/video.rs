@@ -122,6 +122,15 @@ pub struct Probe {
     pub streams: Vec<StreamInfo>,
 }
 
+/// Frame threading on every core (count 0: FFmpeg picks).
+fn threads() -> ff::codec::threading::Config {
+    ff::codec::threading::Config {
+        kind: ff::codec::threading::Type::Frame,
+        count: 0,
+        ..Default::default()
+    }
+}
+
 fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -245,8 +254,10 @@ pub fn transcode(
         .best(ff::media::Type::Video)
         .ok_or_else(|| MediaError::Unsupported("no video stream".into()))?;
     let (v_index, v_tb, v_rate) = (ist.index(), ist.time_base(), ist.avg_frame_rate());
-    let dec_ctx =
+    let mut dec_ctx =
         ff::codec::context::Context::from_parameters(ist.parameters()).map_err(|e| corrupt("video stream", e))?;
+    // Both sides use every core, as the ffmpeg CLI does (FFmpeg's API default is one thread).
+    dec_ctx.set_threading(threads());
     let input_codec = ist.parameters().id().name().to_owned();
     let mut decoder = dec_ctx
         .decoder()
@@ -284,10 +295,9 @@ pub fn transcode(
         .add_stream(codec)
         .map_err(|e| internal("adding the video stream", e))?;
     let v_out = ost.index();
-    let mut enc = ff::codec::context::Context::new_with_codec(codec)
-        .encoder()
-        .video()
-        .map_err(|e| internal("the encoder", e))?;
+    let mut enc_ctx = ff::codec::context::Context::new_with_codec(codec);
+    enc_ctx.set_threading(threads());
+    let mut enc = enc_ctx.encoder().video().map_err(|e| internal("the encoder", e))?;
     enc.set_width(tw);
     enc.set_height(th);
     enc.set_format(ff::format::Pixel::YUV420P);

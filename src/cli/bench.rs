@@ -47,6 +47,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The transcode path against the `ffmpeg` CLI with identical settings, interleaved.
+    Transcode {
+        /// Seconds of 1080p30 input.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+        /// Rounds; the medians are compared.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// x264 preset.
+        #[arg(long, default_value = "veryfast")]
+        preset: String,
+        /// Output height.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+    },
     /// A 1024x1024 -> 2048x2048 RGBA upscale through the codecs against the `image` crate's
     /// own resize, side by side; then thumbnails per second on one core.
     Resize {
@@ -111,6 +126,17 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             rounds,
         } => {
             return worker_bench(redis_port, n, concurrency, rounds).await;
+        }
+        BenchCommand::Transcode {
+            secs,
+            rounds,
+            preset,
+            height,
+        } => {
+            return tokio::task::spawn_blocking(move || {
+                super::bench_transcode::transcode_bench(secs, rounds, &preset, height)
+            })
+            .await?;
         }
         BenchCommand::Resize { rounds, thumb_secs } => {
             return tokio::task::spawn_blocking(move || super::bench_resize::resize_bench(rounds, thumb_secs)).await?;

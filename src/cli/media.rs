@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use std::sync::atomic::AtomicBool;
+
+use gantry_codecs::video::{TranscodeOptions, VideoLimits, probe, transcode};
 use gantry_codecs::{ImageFormat, ImageLimits, MediaError, Resize};
 
 #[derive(Debug, clap::Subcommand)]
@@ -25,6 +28,25 @@ pub enum MediaCommand {
         /// JPEG quality 1..=100.
         #[arg(long)]
         quality: Option<u8>,
+    },
+    /// Transcode a video as a transcode job would: web-ready H.264 MP4 with +faststart.
+    Transcode {
+        /// Input video.
+        input: PathBuf,
+        /// Output MP4.
+        output: PathBuf,
+        /// x264 CRF 0..=51.
+        #[arg(long, default_value_t = 23)]
+        crf: u8,
+        /// x264 preset.
+        #[arg(long, default_value = "medium")]
+        preset: String,
+        /// Largest output height.
+        #[arg(long)]
+        max_height: Option<u32>,
+        /// Largest output frame rate.
+        #[arg(long)]
+        max_fps: Option<u32>,
     },
     /// What a worker would decide about a file: format, size, orientation, limits.
     Probe {
@@ -83,8 +105,66 @@ pub async fn run(c: MediaCommand) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64() * 1e3
             );
         }
+        MediaCommand::Transcode {
+            input,
+            output,
+            crf,
+            preset,
+            max_height,
+            max_fps,
+        } => {
+            let opts = TranscodeOptions {
+                crf,
+                preset,
+                max_height,
+                max_fps,
+            };
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || {
+                transcode(
+                    &input,
+                    &output,
+                    &opts,
+                    &VideoLimits::default(),
+                    &AtomicBool::new(false),
+                    0,
+                )
+                .map(|r| (r, input, output))
+            })
+            .await?
+            .map_err(usage)?;
+            let (r, input, output) = r;
+            println!(
+                "{} -> {}: {} {}x{}, {} frames, {:.1} s; encoder {} ({}); audio {} ({:.0} ms)",
+                input.display(),
+                output.display(),
+                r.input_codec,
+                r.width,
+                r.height,
+                r.frames,
+                r.duration_secs,
+                r.encoder,
+                r.encoder_reason,
+                r.audio,
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
         MediaCommand::Probe { file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            if gantry_codecs::images::sniff(&bytes).is_err() {
+                let p = probe(&file, &VideoLimits::default()).map_err(usage)?;
+                println!("{}: {}, {:.2} s", file.display(), p.container, p.duration_secs);
+                for s in &p.streams {
+                    match s.kind {
+                        "video" => println!("  video {} {}x{}", s.codec, s.width, s.height),
+                        other => println!("  {other} {}", s.codec),
+                    }
+                }
+                println!(
+                    "  a transcode job would encode libx264 (this build has no NVENC path) into H.264 MP4 with +faststart"
+                );
+                return Ok(());
+            }
             match gantry_codecs::images::dimensions(&bytes, &limits) {
                 Ok((format, w, h)) => {
                     let d = gantry_codecs::decode(&bytes, &limits).map_err(usage)?;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_generate;
 mod bench_resize;
 mod bench_scheduler;
+mod bench_transcode;
 mod demo;
 mod dlq;
 mod gpus;
