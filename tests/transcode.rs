@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 fn transcode(input: &str) -> Value {
     json!({"user": "u-tx", "kind": "transcode", "max_attempts": 2,
-           "payload": {"input": input, "max_height": 120, "preset": "ultrafast", "crf": 30}})
+           "payload": {"input": input, "max_height": 120, "preset": "ultrafast", "crf": 30,
+                       "previews": input.ends_with(".webm")}})
 }
 
 fn ffprobe(path: &std::path::Path) -> Value {
@@ -115,6 +116,15 @@ async fn videos_are_transcoded_to_web_ready_mp4_and_bad_ones_fail_permanently() 
             assert!(
                 r["details"]["audio"].as_str().unwrap().starts_with("left out (opus)"),
                 "{r}"
+            );
+            let poster = std::fs::read(outputs.join(r["details"]["poster"].as_str().unwrap())).unwrap();
+            let img = image::load_from_memory(&poster).unwrap();
+            assert_eq!(
+                img.width(),
+                212,
+                "the poster is a frame of the 120p output: {}x{}",
+                img.width(),
+                img.height()
             );
         }
     }

@@ -418,6 +418,92 @@ pub fn transcode(
     })
 }
 
+/// A poster frame: the first frame at or after `at` (a share of the duration, 0..1), scaled
+/// to at most `max_width` wide, encoded as `format` (JPEG or WebP) without metadata.
+pub fn poster(
+    input: &Path,
+    at: f64,
+    max_width: u32,
+    format: crate::images::ImageFormat,
+    limits: &VideoLimits,
+) -> Result<crate::images::Encoded, MediaError> {
+    let mut ictx = open(input, limits)?;
+    let duration = duration_secs(&ictx);
+    let ist = ictx
+        .streams()
+        .best(ff::media::Type::Video)
+        .ok_or_else(|| MediaError::Unsupported("no video stream".into()))?;
+    let v_index = ist.index();
+    let mut decoder = ff::codec::context::Context::from_parameters(ist.parameters())
+        .map_err(|e| corrupt("video stream", e))?
+        .decoder()
+        .video()
+        .map_err(|_| MediaError::Unsupported("no decoder for the video stream".into()))?;
+    let (w, h) = (decoder.width(), decoder.height());
+    if w == 0 || h == 0 || u64::from(w) * u64::from(h) > limits.max_frame_pixels {
+        return Err(MediaError::TooManyPixels {
+            width: w,
+            height: h,
+            max: limits.max_frame_pixels,
+            max_side: 0,
+        });
+    }
+    if duration > 0.0 && at > 0.0 {
+        let ts = (duration * at.clamp(0.0, 0.95) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
+        // Seeking lands on the keyframe before `ts`; a failed seek starts from the beginning.
+        let _ = ictx.seek(ts, ..ts);
+    }
+    let tw = w.min(max_width.max(2)) & !1;
+    let th = ((f64::from(h) * f64::from(tw) / f64::from(w)).round() as u32).max(2) & !1;
+    let mut scaler = ff::software::scaling::Context::get(
+        decoder.format(),
+        w,
+        h,
+        ff::format::Pixel::RGB24,
+        tw,
+        th,
+        ff::software::scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| internal("the scaler", e))?;
+    let mut frame = ff::frame::Video::empty();
+    let mut rgb = ff::frame::Video::empty();
+    let mut got = false;
+    for (stream, packet) in ictx.packets() {
+        if stream.index() != v_index || decoder.send_packet(&packet).is_err() {
+            continue;
+        }
+        if decoder.receive_frame(&mut frame).is_ok() {
+            got = true;
+            break;
+        }
+    }
+    if !got {
+        let _ = decoder.send_eof();
+        got = decoder.receive_frame(&mut frame).is_ok();
+    }
+    if !got {
+        return Err(MediaError::Corrupt("no decodable video frame".into()));
+    }
+    scaler
+        .run(&frame, &mut rgb)
+        .map_err(|e| corrupt("scaling the frame", e))?;
+    // Rows are `stride` bytes apart; copy `width * 3` of each.
+    let (stride, row) = (rgb.stride(0), tw as usize * 3);
+    let data = rgb.data(0);
+    let mut pixels = Vec::with_capacity(row * th as usize);
+    for y in 0..th as usize {
+        let start = y * stride;
+        let line = data
+            .get(start..start + row)
+            .ok_or_else(|| MediaError::Internal("short frame buffer".into()))?;
+        pixels.extend_from_slice(line);
+    }
+    let img = image::RgbImage::from_raw(tw, th, pixels)
+        .map(image::DynamicImage::ImageRgb8)
+        .ok_or_else(|| MediaError::Internal("frame buffer size".into()))?;
+    crate::images::encode(&img, format, Some(85))
+}
+
 /// The encode loop's state.
 struct Encoding {
     frames: u64,

@@ -154,6 +154,31 @@ fn common_inputs_become_web_ready_h264_mp4() {
 }
 
 #[test]
+fn a_poster_frame_comes_from_inside_the_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make(
+        dir.path(),
+        "clip.mp4",
+        "1280x720",
+        30,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    );
+    let l = VideoLimits::default();
+    let p = gantry_codecs::video::poster(&clip, 0.5, 480, gantry_codecs::ImageFormat::Jpeg, &l).unwrap();
+    assert_eq!((p.width, p.height), (480, 270));
+    let img = image::load_from_memory(&p.bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (480, 270));
+    // Not a blank frame: the test card has many colours.
+    let rgb = img.to_rgb8();
+    let distinct: std::collections::BTreeSet<[u8; 3]> =
+        rgb.pixels().map(|q| [q[0] & 0xF0, q[1] & 0xF0, q[2] & 0xF0]).collect();
+    assert!(distinct.len() > 20, "{} colours", distinct.len());
+    let text = dir.path().join("notes.mp4");
+    std::fs::write(&text, b"no video here").unwrap();
+    assert!(gantry_codecs::video::poster(&text, 0.5, 480, gantry_codecs::ImageFormat::Webp, &l).is_err());
+}
+
+#[test]
 fn broken_inputs_fail_with_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -87,7 +87,7 @@ impl TranscodeExecutor {
             max_height: p.max_height,
             max_fps: p.max_fps,
         };
-        let (limits, secs) = (self.limits, self.time_limit.as_secs());
+        let (limits, secs, previews) = (self.limits, self.time_limit.as_secs(), p.previews);
         let flag = stop.clone();
         let work = tokio::task::spawn_blocking(move || -> Result<_, MediaError> {
             let dir = tempfile::tempdir().map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
@@ -95,9 +95,21 @@ impl TranscodeExecutor {
             std::fs::write(&src, &input).map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
             let report = gantry_codecs::video::transcode(&src, &dst, &opts, &limits, &flag, secs)?;
             let bytes = std::fs::read(&dst).map_err(|e| MediaError::Internal(format!("reading the output: {e}")))?;
-            Ok((report, bytes))
+            // The poster comes from the web-ready output, a tenth of the way in.
+            let poster = if previews {
+                Some(gantry_codecs::video::poster(
+                    &dst,
+                    0.1,
+                    640,
+                    gantry_codecs::ImageFormat::Jpeg,
+                    &limits,
+                )?)
+            } else {
+                None
+            };
+            Ok((report, bytes, poster))
         });
-        let (report, bytes) = match tokio::time::timeout(self.time_limit, work).await {
+        let (report, bytes, poster) = match tokio::time::timeout(self.time_limit, work).await {
             Ok(Ok(Ok(r))) => r,
             Ok(Ok(Err(e))) => {
                 let class = if e.is_permanent() {
@@ -113,12 +125,26 @@ impl TranscodeExecutor {
                 return failed(ErrorClass::Permanent, MediaError::Timeout(secs).to_string());
             }
         };
+        let poster_key = match poster {
+            Some(p) => match self
+                .outputs
+                .put(&job.spec, "poster.jpg", Bytes::from(p.bytes), "image/jpeg")
+                .await
+            {
+                Ok(r) => Some(r.object_key),
+                Err(e) => return failed(ErrorClass::Retryable, format!("storing the poster: {e}")),
+            },
+            None => None,
+        };
         match self
             .outputs
             .put(&job.spec, "output.mp4", Bytes::from(bytes), "video/mp4")
             .await
         {
             Ok(mut r) => {
+                if let Some(k) = poster_key {
+                    r.details.insert("poster".into(), k);
+                }
                 r.details.insert("encoder".into(), report.encoder.into());
                 r.details.insert("encoder_reason".into(), report.encoder_reason.clone());
                 r.details.insert("input_codec".into(), report.input_codec.clone());
