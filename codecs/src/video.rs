@@ -335,16 +335,8 @@ pub fn transcode(
     let v_out_tb = octx.stream(v_out).map(|s| s.time_base()).unwrap_or(v_tb);
     let a_out_tb = audio_out.and_then(|i| octx.stream(i)).map(|s| s.time_base());
 
-    let mut scaler = ff::software::scaling::Context::get(
-        decoder.format(),
-        w,
-        h,
-        ff::format::Pixel::YUV420P,
-        tw,
-        th,
-        ff::software::scaling::Flags::BICUBIC,
-    )
-    .map_err(|e| internal("the scaler", e))?;
+    // Made from the first frame's own format: a decoder may only know it then.
+    let mut scaler: Option<ff::software::scaling::Context> = None;
     let min_gap = if fps_out < fps_in {
         // Keep a frame only when at least one output interval has passed (in stream ticks).
         (f64::from(v_tb.denominator()) / f64::from(v_tb.numerator().max(1)) / fps_out) as i64
@@ -360,6 +352,8 @@ pub fn transcode(
         v_tb,
         v_out_tb,
         max_frames: limits.max_frames,
+        input: (w, h),
+        output: (tw, th),
     };
     let mut decoded = ff::frame::Video::empty();
     let mut scaled = ff::frame::Video::empty();
@@ -455,16 +449,6 @@ pub fn poster(
     }
     let tw = w.min(max_width.max(2)) & !1;
     let th = ((f64::from(h) * f64::from(tw) / f64::from(w)).round() as u32).max(2) & !1;
-    let mut scaler = ff::software::scaling::Context::get(
-        decoder.format(),
-        w,
-        h,
-        ff::format::Pixel::RGB24,
-        tw,
-        th,
-        ff::software::scaling::Flags::BICUBIC,
-    )
-    .map_err(|e| internal("the scaler", e))?;
     let mut frame = ff::frame::Video::empty();
     let mut rgb = ff::frame::Video::empty();
     let mut got = false;
@@ -484,6 +468,20 @@ pub fn poster(
     if !got {
         return Err(MediaError::Corrupt("no decodable video frame".into()));
     }
+    if (frame.width(), frame.height()) != (w, h) {
+        return Err(MediaError::Corrupt("the frame size differs from the stream's".into()));
+    }
+    check_format(frame.format())?;
+    let mut scaler = ff::software::scaling::Context::get(
+        frame.format(),
+        w,
+        h,
+        ff::format::Pixel::RGB24,
+        tw,
+        th,
+        ff::software::scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| corrupt("a frame the scaler cannot take", e))?;
     scaler
         .run(&frame, &mut rgb)
         .map_err(|e| corrupt("scaling the frame", e))?;
@@ -514,6 +512,19 @@ struct Encoding {
     v_tb: ff::Rational,
     v_out_tb: ff::Rational,
     max_frames: u64,
+    input: (u32, u32),
+    output: (u32, u32),
+}
+
+/// Refuses a frame whose pixel format is unknown or one swscale cannot read (a corrupt stream
+/// can claim any value, and swscale aborts the process on some).
+fn check_format(fmt: ff::format::Pixel) -> Result<(), MediaError> {
+    if fmt == ff::format::Pixel::None || fmt.descriptor().is_none() || !ff::software::scaling::support::input(fmt) {
+        return Err(MediaError::Corrupt(format!(
+            "a frame in an unusable pixel format ({fmt:?})"
+        )));
+    }
+    Ok(())
 }
 
 impl Encoding {
@@ -521,7 +532,7 @@ impl Encoding {
         &mut self,
         decoder: &mut ff::decoder::Video,
         decoded: &mut ff::frame::Video,
-        scaler: &mut ff::software::scaling::Context,
+        scaler: &mut Option<ff::software::scaling::Context>,
         scaled: &mut ff::frame::Video,
         encoder: &mut ff::encoder::Video,
         octx: &mut ff::format::context::Output,
@@ -534,9 +545,30 @@ impl Encoding {
                     self.max_frames
                 )));
             }
-            if decoded.width() != scaler.input().width || decoded.height() != scaler.input().height {
+            if (decoded.width(), decoded.height()) != self.input {
                 return Err(MediaError::Unsupported("the frame size changes mid-stream".into()));
             }
+            let fmt = decoded.format();
+            check_format(fmt)?;
+            if scaler.as_ref().is_none_or(|s| s.input().format != fmt) {
+                let (w, h) = self.input;
+                let (tw, th) = self.output;
+                *scaler = Some(
+                    ff::software::scaling::Context::get(
+                        fmt,
+                        w,
+                        h,
+                        ff::format::Pixel::YUV420P,
+                        tw,
+                        th,
+                        ff::software::scaling::Flags::BICUBIC,
+                    )
+                    .map_err(|e| corrupt("a frame the scaler cannot take", e))?,
+                );
+            }
+            let Some(scaler) = scaler.as_mut() else {
+                return Err(MediaError::Internal("no scaler".into()));
+            };
             let pts = decoded.timestamp();
             if let (Some(p), Some(last)) = (pts, self.last_kept)
                 && self.min_gap > 0
