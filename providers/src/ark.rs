@@ -10,44 +10,32 @@ use serde_json::json;
 
 use crate::config::ProviderConfig;
 use crate::error::{ErrorClass, ProviderError, class_for_status};
-use crate::http::{self, MAX_JSON_BYTES, Reply};
+use crate::http::{self, Endpoint, MAX_JSON_BYTES, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
 
 /// The client for one region.
 #[derive(Debug)]
 pub struct Ark {
-    name: &'static str,
-    base: String,
-    key: String,
-    http: reqwest::Client,
-    cfg: ProviderConfig,
+    ep: Endpoint,
 }
 
 impl Ark {
     /// A client for `base` with `cfg`'s key.
     pub fn new(name: &'static str, base: &str, cfg: &ProviderConfig) -> Result<Self, BuildError> {
-        let key = cfg.credentials.api_key().ok_or(BuildError::MissingCredentials {
-            provider: name.into(),
-            what: "api key",
-        })?;
         Ok(Self {
-            name,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            http: http::client(std::time::Duration::from_secs(10))?,
-            cfg: cfg.clone(),
+            ep: Endpoint::new(name, base, cfg)?,
         })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, max: usize) -> Result<Reply, ProviderError> {
         let r = http::send(
-            self.name,
-            req.bearer_auth(&self.key).timeout(self.cfg.request_timeout()),
+            self.ep.name,
+            req.bearer_auth(&self.ep.key).timeout(self.ep.cfg.request_timeout()),
             max,
         )
         .await?;
-        if r.ok() { Ok(r) } else { Err(classify(self.name, &r)) }
+        if r.ok() { Ok(r) } else { Err(classify(self.ep.name, &r)) }
     }
 }
 
@@ -161,7 +149,7 @@ struct TaskContent {
 impl Ark {
     async fn images(&self, req: &GenerateRequest) -> Result<Submitted, ProviderError> {
         let mut body = json!({
-            "model": self.cfg.model_id(&req.model),
+            "model": self.ep.cfg.model_id(&req.model),
             "prompt": req.prompt,
             "response_format": "url",
             "watermark": false,
@@ -179,13 +167,14 @@ impl Ark {
         }
         let r = self
             .send(
-                self.http
-                    .post(format!("{}/api/v3/images/generations", self.base))
+                self.ep
+                    .http
+                    .post(format!("{}/api/v3/images/generations", self.ep.base))
                     .json(&body),
                 MAX_JSON_BYTES,
             )
             .await?;
-        let reply: ImagesReply = r.json(self.name)?;
+        let reply: ImagesReply = r.json(self.ep.name)?;
         let mut artifacts = Vec::new();
         let mut refused = None;
         for item in reply.data {
@@ -196,7 +185,7 @@ impl Ark {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64.as_bytes())
                         .map_err(|e| {
-                            ProviderError::new(self.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
+                            ProviderError::new(self.ep.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
                                 .code("malformed_response")
                         })?;
                     artifacts.push(Artifact::Inline {
@@ -214,7 +203,7 @@ impl Ark {
                 code: "empty_result".into(),
                 message: "no image in the response".into(),
             });
-            return Err(ProviderError::new(self.name, class_for_code(&e.code, 200, None), e.message).code(e.code));
+            return Err(ProviderError::new(self.ep.name, class_for_code(&e.code, 200, None), e.message).code(e.code));
         }
         let billed = reply.usage.as_ref().and_then(|u| u.generated_images);
         let usage = gantry_queue::Usage {
@@ -232,19 +221,20 @@ impl Ark {
         if let Some(img) = req.reference_images.first() {
             content.push(json!({"type": "image_url", "image_url": {"url": img}, "role": "first_frame"}));
         }
-        let mut body = json!({"model": self.cfg.model_id(&req.model), "content": content});
+        let mut body = json!({"model": self.ep.cfg.model_id(&req.model), "content": content});
         if let Some(cb) = &req.callback {
             body["callback_url"] = cb.url.as_str().into();
         }
         let r = self
             .send(
-                self.http
-                    .post(format!("{}/api/v3/contents/generations/tasks", self.base))
+                self.ep
+                    .http
+                    .post(format!("{}/api/v3/contents/generations/tasks", self.ep.base))
                     .json(&body),
                 1 << 20,
             )
             .await?;
-        let t: TaskCreated = r.json(self.name)?;
+        let t: TaskCreated = r.json(self.ep.name)?;
         Ok(Submitted::Accepted(TaskHandle {
             id: t.id,
             poll_url: None,
@@ -292,7 +282,7 @@ fn observe(provider: &'static str, t: TaskReply) -> Observed {
 
 impl Provider for Ark {
     fn name(&self) -> &'static str {
-        self.name
+        self.ep.name
     }
 
     fn mode(&self) -> Mode {
@@ -321,21 +311,23 @@ impl Provider for Ark {
         _secret: &str,
     ) -> Result<(String, Observed), ProviderError> {
         let t: TaskReply = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, format!("callback body: {e}")))?;
-        Ok((t.id.clone(), observe(self.name, t)))
+            .map_err(|e| ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, format!("callback body: {e}")))?;
+        Ok((t.id.clone(), observe(self.ep.name, t)))
     }
 
     fn poll<'a>(&'a self, task: &'a TaskHandle) -> BoxFuture<'a, Result<Observed, ProviderError>> {
         Box::pin(async move {
             let r = self
                 .send(
-                    self.http
-                        .get(format!("{}/api/v3/contents/generations/tasks/{}", self.base, task.id)),
+                    self.ep.http.get(format!(
+                        "{}/api/v3/contents/generations/tasks/{}",
+                        self.ep.base, task.id
+                    )),
                     1 << 20,
                 )
                 .await?;
-            let t: TaskReply = r.json(self.name)?;
-            Ok(observe(self.name, t))
+            let t: TaskReply = r.json(self.ep.name)?;
+            Ok(observe(self.ep.name, t))
         })
     }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::config::ProviderConfig;
 use crate::error::{ErrorClass, ProviderError, class_for_status};
-use crate::http::{self, Reply};
+use crate::http::{self, Endpoint, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
 
@@ -21,26 +21,14 @@ const MAX_REPLY: usize = 1 << 20;
 /// The client for one region.
 #[derive(Debug)]
 pub struct Bfl {
-    name: &'static str,
-    base: String,
-    key: String,
-    http: reqwest::Client,
-    cfg: ProviderConfig,
+    ep: Endpoint,
 }
 
 impl Bfl {
     /// A client for `base` with `cfg`'s key.
     pub fn new(name: &'static str, base: &str, cfg: &ProviderConfig) -> Result<Self, BuildError> {
-        let key = cfg.credentials.api_key().ok_or(BuildError::MissingCredentials {
-            provider: name.into(),
-            what: "api key",
-        })?;
         Ok(Self {
-            name,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            http: http::client(std::time::Duration::from_secs(10))?,
-            cfg: cfg.clone(),
+            ep: Endpoint::new(name, base, cfg)?,
         })
     }
 
@@ -51,11 +39,12 @@ impl Bfl {
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
         };
-        let (Some(h), Some(base)) = (host(url), host(&self.base)) else {
+        let (Some(h), Some(base)) = (host(url), host(&self.ep.base)) else {
             return false;
         };
         h == base
             || self
+                .ep
                 .cfg
                 .poll_hosts
                 .iter()
@@ -132,7 +121,7 @@ pub fn observe(provider: &'static str, status: &str, sample: Option<String>) -> 
 
 impl Provider for Bfl {
     fn name(&self) -> &'static str {
-        self.name
+        self.ep.name
     }
 
     fn mode(&self) -> Mode {
@@ -160,27 +149,28 @@ impl Provider for Bfl {
                 };
                 body[key] = crate::media::url_or_raw_base64(img).into();
             }
-            let model = self.cfg.model_id(&req.model);
+            let model = self.ep.cfg.model_id(&req.model);
             let r = http::send(
-                self.name,
-                self.http
-                    .post(format!("{}/v1/{model}", self.base))
-                    .header("x-key", &self.key)
-                    .timeout(self.cfg.request_timeout())
+                self.ep.name,
+                self.ep
+                    .http
+                    .post(format!("{}/v1/{model}", self.ep.base))
+                    .header("x-key", &self.ep.key)
+                    .timeout(self.ep.cfg.request_timeout())
                     .json(&body),
                 MAX_REPLY,
             )
             .await?;
             if !r.ok() {
-                return Err(classify(self.name, &r));
+                return Err(classify(self.ep.name, &r));
             }
-            let s: SubmitReply = r.json(self.name)?;
+            let s: SubmitReply = r.json(self.ep.name)?;
             let poll_url = s
                 .polling_url
-                .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.base, s.id));
+                .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.ep.base, s.id));
             if !self.trusted(&poll_url) {
                 return Err(ProviderError::new(
-                    self.name,
+                    self.ep.name,
                     ErrorClass::Transient,
                     "polling_url points at a host we do not send keys to",
                 )
@@ -216,7 +206,8 @@ impl Provider for Bfl {
             .collect();
         if sig.len() != expected.len() || !sig.eq_ignore_ascii_case(&expected) {
             return Err(
-                ProviderError::new(self.name, ErrorClass::InvalidRequest, "bad X-BFL-Signature").code("bad_signature"),
+                ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, "bad X-BFL-Signature")
+                    .code("bad_signature"),
             );
         }
         #[derive(Deserialize)]
@@ -227,8 +218,8 @@ impl Provider for Bfl {
             result: Option<PollResult>,
         }
         let c: Call = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, format!("webhook body: {e}")))?;
-        let seen = observe(self.name, &c.status, c.result.and_then(|r| r.sample));
+            .map_err(|e| ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, format!("webhook body: {e}")))?;
+        let seen = observe(self.ep.name, &c.status, c.result.and_then(|r| r.sample));
         Ok((c.id, seen))
     }
 
@@ -237,27 +228,28 @@ impl Provider for Bfl {
             let url = task
                 .poll_url
                 .clone()
-                .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.base, task.id));
+                .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.ep.base, task.id));
             if !self.trusted(&url) {
                 return Err(
-                    ProviderError::new(self.name, ErrorClass::InvalidRequest, "untrusted polling_url")
+                    ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, "untrusted polling_url")
                         .code("untrusted_polling_url"),
                 );
             }
             let r = http::send(
-                self.name,
-                self.http
+                self.ep.name,
+                self.ep
+                    .http
                     .get(url)
-                    .header("x-key", &self.key)
-                    .timeout(self.cfg.request_timeout()),
+                    .header("x-key", &self.ep.key)
+                    .timeout(self.ep.cfg.request_timeout()),
                 MAX_REPLY,
             )
             .await?;
             if !r.ok() {
-                return Err(classify(self.name, &r));
+                return Err(classify(self.ep.name, &r));
             }
-            let p: PollReply = r.json(self.name)?;
-            Ok(observe(self.name, &p.status, p.result.and_then(|r| r.sample)))
+            let p: PollReply = r.json(self.ep.name)?;
+            Ok(observe(self.ep.name, &p.status, p.result.and_then(|r| r.sample)))
         })
     }
 }

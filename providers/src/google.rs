@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::config::ProviderConfig;
 use crate::error::{ErrorClass, ProviderError, class_for_status};
-use crate::http::{self, MAX_JSON_BYTES, Reply};
+use crate::http::{self, Endpoint, MAX_JSON_BYTES, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
 
@@ -23,11 +23,7 @@ const MAX_VIDEO: usize = 256 << 20;
 /// The client for one region.
 #[derive(Debug)]
 pub struct Google {
-    name: &'static str,
-    base: String,
-    key: String,
-    http: reqwest::Client,
-    cfg: ProviderConfig,
+    ep: Endpoint,
 }
 
 /// Parses a protobuf duration (`"31s"`, `"1.5s"`).
@@ -150,31 +146,23 @@ pub fn imagen_images(provider: &'static str, v: &Value) -> Result<Vec<Artifact>,
 impl Google {
     /// A client for `base` with `cfg`'s key.
     pub fn new(name: &'static str, base: &str, cfg: &ProviderConfig) -> Result<Self, BuildError> {
-        let key = cfg.credentials.api_key().ok_or(BuildError::MissingCredentials {
-            provider: name.into(),
-            what: "api key",
-        })?;
         Ok(Self {
-            name,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            http: http::client(Duration::from_secs(10))?,
-            cfg: cfg.clone(),
+            ep: Endpoint::new(name, base, cfg)?,
         })
     }
 
     async fn call(&self, req: reqwest::RequestBuilder, max: usize) -> Result<Value, ProviderError> {
         let r = http::send(
-            self.name,
-            req.header("x-goog-api-key", &self.key)
-                .timeout(self.cfg.request_timeout()),
+            self.ep.name,
+            req.header("x-goog-api-key", &self.ep.key)
+                .timeout(self.ep.cfg.request_timeout()),
             max,
         )
         .await?;
         if !r.ok() {
-            return Err(classify(self.name, &r));
+            return Err(classify(self.ep.name, &r));
         }
-        r.json(self.name)
+        r.json(self.ep.name)
     }
 
     fn same_host(&self, url: &str) -> bool {
@@ -183,17 +171,17 @@ impl Google {
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
         };
-        host(url).is_some() && host(url) == host(&self.base)
+        host(url).is_some() && host(url) == host(&self.ep.base)
     }
 
     fn model_url(&self, model: &str, method: &str) -> String {
-        format!("{}/v1beta/models/{model}:{method}", self.base)
+        format!("{}/v1beta/models/{model}:{method}", self.ep.base)
     }
 }
 
 impl Provider for Google {
     fn name(&self) -> &'static str {
-        self.name
+        self.ep.name
     }
 
     fn mode(&self) -> Mode {
@@ -202,7 +190,7 @@ impl Provider for Google {
 
     fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
         Box::pin(async move {
-            let model = self.cfg.model_id(&req.model);
+            let model = self.ep.cfg.model_id(&req.model);
             let samples = req.samples.clamp(1, 4);
             let outputs = |artifacts: Vec<Artifact>| {
                 let n = artifacts.len() as u32;
@@ -222,12 +210,16 @@ impl Provider for Google {
                 let body = json!({"instances": [{"prompt": req.prompt}], "parameters": params});
                 let v = self
                     .call(
-                        self.http.post(self.model_url(model, "predictLongRunning")).json(&body),
+                        self.ep
+                            .http
+                            .post(self.model_url(model, "predictLongRunning"))
+                            .json(&body),
                         1 << 20,
                     )
                     .await?;
                 let name = v["name"].as_str().ok_or_else(|| {
-                    ProviderError::new(self.name, ErrorClass::Transient, "no operation name").code("malformed_response")
+                    ProviderError::new(self.ep.name, ErrorClass::Transient, "no operation name")
+                        .code("malformed_response")
                 })?;
                 return Ok(Submitted::Accepted(TaskHandle {
                     id: name.to_owned(),
@@ -243,15 +235,15 @@ impl Provider for Google {
                 let body = json!({"instances": [{"prompt": req.prompt}], "parameters": params});
                 let v = self
                     .call(
-                        self.http.post(self.model_url(model, "predict")).json(&body),
+                        self.ep.http.post(self.model_url(model, "predict")).json(&body),
                         MAX_JSON_BYTES,
                     )
                     .await?;
-                return Ok(outputs(imagen_images(self.name, &v)?));
+                return Ok(outputs(imagen_images(self.ep.name, &v)?));
             }
             let mut parts = vec![json!({"text": req.prompt})];
             for img in req.reference_images.iter().take(3) {
-                let m = crate::media::reference(self.name, &self.http, img).await?;
+                let m = crate::media::reference(self.ep.name, &self.ep.http, img).await?;
                 parts.push(json!({"inlineData": {"mimeType": m.content_type, "data": base64::engine::general_purpose::STANDARD.encode(&m.bytes)}}));
             }
             let body = json!({
@@ -260,18 +252,21 @@ impl Provider for Google {
             });
             let v = self
                 .call(
-                    self.http.post(self.model_url(model, "generateContent")).json(&body),
+                    self.ep.http.post(self.model_url(model, "generateContent")).json(&body),
                     MAX_JSON_BYTES,
                 )
                 .await?;
-            Ok(outputs(gemini_images(self.name, &v)?))
+            Ok(outputs(gemini_images(self.ep.name, &v)?))
         })
     }
 
     fn poll<'a>(&'a self, task: &'a TaskHandle) -> BoxFuture<'a, Result<Observed, ProviderError>> {
         Box::pin(async move {
             let v = self
-                .call(self.http.get(format!("{}/v1beta/{}", self.base, task.id)), 1 << 20)
+                .call(
+                    self.ep.http.get(format!("{}/v1beta/{}", self.ep.base, task.id)),
+                    1 << 20,
+                )
                 .await?;
             if !v["done"].as_bool().unwrap_or(false) {
                 return Ok(Observed::Running);
@@ -282,7 +277,7 @@ impl Provider for Google {
                     retry_after: None,
                     body: serde_json::to_vec(&json!({"error": v["error"]})).unwrap_or_default(),
                 };
-                let mut e = classify(self.name, &r);
+                let mut e = classify(self.ep.name, &r);
                 if e.class.is_retryable() {
                     // The operation is over: a retry is a new operation, not a wait.
                     e.class = ErrorClass::Transient;
@@ -298,34 +293,35 @@ impl Provider for Google {
                 .collect();
             if uris.is_empty() {
                 let why = resp["raiMediaFilteredReasons"][0].as_str().unwrap_or("ALL_FILTERED");
-                return Ok(Observed::Failed(moderated(self.name, why)));
+                return Ok(Observed::Failed(moderated(self.ep.name, why)));
             }
             let mut artifacts = Vec::new();
             for uri in uris {
                 if !self.same_host(&uri) {
                     return Ok(Observed::Failed(
-                        ProviderError::new(self.name, ErrorClass::Transient, "video URI on a foreign host")
+                        ProviderError::new(self.ep.name, ErrorClass::Transient, "video URI on a foreign host")
                             .code("untrusted_uri"),
                     ));
                 }
                 let r = http::send(
-                    self.name,
-                    self.http
+                    self.ep.name,
+                    self.ep
+                        .http
                         .get(&uri)
-                        .header("x-goog-api-key", &self.key)
+                        .header("x-goog-api-key", &self.ep.key)
                         .timeout(Duration::from_secs(300)),
                     MAX_VIDEO,
                 )
                 .await?;
                 if matches!(r.status, 403 | 404 | 410) {
                     return Err(
-                        ProviderError::new(self.name, ErrorClass::Transient, "the video has expired")
+                        ProviderError::new(self.ep.name, ErrorClass::Transient, "the video has expired")
                             .code("result_expired")
                             .status(r.status),
                     );
                 }
                 if !r.ok() {
-                    return Err(classify(self.name, &r));
+                    return Err(classify(self.ep.name, &r));
                 }
                 artifacts.push(Artifact::Inline {
                     bytes: r.body,

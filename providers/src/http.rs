@@ -109,6 +109,39 @@ pub fn transport(provider: &'static str, e: reqwest::Error) -> ProviderError {
     err
 }
 
+/// What every API-key client holds: its provider's name, the region's base URL, the key, an
+/// HTTP client and the provider's configuration.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The provider's name.
+    pub name: &'static str,
+    /// The region's base URL, without a trailing slash.
+    pub base: String,
+    /// The API key.
+    pub key: String,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// The provider's configuration.
+    pub cfg: crate::ProviderConfig,
+}
+
+impl Endpoint {
+    /// An endpoint at `base` with `cfg`'s API key.
+    pub fn new(name: &'static str, base: &str, cfg: &crate::ProviderConfig) -> Result<Self, crate::BuildError> {
+        let key = cfg.credentials.api_key().ok_or(crate::BuildError::MissingCredentials {
+            provider: name.into(),
+            what: "api key",
+        })?;
+        Ok(Self {
+            name,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http: client(Duration::from_secs(10))?,
+            cfg: cfg.clone(),
+        })
+    }
+}
+
 /// A client with the fleet's defaults: rustls, connect timeout, no redirects to other hosts
 /// carrying our keys (redirects are not followed at all: providers do not use them for APIs).
 pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {

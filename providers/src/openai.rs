@@ -10,33 +10,21 @@ use serde_json::json;
 
 use crate::config::ProviderConfig;
 use crate::error::{ErrorClass, ProviderError, class_for_status};
-use crate::http::{self, MAX_JSON_BYTES, Reply};
+use crate::http::{self, Endpoint, MAX_JSON_BYTES, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Submitted};
 use crate::{BuildError, Provider};
 
 /// The client for one region.
 #[derive(Debug)]
 pub struct OpenAi {
-    name: &'static str,
-    base: String,
-    key: String,
-    http: reqwest::Client,
-    cfg: ProviderConfig,
+    ep: Endpoint,
 }
 
 impl OpenAi {
     /// A client for `base` with `cfg`'s key.
     pub fn new(name: &'static str, base: &str, cfg: &ProviderConfig) -> Result<Self, BuildError> {
-        let key = cfg.credentials.api_key().ok_or(BuildError::MissingCredentials {
-            provider: name.into(),
-            what: "api key",
-        })?;
         Ok(Self {
-            name,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            http: http::client(std::time::Duration::from_secs(10))?,
-            cfg: cfg.clone(),
+            ep: Endpoint::new(name, base, cfg)?,
         })
     }
 }
@@ -110,7 +98,7 @@ pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
 
 impl Provider for OpenAi {
     fn name(&self) -> &'static str {
-        self.name
+        self.ep.name
     }
 
     fn mode(&self) -> Mode {
@@ -120,15 +108,16 @@ impl Provider for OpenAi {
     fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
         Box::pin(async move {
             let body = json!({
-                "model": self.cfg.model_id(&req.model),
+                "model": self.ep.cfg.model_id(&req.model),
                 "prompt": req.prompt,
                 "n": req.samples.clamp(1, 10),
                 "size": size(req.width, req.height),
                 "output_format": "png",
             });
             let post = if req.reference_images.is_empty() {
-                self.http
-                    .post(format!("{}/v1/images/generations", self.base))
+                self.ep
+                    .http
+                    .post(format!("{}/v1/images/generations", self.ep.base))
                     .json(&body)
             } else {
                 let mut form = reqwest::multipart::Form::new();
@@ -137,25 +126,28 @@ impl Provider for OpenAi {
                     form = form.text(k.clone(), text);
                 }
                 for (i, r) in req.reference_images.iter().take(16).enumerate() {
-                    let m = crate::media::reference(self.name, &self.http, r).await?;
+                    let m = crate::media::reference(self.ep.name, &self.ep.http, r).await?;
                     let part = reqwest::multipart::Part::bytes(m.bytes.clone())
                         .file_name(format!("reference-{i}.{}", m.extension()))
                         .mime_str(m.content_type)
-                        .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, e.to_string()))?;
+                        .map_err(|e| ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, e.to_string()))?;
                     form = form.part("image[]", part);
                 }
-                self.http.post(format!("{}/v1/images/edits", self.base)).multipart(form)
+                self.ep
+                    .http
+                    .post(format!("{}/v1/images/edits", self.ep.base))
+                    .multipart(form)
             };
             let r = http::send(
-                self.name,
-                post.bearer_auth(&self.key).timeout(self.cfg.request_timeout()),
+                self.ep.name,
+                post.bearer_auth(&self.ep.key).timeout(self.ep.cfg.request_timeout()),
                 MAX_JSON_BYTES,
             )
             .await?;
             if !r.ok() {
-                return Err(classify(self.name, &r));
+                return Err(classify(self.ep.name, &r));
             }
-            let reply: ImagesReply = r.json(self.name)?;
+            let reply: ImagesReply = r.json(self.ep.name)?;
             let units = reply
                 .usage
                 .and_then(|u| u.output_tokens)
@@ -166,7 +158,7 @@ impl Provider for OpenAi {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64.as_bytes())
                     .map_err(|e| {
-                        ProviderError::new(self.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
+                        ProviderError::new(self.ep.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
                             .code("malformed_response")
                     })?;
                 artifacts.push(Artifact::Inline {
@@ -176,7 +168,7 @@ impl Provider for OpenAi {
             }
             if artifacts.is_empty() {
                 return Err(
-                    ProviderError::new(self.name, ErrorClass::Transient, "no image in the response")
+                    ProviderError::new(self.ep.name, ErrorClass::Transient, "no image in the response")
                         .code("empty_result"),
                 );
             }

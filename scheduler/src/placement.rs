@@ -156,11 +156,11 @@ mod tests {
         let loads = PoolLoads::default();
         // Nothing live anywhere: the first pool that fits.
         assert_eq!(
-            place(&cfg, &loads, JobKind::Upscale, &gpu(40, false)).unwrap(),
+            place(&cfg, &loads, JobKind::Upscale, &gpu(40, false)).expect("a declared pool fits"),
             "gpu-h100"
         );
         assert_eq!(
-            place(&cfg, &loads, JobKind::Transcode, &gpu(8, true)).unwrap(),
+            place(&cfg, &loads, JobKind::Transcode, &gpu(8, true)).expect("a declared pool fits"),
             "gpu-l4"
         );
         assert_eq!(
@@ -199,11 +199,11 @@ mod tests {
             );
         }
         assert_eq!(
-            place(&cfg, &loads, JobKind::Noop, &Requirements::default()).unwrap(),
+            place(&cfg, &loads, JobKind::Noop, &Requirements::default()).expect("a declared pool fits"),
             "gpu-l4"
         );
         assert_eq!(
-            place(&cfg, &loads, JobKind::Generate, &Requirements::default()).unwrap(),
+            place(&cfg, &loads, JobKind::Generate, &Requirements::default()).expect("a declared pool fits"),
             "cpu"
         );
     }

@@ -128,14 +128,18 @@ mod tests {
         let cfg = SchedulerConfig::demo();
         let us = vec!["US".to_owned()];
         // Seedream processes in CN/SG: a US-only user falls back to a US image model.
-        let r = route(&cfg, &job("seedream", "seedream-4.0"), &us).unwrap();
+        let r = route(&cfg, &job("seedream", "seedream-4.0"), &us).expect("an allowed provider");
         assert!(r.fell_back);
         assert!(cfg.providers[&r.provider].jurisdictions.contains(&"US".to_owned()));
         // Allowed as asked.
-        let r = route(&cfg, &job("seedream", "seedream-4.0"), &["SG".into()]).unwrap();
+        let r = route(&cfg, &job("seedream", "seedream-4.0"), &["SG".into()]).expect("an allowed provider");
         assert_eq!((r.provider.as_str(), r.fell_back), ("seedream", false));
         // No restriction stated: as asked.
-        assert!(!route(&cfg, &job("kling", "kling-v3-std"), &[]).unwrap().fell_back);
+        assert!(
+            !route(&cfg, &job("kling", "kling-v3-std"), &[])
+                .expect("no consent limit")
+                .fell_back
+        );
         // Nobody makes video in the EU in the demo table.
         assert!(matches!(
             route(&cfg, &job("kling", "kling-v3-std"), &["EU".into()]),

@@ -27,7 +27,7 @@ use rand::Rng;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use super::Executor;
+use super::{Executor, failed};
 use crate::outputs::OutputStore;
 
 /// The executor's settings.
@@ -147,13 +147,6 @@ impl Executor for GenerateExecutor {
     fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.run(job, ctx.cancel).await })
-    }
-}
-
-fn failed(class: ErrorClass, message: impl Into<String>) -> JobOutcome {
-    JobOutcome::Failed {
-        class,
-        message: message.into(),
     }
 }
 

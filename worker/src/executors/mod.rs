@@ -1,6 +1,7 @@
 //! Executors: one per job kind. A worker claims only the kinds it has an executor for.
 
 pub mod generate;
+mod media_job;
 pub mod noop;
 pub mod transcode;
 pub mod upscale;
@@ -12,10 +13,18 @@ use std::task::{Context, Poll};
 
 use apalis::prelude::Task;
 use futures::future::BoxFuture;
-use gantry_queue::{ClaimedJob, Completion, HandlerFuture, JobContext, JobKind, JobOutcome};
+use gantry_queue::{ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome};
 
 use crate::backend::QueuedJob;
 use crate::layers::JobFailure;
+
+/// A failed attempt of `class`.
+pub(crate) fn failed(class: ErrorClass, message: impl Into<String>) -> JobOutcome {
+    JobOutcome::Failed {
+        class,
+        message: message.into(),
+    }
+}
 
 /// Runs one kind of job.
 pub trait Executor: Send + Sync + 'static {

@@ -16,9 +16,9 @@ use gantry_queue::{
     Usage,
 };
 
-use super::Executor;
-use super::upscale::owned_by;
-use crate::outputs::{OutputError, OutputStore};
+use super::media_job::{read_input, run_blocking};
+use super::{Executor, failed};
+use crate::outputs::OutputStore;
 
 /// Runs `transcode` jobs.
 #[derive(Clone, Debug)]
@@ -36,13 +36,6 @@ impl TranscodeExecutor {
             limits: VideoLimits::default(),
             time_limit: Duration::from_secs(1500),
         }
-    }
-}
-
-fn failed(class: ErrorClass, message: impl Into<String>) -> JobOutcome {
-    JobOutcome::Failed {
-        class,
-        message: message.into(),
     }
 }
 
@@ -71,15 +64,9 @@ impl Executor for TranscodeExecutor {
 
 impl TranscodeExecutor {
     async fn transcode(&self, job: &ClaimedJob, p: &TranscodePayload, stop: Arc<AtomicBool>) -> JobOutcome {
-        if !owned_by(&p.input, &job.spec.tenant) {
-            return failed(ErrorClass::Permanent, "the input is not one of this tenant's objects");
-        }
-        let input = match self.outputs.get(&p.input).await {
+        let input = match read_input(&self.outputs, &job.spec, &p.input).await {
             Ok(b) => b,
-            Err(OutputError::Store(object_store::Error::NotFound { .. })) => {
-                return failed(ErrorClass::Permanent, "the input object does not exist");
-            }
-            Err(e) => return failed(ErrorClass::Retryable, format!("reading the input: {e}")),
+            Err(out) => return out,
         };
         let opts = TranscodeOptions {
             crf: p.crf.unwrap_or(23),
@@ -89,7 +76,7 @@ impl TranscodeExecutor {
         };
         let (limits, secs, previews) = (self.limits, self.time_limit.as_secs(), p.previews);
         let flag = stop.clone();
-        let work = tokio::task::spawn_blocking(move || -> Result<_, MediaError> {
+        let work = move || -> Result<_, MediaError> {
             let dir = tempfile::tempdir().map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
             let (src, dst) = (dir.path().join("input"), dir.path().join("output.mp4"));
             std::fs::write(&src, &input).map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
@@ -108,21 +95,12 @@ impl TranscodeExecutor {
                 None
             };
             Ok((report, bytes, poster))
-        });
-        let (report, bytes, poster) = match tokio::time::timeout(self.time_limit, work).await {
-            Ok(Ok(Ok(r))) => r,
-            Ok(Ok(Err(e))) => {
-                let class = if e.is_permanent() {
-                    ErrorClass::Permanent
-                } else {
-                    ErrorClass::Retryable
-                };
-                return failed(class, e.to_string());
-            }
-            Ok(Err(_)) => return failed(ErrorClass::Retryable, "the transcode thread failed"),
-            Err(_) => {
+        };
+        let (report, bytes, poster) = match run_blocking(self.time_limit, work).await {
+            Ok(r) => r,
+            Err(out) => {
                 stop.store(true, Ordering::Relaxed);
-                return failed(ErrorClass::Permanent, MediaError::Timeout(secs).to_string());
+                return out;
             }
         };
         let poster_key = match poster {

@@ -7,13 +7,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use gantry_codecs::{ImageFormat, ImageLimits, MediaError, Resize};
+use gantry_codecs::{ImageFormat, ImageLimits, Resize};
 use gantry_queue::{
     ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, UpscalePayload, Usage,
 };
 
-use super::Executor;
-use crate::outputs::{OutputError, OutputStore};
+use super::media_job::{read_input, run_blocking};
+use super::{Executor, failed};
+use crate::outputs::OutputStore;
 
 /// Runs `upscale` jobs.
 #[derive(Clone, Debug)]
@@ -32,23 +33,6 @@ impl UpscaleExecutor {
             time_limit: Duration::from_secs(60),
         }
     }
-}
-
-fn failed(class: ErrorClass, message: impl Into<String>) -> JobOutcome {
-    JobOutcome::Failed {
-        class,
-        message: message.into(),
-    }
-}
-
-/// Whether `key` is one of `tenant`'s objects (its jobs' outputs, or its uploads).
-pub fn owned_by(key: &str, tenant: &str) -> bool {
-    let ok = |prefix: &str| {
-        key.strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix(tenant))
-            .is_some_and(|r| r.starts_with('/'))
-    };
-    !key.split('/').any(|p| p == ".." || p == ".") && (ok("jobs/") || ok("inputs/"))
 }
 
 impl Executor for UpscaleExecutor {
@@ -72,9 +56,6 @@ impl Executor for UpscaleExecutor {
 
 impl UpscaleExecutor {
     async fn upscale(&self, job: &ClaimedJob, p: &UpscalePayload) -> JobOutcome {
-        if !owned_by(&p.input, &job.spec.tenant) {
-            return failed(ErrorClass::Permanent, "the input is not one of this tenant's objects");
-        }
         let size = match (p.scale, p.fit_within) {
             (Some(s), None) => Resize::Scale(s),
             (None, Some([w, h])) => Resize::FitWithin(w, h),
@@ -84,32 +65,15 @@ impl UpscaleExecutor {
             Ok(f) => f,
             Err(e) => return failed(ErrorClass::Permanent, e.to_string()),
         };
-        let input = match self.outputs.get(&p.input).await {
+        let input = match read_input(&self.outputs, &job.spec, &p.input).await {
             Ok(b) => b,
-            Err(OutputError::Store(object_store::Error::NotFound { .. })) => {
-                return failed(ErrorClass::Permanent, "the input object does not exist");
-            }
-            Err(e) => return failed(ErrorClass::Retryable, format!("reading the input: {e}")),
+            Err(out) => return out,
         };
         let (limits, quality) = (self.limits, p.quality);
-        let work = tokio::task::spawn_blocking(move || gantry_codecs::upscale(&input, size, format, quality, &limits));
-        let encoded = match tokio::time::timeout(self.time_limit, work).await {
-            Ok(Ok(Ok(e))) => e,
-            Ok(Ok(Err(e))) => {
-                let class = if e.is_permanent() {
-                    ErrorClass::Permanent
-                } else {
-                    ErrorClass::Retryable
-                };
-                return failed(class, e.to_string());
-            }
-            Ok(Err(_)) => return failed(ErrorClass::Retryable, "the resize thread failed"),
-            Err(_) => {
-                return failed(
-                    ErrorClass::Permanent,
-                    MediaError::Timeout(self.time_limit.as_secs()).to_string(),
-                );
-            }
+        let work = move || gantry_codecs::upscale(&input, size, format, quality, &limits);
+        let encoded = match run_blocking(self.time_limit, work).await {
+            Ok(e) => e,
+            Err(out) => return out,
         };
         let name = format!("output.{}", encoded.format.extension());
         let (w, h) = (encoded.width, encoded.height);
@@ -133,20 +97,5 @@ impl UpscaleExecutor {
             }),
             Err(e) => failed(ErrorClass::Retryable, format!("storing the result: {e}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::owned_by;
-
-    #[test]
-    fn only_the_tenants_own_objects() {
-        assert!(owned_by("jobs/t1/01ABC/output-0.png", "t1"));
-        assert!(owned_by("inputs/t1/photo.jpg", "t1"));
-        assert!(!owned_by("jobs/t10/01ABC/output-0.png", "t1"));
-        assert!(!owned_by("jobs/t2/01ABC/output-0.png", "t1"));
-        assert!(!owned_by("jobs/t1/../t2/x.png", "t1"));
-        assert!(!owned_by("t1/x.png", "t1"));
     }
 }
