@@ -1,6 +1,7 @@
 //! Transcode jobs end to end: a generated Kling clip and an uploaded WebM transcoded by a
-//! worker into web-ready MP4 (checked with ffprobe), priced per started minute; a broken
-//! upload failing as `permanent` with its reason.
+//! worker into web-ready MP4 (checked with ffprobe) — the WebM also into VP9 WebM, a poster and
+//! an animated preview — priced per started minute, the encoder choice counted by reason; a
+//! broken upload failing as `permanent` with its reason.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 fn transcode(input: &str) -> Value {
     json!({"user": "u-tx", "kind": "transcode", "max_attempts": 2,
            "payload": {"input": input, "max_height": 120, "preset": "ultrafast", "crf": 30,
-                       "previews": input.ends_with(".webm")}})
+                       "previews": input.ends_with(".webm"), "webm": input.ends_with(".webm")}})
 }
 
 fn ffprobe(path: &std::path::Path) -> Value {
@@ -29,7 +30,9 @@ fn ffprobe(path: &std::path::Path) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn videos_are_transcoded_to_web_ready_mp4_and_bad_ones_fail_permanently() {
-    let f = fleet(1, 4, &[]);
+    let port = gantry_testkit::free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let f = fleet_with(1, 4, &[], &["--metrics-addr", &metrics_addr]);
     let studio = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
     let outputs = f.logs.path().join("outputs");
     let g = studio
@@ -112,11 +115,25 @@ async fn videos_are_transcoded_to_web_ready_mp4_and_bad_ones_fail_permanently() 
         assert!((d - secs).abs() < 0.3, "{input}: {d} s");
         // 5 credits a started minute.
         assert_eq!(j.credits.as_ref().unwrap().charged, 5, "{input}");
+        // No GPU here: software decoding, with the reason.
+        assert_eq!(r["details"]["decoder"], codec, "{r}");
+        assert!(
+            r["details"]["decoder_reason"].as_str().unwrap().starts_with("cpu"),
+            "{r}"
+        );
         if codec == "vp9" {
-            assert!(
-                r["details"]["audio"].as_str().unwrap().starts_with("left out (opus)"),
-                "{r}"
-            );
+            assert_eq!(r["details"]["audio"], "encoded opus -> aac", "{r}");
+            let webm = ffprobe(&outputs.join(r["details"]["webm"].as_str().unwrap()));
+            let codecs: Vec<&str> = webm["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["codec_name"].as_str().unwrap())
+                .collect();
+            assert_eq!(codecs, ["vp9", "opus"], "{webm}");
+            let anim = std::fs::read(outputs.join(r["details"]["preview"].as_str().unwrap())).unwrap();
+            assert_eq!(&anim[8..12], b"WEBP");
+            assert_eq!(anim.windows(4).filter(|w| *w == b"ANMF").count(), 30, "3 s at 10 fps");
             let poster = std::fs::read(outputs.join(r["details"]["poster"].as_str().unwrap())).unwrap();
             let img = image::load_from_memory(&poster).unwrap();
             assert_eq!(
@@ -128,9 +145,38 @@ async fn videos_are_transcoded_to_web_ready_mp4_and_bad_ones_fail_permanently() 
             );
         }
     }
+    // The encoder choice and its reason are metric labels.
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = transcode_series(&text);
+    assert!(
+        series.contains(
+            &r#"gantry_transcodes_total{container="mp4",encoder="libx264",reason="no_nvenc",decode="cpu"} 2"#
+                .to_owned()
+        ),
+        "{series:?}"
+    );
+    assert!(
+        series.contains(
+            &r#"gantry_transcodes_total{container="webm",encoder="libvpx-vp9",reason="vp9",decode="cpu"} 1"#.to_owned()
+        ),
+        "{series:?}"
+    );
     let a = studio.submit(&transcode("inputs/studio-42/broken.mp4")).await.unwrap();
     let j = settled(&studio, &a.id).await;
     assert_eq!((j.status.as_str(), j.attempts), ("dead", 1), "{j:?}");
     assert_eq!(j.error.as_ref().unwrap()["class"], "permanent");
     assert_eq!(j.credits.unwrap().state, "refunded");
+}
+
+/// Reads the worker's metrics and returns the `gantry_transcodes_total` lines.
+fn transcode_series(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("gantry_transcodes_total{"))
+        .map(str::to_owned)
+        .collect()
 }

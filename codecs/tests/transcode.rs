@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use gantry_codecs::MediaError;
-use gantry_codecs::video::{TranscodeOptions, VideoLimits, probe, transcode};
+use gantry_codecs::video::{
+    AnimatedOptions, Container, EncoderWhy, HwPlan, TranscodeOptions, VideoLimits, animated_webp, probe, transcode,
+};
 use serde_json::Value;
 
 /// Makes a 2 s clip with FFmpeg: a test card with a 440 Hz tone.
@@ -142,10 +144,19 @@ fn common_inputs_become_web_ready_h264_mp4() {
         );
         let secs: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
         assert!((secs - 2.0).abs() < 0.25, "{}: {secs} s", input.display());
-        let has_aac = streams
+        // AAC is copied; anything else is encoded to AAC.
+        let aac = streams
             .iter()
-            .any(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac");
-        assert_eq!(has_aac, *audio == "aac", "{}: {}", input.display(), r.audio);
+            .find(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac")
+            .unwrap_or_else(|| panic!("{}: no AAC ({})", input.display(), r.audio));
+        let expected = if *audio == "aac" {
+            "copied (aac)".to_owned()
+        } else {
+            format!("encoded {audio} -> aac")
+        };
+        assert_eq!(r.audio, expected, "{}", input.display());
+        let asecs: f64 = aac["duration"].as_str().unwrap().parse().unwrap();
+        assert!((asecs - 2.0).abs() < 0.15, "{}: audio {asecs} s", input.display());
         // +faststart: the moov box comes before mdat.
         let bytes = std::fs::read(&out).unwrap();
         let at = |b: &[u8]| bytes.windows(4).position(|w| w == b).unwrap();
@@ -233,4 +244,239 @@ fn broken_inputs_fail_with_typed_errors() {
         transcode(&good, &out, &fast(), &l, &AtomicBool::new(true), 7).unwrap_err(),
         MediaError::Timeout(7)
     );
+}
+
+fn audio_stream(v: &Value) -> &Value {
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .unwrap()
+}
+
+#[test]
+fn audio_in_any_codec_is_encoded_to_aac_at_most_stereo() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 5.1 PCM at 44.1 kHz, and mono MP3: both come out AAC, the 5.1 mixed down to stereo.
+    let surround = d.join("surround.mkv");
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100"])
+        .args([
+            "-t",
+            "2",
+            "-ac",
+            "6",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "pcm_s16le",
+        ])
+        .arg(&surround)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mp3 = make(
+        d,
+        "mono.mkv",
+        "320x240",
+        25,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-ac",
+            "1",
+            "-c:a",
+            "libmp3lame",
+        ],
+    );
+    for (input, channels, codec) in [(&surround, 2, "pcm_s16le"), (&mp3, 1, "mp3")] {
+        let out = d.join("out.mp4");
+        let r = transcode(
+            input,
+            &out,
+            &fast(),
+            &VideoLimits::default(),
+            &AtomicBool::new(false),
+            60,
+        )
+        .unwrap();
+        assert_eq!(r.audio, format!("encoded {codec} -> aac"));
+        let v = ffprobe(&out);
+        let a = audio_stream(&v);
+        assert_eq!(a["codec_name"], "aac");
+        assert_eq!(a["channels"].as_u64(), Some(channels), "{codec}");
+        let secs: f64 = a["duration"].as_str().unwrap().parse().unwrap();
+        assert!((secs - 2.0).abs() < 0.15, "{codec}: {secs} s");
+    }
+}
+
+#[test]
+fn webm_output_is_vp9_with_opus() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = make(
+        d,
+        "in.mp4",
+        "640x360",
+        30,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    );
+    let out = d.join("out.webm");
+    let opts = TranscodeOptions {
+        container: Container::WebM,
+        max_height: Some(240),
+        ..fast()
+    };
+    let r = transcode(
+        &input,
+        &out,
+        &opts,
+        &VideoLimits::default(),
+        &AtomicBool::new(false),
+        60,
+    )
+    .unwrap();
+    assert_eq!((r.encoder, r.encoder_why), ("libvpx-vp9", EncoderWhy::Vp9));
+    assert_eq!(r.audio, "encoded aac -> opus");
+    let v = ffprobe(&out);
+    assert_eq!(v["format"]["format_name"], "matroska,webm");
+    let video = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .unwrap();
+    assert_eq!(video["codec_name"], "vp9");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(426), Some(240))
+    );
+    assert_eq!(audio_stream(&v)["codec_name"], "opus");
+    let secs: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((secs - 2.0).abs() < 0.25, "{secs} s");
+}
+
+#[test]
+fn the_animated_preview_is_a_looping_webp_of_the_first_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = make(
+        d,
+        "in.mp4",
+        "1280x720",
+        30,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-an"],
+    );
+    let out = d.join("preview.webp");
+    let opts = AnimatedOptions {
+        seconds: 1.5,
+        fps: 8,
+        max_width: 256,
+    };
+    let a = animated_webp(
+        &input,
+        &out,
+        &opts,
+        &VideoLimits::default(),
+        &AtomicBool::new(false),
+        60,
+    )
+    .unwrap();
+    assert_eq!((a.width, a.height, a.frames), (256, 144, 12));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[0..4], b"RIFF");
+    assert_eq!(&bytes[8..12], b"WEBP");
+    let count = |tag: &[u8]| bytes.windows(4).filter(|w| *w == tag).count();
+    assert_eq!(count(b"ANIM"), 1, "an animation header");
+    assert_eq!(count(b"ANMF"), 12, "one frame chunk per frame");
+    // The loop count (bytes 4..6 of the ANIM payload) is 0: forever.
+    let anim = bytes.windows(4).position(|w| w == b"ANIM").unwrap();
+    assert_eq!(&bytes[anim + 12..anim + 14], &[0, 0]);
+    // A decoder reads it back at the right size.
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (256, 144));
+    // Out-of-range requests are refused.
+    let silly = AnimatedOptions { fps: 500, ..opts };
+    assert!(matches!(
+        animated_webp(
+            &input,
+            &out,
+            &silly,
+            &VideoLimits::default(),
+            &AtomicBool::new(false),
+            60
+        ),
+        Err(MediaError::InvalidRequest(_))
+    ));
+}
+
+#[test]
+fn gpu_paths_fall_back_to_the_cpu_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = make(
+        d,
+        "in.mp4",
+        "320x240",
+        25,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    );
+    let out = d.join("out.mp4");
+    // As if the worker's probe had proven NVENC on GPU 0 and NVDEC were there.
+    let opts = TranscodeOptions {
+        hw: HwPlan {
+            nvenc_gpu: Some(0),
+            cuvid_gpu: Some(0),
+            no_nvenc_reason: String::new(),
+        },
+        ..fast()
+    };
+    let r = transcode(
+        &input,
+        &out,
+        &opts,
+        &VideoLimits::default(),
+        &AtomicBool::new(false),
+        60,
+    )
+    .unwrap();
+    assert_eq!(ffprobe(&out)["streams"][0]["codec_name"], "h264");
+    if std::path::Path::new("/dev/nvidiactl").exists() {
+        // A real NVIDIA GPU: NVDEC decodes; NVENC is used where the chip has it (an H100 has
+        // none, and the encoder falls back).
+        assert_eq!(r.decoder, "h264_cuvid", "{}", r.decoder_reason);
+        assert!(
+            r.encoder == "h264_nvenc" || r.encoder_why == EncoderWhy::NvencOpenFailed,
+            "{r:?}"
+        );
+    } else {
+        assert_eq!((r.encoder, r.encoder_why), ("libx264", EncoderWhy::NvencOpenFailed));
+        assert!(
+            r.encoder_reason.starts_with("cpu: NVENC on GPU 0 refused this job"),
+            "{}",
+            r.encoder_reason
+        );
+        assert_eq!(r.decoder, "h264");
+        assert!(
+            r.decoder_reason.starts_with("cpu: h264_cuvid did not open on GPU 0"),
+            "{}",
+            r.decoder_reason
+        );
+    }
+    // No GPU named: the CPU, with the worker's reason.
+    let cpu = TranscodeOptions {
+        hw: HwPlan::cpu("CPU-only mode: --gpus none"),
+        ..fast()
+    };
+    let r = transcode(&input, &out, &cpu, &VideoLimits::default(), &AtomicBool::new(false), 60).unwrap();
+    assert_eq!((r.encoder, r.encoder_why), ("libx264", EncoderWhy::NoNvenc));
+    assert_eq!(r.encoder_reason, "cpu: CPU-only mode: --gpus none");
 }

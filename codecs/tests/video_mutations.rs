@@ -1,5 +1,5 @@
 //! Hundreds of mutated valid videos (truncations, bit flips, edited headers, spliced runs)
-//! through the transcode and poster entry points: each ends `Ok` or with a typed error — no
+//! through the transcode (audio re-encoding included), poster and animated-preview entry points: each ends `Ok` or with a typed error — no
 //! panic, no crash, no hang past the limits.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use gantry_codecs::video::{TranscodeOptions, VideoLimits, poster, transcode};
+use gantry_codecs::video::{AnimatedOptions, TranscodeOptions, VideoLimits, animated_webp, poster, transcode};
 use gantry_codecs::{ImageFormat, MediaError};
 use rand::{Rng, SeedableRng};
 
@@ -106,7 +106,16 @@ fn mutated_videos_end_in_ok_or_a_typed_error() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x76_6964_656f_u64);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed_value);
-    let (input, output) = (dir.path().join("m"), dir.path().join("o.mp4"));
+    let (input, output, preview) = (
+        dir.path().join("m"),
+        dir.path().join("o.mp4"),
+        dir.path().join("p.webp"),
+    );
+    let short = AnimatedOptions {
+        seconds: 0.5,
+        fps: 5,
+        max_width: 64,
+    };
     let (mut ok, mut refused) = (0, 0);
     let started = Instant::now();
     for (name, s) in &seeds {
@@ -115,8 +124,9 @@ fn mutated_videos_end_in_ok_or_a_typed_error() {
             let t = Instant::now();
             let r = std::panic::catch_unwind(|| {
                 let p = poster(&input, 0.5, 64, ImageFormat::Jpeg, &limits);
+                let a = animated_webp(&input, &preview, &short, &limits, &AtomicBool::new(false), 60);
                 let v = transcode(&input, &output, &opts, &limits, &AtomicBool::new(false), 60);
-                (p.is_ok(), v)
+                (p.is_ok() && a.is_ok(), v)
             });
             let (_, v) = r.unwrap_or_else(|_| panic!("{name} mutation {i} panicked"));
             assert!(

@@ -38,6 +38,7 @@ pub fn transcode_bench(secs: u32, rounds: usize, preset: &str, height: u32) -> a
         preset: preset.into(),
         max_height: Some(height),
         max_fps: None,
+        ..Default::default()
     };
     let (ours_out, cli_out) = (dir.path().join("ours.mp4"), dir.path().join("cli.mp4"));
     let (mut ours, mut cli) = (Vec::new(), Vec::new());
@@ -81,5 +82,45 @@ pub fn transcode_bench(secs: u32, rounds: usize, preset: &str, height: u32) -> a
     println!("  gantry (ffmpeg-next in process): {o:>7.2} s");
     println!("  ffmpeg CLI, same settings:       {c:>7.2} s");
     println!("  ratio: {:.3}x the CLI's wall time (goal <= 1.05)", o / c);
+    // On a GPU host: NVDEC decoding (+ whichever encoder the probe allows) against the CPU-only
+    // path above, same input, same settings, alternating.
+    let hw = gantry_worker::gpu::discover(&gantry_worker::gpu::GpuMode::Auto).hw_plan();
+    let Some(gpu) = hw.cuvid_gpu else {
+        println!("  GPU path: skipped ({})", hw.no_nvenc_reason);
+        return Ok(());
+    };
+    let gpu_opts = TranscodeOptions { hw, ..opts.clone() };
+    let (mut gpu_times, mut cpu_times, mut last) = (Vec::new(), Vec::new(), None);
+    for round in 0..rounds.max(1) {
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            let o = if side == 0 { &gpu_opts } else { &opts };
+            let r = transcode(
+                &input,
+                &ours_out,
+                o,
+                &VideoLimits::default(),
+                &AtomicBool::new(false),
+                0,
+            )?;
+            if side == 0 {
+                gpu_times.push(t.elapsed().as_secs_f64());
+                last = Some(r);
+            } else {
+                cpu_times.push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let (g, c) = (median(gpu_times), median(cpu_times));
+    if let Some(r) = last {
+        println!(
+            "  GPU {gpu}: decoder {} ({}); encoder {} ({})",
+            r.decoder, r.decoder_reason, r.encoder, r.encoder_reason
+        );
+    }
+    println!(
+        "  GPU path:  {g:>7.2} s; CPU only: {c:>7.2} s; ratio {:.3}x the CPU-only wall time",
+        g / c
+    );
     Ok(())
 }

@@ -556,11 +556,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|j| j.kind == "generate" && j.status == "succeeded")
         .filter_map(|j| j.result.as_ref()?["object_key"].as_str().map(str::to_owned))
-        .map(|k| json!({"user": "viewer-9", "kind": "transcode", "payload": {"input": k, "max_height": 240, "preset": "veryfast"}}))
+        .enumerate()
+        // The first also gets a VP9 WebM, a poster and an animated WebP preview.
+        .map(|(i, k)| {
+            json!({"user": "viewer-9", "kind": "transcode", "payload": {"input": k, "max_height": 240,
+            "preset": "veryfast", "webm": i == 0, "previews": i == 0}})
+        })
         .collect();
     if !clips.is_empty() {
         let admitted = video_retrying.submit_batch(&clips).await?;
-        let mut encoders = Vec::new();
+        let (mut encoders, mut extras) = (Vec::new(), Vec::new());
         for a in &admitted {
             let j = video.wait(&a.id, WaitOptions::default()).await?;
             if let Some(d) = j.result.as_ref().map(|r| &r["details"]) {
@@ -569,13 +574,23 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                     d["encoder"].as_str().unwrap_or("?"),
                     d["encoder_reason"].as_str().unwrap_or("?")
                 ));
+                for extra in ["webm", "poster", "preview"] {
+                    if let Some(k) = d[extra].as_str() {
+                        extras.push(k.rsplit('/').next().unwrap_or(k).to_owned());
+                    }
+                }
             }
         }
         encoders.dedup();
         println!(
-            "  post-processing: {} generated videos transcoded to 240p H.264 MP4 (transcode jobs; encoder {})",
+            "  post-processing: {} generated videos transcoded to 240p H.264 MP4 (transcode jobs; encoder {}); also {}",
             admitted.len(),
-            encoders.join(", ")
+            encoders.join(", "),
+            if extras.is_empty() {
+                "nothing else".to_owned()
+            } else {
+                extras.join(", ")
+            }
         );
         s_video.admitted(admitted);
     }

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use std::sync::atomic::AtomicBool;
 
-use gantry_codecs::video::{TranscodeOptions, VideoLimits, probe, transcode};
+use gantry_codecs::video::{
+    AnimatedOptions, Container, TranscodeOptions, VideoLimits, animated_webp, probe, transcode,
+};
 use gantry_codecs::{ImageFormat, ImageLimits, MediaError, Resize};
+use gantry_worker::gpu::GpuMode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum MediaCommand {
@@ -29,11 +32,12 @@ pub enum MediaCommand {
         #[arg(long)]
         quality: Option<u8>,
     },
-    /// Transcode a video as a transcode job would: web-ready H.264 MP4 with +faststart.
+    /// Transcode a video as a transcode job would: web-ready H.264 MP4 with +faststart (NVENC
+    /// where this host's probe proves it, else libx264), or VP9 WebM when OUTPUT ends in .webm.
     Transcode {
         /// Input video.
         input: PathBuf,
-        /// Output MP4.
+        /// Output: .mp4 (H.264 + AAC) or .webm (VP9 + Opus).
         output: PathBuf,
         /// x264 CRF 0..=51.
         #[arg(long, default_value_t = 23)]
@@ -47,6 +51,12 @@ pub enum MediaCommand {
         /// Largest output frame rate.
         #[arg(long)]
         max_fps: Option<u32>,
+        /// Also write a looping animated WebP of the first 3 seconds here.
+        #[arg(long)]
+        preview: Option<PathBuf>,
+        /// GPUs: auto (NVML and the NVENC probe, as a worker does) or none.
+        #[arg(long, default_value = "auto")]
+        gpus: String,
     },
     /// What a worker would decide about a file: format, size, orientation, limits.
     Probe {
@@ -112,30 +122,39 @@ pub async fn run(c: MediaCommand) -> anyhow::Result<()> {
             preset,
             max_height,
             max_fps,
+            preview,
+            gpus,
         } => {
+            let mode: GpuMode = gpus.parse().map_err(|e| super::UsageError(format!("--gpus: {e}")))?;
+            let hw = tokio::task::spawn_blocking(move || gantry_worker::gpu::discover(&mode).hw_plan()).await?;
+            let webm = output.extension().is_some_and(|e| e.eq_ignore_ascii_case("webm"));
             let opts = TranscodeOptions {
                 crf,
                 preset,
                 max_height,
                 max_fps,
+                container: if webm { Container::WebM } else { Container::Mp4 },
+                hw,
             };
             let started = std::time::Instant::now();
             let r = tokio::task::spawn_blocking(move || {
-                transcode(
-                    &input,
-                    &output,
-                    &opts,
-                    &VideoLimits::default(),
-                    &AtomicBool::new(false),
-                    0,
-                )
-                .map(|r| (r, input, output))
+                let limits = VideoLimits::default();
+                let never = AtomicBool::new(false);
+                let r = transcode(&input, &output, &opts, &limits, &never, 0)?;
+                let p = match &preview {
+                    Some(p) => Some((
+                        animated_webp(&output, p, &AnimatedOptions::default(), &limits, &never, 0)?,
+                        p.clone(),
+                    )),
+                    None => None,
+                };
+                Ok::<_, MediaError>((r, p, input, output))
             })
             .await?
             .map_err(usage)?;
-            let (r, input, output) = r;
+            let (r, p, input, output) = r;
             println!(
-                "{} -> {}: {} {}x{}, {} frames, {:.1} s; encoder {} ({}); audio {} ({:.0} ms)",
+                "{} -> {}: {} {}x{}, {} frames, {:.1} s ({:.0} ms)\n  encoder {} ({})\n  decoder {} ({})\n  audio {}",
                 input.display(),
                 output.display(),
                 r.input_codec,
@@ -143,11 +162,22 @@ pub async fn run(c: MediaCommand) -> anyhow::Result<()> {
                 r.height,
                 r.frames,
                 r.duration_secs,
+                started.elapsed().as_secs_f64() * 1e3,
                 r.encoder,
                 r.encoder_reason,
+                r.decoder,
+                r.decoder_reason,
                 r.audio,
-                started.elapsed().as_secs_f64() * 1e3
             );
+            if let Some((a, path)) = p {
+                println!(
+                    "  preview {}: {} frames {}x{}",
+                    path.display(),
+                    a.frames,
+                    a.width,
+                    a.height
+                );
+            }
         }
         MediaCommand::Probe { file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -160,9 +190,24 @@ pub async fn run(c: MediaCommand) -> anyhow::Result<()> {
                         other => println!("  {other} {}", s.codec),
                     }
                 }
+                let hw = tokio::task::spawn_blocking(|| gantry_worker::gpu::discover(&GpuMode::Auto).hw_plan()).await?;
+                let l = VideoLimits::default();
                 println!(
-                    "  a transcode job would encode libx264 (this build has no NVENC path) into H.264 MP4 with +faststart"
+                    "  limits: {} bytes, {:.0} s, {} pixels per frame, {} frames",
+                    l.max_input_bytes, l.max_duration_secs, l.max_frame_pixels, l.max_frames
                 );
+                match hw.nvenc_gpu {
+                    Some(g) => {
+                        println!("  a transcode job would encode with h264_nvenc on GPU {g} (probe proved a session)")
+                    }
+                    None => println!("  a transcode job would encode with libx264: {}", hw.no_nvenc_reason),
+                }
+                match hw.cuvid_gpu {
+                    Some(g) => {
+                        println!("  and try NVDEC (*_cuvid) on GPU {g} first, software decoding if it does not open")
+                    }
+                    None => println!("  and decode in software (no GPU)"),
+                }
                 return Ok(());
             }
             match gantry_codecs::images::dimensions(&bytes, &limits) {

@@ -210,6 +210,11 @@ impl WorkerMetrics {
             .set(n as i64);
     }
 
+    /// The registry, for executors' own metrics (before the worker starts serving).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -34,6 +34,15 @@ pub enum OutputError {
     /// The store failed.
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    /// An object larger than the caller accepts.
+    #[error("the object is larger than {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// The local copy could not be written.
+    #[error("scratch space: {0}")]
+    Scratch(#[from] std::io::Error),
 }
 
 /// Where a worker writes outputs.
@@ -146,6 +155,29 @@ impl OutputStore {
     /// Reads an output back.
     pub async fn get(&self, object_key: &str) -> Result<Bytes, OutputError> {
         Ok(self.store.get(&Path::from(object_key)).await?.bytes().await?)
+    }
+
+    /// Streams an object into the file `to`, chunk by chunk (a video never sits in memory
+    /// whole), refusing it past `max_bytes` (its announced size, or the bytes as they come).
+    /// Returns the bytes written.
+    pub async fn download(&self, object_key: &str, to: &std::path::Path, max_bytes: u64) -> Result<u64, OutputError> {
+        use tokio::io::AsyncWriteExt;
+        let got = self.store.get(&Path::from(object_key)).await?;
+        if got.meta.size > max_bytes {
+            return Err(OutputError::TooLarge { max: max_bytes });
+        }
+        let mut file = tokio::fs::File::create(to).await?;
+        let mut stream = got.into_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = stream.try_next().await? {
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                return Err(OutputError::TooLarge { max: max_bytes });
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(written)
     }
 
     /// Deletes every output and intermediate file of a job (moderation actions, erasure).

@@ -128,7 +128,10 @@ pub async fn run_worker(
         "worker started"
     );
     let source = monitor.initial().source.as_str();
-    let metrics = Arc::new(WorkerMetrics::new(&cfg.worker_id, cfg.pool.as_str(), source));
+    let mut metrics = WorkerMetrics::new(&cfg.worker_id, cfg.pool.as_str(), source);
+    executors.register_metrics(metrics.registry_mut());
+    executors.set_gpus(monitor.initial());
+    let metrics = Arc::new(metrics);
     metrics.observe_gpus(monitor.initial());
     let redis_ok = Arc::new(AtomicBool::new(true));
     let http_stop = CancellationToken::new();

@@ -24,17 +24,39 @@ pub fn owned_by(key: &str, tenant: &str) -> bool {
 /// Reads the job's input object `key`.
 pub(crate) async fn read_input(outputs: &OutputStore, spec: &JobSpec, key: &str) -> Result<Bytes, JobOutcome> {
     if !owned_by(key, &spec.tenant) {
-        return Err(failed(
-            ErrorClass::Permanent,
-            "the input is not one of this tenant's objects",
-        ));
+        return Err(not_owned());
     }
-    match outputs.get(key).await {
-        Ok(b) => Ok(b),
-        Err(OutputError::Store(object_store::Error::NotFound { .. })) => {
-            Err(failed(ErrorClass::Permanent, "the input object does not exist"))
+    outputs.get(key).await.map_err(input_failure)
+}
+
+/// Streams the job's input object `key` into the file `to` (at most `max_bytes`).
+pub(crate) async fn download_input(
+    outputs: &OutputStore,
+    spec: &JobSpec,
+    key: &str,
+    to: &std::path::Path,
+    max_bytes: u64,
+) -> Result<u64, JobOutcome> {
+    if !owned_by(key, &spec.tenant) {
+        return Err(not_owned());
+    }
+    outputs.download(key, to, max_bytes).await.map_err(input_failure)
+}
+
+fn not_owned() -> JobOutcome {
+    failed(ErrorClass::Permanent, "the input is not one of this tenant's objects")
+}
+
+fn input_failure(e: OutputError) -> JobOutcome {
+    match e {
+        OutputError::Store(object_store::Error::NotFound { .. }) => {
+            failed(ErrorClass::Permanent, "the input object does not exist")
         }
-        Err(e) => Err(failed(ErrorClass::Retryable, format!("reading the input: {e}"))),
+        OutputError::TooLarge { max } => failed(
+            ErrorClass::Permanent,
+            format!("the input is larger than the {max} bytes accepted"),
+        ),
+        e => failed(ErrorClass::Retryable, format!("reading the input: {e}")),
     }
 }
 

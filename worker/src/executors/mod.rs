@@ -15,7 +15,10 @@ use apalis::prelude::Task;
 use futures::future::BoxFuture;
 use gantry_queue::{ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome};
 
+use prometheus_client::registry::Registry;
+
 use crate::backend::QueuedJob;
+use crate::gpu::GpuInventory;
 use crate::layers::JobFailure;
 
 /// A failed attempt of `class`.
@@ -32,6 +35,10 @@ pub trait Executor: Send + Sync + 'static {
     fn kind(&self) -> JobKind;
     /// Runs one attempt.
     fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture;
+    /// Learns the worker's GPUs, as read and probed at start-up, before any job runs.
+    fn set_gpus(&self, _inventory: &GpuInventory) {}
+    /// Registers its own metrics in the worker's registry.
+    fn register_metrics(&self, _registry: &mut Registry) {}
 }
 
 /// The executors a worker has, by kind.
@@ -56,6 +63,20 @@ impl ExecutorSet {
     /// The kinds served.
     pub fn kinds(&self) -> Vec<JobKind> {
         self.by_kind.keys().copied().collect()
+    }
+
+    /// Tells every executor the worker's GPUs.
+    pub fn set_gpus(&self, inventory: &GpuInventory) {
+        for e in self.by_kind.values() {
+            e.set_gpus(inventory);
+        }
+    }
+
+    /// Registers every executor's metrics.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        for e in self.by_kind.values() {
+            e.register_metrics(registry);
+        }
     }
 
     /// Keeps only `kinds`.

@@ -1,24 +1,45 @@
-//! The `transcode` executor: reads the job's input video from the object store (only the
-//! tenant's own objects) into a temporary file, transcodes it to a web-ready H.264 MP4 on a
-//! blocking thread under a time limit (a stop flag ends FFmpeg's loop), stores the result with
-//! the encoder chosen and why, and reports the input's duration for per-minute pricing. Bad
-//! media fails the job as `permanent` with the reason.
+//! The `transcode` executor: streams the job's input video from the object store (only the
+//! tenant's own objects) into a scratch file, transcodes it on a blocking thread under a time
+//! limit (a stop flag ends FFmpeg's loop) to a web-ready H.264 MP4 — NVENC where the worker's
+//! start-up probe proved a session opens, NVDEC decoding on a real GPU, libx264 otherwise — and,
+//! when asked, a VP9 WebM, a poster frame and a looping animated WebP. It stores the results
+//! with the encoder and decoder chosen and why (also counted in `gantry_transcodes_total`), and
+//! reports the input's duration for per-minute pricing. Bad media fails the job as `permanent`.
 
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use gantry_codecs::MediaError;
-use gantry_codecs::video::{TranscodeOptions, VideoLimits};
+use gantry_codecs::video::{AnimatedOptions, Container, HwPlan, TranscodeOptions, TranscodeReport, VideoLimits};
 use gantry_queue::{
-    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, TranscodePayload,
-    Usage,
+    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, ResultRef,
+    TranscodePayload, Usage,
 };
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
-use super::media_job::{read_input, run_blocking};
+use super::media_job::{download_input, run_blocking};
 use super::{Executor, failed};
+use crate::gpu::GpuInventory;
 use crate::outputs::OutputStore;
+
+/// Labels of `gantry_transcodes_total`: bounded sets, never a job or tenant.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TranscodeLabels {
+    /// `mp4` or `webm`.
+    pub container: String,
+    /// `libx264`, `h264_nvenc`, `libvpx-vp9`.
+    pub encoder: String,
+    /// Why that encoder (`nvenc_proven`, `no_nvenc`, `nvenc_open_failed`, `vp9`).
+    pub reason: String,
+    /// `gpu` (NVDEC) or `cpu`.
+    pub decode: String,
+}
 
 /// Runs `transcode` jobs.
 #[derive(Clone, Debug)]
@@ -26,6 +47,8 @@ pub struct TranscodeExecutor {
     outputs: OutputStore,
     limits: VideoLimits,
     time_limit: Duration,
+    hw: Arc<OnceLock<HwPlan>>,
+    transcodes: Family<TranscodeLabels, Counter>,
 }
 
 impl TranscodeExecutor {
@@ -35,7 +58,27 @@ impl TranscodeExecutor {
             outputs,
             limits: VideoLimits::default(),
             time_limit: Duration::from_secs(1500),
+            hw: Arc::new(OnceLock::new()),
+            transcodes: Family::default(),
         }
+    }
+
+    fn hw(&self) -> HwPlan {
+        self.hw
+            .get()
+            .cloned()
+            .unwrap_or_else(|| HwPlan::cpu("the GPU inventory was not read"))
+    }
+
+    fn count(&self, container: &str, r: &TranscodeReport) {
+        self.transcodes
+            .get_or_create(&TranscodeLabels {
+                container: container.into(),
+                encoder: r.encoder.into(),
+                reason: r.encoder_why.as_str().into(),
+                decode: if r.decoder.ends_with("_cuvid") { "gpu" } else { "cpu" }.into(),
+            })
+            .inc();
     }
 }
 
@@ -60,85 +103,160 @@ impl Executor for TranscodeExecutor {
             out
         })
     }
+
+    fn set_gpus(&self, inventory: &GpuInventory) {
+        let plan = inventory.hw_plan();
+        tracing::info!(
+            nvenc_gpu = ?plan.nvenc_gpu,
+            nvdec_gpu = ?plan.cuvid_gpu,
+            "transcode: {}",
+            if plan.nvenc_gpu.is_some() { "NVENC proven" } else { plan.no_nvenc_reason.as_str() }
+        );
+        let _ = self.hw.set(plan);
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "gantry_transcodes",
+            "Transcoded outputs, by container, encoder, why that encoder, and decode path",
+            self.transcodes.clone(),
+        );
+    }
+}
+
+/// What one attempt made, on disk.
+struct Made {
+    mp4: TranscodeReport,
+    webm: Option<TranscodeReport>,
+    previews: bool,
 }
 
 impl TranscodeExecutor {
     async fn transcode(&self, job: &ClaimedJob, p: &TranscodePayload, stop: Arc<AtomicBool>) -> JobOutcome {
-        let input = match read_input(&self.outputs, &job.spec, &p.input).await {
-            Ok(b) => b,
-            Err(out) => return out,
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => return failed(ErrorClass::Retryable, format!("scratch space: {e}")),
         };
-        let opts = TranscodeOptions {
+        let src = dir.path().join("input");
+        if let Err(out) = download_input(&self.outputs, &job.spec, &p.input, &src, self.limits.max_input_bytes).await {
+            return out;
+        }
+        let mp4 = TranscodeOptions {
             crf: p.crf.unwrap_or(23),
             preset: p.preset.clone().unwrap_or_else(|| "medium".into()),
             max_height: p.max_height,
             max_fps: p.max_fps,
+            container: Container::Mp4,
+            hw: self.hw(),
         };
-        let (limits, secs, previews) = (self.limits, self.time_limit.as_secs(), p.previews);
-        let flag = stop.clone();
-        let work = move || -> Result<_, MediaError> {
-            let dir = tempfile::tempdir().map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
-            let (src, dst) = (dir.path().join("input"), dir.path().join("output.mp4"));
-            std::fs::write(&src, &input).map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
-            let report = gantry_codecs::video::transcode(&src, &dst, &opts, &limits, &flag, secs)?;
-            let bytes = std::fs::read(&dst).map_err(|e| MediaError::Internal(format!("reading the output: {e}")))?;
-            // The poster comes from the web-ready output, a tenth of the way in.
-            let poster = if previews {
-                Some(gantry_codecs::video::poster(
-                    &dst,
-                    0.1,
-                    640,
-                    gantry_codecs::ImageFormat::Jpeg,
+        let (limits, secs, want_webm, previews) = (self.limits, self.time_limit.as_secs(), p.webm, p.previews);
+        let (flag, work_dir) = (stop.clone(), dir.path().to_owned());
+        let work = move || -> Result<Made, MediaError> {
+            let d = work_dir.as_path();
+            let mp4_report = gantry_codecs::video::transcode(&src, &d.join("output.mp4"), &mp4, &limits, &flag, secs)?;
+            let webm = if want_webm {
+                let opts = TranscodeOptions {
+                    container: Container::WebM,
+                    ..mp4.clone()
+                };
+                Some(gantry_codecs::video::transcode(
+                    &src,
+                    &d.join("output.webm"),
+                    &opts,
                     &limits,
+                    &flag,
+                    secs,
                 )?)
             } else {
                 None
             };
-            Ok((report, bytes, poster))
+            if previews {
+                // Previews come from the web-ready output: a poster a tenth of the way in, and
+                // the first three seconds as a looping WebP.
+                let out = d.join("output.mp4");
+                let poster = gantry_codecs::video::poster(&out, 0.1, 640, gantry_codecs::ImageFormat::Jpeg, &limits)?;
+                std::fs::write(d.join("poster.jpg"), poster.bytes).map_err(|e| MediaError::Internal(e.to_string()))?;
+                gantry_codecs::video::animated_webp(
+                    &out,
+                    &d.join("preview.webp"),
+                    &AnimatedOptions::default(),
+                    &limits,
+                    &flag,
+                    secs,
+                )?;
+            }
+            Ok(Made {
+                mp4: mp4_report,
+                webm,
+                previews,
+            })
         };
-        let (report, bytes, poster) = match run_blocking(self.time_limit, work).await {
+        let made = match run_blocking(self.time_limit, work).await {
             Ok(r) => r,
             Err(out) => {
                 stop.store(true, Ordering::Relaxed);
                 return out;
             }
         };
-        let poster_key = match poster {
-            Some(p) => match self
-                .outputs
-                .put(&job.spec, "poster.jpg", Bytes::from(p.bytes), "image/jpeg")
-                .await
-            {
-                Ok(r) => Some(r.object_key),
-                Err(e) => return failed(ErrorClass::Retryable, format!("storing the poster: {e}")),
-            },
-            None => None,
-        };
-        match self
-            .outputs
-            .put(&job.spec, "output.mp4", Bytes::from(bytes), "video/mp4")
-            .await
-        {
-            Ok(mut r) => {
-                if let Some(k) = poster_key {
-                    r.details.insert("poster".into(), k);
-                }
-                r.details.insert("encoder".into(), report.encoder.into());
-                r.details.insert("encoder_reason".into(), report.encoder_reason.clone());
-                r.details.insert("input_codec".into(), report.input_codec.clone());
-                r.details.insert("audio".into(), report.audio.clone());
-                r.details
-                    .insert("size".into(), format!("{}x{}", report.width, report.height));
-                JobOutcome::Succeeded(Completion {
-                    output: Some(r),
-                    usage: Some(Usage {
-                        outputs: Some(1),
-                        seconds: Some(report.duration_secs.ceil() as u32),
-                        ..Default::default()
-                    }),
-                })
-            }
-            Err(e) => failed(ErrorClass::Retryable, format!("storing the result: {e}")),
+        self.count("mp4", &made.mp4);
+        if let Some(w) = &made.webm {
+            self.count("webm", w);
         }
+        let mut extra = Vec::new();
+        if made.webm.is_some() {
+            extra.push(("webm", "output.webm", "video/webm"));
+        }
+        if made.previews {
+            extra.push(("poster", "poster.jpg", "image/jpeg"));
+            extra.push(("preview", "preview.webp", "image/webp"));
+        }
+        let mut details = Vec::new();
+        for (label, name, content_type) in extra {
+            match self.store(job, dir.path(), name, content_type).await {
+                Ok(r) => details.push((label, r.object_key)),
+                Err(out) => return out,
+            }
+        }
+        let mut r = match self.store(job, dir.path(), "output.mp4", "video/mp4").await {
+            Ok(r) => r,
+            Err(out) => return out,
+        };
+        let report = &made.mp4;
+        for (label, key) in details {
+            r.details.insert(label.into(), key);
+        }
+        r.details.insert("encoder".into(), report.encoder.into());
+        r.details.insert("encoder_reason".into(), report.encoder_reason.clone());
+        r.details.insert("decoder".into(), report.decoder.clone());
+        r.details.insert("decoder_reason".into(), report.decoder_reason.clone());
+        r.details.insert("input_codec".into(), report.input_codec.clone());
+        r.details.insert("audio".into(), report.audio.clone());
+        r.details
+            .insert("size".into(), format!("{}x{}", report.width, report.height));
+        JobOutcome::Succeeded(Completion {
+            output: Some(r),
+            usage: Some(Usage {
+                outputs: Some(1 + u32::from(made.webm.is_some())),
+                seconds: Some(report.duration_secs.ceil() as u32),
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Stores the scratch file `name` as the job's output of that name.
+    async fn store(
+        &self,
+        job: &ClaimedJob,
+        dir: &Path,
+        name: &str,
+        content_type: &str,
+    ) -> Result<ResultRef, JobOutcome> {
+        let bytes = tokio::fs::read(dir.join(name))
+            .await
+            .map_err(|e| failed(ErrorClass::Retryable, format!("reading {name}: {e}")))?;
+        self.outputs
+            .put(&job.spec, name, Bytes::from(bytes), content_type)
+            .await
+            .map_err(|e| failed(ErrorClass::Retryable, format!("storing {name}: {e}")))
     }
 }

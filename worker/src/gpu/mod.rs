@@ -152,6 +152,46 @@ impl GpuInventory {
     }
 }
 
+impl GpuInventory {
+    /// What the media executors may use: NVENC on the first GPU whose probe proved an encode
+    /// session opens, NVDEC on the first real GPU (the decoder falls back to software if its
+    /// session does not open). Fake inventories use neither: their GPUs do not exist.
+    pub fn hw_plan(&self) -> gantry_codecs::video::HwPlan {
+        use gantry_codecs::video::HwPlan;
+        match self.source {
+            InventorySource::None => HwPlan::cpu(format!(
+                "CPU-only mode: {}",
+                self.cpu_only_reason.as_deref().unwrap_or("no GPU")
+            )),
+            InventorySource::Fake => HwPlan::cpu("fake GPU inventory (declared GPUs cannot encode)"),
+            InventorySource::Nvml => {
+                let nvenc_gpu = self
+                    .gpus
+                    .iter()
+                    .find(|g| g.nvenc == NvencStatus::Proven)
+                    .map(|g| g.index);
+                let reasons: Vec<String> = self
+                    .gpus
+                    .iter()
+                    .map(|g| match &g.nvenc {
+                        NvencStatus::Unavailable { reason } => format!("GPU {} ({}): {reason}", g.index, g.name),
+                        other => format!("GPU {} ({}): NVENC {other:?}", g.index, g.name),
+                    })
+                    .collect();
+                HwPlan {
+                    nvenc_gpu,
+                    cuvid_gpu: self.gpus.first().map(|g| g.index),
+                    no_nvenc_reason: if reasons.is_empty() {
+                        "no GPU".into()
+                    } else {
+                        format!("no NVENC: {}", reasons.join("; "))
+                    },
+                }
+            }
+        }
+    }
+}
+
 /// One gibibyte.
 pub const GIB: u64 = 1 << 30;
 
@@ -237,5 +277,67 @@ impl GpuMonitor {
             }
         }
         inv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(index: u32, name: &str, nvenc: NvencStatus) -> GpuInfo {
+        GpuInfo {
+            index,
+            uuid: format!("GPU-{index}"),
+            name: name.into(),
+            memory_total_bytes: 80 * GIB,
+            memory_used_bytes: 0,
+            memory_free_bytes: 80 * GIB,
+            utilization_ratio: None,
+            temperature_celsius: None,
+            power_watts: None,
+            encoder_utilization_ratio: None,
+            decoder_utilization_ratio: None,
+            encoder_capacity_h264: None,
+            encoder_capacity_hevc: None,
+            nvenc,
+            mig_devices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_media_plan_uses_only_proven_nvenc_and_real_gpus() {
+        // An H100: NVDEC yes, NVENC refused by the probe, with its reason carried along.
+        let h100 = GpuInventory {
+            source: InventorySource::Nvml,
+            gpus: vec![gpu(
+                0,
+                "NVIDIA H100 80GB HBM3",
+                NvencStatus::Unavailable {
+                    reason: "OpenEncodeSessionEx failed: unsupported device (2)".into(),
+                },
+            )],
+            cpu_only_reason: None,
+        };
+        let p = h100.hw_plan();
+        assert_eq!((p.nvenc_gpu, p.cuvid_gpu), (None, Some(0)));
+        assert!(
+            p.no_nvenc_reason
+                .contains("GPU 0 (NVIDIA H100 80GB HBM3): OpenEncodeSessionEx"),
+            "{}",
+            p.no_nvenc_reason
+        );
+        // An L4 beside it whose probe passed: NVENC there.
+        let mixed = GpuInventory {
+            gpus: vec![h100.gpus[0].clone(), gpu(1, "NVIDIA L4", NvencStatus::Proven)],
+            ..h100.clone()
+        };
+        assert_eq!(mixed.hw_plan().nvenc_gpu, Some(1));
+        // Fake GPUs, even declared with NVENC, never reach FFmpeg.
+        let fake: GpuMode = "fake:1x24GiB+nvenc".parse().unwrap_or(GpuMode::None);
+        let p = discover(&fake).hw_plan();
+        assert_eq!((p.nvenc_gpu, p.cuvid_gpu), (None, None));
+        assert!(p.no_nvenc_reason.contains("fake"), "{}", p.no_nvenc_reason);
+        let p = GpuInventory::cpu_only("--gpus none").hw_plan();
+        assert_eq!(p.no_nvenc_reason, "CPU-only mode: --gpus none");
     }
 }
