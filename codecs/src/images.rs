@@ -173,6 +173,14 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, MediaError>
     })
 }
 
+/// Decodes an input as stored: no EXIF orientation applied (what perceptual hashing wants, to
+/// agree with the reference tools).
+pub fn decode_raw(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, MediaError> {
+    let (format, _, _) = dimensions(bytes, limits)?;
+    let decoder = reader(bytes, format, limits).into_decoder().map_err(corrupt)?;
+    DynamicImage::from_decoder(decoder).map_err(corrupt)
+}
+
 /// How to size the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resize {

@@ -1,10 +1,13 @@
-//! Gantry codecs: local media work. Images today — decoded under limits (bytes, pixels, side),
+//! Gantry codecs: local media work. Images are decoded under limits (bytes, pixels, side),
 //! turned upright by their EXIF orientation, resized with fast_image_resize (Lanczos3, alpha
 //! premultiplied during the resize) and re-encoded from pixels, so no metadata (GPS positions
-//! included) leaves the fleet. Transcoding (ffmpeg-next) and PDQ hashing come next.
+//! included) leaves the fleet. Videos are probed and transcoded through ffmpeg-next (H.264 MP4
+//! or VP9 WebM, audio copied or encoded, NVENC/NVDEC where proven, else the CPU), with posters
+//! and animated previews. PDQ hashing comes next.
 
 pub mod error;
 pub mod images;
+pub mod pdq;
 pub mod video;
 
 pub use error::MediaError;

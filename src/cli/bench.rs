@@ -72,6 +72,32 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         thumb_secs: u64,
     },
+    /// PDQ hashes per second per core on 1024x1024 images, beside the reference C++ (the
+    /// `pdqhash` PyPI package, through PYTHON) on the same kind of pixels, interleaved.
+    Pdq {
+        /// A Python with `pdqhash` and `numpy` (benches/pdq.sh makes one).
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Images per round.
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+        /// Rounds; the medians are compared.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// The PDQ multi-index over N random hashes: build time, one query, the 8 dihedral variants
+    /// of an image, against a linear scan of the same hashes.
+    PdqIndex {
+        /// Hashes indexed.
+        #[arg(long, default_value_t = 10_000_000)]
+        hashes: usize,
+        /// Queries timed.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Queries for the linear-scan baseline.
+        #[arg(long, default_value_t = 10)]
+        scan_queries: usize,
+    },
     /// One worker holding N poll-mode generate jobs in flight (mock providers): its CPU and
     /// RSS, side by side with the same worker holding N sleeping no-op jobs.
     Generate {
@@ -137,6 +163,17 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
                 super::bench_transcode::transcode_bench(secs, rounds, &preset, height)
             })
             .await?;
+        }
+        BenchCommand::Pdq { python, images, rounds } => {
+            return tokio::task::spawn_blocking(move || super::bench_pdq::pdq_bench(&python, images, rounds)).await?;
+        }
+        BenchCommand::PdqIndex {
+            hashes,
+            queries,
+            scan_queries,
+        } => {
+            return tokio::task::spawn_blocking(move || super::bench_pdq::index_bench(hashes, queries, scan_queries))
+                .await?;
         }
         BenchCommand::Resize { rounds, thumb_secs } => {
             return tokio::task::spawn_blocking(move || super::bench_resize::resize_bench(rounds, thumb_secs)).await?;

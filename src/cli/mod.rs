@@ -2,12 +2,14 @@
 
 mod bench;
 mod bench_generate;
+mod bench_pdq;
 mod bench_resize;
 mod bench_scheduler;
 mod bench_transcode;
 mod demo;
 mod dlq;
 mod gpus;
+mod hash;
 mod jobs;
 mod media;
 mod mock_providers;
@@ -56,9 +58,12 @@ enum Command {
     Bench(bench::BenchCommand),
     /// A local fleet processing sample jobs end to end, with a summary.
     Demo(demo::DemoArgs),
-    /// The worker's media steps on local files: upscale, probe.
+    /// The worker's media steps on local files: upscale, transcode, probe.
     #[command(subcommand)]
     Media(media::MediaCommand),
+    /// Perceptual hashes (PDQ, vPDQ) of local files, and matching against a hash list.
+    #[command(subcommand)]
+    Hash(hash::HashCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
     MockProviders(mock_providers::MockProvidersArgs),
 }
@@ -159,5 +164,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a).await,
         Command::MockProviders(a) => mock_providers::run(a).await,
         Command::Media(c) => media::run(c).await,
+        Command::Hash(c) => hash::run(c).await,
     }
 }
