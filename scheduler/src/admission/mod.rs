@@ -9,7 +9,6 @@ pub mod credits;
 pub mod pricing;
 pub mod rate_limit;
 pub mod residency;
-pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,9 +20,10 @@ use crate::config::SchedulerConfig;
 use crate::placement::{PoolLoads, place};
 use crate::problem::ApiError;
 use credits::{CreditLedger, Reservation};
+use gantry_safety::TrustRegistry;
+pub use gantry_safety::trust;
 use rate_limit::{RateDecision, RateLimiter};
 use residency::{RouteError, route_payload};
-use trust::TrustRegistry;
 
 /// One admitted job.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -1,5 +1,6 @@
 //! Trust per end user: a score (1.0 for a new user) and a block flag, in Redis. The CSAM-hash
-//! path lowers scores; a blocked user, or one below the configured floor, is refused.
+//! path lowers scores (and blocks past a threshold); the scheduler's admission refuses a
+//! blocked user, or one below its configured floor.
 
 use gantry_queue::{QueueError, RedisConn};
 use redis::AsyncCommands;
@@ -49,6 +50,26 @@ impl TrustRegistry {
         let mut c = self.conn.clone();
         let _: () = c.hset(key(tenant, user), "blocked", i64::from(blocked)).await?;
         Ok(())
+    }
+
+    /// Lowers the user's score by `penalty` and blocks the user once it falls below
+    /// `block_below`. Returns the new standing.
+    pub async fn penalize(
+        &self,
+        tenant: &str,
+        user: &str,
+        penalty: f64,
+        block_below: f64,
+    ) -> Result<TrustStatus, QueueError> {
+        let score = self.adjust(tenant, user, -penalty.abs()).await?;
+        let blocked = score < block_below;
+        if blocked {
+            self.set_blocked(tenant, user, true).await?;
+        }
+        Ok(TrustStatus {
+            score,
+            blocked: blocked || self.status(tenant, user).await?.blocked,
+        })
     }
 
     /// Lowers (negative) or raises a user's score by `delta`, clamped to 0..=1; returns the new one.

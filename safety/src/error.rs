@@ -1,0 +1,41 @@
+//! What can go wrong on the safety path.
+
+use gantry_codecs::pdq::HashError;
+use gantry_codecs::pdq::index::IndexError;
+
+/// A safety-path failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyError {
+    /// Redis refused or the connection broke.
+    #[error(transparent)]
+    Queue(#[from] gantry_queue::QueueError),
+    /// A list name outside `[A-Za-z0-9._-]{1,64}`.
+    #[error("invalid hash list name {0:?} (1-64 characters of A-Z, a-z, 0-9, '.', '-', '_')")]
+    InvalidName(String),
+    /// A line of a list file that is no hash we know.
+    #[error("line {line}: {reason}")]
+    InvalidEntry {
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// No list of that name.
+    #[error("no hash list named {0:?}")]
+    NotFound(String),
+    /// A PDQ hash that does not parse.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The multi-index refused.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Stored data that does not decode (a foreign or damaged key).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for SafetyError {
+    fn from(e: redis::RedisError) -> Self {
+        SafetyError::Queue(gantry_queue::QueueError::Redis(e))
+    }
+}

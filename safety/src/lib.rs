@@ -1,0 +1,23 @@
+//! Gantry safety: what the CSAM-hash path needs beyond hashing itself (that is in
+//! `gantry_codecs::pdq`).
+//!
+//! - [`hashlists`]: named, versioned lists of known-bad hashes (PDQ, MD5, SHA-256) in Redis, so
+//!   every worker shares them; a new version is written beside the old and made current in one
+//!   command, and the old one expires after a grace period.
+//! - [`matcher`]: a worker-side cache of the current versions as PDQ multi-indexes and digest
+//!   sets, refreshed when a list's version changes; matches carry list, version and distance.
+//! - [`moderation`]: moderation events (category, list, distance, action, tenant, user, prompt
+//!   SHA-256 — never the prompt or the media), kept 90 days or, for critical categories, 7 years.
+//! - [`trust`]: each end user's trust score and block flag, shared with the scheduler's admission.
+
+pub mod error;
+pub mod hashlists;
+pub mod matcher;
+pub mod moderation;
+pub mod trust;
+
+pub use error::SafetyError;
+pub use hashlists::{HashList, HashListStore, ListMeta};
+pub use matcher::{Match, MatchKind, Matcher};
+pub use moderation::{ModerationEvent, ModerationLog, Retention};
+pub use trust::{TrustRegistry, TrustStatus};

@@ -1,0 +1,175 @@
+//! The worker side of the hash lists: each list's current version held as a PDQ multi-index
+//! and digest sets, reloaded when Redis says the version changed (one `HGET` per list per
+//! check, at most every `refresh` interval), and matching against them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_codecs::pdq::index::MultiIndex;
+use gantry_codecs::pdq::{DIHEDRAL_NAMES, Hash256};
+use tokio::sync::Mutex;
+
+use crate::error::SafetyError;
+use crate::hashlists::{HashListStore, ListMeta};
+
+/// How a match was found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MatchKind {
+    /// PDQ within the distance, through one of the 8 dihedral variants.
+    Pdq {
+        /// Hamming distance.
+        distance: u32,
+        /// The variant of the query (`original`, `rotate90`, …).
+        variant: &'static str,
+    },
+    /// Exact MD5.
+    Md5,
+    /// Exact SHA-256.
+    Sha256,
+}
+
+/// A match against a list.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Match {
+    /// The list.
+    pub list: String,
+    /// Its version.
+    pub version: u64,
+    /// Its category.
+    pub category: String,
+    /// How.
+    #[serde(flatten)]
+    pub kind: MatchKind,
+    /// The list entry matched (hex).
+    pub entry: String,
+}
+
+/// One list, loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What was loaded.
+    pub meta: ListMeta,
+    index: MultiIndex,
+    md5: HashSet<String>,
+    sha256: HashSet<String>,
+}
+
+impl Loaded {
+    /// Matches PDQ hashes (the 8 dihedral variants of one image, or a frame's) within
+    /// `max_distance`: each list entry once, at its smallest distance.
+    pub fn match_pdq(&self, variants: &[Hash256], max_distance: u32) -> Result<Vec<Match>, SafetyError> {
+        let hits = self.index.search_any(variants, max_distance)?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|(hit, v)| {
+                Some(Match {
+                    list: self.meta.name.clone(),
+                    version: self.meta.version,
+                    category: self.meta.category.clone(),
+                    kind: MatchKind::Pdq {
+                        distance: hit.distance,
+                        variant: DIHEDRAL_NAMES.get(v).copied().unwrap_or("frame"),
+                    },
+                    entry: self.index.get(hit.index)?.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    /// Matches exact digests (lowercase hex).
+    pub fn match_digests(&self, md5: &str, sha256: &str) -> Vec<Match> {
+        let mut out = Vec::new();
+        let m = |kind, entry: &str| Match {
+            list: self.meta.name.clone(),
+            version: self.meta.version,
+            category: self.meta.category.clone(),
+            kind,
+            entry: entry.to_owned(),
+        };
+        if self.md5.contains(md5) {
+            out.push(m(MatchKind::Md5, md5));
+        }
+        if self.sha256.contains(sha256) {
+            out.push(m(MatchKind::Sha256, sha256));
+        }
+        out
+    }
+}
+
+/// Cached lists, shared by a worker's jobs.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    store: HashListStore,
+    refresh: Duration,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    lists: HashMap<String, Arc<Loaded>>,
+    checked: Option<Instant>,
+}
+
+impl Matcher {
+    /// A matcher over `store`, checking versions at most every `refresh`.
+    pub fn new(store: HashListStore, refresh: Duration) -> Self {
+        Self {
+            store,
+            refresh,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// The named lists (every list when `names` is empty), current as of the last check. A
+    /// named list that does not exist is an error: a job must not pass as clean against a
+    /// list it never saw.
+    pub async fn lists(&self, names: &[String]) -> Result<Vec<Arc<Loaded>>, SafetyError> {
+        let mut st = self.state.lock().await;
+        let due = st.checked.is_none_or(|t| t.elapsed() >= self.refresh);
+        if due {
+            let current = self.store.lists().await?;
+            st.lists.retain(|n, _| current.iter().any(|m| &m.name == n));
+            for meta in current {
+                let stale = st.lists.get(&meta.name).is_none_or(|l| l.meta.version != meta.version);
+                if stale {
+                    let loaded = self.load(&meta.name).await?;
+                    st.lists.insert(meta.name.clone(), Arc::new(loaded));
+                }
+            }
+            st.checked = Some(Instant::now());
+        }
+        if names.is_empty() {
+            let mut all: Vec<_> = st.lists.values().cloned().collect();
+            all.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+            return Ok(all);
+        }
+        names
+            .iter()
+            .map(|n| st.lists.get(n).cloned().ok_or_else(|| SafetyError::NotFound(n.clone())))
+            .collect()
+    }
+
+    async fn load(&self, name: &str) -> Result<Loaded, SafetyError> {
+        let (meta, list) = self.store.load(name).await?;
+        let (md5, sha256) = (list.md5.into_iter().collect(), list.sha256.into_iter().collect());
+        let pdq = list.pdq;
+        // Building the index of millions of hashes takes a while: off the async threads.
+        let index = tokio::task::spawn_blocking(move || MultiIndex::build(pdq))
+            .await
+            .map_err(|e| SafetyError::Corrupt(format!("index build: {e}")))??;
+        tracing::info!(
+            list = name,
+            version = meta.version,
+            hashes = index.len(),
+            "hash list loaded"
+        );
+        Ok(Loaded {
+            meta,
+            index,
+            md5,
+            sha256,
+        })
+    }
+}

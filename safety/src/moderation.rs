@@ -1,0 +1,146 @@
+//! The moderation log: one record per action taken on matched content. A record names the
+//! violation category, the list and version that matched, the distance, the action, when, and
+//! whose job it was (tenant, user id, job id, the prompt's SHA-256) — never the prompt and never
+//! the media. Records expire after 90 days, or 7 years for categories configured as critical.
+//!
+//! Keys: `gantry:{moderation}:event:{id}` (JSON, with its TTL) and `gantry:{moderation}:index`
+//! (sorted set of ids by time, for listing; ids whose record expired are dropped as they are met).
+
+use gantry_queue::RedisConn;
+use redis::AsyncCommands;
+
+use crate::error::SafetyError;
+
+const INDEX: &str = "gantry:{moderation}:index";
+
+fn event_key(id: &str) -> String {
+    format!("gantry:{{moderation}}:event:{id}")
+}
+
+/// How long records are kept.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Retention {
+    /// Days for ordinary categories (90).
+    pub default_days: u32,
+    /// Days for critical categories (7 years).
+    pub critical_days: u32,
+    /// Categories kept `critical_days`.
+    pub critical: Vec<String>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            default_days: 90,
+            critical_days: 7 * 365 + 2,
+            critical: vec!["csam".into()],
+        }
+    }
+}
+
+impl Retention {
+    /// Seconds a record of `category` is kept.
+    pub fn ttl_secs(&self, category: &str) -> u64 {
+        let days = if self.critical.iter().any(|c| c == category) {
+            self.critical_days
+        } else {
+            self.default_days
+        };
+        u64::from(days) * 86_400
+    }
+}
+
+/// One moderation event.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct ModerationEvent {
+    /// Unique id (the job id and the match's position).
+    pub id: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Violation category (the list's).
+    pub category: String,
+    /// The list that matched.
+    pub list: String,
+    /// Its version.
+    pub list_version: u64,
+    /// `pdq`, `md5` or `sha256`.
+    pub match_kind: String,
+    /// PDQ distance (absent for exact digests).
+    pub distance: Option<u32>,
+    /// What was done (`blocked_deleted`, …).
+    pub action: String,
+    /// Objects deleted from the store.
+    pub objects_deleted: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// End user id.
+    pub user: String,
+    /// Job id.
+    pub job_id: String,
+    /// SHA-256 of the job's prompt, if it had one (never the prompt).
+    pub prompt_sha256: Option<String>,
+    /// The user's trust score after the action.
+    pub trust_score: f64,
+    /// Whether the user is now blocked.
+    pub user_blocked: bool,
+}
+
+/// The log, in Redis.
+#[derive(Clone, Debug)]
+pub struct ModerationLog {
+    conn: RedisConn,
+    retention: Retention,
+}
+
+impl ModerationLog {
+    /// A log on `conn` keeping records per `retention`.
+    pub fn new(conn: RedisConn, retention: Retention) -> Self {
+        Self { conn, retention }
+    }
+
+    /// The retention in force.
+    pub fn retention(&self) -> &Retention {
+        &self.retention
+    }
+
+    /// Records `event` (idempotent by id: a retried attempt rewrites the same record).
+    pub async fn record(&self, event: &ModerationEvent) -> Result<(), SafetyError> {
+        let json = serde_json::to_string(event).map_err(|e| SafetyError::Corrupt(e.to_string()))?;
+        let mut c = self.conn.clone();
+        let ttl = self.retention.ttl_secs(&event.category);
+        let _: () = c.set_ex(event_key(&event.id), json, ttl).await?;
+        let _: () = c.zadd(INDEX, &event.id, event.at_ms).await?;
+        Ok(())
+    }
+
+    /// One record, if it has not expired.
+    pub async fn get(&self, id: &str) -> Result<Option<ModerationEvent>, SafetyError> {
+        let mut c = self.conn.clone();
+        let raw: Option<String> = c.get(event_key(id)).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| SafetyError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Seconds left before `id` expires (`None` if gone).
+    pub async fn ttl(&self, id: &str) -> Result<Option<u64>, SafetyError> {
+        let mut c = self.conn.clone();
+        let t: i64 = c.ttl(event_key(id)).await?;
+        Ok(u64::try_from(t).ok())
+    }
+
+    /// The most recent records, newest first (expired ones are dropped from the index).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<ModerationEvent>, SafetyError> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.zrevrange(INDEX, 0, limit.saturating_sub(1) as isize).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get(&id).await? {
+                Some(e) => out.push(e),
+                None => {
+                    let _: () = c.zrem(INDEX, &id).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
