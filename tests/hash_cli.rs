@@ -73,3 +73,57 @@ fn pdq_vpdq_and_match_print_the_reference_formats() {
     assert!(err.contains("unsupported or unrecognised format"), "{err}");
     assert_eq!(out.lines().count(), 1, "the good file is still hashed");
 }
+
+#[test]
+fn lists_load_into_redis_and_match_by_name() {
+    let server = gantry_testkit::RedisServer::start().unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known.txt");
+    std::fs::write(
+        &file,
+        "# known\nf8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22\nmd5:0cc175b9c0f1b6a831c399e269772661\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = gantry(&["hashlists", "load", "--redis-url", &url, "known", f]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "known v1 (csam): 1 PDQ, 1 MD5, 0 SHA-256");
+    let (_, out, _) = gantry(&["hashlists", "list", "--redis-url", &url, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v[0]["name"].as_str(), v[0]["version"].as_u64()),
+        (Some("known"), Some(1))
+    );
+
+    let rotated = data("pdq/data/reg-test-input/dih/bridge-2-rotate-90.jpg");
+    let (code, out, err) = gantry(&[
+        "hash",
+        "match",
+        "--list",
+        "known",
+        "--redis-url",
+        &url,
+        rotated.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // A bad line refuses the file and leaves v1 in force.
+    std::fs::write(&file, "f8f8\n").unwrap();
+    let (code, _, err) = gantry(&["hashlists", "load", "--redis-url", &url, "known", f]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 1"), "{err}");
+    let (code, _, err) = gantry(&["hashlists", "remove", "--redis-url", &url, "known"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = gantry(&[
+        "hash",
+        "match",
+        "--list",
+        "known",
+        "--redis-url",
+        &url,
+        rotated.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "a removed list is refused: {err}");
+}

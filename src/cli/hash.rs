@@ -36,12 +36,18 @@ pub enum HashCommand {
         #[arg(long)]
         downsample: Option<String>,
     },
-    /// Match images against a file of known hashes (one PDQ hex per line), all 8 dihedral
-    /// variants of each: `filename,distance,hash,variant` per match.
+    /// Match images against known hashes — a file (one PDQ hex per line) or a list in Redis
+    /// (`gantry hashlists load`) — all 8 dihedral variants of each: `filename,distance,hash,variant`
+    /// per match.
     Match {
-        /// The hash list file.
+        /// A hash list file.
+        #[arg(long, required_unless_present = "list", conflicts_with = "list")]
+        hashes: Option<PathBuf>,
+        /// A hash list in Redis, by name (its current version).
         #[arg(long)]
-        hashes: PathBuf,
+        list: Option<String>,
+        #[command(flatten)]
+        redis: super::RedisArgs,
         /// Images.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -52,10 +58,36 @@ pub enum HashCommand {
 }
 
 pub async fn run(c: HashCommand) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || run_blocking(c)).await?
+    // A list in Redis is read first; everything else is blocking work.
+    let from_redis = match &c {
+        HashCommand::Match {
+            list: Some(name),
+            redis,
+            ..
+        } => {
+            let conn =
+                gantry_queue::RedisConn::connect(&gantry_queue::RedisTarget::parse(&redis.redis_url)?, None).await?;
+            let (meta, list) = gantry_safety::HashListStore::new(conn)
+                .load(name)
+                .await
+                .map_err(|e| match e {
+                    gantry_safety::SafetyError::NotFound(_) | gantry_safety::SafetyError::InvalidName(_) => {
+                        anyhow::Error::from(super::UsageError(e.to_string()))
+                    }
+                    other => other.into(),
+                })?;
+            eprintln!(
+                "{} v{} ({}): {} PDQ hashes",
+                meta.name, meta.version, meta.category, meta.pdq
+            );
+            Some(list.pdq)
+        }
+        _ => None,
+    };
+    tokio::task::spawn_blocking(move || run_blocking(c, from_redis)).await?
 }
 
-fn run_blocking(c: HashCommand) -> anyhow::Result<()> {
+fn run_blocking(c: HashCommand, from_redis: Option<Vec<Hash256>>) -> anyhow::Result<()> {
     let limits = ImageLimits::default();
     let mut failed = 0;
     match c {
@@ -120,9 +152,14 @@ fn run_blocking(c: HashCommand) -> anyhow::Result<()> {
             hashes,
             files,
             distance,
+            ..
         } => {
-            let text = std::fs::read_to_string(&hashes).with_context(|| format!("reading {}", hashes.display()))?;
-            let mut list = Vec::new();
+            let mut list = from_redis.unwrap_or_default();
+            let text = match &hashes {
+                Some(h) => std::fs::read_to_string(h).with_context(|| format!("reading {}", h.display()))?,
+                None => String::new(),
+            };
+            let hashes = hashes.unwrap_or_default();
             for (n, line) in text.lines().enumerate() {
                 let l = line.trim();
                 if l.is_empty() || l.starts_with('#') {

@@ -10,6 +10,7 @@ mod demo;
 mod dlq;
 mod gpus;
 mod hash;
+mod hashlists;
 mod jobs;
 mod media;
 mod mock_providers;
@@ -64,6 +65,9 @@ enum Command {
     /// Perceptual hashes (PDQ, vPDQ) of local files, and matching against a hash list.
     #[command(subcommand)]
     Hash(hash::HashCommand),
+    /// The abuse hash lists in Redis that every worker matches against: load, list, remove.
+    #[command(subcommand)]
+    Hashlists(hashlists::HashListsCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
     MockProviders(mock_providers::MockProvidersArgs),
 }
@@ -165,5 +169,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MockProviders(a) => mock_providers::run(a).await,
         Command::Media(c) => media::run(c).await,
         Command::Hash(c) => hash::run(c).await,
+        Command::Hashlists(c) => hashlists::run(c).await,
     }
 }

@@ -1,0 +1,95 @@
+//! `gantry hashlists`: load, list and remove the abuse hash lists every worker matches against.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use gantry_queue::{RedisConn, RedisTarget};
+use gantry_safety::{HashList, HashListStore};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HashListsCommand {
+    /// Publish FILE as the next version of list NAME (one entry per line: `pdq:HEX`,
+    /// `md5:HEX`, `sha256:HEX`, or bare PDQ hex; `#` comments). A bad line refuses the whole
+    /// file, with its line number; the current version stays in force.
+    Load {
+        #[command(flatten)]
+        redis: super::RedisArgs,
+        /// List name (A-Z, a-z, 0-9, '.', '-', '_').
+        name: String,
+        /// The file.
+        file: PathBuf,
+        /// Violation category recorded with its matches (`csam`, `ncii`, `terror`…).
+        #[arg(long, default_value = "csam")]
+        category: String,
+    },
+    /// Every list's current version and counts.
+    List {
+        #[command(flatten)]
+        redis: super::RedisArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a list: it stops matching at once.
+    Remove {
+        #[command(flatten)]
+        redis: super::RedisArgs,
+        /// List name.
+        name: String,
+    },
+}
+
+async fn store(redis: &super::RedisArgs) -> anyhow::Result<HashListStore> {
+    let conn = RedisConn::connect(&RedisTarget::parse(&redis.redis_url)?, None).await?;
+    Ok(HashListStore::new(conn))
+}
+
+pub async fn run(c: HashListsCommand) -> anyhow::Result<()> {
+    match c {
+        HashListsCommand::Load {
+            redis,
+            name,
+            file,
+            category,
+        } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let list = HashList::parse(&text).map_err(|e| super::UsageError(format!("{}: {e}", file.display())))?;
+            let m = store(&redis)
+                .await?
+                .publish(&name, &category, &list)
+                .await
+                .map_err(|e| match e {
+                    gantry_safety::SafetyError::InvalidName(_) => super::UsageError(e.to_string()).into(),
+                    other => anyhow::Error::from(other),
+                })?;
+            println!(
+                "{} v{} ({}): {} PDQ, {} MD5, {} SHA-256",
+                m.name, m.version, m.category, m.pdq, m.md5, m.sha256
+            );
+        }
+        HashListsCommand::List { redis, json } => {
+            let lists = store(&redis).await?.lists().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lists)?);
+            } else {
+                println!(
+                    "{:<24} {:>7} {:<10} {:>10} {:>8} {:>8}",
+                    "NAME", "VERSION", "CATEGORY", "PDQ", "MD5", "SHA256"
+                );
+                for m in lists {
+                    println!(
+                        "{:<24} {:>7} {:<10} {:>10} {:>8} {:>8}",
+                        m.name, m.version, m.category, m.pdq, m.md5, m.sha256
+                    );
+                }
+            }
+        }
+        HashListsCommand::Remove { redis, name } => {
+            if !store(&redis).await?.remove(&name).await? {
+                return Err(super::UsageError(format!("no hash list named {name:?}")).into());
+            }
+            println!("{name} removed");
+        }
+    }
+    Ok(())
+}
