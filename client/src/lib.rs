@@ -117,7 +117,8 @@ pub struct JobView {
     pub id: String,
     /// Kind.
     pub kind: String,
-    /// `queued`, `delayed`, `running`, `retry_scheduled`, `succeeded`, `dead` or `cancelled`.
+    /// `queued`, `delayed`, `running`, `retry_scheduled`, `succeeded`, `dead`, `cancelled` or
+    /// `blocked` (its content matched an abuse hash list).
     pub status: String,
     /// Attempts so far.
     pub attempts: u32,
@@ -152,7 +153,7 @@ pub struct JobView {
 impl JobView {
     /// Whether the job will change no further (unless an operator replays it).
     pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "dead" | "cancelled")
+        matches!(self.status.as_str(), "succeeded" | "dead" | "cancelled" | "blocked")
     }
 }
 

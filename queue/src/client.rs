@@ -153,6 +153,8 @@ pub enum FailOutcome {
     Dead,
     /// Ended as cancelled.
     Cancelled,
+    /// Ended as blocked (prohibited content).
+    Blocked,
     /// The lease was no longer ours; nothing changed.
     Stale,
 }
@@ -665,6 +667,7 @@ impl QueueClient {
                 "retry" => Ok(FailOutcome::Retry),
                 "dead" => Ok(FailOutcome::Dead),
                 "cancelled" => Ok(FailOutcome::Cancelled),
+                "blocked" => Ok(FailOutcome::Blocked),
                 "stale" => Ok(FailOutcome::Stale),
                 other => Err(QueueError::Protocol(format!("fail reply {other:?}"))),
             })

@@ -298,12 +298,18 @@ pub enum JobStatus {
     Dead,
     /// Cancelled by request.
     Cancelled,
+    /// Its content matched an abuse hash list: ended at once, never retried or replayed, its
+    /// outputs deleted, its credits refunded.
+    Blocked,
 }
 
 impl JobStatus {
     /// Whether the job will change no further (unless replayed).
     pub fn is_final(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled | JobStatus::Blocked
+        )
     }
 }
 
@@ -318,6 +324,7 @@ impl FromStr for JobStatus {
             "succeeded" => Self::Succeeded,
             "dead" => Self::Dead,
             "cancelled" => Self::Cancelled,
+            "blocked" => Self::Blocked,
             other => return Err(QueueError::Protocol(format!("unknown job status {other:?}"))),
         })
     }
@@ -335,6 +342,9 @@ pub enum ErrorClass {
     Cancelled,
     /// The attempt ran out of time (or its lease expired); retried like `retryable`.
     TimedOut,
+    /// Prohibited content matched: the job ends `blocked` at once (no retry, no dead-letter
+    /// queue, so no replay) and its credits are refunded.
+    Blocked,
 }
 
 impl ErrorClass {
@@ -345,6 +355,7 @@ impl ErrorClass {
             ErrorClass::Permanent => "permanent",
             ErrorClass::Cancelled => "cancelled",
             ErrorClass::TimedOut => "timed_out",
+            ErrorClass::Blocked => "blocked",
         }
     }
 }
@@ -357,6 +368,7 @@ impl FromStr for ErrorClass {
             "permanent" => Self::Permanent,
             "cancelled" => Self::Cancelled,
             "timed_out" => Self::TimedOut,
+            "blocked" => Self::Blocked,
             other => return Err(ValidationError::UnknownErrorClass(other.chars().take(64).collect())),
         })
     }

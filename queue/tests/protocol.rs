@@ -88,7 +88,45 @@ on_both!(
     finished_jobs_with_reservations_leave_one_credit_event,
     provider_slots_cap_holders_fleet_wide_and_expire,
     a_failure_can_ask_for_a_later_retry,
+    a_blocked_job_ends_at_once_and_is_never_replayed,
 );
+
+async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("cpu");
+    let id = q
+        .enqueue(
+            &p,
+            NewJob {
+                max_attempts: Some(5),
+                ..noop()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let j = claim_one(&q, &p).await;
+    assert_eq!(
+        q.fail(&p, &[failure(&j, ErrorClass::Blocked)]).await.unwrap(),
+        vec![FailOutcome::Blocked]
+    );
+    let rec = q.job(id).await.unwrap();
+    assert_eq!(rec.status, JobStatus::Blocked);
+    assert!(rec.status.is_final());
+    assert_eq!(rec.attempts, 1, "no retry although 5 attempts were allowed");
+    assert_eq!(rec.error.as_ref().map(|e| e.class.as_str()), Some("blocked"));
+    let queue = QueueName {
+        pool: p.clone(),
+        kind: JobKind::Noop,
+    };
+    assert!(
+        q.dead_letters(&queue, &DeadFilter::default(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(q.replay_one(id).await.is_err(), "a blocked job cannot be replayed");
+}
 
 async fn a_failure_can_ask_for_a_later_retry(f: Fixture) {
     let q = f.client().await;

@@ -177,6 +177,8 @@ pub struct ConsumerStats {
     pub dead: AtomicU64,
     /// Ended as cancelled.
     pub cancelled: AtomicU64,
+    /// Ended as blocked (prohibited content).
+    pub blocked: AtomicU64,
     /// Released on drain.
     pub released: AtomicU64,
     /// Acks or failures refused because the lease was lost.

@@ -96,6 +96,7 @@ async fn settle(
                         FailOutcome::Retry => &stats.retried,
                         FailOutcome::Dead => &stats.dead,
                         FailOutcome::Cancelled => &stats.cancelled,
+                        FailOutcome::Blocked => &stats.blocked,
                         FailOutcome::Stale => &stats.stale,
                     };
                     c.fetch_add(1, Ordering::Relaxed);

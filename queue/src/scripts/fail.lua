@@ -1,6 +1,6 @@
 -- Record failures. ARGV: finished_ttl_s, dead_ttl_s, then 6 per job:
--- id, kind, token, class (retryable|permanent|cancelled|timed_out), message, retry_delay_ms.
--- Returns one code per job: 'retry', 'dead', 'cancelled' or 'stale'.
+-- id, kind, token, class (retryable|permanent|cancelled|timed_out|blocked), message, retry_delay_ms.
+-- Returns one code per job: 'retry', 'dead', 'cancelled', 'blocked' or 'stale'.
 local fin_ttl, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i = 3, #ARGV, 6 do
@@ -10,7 +10,14 @@ for i = 3, #ARGV, 6 do
     local r = redis.call('HMGET', jk, 'lease', 'status', 'attempts', 'max', 'cancel')
     local attempts, maxa = tonumber(r[3]), tonumber(r[4])
     history(jk, { at = NOW, attempt = attempts, event = 'failed', class = class, message = msg })
-    if class == 'cancelled' or r[5] then
+    if class == 'blocked' then
+      -- Matched prohibited content: final at once, never dead-lettered (so never replayed).
+      credit_event(jk, id, 'blocked')
+      redis.call('HSET', jk, 'status', 'blocked', 'fin', NOW, 'eclass', 'blocked', 'emsg', msg, 'eat', NOW)
+      redis.call('HDEL', jk, 'worker', 'due')
+      redis.call('EXPIRE', jk, fin_ttl)
+      out[#out + 1] = 'blocked'
+    elseif class == 'cancelled' or r[5] then
       credit_event(jk, id, 'cancelled')
       redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker')
