@@ -31,8 +31,8 @@ pub struct Enqueued {
 pub struct Accounting {
     /// The tenant's weight: within a priority, tenants' jobs are claimed in proportion to it.
     pub weight: u32,
-    /// Credits reserved at admission; a job with a reservation leaves a credit event on its pool's
-    /// stream when it finishes (`0`: none).
+    /// Credits reserved at admission. A job with a reservation or a price rule (a free job
+    /// the scheduler admitted) leaves a credit event on its pool's stream when it finishes.
     pub credits_reserved: i64,
     /// The price rule locked at admission, opaque to the queue (handed back with the event).
     pub price_rule: String,

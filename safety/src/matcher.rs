@@ -78,6 +78,17 @@ impl Loaded {
             .collect())
     }
 
+    /// Matches video frame hashes within `max_distance` (each list entry once).
+    pub fn match_frames(&self, frames: &[Hash256], max_distance: u32) -> Result<Vec<Match>, SafetyError> {
+        let mut out = self.match_pdq(frames, max_distance)?;
+        for m in &mut out {
+            if let MatchKind::Pdq { variant, .. } = &mut m.kind {
+                *variant = "frame";
+            }
+        }
+        Ok(out)
+    }
+
     /// Matches exact digests (lowercase hex).
     pub fn match_digests(&self, md5: &str, sha256: &str) -> Vec<Match> {
         let mut out = Vec::new();

@@ -356,11 +356,14 @@ async fn submit_video(api: &Client, retrying: &Client) -> anyhow::Result<Submiss
         .map(|_| noop("viewer-9", json!({"sleep_ms": 50, "output_bytes": 4096})))
         .collect();
     s.admitted(api.submit_batch(&burst).await?);
-    let one = noop("viewer-9", json!({"sleep_ms": 50}));
-    match api.submit(&one).await {
-        Ok(a) => s.admitted(vec![a]),
+    // Forty more at once: refused (rate_limited) unless two seconds of refill passed, so a slow
+    // machine shows the refusal as reliably as a fast one. A batch is all or none.
+    let more: Vec<Value> = (0..40).map(|_| noop("viewer-9", json!({"sleep_ms": 50}))).collect();
+    match api.submit_batch(&more).await {
+        Ok(a) => s.admitted(a),
         Err(e) => s.refused(e)?,
     }
+    let one = noop("viewer-9", json!({"sleep_ms": 50}));
     // The same job again through a client that honours Retry-After.
     s.admitted(vec![retrying.submit(&one).await?]);
     // Two short videos: Kling (submit, poll, download) and Veo (a long-running operation).
@@ -472,7 +475,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled, 9 generate",
         a.jobs
     );
-    println!("                 videos-7: a burst of 100 (its plan's whole burst), one more, 2 generate (video)");
+    println!("                 videos-7: a burst of 100 (its plan's whole burst), 40 more at once, 2 generate (video)");
     for (tenant, s) in [("studio-42", &s_studio), ("videos-7", &s_video)] {
         for (code, (n, detail)) in &s.refused {
             println!("  refused        {tenant}: {n} x {code}: {detail}");

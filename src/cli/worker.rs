@@ -6,6 +6,8 @@ use anyhow::Context;
 use gantry_providers::ProvidersConfig;
 use gantry_providers::breaker::BreakerConfig;
 use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn, RedisTarget};
+use gantry_safety::{HashListStore, Matcher, ModerationLog, Retention, TrustRegistry};
+use gantry_worker::executors::csam_hash::{CsamHashExecutor, CsamPolicy};
 use gantry_worker::executors::generate::{GenerateConfig, GenerateExecutor};
 use gantry_worker::executors::noop::NoopExecutor;
 use gantry_worker::executors::transcode::TranscodeExecutor;
@@ -96,7 +98,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
         .with(UpscaleExecutor::new(outputs.clone()))
-        .with(TranscodeExecutor::new(outputs.clone()));
+        .with(TranscodeExecutor::new(outputs.clone()))
+        .with(csam_hash_executor(&a.redis.redis_url, outputs.clone()).await?);
     let breaker = BreakerConfig {
         threshold: a.breaker_threshold.max(1),
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
@@ -199,6 +202,19 @@ async fn generate_executor(
         ..Default::default()
     };
     Ok(GenerateExecutor::new(cfg, outputs, Some(slots), gen_cfg)?)
+}
+
+/// The CSAM-hash executor: hash lists, moderation log and trust in the fleet's Redis.
+async fn csam_hash_executor(redis_url: &str, outputs: OutputStore) -> anyhow::Result<CsamHashExecutor> {
+    let conn = RedisConn::connect(&RedisTarget::parse(redis_url)?, None).await?;
+    let matcher = Matcher::new(HashListStore::new(conn.clone()), Duration::from_secs(10));
+    Ok(CsamHashExecutor::new(
+        outputs,
+        matcher,
+        ModerationLog::new(conn.clone(), Retention::default()),
+        TrustRegistry::new(conn),
+        CsamPolicy::default(),
+    ))
 }
 
 /// `--timeout KIND=SECONDS` flags over the defaults.

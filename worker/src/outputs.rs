@@ -180,6 +180,15 @@ impl OutputStore {
         Ok(written)
     }
 
+    /// Deletes one object (a matched input). Returns whether it existed.
+    pub async fn delete(&self, object_key: &str) -> Result<bool, OutputError> {
+        match self.store.delete(&Path::from(object_key)).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes every output and intermediate file of a job (moderation actions, erasure).
     /// Returns how many objects were removed.
     pub async fn delete_job(&self, job: &JobSpec) -> Result<usize, OutputError> {

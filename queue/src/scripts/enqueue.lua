@@ -22,7 +22,9 @@ for i = 3, #ARGV, 12 do
   if not dup then
     local jk = jkey(id)
     weights[tenant] = weight
-    if credits > 0 then redis.call('HSET', jk, 'cr', credits, 'pr', rule) end
+    -- Accounted jobs (a price rule, even a free one) leave a credit event when they finish, so
+    -- their ledger entry settles; jobs enqueued without the scheduler have neither.
+    if credits > 0 or rule ~= '' then redis.call('HSET', jk, 'cr', credits, 'pr', rule) end
     if shape ~= '' then
       redis.call('SADD', qkey(kind, 'shapes'), shape)
       redis.call('HSET', jk, 'shape', shape)

@@ -1,5 +1,6 @@
 //! Executors: one per job kind. A worker claims only the kinds it has an executor for.
 
+pub mod csam_hash;
 pub mod generate;
 mod media_job;
 pub mod noop;
