@@ -4,7 +4,7 @@
 //! exactly). Keys, all under the list's hash tag so a cluster keeps them in one slot:
 //!
 //! - `gantry:{hashlist:NAME}:meta` — hash: `version`, `category`, counts, `updated_at_ms`,
-//!   `chunks`, and `next_version` (the last version reserved);
+//!   and `next_version` (the last version reserved);
 //! - `gantry:{hashlist:NAME}:v{V}:pdq:{i}` — PDQ hashes of version V, 32 bytes each (the
 //!   reference's printed order), at most [`CHUNK`] per string;
 //! - `gantry:{hashlist:NAME}:v{V}:md5`, `…:sha256` — sets of lowercase hex digests;
@@ -142,6 +142,11 @@ pub fn check_name(name: &str) -> Result<(), SafetyError> {
     }
 }
 
+/// PDQ strings a version of `pdq` hashes is stored in.
+fn chunks_for(pdq: u64) -> u64 {
+    pdq.div_ceil(CHUNK as u64)
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -161,16 +166,15 @@ impl HashListStore {
         let mut c = self.conn.clone();
         let meta = meta_key(name);
         let old: Option<(u64, u64)> = {
-            let (v, chunks): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            let (v, pdq): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
                 .arg(&meta)
                 .arg("version")
-                .arg("chunks")
+                .arg("pdq")
                 .query_async(&mut c)
                 .await?;
-            v.map(|v| (v, chunks.unwrap_or(0)))
+            v.map(|v| (v, chunks_for(pdq.unwrap_or(0))))
         };
         let version: u64 = c.hincr(&meta, "next_version", 1).await?;
-        let chunks = content.pdq.len().div_ceil(CHUNK) as u64;
         for (i, part) in content.pdq.chunks(CHUNK).enumerate() {
             let mut bytes = Vec::with_capacity(part.len() * 32);
             for h in part {
@@ -196,8 +200,6 @@ impl HashListStore {
             .arg(content.md5.len())
             .arg("sha256")
             .arg(content.sha256.len())
-            .arg("chunks")
-            .arg(chunks)
             .arg("updated_at_ms")
             .arg(updated_at_ms)
             .query_async(&mut c)
@@ -272,12 +274,6 @@ impl HashListStore {
         }))
     }
 
-    /// The current version number of `name` (one `HGET`: what workers check before a job).
-    pub async fn version(&self, name: &str) -> Result<Option<u64>, SafetyError> {
-        let mut c = self.conn.clone();
-        Ok(c.hget(meta_key(name), "version").await?)
-    }
-
     /// Reads the current version of `name` whole. A version superseded (and expired) while
     /// being read is retried from the new current one.
     pub async fn load(&self, name: &str) -> Result<(ListMeta, HashList), SafetyError> {
@@ -287,8 +283,7 @@ impl HashListStore {
                 .await?
                 .ok_or_else(|| SafetyError::NotFound(name.to_owned()))?;
             let mut c = self.conn.clone();
-            let chunks: Option<u64> = c.hget(meta_key(name), "chunks").await?;
-            let chunks = chunks.unwrap_or(0);
+            let chunks = chunks_for(meta.pdq);
             let mut pdq = Vec::with_capacity(meta.pdq as usize);
             let mut gone = false;
             for i in 0..chunks {
@@ -331,11 +326,9 @@ impl HashListStore {
             return Ok(false);
         };
         let mut c = self.conn.clone();
-        let chunks: Option<u64> = c.hget(meta_key(name), "chunks").await?;
-        let chunks = chunks.unwrap_or(0);
         let _: () = c.srem(NAMES, name).await?;
         let _: () = c.del(meta_key(name)).await?;
-        self.expire_version(name, meta.version, chunks).await?;
+        self.expire_version(name, meta.version, chunks_for(meta.pdq)).await?;
         Ok(true)
     }
 }

@@ -12,6 +12,12 @@ use gantry_queue::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// The median of side-by-side samples (0 for none), shared by every benchmark.
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Enqueue N no-op jobs in batches, then one worker claims and acks them with CONCURRENCY

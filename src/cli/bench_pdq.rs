@@ -9,10 +9,7 @@ use anyhow::Context;
 use gantry_codecs::pdq::index::{MultiIndex, brute_force};
 use gantry_codecs::pdq::{Hash256, hash_dihedral, hash_luma, luma_from_rgb};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use super::bench::median;
 
 /// splitmix64: deterministic pseudo-random numbers without a dependency.
 struct Mix(u64);
@@ -93,6 +90,7 @@ pub fn pdq_bench(python: &str, images: usize, rounds: usize) -> anyhow::Result<(
 }
 
 pub fn index_bench(hashes: usize, queries: usize, scan_queries: usize) -> anyhow::Result<()> {
+    let queries = queries.max(1);
     let mut rng = Mix(0x1dec5);
     let t = Instant::now();
     let mut list: Vec<Hash256> = (0..hashes).map(|_| rng.hash()).collect();
@@ -123,7 +121,10 @@ pub fn index_bench(hashes: usize, queries: usize, scan_queries: usize) -> anyhow
     }
     per.sort_by(f64::total_cmp);
     let mean = per.iter().sum::<f64>() / per.len().max(1) as f64;
-    let p99 = per[(per.len() * 99 / 100).min(per.len() - 1)];
+    let p99 = per
+        .get((per.len() * 99 / 100).min(per.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0);
     // All 8 dihedral variants of a query image.
     let img: Vec<f32> = (0..256 * 256)
         .map(|i| (rng.next() % 256) as f32 + (i % 256) as f32)

@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use gantry_codecs::{ImageFormat, ImageLimits, Resize};
 use image::DynamicImage;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use super::bench::median;
 
 /// A 1024x1024 RGBA test card: gradients, edges and partly transparent pixels.
 fn card() -> DynamicImage {

@@ -35,10 +35,7 @@ kinds = ["noop"]
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
+use super::bench::median;
 
 pub async fn scheduler_bench(
     redis_port: u16,

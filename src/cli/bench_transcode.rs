@@ -8,10 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use gantry_codecs::video::{TranscodeOptions, VideoLimits, transcode};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use super::bench::median;
 
 pub fn transcode_bench(secs: u32, rounds: usize, preset: &str, height: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

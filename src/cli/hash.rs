@@ -57,6 +57,12 @@ pub enum HashCommand {
     },
 }
 
+/// An image file decoded as stored (the hashing policy: no EXIF rotation), or why not.
+fn decode(f: &std::path::Path, limits: &ImageLimits) -> Result<image::DynamicImage, String> {
+    let bytes = std::fs::read(f).map_err(|e| e.to_string())?;
+    gantry_codecs::images::decode_raw(&bytes, limits).map_err(|e| e.to_string())
+}
+
 pub async fn run(c: HashCommand) -> anyhow::Result<()> {
     // A list in Redis is read first; everything else is blocking work.
     let from_redis = match &c {
@@ -65,9 +71,7 @@ pub async fn run(c: HashCommand) -> anyhow::Result<()> {
             redis,
             ..
         } => {
-            let conn =
-                gantry_queue::RedisConn::connect(&gantry_queue::RedisTarget::parse(&redis.redis_url)?, None).await?;
-            let (meta, list) = gantry_safety::HashListStore::new(conn)
+            let (meta, list) = gantry_safety::HashListStore::new(redis.conn().await?)
                 .load(name)
                 .await
                 .map_err(|e| match e {
@@ -102,10 +106,7 @@ fn run_blocking(c: HashCommand, from_redis: Option<Vec<Hash256>>) -> anyhow::Res
                 Prescale::None
             };
             for f in &files {
-                let hashed = std::fs::read(f)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| gantry_codecs::images::decode_raw(&b, &limits).map_err(|e| e.to_string()));
-                let img = match hashed {
+                let img = match decode(f, &limits) {
                     Ok(i) => i,
                     Err(e) => {
                         eprintln!("{}: {e}", f.display());
@@ -176,10 +177,7 @@ fn run_blocking(c: HashCommand, from_redis: Option<Vec<Hash256>>) -> anyhow::Res
             }
             let index = MultiIndex::build(list).map_err(|e| super::UsageError(e.to_string()))?;
             for f in &files {
-                let img = match std::fs::read(f)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| gantry_codecs::images::decode_raw(&b, &limits).map_err(|e| e.to_string()))
-                {
+                let img = match decode(f, &limits) {
                     Ok(i) => i,
                     Err(e) => {
                         eprintln!("{}: {e}", f.display());

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use gantry_queue::{RedisConn, RedisTarget};
 use gantry_safety::{HashList, HashListStore};
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,8 +39,7 @@ pub enum HashListsCommand {
 }
 
 async fn store(redis: &super::RedisArgs) -> anyhow::Result<HashListStore> {
-    let conn = RedisConn::connect(&RedisTarget::parse(&redis.redis_url)?, None).await?;
-    Ok(HashListStore::new(conn))
+    Ok(HashListStore::new(redis.conn().await?))
 }
 
 pub async fn run(c: HashListsCommand) -> anyhow::Result<()> {

@@ -84,6 +84,12 @@ impl RedisArgs {
     async fn client(&self) -> anyhow::Result<QueueClient> {
         Ok(QueueClient::connect(&self.redis_url, QueueConfig::default()).await?)
     }
+
+    /// A plain connection (hash lists, moderation, trust).
+    async fn conn(&self) -> anyhow::Result<gantry_queue::RedisConn> {
+        let target = gantry_queue::RedisTarget::parse(&self.redis_url)?;
+        Ok(gantry_queue::RedisConn::connect(&target, None).await?)
+    }
 }
 
 /// The pool named by `--pool`, or every pool that has had a job or a worker.

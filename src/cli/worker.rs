@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gantry_providers::ProvidersConfig;
 use gantry_providers::breaker::BreakerConfig;
-use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn, RedisTarget};
+use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn};
 use gantry_safety::{HashListStore, Matcher, ModerationLog, Retention, TrustRegistry};
 use gantry_worker::executors::csam_hash::{CsamHashExecutor, CsamPolicy};
 use gantry_worker::executors::generate::{GenerateConfig, GenerateExecutor};
@@ -95,18 +95,21 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let pool = Pool::new(&a.pool)?;
     let outputs = OutputStore::open(&a.outputs)?;
     tracing::info!(store = ?outputs, "outputs");
+    // One multiplexed connection for the executors' own Redis state (provider slots, hash
+    // lists, moderation, trust); the queue runtime opens its own.
+    let conn = a.redis.conn().await?;
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
         .with(UpscaleExecutor::new(outputs.clone()))
         .with(TranscodeExecutor::new(outputs.clone()))
-        .with(csam_hash_executor(&a.redis.redis_url, outputs.clone()).await?);
+        .with(csam_hash_executor(conn.clone(), outputs.clone()));
     let breaker = BreakerConfig {
         threshold: a.breaker_threshold.max(1),
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
             .map_err(|_| super::UsageError("--breaker-open-secs must be a non-negative number".into()))?,
     };
     let mut generate = generate_executor(
-        &a.redis.redis_url,
+        conn,
         a.providers.as_deref(),
         a.mock_providers.as_deref(),
         outputs,
@@ -179,7 +182,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
 
 /// The generate executor for the configured (or mocked) providers, with fleet-wide slots.
 async fn generate_executor(
-    redis_url: &str,
+    conn: RedisConn,
     file: Option<&std::path::Path>,
     mock: Option<&str>,
     outputs: OutputStore,
@@ -195,7 +198,6 @@ async fn generate_executor(
     if let Some(url) = mock {
         cfg = cfg.mocked(url);
     }
-    let conn = RedisConn::connect(&RedisTarget::parse(redis_url)?, None).await?;
     let slots = ProviderSlots::new(conn, Duration::from_secs(60));
     let gen_cfg = GenerateConfig {
         breaker,
@@ -205,16 +207,15 @@ async fn generate_executor(
 }
 
 /// The CSAM-hash executor: hash lists, moderation log and trust in the fleet's Redis.
-async fn csam_hash_executor(redis_url: &str, outputs: OutputStore) -> anyhow::Result<CsamHashExecutor> {
-    let conn = RedisConn::connect(&RedisTarget::parse(redis_url)?, None).await?;
+fn csam_hash_executor(conn: RedisConn, outputs: OutputStore) -> CsamHashExecutor {
     let matcher = Matcher::new(HashListStore::new(conn.clone()), Duration::from_secs(10));
-    Ok(CsamHashExecutor::new(
+    CsamHashExecutor::new(
         outputs,
         matcher,
         ModerationLog::new(conn.clone(), Retention::default()),
         TrustRegistry::new(conn),
         CsamPolicy::default(),
-    ))
+    )
 }
 
 /// `--timeout KIND=SECONDS` flags over the defaults.

@@ -30,7 +30,7 @@ use prometheus_client::registry::Registry;
 
 use super::media_job::{download_input, run_blocking};
 use super::{Executor, failed};
-use crate::outputs::OutputStore;
+use crate::outputs::{OutputStore, hex};
 
 /// What a match does to the user.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -138,16 +138,32 @@ impl Executor for CsamHashExecutor {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// MD5 and SHA-256 of a file, read in 1 MiB pieces (a video is never held whole), and its
+/// first bytes (to tell an image from a video).
+fn digests(path: &Path) -> Result<(String, String, Vec<u8>), MediaError> {
+    use md5::Digest as _;
+    use std::io::Read as _;
+    let scratch = |e: std::io::Error| MediaError::Internal(format!("scratch space: {e}"));
+    let mut file = std::fs::File::open(path).map_err(scratch)?;
+    let (mut md5, mut sha) = (md5::Md5::new(), <sha2::Sha256 as sha2::Digest>::new());
+    let (mut buf, mut head) = (vec![0u8; 1 << 20], Vec::new());
+    loop {
+        let n = file.read(&mut buf).map_err(scratch)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 64 {
+            head.extend_from_slice(&buf[..n.min(64 - head.len())]);
+        }
+        md5.update(&buf[..n]);
+        sha2::Digest::update(&mut sha, &buf[..n]);
+    }
+    Ok((hex(&md5.finalize()), hex(&sha2::Digest::finalize(sha)), head))
 }
 
 /// Hashes the file at `path` (blocking).
 fn hash_file(path: &Path, media: Option<&str>, seconds_per_frame: f64) -> Result<Hashes, MediaError> {
-    use md5::Digest as _;
-    let bytes = std::fs::read(path).map_err(|e| MediaError::Internal(format!("scratch space: {e}")))?;
-    let md5 = hex(&md5::Md5::digest(&bytes));
-    let sha256 = hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let (md5, sha256, head) = digests(path)?;
     let is_image = match media {
         Some("image") => true,
         Some("video") => false,
@@ -156,10 +172,20 @@ fn hash_file(path: &Path, media: Option<&str>, seconds_per_frame: f64) -> Result
                 "media {other:?}: use image or video"
             )));
         }
-        None => gantry_codecs::images::sniff(&bytes).is_ok(),
+        None => gantry_codecs::images::sniff(&head).is_ok(),
     };
     if is_image {
-        let img = gantry_codecs::images::decode_raw(&bytes, &ImageLimits::default())?;
+        let limits = ImageLimits::default();
+        let scratch = |e: std::io::Error| MediaError::Internal(format!("scratch space: {e}"));
+        let len = std::fs::metadata(path).map_err(scratch)?.len();
+        if len > limits.max_input_bytes as u64 {
+            return Err(MediaError::TooLarge {
+                bytes: usize::try_from(len).unwrap_or(usize::MAX),
+                max: limits.max_input_bytes,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(scratch)?;
+        let img = gantry_codecs::images::decode_raw(&bytes, &limits)?;
         drop(bytes);
         let (luma, w, h) = luma_from_image(&img, Prescale::None);
         let (variants, quality) = hash_dihedral(&luma, w, h);
@@ -176,7 +202,6 @@ fn hash_file(path: &Path, media: Option<&str>, seconds_per_frame: f64) -> Result
             },
         })
     } else {
-        drop(bytes);
         let opts = VpdqOptions {
             seconds_per_hash: seconds_per_frame,
             downsample: None,
@@ -349,7 +374,9 @@ impl CsamHashExecutor {
                 })
                 .inc();
         }
-        let first = &matches[0];
+        let Some(first) = matches.first() else {
+            return failed(ErrorClass::Retryable, "no match to act on");
+        };
         let how = match &first.kind {
             MatchKind::Pdq { distance, .. } => format!("PDQ distance {distance}"),
             MatchKind::Md5 => "MD5".into(),
