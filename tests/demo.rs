@@ -27,12 +27,14 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
         "rate_limited",
         "SIGKILLed worker-1",
         "/metrics",
+        "prometheus: http://",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }
     // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
-    // upscales of generated images for the studio (a ninth generate job is refused by the
-    // provider's safety system); the video tenant's 100 + 1 no-ops and 2 videos.
+    // upscales of generated images + 2 clean CSAM-hash checks for the studio (a ninth generate
+    // job is refused by the provider's safety system, a tenth's image is on the demo's hash
+    // list); the video tenant's 100 + 1 no-ops and 2 videos.
     let row = |tenant: &str, status: &str| -> u64 {
         text.lines()
             .filter_map(|l| {
@@ -41,7 +43,26 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
             })
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 107, "{text}");
+    assert_eq!(row("studio-42", "succeeded"), 109, "{text}");
+    // Blocked before release: the flagged generated image and the flagged upload.
+    assert_eq!(row("studio-42", "blocked"), 2, "{text}");
+    assert!(
+        text.contains("blocked, deleted at once:   csam_hash 1, generate 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scanned clean and released: csam_hash 2, generate 10, transcode 2, upscale 3"),
+        "{text}"
+    );
+    let events: Vec<&str> = text.lines().filter(|l| l.contains("moderation event:")).collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert!(
+        events
+            .iter()
+            .any(|l| l.contains("user-0019") && !l.contains("prompt sha256 -")),
+        "the generated image's record keeps the prompt's SHA-256: {events:?}"
+    );
+    assert!(!text.contains("a picture the hash list knows"), "never the prompt");
     assert!(text.contains("3 generated images upscaled 2x"), "{text}");
     assert_eq!(row("studio-42", "dead"), 4, "{text}");
     assert_eq!(row("studio-42", "cancelled"), 3, "{text}");

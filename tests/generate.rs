@@ -99,12 +99,7 @@ async fn every_provider_runs_through_the_fleet_and_is_charged_from_usage() {
         .unwrap();
     assert_eq!(a.provider.as_deref(), Some("flux"));
     assert_eq!(settled(&api, &a.id).await.status, "succeeded");
-    let log: Vec<Value> = reqwest::get(format!("{}/_mock/requests", f.mock.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = f.mock.requests().await;
     assert!(
         log.iter()
             .all(|e| !(e["provider"] == "openai" && e["key"] == gantry_mocks::prompt_key("a lighthouse"))),
@@ -173,12 +168,7 @@ async fn a_fault_storm_of_1000_jobs_all_succeed_and_honour_retry_after() {
         before - charged,
         "the balance moved by exactly the charges"
     );
-    let log: Vec<Value> = reqwest::get(format!("{}/_mock/requests", f.mock.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = f.mock.requests().await;
     let (mut limited, mut errors) = (0, 0);
     for (i, e) in log.iter().enumerate() {
         if e["status"] == 500 {
@@ -277,12 +267,7 @@ async fn webhook_mode_ends_tasks_on_the_providers_call_and_polling_covers_a_lost
         let took = j.finished_at_ms.unwrap() - j.enqueued_at_ms;
         assert!(took < 15_000, "ended by its webhook, not by 30 polls: {took} ms");
     }
-    let log: Vec<Value> = reqwest::get(format!("{}/_mock/requests", f.mock.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = f.mock.requests().await;
     let callbacks: Vec<&Value> = log.iter().filter(|e| e["method"] == "CALLBACK").collect();
     assert_eq!(
         callbacks.len(),
@@ -365,14 +350,7 @@ async fn an_open_circuit_falls_back_to_another_consented_provider() {
     assert_eq!(j.result.as_ref().unwrap()["content_type"], "image/png", "made by Flux");
     let waited = j.finished_at_ms.unwrap() - j.enqueued_at_ms;
     assert!(waited >= 1_500, "the retry waited for the circuit ({waited} ms)");
-    let log: Vec<Value> = http
-        .get(format!("{}/_mock/requests", f.mock.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = f.mock.requests().await;
     let key = gantry_mocks::prompt_key("a lantern on a lake");
     assert!(
         log.iter().all(|e| !(e["key"] == key && e["region"] != "eu")),

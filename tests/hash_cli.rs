@@ -126,4 +126,10 @@ fn lists_load_into_redis_and_match_by_name() {
         rotated.to_str().unwrap(),
     ]);
     assert_eq!(code, 2, "a removed list is refused: {err}");
+
+    // Both changes are in the audit log, with who ran the CLI.
+    let log = server.cli(&["XRANGE", "gantry:{audit}:log", "-", "+"]).unwrap();
+    let (publish, remove) = (log.find("hashlist.publish"), log.find("hashlist.remove"));
+    assert!(publish.is_some() && remove.is_some() && publish < remove, "{log}");
+    assert!(log.contains(r#""actor":"cli/"#), "{log}");
 }

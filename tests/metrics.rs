@@ -87,7 +87,8 @@ async fn worker_exports_job_and_gpu_metrics() {
         r#"gantry_worker_info{worker="metered",pool="cpu""#,
         "gantry_claim_duration_seconds_bucket",
         "gantry_jobs_in_flight",
-        "# EOF",
+        // Without an OpenMetrics `Accept`: the classic text format, counters named `_total`.
+        "# TYPE gantry_jobs_succeeded_total counter",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -41,29 +41,7 @@ kinds = ["noop", "generate", "upscale", "transcode", "csam_hash"]
 
 /// `st` from a venv under the target directory, installed on first use.
 fn schemathesis() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools-venv");
-    let st = venv.join("bin").join("st");
-    if st.exists() {
-        return st;
-    }
-    let run = |cmd: &mut Command, what: &str| {
-        let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(
-            o.status.success(),
-            "{what} failed:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "python3 -m venv (Debian: apt install python3-venv)",
-    );
-    run(
-        Command::new(venv.join("bin").join("pip")).args(["install", "-q", SCHEMATHESIS]),
-        "pip install schemathesis",
-    );
-    st
+    python_tool("tools-venv", &[SCHEMATHESIS], "st")
 }
 
 #[test]
@@ -91,5 +69,5 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     );
     let summary = out.lines().find(|l| l.contains(" generated, ")).unwrap_or_default();
     eprintln!("schemathesis: {}", summary.trim());
-    assert!(out.contains("Selected: 10/10"), "every operation was tested:\n{out}");
+    assert!(out.contains("Selected: 15/15"), "every operation was tested:\n{out}");
 }

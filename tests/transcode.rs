@@ -121,6 +121,14 @@ async fn videos_are_transcoded_to_web_ready_mp4_and_bad_ones_fail_permanently() 
             r["details"]["decoder_reason"].as_str().unwrap().starts_with("cpu"),
             "{r}"
         );
+        // Released only after every file was hashed: the MP4, and for the WebM job also the
+        // WebM (vPDQ), the poster and the animated preview.
+        let scanned = if codec == "vp9" { "4" } else { "1" };
+        assert_eq!(
+            (r["details"]["scan"].as_str(), r["details"]["scanned_files"].as_str()),
+            (Some("clean"), Some(scanned)),
+            "{r}"
+        );
         if codec == "vp9" {
             assert_eq!(r["details"]["audio"], "encoded opus -> aac", "{r}");
             let webm = ffprobe(&outputs.join(r["details"]["webm"].as_str().unwrap()));

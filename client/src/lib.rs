@@ -331,6 +331,59 @@ impl Client {
         Ok(r.queues)
     }
 
+    /// Publishes `list` (a list file's text: `pdq:HEX`, `md5:HEX`, `sha256:HEX` or bare PDQ hex
+    /// per line) as the next version of the abuse hash list `name`, whose matches are recorded
+    /// under `category` (an operator key). Returns the new version's description.
+    pub async fn publish_hash_list(
+        &self,
+        name: &str,
+        category: &str,
+        list: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let url = format!(
+            "{}/v1/admin/hashlists/{}?category={}",
+            self.base,
+            enc(name),
+            enc(category)
+        );
+        let resp = self
+            .http
+            .put(url)
+            .header(reqwest::header::AUTHORIZATION, &self.auth)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .body(list.to_owned())
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(ClientError::Api(problem(resp).await?));
+        }
+        let bytes = resp.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            status: status.as_u16(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The newest moderation events, newest first (an operator key).
+    pub async fn moderation_events(&self, limit: usize) -> Result<Vec<serde_json::Value>, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            moderation_events: Vec<serde_json::Value>,
+        }
+        let path = format!("/v1/admin/moderation-events?limit={limit}");
+        let r: Reply = self.send(reqwest::Method::GET, &path, None::<&()>, None).await?;
+        Ok(r.moderation_events)
+    }
+
     /// Polls a job until it is final, pausing `initial`, doubling up to `max`; gives up after
     /// `timeout` with [`ClientError::WaitTimedOut`].
     pub async fn wait(&self, id: &str, opts: WaitOptions) -> Result<JobView, ClientError> {

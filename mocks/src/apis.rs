@@ -29,8 +29,11 @@ fn b64(b: &[u8]) -> String {
 }
 
 /// One of 16 tints, from the prompt's hash: different prompts get different images, and
-/// the encoded images stay few enough to cache.
-fn tint(key: &str) -> u8 {
+/// the encoded images stay few enough to cache; `[mock:flagged]` gets the flagged picture.
+fn tint(key: &str, d: &Directives) -> u8 {
+    if d.flagged {
+        return crate::media::FLAGGED_TINT;
+    }
     u8::from_str_radix(key.get(0..1).unwrap_or("8"), 16).unwrap_or(8) * 16
 }
 
@@ -205,6 +208,7 @@ fn task(
     key: &str,
     d: Directives,
 ) -> MockTask {
+    let tint = tint(key, &d);
     MockTask {
         id: s.next_id(prefix),
         provider: call.provider.clone(),
@@ -219,7 +223,7 @@ fn task(
         height: 1024,
         duration: 0,
         external_id: None,
-        tint: tint(key),
+        tint,
     }
 }
 
@@ -329,7 +333,7 @@ async fn openai(s: &Arc<MockState>, call: &Call) -> Answer {
     }
     let n = body["n"].as_u64().unwrap_or(1).clamp(1, 10) as usize;
     let (w, h) = size_of(&body["size"], (1024, 1024));
-    let img = b64(&s.media.image(w, h, false, tint(&key)));
+    let img = b64(&s.media.image(w, h, false, tint(&key, &d)));
     let data: Vec<Value> = (0..n).map(|_| json!({"b64_json": img})).collect();
     let r = reply(
         200,
@@ -859,7 +863,7 @@ async fn google(s: &Arc<MockState>, call: &Call) -> Answer {
         return answer(r, &key);
     }
     let samples = body["parameters"]["sampleCount"].as_u64().unwrap_or(1).clamp(1, 4) as usize;
-    let img = || b64(&s.media.image(1024, 1024, false, tint(&key)));
+    let img = || b64(&s.media.image(1024, 1024, false, tint(&key, &d)));
     match method.as_str() {
         "generateContent" => {
             let v = if d.moderated || d.moderated_output {

@@ -9,7 +9,8 @@
 //!   `[mock:truncated=1]`, `[mock:expired]` (the result URL answers 403), `[mock:slow=MS]`
 //!   (every call waits first), `[mock:slow_reply=MS]` (Kling: the task is created, then the
 //!   reply waits, so a client that times out does not know it exists), `[mock:slow_body]`,
-//!   `[mock:lose_callback]` (a webhook task never calls back: polling must find its end);
+//!   `[mock:lose_callback]` (a webhook task never calls back: polling must find its end),
+//!   `[mock:flagged]` (the image is [`media::FLAGGED_TINT`]'s picture, for abuse-list tests);
 //! - **per request**, by `POST /_mock/script` (`[{"provider": "kling", "fault": "rate_limited"}, …]`,
 //!   each used by the next matching call);
 //! - **at random**, by `PUT /_mock/faults` (`{"rate_429": 0.3, "rate_5xx": 0.05, "retry_after_secs": 1}`).
@@ -130,6 +131,7 @@ pub struct Directives {
     slow_reply_ms: u64,
     slow_body: bool,
     lose_callback: bool,
+    pub(crate) flagged: bool,
 }
 
 impl Directives {
@@ -160,6 +162,7 @@ impl Directives {
                     "slow_reply" => d.slow_reply_ms = n.min(600_000),
                     "slow_body" => d.slow_body = true,
                     "lose_callback" => d.lose_callback = true,
+                    "flagged" => d.flagged = true,
                     _ => {}
                 }
             }

@@ -19,6 +19,12 @@ pub struct MediaCache {
 /// Largest side drawn (providers make bigger images; the mocks keep tests quick).
 const MAX_SIDE: u32 = 1024;
 
+/// The tint that draws the *flagged* picture instead of a gradient: what a prompt with the
+/// `[mock:flagged]` directive gets back. Its PDQ hash is far from every gradient's, so a test or
+/// the demo can put it on an abuse hash list and see exactly that output blocked. (Ordinary
+/// tints are multiples of 16.)
+pub const FLAGGED_TINT: u8 = 1;
+
 impl MediaCache {
     /// A `w`×`h` image (PNG or JPEG), tinted by `tint` so different prompts differ.
     pub fn image(&self, w: u32, h: u32, jpeg: bool, tint: u8) -> Arc<Vec<u8>> {
@@ -28,13 +34,17 @@ impl MediaCache {
         if let Some(b) = g.get(&key) {
             return b.clone();
         }
-        let img = image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([
-                (x * 255 / w) as u8,
-                (y * 255 / h) as u8,
-                tint.wrapping_add(((x / 32 + y / 32) % 2 * 90) as u8),
-            ])
-        });
+        let img = if tint == FLAGGED_TINT {
+            flagged(w, h)
+        } else {
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (x * 255 / w) as u8,
+                    (y * 255 / h) as u8,
+                    tint.wrapping_add(((x / 32 + y / 32) % 2 * 90) as u8),
+                ])
+            })
+        };
         let mut out = Cursor::new(Vec::new());
         let format = if jpeg {
             image::ImageFormat::Jpeg
@@ -74,4 +84,20 @@ impl MediaCache {
             })
             .clone()
     }
+}
+
+/// The flagged picture: 16 × 16 blocks of fixed pseudo-random greys (the same at every size).
+fn flagged(w: u32, h: u32) -> image::RgbImage {
+    let mut cells = [0u8; 256];
+    let mut x: u32 = 0x9e37_79b9;
+    for c in cells.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *c = (x >> 24) as u8;
+    }
+    image::RgbImage::from_fn(w, h, |px, py| {
+        let v = cells[((py * 16 / h) * 16 + px * 16 / w) as usize];
+        image::Rgb([v, v, v])
+    })
 }

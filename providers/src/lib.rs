@@ -192,6 +192,13 @@ impl Registry {
         self.configs.get(provider)
     }
 
+    /// Replaces every client with `wrap(provider, region, client)` (a metering decorator).
+    pub fn wrap(&mut self, wrap: impl Fn(&str, &str, Arc<dyn Provider>) -> Arc<dyn Provider>) {
+        for ((p, r), c) in self.clients.iter_mut() {
+            *c = wrap(p, r, c.clone());
+        }
+    }
+
     /// Configured (provider, region) pairs.
     pub fn endpoints(&self) -> impl Iterator<Item = (&str, &str)> {
         self.clients.keys().map(|(p, r)| (p.as_str(), r.as_str()))

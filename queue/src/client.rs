@@ -1,5 +1,6 @@
 //! [`QueueClient`]: every queue operation, each one Redis round trip through a Lua script.
 
+use crate::seal::{Keyring, SealError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +26,8 @@ pub struct Enqueued {
     pub duplicate: bool,
 }
 
-/// How an enqueued job is accounted for: its tenant's fair share of the fleet and the credits
-/// the scheduler reserved for it.
+/// How an enqueued job is accounted for and guarded: its tenant's fair share of the fleet, the
+/// credits the scheduler reserved for it, and whether its outputs are scanned before release.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accounting {
     /// The tenant's weight: within a priority, tenants' jobs are claimed in proportion to it.
@@ -36,6 +37,9 @@ pub struct Accounting {
     pub credits_reserved: i64,
     /// The price rule locked at admission, opaque to the queue (handed back with the event).
     pub price_rule: String,
+    /// Scan every output against the abuse hash lists before the result is released (the
+    /// tenant's setting; on unless the tenant's configuration turns it off).
+    pub scan_outputs: bool,
 }
 
 impl Default for Accounting {
@@ -44,6 +48,7 @@ impl Default for Accounting {
             weight: 1,
             credits_reserved: 0,
             price_rule: String::new(),
+            scan_outputs: true,
         }
     }
 }
@@ -291,19 +296,100 @@ pub struct QueueClient {
     target: RedisTarget,
     cfg: Arc<QueueConfig>,
     known_pools: Arc<Mutex<HashSet<String>>>,
+    /// The data keys that seal sensitive fields at rest (from the environment).
+    keys: Option<Arc<Keyring>>,
 }
 
 impl QueueClient {
     /// Connects to `url` (see [`RedisTarget::parse`]).
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
         let target = RedisTarget::parse(url)?;
+        let keys = Keyring::from_env()?.map(Arc::new);
         let conn = RedisConn::connect(&target, Some(Duration::from_secs(5))).await?;
         Ok(Self {
             conn,
             target,
             cfg: Arc::new(cfg),
             known_pools: Arc::default(),
+            keys,
         })
+    }
+
+    /// Seals sensitive fields with these keys from now on (replacing the environment's).
+    pub fn with_keys(mut self, keys: Keyring) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// The data keys in force, if any.
+    pub fn keys(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
+    }
+
+    /// Re-seals, with the current data key, every stored job spec of `pool` that is sealed with
+    /// another key (or not sealed at all), while the fleet runs: each record is rewritten only
+    /// if it has not changed since it was read. Afterwards the old key can be retired. One
+    /// server (SCAN is per node; a Cluster keeps a pool's keys on one node, which this does not
+    /// yet address).
+    pub async fn reseal(&self, pool: &Pool) -> Result<ResealReport, QueueError> {
+        let keys = self.keys.as_deref().ok_or(crate::seal::SealError::NoKeys)?;
+        let RedisConn::Single(conn) = &self.conn else {
+            return Err(QueueError::Protocol(
+                "key rotation runs against one Redis server, not a Cluster".into(),
+            ));
+        };
+        let mut c = conn.clone();
+        let pattern = format!("{}job:*", pool.prefix());
+        let mut report = ResealReport::default();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await?;
+            for key in batch {
+                report.scanned += 1;
+                let raw: Option<String> = redis::cmd("HGET").arg(&key).arg("spec").query_async(&mut c).await?;
+                let (Some(raw), Some(id)) = (raw, key.rsplit(':').next()) else {
+                    continue;
+                };
+                let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&raw) else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                if crate::seal::sealed_with(&v) == Some(keys.current()) {
+                    continue;
+                }
+                if crate::seal::open(&mut v, id, Some(keys)).is_err() {
+                    report.unreadable += 1;
+                    continue;
+                }
+                keys.seal(&mut v, id)?;
+                if crate::seal::sealed_with(&v).is_none() {
+                    // Nothing sensitive in this job.
+                    continue;
+                }
+                let swapped: i64 = redis::Script::new(
+                    "if redis.call('HGET', KEYS[1], 'spec') == ARGV[1] then \
+                     redis.call('HSET', KEYS[1], 'spec', ARGV[2]) return 1 end return 0",
+                )
+                .key(&key)
+                .arg(&raw)
+                .arg(v.to_string())
+                .invoke_async(&mut c)
+                .await?;
+                report.resealed += u64::try_from(swapped).unwrap_or(0);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(report)
     }
 
     /// The configuration in force.
@@ -326,7 +412,7 @@ impl QueueClient {
         self.conn.clone()
     }
 
-    fn validate(&self, pool: &Pool, id: JobId, job: NewJob) -> Result<Prepared, QueueError> {
+    fn validate(&self, pool: &Pool, id: JobId, job: NewJob, scan_outputs: bool) -> Result<Prepared, QueueError> {
         check_text("tenant", &job.tenant, 128)?;
         check_text("user", &job.user, 128)?;
         if let Some(k) = &job.idempotency_key {
@@ -394,9 +480,18 @@ impl QueueClient {
             idempotency_key: job.idempotency_key,
             max_attempts,
             timeout_secs,
+            scan_outputs,
             body: job.body,
         };
-        let json = serde_json::to_string(&spec).map_err(|e| QueueError::Protocol(e.to_string()))?;
+        let protocol = |e: serde_json::Error| QueueError::Protocol(e.to_string());
+        let json = match &self.keys {
+            Some(keys) => {
+                let mut value = serde_json::to_value(&spec).map_err(protocol)?;
+                keys.seal(&mut value, &id.to_string())?;
+                value.to_string()
+            }
+            None => serde_json::to_string(&spec).map_err(protocol)?,
+        };
         if json.len() > self.cfg.max_payload_bytes {
             return Err(ValidationError::PayloadTooLarge {
                 size: json.len(),
@@ -482,7 +577,7 @@ impl QueueClient {
             .arg(self.cfg.wake_cap);
         for (id, job, acct) in jobs {
             let tenant = job.tenant.clone();
-            let p = self.validate(pool, id, job)?;
+            let p = self.validate(pool, id, job, acct.scan_outputs)?;
             inv.arg(p.id.to_string())
                 .arg(p.kind.as_str())
                 .arg(p.priority.as_str())
@@ -555,7 +650,7 @@ impl QueueClient {
             let attempt = int(Some(&j[3]))? as u32;
             let max_attempts = int(Some(&j[4]))? as u32;
             let gpu = u32::try_from(int(Some(&j[6]))?).ok();
-            match serde_json::from_slice::<JobSpec>(&bytes(&j[5])?) {
+            match decode_spec(lease.id, &bytes(&j[5])?, self.keys.as_deref()) {
                 Ok(spec) => batch.jobs.push(ClaimedJob {
                     lease,
                     pool: pool.clone(),
@@ -567,7 +662,12 @@ impl QueueClient {
                 Err(e) => poisoned.push(Failure {
                     lease,
                     attempt,
-                    class: ErrorClass::Permanent,
+                    // A worker without the key may hand the job to one that has it.
+                    class: if matches!(e, QueueError::Seal(SealError::NoKeys | SealError::UnknownKey(_))) {
+                        ErrorClass::Retryable
+                    } else {
+                        ErrorClass::Permanent
+                    },
                     message: format!("unreadable job record: {e}"),
                     retry_after: None,
                 }),
@@ -766,7 +866,7 @@ impl QueueClient {
         if h.is_empty() {
             return Err(QueueError::NotFound(id));
         }
-        parse_record(id, &h)
+        parse_record(id, &h, self.keys.as_deref())
     }
 
     /// Cancels a job: a waiting one at once, a running one at its worker's next heartbeat.
@@ -1055,11 +1155,33 @@ fn parse_kind(v: &Value) -> Result<JobKind, QueueError> {
         .ok_or_else(|| QueueError::Protocol("bad kind in reply".into()))
 }
 
-fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>) -> Result<JobRecord, QueueError> {
+/// What [`QueueClient::reseal`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResealReport {
+    /// Job records looked at.
+    pub scanned: u64,
+    /// Rewritten under the current key.
+    pub resealed: u64,
+    /// Not readable with the keys in force (left as they are).
+    pub unreadable: u64,
+}
+
+/// A stored spec, its sealed fields opened with `keys`.
+fn decode_spec(id: JobId, raw: &[u8], keys: Option<&Keyring>) -> Result<JobSpec, QueueError> {
+    let unreadable = |e: serde_json::Error| QueueError::Protocol(format!("job {id}: unreadable spec: {e}"));
+    // Most specs are not sealed (or have nothing to seal): straight to the struct.
+    if !raw.windows(9).any(|w| w == b"\"sealed\":") {
+        return serde_json::from_slice(raw).map_err(unreadable);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(raw).map_err(unreadable)?;
+    crate::seal::open(&mut v, &id.to_string(), keys)?;
+    serde_json::from_value(v).map_err(unreadable)
+}
+
+fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>) -> Result<JobRecord, QueueError> {
     let s = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok());
     let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
-    let spec: JobSpec = serde_json::from_slice(h.get("spec").map(Vec::as_slice).unwrap_or_default())
-        .map_err(|e| QueueError::Protocol(format!("job {id}: unreadable spec: {e}")))?;
+    let spec = decode_spec(id, h.get("spec").map(Vec::as_slice).unwrap_or_default(), keys)?;
     let status: JobStatus = s("status").unwrap_or("queued").parse()?;
     let error = s("eclass").map(|class| JobError {
         class: class.to_owned(),

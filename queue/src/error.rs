@@ -89,6 +89,9 @@ pub enum QueueError {
     /// A consumer's own task died (a bug: it panicked or was aborted).
     #[error("consumer task failed: {0}")]
     ConsumerTask(String),
+    /// The data keys, or a sealed payload (see [`crate::seal`]).
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
 }
 
 impl QueueError {

@@ -268,9 +268,17 @@ pub struct JobSpec {
     pub max_attempts: u32,
     /// Limit of one attempt, in seconds.
     pub timeout_secs: u64,
+    /// Scan every output against the abuse hash lists before the result is released (absent in
+    /// a stored spec: scanned; nothing is released unscanned by default).
+    #[serde(default = "scan_by_default")]
+    pub scan_outputs: bool,
     /// Kind and payload.
     #[serde(flatten)]
     pub body: Payload,
+}
+
+fn scan_by_default() -> bool {
+    true
 }
 
 impl JobSpec {

@@ -6,17 +6,19 @@ pub mod config;
 pub mod conn;
 pub mod consumer;
 pub mod error;
+pub mod exposition;
 pub mod fleet;
 pub mod job;
 pub mod keys;
 pub mod payload;
 pub mod retry;
 mod scripts;
+pub mod seal;
 pub mod slots;
 
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued,
-    FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
+    FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome, ResealReport,
 };
 pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};

@@ -9,13 +9,16 @@
 //! - [`moderation`]: moderation events (category, list, distance, action, tenant, user, prompt
 //!   SHA-256 — never the prompt or the media), kept 90 days or, for critical categories, 7 years.
 //! - [`trust`]: each end user's trust score and block flag, shared with the scheduler's admission.
+//! - [`audit`]: the audit log of operators' actions (hash-list changes, replays, pauses).
 
+pub mod audit;
 pub mod error;
 pub mod hashlists;
 pub mod matcher;
 pub mod moderation;
 pub mod trust;
 
+pub use audit::{AuditEntry, AuditLog};
 pub use error::SafetyError;
 pub use hashlists::{HashList, HashListStore, ListMeta};
 pub use matcher::{Match, MatchKind, Matcher};

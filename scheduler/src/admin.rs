@@ -20,9 +20,19 @@ use serde::Deserialize;
 use crate::api::{AppState, caller, json_body};
 use crate::config::Scope;
 use crate::problem::ApiError;
+use crate::safety_admin::audited;
 
-/// Most dead letters one list call returns.
+/// Most entries one operator list call returns (dead letters, moderation events, audit).
 const MAX_LIST: usize = 1000;
+
+/// A list call's `limit`: 100 when absent, at most [`MAX_LIST`].
+pub(crate) fn list_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(invalid(format!("limit must be 1..={MAX_LIST}")));
+    }
+    Ok(limit)
+}
 
 /// The operator routes.
 pub fn routes() -> Router<AppState> {
@@ -68,11 +78,15 @@ async fn queue_action(
         "resume" => false,
         _ => return Err(ApiError::NoRoute),
     };
-    caller(&state, &headers, Scope::Admin)?;
+    let who = caller(&state, &headers, Scope::Admin)?;
     let pool = declared_pool(&state, &pool)?;
     let kind: JobKind = kind.parse().map_err(invalid)?;
-    let changed = state.queue.set_paused(&QueueName { pool, kind }, pause).await?;
+    let queue = QueueName { pool, kind };
+    let changed = state.queue.set_paused(&queue, pause).await?;
     tracing::info!(kind = %kind, paused = pause, changed, "queue pause state set by an operator");
+    let action = if pause { "queue.pause" } else { "queue.resume" };
+    let target = format!("{}/{kind}", queue.pool);
+    audited(&state, &who, action, target, serde_json::json!({ "changed": changed })).await?;
     Ok(axum::Json(serde_json::json!({ "paused": pause, "changed": changed })).into_response())
 }
 
@@ -132,10 +146,7 @@ async fn list_dead(
 ) -> Result<Response, ApiError> {
     caller(&state, &headers, Scope::Admin)?;
     let Query(q) = query.map_err(|e| invalid(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIST {
-        return Err(invalid(format!("limit must be 1..={MAX_LIST}")));
-    }
+    let limit = list_limit(q.limit)?;
     let (queues, filter) = Filter {
         pool: q.pool,
         kind: q.kind,
@@ -192,7 +203,7 @@ async fn replay(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, Scope::Admin)?;
+    let who = caller(&state, &headers, Scope::Admin)?;
     let v = json_body(&state, body)?;
     let req: ReplayRequest = serde_json::from_value(v).map_err(invalid)?;
     if let Some(id) = &req.id {
@@ -203,11 +214,22 @@ async fn replay(
             return Ok(axum::Json(serde_json::json!({ "would_replay": n })).into_response());
         }
         return match state.queue.replay_one(id).await {
-            Ok(()) => Ok(axum::Json(serde_json::json!({ "replayed": 1 })).into_response()),
+            Ok(()) => {
+                audited(
+                    &state,
+                    &who,
+                    "dead_letters.replay",
+                    id.to_string(),
+                    serde_json::Value::Null,
+                )
+                .await?;
+                Ok(axum::Json(serde_json::json!({ "replayed": 1 })).into_response())
+            }
             Err(QueueError::NotDeadLettered(_)) => Err(ApiError::Conflict("the job is not dead-lettered".into())),
             Err(e) => Err(not_found(e)),
         };
     }
+    let (req_pool, req_kind) = (req.pool.clone(), req.kind.clone());
     let (queues, filter) = Filter {
         pool: req.pool,
         kind: req.kind,
@@ -225,12 +247,26 @@ async fn replay(
         };
     }
     let key = if req.dry_run { "would_replay" } else { "replayed" };
+    if !req.dry_run {
+        let target = format!(
+            "pool={} kind={} class={}",
+            filter_text(req_pool.as_deref()),
+            filter_text(req_kind.as_deref()),
+            filter.class.map_or("*", |c| c.as_str())
+        );
+        let details = serde_json::json!({ "replayed": n, "since_ms": filter.since_ms, "until_ms": filter.until_ms });
+        audited(&state, &who, "dead_letters.replay", target, details).await?;
+    }
     tracing::info!(
         replayed = n,
         dry_run = req.dry_run,
         "dead letters replayed by an operator"
     );
     Ok(axum::Json(serde_json::json!({ key: n })).into_response())
+}
+
+fn filter_text(v: Option<&str>) -> &str {
+    v.unwrap_or("*")
 }
 
 fn not_found(e: QueueError) -> ApiError {

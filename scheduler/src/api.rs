@@ -39,6 +39,12 @@ pub struct AppState {
     pub loads: crate::placement::PoolLoads,
     /// Metrics.
     pub metrics: Arc<crate::metrics::SchedulerMetrics>,
+    /// The abuse hash lists.
+    pub hashlists: gantry_safety::HashListStore,
+    /// The moderation log.
+    pub moderation: gantry_safety::ModerationLog,
+    /// The audit log of operators' actions.
+    pub audit: gantry_safety::AuditLog,
 }
 
 /// The OpenAPI document, kept in the repo beside this file.
@@ -53,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(show).post(job_action))
         .route("/v1/credits", get(credits))
         .merge(crate::admin::routes())
+        .merge(crate::safety_admin::routes())
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -61,16 +68,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// OpenMetrics for Prometheus (its `Accept` asks for it), the classic text format otherwise.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let text = state.metrics.encode(&state.cfg, &state.loads);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = gantry_queue::exposition::negotiate(text, accept);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn openapi() -> Response {

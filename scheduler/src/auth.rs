@@ -16,9 +16,17 @@ pub struct Caller {
     pub tenant: String,
     /// What the key may do.
     pub scopes: Vec<Scope>,
+    /// The key's fingerprint: the first 12 hex digits of its SHA-256 (names it in the audit
+    /// log without revealing it).
+    pub key_id: String,
 }
 
 impl Caller {
+    /// Who this is, as the audit log names callers: `tenant/key:fingerprint`.
+    pub fn actor(&self) -> String {
+        format!("{}/key:{}", self.tenant, self.key_id)
+    }
+
     /// Refuses unless the key has `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.contains(&scope) {
@@ -54,6 +62,7 @@ impl ApiKeys {
                     Caller {
                         tenant: tenant.clone(),
                         scopes: k.scopes.clone(),
+                        key_id: k.sha256.chars().take(12).collect(),
                     },
                 );
             }

@@ -93,6 +93,11 @@ pub struct TenantConfig {
     /// Credits granted when the tenant is first seen (its balance lives in Redis after that).
     #[serde(default)]
     pub initial_credits: i64,
+    /// Scan every output of its generate, upscale and transcode jobs against the abuse hash
+    /// lists before the result is released (on by default; a tenant that turns it off must run
+    /// its own scanning).
+    #[serde(default = "scan_outputs_default")]
+    pub scan_outputs: bool,
     /// Its API keys.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
@@ -100,6 +105,10 @@ pub struct TenantConfig {
 
 fn default_weight() -> u32 {
     1
+}
+
+fn scan_outputs_default() -> bool {
+    true
 }
 
 /// One API key: only its SHA-256 is kept.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod metrics;
 pub mod placement;
 pub mod problem;
+pub mod safety_admin;
 pub mod server;
 pub mod settler;
 

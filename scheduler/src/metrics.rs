@@ -16,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::admission::pricing::CreditLabels;
 use crate::config::{PoolConfig, SchedulerConfig};
 use crate::placement::{PoolLoad, PoolLoads};
 
@@ -28,11 +29,12 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
-/// Labels of settled jobs.
+/// Labels of settled jobs: what credits are counted by, and the outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SettleLabels {
-    /// Tenant (bounded: tenants are declared in config).
-    pub tenant: String,
+    /// Provider, model, kind, plan (never tenant or user).
+    #[prometheus(flatten)]
+    pub credit: CreditLabels,
     /// `charged` or `refunded`.
     pub outcome: String,
 }
@@ -46,10 +48,12 @@ pub struct SchedulerMetrics {
     backlog: Family<PoolLabels, Gauge>,
     in_flight: Family<PoolLabels, Gauge>,
     live: Family<PoolLabels, Gauge>,
-    /// Jobs settled, by tenant and outcome.
+    dead: Family<PoolLabels, Gauge>,
+    delayed: Family<PoolLabels, Gauge>,
+    /// Jobs settled, by provider, model, kind, plan and outcome.
     pub settled: Family<SettleLabels, Counter>,
-    /// Credits charged, by tenant.
-    pub credits_charged: Family<SettleLabels, Counter>,
+    /// Credits charged, by provider, model, kind and plan.
+    pub credits_charged: Family<CreditLabels, Counter>,
 }
 
 impl Default for SchedulerMetrics {
@@ -61,6 +65,8 @@ impl Default for SchedulerMetrics {
             backlog: Family::default(),
             in_flight: Family::default(),
             live: Family::default(),
+            dead: Family::default(),
+            delayed: Family::default(),
             settled: Family::default(),
             credits_charged: Family::default(),
             registry: Registry::default(),
@@ -78,6 +84,16 @@ impl Default for SchedulerMetrics {
         registry.register("gantry_pool_backlog_jobs", "Jobs waiting or running", m.backlog.clone());
         registry.register("gantry_pool_in_flight_jobs", "Jobs running", m.in_flight.clone());
         registry.register("gantry_pool_live_workers", "Live, not draining workers", m.live.clone());
+        registry.register(
+            "gantry_pool_dead_letters",
+            "Jobs in the pool's dead-letter queues",
+            m.dead.clone(),
+        );
+        registry.register(
+            "gantry_pool_delayed_jobs",
+            "Jobs waiting for their run-at time",
+            m.delayed.clone(),
+        );
         registry.register(
             "gantry_jobs_settled",
             "Jobs whose credits were settled",
@@ -111,6 +127,8 @@ impl SchedulerMetrics {
             self.backlog.get_or_create(&l).set(load.backlog as i64);
             self.in_flight.get_or_create(&l).set(load.in_flight as i64);
             self.live.get_or_create(&l).set(i64::from(load.live_workers));
+            self.dead.get_or_create(&l).set(load.dead as i64);
+            self.delayed.get_or_create(&l).set(load.delayed as i64);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

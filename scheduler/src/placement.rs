@@ -32,6 +32,10 @@ pub struct PoolLoad {
     pub live_workers: u32,
     /// Age of the oldest waiting job, seconds.
     pub oldest_age_secs: f64,
+    /// Jobs in the dead-letter queues.
+    pub dead: u64,
+    /// Jobs waiting for their run-at time.
+    pub delayed: u64,
 }
 
 /// The pools' loads, refreshed in the background.
@@ -65,6 +69,8 @@ impl PoolLoads {
                 for s in stats {
                     load.backlog += s.waiting_total() + s.in_flight;
                     load.in_flight += s.in_flight;
+                    load.dead += s.dead;
+                    load.delayed += s.delayed;
                     load.oldest_age_secs = load
                         .oldest_age_secs
                         .max(s.oldest_waiting_ms.unwrap_or(0) as f64 / 1000.0);

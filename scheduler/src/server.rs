@@ -55,6 +55,9 @@ impl Scheduler {
             admission: Admission::new(cfg.clone(), queue.clone(), loads.clone()),
             loads,
             metrics,
+            hashlists: gantry_safety::HashListStore::new(queue.connection()),
+            moderation: gantry_safety::ModerationLog::new(queue.connection(), gantry_safety::Retention::default()),
+            audit: gantry_safety::AuditLog::new(queue.connection(), gantry_safety::AuditLog::DEFAULT_RETENTION),
             queue,
             cfg: cfg.clone(),
         };

@@ -17,7 +17,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::credits::CreditLedger;
-use crate::admission::pricing::PriceRule;
+use crate::admission::pricing::{CreditLabels, LockedPrice, PriceRule};
 use crate::metrics::{SchedulerMetrics, SettleLabels};
 
 /// The consumer group every scheduler reads credit events through.
@@ -37,6 +37,7 @@ struct CreditEvent {
     succeeded: bool,
     reserved: i64,
     rule: Option<PriceRule>,
+    labels: CreditLabels,
     usage: Option<Usage>,
 }
 
@@ -50,6 +51,10 @@ impl CreditEvent {
             succeeded: s("out")? == "succeeded",
             reserved: s("cr")?.parse().ok()?,
             rule: non_empty("pr").and_then(|r| serde_json::from_str(&r).ok()),
+            labels: non_empty("pr")
+                .and_then(|r| serde_json::from_str::<LockedPrice>(&r).ok())
+                .map(|l| l.labels)
+                .unwrap_or_default(),
             usage: non_empty("usage").and_then(|u| serde_json::from_str(&u).ok()),
         })
     }
@@ -187,16 +192,16 @@ impl CreditSettler {
         self.apply(key, reply.claimed).await
     }
 
-    fn count(&self, tenant: &str, charge: Option<i64>) {
-        let labels = SettleLabels {
-            tenant: tenant.to_owned(),
+    fn count(&self, ev: &CreditEvent, charge: Option<i64>) {
+        let outcome = SettleLabels {
+            credit: ev.labels.clone(),
             outcome: if charge.is_some() { "charged" } else { "refunded" }.to_owned(),
         };
-        self.metrics.settled.get_or_create(&labels).inc();
+        self.metrics.settled.get_or_create(&outcome).inc();
         if let Some(c) = charge {
             self.metrics
                 .credits_charged
-                .get_or_create(&labels)
+                .get_or_create(&ev.labels)
                 .inc_by(u64::try_from(c).unwrap_or(0));
         }
     }
@@ -227,7 +232,7 @@ impl CreditSettler {
                     for ((e, ev), (moved, (_, charge))) in evs.iter().zip(moved.into_iter().zip(&jobs)) {
                         tracing::debug!(job_id = %ev.job, ?charge, moved, "credits settled");
                         if moved {
-                            self.count(tenant, *charge);
+                            self.count(ev, *charge);
                         }
                         done.push(e.id.clone());
                     }

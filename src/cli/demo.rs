@@ -57,6 +57,11 @@ struct Fleet {
     /// `gantry mock-providers`, once started.
     mock_url: String,
     log_dir: PathBuf,
+    /// The scheduler's `host:port`, scraped by the demo's Prometheus.
+    scheduler_addr: String,
+    /// The data keys every process seals prompts with (`GANTRY_DATA_KEYS`): the caller's, or
+    /// one made for this demo.
+    data_keys: String,
 }
 
 impl Fleet {
@@ -68,6 +73,7 @@ impl Fleet {
     fn spawn_server(&mut self, name: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut child = Command::new(&self.exe)
             .args(args)
+            .env("GANTRY_DATA_KEYS", &self.data_keys)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(self.log(name)?)
@@ -95,6 +101,7 @@ impl Fleet {
     fn spawn_worker(&mut self, name: &str) -> anyhow::Result<()> {
         let port = gantry_testkit::free_port();
         let child = Command::new(&self.exe)
+            .env("GANTRY_DATA_KEYS", &self.data_keys)
             .args(["worker", "--redis-url", &self.url, "--pool", "cpu", "--worker-id", name])
             .args([
                 "--metrics-addr",
@@ -113,7 +120,55 @@ impl Fleet {
             .with_context(|| format!("starting worker {name}"))?;
         self.children.push((name.to_owned(), child));
         self.metrics_ports.push((name.to_owned(), port));
+        self.write_scrape_targets()
+    }
+
+    /// The scheduler and every worker, as Prometheus file-based discovery reads them (re-read
+    /// when a worker is added).
+    fn write_scrape_targets(&self) -> anyhow::Result<()> {
+        let mut targets = vec![self.scheduler_addr.clone()];
+        targets.extend(self.metrics_ports.iter().map(|(_, p)| format!("127.0.0.1:{p}")));
+        let sd = json!([{"targets": targets, "labels": {"namespace": "demo"}}]);
+        let tmp = self.log_dir.join("scrape-targets.json.tmp");
+        std::fs::write(&tmp, sd.to_string())?;
+        std::fs::rename(tmp, self.log_dir.join("scrape-targets.json"))?;
         Ok(())
+    }
+
+    /// A local Prometheus (Debian's package) scraping the fleet every second; `None` (with the
+    /// reason printed) when it is not installed.
+    fn spawn_prometheus(&mut self) -> anyhow::Result<Option<String>> {
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gantry\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
+            self.log_dir.join("scrape-targets.json").display()
+        );
+        std::fs::write(self.log_dir.join("prometheus.yml"), config)?;
+        self.write_scrape_targets()?;
+        let addr = format!("127.0.0.1:{}", gantry_testkit::free_port());
+        let spawned = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                self.log_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.log_dir.join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log("prometheus")?)
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                self.children.push(("prometheus".into(), child));
+                Ok(Some(format!("http://{addr}")))
+            }
+            Err(e) => {
+                println!("  prometheus     not started ({e}); `./run setup` installs it");
+                Ok(None)
+            }
+        }
     }
 
     fn sigkill(&mut self, name: &str) {
@@ -228,9 +283,41 @@ fn studio_generate() -> Vec<Value> {
             "flux-2-pro",
             &["EU"],
             "a scene the safety system refuses [mock:moderated_output]",
+            no.clone(),
+        ),
+        // The provider returns the picture on the demo's hash list: the scan before release
+        // blocks it, deletes it and records the prompt's SHA-256.
+        generate(
+            "user-0019",
+            "openai",
+            "gpt-image-1",
+            &["US"],
+            "a picture the hash list knows [mock:flagged]",
             no,
         ),
     ]
+}
+
+/// The demo's abuse hash list: the PDQ hash of the mocks' flagged picture. Also writes two
+/// uploads for the CSAM-hash jobs — that picture, and an ordinary photo-like image.
+fn safety_fixtures(outputs: &std::path::Path) -> anyhow::Result<String> {
+    use gantry_codecs::pdq::{Prescale, hash_dihedral, luma_from_image};
+    use gantry_mocks::media::{FLAGGED_TINT, MediaCache};
+    let media = MediaCache::default();
+    let flagged = media.image(1024, 1024, false, FLAGGED_TINT);
+    let img = image::load_from_memory(&flagged).context("decoding the flagged picture")?;
+    let (luma, w, h) = luma_from_image(&img, Prescale::None);
+    let hash = hash_dihedral(&luma, w, h).0[0];
+    let uploads = outputs.join("inputs/studio-42");
+    std::fs::create_dir_all(&uploads)?;
+    std::fs::write(uploads.join("upload-flagged.png"), flagged.as_slice())?;
+    std::fs::write(
+        uploads.join("upload-clean.jpg"),
+        media.image(640, 480, true, 32).as_slice(),
+    )?;
+    Ok(format!(
+        "# gantry demo: the mocks' [mock:flagged] picture\npdq:{hash}\n"
+    ))
 }
 
 /// What one tenant submitted and what admission said.
@@ -430,12 +517,24 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         url: url.clone(),
         mock_url: String::new(),
         log_dir: log_dir.clone(),
+        scheduler_addr: String::new(),
+        data_keys: demo_keys(),
     };
+    let keyring = gantry_queue::seal::Keyring::parse(&fleet.data_keys)?;
+    println!(
+        "  data keys      {} (AES-256-GCM; prompts, negative prompts and reference images are sealed before they reach Redis)",
+        keyring.current()
+    );
     let base = fleet.spawn_server(
         "scheduler",
         &["scheduler", "--redis-url", &url, "--listen", "127.0.0.1:0"],
     )?;
     println!("  scheduler      {base} (`gantry scheduler`, embedded demo configuration; API at {base}/openapi.json)");
+    fleet.scheduler_addr = base.trim_start_matches("http://").to_owned();
+    let prometheus = fleet.spawn_prometheus()?;
+    if let Some(p) = &prometheus {
+        println!("  prometheus     {p} (scrapes the scheduler and every worker each second)");
+    }
     fleet.mock_url = fleet.spawn_server("mock-providers", &["mock-providers", "--listen", "127.0.0.1:0"])?;
     println!(
         "  providers      {} (`gantry mock-providers`: OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL on loopback; request log at /_mock/requests)",
@@ -464,6 +563,15 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         before["studio-42"], before["videos-7"]
     );
 
+    let list = safety_fixtures(&log_dir.join("outputs"))?;
+    let meta = ops.publish_hash_list("demo-known-bad", "csam", &list).await?;
+    println!(
+        "  hash list      {} v{} ({}), published through PUT /v1/admin/hashlists: every output is scanned against it before release",
+        meta["name"].as_str().unwrap_or("?"),
+        meta["version"],
+        meta["category"].as_str().unwrap_or("?")
+    );
+
     let started = Instant::now();
     let (s_studio, s_video) = tokio::try_join!(submit_studio(&studio, a.jobs), submit_video(&video, &video_retrying))?;
     let total = s_studio.ids.len() + s_video.ids.len();
@@ -472,7 +580,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         fmt_ms(started.elapsed().as_millis() as u64),
     );
     println!(
-        "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled, 9 generate",
+        "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled, 10 generate",
         a.jobs
     );
     println!("                 videos-7: a burst of 100 (its plan's whole burst), 40 more at once, 2 generate (video)");
@@ -597,6 +705,26 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         );
         s_video.admitted(admitted);
     }
+    // Trust and safety: uploads checked by CSAM-hash jobs (one is the listed picture), and a
+    // generated image checked again as a platform might.
+    let mut checks = vec![
+        json!({"user": "user-0020", "kind": "csam_hash", "payload": {"input": "inputs/studio-42/upload-clean.jpg"}}),
+        json!({"user": "user-0021", "kind": "csam_hash", "payload": {"input": "inputs/studio-42/upload-flagged.png"}}),
+    ];
+    if let Some(k) = inputs.first() {
+        checks.push(
+            json!({"user": "user-0010", "kind": "csam_hash", "payload": {"input": k, "lists": ["demo-known-bad"]}}),
+        );
+    }
+    let admitted = studio.submit_batch(&checks).await?;
+    for a in &admitted {
+        studio.wait(&a.id, WaitOptions::default()).await?;
+    }
+    println!(
+        "  trust & safety: {} CSAM-hash jobs (2 uploads, 1 generated image)",
+        admitted.len()
+    );
+    s_studio.admitted(admitted);
     let wall = started.elapsed();
 
     // The settler charges finished jobs from the credit stream; wait for it to catch up.
@@ -614,7 +742,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "  idempotent repeats returned the first job's id: {}",
         s_studio.duplicates + s_video.duplicates
     );
-    recovered_leases(&url, &v_studio.iter().chain(&v_video).collect::<Vec<_>>()).await?;
+    recovered_leases(&url, &keyring, &v_studio.iter().chain(&v_video).collect::<Vec<_>>()).await?;
+    safety_summary(&ops, &v_studio.iter().chain(&v_video).collect::<Vec<_>>()).await?;
     println!("\nCredits (reserved at admission, settled from the usage workers report)");
     println!(
         "  {:<10} {:>10} {:>9} {:>8} {:>9} {:>10} {:>10}  ledger",
@@ -641,6 +770,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
 
     println!("\nWhere to look");
+    if let Some(p) = &prometheus {
+        println!("  prometheus: {p}/graph (e.g. sum by (kind) (rate(gantry_jobs_succeeded_total[1m])));");
+        println!("    Grafana dashboards to point at it: dashboards/*.json");
+    }
     println!("  scheduler metrics (autoscaling signals): {base}/metrics");
     for (name, port) in &fleet.metrics_ports {
         if name != "worker-1" {
@@ -746,10 +879,54 @@ fn summary(v_studio: &[JobView], v_video: &[JobView], wall: Duration, total: usi
     }
 }
 
+/// What the hash-list scans found: outputs released after a clean scan, jobs blocked, and the
+/// moderation events (category, action, the prompt's SHA-256 — never the prompt).
+async fn safety_summary(ops: &Client, v: &[&JobView]) -> anyhow::Result<()> {
+    let mut clean: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut blocked: BTreeMap<&str, u64> = BTreeMap::new();
+    for j in v {
+        let details = j.result.as_ref().map(|r| &r["details"]);
+        let verdict = details.and_then(|d| d["scan"].as_str().or(d["verdict"].as_str()));
+        if verdict == Some("clean") {
+            *clean.entry(&j.kind).or_default() += 1;
+        } else if j.status == "blocked" {
+            *blocked.entry(&j.kind).or_default() += 1;
+        }
+    }
+    let show = |m: &BTreeMap<&str, u64>| {
+        let v: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        if v.is_empty() { "none".to_owned() } else { v.join(", ") }
+    };
+    println!("\nTrust and safety (hash list demo-known-bad)");
+    println!("  scanned clean and released: {}", show(&clean));
+    println!("  blocked, deleted at once:   {}", show(&blocked));
+    for e in ops.moderation_events(10).await? {
+        println!(
+            "  moderation event: job {} category {} list {} v{} by {} (distance {}) -> {}; user {} trust {:.2}{}; prompt sha256 {}",
+            e["job_id"].as_str().unwrap_or("?"),
+            e["category"].as_str().unwrap_or("?"),
+            e["list"].as_str().unwrap_or("?"),
+            e["list_version"],
+            e["match_kind"].as_str().unwrap_or("?"),
+            e["distance"],
+            e["action"].as_str().unwrap_or("?"),
+            e["user"].as_str().unwrap_or("?"),
+            e["trust_score"].as_f64().unwrap_or(0.0),
+            if e["user_blocked"] == true { " (blocked)" } else { "" },
+            e["prompt_sha256"]
+                .as_str()
+                .map_or("-".to_owned(), |s| format!("{}…", &s[..s.len().min(12)])),
+        );
+    }
+    Ok(())
+}
+
 /// How many jobs a SIGKILLed worker's lease expiry handed to another worker (the job history
 /// is the queue's; the API does not show it).
-async fn recovered_leases(url: &str, v: &[&JobView]) -> anyhow::Result<()> {
-    let q = QueueClient::connect(url, QueueConfig::default()).await?;
+async fn recovered_leases(url: &str, keys: &gantry_queue::seal::Keyring, v: &[&JobView]) -> anyhow::Result<()> {
+    let q = QueueClient::connect(url, QueueConfig::default())
+        .await?
+        .with_keys(keys.clone());
     let mut recovered = 0;
     for j in v {
         let (Ok(id), Ok(pool)) = (j.id.parse::<JobId>(), Pool::new(&j.pool)) else {
@@ -763,4 +940,13 @@ async fn recovered_leases(url: &str, v: &[&JobView]) -> anyhow::Result<()> {
     }
     println!("  leases recovered after the SIGKILL: {recovered} (their jobs ran again elsewhere)");
     Ok(())
+}
+
+/// `GANTRY_DATA_KEYS` as given, or a fresh key for this demo's processes.
+fn demo_keys() -> String {
+    use base64::Engine as _;
+    std::env::var("GANTRY_DATA_KEYS").unwrap_or_else(|_| {
+        let key: [u8; 32] = rand::random();
+        format!("demo-1={}", base64::engine::general_purpose::STANDARD.encode(key))
+    })
 }

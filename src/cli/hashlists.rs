@@ -60,6 +60,10 @@ pub async fn run(c: HashListsCommand) -> anyhow::Result<()> {
                     gantry_safety::SafetyError::InvalidName(_) => super::UsageError(e.to_string()).into(),
                     other => anyhow::Error::from(other),
                 })?;
+            let details = serde_json::json!({
+                "version": m.version, "category": m.category, "pdq": m.pdq, "md5": m.md5, "sha256": m.sha256,
+            });
+            redis.audit("hashlist.publish", &m.name, details).await?;
             println!(
                 "{} v{} ({}): {} PDQ, {} MD5, {} SHA-256",
                 m.name, m.version, m.category, m.pdq, m.md5, m.sha256
@@ -86,6 +90,7 @@ pub async fn run(c: HashListsCommand) -> anyhow::Result<()> {
             if !store(&redis).await?.remove(&name).await? {
                 return Err(super::UsageError(format!("no hash list named {name:?}")).into());
             }
+            redis.audit("hashlist.remove", &name, serde_json::Value::Null).await?;
             println!("{name} removed");
         }
     }

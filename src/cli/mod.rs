@@ -12,6 +12,7 @@ mod gpus;
 mod hash;
 mod hashlists;
 mod jobs;
+mod keys;
 mod media;
 mod mock_providers;
 mod queues;
@@ -20,6 +21,7 @@ mod time;
 mod worker;
 mod workers;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use gantry_queue::{QueueClient, QueueConfig, QueueError};
 
@@ -68,6 +70,9 @@ enum Command {
     /// The abuse hash lists in Redis that every worker matches against: load, list, remove.
     #[command(subcommand)]
     Hashlists(hashlists::HashListsCommand),
+    /// Data keys: re-seal stored job payloads with the current key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
     MockProviders(mock_providers::MockProvidersArgs),
 }
@@ -89,6 +94,19 @@ impl RedisArgs {
     async fn conn(&self) -> anyhow::Result<gantry_queue::RedisConn> {
         let target = gantry_queue::RedisTarget::parse(&self.redis_url)?;
         Ok(gantry_queue::RedisConn::connect(&target, None).await?)
+    }
+
+    /// Writes an operator's change to the audit log, naming the OS user who ran the CLI.
+    async fn audit(&self, action: &str, target: &str, details: serde_json::Value) -> anyhow::Result<()> {
+        let user = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into());
+        let entry = gantry_safety::AuditEntry::new(format!("cli/{user}"), action, target).details(details);
+        gantry_safety::AuditLog::new(self.conn().await?, gantry_safety::AuditLog::DEFAULT_RETENTION)
+            .record(&entry)
+            .await
+            .context("writing the audit log")?;
+        Ok(())
     }
 }
 
@@ -176,5 +194,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Media(c) => media::run(c).await,
         Command::Hash(c) => hash::run(c).await,
         Command::Hashlists(c) => hashlists::run(c).await,
+        Command::Keys(c) => keys::run(c).await,
     }
 }

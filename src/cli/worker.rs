@@ -7,13 +7,16 @@ use gantry_providers::ProvidersConfig;
 use gantry_providers::breaker::BreakerConfig;
 use gantry_queue::{JobKind, Pool, ProviderSlots, RedisConn};
 use gantry_safety::{HashListStore, Matcher, ModerationLog, Retention, TrustRegistry};
-use gantry_worker::executors::csam_hash::{CsamHashExecutor, CsamPolicy};
+use gantry_worker::deletion_cost::DeletionCost;
+use gantry_worker::executors::csam_hash::CsamHashExecutor;
 use gantry_worker::executors::generate::{GenerateConfig, GenerateExecutor};
 use gantry_worker::executors::noop::NoopExecutor;
+use gantry_worker::executors::scanned::Scanned;
 use gantry_worker::executors::transcode::TranscodeExecutor;
 use gantry_worker::executors::upscale::UpscaleExecutor;
 use gantry_worker::gpu::GpuMode;
 use gantry_worker::outputs::OutputStore;
+use gantry_worker::scan::{CsamPolicy, Scanner};
 use gantry_worker::{ExecutorSet, KindTimeouts, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
@@ -86,6 +89,23 @@ pub struct WorkerArgs {
     /// Seconds an open circuit refuses calls before one probe is let through.
     #[arg(long, default_value_t = 30.0)]
     breaker_open_secs: f64,
+    /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` at its running-job count, so
+    /// Kubernetes scales in idle workers first (needs get/patch on pods: the chart's
+    /// `rbac.podDeletionCost`).
+    #[arg(long, env = "GANTRY_POD_DELETION_COST")]
+    pod_deletion_cost: bool,
+    /// The pod's name (the downward API's metadata.name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// The pod's namespace (the downward API's metadata.namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// The Kubernetes API server.
+    #[arg(long, env = "GANTRY_KUBE_API", default_value = "https://kubernetes.default.svc")]
+    kube_api: String,
+    /// Bearer token file for the API server (default: the pod's service account token).
+    #[arg(long, env = "GANTRY_KUBE_TOKEN_FILE")]
+    kube_token_file: Option<String>,
     /// Key for the webhook URLs' tokens (default: random per process).
     #[arg(long, env = "GANTRY_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -93,16 +113,30 @@ pub struct WorkerArgs {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let pool = Pool::new(&a.pool)?;
+    let deletion_cost = if a.pod_deletion_cost {
+        let target = DeletionCost::new(
+            &a.kube_api,
+            a.pod_namespace.as_deref().unwrap_or_default(),
+            a.pod_name.as_deref().unwrap_or_default(),
+            a.kube_token_file.as_deref(),
+        )
+        .map_err(|e| super::UsageError(e.to_string()))?;
+        Some(target)
+    } else {
+        None
+    };
     let outputs = OutputStore::open(&a.outputs)?;
     tracing::info!(store = ?outputs, "outputs");
     // One multiplexed connection for the executors' own Redis state (provider slots, hash
     // lists, moderation, trust); the queue runtime opens its own.
     let conn = a.redis.conn().await?;
+    // One scanner for the csam_hash jobs and the gate every media output passes before release.
+    let scanner = scanner(conn.clone(), outputs.clone());
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
-        .with(UpscaleExecutor::new(outputs.clone()))
-        .with(TranscodeExecutor::new(outputs.clone()))
-        .with(csam_hash_executor(conn.clone(), outputs.clone()));
+        .with(Scanned::new(UpscaleExecutor::new(outputs.clone()), scanner.clone()))
+        .with(Scanned::new(TranscodeExecutor::new(outputs.clone()), scanner.clone()))
+        .with(CsamHashExecutor::new(scanner.clone()));
     let breaker = BreakerConfig {
         threshold: a.breaker_threshold.max(1),
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
@@ -134,7 +168,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         extra_routes = generate.webhook_router();
     }
     if generate.has_providers() {
-        executors = executors.with(generate);
+        executors = executors.with(Scanned::new(generate, scanner));
     } else {
         tracing::warn!("no generation provider has credentials: generate jobs are not served");
     }
@@ -165,6 +199,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         metrics_addr: a.metrics_addr,
         kind_timeouts: parse_timeouts(&a.timeouts)?,
         extra_routes,
+        deletion_cost,
     };
     let shutdown = CancellationToken::new();
     super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
@@ -206,10 +241,10 @@ async fn generate_executor(
     Ok(GenerateExecutor::new(cfg, outputs, Some(slots), gen_cfg)?)
 }
 
-/// The CSAM-hash executor: hash lists, moderation log and trust in the fleet's Redis.
-fn csam_hash_executor(conn: RedisConn, outputs: OutputStore) -> CsamHashExecutor {
+/// The abuse-hash scanner: hash lists, moderation log and trust in the fleet's Redis.
+fn scanner(conn: RedisConn, outputs: OutputStore) -> Scanner {
     let matcher = Matcher::new(HashListStore::new(conn.clone()), Duration::from_secs(10));
-    CsamHashExecutor::new(
+    Scanner::new(
         outputs,
         matcher,
         ModerationLog::new(conn.clone(), Retention::default()),

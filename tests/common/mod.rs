@@ -293,6 +293,48 @@ impl MockProvidersProcess {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Every call the mock providers received (`GET /_mock/requests`).
+    pub async fn requests(&self) -> Vec<Value> {
+        reqwest::get(format!("{}/_mock/requests", self.url()))
+            .await
+            .expect("mock request log")
+            .json()
+            .await
+            .expect("mock request log as JSON")
+    }
+}
+
+/// `bin` of a Python virtualenv under the target directory named `venv`, with `packages`
+/// installed from PyPI on first use (schemathesis, helm-python-sdk…).
+pub fn python_tool(venv: &str, packages: &[&str], bin: &str) -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(venv);
+    let tool = venv.join("bin").join(bin);
+    let ready = venv.join(".installed");
+    if ready.exists() && tool.exists() {
+        return tool;
+    }
+    let run = |cmd: &mut Command, what: &str| {
+        let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            o.status.success(),
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv (Debian: apt install python3-venv)",
+    );
+    run(
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "-q"])
+            .args(packages),
+        &format!("pip install {}", packages.join(" ")),
+    );
+    std::fs::write(&ready, packages.join("\n")).expect("venv marker");
+    tool
 }
 
 impl Drop for MockProvidersProcess {

@@ -34,14 +34,11 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+/// OpenMetrics for Prometheus (its `Accept` asks for it), the classic text format otherwise.
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = gantry_queue::exposition::negotiate(s.metrics.encode(), accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn ready(State(s): State<HttpState>) -> impl IntoResponse {

@@ -3,6 +3,7 @@
 //! kind through its executor and apalis's Tower layers.
 
 pub mod backend;
+pub mod deletion_cost;
 pub mod executors;
 pub mod gpu;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod layers;
 pub mod metrics;
 pub mod outputs;
 pub mod runtime;
+pub mod scan;
 
 pub use backend::{QueueBackend, QueuedJob};
 pub use executors::{Executor, ExecutorSet};

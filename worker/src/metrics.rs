@@ -78,6 +78,8 @@ pub struct WorkerMetrics {
     in_flight: Family<PoolLabels, Gauge>,
     gpu_memory_used: Family<GpuLabels, FGauge>,
     gpu_memory_total: Family<GpuLabels, FGauge>,
+    gpu_memory_free: Family<GpuLabels, FGauge>,
+    gpu_decoder_utilization: Family<GpuLabels, FGauge>,
     gpu_utilization: Family<GpuLabels, FGauge>,
     gpu_encoder_utilization: Family<GpuLabels, FGauge>,
     gpu_power: Family<GpuLabels, FGauge>,
@@ -134,9 +136,14 @@ impl WorkerMetrics {
             "Jobs running on this worker",
             in_flight.clone(),
         );
-        let gauges: [(&str, &str); 6] = [
+        let gauges: [(&str, &str); 8] = [
             ("gantry_gpu_memory_used_bytes", "GPU memory in use"),
             ("gantry_gpu_memory_total_bytes", "GPU memory"),
+            ("gantry_gpu_memory_free_bytes", "GPU memory free"),
+            (
+                "gantry_gpu_decoder_utilization_ratio",
+                "Video decoder utilization (0-1)",
+            ),
             ("gantry_gpu_utilization_ratio", "GPU utilization (0-1)"),
             (
                 "gantry_gpu_encoder_utilization_ratio",
@@ -173,6 +180,8 @@ impl WorkerMetrics {
             in_flight,
             gpu_memory_used: next(),
             gpu_memory_total: next(),
+            gpu_memory_free: next(),
+            gpu_decoder_utilization: next(),
             gpu_utilization: next(),
             gpu_encoder_utilization: next(),
             gpu_power: next(),
@@ -189,9 +198,11 @@ impl WorkerMetrics {
             };
             self.gpu_memory_used.get_or_create(&l).set(g.memory_used_bytes as f64);
             self.gpu_memory_total.get_or_create(&l).set(g.memory_total_bytes as f64);
+            self.gpu_memory_free.get_or_create(&l).set(g.memory_free_bytes as f64);
             let optional = [
                 (&self.gpu_utilization, g.utilization_ratio),
                 (&self.gpu_encoder_utilization, g.encoder_utilization_ratio),
+                (&self.gpu_decoder_utilization, g.decoder_utilization_ratio),
                 (&self.gpu_power, g.power_watts),
                 (&self.gpu_temperature, g.temperature_celsius),
             ];

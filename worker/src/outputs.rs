@@ -134,7 +134,7 @@ impl OutputStore {
         content_type: &str,
     ) -> Result<ResultRef, OutputError> {
         let key = Self::key(job, name)?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         let size_bytes = bytes.len() as u64;
         let mut opts = PutOptions::default();
         if self.attributes {
@@ -192,16 +192,33 @@ impl OutputStore {
     /// Deletes every output and intermediate file of a job (moderation actions, erasure).
     /// Returns how many objects were removed.
     pub async fn delete_job(&self, job: &JobSpec) -> Result<usize, OutputError> {
-        let prefix = Path::from_iter(["jobs", job.tenant.as_str(), &job.id.to_string()]);
-        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let objects: Vec<_> = self.store.list(Some(&Self::job_folder(job))).try_collect().await?;
         for o in &objects {
             self.store.delete(&o.location).await?;
         }
         Ok(objects.len())
     }
+
+    /// Every object under a job's folder (its outputs and intermediate files), as key and size,
+    /// in key order.
+    pub async fn list_job(&self, job: &JobSpec) -> Result<Vec<(String, u64)>, OutputError> {
+        let objects: Vec<_> = self.store.list(Some(&Self::job_folder(job))).try_collect().await?;
+        let mut out: Vec<(String, u64)> = objects.into_iter().map(|o| (o.location.to_string(), o.size)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn job_folder(job: &JobSpec) -> Path {
+        Path::from_iter(["jobs", job.tenant.as_str(), &job.id.to_string()])
+    }
 }
 
-/// Lowercase hex of `bytes` (digests in results and reports).
+/// Lowercase hex SHA-256 of `bytes` (results, reports, a prompt's hash in logs and records).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex of `bytes` (digests).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -223,6 +240,7 @@ mod tests {
             idempotency_key: None,
             max_attempts: 3,
             timeout_secs: 60,
+            scan_outputs: true,
             body: Payload::Noop(NoopPayload::default()),
         }
     }

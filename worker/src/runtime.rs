@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     pub kind_timeouts: KindTimeouts,
     /// More routes for the HTTP server (the generate executor's webhooks).
     pub extra_routes: Option<axum::Router>,
+    /// Keep this pod's deletion cost at its running-job count (Kubernetes; `None`: off).
+    pub deletion_cost: Option<crate::deletion_cost::DeletionCost>,
 }
 
 fn now_ms() -> u64 {
@@ -287,6 +289,11 @@ async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: Cancella
         .unwrap_or_default();
     let mut tick = tokio::time::interval(ctx.cfg.registry_heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut deletion_cost = ctx
+        .cfg
+        .deletion_cost
+        .clone()
+        .map(crate::deletion_cost::CostTracker::new);
     loop {
         tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
         let m = ctx.monitor.clone();
@@ -297,6 +304,9 @@ async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: Cancella
         let in_flight = (ctx.in_flight)();
         ctx.metrics.observe_gpus(&inv);
         ctx.metrics.set_in_flight(ctx.cfg.pool.as_str(), in_flight);
+        if let Some(t) = deletion_cost.as_mut() {
+            t.observe(in_flight).await;
+        }
         let mut rec = record(
             &ctx.cfg,
             &hostname,

@@ -79,6 +79,7 @@ fn cfg(url: &str, drain_grace: Duration) -> WorkerConfig {
         metrics_addr: None,
         kind_timeouts: KindTimeouts::default().with(JobKind::Noop, Duration::from_millis(300)),
         extra_routes: None,
+        deletion_cost: None,
     }
 }
 

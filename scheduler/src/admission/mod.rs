@@ -16,7 +16,7 @@ use std::sync::Arc;
 use gantry_queue::{Accounting, JobId, NewJob, Pool, QueueClient};
 
 use crate::auth::Caller;
-use crate::config::SchedulerConfig;
+use crate::config::{SchedulerConfig, TenantConfig};
 use crate::placement::{PoolLoads, place};
 use crate::problem::ApiError;
 use credits::{CreditLedger, Reservation};
@@ -140,7 +140,7 @@ impl Admission {
                 return Err(ApiError::InsufficientCredits { balance, needed });
             }
         }
-        self.enqueue(&caller.tenant, tenant_cfg.weight, planned).await
+        self.enqueue(&caller.tenant, tenant_cfg, planned).await
     }
 
     fn parse(&self, caller: &Caller, body: serde_json::Value, idem: Option<&str>) -> Result<NewJob, ApiError> {
@@ -172,7 +172,12 @@ impl Admission {
         })
     }
 
-    async fn enqueue(&self, tenant: &str, weight: u32, planned: Vec<Planned>) -> Result<Vec<Admitted>, ApiError> {
+    async fn enqueue(
+        &self,
+        tenant: &str,
+        tenant_cfg: &TenantConfig,
+        planned: Vec<Planned>,
+    ) -> Result<Vec<Admitted>, ApiError> {
         let mut order = Vec::with_capacity(planned.len());
         let mut by_pool: BTreeMap<String, Vec<(JobId, NewJob, Accounting)>> = BTreeMap::new();
         let mut meta = BTreeMap::new();
@@ -184,9 +189,14 @@ impl Admission {
             };
             meta.insert(p.id, (p.pool.clone(), p.price, provider, model));
             let acct = Accounting {
-                weight,
+                weight: tenant_cfg.weight,
+                scan_outputs: tenant_cfg.scan_outputs,
                 credits_reserved: p.price,
-                price_rule: serde_json::to_string(&p.rule).map_err(|_| ApiError::Internal)?,
+                price_rule: serde_json::to_string(&pricing::LockedPrice {
+                    rule: p.rule,
+                    labels: pricing::CreditLabels::of(&p.job.body, &tenant_cfg.plan),
+                })
+                .map_err(|_| ApiError::Internal)?,
             };
             by_pool.entry(p.pool).or_default().push((p.id, p.job, acct));
         }

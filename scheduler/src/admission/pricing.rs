@@ -88,6 +88,49 @@ pub struct PriceRule {
     pub estimated: Quantities,
 }
 
+/// What credit usage is counted by in the metrics: never the tenant or the user (per-tenant
+/// usage comes from the API).
+#[derive(
+    Clone, Debug, Default, Hash, PartialEq, Eq, Serialize, Deserialize, prometheus_client::encoding::EncodeLabelSet,
+)]
+pub struct CreditLabels {
+    /// The provider as routed (`local` for work the fleet does itself).
+    pub provider: String,
+    /// The model (`local` for the fleet's own work).
+    pub model: String,
+    /// The job kind.
+    pub kind: String,
+    /// The tenant's plan.
+    pub plan: String,
+}
+
+impl CreditLabels {
+    /// The labels of a job of `body` for a tenant on `plan`.
+    pub fn of(body: &Payload, plan: &str) -> Self {
+        let (provider, model) = match body {
+            Payload::Generate(g) => (g.provider.clone(), g.model.clone()),
+            _ => ("local".to_owned(), "local".to_owned()),
+        };
+        Self {
+            provider,
+            model,
+            kind: body.kind().as_str().to_owned(),
+            plan: plan.to_owned(),
+        }
+    }
+}
+
+/// The price locked into a job: the rule, and the labels its credits are counted under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedPrice {
+    /// The rule.
+    #[serde(flatten)]
+    pub rule: PriceRule,
+    /// The metric labels (absent in events from before they existed).
+    #[serde(default)]
+    pub labels: CreditLabels,
+}
+
 impl PriceRule {
     /// The estimate: what admission reserves.
     pub fn estimate(&self) -> i64 {

@@ -24,9 +24,9 @@ use gantry_queue::{
     ProviderSlots, ResultRef, Usage,
 };
 use rand::Rng;
-use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
+use super::provider_metrics::ProviderMetrics;
 use super::{Executor, failed};
 use crate::outputs::OutputStore;
 
@@ -64,6 +64,7 @@ struct Inner {
     downloads: reqwest::Client,
     webhooks: Option<Arc<WebhookInbox>>,
     cfg: GenerateConfig,
+    metrics: ProviderMetrics,
 }
 
 /// Runs `generate` jobs.
@@ -92,7 +93,9 @@ impl GenerateExecutor {
         slots: Option<ProviderSlots>,
         cfg: GenerateConfig,
     ) -> Result<Self, GenerateSetupError> {
-        let registry = Registry::build(&providers)?;
+        let mut registry = Registry::build(&providers)?;
+        let metrics = ProviderMetrics::default();
+        registry.wrap(|provider, region, client| metrics.meter(provider, region, client));
         let downloads = gantry_providers::http::client(Duration::from_secs(10))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -104,6 +107,7 @@ impl GenerateExecutor {
                 downloads,
                 webhooks: None,
                 cfg,
+                metrics,
             }),
         })
     }
@@ -148,13 +152,10 @@ impl Executor for GenerateExecutor {
         let inner = self.inner.clone();
         Box::pin(async move { inner.run(job, ctx.cancel).await })
     }
-}
 
-fn sha256_hex(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
+    }
 }
 
 impl Inner {
@@ -191,7 +192,7 @@ impl Inner {
         // Finish (and record why) a little before the runtime's own timeout would cut us off.
         let deadline = tokio::time::Instant::now() + limit.mul_f64(0.95);
         let (video, targets) = self.targets(g);
-        let prompt_sha256 = sha256_hex(&g.prompt);
+        let prompt_sha256 = crate::outputs::sha256_hex(g.prompt.as_bytes());
         // Providers whose circuit is open, and the soonest one closes.
         let mut open: Vec<String> = Vec::new();
         let mut reopens: Option<Duration> = None;
@@ -230,10 +231,12 @@ impl Inner {
                 video,
                 callback: None,
             };
-            match self
+            let result = self
                 .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel)
-                .await
-            {
+                .await;
+            let open_now = matches!(breaker.state(), BreakerState::Open { until } if until > std::time::Instant::now());
+            self.metrics.set_circuit(provider, &region, open_now);
+            match result {
                 Err(RunError::CircuitOpen { provider }) => note_open(provider, &breaker, &mut open),
                 Err(e) => return outcome_of(e),
                 Ok((media, usage)) => return self.store(&job, media, usage, video, g).await,

@@ -2,8 +2,10 @@
 
 pub mod csam_hash;
 pub mod generate;
-mod media_job;
+pub(crate) mod media_job;
 pub mod noop;
+pub mod provider_metrics;
+pub mod scanned;
 pub mod transcode;
 pub mod upscale;
 

@@ -128,6 +128,7 @@ mod tests {
                 idempotency_key: None,
                 max_attempts: 5,
                 timeout_secs: 10,
+                scan_outputs: true,
                 body: Payload::Noop(p),
             },
             gpu: None,

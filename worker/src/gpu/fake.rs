@@ -61,11 +61,12 @@ impl FakeSpec {
                     memory_total_bytes: gib * GIB,
                     memory_used_bytes: 0,
                     memory_free_bytes: gib * GIB,
+                    // An idle GPU's readings, so dashboards and alerts can be tried without one.
                     utilization_ratio: Some(0.0),
-                    temperature_celsius: None,
-                    power_watts: None,
+                    temperature_celsius: Some(35.0),
+                    power_watts: Some(60.0),
                     encoder_utilization_ratio: nvenc.then_some(0.0),
-                    decoder_utilization_ratio: None,
+                    decoder_utilization_ratio: Some(0.0),
                     encoder_capacity_h264: None,
                     encoder_capacity_hevc: None,
                     nvenc: if nvenc {

@@ -17,7 +17,7 @@
 //! with `2^width + 1` offsets (CSR). Memory at 10 million: 320 MB of hashes, 440 MB of postings,
 //! 448 MB of offsets.
 
-use super::hash::Hash256;
+use crate::hash::Hash256;
 
 /// From this many hashes on, the index uses the wide layout.
 pub const WIDE_FROM: usize = 4 << 20;

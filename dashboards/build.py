@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Writes Gantry's Grafana dashboards (provisionable JSON) beside this file.
+
+Every dashboard is templated by data source, namespace and pool. Metrics without a `pool`
+label (GPU readings, provider calls) are joined to their worker's pool through
+`gantry_worker_info`, which every worker exports with value 1. `tests/dashboards.rs` evaluates
+every expression here against a real Prometheus scraping a local fleet.
+
+    python3 dashboards/build.py             # rewrites dashboards/*.json
+    python3 dashboards/build.py --out DIR   # writes them to DIR instead (the tests compare)
+"""
+
+import json
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+NS = 'namespace=~"$namespace"'
+SEL = 'namespace=~"$namespace", pool=~"$pool"'
+RI = "$__rate_interval"
+CSAM = 'kind="csam_hash"'
+BLOCKED = 'class="blocked"'
+# Joins a per-worker metric without a pool label to its worker's pool (and filters by it).
+POOL_JOIN = f'* on (namespace, instance) group_left (pool) gantry_worker_info{{{SEL}}}'
+
+
+def rate(metric, sel=SEL, extra=""):
+    inner = f"{sel}, {extra}" if extra else sel
+    return f"rate({metric}{{{inner}}}[{RI}])"
+
+
+def quantiles(bucket, by, sel=SEL, legend=""):
+    return [
+        (f"histogram_quantile({q}, sum by ({by}, le) (rate({bucket}{{{sel}}}[{RI}])))", f"p{int(q * 100)} {legend}")
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+class Board:
+    def __init__(self, uid, title, description):
+        self.uid, self.title, self.description = uid, title, description
+        self.panels, self.x, self.y, self.row_h = [], 0, 0, 0
+
+    def panel(self, title, targets, unit="short", kind="timeseries", width=12, height=8, description=""):
+        if self.x + width > 24:
+            self.x, self.y = 0, self.y + self.row_h
+            self.row_h = 0
+        pid = len(self.panels) + 1
+        p = {
+            "id": pid,
+            "type": kind,
+            "title": title,
+            "description": description,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "gridPos": {"x": self.x, "y": self.y, "w": width, "h": height},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]}}
+            if kind == "timeseries"
+            else {"reduceOptions": {"calcs": ["lastNotNull"]}},
+            "targets": [
+                {
+                    "refId": chr(ord("A") + i),
+                    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    "expr": expr,
+                    "legendFormat": legend,
+                }
+                for i, (expr, legend) in enumerate(targets)
+            ],
+        }
+        self.panels.append(p)
+        self.x += width
+        self.row_h = max(self.row_h, height)
+
+    def json(self):
+        var = lambda name, label, query, multi: {  # noqa: E731
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "query": {"query": query, "refId": name},
+            "definition": query,
+            "refresh": 2,
+            "includeAll": True,
+            "multi": multi,
+            "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"},
+            "sort": 1,
+        }
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": ["gantry"],
+            "timezone": "utc",
+            "editable": True,
+            "schemaVersion": 39,
+            "version": 1,
+            "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"},
+            "templating": {
+                "list": [
+                    {
+                        "name": "datasource",
+                        "label": "Data source",
+                        "type": "datasource",
+                        "query": "prometheus",
+                        "current": {"text": "default", "value": "default"},
+                    },
+                    var("namespace", "Namespace", "label_values(gantry_worker_info, namespace)", False),
+                    var("pool", "Pool", 'label_values(gantry_worker_info{namespace=~"$namespace"}, pool)', True),
+                ]
+            },
+            "annotations": {"list": []},
+            "panels": self.panels,
+        }
+
+
+def fleet():
+    b = Board("gantry-fleet", "Gantry / Fleet overview", "Throughput, success, latency, queues and workers per pool.")
+    b.panel("Throughput by kind", [(f"sum by (kind) ({rate('gantry_jobs_succeeded_total')})", "{{kind}}")], "ops")
+    b.panel(
+        "Success rate by kind",
+        [
+            (
+                f"sum by (kind) ({rate('gantry_jobs_succeeded_total')}) / sum by (kind) ({rate('gantry_jobs_started_total')})",
+                "{{kind}}",
+            )
+        ],
+        "percentunit",
+        description="Attempts that succeeded over attempts started.",
+    )
+    b.panel(
+        "Failures by class",
+        [(f"sum by (kind, class) ({rate('gantry_jobs_failed_total')})", "{{kind}} {{class}}")],
+        "ops",
+    )
+    b.panel("Retries by kind", [(f"sum by (kind) ({rate('gantry_jobs_retried_total')})", "{{kind}}")], "ops")
+    b.panel("Latency by kind", quantiles("gantry_job_duration_seconds_bucket", "kind", legend="{{kind}}"), "s", width=24)
+    b.panel(
+        "Queue depth (waiting)",
+        [(f"sum by (pool) (gantry_pool_backlog_jobs{{{SEL}}} - gantry_pool_in_flight_jobs{{{SEL}}})", "{{pool}}")],
+        width=8,
+    )
+    b.panel(
+        "Oldest waiting job",
+        [(f"max by (pool) (gantry_queue_oldest_job_age_seconds{{{SEL}}})", "{{pool}}")],
+        "s",
+        width=8,
+    )
+    b.panel("In flight", [(f"sum by (pool) (gantry_jobs_in_flight{{{SEL}}})", "{{pool}}")], width=8)
+    b.panel("Dead letters", [(f"sum by (pool) (gantry_pool_dead_letters{{{SEL}}})", "{{pool}}")], width=8)
+    b.panel("Delayed jobs", [(f"sum by (pool) (gantry_pool_delayed_jobs{{{SEL}}})", "{{pool}}")], width=8)
+    b.panel(
+        "Workers per pool",
+        [
+            (f"count by (pool) (gantry_worker_info{{{SEL}}})", "{{pool}} scraped"),
+            (f"sum by (pool) (gantry_pool_live_workers{{{SEL}}})", "{{pool}} live"),
+            (f"sum by (pool) (gantry_pool_desired_workers{{{SEL}}})", "{{pool}} desired"),
+        ],
+        width=8,
+    )
+    b.panel(
+        "Claim round trip p99",
+        [(f"histogram_quantile(0.99, sum by (pool, le) ({rate('gantry_claim_duration_seconds_bucket')}))", "{{pool}}")],
+        "s",
+        width=24,
+    )
+    return b
+
+
+def gpus():
+    b = Board("gantry-gpus", "Gantry / GPUs", "Per GPU and pool: utilization, memory, NVENC/NVDEC, temperature, power.")
+    legend = "{{pool}} {{instance}} gpu{{gpu}} {{model}}"
+    for title, metric, unit in [
+        ("GPU utilization", "gantry_gpu_utilization_ratio", "percentunit"),
+        ("Memory used", "gantry_gpu_memory_used_bytes", "bytes"),
+        ("Memory free", "gantry_gpu_memory_free_bytes", "bytes"),
+        ("Encoder (NVENC) utilization", "gantry_gpu_encoder_utilization_ratio", "percentunit"),
+        ("Decoder (NVDEC) utilization", "gantry_gpu_decoder_utilization_ratio", "percentunit"),
+        ("Temperature", "gantry_gpu_temperature_celsius", "celsius"),
+        ("Power", "gantry_gpu_power_watts", "watt"),
+    ]:
+        b.panel(title, [(f"{metric}{{{NS}}} {POOL_JOIN}", legend)], unit)
+    b.panel(
+        "Memory used per pool",
+        [
+            (
+                f"sum by (pool) (gantry_gpu_memory_used_bytes{{{NS}}} {POOL_JOIN}) / sum by (pool) (gantry_gpu_memory_total_bytes{{{NS}}} {POOL_JOIN})",
+                "{{pool}}",
+            )
+        ],
+        "percentunit",
+    )
+    b.panel(
+        "Transcodes by encoder and why",
+        [(f"sum by (container, encoder, reason, decode) (rate(gantry_transcodes_total{{{NS}}}[{RI}]) {POOL_JOIN})", "{{container}} {{encoder}} ({{reason}}, decode {{decode}})")],
+        "ops",
+        width=24,
+    )
+    return b
+
+
+def providers():
+    b = Board("gantry-providers", "Gantry / Providers & credits", "Model provider calls, errors, circuits, and the credits they consume.")
+    calls = f"rate(gantry_provider_requests_total{{{NS}}}[{RI}]) {POOL_JOIN}"
+    b.panel("Request rate by provider", [(f"sum by (provider, call) ({calls})", "{{provider}} {{call}}")], "reqps")
+    b.panel(
+        "Errors by class",
+        [(f'sum by (provider, outcome) (rate(gantry_provider_requests_total{{{NS}, outcome!="ok"}}[{RI}]) {POOL_JOIN})', "{{provider}} {{outcome}}")],
+        "reqps",
+    )
+    b.panel(
+        "429s (rate limited)",
+        [(f'sum by (provider, region) (rate(gantry_provider_requests_total{{{NS}, outcome="rate_limited"}}[{RI}]) {POOL_JOIN})', "{{provider}} {{region}}")],
+        "reqps",
+    )
+    b.panel(
+        "Error ratio",
+        [
+            (
+                f'sum by (provider) (rate(gantry_provider_requests_total{{{NS}, outcome!="ok"}}[{RI}]) {POOL_JOIN}) / sum by (provider) ({calls})',
+                "{{provider}}",
+            )
+        ],
+        "percentunit",
+    )
+    b.panel(
+        "Latency by provider",
+        [
+            (
+                f"histogram_quantile({q}, sum by (provider, le) (rate(gantry_provider_request_duration_seconds_bucket{{{NS}}}[{RI}]) {POOL_JOIN}))",
+                f"p{int(q * 100)} {{{{provider}}}}",
+            )
+            for q in (0.5, 0.95, 0.99)
+        ],
+        "s",
+    )
+    b.panel(
+        "Circuits open",
+        [(f"max by (provider, region) (gantry_provider_circuit_open{{{NS}}} {POOL_JOIN})", "{{provider}} {{region}}")],
+        description="1 while a provider's circuit breaker in a region refuses calls.",
+    )
+    b.panel(
+        "Credits consumed by provider and model",
+        [(f"sum by (provider, model) (rate(gantry_credits_charged_total{{{NS}}}[{RI}]))", "{{provider}} {{model}}")],
+        width=12,
+    )
+    b.panel(
+        "Credits consumed by plan and kind",
+        [(f"sum by (plan, kind) (rate(gantry_credits_charged_total{{{NS}}}[{RI}]))", "{{plan}} {{kind}}")],
+        width=12,
+    )
+    b.panel(
+        "Jobs settled by outcome",
+        [(f"sum by (kind, outcome) (rate(gantry_jobs_settled_total{{{NS}}}[{RI}]))", "{{kind}} {{outcome}}")],
+        "ops",
+        width=24,
+    )
+    return b
+
+
+def safety():
+    b = Board("gantry-safety", "Gantry / Safety", "CSAM-hash jobs, output scans before release, matches and the actions taken.")
+    b.panel(
+        "CSAM-hash jobs",
+        [
+            (f"sum by (pool) ({rate('gantry_jobs_succeeded_total', extra=CSAM)})", "{{pool}} clean"),
+            (f"sum by (pool) ({rate('gantry_jobs_failed_total', extra=CSAM + ', ' + BLOCKED)})", "{{pool}} blocked"),
+        ],
+        "ops",
+    )
+    b.panel(
+        "Outputs scanned before release",
+        [(f"sum by (kind, verdict) (rate(gantry_output_scans_total{{{NS}}}[{RI}]) {POOL_JOIN})", "{{kind}} {{verdict}}")],
+        "ops",
+    )
+    b.panel(
+        "Matches by category",
+        [(f"sum by (category) (increase(gantry_moderation_events_total{{{NS}}}[{RI}]) {POOL_JOIN})", "{{category}}")],
+    )
+    b.panel(
+        "Actions taken",
+        [(f"sum by (action) (increase(gantry_moderation_events_total{{{NS}}}[{RI}]) {POOL_JOIN})", "{{action}}")],
+    )
+    b.panel(
+        "Blocked jobs by kind",
+        [(f"sum by (kind) ({rate('gantry_jobs_failed_total', extra=BLOCKED)})", "{{kind}}")],
+        "ops",
+    )
+    b.panel(
+        "Scan time by kind",
+        [
+            (
+                f"histogram_quantile({q}, sum by (kind, le) (rate(gantry_output_scan_duration_seconds_bucket{{{NS}}}[{RI}]) {POOL_JOIN}))",
+                f"p{int(q * 100)} {{{{kind}}}}",
+            )
+            for q in (0.5, 0.99)
+        ],
+        "s",
+    )
+    return b
+
+
+def main():
+    out = pathlib.Path(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[1] == "--out" else HERE
+    for board in (fleet(), gpus(), providers(), safety()):
+        path = out / f"{board.uid}.json"
+        path.write_text(json.dumps(board.json(), indent=2) + "\n")
+        print(f"{path.name}: {len(board.panels)} panels")
+
+
+if __name__ == "__main__":
+    main()

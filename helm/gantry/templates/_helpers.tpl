@@ -1,0 +1,65 @@
+{{/* The release's name prefix, at most 63 characters. */}}
+{{- define "gantry.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gantry.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gantry
+{{- end -}}
+
+{{- define "gantry.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gantry.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "gantry.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "gantry.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key holding the Redis URL. */}}
+{{- define "gantry.redisSecret" -}}
+{{- .Values.redis.existingSecret | default (printf "%s-redis" (include "gantry.fullname" .)) -}}
+{{- end -}}
+{{- define "gantry.redisSecretKey" -}}
+{{- if .Values.redis.existingSecret -}}{{ .Values.redis.existingSecretKey }}{{- else -}}url{{- end -}}
+{{- end -}}
+
+{{/* Environment every pod shares: Redis, outputs, extra variables. */}}
+{{- define "gantry.env" -}}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "gantry.redisSecret" . }}
+      key: {{ include "gantry.redisSecretKey" . }}
+- name: GANTRY_OUTPUTS
+  value: {{ .Values.outputs | quote }}
+- name: RUST_LOG
+  value: info
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "gantry.envFrom" -}}
+{{- range .Values.envFromSecrets }}
+- secretRef:
+    name: {{ . }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,194 @@
+"""Lints and renders helm/gantry with Helm's own engine (helm-python-sdk wraps Helm's Go SDK),
+validates every rendered object against the Kubernetes schemas (kubernetes-validate, strict)
+and the CRDs (KEDA ScaledObject, Prometheus Operator ServiceMonitor) for their required fields,
+and checks what the chart promises: one worker Deployment per pool with its GPUs, drivers and
+grace period, a ScaledObject per autoscaled pool on gantry_pool_desired_workers, PDBs and
+selectors that match, Redis only from a Secret. Run by tests/helm_chart.rs; exits 1 with every
+finding."""
+
+import pathlib
+import sys
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+CHART = pathlib.Path(__file__).resolve().parent / "gantry"
+K8S = ["1.28", "1.33"]
+problems = []
+
+
+def check(ok, what):
+    if not ok:
+        problems.append(what)
+
+
+def render(values, label):
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+        out = chart.render(values, name="gantry", namespace="media")
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for d in yaml.safe_load_all(text):
+            if d:
+                docs.append(d)
+    print(f"{label}: {len(docs)} objects")
+    return docs
+
+
+def validate(docs, label):
+    for d in docs:
+        kind, name = d.get("kind"), d.get("metadata", {}).get("name")
+        where = f"{label} {kind}/{name}"
+        if d["apiVersion"] == "keda.sh/v1alpha1":
+            check(kind == "ScaledObject", f"{where}: unexpected KEDA kind")
+            spec = d.get("spec", {})
+            check(bool(spec.get("scaleTargetRef", {}).get("name")), f"{where}: spec.scaleTargetRef.name")
+            triggers = spec.get("triggers") or []
+            check(len(triggers) > 0, f"{where}: spec.triggers")
+            for t in triggers:
+                m = t.get("metadata", {})
+                check(t.get("type") == "prometheus", f"{where}: trigger type")
+                for field in ("serverAddress", "query", "threshold"):
+                    check(isinstance(m.get(field), str) and m[field] != "", f"{where}: trigger {field} (a string)")
+                check(all(isinstance(v, str) for v in m.values()), f"{where}: trigger metadata values are strings")
+            lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
+            check(isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi, f"{where}: replica bounds {lo}..{hi}")
+            continue
+        if d["apiVersion"] == "monitoring.coreos.com/v1":
+            check(kind == "ServiceMonitor", f"{where}: unexpected kind")
+            spec = d.get("spec", {})
+            check("selector" in spec, f"{where}: spec.selector")
+            eps = spec.get("endpoints") or []
+            check(len(eps) > 0 and all(e.get("port") for e in eps), f"{where}: spec.endpoints[].port")
+            continue
+        for version in K8S:
+            try:
+                kubernetes_validate.validate(d, version, strict=True)
+            except Exception as e:  # noqa: BLE001 - every finding is reported
+                problems.append(f"{where} (Kubernetes {version}): {str(e).splitlines()[0]}")
+
+
+def by_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def coherence(docs, label):
+    deps = by_kind(docs, "Deployment")
+    for name, d in deps.items():
+        pod = d["spec"]["template"]["metadata"]["labels"]
+        check(matches(d["spec"]["selector"]["matchLabels"], pod), f"{label} Deployment/{name}: selector misses its pods")
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in deps.values()]
+    for kind in ("Service", "PodDisruptionBudget"):
+        for name, o in by_kind(docs, kind).items():
+            sel = o["spec"]["selector"]
+            sel = sel.get("matchLabels", sel)
+            check(sum(matches(sel, p) for p in pods) == 1, f"{label} {kind}/{name}: selects {sum(matches(sel, p) for p in pods)} Deployments")
+    for name, s in by_kind(docs, "ScaledObject").items():
+        target = s["spec"]["scaleTargetRef"]["name"]
+        check(target in deps, f"{label} ScaledObject/{name}: no Deployment {target}")
+        check("replicas" not in deps.get(target, {}).get("spec", {}), f"{label} {target}: replicas set while KEDA scales it")
+    ports = {p["name"] for s in by_kind(docs, "Service").values() for p in s["spec"]["ports"]}
+    for name, m in by_kind(docs, "ServiceMonitor").items():
+        check({e["port"] for e in m["spec"]["endpoints"]} <= ports, f"{label} ServiceMonitor/{name}: an endpoint names no Service port")
+    for name, d in deps.items():
+        env = {e["name"]: e for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+        ref = env.get("REDIS_URL", {}).get("valueFrom", {}).get("secretKeyRef")
+        check(ref is not None, f"{label} {name}: REDIS_URL must come from a Secret")
+    check(not any("bitnami" in yaml.safe_dump(d).lower() for d in docs), f"{label}: no Bitnami Redis")
+
+
+def worker(docs, pool):
+    return by_kind(docs, "Deployment").get(f"gantry-worker-{pool}")
+
+
+def main():
+    lint = helm.lint(str(CHART))
+    for m in lint.get("messages", []):
+        if m.get("severity", 0) >= 2:
+            problems.append(f"helm lint: {m}")
+    check(not lint.get("errors"), f"helm lint errors: {lint.get('errors')}")
+
+    default = render({}, "defaults")
+    validate(default, "defaults")
+    coherence(default, "defaults")
+    check(set(by_kind(default, "Deployment")) == {"gantry-scheduler", "gantry-worker-cpu"}, "defaults: scheduler + cpu pool")
+    check(not by_kind(default, "Secret"), "defaults: no Secret without redis.url")
+    check(not by_kind(default, "Role"), "defaults: no RBAC unless asked")
+
+    values = yaml.safe_load((CHART / "ci" / "three-gpu-pools.yaml").read_text())
+    three = render(values, "three GPU pools")
+    validate(three, "three GPU pools")
+    coherence(three, "three GPU pools")
+    pools = {"cpu": 0, "h100": 1, "l4-video": 1, "a10-batch": 2}
+    for pool, gpus in pools.items():
+        d = worker(three, pool)
+        check(d is not None, f"no Deployment for pool {pool}")
+        if d is None:
+            continue
+        spec = d["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        limits = c["resources"].get("limits", {})
+        check(limits.get("nvidia.com/gpu", 0) == gpus, f"{pool}: nvidia.com/gpu limit {limits.get('nvidia.com/gpu')} != {gpus}")
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        caps = env.get("NVIDIA_DRIVER_CAPABILITIES")
+        want_caps = {"l4-video": "compute,utility,video"}.get(pool, "compute,utility" if gpus else None)
+        check(caps == want_caps, f"{pool}: NVIDIA_DRIVER_CAPABILITIES {caps} != {want_caps}")
+        drain = int(c["args"][c["args"].index("--drain-grace-secs") + 1])
+        check(spec["terminationGracePeriodSeconds"] == drain + 30, f"{pool}: grace period {spec['terminationGracePeriodSeconds']} for drain {drain}")
+        check(c["args"][c["args"].index("--pool") + 1] == pool, f"{pool}: --pool")
+        check(c["args"][c["args"].index("--gpus") + 1] == ("auto" if gpus else "none"), f"{pool}: --gpus")
+    h100 = worker(three, "h100")["spec"]["template"]["spec"]
+    check(h100["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "h100: nodeSelector")
+    check(h100["tolerations"][0]["key"] == "nvidia.com/gpu", "h100: toleration")
+    check(worker(three, "l4-video")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 1830, "l4-video: 1800 s drain")
+    scaled = by_kind(three, "ScaledObject")
+    check(len(scaled) == 4, f"{len(scaled)} ScaledObjects for 4 pools")
+    for pool in pools:
+        s = scaled.get(f"gantry-worker-{pool}", {}).get("spec", {})
+        q = s.get("triggers", [{}])[0].get("metadata", {}).get("query", "")
+        check(f'pool="{pool}"' in q and "gantry_pool_desired_workers" in q and 'namespace="media"' in q, f"{pool}: trigger query {q}")
+    check(scaled["gantry-worker-a10-batch"]["spec"]["minReplicaCount"] == 0, "a10-batch scales to zero")
+    check(scaled["gantry-worker-h100"]["spec"]["minReplicaCount"] == 2, "h100 keeps 2")
+    check(set(by_kind(three, "Role")) == {"gantry-pod-deletion-cost"}, "pod-deletion-cost Role")
+    for pool in pools:
+        args = worker(three, pool)["spec"]["template"]["spec"]["containers"][0]["args"]
+        check("--pod-deletion-cost" in args, f"{pool}: --pod-deletion-cost with the RBAC")
+    check("--pod-deletion-cost" not in worker(default, "cpu")["spec"]["template"]["spec"]["containers"][0]["args"], "defaults: no deletion cost")
+    check(by_kind(three, "ServiceAccount")["gantry"]["automountServiceAccountToken"] is True, "token mounted for the RBAC")
+    ref = worker(three, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]
+    check(ref == {"name": "gantry-redis", "key": "url"}, f"existing Redis secret: {ref}")
+    check(not by_kind(three, "Secret"), "no Secret made when one exists")
+    check("scheduler.toml" in by_kind(three, "ConfigMap").get("gantry-scheduler", {}).get("data", {}), "scheduler config")
+
+    with_url = render({"redis": {"url": "redis+cluster://r1:6379,r2:6379"}}, "redis.url")
+    check(by_kind(with_url, "Secret")["gantry-redis"]["stringData"]["url"].startswith("redis+cluster://"), "Secret from redis.url")
+
+    # The schema refuses what the templates cannot use.
+    for bad, why in [
+        ({"pools": {"cpu": {"concurrency": 0}}}, "concurrency 0"),
+        ({"pools": {"cpu": {"gpu": 1}}}, "a misspelt key"),
+        ({"pools": {"Bad_Name": {}}}, "a pool name that is no DNS label"),
+        ({"redis": {"url": "http://redis"}}, "a non-Redis URL"),
+        ({"pools": {"cpu": {"kinds": ["render"]}}}, "an unknown kind"),
+    ]:
+        with helm.Chart.load(str(CHART)) as chart:
+            try:
+                chart.validate_schema(bad)
+                problems.append(f"values.schema.json accepted {why}")
+            except Exception:  # noqa: BLE001 - refusal is the point
+                pass
+
+    if problems:
+        print("\n".join(problems))
+        sys.exit(1)
+    print("chart ok")
+
+
+main()

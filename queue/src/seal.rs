@@ -1,0 +1,258 @@
+//! Encryption at rest of the sensitive fields of a job — a generate job's prompt, negative
+//! prompt and reference images — before its spec reaches Redis. The fields are taken out of the
+//! stored JSON and kept as one AES-256-GCM envelope, `payload.sealed =
+//! "gk1:<key id>:<nonce>:<ciphertext>"` (base64), bound to the job id as associated data so an
+//! envelope cannot be moved to another job. Readers (the claim, the job view) open it again.
+//!
+//! Keys come from the environment — `GANTRY_DATA_KEYS="k2=BASE64,k1=BASE64"` — or a file named
+//! by `GANTRY_DATA_KEYS_FILE` (one `id=BASE64` per line), never from Redis. The first key seals;
+//! every listed key opens, so a new key is rolled out by putting it first and keeping the old
+//! one until no record uses it. Without keys, specs are stored as given (development), and a
+//! sealed spec cannot be read (`no data keys`).
+
+use std::collections::BTreeMap;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+/// The fields sealed in a generate payload.
+const SENSITIVE: [&str; 3] = ["prompt", "negative_prompt", "reference_images"];
+const TAG: &str = "gk1";
+
+/// Why sealing or opening failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// A key list that does not parse.
+    #[error("data keys: {0}")]
+    BadKeys(String),
+    /// A sealed record and no keys to open it.
+    #[error("the job's payload is sealed and this process has no data keys (GANTRY_DATA_KEYS)")]
+    NoKeys,
+    /// Sealed with a key this process does not have.
+    #[error("the job's payload is sealed with key {0:?}, which this process does not have")]
+    UnknownKey(String),
+    /// The envelope is damaged, or not for this job.
+    #[error("the job's sealed payload does not open (damaged, or not this job's)")]
+    Corrupt,
+}
+
+/// The data keys: the first seals, all open.
+#[derive(Clone)]
+pub struct Keyring {
+    current: String,
+    keys: BTreeMap<String, Aes256Gcm>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("Keyring")
+            .field("current", &self.current)
+            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// Parses `id=BASE64(32 bytes)` entries separated by commas or newlines (`#` comments).
+    pub fn parse(text: &str) -> Result<Self, SealError> {
+        let mut keys = BTreeMap::new();
+        let mut current = None;
+        for entry in text.split([',', '\n']).map(str::trim) {
+            if entry.is_empty() || entry.starts_with('#') {
+                continue;
+            }
+            let (id, b64) = entry
+                .split_once('=')
+                .ok_or_else(|| SealError::BadKeys("expected id=BASE64".into()))?;
+            let id = id.trim();
+            let id_ok = !id.is_empty()
+                && id.len() <= 32
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return Err(SealError::BadKeys(format!("key id {id:?}: 1-32 of A-Z a-z 0-9 - _")));
+            }
+            let raw = B64
+                .decode(b64.trim())
+                .map_err(|_| SealError::BadKeys(format!("key {id}: not base64")))?;
+            let cipher = Aes256Gcm::new_from_slice(&raw)
+                .map_err(|_| SealError::BadKeys(format!("key {id}: {} bytes, AES-256 needs 32", raw.len())))?;
+            if keys.insert(id.to_owned(), cipher).is_some() {
+                return Err(SealError::BadKeys(format!("key {id} listed twice")));
+            }
+            current.get_or_insert_with(|| id.to_owned());
+        }
+        let current = current.ok_or_else(|| SealError::BadKeys("no keys".into()))?;
+        Ok(Self { current, keys })
+    }
+
+    /// The keys the environment names (`GANTRY_DATA_KEYS`, or the file `GANTRY_DATA_KEYS_FILE`);
+    /// `None` when neither is set.
+    pub fn from_env() -> Result<Option<Self>, SealError> {
+        if let Ok(text) = std::env::var("GANTRY_DATA_KEYS") {
+            return Self::parse(&text).map(Some);
+        }
+        if let Ok(path) = std::env::var("GANTRY_DATA_KEYS_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|e| SealError::BadKeys(format!("{path}: {e}")))?;
+            return Self::parse(&text).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The id of the sealing key.
+    pub fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// Moves the sensitive fields of `spec` (a stored job spec as JSON) into a sealed envelope
+    /// bound to `job_id`. Specs without sensitive fields are left alone.
+    pub fn seal(&self, spec: &mut Value, job_id: &str) -> Result<(), SealError> {
+        let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        if payload.contains_key("sealed") {
+            return Ok(());
+        }
+        let mut secret = serde_json::Map::new();
+        for f in SENSITIVE {
+            if let Some(v) = payload.remove(f) {
+                secret.insert(f.to_owned(), v);
+            }
+        }
+        if secret.is_empty() {
+            return Ok(());
+        }
+        // The prompt stays present (empty) so the stored spec keeps its shape.
+        if secret.contains_key("prompt") {
+            payload.insert("prompt".into(), Value::String(String::new()));
+        }
+        let plain = Value::Object(secret).to_string();
+        let nonce: [u8; 12] = rand::random();
+        let cipher = self
+            .keys
+            .get(&self.current)
+            .ok_or(SealError::UnknownKey(self.current.clone()))?;
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                AeadPayload {
+                    msg: plain.as_bytes(),
+                    aad: job_id.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Corrupt)?;
+        payload.insert(
+            "sealed".into(),
+            Value::String(format!(
+                "{TAG}:{}:{}:{}",
+                self.current,
+                B64.encode(nonce),
+                B64.encode(ct)
+            )),
+        );
+        Ok(())
+    }
+}
+
+/// The key id a stored spec was sealed with, if it is sealed.
+pub fn sealed_with(spec: &Value) -> Option<&str> {
+    let s = spec.get("payload")?.get("sealed")?.as_str()?;
+    s.split(':').nth(1)
+}
+
+/// Opens the envelope of `spec` (if sealed) in place, with `keys`.
+pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<(), SealError> {
+    let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let Some(Value::String(sealed)) = payload.remove("sealed") else {
+        return Ok(());
+    };
+    let keys = keys.ok_or(SealError::NoKeys)?;
+    let mut parts = sealed.splitn(4, ':');
+    let (Some(TAG), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(SealError::Corrupt);
+    };
+    let cipher = keys
+        .keys
+        .get(kid)
+        .ok_or_else(|| SealError::UnknownKey(kid.to_owned()))?;
+    let nonce = B64.decode(nonce).map_err(|_| SealError::Corrupt)?;
+    let ct = B64.decode(ct).map_err(|_| SealError::Corrupt)?;
+    if nonce.len() != 12 {
+        return Err(SealError::Corrupt);
+    }
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            AeadPayload {
+                msg: &ct,
+                aad: job_id.as_bytes(),
+            },
+        )
+        .map_err(|_| SealError::Corrupt)?;
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&plain) else {
+        return Err(SealError::Corrupt);
+    };
+    payload.extend(fields);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(byte: u8) -> String {
+        B64.encode([byte; 32])
+    }
+
+    #[test]
+    fn sealed_fields_leave_the_json_and_come_back() {
+        let ring = Keyring::parse(&format!("k2={}, k1={}", key(2), key(1))).unwrap();
+        assert_eq!(ring.current(), "k2");
+        let original = json!({"id": "J1", "kind": "generate",
+            "payload": {"provider": "openai", "model": "m", "prompt": "a red fox", "reference_images": ["https://x/y.png"]}});
+        let mut v = original.clone();
+        ring.seal(&mut v, "J1").unwrap();
+        let text = v.to_string();
+        assert!(!text.contains("red fox") && !text.contains("x/y.png"), "{text}");
+        assert_eq!(sealed_with(&v), Some("k2"));
+        let mut opened = v.clone();
+        open(&mut opened, "J1", Some(&ring)).unwrap();
+        assert_eq!(opened, original);
+        // Bound to the job; keys needed; old keys still open.
+        assert!(matches!(
+            open(&mut v.clone(), "J2", Some(&ring)),
+            Err(SealError::Corrupt)
+        ));
+        assert!(matches!(open(&mut v.clone(), "J1", None), Err(SealError::NoKeys)));
+        let rotated = Keyring::parse(&format!("k3={}\nk2={}", key(3), key(2))).unwrap();
+        let mut again = v.clone();
+        open(&mut again, "J1", Some(&rotated)).unwrap();
+        assert_eq!(again, original);
+        let only_new = Keyring::parse(&format!("k3={}", key(3))).unwrap();
+        assert!(matches!(open(&mut v.clone(), "J1", Some(&only_new)), Err(SealError::UnknownKey(k)) if k == "k2"));
+        // Nothing sensitive: untouched.
+        let mut noop = json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}});
+        ring.seal(&mut noop, "J3").unwrap();
+        assert_eq!(noop, json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}}));
+    }
+
+    #[test]
+    fn bad_key_lists_are_refused() {
+        for bad in [
+            "",
+            "k1",
+            "k1=notbase64!",
+            &format!("k1={}", B64.encode([1u8; 16])),
+            &format!("k 1={}", key(1)),
+        ] {
+            assert!(Keyring::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Keyring::parse(&format!("k1={},k1={}", key(1), key(2))).is_err());
+    }
+}

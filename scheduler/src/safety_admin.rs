@@ -1,0 +1,179 @@
+//! Operator routes for trust and safety (`admin` scope): the abuse hash lists every worker
+//! matches against, the moderation events, and the audit log of operators' actions.
+//!
+//! - `GET    /v1/admin/hashlists`: every list's current version and counts
+//! - `PUT    /v1/admin/hashlists/{name}?category=csam`: publish the body (the list file's text:
+//!   `pdq:HEX`, `md5:HEX`, `sha256:HEX` or bare PDQ hex per line, `#` comments) as the list's
+//!   next version; a bad line refuses the whole body with its line number
+//! - `DELETE /v1/admin/hashlists/{name}`: the list stops matching at once
+//! - `GET    /v1/admin/moderation-events?limit=`: the newest moderation records
+//! - `GET    /v1/admin/audit?limit=`: the newest audit entries
+//!
+//! Every change is written to the audit log with the caller's tenant and key fingerprint.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gantry_safety::{AuditEntry, HashList, SafetyError};
+use serde::Deserialize;
+
+use crate::api::{AppState, caller};
+use crate::auth::Caller;
+use crate::config::Scope;
+use crate::problem::ApiError;
+
+/// Largest list body accepted (about a million PDQ hashes; bigger lists load from a file with
+/// `gantry hashlists load`).
+const MAX_LIST_BYTES: usize = 64 << 20;
+
+/// The trust-and-safety operator routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/hashlists", get(list_lists))
+        .route(
+            "/v1/admin/hashlists/{name}",
+            axum::routing::put(publish)
+                .delete(remove)
+                .layer(DefaultBodyLimit::max(MAX_LIST_BYTES)),
+        )
+        .route("/v1/admin/moderation-events", get(moderation_events))
+        .route("/v1/admin/audit", get(audit))
+}
+
+fn safety_error(e: SafetyError) -> ApiError {
+    match e {
+        SafetyError::InvalidName(_) | SafetyError::InvalidEntry { .. } | SafetyError::Hash(_) => {
+            ApiError::InvalidRequest(e.to_string())
+        }
+        SafetyError::NotFound(_) => ApiError::NotFound,
+        SafetyError::Queue(q) => q.into(),
+        other => {
+            tracing::error!(error = %other, "safety store failed during a request");
+            ApiError::Internal
+        }
+    }
+}
+
+/// Records an operator's change; a change that cannot be audited is reported as failed, so no
+/// unaudited change goes unnoticed (the change itself has happened: the caller may retry it,
+/// every change here being idempotent).
+pub(crate) async fn audited(
+    state: &AppState,
+    who: &Caller,
+    action: &str,
+    target: impl Into<String>,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    let entry = AuditEntry::new(who.actor(), action, target).details(details);
+    state.audit.record(&entry).await.map(|_| ()).map_err(safety_error)
+}
+
+async fn list_lists(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Admin)?;
+    let lists = state.hashlists.lists().await.map_err(safety_error)?;
+    Ok(axum::Json(serde_json::json!({ "hashlists": lists })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishQuery {
+    category: Option<String>,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<PublishQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers, Scope::Admin)?;
+    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let category = q.category.unwrap_or_else(|| "csam".into());
+    let category_ok = !category.is_empty()
+        && category.len() <= 32
+        && category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !category_ok {
+        return Err(ApiError::InvalidRequest(
+            "category: 1-32 characters of a-z, 0-9, '_'".into(),
+        ));
+    }
+    let bytes = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge { limit: MAX_LIST_BYTES },
+        other => ApiError::InvalidRequest(other.body_text()),
+    })?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidRequest("the list must be UTF-8 text".into()))?;
+    let list = HashList::parse(text).map_err(safety_error)?;
+    let meta = state
+        .hashlists
+        .publish(&name, &category, &list)
+        .await
+        .map_err(safety_error)?;
+    tracing::info!(list = %meta.name, version = meta.version, category = %meta.category, "hash list published by an operator");
+    audited(
+        &state,
+        &who,
+        "hashlist.publish",
+        &meta.name,
+        serde_json::json!({
+            "version": meta.version, "category": meta.category,
+            "pdq": meta.pdq, "md5": meta.md5, "sha256": meta.sha256,
+        }),
+    )
+    .await?;
+    Ok(axum::Json(meta).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers, Scope::Admin)?;
+    gantry_safety::hashlists::check_name(&name).map_err(safety_error)?;
+    if !state.hashlists.remove(&name).await.map_err(safety_error)? {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(list = %name, "hash list removed by an operator");
+    audited(&state, &who, "hashlist.remove", &name, serde_json::Value::Null).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+fn limit_of(query: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    crate::admin::list_limit(q.limit)
+}
+
+async fn moderation_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Admin)?;
+    let events = state.moderation.recent(limit_of(query)?).await.map_err(safety_error)?;
+    Ok(axum::Json(serde_json::json!({ "moderation_events": events })).into_response())
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Admin)?;
+    let entries = state.audit.recent(limit_of(query)?).await.map_err(safety_error)?;
+    Ok(axum::Json(serde_json::json!({ "audit": entries })).into_response())
+}

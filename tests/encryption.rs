@@ -1,0 +1,236 @@
+//! Encryption at rest: a scheduler and a worker sharing data keys (`GANTRY_DATA_KEYS`) run
+//! generate jobs whose prompt, negative prompt and reference image carry a canary — one succeeds,
+//! one dead-letters, one under an idempotency key. Afterwards every value of every Redis key is
+//! read and none holds the canary (the stored specs hold an AES-256-GCM envelope instead); the
+//! processes' logs (at debug level) and both `/metrics` outputs hold it nowhere either. A worker
+//! without the keys cannot read the jobs and says why.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use common::*;
+use gantry_client::Client;
+use serde_json::json;
+
+const CANARY: &str = "canary-7f3a9c";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], keys: &str, log: &std::path::Path) -> (Proc, Option<String>) {
+    let mut child = Command::new(GANTRY)
+        .args(args)
+        .env("GANTRY_DATA_KEYS", keys)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let out = child.stdout.take().unwrap();
+    let addr = if args[0] == "scheduler" {
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        line.trim().strip_prefix("listening on http://").map(str::to_owned)
+    } else {
+        None
+    };
+    (Proc(child), addr)
+}
+
+/// Every value of every key, as text.
+async fn everything_in(url: &str) -> (usize, String) {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    let mut all = String::new();
+    for k in &keys {
+        let t: String = redis::cmd("TYPE").arg(k).query_async(&mut c).await.unwrap();
+        let v: redis::Value = match t.as_str() {
+            "string" => redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap(),
+            "hash" => redis::cmd("HGETALL").arg(k).query_async(&mut c).await.unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(k).query_async(&mut c).await.unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "stream" => redis::cmd("XRANGE")
+                .arg(k)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            // Expired (rate-limit TATs, leases) between SCAN and TYPE: nothing left to read.
+            "none" => continue,
+            other => panic!("key {k} of type {other}"),
+        };
+        all.push_str(k);
+        all.push_str(&format!("{v:?}"));
+        all.push('\n');
+    }
+    (keys.len(), all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let mock = MockProvidersProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let keys = format!("k1={key}");
+    let (_sched, addr) = spawn(
+        &["scheduler", "--redis-url", &url, "--listen", "127.0.0.1:0"],
+        &keys,
+        &dir.path().join("scheduler.log"),
+    );
+    let addr = addr.unwrap();
+    let metrics = format!("127.0.0.1:{}", gantry_testkit::free_port());
+    let outputs = dir.path().join("outputs");
+    let (_worker, _) = spawn(
+        &[
+            "worker",
+            "--redis-url",
+            &url,
+            "--pool",
+            "cpu",
+            "--gpus",
+            "none",
+            "--mock-providers",
+            &mock.url(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+            "--metrics-addr",
+            &metrics,
+        ],
+        &keys,
+        &dir.path().join("worker.log"),
+    );
+    let api = Client::new(&format!("http://{addr}"), "demo-studio-key").unwrap();
+    let extra = json!({"negative_prompt": format!("no {CANARY} blur"),
+                       "reference_images": [format!("https://refs.example/{CANARY}.png")]});
+    let ok = generate(
+        "openai",
+        "gpt-image-1",
+        &["US"],
+        &format!("{CANARY} a lighthouse"),
+        extra.clone(),
+    );
+    let mut dead = generate(
+        "openai",
+        "gpt-image-1",
+        &["US"],
+        &format!("{CANARY} [mock:fail]"),
+        extra,
+    );
+    dead["max_attempts"] = 1.into();
+    let a = api.submit(&ok).await.unwrap();
+    let b = api.submit(&dead).await.unwrap();
+    let c = api.submit_idempotent(&ok, "order-1").await.unwrap();
+    for (id, want) in [(&a.id, "succeeded"), (&b.id, "dead"), (&c.id, "succeeded")] {
+        assert_eq!(settled(&api, id).await.status, want, "{id}");
+    }
+
+    let (n, all) = everything_in(&url).await;
+    assert!(n > 10, "{n} keys");
+    assert!(!all.contains(CANARY), "the canary is in Redis:\n{all}");
+    assert!(all.contains("gk1:k1:"), "sealed envelopes are stored");
+    for log in ["scheduler.log", "worker.log"] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
+        assert!(text.contains("DEBUG") || text.contains("INFO"), "{log} is empty");
+        assert!(!text.contains(CANARY), "the canary is in {log}");
+    }
+    for target in [addr.as_str(), metrics.as_str()] {
+        let (status, text) = http_get(target, "/metrics");
+        assert_eq!(status, 200);
+        assert!(!text.contains(CANARY), "the canary is in {target}/metrics");
+    }
+
+    // Rotation: a new key first, the old one still listed; every record moves to the new key,
+    // after which the new key alone reads them.
+    let new_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let both = format!("k2={new_key},k1={key}");
+    let cli = |keys: &str, args: &[&str]| {
+        Command::new(GANTRY)
+            .args(args)
+            .env("GANTRY_DATA_KEYS", keys)
+            .env("REDIS_URL", &url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let o = cli(&both, &["keys", "rotate"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("cpu: ") && out.contains(" 3 resealed with k2"), "{out}");
+    let (_, all) = everything_in(&url).await;
+    assert!(
+        all.contains("gk1:k2:") && !all.contains("gk1:k1:"),
+        "every envelope moved to k2"
+    );
+    assert!(all.contains("keys.rotate"), "the rotation is in the audit log");
+    let again = cli(&both, &["keys", "rotate"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(" 0 resealed"),
+        "idempotent"
+    );
+    let only_new = format!("k2={new_key}");
+    assert!(cli(&only_new, &["jobs", "show", &a.id]).status.success());
+    let old_only = cli(&keys, &["jobs", "show", &a.id]);
+    assert!(!old_only.status.success());
+    assert!(
+        String::from_utf8_lossy(&old_only.stderr).contains("sealed with key \"k2\""),
+        "{old_only:?}"
+    );
+
+    // A worker without the keys cannot read a sealed job, and says so.
+    let d = api
+        .submit(&generate("openai", "gpt-image-1", &["US"], CANARY, json!({})))
+        .await
+        .unwrap();
+    drop(_worker);
+    let keyless = Command::new(GANTRY)
+        .args(["worker", "--redis-url", &url, "--pool", "cpu", "--gpus", "none"])
+        .args(["--mock-providers", &mock.url(), "--outputs", outputs.to_str().unwrap()])
+        .env_remove("GANTRY_DATA_KEYS")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("keyless.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _keyless = Proc(keyless);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let j = api.job(&d.id).await.unwrap();
+        if let Some(e) = &j.error {
+            assert!(e["message"].as_str().unwrap().contains("no data keys"), "{j:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,485 @@
+//! The abuse-hash scanner every worker shares: it hashes a media file — MD5 and SHA-256 of the
+//! bytes; PDQ with its 8 dihedral variants for an image, vPDQ (one frame a second) for a
+//! video — matches the hashes against the hash lists in Redis (`gantry_safety`), and on a match
+//! takes the actions the platforms promise, at once: the job's files (and its input) are
+//! deleted from the object store, the user's trust score drops (blocked below the threshold),
+//! a moderation record is written per matching list (category, list and version, distance,
+//! action, tenant, user, the prompt's SHA-256 — never media, never the prompt),
+//! `gantry_moderation_events_total{category,action}` counts it, and the job ends `blocked`.
+//!
+//! Two callers: the `csam_hash` executor (a platform asks for one file to be checked) and
+//! [`crate::executors::scanned`], which checks every output of a generate, upscale or
+//! transcode job before its result is released. A file that cannot be hashed is never clean.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gantry_codecs::pdq::video::{VpdqOptions, hash_video};
+use gantry_codecs::pdq::{Hash256, MIN_QUALITY, Prescale, hash_dihedral, luma_from_image};
+use gantry_codecs::video::VideoLimits;
+use gantry_codecs::{ImageLimits, MediaError};
+use gantry_queue::{ErrorClass, JobOutcome, JobSpec};
+use gantry_safety::{Match, MatchKind, Matcher, ModerationEvent, ModerationLog, SafetyError, TrustRegistry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::executors::failed;
+use crate::executors::media_job::run_blocking;
+use crate::outputs::{OutputStore, hex};
+
+/// What a match does to the user.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CsamPolicy {
+    /// Largest PDQ distance that matches (the reference's 31).
+    pub max_distance: u32,
+    /// Trust taken off the user per matched job.
+    pub trust_penalty: f64,
+    /// Below this score the user is blocked (the scheduler refuses their jobs).
+    pub block_below: f64,
+    /// vPDQ: one frame every this many seconds.
+    pub seconds_per_frame: f64,
+}
+
+impl Default for CsamPolicy {
+    fn default() -> Self {
+        Self {
+            max_distance: 31,
+            trust_penalty: 0.5,
+            block_below: 0.3,
+            seconds_per_frame: 1.0,
+        }
+    }
+}
+
+/// Labels of `gantry_moderation_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModerationLabels {
+    /// Violation category (the list's).
+    pub category: String,
+    /// Action taken.
+    pub action: String,
+}
+
+/// Labels of `gantry_output_scans_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScanLabels {
+    /// The job kind whose outputs were scanned.
+    pub kind: String,
+    /// `clean`, `blocked` or `unhashable`.
+    pub verdict: String,
+}
+
+/// Labels of `gantry_output_scan_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The job kind.
+    pub kind: String,
+}
+
+/// The scanner's metrics (registered once however many executors share it).
+#[derive(Clone, Debug)]
+struct Metrics {
+    events: Family<ModerationLabels, Counter>,
+    scans: Family<ScanLabels, Counter>,
+    scan_seconds: Family<KindLabel, Histogram>,
+    registered: Arc<AtomicBool>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            events: Family::default(),
+            scans: Family::default(),
+            scan_seconds: Family::new_with_constructor(|| {
+                Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+            }),
+            registered: Arc::default(),
+        }
+    }
+}
+
+/// What hashing one file found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Hashes {
+    /// `image` or `video`.
+    pub media: &'static str,
+    /// Hex MD5 of the bytes.
+    pub md5: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Image: the 8 dihedral hashes (original first); video: one per sampled frame.
+    pub pdq: Vec<String>,
+    /// PDQ quality of each hash (one for an image).
+    pub quality: Vec<u8>,
+    #[serde(skip)]
+    usable: Vec<Hash256>,
+}
+
+/// What matching found.
+#[derive(Debug)]
+pub struct Verdict {
+    /// Every match, across lists.
+    pub matches: Vec<Match>,
+    /// The lists checked, as `name@vN`.
+    pub checked: Vec<String>,
+}
+
+/// Hashes files, matches them, acts on matches.
+#[derive(Clone, Debug)]
+pub struct Scanner {
+    outputs: OutputStore,
+    matcher: Matcher,
+    log: ModerationLog,
+    trust: TrustRegistry,
+    policy: CsamPolicy,
+    time_limit: Duration,
+    metrics: Metrics,
+    cache: Arc<std::sync::Mutex<HashCache>>,
+}
+
+/// Perceptual hashes of recently hashed bytes, by SHA-256: identical bytes (a retried job's
+/// outputs, a provider returning the same image twice) are decoded and hashed once. Only the
+/// hashes are kept — every file is still matched against the lists as they are now.
+#[derive(Debug, Default)]
+struct HashCache {
+    by_sha: std::collections::HashMap<String, Hashes>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl HashCache {
+    const CAPACITY: usize = 512;
+
+    fn get(&self, sha256: &str, md5: &str) -> Option<Hashes> {
+        self.by_sha.get(sha256).filter(|h| h.md5 == md5).cloned()
+    }
+
+    fn put(&mut self, h: &Hashes) {
+        if self.by_sha.insert(h.sha256.clone(), h.clone()).is_none() {
+            self.order.push_back(h.sha256.clone());
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_sha.remove(&old);
+            }
+        }
+    }
+}
+
+impl Scanner {
+    /// A scanner over the objects of `outputs`, matching through `matcher`.
+    pub fn new(
+        outputs: OutputStore,
+        matcher: Matcher,
+        log: ModerationLog,
+        trust: TrustRegistry,
+        policy: CsamPolicy,
+    ) -> Self {
+        Self {
+            outputs,
+            matcher,
+            log,
+            trust,
+            policy,
+            time_limit: Duration::from_secs(280),
+            metrics: Metrics::default(),
+            cache: Arc::default(),
+        }
+    }
+
+    /// The object store it reads and deletes in.
+    pub fn outputs(&self) -> &OutputStore {
+        &self.outputs
+    }
+
+    /// Registers the scanner's metrics (the first call only: executors share one scanner).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        if self.metrics.registered.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        registry.register(
+            "gantry_moderation_events",
+            "Moderation actions taken on matched content, by category and action",
+            self.metrics.events.clone(),
+        );
+        registry.register(
+            "gantry_output_scans",
+            "Job outputs scanned against the abuse hash lists before release, by kind and verdict",
+            self.metrics.scans.clone(),
+        );
+        registry.register(
+            "gantry_output_scan_duration_seconds",
+            "Time to hash and match all of one job's outputs, by kind",
+            self.metrics.scan_seconds.clone(),
+        );
+    }
+
+    /// Counts one job's output scan.
+    pub(crate) fn count_scan(&self, kind: &str, verdict: &str, took: Duration) {
+        self.metrics
+            .scans
+            .get_or_create(&ScanLabels {
+                kind: kind.into(),
+                verdict: verdict.into(),
+            })
+            .inc();
+        self.metrics
+            .scan_seconds
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Hashes the file at `path` (`media` is `image`, `video`, or sniffed when absent). An
+    /// unhashable file fails: the input's fault is `permanent`, ours `retryable`.
+    pub async fn hash(&self, path: &Path, media: Option<&str>) -> Result<Hashes, JobOutcome> {
+        let (path, media, spf) = (path.to_owned(), media.map(str::to_owned), self.policy.seconds_per_frame);
+        let cache = self.cache.clone();
+        run_blocking(self.time_limit, move || {
+            let (md5, sha256, head) = digests(&path)?;
+            let cached = cache.lock().ok().and_then(|c| c.get(&sha256, &md5));
+            if let Some(h) = cached.filter(|h| media.as_deref().is_none_or(|m| m == h.media)) {
+                return Ok(h);
+            }
+            let h = hash_file(&path, media.as_deref(), spf, (md5, sha256, head))?;
+            if let Ok(mut c) = cache.lock() {
+                c.put(&h);
+            }
+            Ok(h)
+        })
+        .await
+    }
+
+    /// Matches `hashes` against the named lists (every list when `lists` is empty). A named
+    /// list that does not exist fails the job: nothing passes against a list it never saw.
+    pub async fn check(&self, hashes: &[&Hashes], lists: &[String]) -> Result<Verdict, JobOutcome> {
+        let loaded = match self.matcher.lists(lists).await {
+            Ok(l) => l,
+            Err(SafetyError::NotFound(n)) => {
+                return Err(failed(ErrorClass::Permanent, format!("no hash list named {n:?}")));
+            }
+            Err(e) => return Err(failed(ErrorClass::Retryable, format!("hash lists: {e}"))),
+        };
+        let mut matches: Vec<Match> = Vec::new();
+        for l in &loaded {
+            for h in hashes {
+                matches.extend(l.match_digests(&h.md5, &h.sha256));
+                let found = if h.media == "image" {
+                    l.match_pdq(&h.usable, self.policy.max_distance)
+                } else {
+                    l.match_frames(&h.usable, self.policy.max_distance)
+                };
+                match found {
+                    Ok(m) => matches.extend(m),
+                    Err(e) => return Err(failed(ErrorClass::Retryable, format!("matching {}: {e}", l.meta.name))),
+                }
+            }
+        }
+        let checked = loaded
+            .iter()
+            .map(|l| format!("{}@v{}", l.meta.name, l.meta.version))
+            .collect();
+        Ok(Verdict { matches, checked })
+    }
+
+    /// Acts on `matches` for the job `spec`: deletes `input` (if any) and every file under the
+    /// job's folder, lowers the user's trust, records and counts the events — then ends the job
+    /// `blocked`. A step that fails makes the attempt retryable, so a retry finishes what this
+    /// one began (every step is idempotent).
+    pub async fn block(&self, spec: &JobSpec, input: Option<&str>, matches: &[Match]) -> JobOutcome {
+        let mut deleted = 0u32;
+        if let Some(input) = input {
+            match self.outputs.delete(input).await {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                Err(e) => return failed(ErrorClass::Retryable, format!("deleting the matched input: {e}")),
+            }
+        }
+        match self.outputs.delete_job(spec).await {
+            Ok(n) => deleted += n as u32,
+            Err(e) => return failed(ErrorClass::Retryable, format!("deleting the job's files: {e}")),
+        }
+        let standing = match self
+            .trust
+            .penalize(
+                &spec.tenant,
+                &spec.user,
+                self.policy.trust_penalty,
+                self.policy.block_below,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return failed(ErrorClass::Retryable, format!("trust: {e}")),
+        };
+        let action = "blocked_deleted";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let prompt_sha256 = match &spec.body {
+            gantry_queue::Payload::Generate(g) => Some(crate::outputs::sha256_hex(g.prompt.as_bytes())),
+            _ => None,
+        };
+        // One record per matching list, at its first match.
+        let mut seen = std::collections::BTreeSet::new();
+        for m in matches {
+            if !seen.insert(m.list.clone()) {
+                continue;
+            }
+            let (kind, distance) = match_kind(m);
+            let event = ModerationEvent {
+                id: format!("{}-{}", spec.id, m.list),
+                at_ms: now,
+                category: m.category.clone(),
+                list: m.list.clone(),
+                list_version: m.version,
+                match_kind: kind.into(),
+                distance,
+                action: action.into(),
+                objects_deleted: deleted,
+                tenant: spec.tenant.clone(),
+                user: spec.user.clone(),
+                job_id: spec.id.to_string(),
+                prompt_sha256: prompt_sha256.clone(),
+                trust_score: standing.score,
+                user_blocked: standing.blocked,
+            };
+            if let Err(e) = self.log.record(&event).await {
+                return failed(ErrorClass::Retryable, format!("moderation log: {e}"));
+            }
+            self.metrics
+                .events
+                .get_or_create(&ModerationLabels {
+                    category: m.category.clone(),
+                    action: action.into(),
+                })
+                .inc();
+        }
+        let Some(first) = matches.first() else {
+            return failed(ErrorClass::Retryable, "no match to act on");
+        };
+        let how = match &first.kind {
+            MatchKind::Pdq { distance, .. } => format!("PDQ distance {distance}"),
+            MatchKind::Md5 => "MD5".into(),
+            MatchKind::Sha256 => "SHA-256".into(),
+        };
+        tracing::warn!(
+            job_id = %spec.id,
+            kind = %spec.kind(),
+            tenant = %spec.tenant,
+            list = %first.list,
+            category = %first.category,
+            deleted,
+            user_blocked = standing.blocked,
+            "content matched an abuse hash list: blocked and deleted"
+        );
+        failed(
+            ErrorClass::Blocked,
+            format!(
+                "blocked: matched list {} v{} ({}) by {how}; {deleted} object(s) deleted",
+                first.list, first.version, first.category
+            ),
+        )
+    }
+}
+
+fn match_kind(m: &Match) -> (&'static str, Option<u32>) {
+    match &m.kind {
+        MatchKind::Pdq { distance, .. } => ("pdq", Some(*distance)),
+        MatchKind::Md5 => ("md5", None),
+        MatchKind::Sha256 => ("sha256", None),
+    }
+}
+
+/// MD5 and SHA-256 of a file, read in 1 MiB pieces (a video is never held whole), and its
+/// first bytes (to tell an image from a video).
+fn digests(path: &Path) -> Result<(String, String, Vec<u8>), MediaError> {
+    use md5::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(scratch)?;
+    let (mut md5, mut sha) = (md5::Md5::new(), <sha2::Sha256 as sha2::Digest>::new());
+    let (mut buf, mut head) = (vec![0u8; 1 << 20], Vec::new());
+    loop {
+        let n = file.read(&mut buf).map_err(scratch)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 64 {
+            head.extend_from_slice(&buf[..n.min(64 - head.len())]);
+        }
+        md5.update(&buf[..n]);
+        sha2::Digest::update(&mut sha, &buf[..n]);
+    }
+    Ok((hex(&md5.finalize()), hex(&sha2::Digest::finalize(sha)), head))
+}
+
+fn scratch(e: std::io::Error) -> MediaError {
+    MediaError::Internal(format!("scratch space: {e}"))
+}
+
+/// Hashes the file at `path` (blocking).
+fn hash_file(
+    path: &Path,
+    media: Option<&str>,
+    seconds_per_frame: f64,
+    (md5, sha256, head): (String, String, Vec<u8>),
+) -> Result<Hashes, MediaError> {
+    let is_image = match media {
+        Some("image") => true,
+        Some("video") => false,
+        Some(other) => {
+            return Err(MediaError::InvalidRequest(format!(
+                "media {other:?}: use image or video"
+            )));
+        }
+        None => gantry_codecs::images::sniff(&head).is_ok(),
+    };
+    if is_image {
+        let limits = ImageLimits::default();
+        let len = std::fs::metadata(path).map_err(scratch)?.len();
+        if len > limits.max_input_bytes as u64 {
+            return Err(MediaError::TooLarge {
+                bytes: usize::try_from(len).unwrap_or(usize::MAX),
+                max: limits.max_input_bytes,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(scratch)?;
+        let img = gantry_codecs::images::decode_raw(&bytes, &limits)?;
+        drop(bytes);
+        let (luma, w, h) = luma_from_image(&img, Prescale::None);
+        let (variants, quality) = hash_dihedral(&luma, w, h);
+        Ok(Hashes {
+            media: "image",
+            md5,
+            sha256,
+            pdq: variants.iter().map(ToString::to_string).collect(),
+            quality: vec![quality],
+            usable: if quality >= MIN_QUALITY {
+                variants.to_vec()
+            } else {
+                Vec::new()
+            },
+        })
+    } else {
+        let opts = VpdqOptions {
+            seconds_per_hash: seconds_per_frame,
+            downsample: None,
+        };
+        let frames = hash_video(path, &opts, &VideoLimits::default(), &AtomicBool::new(false), 0)?;
+        Ok(Hashes {
+            media: "video",
+            md5,
+            sha256,
+            pdq: frames.iter().map(|f| f.hash.to_string()).collect(),
+            quality: frames.iter().map(|f| f.quality).collect(),
+            usable: frames
+                .iter()
+                .filter(|f| f.quality >= MIN_QUALITY)
+                .map(|f| f.hash)
+                .collect(),
+        })
+    }
+}
