@@ -64,6 +64,22 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     );
     assert!(!text.contains("a picture the hash list knows"), "never the prompt");
     assert!(text.contains("3 generated images upscaled 2x"), "{text}");
+    let erased = text
+        .lines()
+        .find(|l| l.contains("erased user-0010 of studio-42"))
+        .unwrap_or_else(|| panic!("no erasure in the summary:\n{text}"));
+    assert!(erased.contains("complete: true"), "{erased}");
+    let count = |word: &str| -> u64 {
+        let before = erased.split(word).next().unwrap_or_default();
+        before
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // its generate job, the upscale of its image and the re-check of that image
+    assert!(count("job records") >= 2, "{erased}");
+    assert!(count("outputs deleted") >= 1, "{erased}");
     assert_eq!(row("studio-42", "dead"), 4, "{text}");
     assert_eq!(row("studio-42", "cancelled"), 3, "{text}");
     assert_eq!(row("videos-7", "succeeded"), 105, "{text}");

@@ -49,51 +49,6 @@ fn spawn(args: &[&str], keys: &str, log: &std::path::Path) -> (Proc, Option<Stri
     (Proc(child), addr)
 }
 
-/// Every value of every key, as text.
-async fn everything_in(url: &str) -> (usize, String) {
-    let client = redis::Client::open(url).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
-    let mut all = String::new();
-    for k in &keys {
-        let t: String = redis::cmd("TYPE").arg(k).query_async(&mut c).await.unwrap();
-        let v: redis::Value = match t.as_str() {
-            "string" => redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap(),
-            "hash" => redis::cmd("HGETALL").arg(k).query_async(&mut c).await.unwrap(),
-            "list" => redis::cmd("LRANGE")
-                .arg(k)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "set" => redis::cmd("SMEMBERS").arg(k).query_async(&mut c).await.unwrap(),
-            "zset" => redis::cmd("ZRANGE")
-                .arg(k)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            "stream" => redis::cmd("XRANGE")
-                .arg(k)
-                .arg("-")
-                .arg("+")
-                .query_async(&mut c)
-                .await
-                .unwrap(),
-            // Expired (rate-limit TATs, leases) between SCAN and TYPE: nothing left to read.
-            "none" => continue,
-            other => panic!("key {k} of type {other}"),
-        };
-        all.push_str(k);
-        all.push_str(&format!("{v:?}"));
-        all.push('\n');
-    }
-    (keys.len(), all)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
     let redis = gantry_testkit::RedisServer::start().unwrap();

@@ -23,9 +23,15 @@ fn flagged_pdq() -> String {
     hash_dihedral(&luma, w, h).0[0].to_string()
 }
 
+/// The objects of job `id` of tenant studio-42, whichever user's folder holds it.
 fn job_files(f: &Fleet, id: &str) -> usize {
-    let d = f.logs.path().join("outputs/jobs/studio-42").join(id);
-    std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0)
+    let users = std::fs::read_dir(f.logs.path().join("outputs/jobs/studio-42"));
+    users
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|u| std::fs::read_dir(u.path().join(id)).map_or(0, |r| r.count()))
+        .sum()
 }
 
 fn as_user(mut job: Value, user: &str) -> Value {

@@ -45,14 +45,15 @@ async fn retried_job_leaves_one_output_described_by_its_result() {
     let rec = q.job_in(&cpu(), id).await.unwrap();
     assert_eq!(rec.attempts, 2, "the first attempt wrote its output, then failed");
     let res = rec.result.expect("result recorded");
-    assert_eq!(res.object_key, format!("jobs/studio-9/{id}/output.bin"));
+    let user_folder = format!("jobs/studio-9/{}", gantry_queue::user_key("studio-9", "u"));
+    assert_eq!(res.object_key, format!("{user_folder}/{id}/output.bin"));
     assert_eq!(
         (res.size_bytes, res.content_type.as_str()),
         (1000, "application/octet-stream")
     );
     let on_disk = std::fs::read(out_dir.join(&res.object_key)).unwrap();
     assert_eq!(on_disk.len(), 1000);
-    let files = std::fs::read_dir(out_dir.join("jobs/studio-9").join(id.to_string()))
+    let files = std::fs::read_dir(out_dir.join(&user_folder).join(id.to_string()))
         .unwrap()
         .count();
     assert_eq!(files, 1, "the retry overwrote; no duplicate");

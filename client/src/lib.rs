@@ -340,19 +340,11 @@ impl Client {
         category: &str,
         list: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
         let url = format!(
             "{}/v1/admin/hashlists/{}?category={}",
             self.base,
-            enc(name),
-            enc(category)
+            percent_encode(name),
+            percent_encode(category)
         );
         let resp = self
             .http
@@ -371,6 +363,18 @@ impl Client {
             status: status.as_u16(),
             detail: e.to_string(),
         })
+    }
+
+    /// Erases everything of `user` (this key's tenant's user; an operator key names the tenant
+    /// with `tenant`): their jobs are cancelled or stopped, their records, dead letters and
+    /// outputs deleted. Returns the receipt (`complete: false` while a running job had not yet
+    /// stopped: call again, it is idempotent).
+    pub async fn erase_user(&self, user: &str, tenant: Option<&str>) -> Result<serde_json::Value, ClientError> {
+        let mut path = format!("/v1/users/{}/data", percent_encode(user));
+        if let Some(t) = tenant {
+            path.push_str(&format!("?tenant={}", percent_encode(t)));
+        }
+        self.send(reqwest::Method::DELETE, &path, None::<&()>, None).await
     }
 
     /// The newest moderation events, newest first (an operator key).
@@ -447,6 +451,17 @@ impl Client {
             }
         }
     }
+}
+
+/// `s` as one URL path segment or query value: every byte but the unreserved ones
+/// (RFC 3986: `A-Z a-z 0-9 - . _ ~`) percent-encoded.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn problem(resp: reqwest::Response) -> Result<Problem, ClientError> {

@@ -175,6 +175,28 @@ pub enum LeaseState {
     Lost,
 }
 
+/// What one pass of [`QueueClient::erase_user`] did in one pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureCounts {
+    /// Waiting (queued, delayed, retry-scheduled) jobs cancelled, their credits refunded.
+    pub cancelled: u64,
+    /// Running jobs asked to stop; erased by a later pass once they have ended.
+    pub running: u64,
+    /// Job records deleted (with their results, history and sealed payloads).
+    pub deleted: u64,
+    /// Dead-letter entries removed.
+    pub dead_letters: u64,
+}
+
+impl std::ops::AddAssign for ErasureCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.cancelled += o.cancelled;
+        self.running += o.running;
+        self.deleted += o.deleted;
+        self.dead_letters += o.dead_letters;
+    }
+}
+
 /// Outcome of a cancel request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -284,6 +306,8 @@ struct Prepared {
     max_attempts: u32,
     /// Requirements shape; empty for CPU jobs.
     shape: String,
+    /// The user's pseudonymous key ([`crate::user_key`]): the job joins that user's index.
+    user_key: String,
 }
 
 /// Largest VRAM a job may ask for.
@@ -469,6 +493,7 @@ impl QueueClient {
             .as_ref()
             .map(|k| format!("{}:{k}", job.tenant))
             .unwrap_or_default();
+        let user_key = crate::user_key(&job.tenant, &job.user);
         let spec = JobSpec {
             id,
             pool: pool.as_str().to_owned(),
@@ -508,6 +533,7 @@ impl QueueClient {
             json,
             max_attempts,
             shape,
+            user_key,
         })
     }
 
@@ -574,7 +600,8 @@ impl QueueClient {
         let mut inv = scripts::ENQUEUE.prepare_invoke();
         inv.key(pool.prefix())
             .arg(self.cfg.idempotency_ttl.as_secs())
-            .arg(self.cfg.wake_cap);
+            .arg(self.cfg.wake_cap)
+            .arg(self.cfg.user_index_ttl().as_secs());
         for (id, job, acct) in jobs {
             let tenant = job.tenant.clone();
             let p = self.validate(pool, id, job, acct.scan_outputs)?;
@@ -589,7 +616,8 @@ impl QueueClient {
                 .arg(tenant)
                 .arg(acct.weight.max(1))
                 .arg(acct.credits_reserved.max(0))
-                .arg(acct.price_rule);
+                .arg(acct.price_rule)
+                .arg(p.user_key);
         }
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();
@@ -892,6 +920,31 @@ impl QueueClient {
         }
     }
 
+    /// Erases `user` of `tenant` from `pool`, through the user's index ([`crate::user_key`]):
+    /// waiting jobs are cancelled and deleted, finished and dead-lettered ones deleted, and
+    /// running ones asked to stop, to be deleted by a later pass once they have ended
+    /// (`running` counts them). Idempotent; one script, so Cluster-safe.
+    pub async fn erase_user(&self, pool: &Pool, tenant: &str, user: &str) -> Result<ErasureCounts, QueueError> {
+        check_text("tenant", tenant, 128)?;
+        check_text("user", user, 128)?;
+        let mut inv = scripts::ERASE.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(crate::user_key(tenant, user))
+            .arg(tenant)
+            .arg(user);
+        let mut c = self.conn.clone();
+        let r: Vec<u64> = inv.invoke_async(&mut c).await?;
+        let [cancelled, running, deleted, dead_letters] = r[..] else {
+            return Err(QueueError::Protocol(format!("erase reply {r:?}")));
+        };
+        Ok(ErasureCounts {
+            cancelled,
+            running,
+            deleted,
+            dead_letters,
+        })
+    }
+
     /// Depth, in-flight count and oldest-job age of each of `kinds` in `pool`.
     pub async fn stats(&self, pool: &Pool, kinds: &[JobKind]) -> Result<Vec<QueueStats>, QueueError> {
         let mut inv = scripts::STATS.prepare_invoke();
@@ -1044,7 +1097,8 @@ impl QueueClient {
         inv.key(queue.pool.prefix())
             .arg(queue.kind.as_str())
             .arg(self.cfg.wake_cap)
-            .arg(class.map(ErrorClass::as_str).unwrap_or(""));
+            .arg(class.map(ErrorClass::as_str).unwrap_or(""))
+            .arg(self.cfg.user_index_ttl().as_secs());
         for id in ids {
             inv.arg(id.to_string());
         }

@@ -54,6 +54,13 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// How long a user's index of job ids outlives its newest job (or newest replay): past
+    /// every record's TTL (the longest delay, a day of attempts, then the longer of the
+    /// finished and dead-letter TTLs), so an erasure finds every record that still exists.
+    pub fn user_index_ttl(&self) -> Duration {
+        self.max_delay + Duration::from_secs(24 * 3600) + self.finished_ttl.max(self.dead_ttl)
+    }
+
     /// The retry delay after `attempt` (1-based) failed: exponential from `backoff_base`, capped
     /// at `backoff_cap`, with "equal jitter" (uniform in the upper half), so retries of jobs that
     /// failed together spread out but none comes back almost at once.

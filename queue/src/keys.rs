@@ -13,6 +13,7 @@
 //! gantry:{pool}:q:<kind>:wake                list   wake tokens; idle workers BLPOP here
 //! gantry:{pool}:job:<id>                     hash   spec, status, attempts, lease token, ...
 //! gantry:{pool}:idem:<tenant>:<key>          string first job id for an idempotency key
+//! gantry:{pool}:user:<user key>              set    the user's job ids (erasure), see user_key
 //! gantry:pools                               set    pools that ever had a job (job lookup by id)
 //! ```
 
@@ -21,6 +22,19 @@ use crate::job::{JobId, JobKind};
 
 /// Set of every pool that has received a job; lets `job(id)` find a job without its pool.
 pub const POOLS_KEY: &str = "gantry:pools";
+
+/// A user's pseudonymous key: the first 32 hex digits of SHA-256 over the tenant, a NUL and
+/// the user id. It names the user's index of jobs in each pool and the user's folder in the
+/// object store, so an erasure finds everything of theirs although the user id itself is
+/// written nowhere but inside the (sealed) job records.
+pub fn user_key(tenant: &str, user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0u8]);
+    h.update(user.as_bytes());
+    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A validated pool name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,6 +120,17 @@ impl std::fmt::Display for QueueName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_keys_are_stable_and_keep_tenants_apart() {
+        let k = user_key("studio", "u-1");
+        assert_eq!(k.len(), 32);
+        assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(k, user_key("studio", "u-1"));
+        assert_ne!(k, user_key("studio2", "u-1"));
+        // the separator keeps ("ab", "c") and ("a", "bc") apart
+        assert_ne!(user_key("ab", "c"), user_key("a", "bc"));
+    }
 
     #[test]
     fn pool_names_are_validated_and_keys_share_one_hash_tag() {

@@ -18,7 +18,8 @@ pub mod slots;
 
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued,
-    FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome, ResealReport,
+    ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
+    ResealReport,
 };
 pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};
@@ -32,6 +33,6 @@ pub use job::{
     Completion, ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus,
     NewJob, Priority, Requirements, ResultRef, Usage,
 };
-pub use keys::{Pool, QueueName};
+pub use keys::{Pool, QueueName, user_key};
 pub use payload::{CsamHashPayload, GeneratePayload, NoopPayload, Payload, TranscodePayload, UpscalePayload};
 pub use slots::ProviderSlots;

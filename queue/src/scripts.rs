@@ -24,6 +24,7 @@ script!(FAIL, "fail.lua");
 script!(RELEASE, "release.lua");
 script!(REAP, "reap.lua");
 script!(CANCEL, "cancel.lua");
+script!(ERASE, "erase.lua");
 script!(REPLAY, "replay.lua");
 script!(STATS, "stats.lua");
 script!(REGISTER, "register.lua");

@@ -2,6 +2,7 @@
 //! - `POST /v1/jobs`, `POST /v1/jobs:batch` (`jobs:write`): admit and enqueue;
 //! - `GET /v1/jobs/{id}` (`jobs:read`), `POST /v1/jobs/{id}:cancel` (`jobs:write`);
 //! - `GET /v1/credits` (`jobs:read`): the tenant's balance;
+//! - `DELETE /v1/users/{user_id}/data`: erase a user's jobs and outputs (see [`crate::erasure`]);
 //! - operator routes under `/v1/admin` (see [`crate::admin`]);
 //! - `GET /metrics` (autoscaling signals, see [`crate::metrics`]), `GET /openapi.json`, `GET /healthz`.
 //!
@@ -45,6 +46,8 @@ pub struct AppState {
     pub moderation: gantry_safety::ModerationLog,
     /// The audit log of operators' actions.
     pub audit: gantry_safety::AuditLog,
+    /// The workers' output store, for erasures (`outputs` in the config).
+    pub outputs: Option<gantry_store::OutputStore>,
 }
 
 /// The OpenAPI document, kept in the repo beside this file.
@@ -60,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/credits", get(credits))
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
+        .merge(crate::erasure::routes())
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

@@ -55,6 +55,19 @@ pub struct SchedulerConfig {
     /// A user whose trust score falls below this is refused (`user_blocked`).
     #[serde(default = "default_min_trust")]
     pub min_trust_score: f64,
+    /// The object store the workers write outputs to (a directory, `file:///dir`,
+    /// `s3://bucket[/prefix]`), so an erasure deletes the user's outputs too; without it,
+    /// `DELETE /v1/users/{id}/data` answers 503 `not_configured`.
+    #[serde(default)]
+    pub outputs: Option<String>,
+    /// How long an erasure waits for the user's running jobs to stop (they learn at their
+    /// worker's next heartbeat) before it answers 202 with what is still running.
+    #[serde(default = "default_erasure_wait")]
+    pub erasure_wait_secs: u64,
+}
+
+fn default_erasure_wait() -> u64 {
+    30
 }
 
 fn default_listen() -> SocketAddr {

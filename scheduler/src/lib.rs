@@ -6,6 +6,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod erasure;
 pub mod metrics;
 pub mod placement;
 pub mod problem;

@@ -65,6 +65,9 @@ pub enum ApiError {
     /// Redis is unreachable or failed.
     #[error("the queue is unavailable; retry")]
     Unavailable,
+    /// A capability this deployment has not been configured for.
+    #[error("{0}")]
+    NotConfigured(&'static str),
     /// A bug.
     #[error("internal error")]
     Internal,
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::NoRoute => "no_route",
             ApiError::Unavailable => "unavailable",
+            ApiError::NotConfigured(_) => "not_configured",
             ApiError::Internal => "internal",
         }
     }
@@ -108,7 +112,7 @@ impl ApiError {
             ApiError::NoAllowedProvider(_) | ApiError::Unplaceable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -21,6 +21,9 @@ pub enum ServeError {
     /// Redis unusable.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The output store named in the configuration cannot be opened.
+    #[error(transparent)]
+    Outputs(#[from] gantry_store::OutputError),
     /// The listen address could not be bound, or serving failed.
     #[error("http on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
@@ -50,7 +53,13 @@ impl Scheduler {
         let pools = cfg.pools.keys().filter_map(|p| gantry_queue::Pool::new(p).ok());
         let settler = CreditSettler::new(queue.connection(), pools, metrics.clone());
         tokio::spawn(settler.run(shutdown.clone()));
+        let outputs = cfg
+            .outputs
+            .as_deref()
+            .map(gantry_store::OutputStore::open)
+            .transpose()?;
         let state = AppState {
+            outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),
             admission: Admission::new(cfg.clone(), queue.clone(), loads.clone()),
             loads,

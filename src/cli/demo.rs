@@ -525,9 +525,19 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         "  data keys      {} (AES-256-GCM; prompts, negative prompts and reference images are sealed before they reach Redis)",
         keyring.current()
     );
+    let outputs = log_dir.join("outputs");
+    let outputs_arg = outputs.to_string_lossy();
     let base = fleet.spawn_server(
         "scheduler",
-        &["scheduler", "--redis-url", &url, "--listen", "127.0.0.1:0"],
+        &[
+            "scheduler",
+            "--redis-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--outputs",
+            &outputs_arg,
+        ],
     )?;
     println!("  scheduler      {base} (`gantry scheduler`, embedded demo configuration; API at {base}/openapi.json)");
     fleet.scheduler_addr = base.trim_start_matches("http://").to_owned();
@@ -768,6 +778,20 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             }
         );
     }
+
+    // Erasure on request: the first studio user (a generated image, its upscale and its
+    // re-check) asks for deletion.
+    let receipt = studio.erase_user("user-0010", None).await?;
+    let n = |k: &str| receipt["jobs"][k].as_u64().unwrap_or(0);
+    println!("\nPrivacy");
+    println!(
+        "  erased user-0010 of studio-42 (DELETE /v1/users/user-0010/data): {} job records and {} outputs deleted, {} jobs cancelled; complete: {}; audited as users.erase",
+        n("deleted"),
+        receipt["outputs_deleted"].as_u64().unwrap_or(0),
+        n("cancelled"),
+        receipt["complete"]
+    );
+    println!("  kept by retention: moderation records (no prompt text) and trust standing");
 
     println!("\nWhere to look");
     if let Some(p) = &prometheus {

@@ -14,6 +14,10 @@ pub struct SchedulerArgs {
     /// Listen here instead of the configuration's address (port 0 picks a free one).
     #[arg(long, env = "GANTRY_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// The workers' output store (as their --outputs), so erasures delete outputs too;
+    /// overrides the configuration's `outputs`.
+    #[arg(long, env = "GANTRY_OUTPUTS")]
+    outputs: Option<String>,
 }
 
 pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
@@ -23,6 +27,9 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     };
     if let Some(l) = a.listen {
         cfg.listen = l;
+    }
+    if let Some(o) = a.outputs {
+        cfg.outputs = Some(o);
     }
     let shutdown = CancellationToken::new();
     super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;

@@ -221,6 +221,12 @@ pub struct SchedulerProcess {
 impl SchedulerProcess {
     /// Starts one on `url` with the configuration file `config` (the embedded demo's if `None`).
     pub fn start(url: &str, config: Option<&Path>) -> Self {
+        Self::start_with(url, config, &[], None)
+    }
+
+    /// [`SchedulerProcess::start`] with `extra` flags, logging at `info` to `log` (stderr if
+    /// `None`, at `warn`).
+    pub fn start_with(url: &str, config: Option<&Path>, extra: &[&str], log: Option<&Path>) -> Self {
         let mut args: Vec<std::ffi::OsString> = ["scheduler", "--redis-url", url, "--listen", "127.0.0.1:0"]
             .iter()
             .map(Into::into)
@@ -229,7 +235,14 @@ impl SchedulerProcess {
             args.push("--config".into());
             args.push(c.into());
         }
-        let (child, addr) = spawn_listening(&args);
+        args.extend(extra.iter().map(Into::into));
+        let (child, addr) = match log {
+            None => spawn_listening(&args),
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("scheduler log");
+                spawn_listening_to(&args, "info", file.into())
+            }
+        };
         Self {
             child,
             addr,
@@ -250,13 +263,18 @@ impl SchedulerProcess {
 
 /// Starts `gantry ARGS` and reads the "listening on http://ADDR" line it prints first.
 fn spawn_listening(args: &[std::ffi::OsString]) -> (Child, String) {
+    spawn_listening_to(args, "warn", Stdio::inherit())
+}
+
+/// [`spawn_listening`] logging at `level` to `stderr`.
+fn spawn_listening_to(args: &[std::ffi::OsString], level: &str, stderr: Stdio) -> (Child, String) {
     use std::io::BufRead;
     let mut child = Command::new(GANTRY)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn gantry");
     let out = child.stdout.take().expect("stdout");
@@ -358,7 +376,8 @@ pub struct Fleet {
     pub mock: MockProvidersProcess,
     pub sched: SchedulerProcess,
     pub workers: Vec<WorkerProcess>,
-    /// Worker logs, and the outputs the workers store (`outputs/`).
+    /// Worker logs (`<id>.log`), the scheduler's (`scheduler.log`), and the outputs the workers
+    /// store (`outputs/`, which the scheduler erases from).
     pub logs: tempfile::TempDir,
 }
 
@@ -369,10 +388,15 @@ pub fn fleet(workers: usize, concurrency: usize, mock_flags: &[&str]) -> Fleet {
 pub fn fleet_with(workers: usize, concurrency: usize, mock_flags: &[&str], worker_flags: &[&str]) -> Fleet {
     let redis = gantry_testkit::RedisServer::start().expect("redis-server");
     let mock = MockProvidersProcess::start(mock_flags);
-    let sched = SchedulerProcess::start(&redis.url(), None);
     let logs = tempfile::tempdir().unwrap();
     let outputs = logs.path().join("outputs");
     let (mock_url, out) = (mock.url(), outputs.to_str().unwrap());
+    let sched = SchedulerProcess::start_with(
+        &redis.url(),
+        None,
+        &["--outputs", out],
+        Some(&logs.path().join("scheduler.log")),
+    );
     let workers = (0..workers)
         .map(|i| {
             let mut flags = vec!["--gpus", "none", "--mock-providers", &mock_url, "--outputs", out];
@@ -419,4 +443,50 @@ pub async fn settled(api: &Client, id: &str) -> JobView {
         j = api.job(id).await.unwrap();
     }
     panic!("credits of {id} never settled: {j:?}");
+}
+
+/// Every key and every value in the Redis at `url`, as text, and how many keys there were
+/// (a key that expires while it is read is skipped).
+pub async fn everything_in(url: &str) -> (usize, String) {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    let mut all = String::new();
+    for k in &keys {
+        let t: String = redis::cmd("TYPE").arg(k).query_async(&mut c).await.unwrap();
+        let v: redis::Value = match t.as_str() {
+            "string" => redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap(),
+            "hash" => redis::cmd("HGETALL").arg(k).query_async(&mut c).await.unwrap(),
+            "list" => redis::cmd("LRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(k).query_async(&mut c).await.unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            "stream" => redis::cmd("XRANGE")
+                .arg(k)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut c)
+                .await
+                .unwrap(),
+            // Expired (rate-limit TATs, leases) between SCAN and TYPE: nothing left to read.
+            "none" => continue,
+            other => panic!("key {k} of type {other}"),
+        };
+        all.push_str(k);
+        all.push_str(&format!("{v:?}"));
+        all.push('\n');
+    }
+    (keys.len(), all)
 }

@@ -9,7 +9,7 @@ pub mod gpu;
 pub mod http;
 pub mod layers;
 pub mod metrics;
-pub mod outputs;
+pub use gantry_store as outputs;
 pub mod runtime;
 pub mod scan;
 

@@ -146,7 +146,11 @@ async fn rig() -> Rig {
 }
 
 fn files_of(root: &std::path::Path, spec: &JobSpec) -> usize {
-    let d = root.join("jobs").join(&spec.tenant).join(spec.id.to_string());
+    let d = root
+        .join("jobs")
+        .join(&spec.tenant)
+        .join(gantry_queue::user_key(&spec.tenant, &spec.user))
+        .join(spec.id.to_string());
     std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0)
 }
 

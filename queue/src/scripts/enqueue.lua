@@ -1,14 +1,16 @@
--- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, then 12 per job:
+-- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, user_index_ttl_s, then 13 per job:
 -- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts, shape ('' = CPU),
--- tenant, weight (its fair share, > 0), credits reserved (0 = none), price rule ('' = none).
+-- tenant, weight (its fair share, > 0), credits reserved (0 = none), price rule ('' = none),
+-- user key (the user's index, so an erasure finds every record of the user).
 -- Returns a flat array: id, duplicate(0|1) per job. A duplicate returns the first job's id.
-local idem_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local idem_ttl, cap, uttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out, wakes = {}, {}
 local weights = {}
-for i = 3, #ARGV, 12 do
+for i = 4, #ARGV, 13 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local idem, spec, maxa, shape = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local tenant, weight, credits, rule = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10]), ARGV[i + 11]
+  local ukey = ARGV[i + 12]
   local dup = false
   if idem ~= '' then
     local ik = P .. 'idem:' .. idem
@@ -22,9 +24,13 @@ for i = 3, #ARGV, 12 do
   if not dup then
     local jk = jkey(id)
     weights[tenant] = weight
+    local uk = P .. 'user:' .. ukey
+    redis.call('SADD', uk, id)
+    redis.call('EXPIRE', uk, uttl)
     -- Accounted jobs (a price rule, even a free one) leave a credit event when they finish, so
     -- their ledger entry settles; jobs enqueued without the scheduler have neither.
     if credits > 0 or rule ~= '' then redis.call('HSET', jk, 'cr', credits, 'pr', rule) end
+    redis.call('HSET', jk, 'uk', ukey)
     if shape ~= '' then
       redis.call('SADD', qkey(kind, 'shapes'), shape)
       redis.call('HSET', jk, 'shape', shape)

@@ -1,10 +1,11 @@
 -- Move dead-lettered jobs back onto their queue with attempts reset. Only a job still in the
 -- dead-letter set moves, so a job is never replayed twice. ARGV: kind, wake_cap, class_filter
--- ('' = any), id... Returns one code per id: 'replayed', 'not_dead' or 'class_mismatch'.
-local kind, cap, want_class = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- ('' = any), user_index_ttl_s, id... Returns one code per id: 'replayed', 'not_dead' or
+-- 'class_mismatch'. A replayed job lives on, so its user's index does too.
+local kind, cap, want_class, uttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local dk = qkey(kind, 'dead')
 local out, n = {}, 0
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
   local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio', 'shape', 'ten')
@@ -22,6 +23,8 @@ for i = 4, #ARGV do
     redis.call('HSET', jk, 'status', 'queued', 'attempts', 0)
     redis.call('HDEL', jk, 'fin', 'worker', 'cancel')
     redis.call('PERSIST', jk)
+    local uk = redis.call('HGET', jk, 'uk')
+    if uk then redis.call('EXPIRE', P .. 'user:' .. uk, uttl, 'GT') end
     push_waiting(kind, r[3], r[4], r[5] or '', id, false)
     n = n + 1
     out[#out + 1] = 'replayed'

@@ -1,9 +1,12 @@
 //! Job outputs in an object store (the `object_store` crate): a local directory by default, S3
 //! (or an S3-compatible store) by URL with credentials from the environment.
 //!
-//! Every output has a deterministic key, `jobs/<tenant>/<job id>/<name>`, so a retried attempt
-//! overwrites its earlier output instead of leaving a duplicate. The job's result records the
-//! key, size, content type and SHA-256.
+//! Every output has a deterministic key, `jobs/<tenant>/<user key>/<job id>/<name>`, so a
+//! retried attempt overwrites its earlier output instead of leaving a duplicate. The job's
+//! result records the key, size, content type and SHA-256. The user key
+//! ([`gantry_queue::user_key`]) is pseudonymous: the user id appears in no object key, yet
+//! everything a user's jobs produced lies under one folder, which an erasure deletes whole,
+//! long after the job records themselves have expired.
 
 use std::sync::Arc;
 
@@ -117,12 +120,7 @@ impl OutputStore {
             return Err(OutputError::InvalidName(name.chars().take(64).collect()));
         }
         // Path parts are percent-encoded, so no tenant id can add or climb a folder.
-        Ok(Path::from_iter([
-            "jobs",
-            job.tenant.as_str(),
-            &job.id.to_string(),
-            name,
-        ]))
+        Ok(Self::job_folder(job).join(name))
     }
 
     /// Writes (or overwrites) an output and describes it for the job's result.
@@ -208,18 +206,37 @@ impl OutputStore {
         Ok(out)
     }
 
+    /// Deletes every object of every job of `user` of `tenant` (an erasure request), however
+    /// old. Returns how many objects were removed; idempotent.
+    pub async fn delete_user(&self, tenant: &str, user: &str) -> Result<usize, OutputError> {
+        let folder = Self::user_folder(tenant, user);
+        let objects: Vec<_> = self.store.list(Some(&folder)).try_collect().await?;
+        for o in &objects {
+            match self.store.delete(&o.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(objects.len())
+    }
+
+    /// The folder of everything `user` of `tenant` produced.
+    fn user_folder(tenant: &str, user: &str) -> Path {
+        Path::from_iter(["jobs", tenant, &gantry_queue::user_key(tenant, user)])
+    }
+
     fn job_folder(job: &JobSpec) -> Path {
-        Path::from_iter(["jobs", job.tenant.as_str(), &job.id.to_string()])
+        Self::user_folder(&job.tenant, &job.user).join(job.id.to_string())
     }
 }
 
 /// Lowercase hex SHA-256 of `bytes` (results, reports, a prompt's hash in logs and records).
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
 /// Lowercase hex of `bytes` (digests).
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -288,7 +305,7 @@ mod tests {
         assert!(r.object_key.starts_with("jobs/"), "{}", r.object_key);
         assert_eq!(
             r.object_key.split('/').count(),
-            4,
+            5,
             "tenant stays one path part: {}",
             r.object_key
         );
@@ -300,6 +317,37 @@ mod tests {
             OutputStore::open("s3://"),
             Err(OutputError::InvalidUrl { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_user_folder_holds_every_job_of_that_user_and_no_other() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = OutputStore::open(dir.path().to_str().expect("utf8")).expect("open");
+        let mut a1 = spec("studio-1");
+        a1.user = "alice".into();
+        let mut a2 = spec("studio-1");
+        a2.user = "alice".into();
+        let mut b = spec("studio-1");
+        b.user = "bob".into();
+        let mut other_tenant = spec("studio-2");
+        other_tenant.user = "alice".into();
+        for j in [&a1, &a2, &b, &other_tenant] {
+            let r = store
+                .put(j, "out.png", Bytes::from_static(b"x"), "image/png")
+                .await
+                .expect("put");
+            assert!(!r.object_key.contains(&j.user), "no user id in {}", r.object_key);
+        }
+        assert_eq!(store.delete_user("studio-1", "alice").await.expect("erase"), 2);
+        assert_eq!(
+            store.delete_user("studio-1", "alice").await.expect("again"),
+            0,
+            "idempotent"
+        );
+        assert!(store.list_job(&a1).await.expect("list").is_empty());
+        assert!(store.list_job(&a2).await.expect("list").is_empty());
+        assert_eq!(store.list_job(&b).await.expect("list").len(), 1);
+        assert_eq!(store.list_job(&other_tenant).await.expect("list").len(), 1);
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -1,0 +1,45 @@
+-- Erase one user's job records in this pool (GDPR/CCPA deletion). ARGV: user_key, tenant, user.
+-- Waiting jobs are cancelled (their reserved credits refunded through the credit events) and
+-- deleted; running jobs are asked to stop (their worker learns at its next heartbeat) and left
+-- for a later call, once they have ended; finished and dead-lettered jobs are deleted with
+-- their dead-letter entries and idempotency keys. Idempotent.
+-- Returns: cancelled, running (still to stop), deleted, dead-letter entries removed.
+local ukey, tenant, user = ARGV[1], ARGV[2], ARGV[3]
+local uk = P .. 'user:' .. ukey
+local cancelled, running, deleted, dead = 0, 0, 0, 0
+for _, id in ipairs(redis.call('SMEMBERS', uk)) do
+  local jk = jkey(id)
+  local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten', 'spec')
+  local status, kind = r[1], r[2]
+  local ok, spec = pcall(cjson.decode, r[6] or '')
+  if not status then
+    -- the record expired already
+    redis.call('SREM', uk, id)
+  elseif ok and type(spec) == 'table' and spec.tenant == tenant and spec.user == user then
+    if status == 'running' then
+      redis.call('HSET', jk, 'cancel', 1)
+      running = running + 1
+    else
+      local waiting = 0
+      if status == 'queued' then
+        waiting = remove_waiting(kind, r[3], r[4], r[5] or '', id)
+      elseif status == 'delayed' or status == 'retry_scheduled' then
+        waiting = redis.call('ZREM', qkey(kind, 'delayed'), id)
+      end
+      if waiting > 0 then
+        credit_event(jk, id, 'cancelled')
+        cancelled = cancelled + 1
+      end
+      dead = dead + redis.call('ZREM', qkey(kind, 'dead'), id)
+      if type(spec.idempotency_key) == 'string' then
+        local ik = P .. 'idem:' .. tenant .. ':' .. spec.idempotency_key
+        if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+      end
+      redis.call('DEL', jk)
+      redis.call('SREM', uk, id)
+      deleted = deleted + 1
+    end
+  end
+end
+if redis.call('SCARD', uk) == 0 then redis.call('DEL', uk) end
+return { cancelled, running, deleted, dead }
