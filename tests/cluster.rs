@@ -1,5 +1,6 @@
 //! The fleet on a real 3-master Redis Cluster: worker processes, the fleet registry and the
-//! operator CLI all work with a `redis+cluster://` URL (invariant 5: one hash tag per script).
+//! operator CLI all work with a `redis+cluster://` URL (invariant 5: one hash tag per script);
+//! key rotation and erasure find every record of a pool on the node that owns its slot.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
@@ -8,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gantry_queue::{JobId, JobStatus, NewJob, NoopPayload, Payload, Pool, QueueClient, QueueConfig};
+use gantry_queue::seal::Keyring;
+use gantry_queue::{GeneratePayload, JobId, JobStatus, NewJob, NoopPayload, Payload, Pool, QueueClient, QueueConfig};
 use gantry_testkit::RedisCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,4 +76,44 @@ async fn workers_and_cli_run_on_a_cluster() {
     let show = gantry(&url, &["jobs", "show", &id.to_string()]);
     assert!(String::from_utf8_lossy(&show.stdout).contains("Succeeded"), "{table}");
     assert!(q.job_in(p, *id).await.unwrap().worker.is_some());
+
+    // Sealed generate jobs in both pools (delayed, so no worker takes them), then a rotation
+    // and an erasure: each pool's scan runs on the node that owns the pool's slot.
+    let k1 = "k1=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let k2 = "k2=AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let old = QueueClient::connect(&url, QueueConfig::default())
+        .await
+        .unwrap()
+        .with_keys(Keyring::parse(k1).unwrap());
+    for pool in ["cpu", "gpu-80g"] {
+        let jobs = (0..20).map(|i| {
+            let mut j = NewJob::new(
+                "t",
+                "u-sealed",
+                Payload::Generate(GeneratePayload {
+                    provider: "openai".into(),
+                    model: "gpt-image-1".into(),
+                    prompt: format!("sealed prompt {i}"),
+                    ..Default::default()
+                }),
+            );
+            j.delay_ms = Some(600_000);
+            j
+        });
+        old.enqueue_batch(&Pool::new(pool).unwrap(), jobs.collect())
+            .await
+            .unwrap();
+    }
+    let both = QueueClient::connect(&url, QueueConfig::default())
+        .await
+        .unwrap()
+        .with_keys(Keyring::parse(&format!("{k2},{k1}")).unwrap());
+    for pool in ["cpu", "gpu-80g"] {
+        let p = Pool::new(pool).unwrap();
+        let r = both.reseal(&p).await.unwrap();
+        assert_eq!(r.resealed, 20, "{pool}: {r:?}");
+        assert_eq!(both.reseal(&p).await.unwrap().resealed, 0, "{pool}: idempotent");
+        let e = both.erase_user(&p, "t", "u-sealed").await.unwrap();
+        assert_eq!((e.deleted, e.cancelled), (20, 20), "{pool}: {e:?}");
+    }
 }

@@ -352,29 +352,16 @@ impl QueueClient {
 
     /// Re-seals, with the current data key, every stored job spec of `pool` that is sealed with
     /// another key (or not sealed at all), while the fleet runs: each record is rewritten only
-    /// if it has not changed since it was read. Afterwards the old key can be retired. One
-    /// server (SCAN is per node; a Cluster keeps a pool's keys on one node, which this does not
-    /// yet address).
+    /// if it has not changed since it was read. Afterwards the old key can be retired. On a
+    /// Cluster the pool's keys share one slot, so the scan runs on the node that owns it.
     pub async fn reseal(&self, pool: &Pool) -> Result<ResealReport, QueueError> {
         let keys = self.keys.as_deref().ok_or(crate::seal::SealError::NoKeys)?;
-        let RedisConn::Single(conn) = &self.conn else {
-            return Err(QueueError::Protocol(
-                "key rotation runs against one Redis server, not a Cluster".into(),
-            ));
-        };
-        let mut c = conn.clone();
+        let mut c = self.conn.clone();
         let pattern = format!("{}job:*", pool.prefix());
         let mut report = ResealReport::default();
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await?;
+            let (next, batch) = self.conn.scan_page(&pattern, cursor, 500).await?;
             for key in batch {
                 report.scanned += 1;
                 let raw: Option<String> = redis::cmd("HGET").arg(&key).arg("spec").query_async(&mut c).await?;

@@ -102,6 +102,35 @@ impl RedisConn {
     pub fn is_cluster(&self) -> bool {
         matches!(self, RedisConn::Cluster(_))
     }
+
+    /// One page of `SCAN cursor MATCH pattern COUNT count`: the next cursor (0 when done) and
+    /// the keys. `pattern` must name one hash tag (`gantry:{pool}:job:*`), whose keys all
+    /// live in one slot: on a Cluster the SCAN runs on the primary that owns it.
+    pub async fn scan_page(&self, pattern: &str, cursor: u64, count: usize) -> Result<(u64, Vec<String>), QueueError> {
+        let tagged = pattern
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .is_some_and(|(tag, _)| !tag.is_empty() && !tag.contains(['*', '?', '[']));
+        if !tagged {
+            return Err(QueueError::Protocol(format!(
+                "scan pattern {pattern:?} names no hash tag"
+            )));
+        }
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count);
+        match self {
+            RedisConn::Single(c) => Ok(cmd.query_async(&mut c.clone()).await?),
+            RedisConn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(pattern, SlotAddr::Master);
+                let v = c
+                    .clone()
+                    .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)))
+                    .await?;
+                redis::from_redis_value(v).map_err(|e| QueueError::Protocol(format!("SCAN reply: {e}")))
+            }
+        }
+    }
 }
 
 impl ConnectionLike for RedisConn {
