@@ -165,6 +165,9 @@ def main():
     ref = worker(three, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]
     check(ref == {"name": "gantry-redis", "key": "url"}, f"existing Redis secret: {ref}")
     check(not by_kind(three, "Secret"), "no Secret made when one exists")
+    env = {e["name"]: e.get("value") for e in worker(default, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check(env.get("GANTRY_RETENTION") == 'audit_days = 365;critical_categories = ["csam"];dead_letters_days = 30;idempotency_days = 7;job_records_days = 7;moderation_critical_days = 2557;moderation_days = 90;outputs_days = 30',
+          f"the retention policy reaches every pod: {env.get('GANTRY_RETENTION')}")
     check("scheduler.toml" in by_kind(three, "ConfigMap").get("gantry-scheduler", {}).get("data", {}), "scheduler config")
 
     with_url = render({"redis": {"url": "redis+cluster://r1:6379,r2:6379"}}, "redis.url")
@@ -177,6 +180,8 @@ def main():
         ({"pools": {"Bad_Name": {}}}, "a pool name that is no DNS label"),
         ({"redis": {"url": "http://redis"}}, "a non-Redis URL"),
         ({"pools": {"cpu": {"kinds": ["render"]}}}, "an unknown kind"),
+        ({"retention": {"outputs_days": 0}}, "a retention of 0 days"),
+        ({"retention": {"output_days": 30}}, "a misspelt retention class"),
     ]:
         with helm.Chart.load(str(CHART)) as chart:
             try:

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod job;
 pub mod keys;
 pub mod payload;
+pub mod retention;
 pub mod retry;
 mod scripts;
 pub mod seal;
@@ -35,4 +36,5 @@ pub use job::{
 };
 pub use keys::{Pool, QueueName, user_key};
 pub use payload::{CsamHashPayload, GeneratePayload, NoopPayload, Payload, TranscodePayload, UpscalePayload};
+pub use retention::RetentionPolicy;
 pub use slots::ProviderSlots;

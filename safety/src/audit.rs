@@ -84,6 +84,43 @@ impl AuditLog {
         Ok(id)
     }
 
+    /// Removes the entries older than the retention (an append trims too, but a quiet log
+    /// would keep them). Returns how many went.
+    pub async fn trim(&self, now_ms: u64) -> Result<u64, SafetyError> {
+        let mut c = self.conn.clone();
+        let min_id = now_ms.saturating_sub(self.retention.as_millis() as u64);
+        Ok(redis::cmd("XTRIM")
+            .arg(STREAM)
+            .arg("MINID")
+            .arg(min_id)
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// How many entries the log holds, and when the oldest was written (ms since the epoch).
+    pub async fn extent(&self) -> Result<(u64, Option<u64>), SafetyError> {
+        let mut c = self.conn.clone();
+        let len: u64 = redis::cmd("XLEN").arg(STREAM).query_async(&mut c).await?;
+        let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(STREAM)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
+        let oldest = first
+            .first()
+            .and_then(|(id, _)| id.split('-').next())
+            .and_then(|t| t.parse().ok());
+        Ok((len, oldest))
+    }
+
+    /// How long entries are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     /// The most recent entries, newest first.
     pub async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>, SafetyError> {
         let mut c = self.conn.clone();

@@ -38,6 +38,16 @@ impl Default for Retention {
     }
 }
 
+impl From<&gantry_queue::RetentionPolicy> for Retention {
+    fn from(p: &gantry_queue::RetentionPolicy) -> Self {
+        Self {
+            default_days: p.moderation_days,
+            critical_days: p.moderation_critical_days,
+            critical: p.critical_categories.clone(),
+        }
+    }
+}
+
 impl Retention {
     /// Seconds a record of `category` is kept.
     pub fn ttl_secs(&self, category: &str) -> u64 {
@@ -126,6 +136,39 @@ impl ModerationLog {
         let mut c = self.conn.clone();
         let t: i64 = c.ttl(event_key(id)).await?;
         Ok(u64::try_from(t).ok())
+    }
+
+    /// Drops from the listing index the ids whose record has expired, oldest first, looking at
+    /// no more than `batch` ids younger than the longest retention (anything older is dropped
+    /// unread). Returns how many were dropped.
+    pub async fn prune_index(&self, now_ms: u64, batch: usize) -> Result<u64, SafetyError> {
+        let mut c = self.conn.clone();
+        let day_ms = 86_400_000u64;
+        let longest = u64::from(self.retention.critical_days.max(self.retention.default_days)) * day_ms;
+        let shortest = u64::from(self.retention.critical_days.min(self.retention.default_days)) * day_ms;
+        let mut dropped: u64 = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(INDEX)
+            .arg("-inf")
+            .arg(now_ms.saturating_sub(longest))
+            .query_async(&mut c)
+            .await?;
+        let candidates: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(INDEX)
+            .arg("-inf")
+            .arg(now_ms.saturating_sub(shortest))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(batch)
+            .query_async(&mut c)
+            .await?;
+        for id in candidates {
+            let exists: bool = c.exists(event_key(&id)).await?;
+            if !exists {
+                let _: () = c.zrem(INDEX, &id).await?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// The most recent records, newest first (expired ones are dropped from the index).

@@ -64,6 +64,18 @@ pub struct SchedulerConfig {
     /// worker's next heartbeat) before it answers 202 with what is still running.
     #[serde(default = "default_erasure_wait")]
     pub erasure_wait_secs: u64,
+    /// Seconds between retention sweeps (outputs past `outputs_days`, audit entries past
+    /// `audit_days`); one replica sweeps per interval.
+    #[serde(default = "default_sweep_every")]
+    pub retention_sweep_secs: u64,
+    /// The retention policy: not in this file but in `GANTRY_RETENTION`, which every process
+    /// of the fleet reads, so workers and scheduler apply the same TTLs.
+    #[serde(skip)]
+    pub retention: gantry_queue::RetentionPolicy,
+}
+
+fn default_sweep_every() -> u64 {
+    3600
 }
 
 fn default_erasure_wait() -> u64 {

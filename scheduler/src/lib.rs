@@ -10,6 +10,7 @@ pub mod erasure;
 pub mod metrics;
 pub mod placement;
 pub mod problem;
+pub mod retention;
 pub mod safety_admin;
 pub mod server;
 pub mod settler;

@@ -40,7 +40,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// Connects to `redis_url`, binds `cfg.listen`, and serves until `shutdown`.
     pub async fn start(cfg: SchedulerConfig, redis_url: &str, shutdown: CancellationToken) -> Result<Self, ServeError> {
-        let queue = QueueClient::connect(redis_url, QueueConfig::default()).await?;
+        let queue = QueueClient::connect(redis_url, cfg.retention.apply(QueueConfig::default())).await?;
         let cfg = Arc::new(cfg);
         let loads = PoolLoads::default();
         loads.refresh(&queue, &cfg).await;
@@ -58,6 +58,8 @@ impl Scheduler {
             .as_deref()
             .map(gantry_store::OutputStore::open)
             .transpose()?;
+        let sweeper = crate::retention::Sweeper::new(cfg.retention.clone(), queue.connection(), outputs.clone());
+        tokio::spawn(sweeper.run(Duration::from_secs(cfg.retention_sweep_secs.max(1)), shutdown.clone()));
         let state = AppState {
             outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),
@@ -65,8 +67,11 @@ impl Scheduler {
             loads,
             metrics,
             hashlists: gantry_safety::HashListStore::new(queue.connection()),
-            moderation: gantry_safety::ModerationLog::new(queue.connection(), gantry_safety::Retention::default()),
-            audit: gantry_safety::AuditLog::new(queue.connection(), gantry_safety::AuditLog::DEFAULT_RETENTION),
+            moderation: gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
+            audit: gantry_safety::AuditLog::new(
+                queue.connection(),
+                gantry_queue::retention::days(cfg.retention.audit_days),
+            ),
             queue,
             cfg: cfg.clone(),
         };

@@ -792,6 +792,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         receipt["complete"]
     );
     println!("  kept by retention: moderation records (no prompt text) and trust standing");
+    retention_summary(&url, &outputs).await?;
 
     println!("\nWhere to look");
     if let Some(p) = &prometheus {
@@ -901,6 +902,21 @@ fn summary(v_studio: &[JobView], v_video: &[JobView], wall: Duration, total: usi
             d.id, d.attempts, d.id, d.id
         );
     }
+}
+
+/// One line per data class of `gantry retention report`.
+async fn retention_summary(url: &str, outputs: &std::path::Path) -> anyhow::Result<()> {
+    let policy = gantry_queue::RetentionPolicy::from_env()?;
+    let q = QueueClient::connect(url, policy.apply(QueueConfig::default())).await?;
+    let store = gantry_worker::outputs::OutputStore::open(&outputs.to_string_lossy())?;
+    println!("  retention (`gantry retention report`; GANTRY_RETENTION sets the days):");
+    for c in gantry_scheduler::retention::report(&policy, &q, Some(&store)).await? {
+        println!(
+            "    {:<18} {:>5} stored, {:>4} active  kept {}",
+            c.class, c.stored, c.active, c.kept
+        );
+    }
+    Ok(())
 }
 
 /// What the hash-list scans found: outputs released after a clean scan, jobs blocked, and the

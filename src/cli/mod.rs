@@ -16,6 +16,7 @@ mod keys;
 mod media;
 mod mock_providers;
 mod queues;
+mod retention;
 mod scheduler;
 mod time;
 mod worker;
@@ -73,6 +74,9 @@ enum Command {
     /// Data keys: re-seal stored job payloads with the current key.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Retention per data class: the report (what is kept, due, next) and the sweep.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
     MockProviders(mock_providers::MockProvidersArgs),
 }
@@ -87,7 +91,8 @@ pub struct RedisArgs {
 
 impl RedisArgs {
     async fn client(&self) -> anyhow::Result<QueueClient> {
-        Ok(QueueClient::connect(&self.redis_url, QueueConfig::default()).await?)
+        let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| UsageError(e.to_string()))?;
+        Ok(QueueClient::connect(&self.redis_url, retention.apply(QueueConfig::default())).await?)
     }
 
     /// A plain connection (hash lists, moderation, trust).
@@ -102,7 +107,9 @@ impl RedisArgs {
             .or_else(|_| std::env::var("USER"))
             .unwrap_or_else(|_| "unknown".into());
         let entry = gantry_safety::AuditEntry::new(format!("cli/{user}"), action, target).details(details);
-        gantry_safety::AuditLog::new(self.conn().await?, gantry_safety::AuditLog::DEFAULT_RETENTION)
+        let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| UsageError(e.to_string()))?;
+        let keep = gantry_queue::retention::days(retention.audit_days);
+        gantry_safety::AuditLog::new(self.conn().await?, keep)
             .record(&entry)
             .await
             .context("writing the audit log")?;
@@ -195,5 +202,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hash(c) => hash::run(c).await,
         Command::Hashlists(c) => hashlists::run(c).await,
         Command::Keys(c) => keys::run(c).await,
+        Command::Retention(c) => retention::run(c).await,
     }
 }

@@ -31,6 +31,7 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     if let Some(o) = a.outputs {
         cfg.outputs = Some(o);
     }
+    cfg.retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| super::UsageError(e.to_string()))?;
     let shutdown = CancellationToken::new();
     super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let s = Scheduler::start(cfg, &a.redis.redis_url, shutdown)

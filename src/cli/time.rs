@@ -38,8 +38,10 @@ pub fn fmt_ms(ms: u64) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else if ms < 3_600_000 {
         format!("{:.1}m", d.as_secs_f64() / 60.0)
-    } else {
+    } else if ms < 172_800_000 {
         format!("{:.1}h", d.as_secs_f64() / 3600.0)
+    } else {
+        format!("{:.1}d", d.as_secs_f64() / 86_400.0)
     }
 }
 

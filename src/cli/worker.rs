@@ -131,7 +131,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     // lists, moderation, trust); the queue runtime opens its own.
     let conn = a.redis.conn().await?;
     // One scanner for the csam_hash jobs and the gate every media output passes before release.
-    let scanner = scanner(conn.clone(), outputs.clone());
+    let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| super::UsageError(e.to_string()))?;
+    let scanner = scanner(conn.clone(), outputs.clone(), &retention);
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
         .with(Scanned::new(UpscaleExecutor::new(outputs.clone()), scanner.clone()))
@@ -198,6 +199,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         steal_from: a.steal_from.iter().map(|p| Pool::new(p)).collect::<Result<_, _>>()?,
         metrics_addr: a.metrics_addr,
         kind_timeouts: parse_timeouts(&a.timeouts)?,
+        retention,
         extra_routes,
         deletion_cost,
     };
@@ -242,12 +244,12 @@ async fn generate_executor(
 }
 
 /// The abuse-hash scanner: hash lists, moderation log and trust in the fleet's Redis.
-fn scanner(conn: RedisConn, outputs: OutputStore) -> Scanner {
+fn scanner(conn: RedisConn, outputs: OutputStore, retention: &gantry_queue::RetentionPolicy) -> Scanner {
     let matcher = Matcher::new(HashListStore::new(conn.clone()), Duration::from_secs(10));
     Scanner::new(
         outputs,
         matcher,
-        ModerationLog::new(conn.clone(), Retention::default()),
+        ModerationLog::new(conn.clone(), Retention::from(retention)),
         TrustRegistry::new(conn),
         CsamPolicy::default(),
     )

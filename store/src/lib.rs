@@ -48,6 +48,19 @@ pub enum OutputError {
     Scratch(#[from] std::io::Error),
 }
 
+/// What one retention sweep of the store found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Objects looked at.
+    pub scanned: u64,
+    /// Objects written before the cutoff: removed, unless it was a dry run.
+    pub expired: u64,
+    /// Their bytes.
+    pub expired_bytes: u64,
+    /// When the oldest object kept was written (ms since the epoch).
+    pub oldest_kept_ms: Option<i64>,
+}
+
 /// Where a worker writes outputs.
 #[derive(Clone)]
 pub struct OutputStore {
@@ -220,6 +233,35 @@ impl OutputStore {
         Ok(objects.len())
     }
 
+    /// Deletes every job output written before `cutoff_ms` (ms since the epoch), or with
+    /// `dry_run` only counts them: the retention sweep.
+    pub async fn sweep(&self, cutoff_ms: i64, dry_run: bool) -> Result<SweepReport, OutputError> {
+        let mut report = SweepReport::default();
+        let mut listing = self.store.list(Some(&Path::from("jobs")));
+        let mut expired = Vec::new();
+        while let Some(o) = listing.try_next().await? {
+            report.scanned += 1;
+            let at = o.last_modified.timestamp_millis();
+            if at < cutoff_ms {
+                report.expired += 1;
+                report.expired_bytes += o.size;
+                expired.push(o.location);
+            } else {
+                report.oldest_kept_ms = Some(report.oldest_kept_ms.map_or(at, |m| m.min(at)));
+            }
+        }
+        drop(listing);
+        if !dry_run {
+            for location in expired {
+                match self.store.delete(&location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(report)
+    }
+
     /// The folder of everything `user` of `tenant` produced.
     fn user_folder(tenant: &str, user: &str) -> Path {
         Path::from_iter(["jobs", tenant, &gantry_queue::user_key(tenant, user)])
@@ -317,6 +359,40 @@ mod tests {
             OutputStore::open("s3://"),
             Err(OutputError::InvalidUrl { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_removes_what_was_written_before_the_cutoff() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = OutputStore::open(dir.path().to_str().expect("utf8")).expect("open");
+        let (old, new) = (spec("studio-1"), spec("studio-1"));
+        store
+            .put(&old, "a.png", Bytes::from_static(b"old"), "image/png")
+            .await
+            .expect("put");
+        store
+            .put(&old, "b.png", Bytes::from_static(b"old!"), "image/png")
+            .await
+            .expect("put");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        store
+            .put(&new, "c.png", Bytes::from_static(b"new"), "image/png")
+            .await
+            .expect("put");
+        let dry = store.sweep(cutoff, true).await.expect("dry run");
+        assert_eq!((dry.scanned, dry.expired, dry.expired_bytes), (3, 2, 7));
+        assert!(dry.oldest_kept_ms.is_some_and(|t| t >= cutoff));
+        assert_eq!(walk(dir.path()).len(), 3, "a dry run removes nothing");
+        let r = store.sweep(cutoff, false).await.expect("sweep");
+        assert_eq!(r.expired, 2);
+        assert!(store.list_job(&old).await.expect("list").is_empty());
+        assert_eq!(store.list_job(&new).await.expect("list").len(), 1);
+        assert_eq!(store.sweep(cutoff, false).await.expect("again").expired, 0);
     }
 
     #[tokio::test]

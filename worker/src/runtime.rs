@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     pub extra_routes: Option<axum::Router>,
     /// Keep this pod's deletion cost at its running-job count (Kubernetes; `None`: off).
     pub deletion_cost: Option<crate::deletion_cost::DeletionCost>,
+    /// How long the records this worker finishes are kept (`GANTRY_RETENTION`).
+    pub retention: gantry_queue::RetentionPolicy,
 }
 
 fn now_ms() -> u64 {
@@ -101,7 +103,8 @@ pub async fn run_worker(
     tracing::info!(worker_id = %cfg.worker_id, "{}", monitor.initial().summary());
     let monitor = Arc::new(monitor);
 
-    let client = connect_with_retry(&cfg.redis_url, &shutdown).await?;
+    let qcfg = cfg.retention.apply(QueueConfig::default());
+    let client = connect_with_retry(&cfg.redis_url, qcfg, &shutdown).await?;
     let mut ccfg = ConsumerConfig::new(cfg.pool.clone(), kinds.clone(), cfg.worker_id.clone());
     ccfg.concurrency = cfg.concurrency.max(1);
     ccfg.claim_batch = ccfg.concurrency.min(200);
@@ -328,10 +331,14 @@ async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: Cancella
 }
 
 /// Connects, retrying while Redis is unreachable (a worker may start before Redis does).
-pub async fn connect_with_retry(url: &str, stop: &CancellationToken) -> Result<QueueClient, QueueError> {
+pub async fn connect_with_retry(
+    url: &str,
+    cfg: QueueConfig,
+    stop: &CancellationToken,
+) -> Result<QueueClient, QueueError> {
     let mut backoff = gantry_queue::retry::Backoff::default();
     loop {
-        match QueueClient::connect(url, QueueConfig::default()).await {
+        match QueueClient::connect(url, cfg.clone()).await {
             Ok(c) => return Ok(c),
             Err(e) if e.is_transient() && !stop.is_cancelled() => {
                 let d = backoff.next_delay();

@@ -80,6 +80,7 @@ fn cfg(url: &str, drain_grace: Duration) -> WorkerConfig {
         kind_timeouts: KindTimeouts::default().with(JobKind::Noop, Duration::from_millis(300)),
         extra_routes: None,
         deletion_cost: None,
+        retention: Default::default(),
     }
 }
 

@@ -41,7 +41,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.redis.existingSecret -}}{{ .Values.redis.existingSecretKey }}{{- else -}}url{{- end -}}
 {{- end -}}
 
-{{/* Environment every pod shares: Redis, outputs, extra variables. */}}
+{{/* The retention policy as one line of TOML ("key = value;..."), for GANTRY_RETENTION. */}}
+{{- define "gantry.retention" -}}
+{{- $parts := list -}}
+{{- range $k, $v := .Values.retention -}}
+{{- $parts = append $parts (printf "%s = %s" $k (toJson $v)) -}}
+{{- end -}}
+{{- join ";" $parts -}}
+{{- end -}}
+
+{{/* Environment every pod shares: Redis, outputs, retention, extra variables. */}}
 {{- define "gantry.env" -}}
 - name: REDIS_URL
   valueFrom:
@@ -50,6 +59,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       key: {{ include "gantry.redisSecretKey" . }}
 - name: GANTRY_OUTPUTS
   value: {{ .Values.outputs | quote }}
+- name: GANTRY_RETENTION
+  value: {{ include "gantry.retention" . | quote }}
 - name: RUST_LOG
   value: info
 {{- with .Values.extraEnv }}
