@@ -80,13 +80,15 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
             outputs.to_str().unwrap(),
             "--metrics-addr",
             &metrics,
+            "--allow-reference-addr",
+            &mock.addr,
         ],
         &keys,
         &dir.path().join("worker.log"),
     );
     let api = Client::new(&format!("http://{addr}"), "demo-studio-key").unwrap();
     let extra = json!({"negative_prompt": format!("no {CANARY} blur"),
-                       "reference_images": [format!("https://refs.example/{CANARY}.png")]});
+                       "reference_images": [format!("http://{}/_mock/refs/{CANARY}.png", mock.addr)]});
     let ok = generate(
         "openai",
         "gpt-image-1",
@@ -161,12 +163,13 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
         "{old_only:?}"
     );
 
-    // A worker without the keys cannot read a sealed job, and says so.
+    // A worker without the keys cannot read a sealed job, and says so. (The keyed worker stops
+    // first, so it cannot take the job.)
+    drop(_worker);
     let d = api
         .submit(&generate("openai", "gpt-image-1", &["US"], CANARY, json!({})))
         .await
         .unwrap();
-    drop(_worker);
     let keyless = Command::new(GANTRY)
         .args(["worker", "--redis-url", &url, "--pool", "cpu", "--gpus", "none"])
         .args(["--mock-providers", &mock.url(), "--outputs", outputs.to_str().unwrap()])

@@ -60,7 +60,8 @@ async fn erasing_a_user_leaves_nothing_of_theirs_but_the_moderation_record() {
     assert_eq!(s, 200, "{b}");
 
     let job = |prompt: String| {
-        let extra = json!({"reference_images": [format!("https://refs.example/{CANARY}.png")]});
+        let url = format!("http://{}/_mock/refs/{CANARY}.png", f.mock.addr);
+        let extra = json!({"reference_images": [url]});
         as_user(generate("openai", "gpt-image-1", &["US"], &prompt, extra), USER)
     };
     let done = studio.submit(&job(format!("{CANARY} a lighthouse"))).await.unwrap();

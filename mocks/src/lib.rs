@@ -17,7 +17,9 @@
 //!
 //! `GET /_mock/requests` is the request log (provider, region, method, path, the call's key —
 //! the prompt's SHA-256 or the task id —, status, `Retry-After`, headers without secrets);
-//! `DELETE /_mock/requests` clears it.
+//! `DELETE /_mock/requests` clears it. `GET /_mock/refs/{name}` serves reference images for the
+//! worker's SSRF-safe fetcher (and misbehaving ones: a redirect, an oversize, a slow, a
+//! non-image and a missing one).
 
 mod apis;
 pub mod media;
@@ -111,6 +113,10 @@ pub struct LogEntry {
     pub retry_after_secs: Option<u64>,
     /// Request headers, secrets redacted.
     pub headers: BTreeMap<String, String>,
+    /// Whether the request body names a reference image by URL (a `/_mock/refs/` URL): the
+    /// fleet hands providers the bytes, never the user's URL, so this stays `false`.
+    #[serde(default)]
+    pub reference_url_in_body: bool,
 }
 
 /// Directives read from a prompt.
@@ -303,6 +309,7 @@ impl MockState {
             status,
             retry_after_secs: None,
             headers: BTreeMap::new(),
+            reference_url_in_body: false,
         });
     }
 
@@ -525,6 +532,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/_mock/requests", get(requests).delete(clear_requests))
         .route("/_mock/faults", put(set_faults).get(get_faults))
         .route("/_mock/script", post(script))
+        .route("/_mock/refs/{name}", get(reference))
         .route("/{provider}/{region}/{*rest}", any(dispatch))
         .with_state(state)
 }
@@ -561,6 +569,57 @@ async fn script(AxState(s): AxState<Arc<MockState>>, body: Bytes) -> Response {
             axum::Json(serde_json::json!({"queued": n})).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+/// Where the mock serves reference images (for the worker's SSRF-safe fetcher).
+pub const REFS_PATH: &str = "/_mock/refs/";
+
+/// `GET /_mock/refs/{name}`: a reference image, or a misbehaving server: `redirect?to=URL`
+/// (302 there), `big.png` (21 MiB), `slow.png` (a byte a second), `text.png` (not an image),
+/// `gone.png` (404); any other name is a 64x64 PNG.
+async fn reference(
+    AxState(s): AxState<Arc<MockState>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    match name.as_str() {
+        "redirect" => {
+            let to = query
+                .as_deref()
+                .and_then(|q| q.strip_prefix("to="))
+                .map(|t| t.replace("%2F", "/").replace("%3A", ":"))
+                .unwrap_or_default();
+            Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", to)
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        "big.png" => {
+            let mut b = vec![0u8; 21 << 20];
+            b[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
+            ([("content-type", "image/png")], b).into_response()
+        }
+        "slow.png" => {
+            let stream = futures::stream::unfold(0u8, |i| async move {
+                if i >= 60 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), i + 1))
+            });
+            Response::builder()
+                .header("content-type", "image/png")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        "text.png" => ([("content-type", "image/png")], "not an image").into_response(),
+        "gone.png" => StatusCode::NOT_FOUND.into_response(),
+        _ => {
+            let png = s.media.image(64, 64, false, 90);
+            ([("content-type", "image/png")], png.as_ref().clone()).into_response()
+        }
     }
 }
 
@@ -603,6 +662,7 @@ async fn dispatch(
         body,
     };
     let at_ms = now_ms();
+    let reference_url_in_body = call.body.windows(REFS_PATH.len()).any(|w| w == REFS_PATH.as_bytes());
     // A provider finishes what it received even if the caller hangs up: run the call on its
     // own task, so a client timeout does not undo the call's effects (or its log entry).
     let handled = tokio::spawn(async move {
@@ -627,6 +687,7 @@ async fn dispatch(
             status: response.status().as_u16(),
             retry_after_secs,
             headers: logged_headers,
+            reference_url_in_body,
         });
         response
     })

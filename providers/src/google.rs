@@ -243,7 +243,7 @@ impl Provider for Google {
             }
             let mut parts = vec![json!({"text": req.prompt})];
             for img in req.reference_images.iter().take(3) {
-                let m = crate::media::reference(self.ep.name, &self.ep.http, img).await?;
+                let m = crate::media::reference(self.ep.name, img).await?;
                 parts.push(json!({"inlineData": {"mimeType": m.content_type, "data": base64::engine::general_purpose::STANDARD.encode(&m.bytes)}}));
             }
             let body = json!({

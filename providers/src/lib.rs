@@ -11,6 +11,7 @@ pub mod bfl;
 pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod google;
 pub mod http;
 pub mod kling;

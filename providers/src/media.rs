@@ -204,10 +204,10 @@ pub async fn fetch(
 pub const MAX_REFERENCE_BYTES: usize = 20 << 20;
 
 /// A job's reference image as verified media, for providers that take bytes: a `data:` URI
-/// decoded, or an http(s) URL downloaded (never with our credentials). A reference that is not
-/// a readable image is the request's fault (`invalid_request`); a server error fetching it is
-/// `transient`.
-pub async fn reference(provider: &'static str, http_client: &reqwest::Client, r: &str) -> Result<Media, ProviderError> {
+/// decoded. URLs are not fetched here: the worker fetches them first, SSRF-safe
+/// ([`crate::fetch`]), and hands providers `data:` URIs. A reference that is not a readable
+/// image is the request's fault (`invalid_request`).
+pub async fn reference(provider: &'static str, r: &str) -> Result<Media, ProviderError> {
     let limits = MediaLimits {
         max_bytes: MAX_REFERENCE_BYTES,
         ..Default::default()
@@ -221,24 +221,10 @@ pub async fn reference(provider: &'static str, http_client: &reqwest::Client, r:
         base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
             .map_err(|e| invalid(format!("reference image base64: {e}")))?
-    } else if r.starts_with("https://") || r.starts_with("http://") {
-        let reply = http::send(
-            provider,
-            http_client.get(r).timeout(limits.download_timeout),
-            limits.max_bytes,
-        )
-        .await?;
-        match reply.status {
-            200..=299 => reply.body,
-            400..=499 => return Err(invalid(format!("reference image: HTTP {}", reply.status))),
-            s => {
-                return Err(
-                    ProviderError::new(provider, ErrorClass::Transient, format!("reference image: HTTP {s}")).status(s),
-                );
-            }
-        }
     } else {
-        return Err(invalid("a reference image is an http(s) URL or a data: URI".into()));
+        return Err(invalid(
+            "a reference image reaches a provider as a data: URI (the worker fetches URLs)".into(),
+        ));
     };
     let m = tokio::task::spawn_blocking(move || verify(provider, bytes, &limits))
         .await

@@ -126,7 +126,7 @@ impl Provider for OpenAi {
                     form = form.text(k.clone(), text);
                 }
                 for (i, r) in req.reference_images.iter().take(16).enumerate() {
-                    let m = crate::media::reference(self.ep.name, &self.ep.http, r).await?;
+                    let m = crate::media::reference(self.ep.name, r).await?;
                     let part = reqwest::multipart::Part::bytes(m.bytes.clone())
                         .file_name(format!("reference-{i}.{}", m.extension()))
                         .mime_str(m.content_type)

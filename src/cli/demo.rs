@@ -111,6 +111,8 @@ impl Fleet {
             ])
             .args(["--concurrency", "16", "--lease-secs", "3"])
             .args(["--mock-providers", &self.mock_url])
+            // The mocks serve the reference images too; only their address is let through.
+            .args(["--allow-reference-addr", self.mock_url.trim_start_matches("http://")])
             .arg("--outputs")
             .arg(self.log_dir.join("outputs"))
             .stdin(Stdio::null())
@@ -207,9 +209,11 @@ fn generate(user: &str, provider: &str, model: &str, regions: &[&str], prompt: &
     json!({"user": user, "kind": "generate", "allowed_regions": regions, "payload": payload, "max_attempts": 4})
 }
 
-/// The studio's generate jobs: one per image provider, a residency fallback, a rate-limited
-/// call retried after its `Retry-After`, and an output the provider's safety system refuses.
-fn studio_generate() -> Vec<Value> {
+/// The studio's generate jobs: one per image provider (one with a reference image by URL,
+/// which the worker fetches SSRF-safe and hands the provider as bytes), a residency fallback,
+/// a rate-limited call retried after its `Retry-After`, and an output the provider's safety
+/// system refuses.
+fn studio_generate(mock_url: &str) -> Vec<Value> {
     let no = json!({});
     vec![
         generate(
@@ -226,7 +230,7 @@ fn studio_generate() -> Vec<Value> {
             "gemini-2.5-flash-image",
             &["US"],
             "a character sheet of a fox knight",
-            no.clone(),
+            json!({"reference_images": [format!("{mock_url}/_mock/refs/fox-knight.png")]}),
         ),
         generate(
             "user-0012",
@@ -357,7 +361,7 @@ impl Submissions {
 }
 
 /// The first tenant's jobs: ordinary work across priorities, plus the special cases.
-async fn submit_studio(api: &Client, ordinary: usize) -> anyhow::Result<Submissions> {
+async fn submit_studio(api: &Client, ordinary: usize, mock_url: &str) -> anyhow::Result<Submissions> {
     let mut s = Submissions::default();
     let mut rng_state = 0x9e3779b97f4a7c15u64;
     let mut rand = move || {
@@ -405,7 +409,7 @@ async fn submit_studio(api: &Client, ordinary: usize) -> anyhow::Result<Submissi
     }));
     // Finished, but the provider did not bill (a moderation rejection): refunded.
     jobs.extend((0..5).map(|_| noop("user-0004", json!({"sleep_ms": 10, "report_usage": {"billed": false}}))));
-    jobs.extend(studio_generate());
+    jobs.extend(studio_generate(mock_url));
     for chunk in jobs.chunks(500) {
         s.admitted(api.submit_batch(chunk).await?);
     }
@@ -583,7 +587,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let (s_studio, s_video) = tokio::try_join!(submit_studio(&studio, a.jobs), submit_video(&video, &video_retrying))?;
+    let (s_studio, s_video) = tokio::try_join!(
+        submit_studio(&studio, a.jobs, &fleet.mock_url),
+        submit_video(&video, &video_retrying)
+    )?;
     let total = s_studio.ids.len() + s_video.ids.len();
     println!(
         "  submitted      {total} jobs in {} through POST /v1/jobs and /v1/jobs:batch",

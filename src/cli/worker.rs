@@ -89,6 +89,10 @@ pub struct WorkerArgs {
     /// Seconds an open circuit refuses calls before one probe is let through.
     #[arg(long, default_value_t = 30.0)]
     breaker_open_secs: f64,
+    /// An address reference images may be fetched from although it is loopback or private
+    /// (a mock server in tests and local development; never in production). Repeatable.
+    #[arg(long = "allow-reference-addr", value_name = "IP:PORT")]
+    allow_reference_addrs: Vec<std::net::SocketAddr>,
     /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` at its running-job count, so
     /// Kubernetes scales in idle workers first (needs get/patch on pods: the chart's
     /// `rbac.podDeletionCost`).
@@ -143,12 +147,20 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
             .map_err(|_| super::UsageError("--breaker-open-secs must be a non-negative number".into()))?,
     };
+    let references = gantry_providers::fetch::FetchConfig {
+        allow: a.allow_reference_addrs.clone(),
+        ..Default::default()
+    };
     let mut generate = generate_executor(
         conn,
         a.providers.as_deref(),
         a.mock_providers.as_deref(),
         outputs,
-        breaker,
+        GenerateConfig {
+            breaker,
+            references,
+            ..Default::default()
+        },
     )
     .await?;
     let mut extra_routes = None;
@@ -223,7 +235,7 @@ async fn generate_executor(
     file: Option<&std::path::Path>,
     mock: Option<&str>,
     outputs: OutputStore,
-    breaker: BreakerConfig,
+    gen_cfg: GenerateConfig,
 ) -> anyhow::Result<GenerateExecutor> {
     let mut cfg = match file {
         Some(path) => {
@@ -236,10 +248,6 @@ async fn generate_executor(
         cfg = cfg.mocked(url);
     }
     let slots = ProviderSlots::new(conn, Duration::from_secs(60));
-    let gen_cfg = GenerateConfig {
-        breaker,
-        ..Default::default()
-    };
     Ok(GenerateExecutor::new(cfg, outputs, Some(slots), gen_cfg)?)
 }
 

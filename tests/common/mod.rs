@@ -399,7 +399,16 @@ pub fn fleet_with(workers: usize, concurrency: usize, mock_flags: &[&str], worke
     );
     let workers = (0..workers)
         .map(|i| {
-            let mut flags = vec!["--gpus", "none", "--mock-providers", &mock_url, "--outputs", out];
+            let mut flags = vec![
+                "--gpus",
+                "none",
+                "--mock-providers",
+                &mock_url,
+                "--outputs",
+                out,
+                "--allow-reference-addr",
+                &mock.addr,
+            ];
             flags.extend_from_slice(worker_flags);
             WorkerProcess::start(
                 &redis.url(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gantry_providers::breaker::{BreakerConfig, BreakerState, Breakers};
+use gantry_providers::fetch::{FetchConfig, ReferenceFetcher};
 use gantry_providers::media::{self, Media, MediaLimits};
 use gantry_providers::retry::Backoff;
 use gantry_providers::run::{NoHooks, RunError, RunOptions, run};
@@ -41,6 +42,8 @@ pub struct GenerateConfig {
     pub media: MediaLimits,
     /// Circuit breakers.
     pub breaker: BreakerConfig,
+    /// Fetching reference images named by URL (SSRF-safe; providers get the bytes).
+    pub references: FetchConfig,
 }
 
 impl Default for GenerateConfig {
@@ -50,6 +53,7 @@ impl Default for GenerateConfig {
             backoff: Backoff::default(),
             media: MediaLimits::default(),
             breaker: BreakerConfig::default(),
+            references: FetchConfig::default(),
         }
     }
 }
@@ -62,6 +66,7 @@ struct Inner {
     outputs: OutputStore,
     slots: Option<ProviderSlots>,
     downloads: reqwest::Client,
+    references: ReferenceFetcher,
     webhooks: Option<Arc<WebhookInbox>>,
     cfg: GenerateConfig,
     metrics: ProviderMetrics,
@@ -105,6 +110,7 @@ impl GenerateExecutor {
                 outputs,
                 slots,
                 downloads,
+                references: ReferenceFetcher::new(cfg.references.clone()),
                 webhooks: None,
                 cfg,
                 metrics,
@@ -193,6 +199,21 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + limit.mul_f64(0.95);
         let (video, targets) = self.targets(g);
         let prompt_sha256 = crate::outputs::sha256_hex(g.prompt.as_bytes());
+        // Reference URLs are fetched here, once, SSRF-safe: providers get the verified bytes,
+        // never the user's (perhaps signed) URL, and a bad reference is the job's fault, not
+        // the provider's (it must not open a circuit).
+        let references = match self.references.resolve(&g.reference_images).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(job = %job.spec.id, error = %e, "reference image refused");
+                let class = if e.is_transient() {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Permanent
+                };
+                return failed(class, e.to_string());
+            }
+        };
         // Providers whose circuit is open, and the soonest one closes.
         let mut open: Vec<String> = Vec::new();
         let mut reopens: Option<Duration> = None;
@@ -223,7 +244,7 @@ impl Inner {
                 model: model.clone(),
                 prompt: g.prompt.clone(),
                 negative_prompt: g.negative_prompt.clone(),
-                reference_images: g.reference_images.clone(),
+                reference_images: references.clone(),
                 width: g.width,
                 height: g.height,
                 duration_secs: g.duration_secs,
