@@ -139,4 +139,31 @@ async fn enqueue_show_cancel_stats_and_dlq_round_trip() {
     assert!(stdout(&o).contains("replayed 0"), "never twice: {}", stdout(&o));
     let s = &q.stats(&cpu(), &[gantry_queue::JobKind::Noop]).await.unwrap()[0];
     assert_eq!((s.waiting_total(), s.dead), (3, 0));
+
+    // They fail again; this time the operator purges: one by id, then the rest.
+    let w = WorkerProcess::start(&url, "w2", 4, 10.0, &[], logs.path());
+    eventually("3 dead letters again", Duration::from_secs(20), || async {
+        q.stats(&cpu(), &[gantry_queue::JobKind::Noop])
+            .await
+            .map(|s| s[0].dead == 3)
+            .unwrap_or(false)
+    })
+    .await;
+    drop(w);
+    let o = gantry(&url, &["dlq", "purge", &first, "--dry-run"]);
+    assert!(stdout(&o).contains("would purge"), "{}", stdout(&o));
+    let o = gantry(&url, &["dlq", "purge", &first]);
+    assert!(stdout(&o).contains("purged"), "{} {}", stdout(&o), stderr(&o));
+    assert_refused(&gantry(&url, &["jobs", "show", &first]), "not found");
+    let o = gantry(&url, &["dlq", "purge", "--all", "--dry-run"]);
+    assert!(stdout(&o).contains("would purge 2"), "{}", stdout(&o));
+    let o = gantry(&url, &["dlq", "purge", "--all", "--class", "permanent"]);
+    assert!(stdout(&o).contains("purged 2"), "{} {}", stdout(&o), stderr(&o));
+    let s = &q.stats(&cpu(), &[gantry_queue::JobKind::Noop]).await.unwrap()[0];
+    assert_eq!((s.waiting_total(), s.dead), (0, 0));
+    // Every change above is in the audit log, with who ran it.
+    let (_, all) = everything_in(&url).await;
+    for action in ["dead_letters.replay", "dead_letters.purge", "cli/"] {
+        assert!(all.contains(action), "{action} not audited");
+    }
 }

@@ -284,6 +284,7 @@ async fn operators_pause_queues_replay_dead_letters_and_read_autoscaling_signals
         ("POST", "/v1/admin/queues/cpu/noop:pause"),
         ("GET", "/v1/admin/dead-letters"),
         ("POST", "/v1/admin/dead-letters:replay"),
+        ("POST", "/v1/admin/dead-letters:purge"),
     ] {
         let (s, _, e) = call(&f, m, path, Some("key-b"), "{}");
         assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "{m} {path}");
@@ -366,4 +367,35 @@ async fn operators_pause_queues_replay_dead_letters_and_read_autoscaling_signals
     assert_eq!((s, e["code"].as_str()), (409, Some("conflict")), "{e}");
     let (s, _, e) = ops("POST", "/v1/admin/dead-letters:replay", r#"{"surprise": 1}"#);
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")));
+
+    // Purge: it fails again (resumed), then goes for good; audited with the operator's key.
+    ops("POST", "/v1/admin/queues/cpu/noop:resume", "");
+    eventually("dead-lettered again", Duration::from_secs(20), || {
+        let (_, _, j) = call(&f, "GET", &format!("/v1/jobs/{dead}"), Some("key-b"), "");
+        async move { j["status"] == "dead" }
+    })
+    .await;
+    let (_, _, r) = ops("POST", "/v1/admin/dead-letters:purge", r#"{"dry_run": true}"#);
+    assert_eq!(r["would_purge"], 1, "{r}");
+    let (s, _, r) = ops("POST", "/v1/admin/dead-letters:purge", r#"{"pool": "cpu"}"#);
+    assert_eq!((s, r["purged"].as_u64()), (200, Some(1)), "{r}");
+    let (s, _, _) = call(&f, "GET", &format!("/v1/jobs/{dead}"), Some("key-b"), "");
+    assert_eq!(s, 404, "purged for good");
+    let (s, _, e) = ops("POST", "/v1/admin/dead-letters:purge", &body);
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    let (_, _, a) = ops("GET", "/v1/admin/audit?limit=20", "");
+    let actions: Vec<&str> = a["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for want in [
+        "dead_letters.purge",
+        "dead_letters.replay",
+        "queue.pause",
+        "queue.resume",
+    ] {
+        assert!(actions.contains(&want), "{want} not in {actions:?}");
+    }
 }

@@ -283,12 +283,31 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
-/// Outcome of replaying one job.
+/// What an operator does with dead letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplayOutcome {
-    /// Back on its queue with attempts reset.
-    Replayed,
-    /// Not (or no longer) dead-lettered: not replayed.
+pub enum DeadAction {
+    /// Back on the queue, attempts reset.
+    Replay,
+    /// Deleted for good: record, dead-letter entry, idempotency key.
+    Purge,
+}
+
+impl DeadAction {
+    /// `replay` or `purge`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadAction::Replay => "replay",
+            DeadAction::Purge => "purge",
+        }
+    }
+}
+
+/// Outcome of replaying or purging one dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadLetterOutcome {
+    /// Replayed (back on its queue) or purged.
+    Done,
+    /// Not (or no longer) dead-lettered: left alone.
     NotDead,
     /// Dead-lettered with another error class than the filter asked.
     ClassMismatch,
@@ -884,6 +903,18 @@ impl QueueClient {
         parse_record(id, &h, self.keys.as_deref())
     }
 
+    /// A job's status alone (no spec to open: works without the data keys).
+    pub async fn status(&self, id: JobId) -> Result<JobStatus, QueueError> {
+        let pool = self.locate(id).await?;
+        let mut c = self.conn.clone();
+        let s: Option<String> = redis::cmd("HGET")
+            .arg(pool.job_key(id))
+            .arg("status")
+            .query_async(&mut c)
+            .await?;
+        s.ok_or(QueueError::NotFound(id))?.parse()
+    }
+
     /// Cancels a job: a waiting one at once, a running one at its worker's next heartbeat.
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, QueueError> {
         let pool = self.locate(id).await?;
@@ -1076,16 +1107,39 @@ impl QueueClient {
         queue: &QueueName,
         ids: &[JobId],
         class: Option<ErrorClass>,
-    ) -> Result<Vec<ReplayOutcome>, QueueError> {
+    ) -> Result<Vec<DeadLetterOutcome>, QueueError> {
+        self.act_on_dead(queue, ids, class, DeadAction::Replay).await
+    }
+
+    /// Replays or purges dead-lettered jobs of one queue (only those still dead-lettered, and
+    /// of `class` when given), atomically per call.
+    pub async fn act_on_dead(
+        &self,
+        queue: &QueueName,
+        ids: &[JobId],
+        class: Option<ErrorClass>,
+        action: DeadAction,
+    ) -> Result<Vec<DeadLetterOutcome>, QueueError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = scripts::REPLAY.prepare_invoke();
-        inv.key(queue.pool.prefix())
-            .arg(queue.kind.as_str())
-            .arg(self.cfg.wake_cap)
-            .arg(class.map(ErrorClass::as_str).unwrap_or(""))
-            .arg(self.cfg.user_index_ttl().as_secs());
+        let class = class.map(ErrorClass::as_str).unwrap_or("");
+        let mut inv = match action {
+            DeadAction::Replay => {
+                let mut inv = scripts::REPLAY.prepare_invoke();
+                inv.key(queue.pool.prefix())
+                    .arg(queue.kind.as_str())
+                    .arg(self.cfg.wake_cap)
+                    .arg(class)
+                    .arg(self.cfg.user_index_ttl().as_secs());
+                inv
+            }
+            DeadAction::Purge => {
+                let mut inv = scripts::PURGE.prepare_invoke();
+                inv.key(queue.pool.prefix()).arg(queue.kind.as_str()).arg(class);
+                inv
+            }
+        };
         for id in ids {
             inv.arg(id.to_string());
         }
@@ -1093,9 +1147,9 @@ impl QueueClient {
         let r: Vec<String> = inv.invoke_async(&mut c).await?;
         Ok(r.iter()
             .map(|s| match s.as_str() {
-                "replayed" => ReplayOutcome::Replayed,
-                "class_mismatch" => ReplayOutcome::ClassMismatch,
-                _ => ReplayOutcome::NotDead,
+                "replayed" | "purged" => DeadLetterOutcome::Done,
+                "class_mismatch" => DeadLetterOutcome::ClassMismatch,
+                _ => DeadLetterOutcome::NotDead,
             })
             .collect())
     }
@@ -1107,6 +1161,18 @@ impl QueueClient {
         &self,
         queue: &QueueName,
         filter: &DeadFilter,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, QueueError> {
+        self.act_on_matching(queue, filter, DeadAction::Replay, progress).await
+    }
+
+    /// Replays or purges every dead letter of `queue` that `filter` selects, a page at a time;
+    /// `progress` gets each page's count. Returns how many were acted on.
+    pub async fn act_on_matching(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        action: DeadAction,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, QueueError> {
         const PAGE: usize = 500;
@@ -1124,9 +1190,12 @@ impl QueueClient {
                 break;
             }
             let ids: Vec<JobId> = page.iter().map(|d| d.id).collect();
-            let outcomes = self.replay(queue, &ids, filter.class).await?;
-            let n = outcomes.iter().filter(|o| **o == ReplayOutcome::Replayed).count();
-            skip += outcomes.iter().filter(|o| **o == ReplayOutcome::ClassMismatch).count();
+            let outcomes = self.act_on_dead(queue, &ids, filter.class, action).await?;
+            let n = outcomes.iter().filter(|o| **o == DeadLetterOutcome::Done).count();
+            skip += outcomes
+                .iter()
+                .filter(|o| **o == DeadLetterOutcome::ClassMismatch)
+                .count();
             replayed += n as u64;
             progress(n as u64);
             if n == 0 && page.len() < PAGE {
@@ -1138,14 +1207,23 @@ impl QueueClient {
 
     /// Replays one dead-lettered job by id.
     pub async fn replay_one(&self, id: JobId) -> Result<(), QueueError> {
+        self.act_on_one(id, DeadAction::Replay).await
+    }
+
+    /// Replays or purges one dead-lettered job by id.
+    pub async fn act_on_one(&self, id: JobId, action: DeadAction) -> Result<(), QueueError> {
         let pool = self.locate(id).await?;
-        let rec = self.job_in(&pool, id).await?;
-        let queue = QueueName {
-            pool,
-            kind: rec.spec.kind(),
-        };
-        match self.replay(&queue, &[id], None).await?.first() {
-            Some(ReplayOutcome::Replayed) => Ok(()),
+        // The kind alone (the spec may be sealed with keys this process lacks).
+        let mut c = self.conn.clone();
+        let kind: Option<String> = redis::cmd("HGET")
+            .arg(pool.job_key(id))
+            .arg("kind")
+            .query_async(&mut c)
+            .await?;
+        let kind = kind.ok_or(QueueError::NotFound(id))?.parse::<JobKind>()?;
+        let queue = QueueName { pool, kind };
+        match self.act_on_dead(&queue, &[id], None, action).await?.first() {
+            Some(DeadLetterOutcome::Done) => Ok(()),
             _ => Err(QueueError::NotDeadLettered(id)),
         }
     }

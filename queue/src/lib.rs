@@ -18,9 +18,9 @@ pub mod seal;
 pub mod slots;
 
 pub use client::{
-    Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadFilter, DeadLetter, Enqueued,
-    ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ReplayOutcome,
-    ResealReport,
+    Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadAction, DeadFilter, DeadLetter,
+    DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats,
+    ReapReport, ResealReport,
 };
 pub use config::QueueConfig;
 pub use conn::{RedisConn, RedisTarget};

@@ -26,6 +26,7 @@ script!(REAP, "reap.lua");
 script!(CANCEL, "cancel.lua");
 script!(ERASE, "erase.lua");
 script!(REPLAY, "replay.lua");
+script!(PURGE, "purge.lua");
 script!(STATS, "stats.lua");
 script!(REGISTER, "register.lua");
 script!(PAUSE, "pause.lua");

@@ -75,6 +75,8 @@ on_both!(
     idle_worker_wakes_on_push,
     consumer_runs_jobs_to_completion,
     replay_by_class_filter,
+    purge_deletes_dead_letters_for_good,
+    erase_user_removes_every_record_of_one_user,
     unreadable_record_does_not_poison_queue,
     placement_vram_fit_and_best_fit_sharing,
     placement_nvenc_gating,
@@ -745,14 +747,121 @@ async fn replay_by_class_filter(f: Fixture) {
         .map(|d| d.id)
         .collect();
     let r = q.replay(&queue, &ids, Some(ErrorClass::Permanent)).await.unwrap();
-    assert_eq!(r.iter().filter(|o| **o == ReplayOutcome::Replayed).count(), 2);
-    assert_eq!(r.iter().filter(|o| **o == ReplayOutcome::ClassMismatch).count(), 1);
+    assert_eq!(r.iter().filter(|o| **o == DeadLetterOutcome::Done).count(), 2);
+    assert_eq!(r.iter().filter(|o| **o == DeadLetterOutcome::ClassMismatch).count(), 1);
     let r = q.replay(&queue, &ids, None).await.unwrap();
     assert_eq!(
-        r.iter().filter(|o| **o == ReplayOutcome::Replayed).count(),
+        r.iter().filter(|o| **o == DeadLetterOutcome::Done).count(),
         1,
         "never twice"
     );
+}
+
+async fn purge_deletes_dead_letters_for_good(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("cpu");
+    let queue = QueueName {
+        pool: p.clone(),
+        kind: JobKind::Noop,
+    };
+    let mut ids = Vec::new();
+    for (i, class) in [ErrorClass::Permanent, ErrorClass::Permanent, ErrorClass::Retryable]
+        .into_iter()
+        .enumerate()
+    {
+        let id = q
+            .enqueue(
+                &p,
+                NewJob {
+                    max_attempts: Some(1),
+                    idempotency_key: Some(format!("order-{i}")),
+                    ..noop()
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let j = claim_one(&q, &p).await;
+        q.fail(&p, &[failure(&j, class)]).await.unwrap();
+        ids.push(id);
+    }
+    let alive = q.enqueue(&p, noop()).await.unwrap().id;
+    let perm = DeadFilter {
+        class: Some(ErrorClass::Permanent),
+        ..Default::default()
+    };
+    assert_eq!(
+        q.act_on_matching(&queue, &perm, DeadAction::Purge, |_| {})
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(q.count_dead(&queue, &DeadFilter::default()).await.unwrap(), 1);
+    for id in &ids[..2] {
+        assert!(matches!(q.job(*id).await, Err(QueueError::NotFound(_))), "{id} is gone");
+    }
+    // A purged job's idempotency key leads nowhere: the same key makes a new job.
+    let again = q
+        .enqueue(
+            &p,
+            NewJob {
+                idempotency_key: Some("order-0".into()),
+                ..noop()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!again.duplicate && again.id != ids[0]);
+    // Only dead letters go; purging twice finds nothing.
+    assert!(matches!(
+        q.act_on_one(alive, DeadAction::Purge).await,
+        Err(QueueError::NotDeadLettered(_))
+    ));
+    q.act_on_one(ids[2], DeadAction::Purge).await.unwrap();
+    assert!(matches!(
+        q.act_on_one(ids[2], DeadAction::Purge).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(q.count_dead(&queue, &DeadFilter::default()).await.unwrap(), 0);
+    assert_eq!(q.job(alive).await.unwrap().status, JobStatus::Queued);
+}
+
+async fn erase_user_removes_every_record_of_one_user(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("cpu");
+    let mine = |delay: Option<u64>| NewJob {
+        delay_ms: delay,
+        max_attempts: Some(1),
+        ..NewJob::new("t", "alice", Payload::Noop(NoopPayload::default()))
+    };
+    let waiting = q.enqueue(&p, mine(None)).await.unwrap().id;
+    // Alice's job runs.
+    let running = claim_one(&q, &p).await;
+    assert_eq!(running.spec.id, waiting);
+    let delayed = q.enqueue(&p, mine(Some(60_000))).await.unwrap().id;
+    let theirs = q
+        .enqueue(&p, NewJob::new("t", "bob", Payload::Noop(NoopPayload::default())))
+        .await
+        .unwrap()
+        .id;
+    let other_tenant = q
+        .enqueue(&p, NewJob::new("t2", "alice", Payload::Noop(NoopPayload::default())))
+        .await
+        .unwrap()
+        .id;
+    let c = q.erase_user(&p, "t", "alice").await.unwrap();
+    assert_eq!((c.cancelled, c.running, c.deleted), (1, 1, 1), "{c:?}");
+    assert!(matches!(q.job(delayed).await, Err(QueueError::NotFound(_))));
+    assert_eq!(q.job(waiting).await.unwrap().status, JobStatus::Running);
+    // Its worker learns at the heartbeat and stops; the next pass deletes it.
+    q.fail(&p, &[failure(&running, ErrorClass::Cancelled)]).await.unwrap();
+    let c = q.erase_user(&p, "t", "alice").await.unwrap();
+    assert_eq!((c.running, c.deleted), (0, 1), "{c:?}");
+    assert!(matches!(q.job(waiting).await, Err(QueueError::NotFound(_))));
+    assert_eq!(q.erase_user(&p, "t", "alice").await.unwrap(), ErasureCounts::default());
+    assert_eq!(q.job(theirs).await.unwrap().status, JobStatus::Queued);
+    assert_eq!(q.job(other_tenant).await.unwrap().status, JobStatus::Queued);
+    assert!(q.erase_user(&p, "t", "").await.is_err(), "an empty user id is refused");
 }
 
 async fn unreadable_record_does_not_poison_queue(f: Fixture) {

@@ -1,11 +1,13 @@
 //! Operator routes (`admin` scope, held only by operator tenants): queue stats, pausing and
 //! resuming a queue, and the dead-letter queue with the CLI's semantics (list with filters;
-//! replay one job by id, or every job a filter selects, or count them with `dry_run`).
+//! replay or purge one job by id, or every job a filter selects, or count them with
+//! `dry_run`). Every change is audited.
 //!
 //! - `GET  /v1/admin/queues`
 //! - `POST /v1/admin/queues/{pool}/{kind}:pause`, `…:resume`
 //! - `GET  /v1/admin/dead-letters?pool=&kind=&class=&since_ms=&until_ms=&offset=&limit=`
 //! - `POST /v1/admin/dead-letters:replay` `{"id"}` or `{pool?, kind?, class?, since_ms?, until_ms?, dry_run?}`
+//! - `POST /v1/admin/dead-letters:purge`, the same body: delete for good
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,7 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gantry_queue::{DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueError, QueueName};
+use gantry_queue::{DeadAction, DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueError, QueueName};
 use serde::Deserialize;
 
 use crate::api::{AppState, caller, json_body};
@@ -41,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/queues/{pool}/{action}", post(queue_action))
         .route("/v1/admin/dead-letters", get(list_dead))
         .route("/v1/admin/dead-letters:replay", post(replay))
+        .route("/v1/admin/dead-letters:purge", post(purge))
 }
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
@@ -187,7 +190,7 @@ async fn list_dead(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReplayRequest {
+struct DeadLetterRequest {
     id: Option<String>,
     pool: Option<String>,
     kind: Option<String>,
@@ -203,27 +206,43 @@ async fn replay(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    act_on_dead(state, headers, body, DeadAction::Replay).await
+}
+
+async fn purge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    act_on_dead(state, headers, body, DeadAction::Purge).await
+}
+
+/// Replays or purges dead letters: one by id, or every one a filter selects (`dry_run`
+/// counts them). Answers `{"replayed"|"purged": n}` or `{"would_replay"|"would_purge": n}`.
+async fn act_on_dead(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    action: DeadAction,
+) -> Result<Response, ApiError> {
     let who = caller(&state, &headers, Scope::Admin)?;
+    let (done_key, would_key, audit_action) = match action {
+        DeadAction::Replay => ("replayed", "would_replay", "dead_letters.replay"),
+        DeadAction::Purge => ("purged", "would_purge", "dead_letters.purge"),
+    };
     let v = json_body(&state, body)?;
-    let req: ReplayRequest = serde_json::from_value(v).map_err(invalid)?;
+    let req: DeadLetterRequest = serde_json::from_value(v).map_err(invalid)?;
     if let Some(id) = &req.id {
         let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
         if req.dry_run {
             let rec = state.queue.job(id).await.map_err(not_found)?;
             let n = u64::from(rec.status == gantry_queue::JobStatus::Dead);
-            return Ok(axum::Json(serde_json::json!({ "would_replay": n })).into_response());
+            return Ok(axum::Json(serde_json::json!({ would_key: n })).into_response());
         }
-        return match state.queue.replay_one(id).await {
+        return match state.queue.act_on_one(id, action).await {
             Ok(()) => {
-                audited(
-                    &state,
-                    &who,
-                    "dead_letters.replay",
-                    id.to_string(),
-                    serde_json::Value::Null,
-                )
-                .await?;
-                Ok(axum::Json(serde_json::json!({ "replayed": 1 })).into_response())
+                audited(&state, &who, audit_action, id.to_string(), serde_json::Value::Null).await?;
+                Ok(axum::Json(serde_json::json!({ done_key: 1 })).into_response())
             }
             Err(QueueError::NotDeadLettered(_)) => Err(ApiError::Conflict("the job is not dead-lettered".into())),
             Err(e) => Err(not_found(e)),
@@ -243,10 +262,10 @@ async fn replay(
         n += if req.dry_run {
             state.queue.count_dead(q, &filter).await?
         } else {
-            state.queue.replay_matching(q, &filter, |_| {}).await?
+            state.queue.act_on_matching(q, &filter, action, |_| {}).await?
         };
     }
-    let key = if req.dry_run { "would_replay" } else { "replayed" };
+    let key = if req.dry_run { would_key } else { done_key };
     if !req.dry_run {
         let target = format!(
             "pool={} kind={} class={}",
@@ -254,13 +273,14 @@ async fn replay(
             filter_text(req_kind.as_deref()),
             filter.class.map_or("*", |c| c.as_str())
         );
-        let details = serde_json::json!({ "replayed": n, "since_ms": filter.since_ms, "until_ms": filter.until_ms });
-        audited(&state, &who, "dead_letters.replay", target, details).await?;
+        let details = serde_json::json!({ done_key: n, "since_ms": filter.since_ms, "until_ms": filter.until_ms });
+        audited(&state, &who, audit_action, target, details).await?;
     }
     tracing::info!(
-        replayed = n,
+        action = action.as_str(),
+        count = n,
         dry_run = req.dry_run,
-        "dead letters replayed by an operator"
+        "dead letters acted on by an operator"
     );
     Ok(axum::Json(serde_json::json!({ key: n })).into_response())
 }

@@ -1,6 +1,6 @@
-//! `gantry dlq list|show|replay`.
+//! `gantry dlq list|show|replay|purge` (replays and purges are audited).
 
-use gantry_queue::{DeadFilter, ErrorClass, JobId, QueueClient, QueueName};
+use gantry_queue::{DeadAction, DeadFilter, ErrorClass, JobId, QueueClient, QueueName};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::time::parse_when;
@@ -65,20 +65,26 @@ pub enum DlqCommand {
         id: String,
     },
     /// Replay one job by id, or every job the filters select (`--all`), attempts reset.
-    Replay {
-        #[command(flatten)]
-        redis: super::RedisArgs,
-        /// Job id (or use --all with filters).
-        id: Option<String>,
-        /// Replay every dead-lettered job the filters select.
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// Count what would be replayed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Replay(ActArgs),
+    /// Delete one dead-lettered job by id, or every one the filters select (`--all`), for
+    /// good: its record, dead-letter entry and idempotency key.
+    Purge(ActArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ActArgs {
+    #[command(flatten)]
+    redis: super::RedisArgs,
+    /// Job id (or use --all with filters).
+    id: Option<String>,
+    /// Every dead-lettered job the filters select.
+    #[arg(long, conflicts_with = "id")]
+    all: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Count what would be done; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub async fn run(c: DlqCommand) -> anyhow::Result<()> {
@@ -113,63 +119,68 @@ pub async fn run(c: DlqCommand) -> anyhow::Result<()> {
             let rec = redis.client().await?.job(id).await?;
             super::jobs::print_record(&rec);
         }
-        DlqCommand::Replay {
-            redis,
-            id,
-            all,
-            filter,
-            dry_run,
-        } => {
-            let client = redis.client().await?;
-            if let Some(id) = id {
-                let id: JobId = id.parse().map_err(gantry_queue::QueueError::from)?;
-                if dry_run {
-                    let rec = client.job(id).await?;
-                    println!(
-                        "{id} is {:?}; would {}replay",
-                        rec.status,
-                        if rec.status == gantry_queue::JobStatus::Dead {
-                            ""
-                        } else {
-                            "not "
-                        }
-                    );
-                } else {
-                    client.replay_one(id).await?;
-                    println!("{id} replayed");
-                }
-                return Ok(());
-            }
-            if !all {
-                anyhow::bail!("give a job id, or --all with filters (--pool, --kind, --class, --since, --until)");
-            }
-            replay_all(&client, &filter, dry_run).await?;
-        }
+        DlqCommand::Replay(a) => act(a, DeadAction::Replay).await?,
+        DlqCommand::Purge(a) => act(a, DeadAction::Purge).await?,
     }
     Ok(())
 }
 
-async fn replay_all(client: &QueueClient, filter: &FilterArgs, dry_run: bool) -> anyhow::Result<()> {
-    let (queues, f) = filter.resolve(client).await?;
+/// `replay` or `purge`: one job by id, or every one the filters select.
+async fn act(a: ActArgs, action: DeadAction) -> anyhow::Result<()> {
+    let (verb, done) = match action {
+        DeadAction::Replay => ("replay", "replayed"),
+        DeadAction::Purge => ("purge", "purged"),
+    };
+    let client = a.redis.client().await?;
+    if let Some(id) = a.id {
+        let id: JobId = id.parse().map_err(gantry_queue::QueueError::from)?;
+        if a.dry_run {
+            let status = client.status(id).await?;
+            let dead = status == gantry_queue::JobStatus::Dead;
+            println!("{id} is {status:?}; would {}{verb}", if dead { "" } else { "not " });
+        } else {
+            client.act_on_one(id, action).await?;
+            println!("{id} {done}");
+            a.redis
+                .audit(
+                    &format!("dead_letters.{verb}"),
+                    &id.to_string(),
+                    serde_json::Value::Null,
+                )
+                .await?;
+        }
+        return Ok(());
+    }
+    if !a.all {
+        anyhow::bail!("give a job id, or --all with filters (--pool, --kind, --class, --since, --until)");
+    }
+    let (queues, f) = a.filter.resolve(&client).await?;
     // Count first, so the progress bar has a length.
     let mut total = 0u64;
     for q in &queues {
         total += client.count_dead(q, &f).await?;
     }
-    if dry_run {
-        println!("would replay {total} job(s)");
+    if a.dry_run {
+        println!("would {verb} {total} job(s)");
         return Ok(());
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} replayed {msg}")
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {done} {{msg}}"))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut replayed = 0u64;
+    let mut n = 0u64;
     for q in &queues {
-        replayed += client.replay_matching(q, &f, |n| bar.inc(n)).await?;
+        n += client.act_on_matching(q, &f, action, |k| bar.inc(k)).await?;
     }
     bar.finish_with_message("done");
-    println!("replayed {replayed} job(s)");
-    Ok(())
+    println!("{done} {n} job(s)");
+    let target = format!(
+        "pool={} kind={} class={}",
+        a.filter.pool.as_deref().unwrap_or("*"),
+        a.filter.kind.as_deref().unwrap_or("*"),
+        a.filter.class.as_deref().unwrap_or("*")
+    );
+    let details = serde_json::json!({ done: n, "since_ms": f.since_ms, "until_ms": f.until_ms });
+    a.redis.audit(&format!("dead_letters.{verb}"), &target, details).await
 }

@@ -92,5 +92,9 @@ async fn set_paused(redis: super::RedisArgs, pool: &str, kind: &str, paused: boo
     let changed = client.set_paused(&queue, paused).await?;
     let word = if paused { "paused" } else { "resumed" };
     println!("{queue} {}{word}", if changed { "" } else { "was already " });
-    Ok(())
+    let action = if paused { "queue.pause" } else { "queue.resume" };
+    let target = format!("{}/{}", queue.pool, queue.kind);
+    redis
+        .audit(action, &target, serde_json::json!({ "changed": changed }))
+        .await
 }
