@@ -168,6 +168,14 @@ def main():
     env = {e["name"]: e.get("value") for e in worker(default, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
     check(env.get("GANTRY_RETENTION") == 'audit_days = 365;critical_categories = ["csam"];dead_letters_days = 30;idempotency_days = 7;job_records_days = 7;moderation_critical_days = 2557;moderation_days = 90;outputs_days = 30',
           f"the retention policy reaches every pod: {env.get('GANTRY_RETENTION')}")
+    keys = {e["name"]: e.get("valueFrom") for e in worker(three, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check(keys.get("GANTRY_DATA_KEYS") == {"secretKeyRef": {"name": "gantry-data-keys", "key": "keys"}},
+          f"data keys from their Secret: {keys.get('GANTRY_DATA_KEYS')}")
+    try:
+        render({"scheduler": {"config": "listen = \"0.0.0.0:8080\""}}, "own config without data keys")
+        problems.append("rendered a production scheduler config without data keys")
+    except Exception as e:  # noqa: BLE001 - refusal is the point
+        check("dataKeys.existingSecret is required" in str(e), f"the refusal says why: {e}")
     check("scheduler.toml" in by_kind(three, "ConfigMap").get("gantry-scheduler", {}).get("data", {}), "scheduler config")
 
     with_url = render({"redis": {"url": "redis+cluster://r1:6379,r2:6379"}}, "redis.url")

@@ -21,6 +21,8 @@ const INITIAL: i64 = 100_000;
 fn config() -> String {
     format!(
         r#"
+# a test's development configuration: no data keys
+require_data_keys = false
 [plans.big]
 jobs_per_second = 1000
 burst = 1000

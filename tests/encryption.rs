@@ -192,3 +192,48 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[test]
+fn a_production_scheduler_refuses_to_start_without_data_keys() {
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The embedded configuration without its development line is a production one.
+    let prod = include_str!("../scheduler/src/demo.toml").replace("require_data_keys = false", "");
+    let path = dir.path().join("prod.toml");
+    std::fs::write(&path, prod).unwrap();
+    let o = Command::new(GANTRY)
+        .args([
+            "scheduler",
+            "--redis-url",
+            &redis.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&path)
+        .env_remove("GANTRY_DATA_KEYS")
+        .env_remove("GANTRY_DATA_KEYS_FILE")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "started without keys: {err}");
+    assert!(err.contains("no data keys: set GANTRY_DATA_KEYS"), "{err}");
+    // With a key it starts.
+    let key = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+    let (_s, addr) = spawn(
+        &[
+            "scheduler",
+            "--redis-url",
+            &redis.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &format!("k1={key}"),
+        &dir.path().join("scheduler.log"),
+    );
+    assert!(addr.is_some_and(|a| a.starts_with("127.0.0.1:")));
+}

@@ -20,6 +20,8 @@ fn config() -> String {
     let key = |k: &str| gantry_scheduler::auth::hash_key(k);
     format!(
         r#"
+# a test's development configuration: no data keys
+require_data_keys = false
 [plans.bulk]
 jobs_per_second = 1000000
 burst = 100000

@@ -20,6 +20,8 @@ fn config(outputs: &std::path::Path) -> String {
     format!(
         r#"
 outputs = "{}"
+# a test's development configuration: no data keys
+require_data_keys = false
 [plans.big]
 jobs_per_second = 100000
 burst = 100000

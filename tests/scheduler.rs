@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 // sha256("key-a"), sha256("key-b"), sha256("key-a-read")
 const CONFIG: &str = r#"
 min_trust_score = 0.2
+# a test's development configuration: no data keys
+require_data_keys = false
 [plans.small]
 jobs_per_second = 1
 burst = 4

@@ -32,11 +32,12 @@ pub use error::{ErrorClass, ProviderError};
 pub use task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle, TaskState};
 
 /// The API key the mock servers accept (and every mocked configuration sends).
-pub const MOCK_API_KEY: &str = "mock-key";
+/// (Distinctive, so the redaction test can search every log and output for it.)
+pub const MOCK_API_KEY: &str = "mock-key-7d1c4e90";
 /// Kling's access key on the mock servers.
-pub const MOCK_ACCESS_KEY: &str = "mock-access-key";
+pub const MOCK_ACCESS_KEY: &str = "mock-access-key-52b8e3f1";
 /// Kling's secret key on the mock servers.
-pub const MOCK_SECRET_KEY: &str = "mock-secret-key";
+pub const MOCK_SECRET_KEY: &str = "mock-secret-key-a94f06cd";
 
 /// One remote generation API in one region.
 pub trait Provider: Send + Sync + std::fmt::Debug {

@@ -68,6 +68,11 @@ pub struct SchedulerConfig {
     /// `audit_days`); one replica sweeps per interval.
     #[serde(default = "default_sweep_every")]
     pub retention_sweep_secs: u64,
+    /// Refuse to start without data keys (`GANTRY_DATA_KEYS`), so no prompt or reference image
+    /// is ever stored in plain text (default). Only a development configuration turns it off;
+    /// the embedded demo configuration does, and says so at start.
+    #[serde(default = "require_keys_default")]
+    pub require_data_keys: bool,
     /// The retention policy: not in this file but in `GANTRY_RETENTION`, which every process
     /// of the fleet reads, so workers and scheduler apply the same TTLs.
     #[serde(skip)]
@@ -76,6 +81,10 @@ pub struct SchedulerConfig {
 
 fn default_sweep_every() -> u64 {
     3600
+}
+
+fn require_keys_default() -> bool {
+    true
 }
 
 fn default_erasure_wait() -> u64 {

@@ -21,6 +21,11 @@ pub enum ServeError {
     /// Redis unusable.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// No data keys, and the configuration requires them.
+    #[error(
+        "no data keys: set GANTRY_DATA_KEYS (or GANTRY_DATA_KEYS_FILE) so prompts and reference images are sealed at rest; only a development configuration may set require_data_keys = false"
+    )]
+    NoDataKeys,
     /// The output store named in the configuration cannot be opened.
     #[error(transparent)]
     Outputs(#[from] gantry_store::OutputError),
@@ -41,6 +46,13 @@ impl Scheduler {
     /// Connects to `redis_url`, binds `cfg.listen`, and serves until `shutdown`.
     pub async fn start(cfg: SchedulerConfig, redis_url: &str, shutdown: CancellationToken) -> Result<Self, ServeError> {
         let queue = QueueClient::connect(redis_url, cfg.retention.apply(QueueConfig::default())).await?;
+        match queue.keys() {
+            Some(k) => tracing::info!(key = k.current(), "job payloads sealed at rest (AES-256-GCM)"),
+            None if cfg.require_data_keys => return Err(ServeError::NoDataKeys),
+            None => tracing::warn!(
+                "no data keys: prompts and reference images are stored in plain text (development configuration)"
+            ),
+        }
         let cfg = Arc::new(cfg);
         let loads = PoolLoads::default();
         loads.refresh(&queue, &cfg).await;

@@ -19,6 +19,8 @@ fn config(listen: &str) -> String {
     format!(
         r#"
 listen = "{listen}"
+# the benchmark measures admission, not sealing
+require_data_keys = false
 [plans.bench]
 jobs_per_second = 10000000
 burst = 10000000

@@ -44,6 +44,33 @@ pub struct DemoArgs {
     /// Keep the fleet and Redis running after the summary until Ctrl-C, to explore with the CLI.
     #[arg(long)]
     keep: bool,
+    /// Mark every generate job's prompt, negative prompt and reference URL (as a signature)
+    /// with this word, to search the logs, metrics and Redis for it afterwards (the redaction
+    /// test does).
+    #[arg(long)]
+    canary: Option<String>,
+}
+
+/// A generate job with `canary` in its prompt, its negative prompt and its reference URLs'
+/// signatures (other jobs, or no canary: unchanged).
+fn mark(mut job: Value, canary: Option<&str>) -> Value {
+    let Some(c) = canary else { return job };
+    if job["kind"] != "generate" {
+        return job;
+    }
+    let p = &mut job["payload"];
+    if let Some(prompt) = p["prompt"].as_str() {
+        p["prompt"] = format!("{prompt} {c}").into();
+    }
+    p["negative_prompt"] = format!("no {c} artefacts").into();
+    if let Some(refs) = p.get_mut("reference_images").and_then(Value::as_array_mut) {
+        for r in refs {
+            if let Some(u) = r.as_str() {
+                *r = format!("{u}?X-Amz-Expires=300&X-Amz-Signature={c}").into();
+            }
+        }
+    }
+    job
 }
 
 /// The processes the demo started; stopped (SIGTERM, then waited for) when dropped.
@@ -361,7 +388,12 @@ impl Submissions {
 }
 
 /// The first tenant's jobs: ordinary work across priorities, plus the special cases.
-async fn submit_studio(api: &Client, ordinary: usize, mock_url: &str) -> anyhow::Result<Submissions> {
+async fn submit_studio(
+    api: &Client,
+    ordinary: usize,
+    mock_url: &str,
+    canary: Option<&str>,
+) -> anyhow::Result<Submissions> {
     let mut s = Submissions::default();
     let mut rng_state = 0x9e3779b97f4a7c15u64;
     let mut rand = move || {
@@ -409,7 +441,7 @@ async fn submit_studio(api: &Client, ordinary: usize, mock_url: &str) -> anyhow:
     }));
     // Finished, but the provider did not bill (a moderation rejection): refunded.
     jobs.extend((0..5).map(|_| noop("user-0004", json!({"sleep_ms": 10, "report_usage": {"billed": false}}))));
-    jobs.extend(studio_generate(mock_url));
+    jobs.extend(studio_generate(mock_url).into_iter().map(|j| mark(j, canary)));
     for chunk in jobs.chunks(500) {
         s.admitted(api.submit_batch(chunk).await?);
     }
@@ -441,7 +473,7 @@ async fn submit_studio(api: &Client, ordinary: usize, mock_url: &str) -> anyhow:
 }
 
 /// The second tenant (starter plan: 20 jobs/s, bursts of 100) spends its burst at once.
-async fn submit_video(api: &Client, retrying: &Client) -> anyhow::Result<Submissions> {
+async fn submit_video(api: &Client, retrying: &Client, canary: Option<&str>) -> anyhow::Result<Submissions> {
     let mut s = Submissions::default();
     let burst: Vec<Value> = (0..100)
         .map(|_| noop("viewer-9", json!({"sleep_ms": 50, "output_bytes": 4096})))
@@ -476,6 +508,7 @@ async fn submit_video(api: &Client, retrying: &Client) -> anyhow::Result<Submiss
             json!({"duration_secs": 8}),
         ),
     ];
+    let videos: Vec<Value> = videos.into_iter().map(|j| mark(j, canary)).collect();
     s.admitted(retrying.submit_batch(&videos).await?);
     // A ten-minute Kling video (84 credits a second) costs more than the tenant holds.
     let video = json!({"user": "viewer-9", "kind": "generate", "allowed_regions": ["SG"],
@@ -588,8 +621,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (s_studio, s_video) = tokio::try_join!(
-        submit_studio(&studio, a.jobs, &fleet.mock_url),
-        submit_video(&video, &video_retrying)
+        submit_studio(&studio, a.jobs, &fleet.mock_url, a.canary.as_deref()),
+        submit_video(&video, &video_retrying, a.canary.as_deref())
     )?;
     let total = s_studio.ids.len() + s_video.ids.len();
     println!(

@@ -61,6 +61,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.outputs | quote }}
 - name: GANTRY_RETENTION
   value: {{ include "gantry.retention" . | quote }}
+{{- if .Values.dataKeys.existingSecret }}
+- name: GANTRY_DATA_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.dataKeys.existingSecret }}
+      key: {{ .Values.dataKeys.existingSecretKey }}
+{{- else if .Values.scheduler.config }}
+{{- fail "dataKeys.existingSecret is required with your own scheduler.config: prompts and reference images are sealed at rest (see values.yaml)" }}
+{{- end }}
 - name: RUST_LOG
   value: info
 {{- with .Values.extraEnv }}

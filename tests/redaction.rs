@@ -1,0 +1,125 @@
+//! Redaction over the whole demo workload: `gantry demo --canary WORD --keep` marks every
+//! generate job's prompt, negative prompt and reference URL signature with a canary, runs the
+//! demo's generate (every provider, a reference fetched by URL, a video), upscale, transcode,
+//! CSAM-hash, failing, blocked and erased jobs with every process logging at debug level, and
+//! keeps the fleet up. Then every log, every `/metrics` output, every value in Redis and the
+//! mock providers' request log are searched: for the canary, for the providers' API keys, for
+//! the tenants' API keys, for image bytes (base64 PNG) and for URL signatures. None may appear.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CANARY: &str = "zq-canary-5b7e";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let mut demo = Command::new(GANTRY)
+        .args(["demo", "--jobs", "20", "--keep", "--canary", CANARY, "--log-dir"])
+        .arg(&logs)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !out.contains("Ctrl-C to stop") {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => panic!("the demo ended early:\n{out}"),
+        }
+        assert!(Instant::now() < deadline, "the demo did not finish:\n{out}");
+    }
+    // The workload really carried the canary through the fleet.
+    assert!(out.contains("gemini/gemini-2.5-flash-image"), "{out}");
+    assert!(out.contains("complete: true"), "the erasure ran:\n{out}");
+
+    let redis_url = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("REDIS_URL="))
+        .unwrap()
+        .to_owned();
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for w in out.split_whitespace().filter(|w| w.ends_with("/metrics")) {
+        let addr = w.trim_start_matches("http://").trim_end_matches("/metrics");
+        let (status, text) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "{w}");
+        outputs.push((w.to_owned(), text));
+    }
+    assert!(outputs.len() >= 3, "the scheduler's and the workers' /metrics: {out}");
+    let (n, redis) = everything_in(&redis_url).await;
+    assert!(n > 100, "{n} keys");
+    outputs.push(("redis".into(), redis));
+    let mock = out
+        .split_whitespace()
+        .skip_while(|w| *w != "providers")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let log = reqwest::get(format!("{mock}/_mock/requests"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("/v1/images/edits") || log.contains("gemini"), "{log}");
+    assert!(!log.contains("\"reference_url_in_body\":true"), "a provider got a URL");
+    outputs.push(("mock request log".into(), log));
+    let _ = Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
+    let _ = demo.wait();
+
+    for e in std::fs::read_dir(&logs).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "log") {
+            outputs.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+        }
+    }
+    let err = std::fs::read_to_string(dir.path().join("demo.err")).unwrap();
+    assert!(err.contains("DEBUG"), "debug logging was on");
+    outputs.push(("demo stderr".into(), err));
+    let logged = outputs.iter().filter(|(w, _)| w.ends_with(".log")).count();
+    assert!(logged >= 4, "scheduler, workers and mocks logged");
+
+    let secrets = [
+        CANARY,
+        gantry_providers::MOCK_API_KEY,
+        gantry_providers::MOCK_ACCESS_KEY,
+        gantry_providers::MOCK_SECRET_KEY,
+        "demo-studio-key",
+        "demo-video-key",
+        "demo-admin-key",
+        "X-Amz-Signature",
+        // A PNG's first bytes in base64: image bytes (a reference as a data: URI, an output).
+        "iVBORw0KGgo",
+    ];
+    for (where_, text) in &outputs {
+        for s in secrets {
+            assert!(!text.contains(s), "{s:?} found in {where_}");
+        }
+    }
+    // The demo's own summary holds no prompt either (it may name its keys in its instructions).
+    assert!(!out.contains(CANARY), "{out}");
+}
