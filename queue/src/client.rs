@@ -941,26 +941,36 @@ impl QueueClient {
     /// Erases `user` of `tenant` from `pool`, through the user's index ([`crate::user_key`]):
     /// waiting jobs are cancelled and deleted, finished and dead-lettered ones deleted, and
     /// running ones asked to stop, to be deleted by a later pass once they have ended
-    /// (`running` counts them). Idempotent; one script, so Cluster-safe.
+    /// (`running` counts them). Idempotent and Cluster-safe; each script call handles a
+    /// bounded page of the user's index, so a user with a million jobs never blocks Redis.
     pub async fn erase_user(&self, pool: &Pool, tenant: &str, user: &str) -> Result<ErasureCounts, QueueError> {
+        const PAGE: usize = 500;
         check_text("tenant", tenant, 128)?;
         check_text("user", user, 128)?;
-        let mut inv = scripts::ERASE.prepare_invoke();
-        inv.key(pool.prefix())
-            .arg(crate::user_key(tenant, user))
-            .arg(tenant)
-            .arg(user);
+        let ukey = crate::user_key(tenant, user);
+        let mut total = ErasureCounts::default();
+        let mut cursor = "0".to_owned();
         let mut c = self.conn.clone();
-        let r: Vec<u64> = inv.invoke_async(&mut c).await?;
-        let [cancelled, running, deleted, dead_letters] = r[..] else {
-            return Err(QueueError::Protocol(format!("erase reply {r:?}")));
-        };
-        Ok(ErasureCounts {
-            cancelled,
-            running,
-            deleted,
-            dead_letters,
-        })
+        loop {
+            let mut inv = scripts::ERASE.prepare_invoke();
+            inv.key(pool.prefix())
+                .arg(&ukey)
+                .arg(tenant)
+                .arg(user)
+                .arg(&cursor)
+                .arg(PAGE);
+            let r: (u64, u64, u64, u64, String) = inv.invoke_async(&mut c).await?;
+            total += ErasureCounts {
+                cancelled: r.0,
+                running: r.1,
+                deleted: r.2,
+                dead_letters: r.3,
+            };
+            if r.4 == "0" {
+                return Ok(total);
+            }
+            cursor = r.4;
+        }
     }
 
     /// Depth, in-flight count and oldest-job age of each of `kinds` in `pool`.

@@ -862,6 +862,16 @@ async fn erase_user_removes_every_record_of_one_user(f: Fixture) {
     assert_eq!(q.job(theirs).await.unwrap().status, JobStatus::Queued);
     assert_eq!(q.job(other_tenant).await.unwrap().status, JobStatus::Queued);
     assert!(q.erase_user(&p, "t", "").await.is_err(), "an empty user id is refused");
+    // A user with more jobs than one page of the index: every one goes.
+    for _ in 0..3 {
+        let jobs = (0..500)
+            .map(|_| NewJob::new("t", "carol", Payload::Noop(NoopPayload::default())))
+            .collect();
+        q.enqueue_batch(&p, jobs).await.unwrap();
+    }
+    let c = q.erase_user(&p, "t", "carol").await.unwrap();
+    assert_eq!((c.cancelled, c.deleted), (1500, 1500), "{c:?}");
+    assert_eq!(q.job(theirs).await.unwrap().status, JobStatus::Queued);
 }
 
 async fn unreadable_record_does_not_poison_queue(f: Fixture) {

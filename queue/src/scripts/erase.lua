@@ -1,13 +1,16 @@
--- Erase one user's job records in this pool (GDPR/CCPA deletion). ARGV: user_key, tenant, user.
+-- Erase one user's job records in this pool (GDPR/CCPA deletion), a bounded page at a time.
+-- ARGV: user_key, tenant, user, cursor (of SSCAN over the user's index), count.
 -- Waiting jobs are cancelled (their reserved credits refunded through the credit events) and
 -- deleted; running jobs are asked to stop (their worker learns at its next heartbeat) and left
 -- for a later call, once they have ended; finished and dead-lettered jobs are deleted with
 -- their dead-letter entries and idempotency keys. Idempotent.
--- Returns: cancelled, running (still to stop), deleted, dead-letter entries removed.
+-- Returns: cancelled, running (still to stop), deleted, dead-letter entries removed, the next
+-- cursor ('0' when the index has been walked).
 local ukey, tenant, user = ARGV[1], ARGV[2], ARGV[3]
 local uk = P .. 'user:' .. ukey
 local cancelled, running, deleted, dead = 0, 0, 0, 0
-for _, id in ipairs(redis.call('SMEMBERS', uk)) do
+local page = redis.call('SSCAN', uk, ARGV[4], 'COUNT', tonumber(ARGV[5]))
+for _, id in ipairs(page[2]) do
   local jk = jkey(id)
   local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten', 'spec')
   local status, kind = r[1], r[2]
@@ -42,4 +45,4 @@ for _, id in ipairs(redis.call('SMEMBERS', uk)) do
   end
 end
 if redis.call('SCARD', uk) == 0 then redis.call('DEL', uk) end
-return { cancelled, running, deleted, dead }
+return { cancelled, running, deleted, dead, page[1] }
