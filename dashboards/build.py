@@ -298,6 +298,16 @@ def safety():
         ],
         "s",
     )
+    b.panel(
+        "Retention sweeps: removed by data class",
+        [(f"sum by (class) (increase(gantry_retention_removed_total{{{NS}}}[{RI}]))", "{{class}}")],
+        description="Outputs past outputs_days, audit entries past audit_days, expired moderation index ids (the scheduler's sweeper).",
+    )
+    b.panel(
+        "User-data erasures",
+        [(f"sum by (outcome) (increase(gantry_user_erasures_total{{{NS}}}[{RI}]))", "{{outcome}}")],
+        description="DELETE /v1/users/{id}/data answered: complete, or pending while a running job stops.",
+    )
     return b
 
 

@@ -187,6 +187,11 @@ async fn erasing_a_user_leaves_nothing_of_theirs_but_the_moderation_record() {
         assert!(!text.contains(CANARY), "the canary is in {log}");
         assert!(!text.contains(USER), "the user id is in {log}");
     }
+    let (_, metrics) = http_get(sched, "/metrics");
+    assert!(
+        metrics.contains(r#"gantry_user_erasures_total{outcome="complete"} 3"#),
+        "{metrics}"
+    );
     assert!(
         std::fs::read_to_string(f.logs.path().join("scheduler.log"))
             .unwrap()

@@ -196,12 +196,18 @@ async fn the_policy_sets_ttls_the_report_lists_them_and_the_sweep_removes_what_i
         "outputs = \"{store_arg}\"\nretention_sweep_secs = 1\n{}",
         include_str!("../scheduler/src/demo.toml")
     );
-    let _sched = SchedulerProcess::with_config(&url, &toml);
+    let sched = SchedulerProcess::with_config(&url, &toml);
     eventually(
         "the scheduler swept the old output",
         Duration::from_secs(20),
         || async { !ancient.exists() },
     )
+    .await;
+    eventually("the sweep is counted", Duration::from_secs(5), || async {
+        http_get(&sched.addr, "/metrics")
+            .1
+            .contains(r#"gantry_retention_removed_total{class="outputs"} 1"#)
+    })
     .await;
     assert!(fresh.iter().all(|p| p.exists()));
 }

@@ -141,10 +141,17 @@ async fn erase(
         serde_json::json!({ "jobs": jobs, "outputs_deleted": outputs_deleted, "complete": receipt.complete }),
     )
     .await?;
-    let status = if receipt.complete {
-        StatusCode::OK
+    let (status, outcome) = if receipt.complete {
+        (StatusCode::OK, "complete")
     } else {
-        StatusCode::ACCEPTED
+        (StatusCode::ACCEPTED, "pending")
     };
+    state
+        .metrics
+        .erasures
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
     Ok((status, axum::Json(receipt)).into_response())
 }

@@ -6,7 +6,8 @@
 //! - `gantry_queue_oldest_job_age_seconds`: the oldest waiting job's age;
 //!
 //! with the readings they come from (`gantry_pool_backlog_jobs`, `gantry_pool_in_flight_jobs`,
-//! `gantry_pool_live_workers`), and the credit settler's counters.
+//! `gantry_pool_live_workers`), the credit settler's counters, and what privacy work removed
+//! (retention sweeps by data class, erasures by outcome).
 
 use std::sync::atomic::AtomicU64;
 
@@ -39,6 +40,20 @@ pub struct SettleLabels {
     pub outcome: String,
 }
 
+/// A data class the retention sweeper removes from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// `outputs`, `audit_entries` or `moderation_index`.
+    pub class: String,
+}
+
+/// An erasure's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `complete`, or `pending` (a running job had not stopped yet).
+    pub outcome: String,
+}
+
 /// The scheduler's metrics.
 #[derive(Debug)]
 pub struct SchedulerMetrics {
@@ -54,6 +69,10 @@ pub struct SchedulerMetrics {
     pub settled: Family<SettleLabels, Counter>,
     /// Credits charged, by provider, model, kind and plan.
     pub credits_charged: Family<CreditLabels, Counter>,
+    /// Items the retention sweeper removed, by data class.
+    pub retention_removed: Family<ClassLabels, Counter>,
+    /// Erasure requests answered, by outcome.
+    pub erasures: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for SchedulerMetrics {
@@ -69,6 +88,8 @@ impl Default for SchedulerMetrics {
             delayed: Family::default(),
             settled: Family::default(),
             credits_charged: Family::default(),
+            retention_removed: Family::default(),
+            erasures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +125,30 @@ impl Default for SchedulerMetrics {
             "Credits charged for finished jobs",
             m.credits_charged.clone(),
         );
+        registry.register(
+            "gantry_retention_removed",
+            "Items the retention sweeper removed, by data class",
+            m.retention_removed.clone(),
+        );
+        registry.register(
+            "gantry_user_erasures",
+            "User-data erasure requests answered, by outcome",
+            m.erasures.clone(),
+        );
+        // Both families are shown from the start (at 0), so their series exist before the
+        // first sweep or erasure.
+        for class in ["outputs", "audit_entries", "moderation_index"] {
+            m.retention_removed
+                .get_or_create(&ClassLabels { class: class.into() })
+                .inc_by(0);
+        }
+        for outcome in ["complete", "pending"] {
+            m.erasures
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
         Self { registry, ..m }
     }
 }

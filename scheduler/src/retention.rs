@@ -61,6 +61,7 @@ pub struct Sweeper {
     outputs: Option<OutputStore>,
     audit: AuditLog,
     moderation: ModerationLog,
+    metrics: Option<std::sync::Arc<crate::metrics::SchedulerMetrics>>,
 }
 
 impl Sweeper {
@@ -72,7 +73,14 @@ impl Sweeper {
             policy,
             conn,
             outputs,
+            metrics: None,
         }
+    }
+
+    /// Counts what each sweep removes in `metrics` (`gantry_retention_removed_total`).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::SchedulerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One sweep now; `dry_run` counts without removing (audit entries and index ids are
@@ -106,13 +114,26 @@ impl Sweeper {
         loop {
             match self.lock(&me, every).await {
                 Ok(true) => match self.sweep(false).await {
-                    Ok(o) => tracing::info!(
-                        outputs = o.outputs,
-                        output_bytes = o.output_bytes,
-                        audit_entries = o.audit_entries,
-                        moderation_index = o.moderation_index,
-                        "retention sweep"
-                    ),
+                    Ok(o) => {
+                        if let Some(m) = &self.metrics {
+                            for (class, n) in [
+                                ("outputs", o.outputs),
+                                ("audit_entries", o.audit_entries),
+                                ("moderation_index", o.moderation_index),
+                            ] {
+                                m.retention_removed
+                                    .get_or_create(&crate::metrics::ClassLabels { class: class.into() })
+                                    .inc_by(n);
+                            }
+                        }
+                        tracing::info!(
+                            outputs = o.outputs,
+                            output_bytes = o.output_bytes,
+                            audit_entries = o.audit_entries,
+                            moderation_index = o.moderation_index,
+                            "retention sweep"
+                        )
+                    }
                     Err(e) => tracing::warn!(error = %e, "retention sweep failed; next interval retries"),
                 },
                 Ok(false) => tracing::debug!("another replica sweeps this interval"),

@@ -70,7 +70,8 @@ impl Scheduler {
             .as_deref()
             .map(gantry_store::OutputStore::open)
             .transpose()?;
-        let sweeper = crate::retention::Sweeper::new(cfg.retention.clone(), queue.connection(), outputs.clone());
+        let sweeper = crate::retention::Sweeper::new(cfg.retention.clone(), queue.connection(), outputs.clone())
+            .with_metrics(metrics.clone());
         tokio::spawn(sweeper.run(Duration::from_secs(cfg.retention_sweep_secs.max(1)), shutdown.clone()));
         let state = AppState {
             outputs,
