@@ -1,5 +1,6 @@
 //! Redaction over the whole demo workload: `gantry demo --canary WORD --keep` marks every
-//! generate job's prompt, negative prompt and reference URL signature with a canary, runs the
+//! generate job's prompt, negative prompt and reference URL signature, and an idempotency key,
+//! with a canary, runs the
 //! demo's generate (every provider, a reference fetched by URL, a video), upscale, transcode,
 //! CSAM-hash, failing, blocked and erased jobs with every process logging at debug level, and
 //! keeps the fleet up. Then every log, every `/metrics` output, every value in Redis and the

@@ -319,7 +319,7 @@ struct Prepared {
     kind: JobKind,
     priority: Priority,
     delay_ms: u64,
-    /// `tenant:key`, or empty.
+    /// `tenant:<SHA-256 of the key>`, or empty.
     idem: String,
     json: String,
     max_attempts: u32,
@@ -494,10 +494,12 @@ impl QueueClient {
         let shape = job.requirements.shape();
         let kind = job.kind();
         let priority = job.priority;
+        // The key's SHA-256, not the key: a platform's idempotency key (an order id, perhaps
+        // more) never appears in a Redis key name.
         let idem = job
             .idempotency_key
             .as_ref()
-            .map(|k| format!("{}:{k}", job.tenant))
+            .map(|k| format!("{}:{}", job.tenant, crate::keys::digest_hex(k.as_bytes())))
             .unwrap_or_default();
         let user_key = crate::user_key(&job.tenant, &job.user);
         let spec = JobSpec {

@@ -12,7 +12,7 @@
 //! gantry:{pool}:q:<kind>:dead                zset   id -> dead-lettered at
 //! gantry:{pool}:q:<kind>:wake                list   wake tokens; idle workers BLPOP here
 //! gantry:{pool}:job:<id>                     hash   spec, status, attempts, lease token, ...
-//! gantry:{pool}:idem:<tenant>:<key>          string first job id for an idempotency key
+//! gantry:{pool}:idem:<tenant>:<key sha256>   string first job id for an idempotency key
 //! gantry:{pool}:user:<user key>              set    the user's job ids (erasure), see user_key
 //! gantry:pools                               set    pools that ever had a job (job lookup by id)
 //! ```
@@ -28,12 +28,17 @@ pub const POOLS_KEY: &str = "gantry:pools";
 /// object store, so an erasure finds everything of theirs although the user id itself is
 /// written nowhere but inside the (sealed) job records.
 pub fn user_key(tenant: &str, user: &str) -> String {
+    let mut v = Vec::with_capacity(tenant.len() + 1 + user.len());
+    v.extend_from_slice(tenant.as_bytes());
+    v.push(0);
+    v.extend_from_slice(user.as_bytes());
+    digest_hex(&v)[..32].to_owned()
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub(crate) fn digest_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(tenant.as_bytes());
-    h.update([0u8]);
-    h.update(user.as_bytes());
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A validated pool name.

@@ -1,5 +1,5 @@
 //! Encryption at rest of the sensitive fields of a job — a generate job's prompt, negative
-//! prompt and reference images — before its spec reaches Redis. The fields are taken out of the
+//! prompt and reference images, and any job's idempotency key — before its spec reaches Redis. The fields are taken out of the
 //! stored JSON and kept as one AES-256-GCM envelope, `payload.sealed =
 //! "gk1:<key id>:<nonce>:<ciphertext>"` (base64), bound to the job id as associated data so an
 //! envelope cannot be moved to another job. Readers (the claim, the job view) open it again.
@@ -20,6 +20,8 @@ use serde_json::Value;
 
 /// The fields sealed in a generate payload.
 const SENSITIVE: [&str; 3] = ["prompt", "negative_prompt", "reference_images"];
+/// The spec's own field sealed with them (the platform's key may carry more than an order id).
+const IDEM: &str = "idempotency_key";
 const TAG: &str = "gk1";
 
 /// Why sealing or opening failed.
@@ -110,17 +112,22 @@ impl Keyring {
     /// Moves the sensitive fields of `spec` (a stored job spec as JSON) into a sealed envelope
     /// bound to `job_id`. Specs without sensitive fields are left alone.
     pub fn seal(&self, spec: &mut Value, job_id: &str) -> Result<(), SealError> {
+        let payload = spec.get("payload");
+        if !payload.is_some_and(Value::is_object) || payload.is_some_and(|p| p.get("sealed").is_some()) {
+            return Ok(());
+        }
+        let idem = spec.as_object_mut().and_then(|o| o.remove(IDEM));
         let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
             return Ok(());
         };
-        if payload.contains_key("sealed") {
-            return Ok(());
-        }
         let mut secret = serde_json::Map::new();
         for f in SENSITIVE {
             if let Some(v) = payload.remove(f) {
                 secret.insert(f.to_owned(), v);
             }
+        }
+        if let Some(k) = idem {
+            secret.insert(IDEM.to_owned(), k);
         }
         if secret.is_empty() {
             return Ok(());
@@ -198,6 +205,10 @@ pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<()
         return Err(SealError::Corrupt);
     };
     payload.extend(fields);
+    let idem = payload.remove(IDEM);
+    if let (Some(k), Some(o)) = (idem, spec.as_object_mut()) {
+        o.insert(IDEM.to_owned(), k);
+    }
     Ok(())
 }
 
@@ -214,12 +225,15 @@ mod tests {
     fn sealed_fields_leave_the_json_and_come_back() {
         let ring = Keyring::parse(&format!("k2={}, k1={}", key(2), key(1))).unwrap();
         assert_eq!(ring.current(), "k2");
-        let original = json!({"id": "J1", "kind": "generate",
+        let original = json!({"id": "J1", "kind": "generate", "idempotency_key": "order-of-alice@example.com",
             "payload": {"provider": "openai", "model": "m", "prompt": "a red fox", "reference_images": ["https://x/y.png"]}});
         let mut v = original.clone();
         ring.seal(&mut v, "J1").unwrap();
         let text = v.to_string();
-        assert!(!text.contains("red fox") && !text.contains("x/y.png"), "{text}");
+        assert!(
+            !text.contains("red fox") && !text.contains("x/y.png") && !text.contains("alice"),
+            "{text}"
+        );
         assert_eq!(sealed_with(&v), Some("k2"));
         let mut opened = v.clone();
         open(&mut opened, "J1", Some(&ring)).unwrap();
@@ -240,6 +254,13 @@ mod tests {
         let mut noop = json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}});
         ring.seal(&mut noop, "J3").unwrap();
         assert_eq!(noop, json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}}));
+        // Any kind's idempotency key is sealed, and comes back to its place.
+        let keyed = json!({"id": "J4", "kind": "noop", "idempotency_key": "k-9", "payload": {"sleep_ms": 5}});
+        let mut v = keyed.clone();
+        ring.seal(&mut v, "J4").unwrap();
+        assert!(!v.to_string().contains("k-9") && sealed_with(&v) == Some("k2"));
+        open(&mut v, "J4", Some(&ring)).unwrap();
+        assert_eq!(v, keyed);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub struct DemoArgs {
     /// Keep the fleet and Redis running after the summary until Ctrl-C, to explore with the CLI.
     #[arg(long)]
     keep: bool,
-    /// Mark every generate job's prompt, negative prompt and reference URL (as a signature)
-    /// with this word, to search the logs, metrics and Redis for it afterwards (the redaction
+    /// Mark every generate job's prompt, negative prompt and reference URL (as a signature),
+    /// and the idempotency key of the repeated order, with this word, to search the logs, metrics and Redis for it afterwards (the redaction
     /// test does).
     #[arg(long)]
     canary: Option<String>,
@@ -446,9 +446,10 @@ async fn submit_studio(
         s.admitted(api.submit_batch(chunk).await?);
     }
     // The same order twice under one idempotency key: one job, reserved once.
+    let order = canary.map_or_else(|| "order-7731".to_owned(), |c| format!("order-7731-{c}"));
     for _ in 0..2 {
         let job = noop("user-0001", json!({"sleep_ms": 10}));
-        s.admitted(vec![api.submit_idempotent(&job, "order-7731").await?]);
+        s.admitted(vec![api.submit_idempotent(&job, &order).await?]);
     }
     // Submitted for later, then cancelled before it runs: refunded.
     for _ in 0..3 {

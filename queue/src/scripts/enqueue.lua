@@ -19,6 +19,7 @@ for i = 4, #ARGV, 13 do
       out[#out + 1] = prev; out[#out + 1] = 1; dup = true
     else
       redis.call('SET', ik, id, 'EX', idem_ttl)
+      redis.call('HSET', jkey(id), 'ik', idem)
     end
   end
   if not dup then

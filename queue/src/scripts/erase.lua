@@ -34,10 +34,8 @@ for _, id in ipairs(page[2]) do
         cancelled = cancelled + 1
       end
       dead = dead + redis.call('ZREM', qkey(kind, 'dead'), id)
-      if type(spec.idempotency_key) == 'string' then
-        local ik = P .. 'idem:' .. tenant .. ':' .. spec.idempotency_key
-        if redis.call('GET', ik) == id then redis.call('DEL', ik) end
-      end
+      local ik = redis.call('HGET', jk, 'ik')
+      if ik and redis.call('GET', P .. 'idem:' .. ik) == id then redis.call('DEL', P .. 'idem:' .. ik) end
       redis.call('DEL', jk)
       redis.call('SREM', uk, id)
       deleted = deleted + 1

@@ -8,7 +8,7 @@ local out = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
-  local r = redis.call('HMGET', jk, 'status', 'eclass', 'uk', 'ten', 'spec')
+  local r = redis.call('HMGET', jk, 'status', 'eclass', 'uk', 'ik')
   if not redis.call('ZSCORE', dk, id) then
     out[#out + 1] = 'not_dead'
   elseif r[1] ~= 'dead' then
@@ -19,11 +19,7 @@ for i = 3, #ARGV do
     out[#out + 1] = 'class_mismatch'
   else
     redis.call('ZREM', dk, id)
-    local ok, spec = pcall(cjson.decode, r[5] or '')
-    if ok and type(spec) == 'table' and type(spec.idempotency_key) == 'string' and r[4] then
-      local ik = P .. 'idem:' .. r[4] .. ':' .. spec.idempotency_key
-      if redis.call('GET', ik) == id then redis.call('DEL', ik) end
-    end
+    if r[4] and redis.call('GET', P .. 'idem:' .. r[4]) == id then redis.call('DEL', P .. 'idem:' .. r[4]) end
     if r[3] then redis.call('SREM', P .. 'user:' .. r[3], id) end
     redis.call('DEL', jk)
     out[#out + 1] = 'purged'
