@@ -354,6 +354,15 @@ async fn operators_pause_queues_replay_dead_letters_and_read_autoscaling_signals
     assert_eq!(l["dead_letters"].as_array().map(Vec::len), Some(0));
     let (s, _, e) = ops("GET", "/v1/admin/dead-letters?limit=0", "");
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")));
+    // Past the one dead letter: nothing; an offset past the bound (once a 503 from Redis): 400.
+    let (s, _, l) = ops("GET", "/v1/admin/dead-letters?offset=1", "");
+    assert_eq!((s, l["dead_letters"].as_array().map(Vec::len)), (200, Some(0)), "{l}");
+    let (s, _, e) = ops(
+        "GET",
+        "/v1/admin/dead-letters?kind=noop&offset=10000000000000000001",
+        "",
+    );
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")), "{e}");
     let (_, _, r) = ops(
         "POST",
         "/v1/admin/dead-letters:replay",

@@ -1024,8 +1024,9 @@ impl QueueClient {
         Ok(changed == 1)
     }
 
-    /// Lists dead-lettered jobs of a queue, oldest first, `limit` from `offset` among those the
-    /// time range selects; the class filter applies after paging.
+    /// Lists dead-lettered jobs of a queue, oldest first: `limit` from `offset` among those
+    /// `filter` selects. Redis pages by time alone; with a class filter the time range is read
+    /// a page at a time until `offset + limit` of the class were seen or the range ends.
     pub async fn dead_letters(
         &self,
         queue: &QueueName,
@@ -1033,6 +1034,37 @@ impl QueueClient {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
+        let Some(class) = filter.class else {
+            return Ok(self.dead_page(queue, filter, offset, limit).await?.0);
+        };
+        const PAGE: usize = 1000;
+        let (mut skip, mut from, mut out) = (offset, 0, Vec::new());
+        while out.len() < limit {
+            let (page, read) = self.dead_page(queue, filter, from, PAGE).await?;
+            for d in page.into_iter().filter(|d| d.class == class.as_str()) {
+                if skip > 0 {
+                    skip -= 1;
+                } else if out.len() < limit {
+                    out.push(d);
+                }
+            }
+            if read < PAGE {
+                break;
+            }
+            from += PAGE;
+        }
+        Ok(out)
+    }
+
+    /// One page of a queue's dead set by time (`filter`'s class ignored), with how many entries
+    /// the dead set gave (records whose id does not parse are left out of the page).
+    async fn dead_page(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, usize), QueueError> {
         let key = queue.pool.queue_key(queue.kind, "dead");
         let (min, max) = filter.score_range();
         let mut c = self.conn.clone();
@@ -1047,12 +1079,13 @@ impl QueueClient {
             .arg("WITHSCORES")
             .query_async(&mut c)
             .await?;
+        let read = page.len();
         let page: Vec<(JobId, f64)> = page
             .into_iter()
             .filter_map(|(id, s)| Some((id.parse().ok()?, s)))
             .collect();
         if page.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), read));
         }
         // The page's records in one round trip (every key is in the pool's slot).
         let mut pipe = redis::pipe();
@@ -1064,7 +1097,7 @@ impl QueueClient {
                 .arg("attempts");
         }
         let rows: Vec<(Option<String>, Option<String>, Option<u32>)> = pipe.query_async(&mut c).await?;
-        Ok(page
+        let page = page
             .into_iter()
             .zip(rows)
             .map(|((id, score), (class, message, attempts))| DeadLetter {
@@ -1075,8 +1108,8 @@ impl QueueClient {
                 message: message.unwrap_or_default(),
                 attempts: attempts.unwrap_or(0),
             })
-            .filter(|d| filter.class.is_none_or(|want| want.as_str() == d.class))
-            .collect())
+            .collect();
+        Ok((page, read))
     }
 
     /// How many dead-lettered jobs of a queue `filter` selects: one `ZCOUNT` without a class
@@ -1094,18 +1127,14 @@ impl QueueClient {
                 .await?;
             return Ok(n);
         }
-        let unfiltered = DeadFilter {
-            class: None,
-            ..filter.clone()
-        };
         let (mut total, mut offset) = (0u64, 0);
         loop {
-            let page = self.dead_letters(queue, &unfiltered, offset, PAGE).await?;
+            let (page, read) = self.dead_page(queue, filter, offset, PAGE).await?;
             total += page
                 .iter()
                 .filter(|d| filter.class.is_none_or(|c| c.as_str() == d.class))
                 .count() as u64;
-            if page.len() < PAGE {
+            if read < PAGE {
                 return Ok(total);
             }
             offset += PAGE;
@@ -1197,8 +1226,8 @@ impl QueueClient {
         // of another class stay and are skipped past.
         let mut skip = 0;
         loop {
-            let page = self.dead_letters(queue, &by_time, skip, PAGE).await?;
-            if page.is_empty() {
+            let (page, read) = self.dead_page(queue, &by_time, skip, PAGE).await?;
+            if read == 0 {
                 break;
             }
             let ids: Vec<JobId> = page.iter().map(|d| d.id).collect();

@@ -739,6 +739,20 @@ async fn replay_by_class_filter(f: Fixture) {
     };
     let listed = q.dead_letters(&queue, &perm, 0, 100).await.unwrap();
     assert_eq!(listed.len(), 2);
+    // The class filter pages among the class's own entries: the retryable one comes after two
+    // permanent ones, yet a page of one finds it; offset 1 of the permanent ones is the second.
+    let retryable = DeadFilter {
+        class: Some(ErrorClass::Retryable),
+        ..Default::default()
+    };
+    let one = q.dead_letters(&queue, &retryable, 0, 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].class, "retryable");
+    assert_eq!(q.dead_letters(&queue, &retryable, 1, 1).await.unwrap().len(), 0);
+    let second = q.dead_letters(&queue, &perm, 1, 1).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, listed[1].id);
+    assert_eq!(q.count_dead(&queue, &retryable).await.unwrap(), 1);
     let ids: Vec<JobId> = q
         .dead_letters(&queue, &DeadFilter::default(), 0, 100)
         .await

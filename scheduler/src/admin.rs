@@ -26,6 +26,8 @@ use crate::safety_admin::audited;
 
 /// Most entries one operator list call returns (dead letters, moderation events, audit).
 const MAX_LIST: usize = 1000;
+/// The largest `offset` a dead-letter listing takes (deeper pages: narrow the time range).
+const MAX_OFFSET: usize = 1_000_000;
 
 /// A list call's `limit`: 100 when absent, at most [`MAX_LIST`].
 pub(crate) fn list_limit(limit: Option<usize>) -> Result<usize, ApiError> {
@@ -158,20 +160,28 @@ async fn list_dead(
         until_ms: q.until_ms,
     }
     .resolve(&state)?;
+    if q.offset > MAX_OFFSET {
+        return Err(invalid(format!(
+            "offset must be at most {MAX_OFFSET}; narrow the time range (since_ms, until_ms) instead"
+        )));
+    }
     // Oldest first within each queue; the offset and limit run over the queues in order.
     let (mut skip, mut out) = (q.offset, Vec::new());
     for queue in &queues {
+        if skip > 0 {
+            // Skip whole queues by their count (one ZCOUNT without a class filter).
+            let n = usize::try_from(state.queue.count_dead(queue, &filter).await?).unwrap_or(usize::MAX);
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+        }
         let page = state
             .queue
-            .dead_letters(queue, &filter, 0, skip + limit - out.len())
+            .dead_letters(queue, &filter, skip, limit - out.len())
             .await?;
-        let page: Vec<_> = page
-            .into_iter()
-            .filter(|d| filter.class.is_none_or(|c| d.class == c.as_str()))
-            .collect();
-        let n = page.len();
-        out.extend(page.into_iter().skip(skip).map(|d| (queue.pool.to_string(), d)));
-        skip = skip.saturating_sub(n);
+        out.extend(page.into_iter().map(|d| (queue.pool.to_string(), d)));
+        skip = 0;
         if out.len() >= limit {
             break;
         }
