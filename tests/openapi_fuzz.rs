@@ -56,6 +56,8 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     let outputs = tempfile::tempdir().expect("tmp");
     let sched = SchedulerProcess::with_config(&redis.url(), &config(outputs.path()));
     let base = format!("http://{}", sched.addr);
+    // 30 examples an operation in CI; `GANTRY_FUZZ_EXAMPLES=500` for a deeper search by hand.
+    let examples = std::env::var("GANTRY_FUZZ_EXAMPLES").unwrap_or_else(|_| "30".into());
     let o = Command::new(st)
         .args(["run", &format!("{base}/openapi.json"), "--url", &base])
         .args(["--header", "Authorization: Bearer key-ops"])
@@ -63,7 +65,7 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
             "--checks",
             "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
         ])
-        .args(["--max-examples", "30", "--request-timeout", "10"])
+        .args(["--max-examples", &examples, "--request-timeout", "10"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
