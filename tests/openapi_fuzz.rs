@@ -67,6 +67,8 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
         ])
         .args(["--max-examples", &examples, "--request-timeout", "10"])
         .env("NO_COLOR", "1")
+        // Its crash cache (`.schemathesis/`) goes to the test's own directory, not the checkout.
+        .current_dir(outputs.path())
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
