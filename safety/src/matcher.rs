@@ -109,18 +109,28 @@ impl Loaded {
     }
 }
 
-/// Cached lists, shared by a worker's jobs.
+/// Cached lists, shared by a worker's jobs. One job at a time checks the versions and loads
+/// what changed (building the index of a 10-million-hash list takes seconds) while the others
+/// go on matching against the lists already loaded; only a job naming a list not loaded yet
+/// waits for that load.
 #[derive(Clone, Debug)]
 pub struct Matcher {
     store: HashListStore,
     refresh: Duration,
-    state: Arc<Mutex<State>>,
+    snapshot: Arc<std::sync::Mutex<Arc<Snapshot>>>,
+    refreshing: Arc<Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct Snapshot {
     lists: HashMap<String, Arc<Loaded>>,
     checked: Option<Instant>,
+}
+
+impl Snapshot {
+    fn due(&self, refresh: Duration) -> bool {
+        self.checked.is_none_or(|t| t.elapsed() >= refresh)
+    }
 }
 
 impl Matcher {
@@ -129,37 +139,74 @@ impl Matcher {
         Self {
             store,
             refresh,
-            state: Arc::new(Mutex::new(State::default())),
+            snapshot: Arc::new(std::sync::Mutex::new(Arc::new(Snapshot::default()))),
+            refreshing: Arc::new(Mutex::new(())),
         }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The named lists (every list when `names` is empty), current as of the last check. A
     /// named list that does not exist is an error: a job must not pass as clean against a
     /// list it never saw.
     pub async fn lists(&self, names: &[String]) -> Result<Vec<Arc<Loaded>>, SafetyError> {
-        let mut st = self.state.lock().await;
-        let due = st.checked.is_none_or(|t| t.elapsed() >= self.refresh);
-        if due {
-            let current = self.store.lists().await?;
-            st.lists.retain(|n, _| current.iter().any(|m| &m.name == n));
-            for meta in current {
-                let stale = st.lists.get(&meta.name).is_none_or(|l| l.meta.version != meta.version);
-                if stale {
-                    let loaded = self.load(&meta.name).await?;
-                    st.lists.insert(meta.name.clone(), Arc::new(loaded));
+        let snap = self.snapshot();
+        if snap.due(self.refresh) {
+            // While another job refreshes, the lists already loaded answer, as they would have
+            // until the check was due; a list never loaded waits for the refresh.
+            let covered = snap.checked.is_some() && names.iter().all(|n| snap.lists.contains_key(n));
+            let guard = match self.refreshing.try_lock() {
+                Ok(g) => Some(g),
+                Err(_) if covered => None,
+                Err(_) => Some(self.refreshing.lock().await),
+            };
+            if let Some(_refreshing) = guard {
+                let snap = self.snapshot();
+                if snap.due(self.refresh) {
+                    self.refresh_from(&snap).await?;
                 }
             }
-            st.checked = Some(Instant::now());
         }
+        let snap = self.snapshot();
         if names.is_empty() {
-            let mut all: Vec<_> = st.lists.values().cloned().collect();
+            let mut all: Vec<_> = snap.lists.values().cloned().collect();
             all.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
             return Ok(all);
         }
         names
             .iter()
-            .map(|n| st.lists.get(n).cloned().ok_or_else(|| SafetyError::NotFound(n.clone())))
+            .map(|n| {
+                snap.lists
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| SafetyError::NotFound(n.clone()))
+            })
             .collect()
+    }
+
+    /// Reads every list's version, loads those that changed (outside the snapshot's lock) and
+    /// swaps the new snapshot in. On an error nothing is swapped; the next job tries again.
+    async fn refresh_from(&self, old: &Snapshot) -> Result<(), SafetyError> {
+        let current = self.store.lists().await?;
+        let mut lists = HashMap::with_capacity(current.len());
+        for meta in current {
+            let loaded = match old.lists.get(&meta.name) {
+                Some(l) if l.meta.version == meta.version => l.clone(),
+                _ => Arc::new(self.load(&meta.name).await?),
+            };
+            lists.insert(meta.name, loaded);
+        }
+        let next = Arc::new(Snapshot {
+            lists,
+            checked: Some(Instant::now()),
+        });
+        *self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(())
     }
 
     async fn load(&self, name: &str) -> Result<Loaded, SafetyError> {

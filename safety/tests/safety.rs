@@ -119,6 +119,62 @@ async fn a_list_of_a_million_hashes_round_trips_in_chunks() {
     assert_eq!(back.pdq, list.pdq);
 }
 
+/// While one job loads a changed list (seconds for millions of hashes), the others keep
+/// matching against the version already loaded; a job naming a list that was never loaded
+/// waits for it rather than passing without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_keep_matching_while_a_new_version_loads() {
+    let server = RedisServer::start().unwrap();
+    let store = HashListStore::new(conn(&server).await);
+    let small = HashList::parse(&format!("{BRIDGE}\n")).unwrap();
+    store.publish("known-bad", "csam", &small).await.unwrap();
+    let matcher = Matcher::new(store.clone(), Duration::ZERO);
+    assert_eq!(matcher.lists(&["known-bad".into()]).await.unwrap()[0].meta.version, 1);
+
+    let mut seed = 7u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed
+    };
+    let big = HashList {
+        pdq: (0..1_500_000)
+            .map(|_| Hash256 {
+                lanes: [next(), next(), next(), next()],
+            })
+            .chain([h(PEN)])
+            .collect(),
+        ..Default::default()
+    };
+    store.publish("known-bad", "csam", &big).await.unwrap();
+    store.publish("other", "ncii", &small).await.unwrap();
+
+    let loader = matcher.clone();
+    let started = std::time::Instant::now();
+    let loading = tokio::spawn(async move { loader.lists(&["known-bad".into()]).await.unwrap()[0].meta.version });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The load of version 2 is under way: version 1 answers at once.
+    let t = std::time::Instant::now();
+    let during = matcher.lists(&["known-bad".into()]).await.unwrap();
+    let waited = t.elapsed();
+    let still_loading = !loading.is_finished();
+    // A list this matcher never loaded: wait for the refresh, get it.
+    let other = matcher.lists(&["other".into()]).await.unwrap();
+    assert_eq!(other[0].meta.name, "other");
+    assert_eq!(loading.await.unwrap(), 2);
+    let load_time = started.elapsed();
+    eprintln!("version 2 loaded in {load_time:?}; a job during it waited {waited:?}");
+    assert!(
+        still_loading,
+        "the load took {load_time:?}; too fast to see a job during it"
+    );
+    assert_eq!(during[0].meta.version, 1, "the loaded version answered during the load");
+    assert!(
+        waited < load_time / 4,
+        "a job waited {waited:?} of a {load_time:?} load"
+    );
+    assert_eq!(matcher.lists(&["known-bad".into()]).await.unwrap()[0].meta.version, 2);
+}
+
 #[tokio::test]
 async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_to_a_block() {
     let server = RedisServer::start().unwrap();
