@@ -61,6 +61,12 @@ pub struct SweepReport {
     pub oldest_kept_ms: Option<i64>,
 }
 
+/// Outputs up to this size are written in one request; larger ones in parts of this size
+/// (S3 wants parts of at least 5 MiB).
+pub const SINGLE_PUT_BYTES: usize = 8 << 20;
+/// Parts of one multipart upload sent at the same time.
+pub const PARTS_IN_FLIGHT: usize = 4;
+
 /// Where a worker writes outputs.
 #[derive(Clone)]
 pub struct OutputStore {
@@ -159,6 +165,64 @@ impl OutputStore {
             size_bytes,
             content_type: content_type.to_owned(),
             sha256,
+            details: Default::default(),
+        })
+    }
+
+    /// Writes (or overwrites) an output from the local file `path` and describes it. Files
+    /// up to [`SINGLE_PUT_BYTES`] go up in one request; larger ones (videos) stream in parts
+    /// of that size, at most [`PARTS_IN_FLIGHT`] at a time, digested as they are read, so an
+    /// output never sits in memory whole. A failed upload is aborted, leaving nothing.
+    pub async fn put_file(
+        &self,
+        job: &JobSpec,
+        name: &str,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<ResultRef, OutputError> {
+        use tokio::io::AsyncReadExt;
+        let key = Self::key(job, name)?;
+        let mut file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        if len <= SINGLE_PUT_BYTES as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes).await?;
+            return self.put(job, name, Bytes::from(bytes), content_type).await;
+        }
+        let mut opts = object_store::PutMultipartOptions::default();
+        if self.attributes {
+            opts.attributes
+                .insert(Attribute::ContentType, content_type.to_owned().into());
+        }
+        let upload = self.store.put_multipart_opts(&key, opts).await?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT_BYTES);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size_bytes = 0u64;
+        let streamed: Result<(), OutputError> = async {
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..n]);
+                size_bytes += n as u64;
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        if let Err(e) = streamed {
+            // Best effort: the store may already have given up on the upload.
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await?;
+        Ok(ResultRef {
+            object_key: key.to_string(),
+            size_bytes,
+            content_type: content_type.to_owned(),
+            sha256: hex(&hasher.finalize()),
             details: Default::default(),
         })
     }
@@ -328,6 +392,38 @@ mod tests {
         assert_eq!(files.len(), 1, "one object, not a duplicate per attempt: {files:?}");
         assert_eq!(store.delete_job(&job).await.expect("delete"), 1);
         assert!(walk(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn files_stream_up_in_parts_and_the_result_describes_the_bytes() {
+        let scratch = tempfile::tempdir().expect("tmp");
+        // One byte under a part, and two and a half parts (a ragged last part).
+        let small: Vec<u8> = (0..SINGLE_PUT_BYTES - 1).map(|i| (i % 251) as u8).collect();
+        let large: Vec<u8> = (0..SINGLE_PUT_BYTES * 5 / 2).map(|i| (i % 239) as u8).collect();
+        let dir = tempfile::tempdir().expect("tmp");
+        for url in [dir.path().to_str().expect("utf8"), "memory://"] {
+            let store = OutputStore::open(url).expect("open");
+            let job = spec("studio-1");
+            for (name, bytes) in [("small.mp4", &small), ("large.mp4", &large)] {
+                let path = scratch.path().join(name);
+                std::fs::write(&path, bytes).expect("write");
+                let r = store.put_file(&job, name, &path, "video/mp4").await.expect("put_file");
+                assert_eq!(r.size_bytes, bytes.len() as u64, "{url} {name}");
+                assert_eq!(r.sha256, sha256_hex(bytes), "{url} {name}");
+                assert_eq!(r.object_key, OutputStore::key(&job, name).expect("key").to_string());
+                let back = store.get(&r.object_key).await.expect("get");
+                assert!(
+                    back.as_ref() == bytes.as_slice(),
+                    "{url} {name}: the stored bytes differ"
+                );
+            }
+            assert!(matches!(
+                store
+                    .put_file(&job, "gone.mp4", &scratch.path().join("gone.mp4"), "video/mp4")
+                    .await,
+                Err(OutputError::Scratch(_))
+            ));
+        }
     }
 
     #[tokio::test]

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use gantry_codecs::MediaError;
 use gantry_codecs::video::{AnimatedOptions, Container, HwPlan, TranscodeOptions, TranscodeReport, VideoLimits};
 use gantry_queue::{
@@ -251,11 +250,9 @@ impl TranscodeExecutor {
         name: &str,
         content_type: &str,
     ) -> Result<ResultRef, JobOutcome> {
-        let bytes = tokio::fs::read(dir.join(name))
-            .await
-            .map_err(|e| failed(ErrorClass::Retryable, format!("reading {name}: {e}")))?;
+        // Streamed from the scratch file: a long video never sits in memory whole.
         self.outputs
-            .put(&job.spec, name, Bytes::from(bytes), content_type)
+            .put_file(&job.spec, name, &dir.join(name), content_type)
             .await
             .map_err(|e| failed(ErrorClass::Retryable, format!("storing {name}: {e}")))
     }
