@@ -110,16 +110,22 @@ async fn enqueue_show_cancel_stats_and_dlq_round_trip() {
     let o = gantry(&url, &["jobs", "enqueue", batch]);
     assert_eq!(stdout(&o).lines().count(), 3, "{}", stderr(&o));
     let first = stdout(&o).lines().next().unwrap_or_default().to_owned();
-    let w = WorkerProcess::start(&url, "w", 4, 10.0, &[], logs.path());
     let q = client(&url).await;
-    eventually("3 dead letters", Duration::from_secs(20), || async {
-        q.stats(&cpu(), &[gantry_queue::JobKind::Noop])
-            .await
-            .map(|s| s[0].dead == 3)
-            .unwrap_or(false)
-    })
-    .await;
-    drop(w);
+    let fail_them = |worker: &'static str| {
+        let (url, q, logs) = (&url, &q, logs.path());
+        async move {
+            let w = WorkerProcess::start(url, worker, 4, 10.0, &[], logs);
+            eventually("3 dead letters", Duration::from_secs(20), || async {
+                q.stats(&cpu(), &[gantry_queue::JobKind::Noop])
+                    .await
+                    .map(|s| s[0].dead == 3)
+                    .unwrap_or(false)
+            })
+            .await;
+            drop(w);
+        }
+    };
+    fail_them("w").await;
     let o = gantry(&url, &["jobs", "show", &first]);
     assert!(
         stdout(&o).contains("Dead") && stdout(&o).contains("permanent"),
@@ -141,15 +147,7 @@ async fn enqueue_show_cancel_stats_and_dlq_round_trip() {
     assert_eq!((s.waiting_total(), s.dead), (3, 0));
 
     // They fail again; this time the operator purges: one by id, then the rest.
-    let w = WorkerProcess::start(&url, "w2", 4, 10.0, &[], logs.path());
-    eventually("3 dead letters again", Duration::from_secs(20), || async {
-        q.stats(&cpu(), &[gantry_queue::JobKind::Noop])
-            .await
-            .map(|s| s[0].dead == 3)
-            .unwrap_or(false)
-    })
-    .await;
-    drop(w);
+    fail_them("w2").await;
     let o = gantry(&url, &["dlq", "purge", &first, "--dry-run"]);
     assert!(stdout(&o).contains("would purge"), "{}", stdout(&o));
     let o = gantry(&url, &["dlq", "purge", &first]);

@@ -298,18 +298,8 @@ async fn webhook_mode_ends_tasks_on_the_providers_call_and_polling_covers_a_lost
 async fn an_open_circuit_falls_back_to_another_consented_provider() {
     let f = fleet_with(1, 4, &[], &["--breaker-open-secs", "8"]);
     let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
-    let http = reqwest::Client::new();
     // Flux fails five calls in a row: that opens its EU circuit (for 8 s here).
-    let script: Vec<Value> = (0..5)
-        .map(|_| json!({"provider": "flux", "fault": "server_error"}))
-        .collect();
-    let r = http
-        .post(format!("{}/_mock/script", f.mock.url()))
-        .json(&script)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    f.mock.script_faults("flux", "server_error", 5).await;
     // A user who consented to the EU and Singapore: Flux (EU) first, then Seedream (SG).
     let a = api
         .submit(&generate(

@@ -25,7 +25,6 @@ fn job(user: &str, provider: &str, model: &str, regions: &[&str], prompt: &str, 
 async fn no_provider_call_leaves_the_users_consented_regions() {
     let f = fleet_with(1, 8, &[], &["--breaker-open-secs", "20"]);
     let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
-    let http = reqwest::Client::new();
     let no = json!({});
     // (user, provider, model, consented regions, prompt)
     let cases: Vec<(&str, &str, &str, Vec<&str>, String)> = vec![
@@ -71,16 +70,7 @@ async fn no_provider_call_leaves_the_users_consented_regions() {
 
     // Fallbacks: Flux's EU circuit opens after five outages; an EU+SG user falls back to
     // Singapore, an EU-only user waits for Flux in the EU.
-    let script: Vec<Value> = (0..5)
-        .map(|_| json!({"provider": "flux", "fault": "server_error"}))
-        .collect();
-    let r = http
-        .post(format!("{}/_mock/script", f.mock.url()))
-        .json(&script)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    f.mock.script_faults("flux", "server_error", 5).await;
     for (user, regions, prompt) in [
         ("u-eu-sg", vec!["EU", "SG"], "fallback eu sg"),
         ("u-eu", vec!["EU"], "fallback eu only"),

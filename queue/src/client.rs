@@ -1165,22 +1165,13 @@ impl QueueClient {
             return Ok(Vec::new());
         }
         let class = class.map(ErrorClass::as_str).unwrap_or("");
-        let mut inv = match action {
-            DeadAction::Replay => {
-                let mut inv = scripts::REPLAY.prepare_invoke();
-                inv.key(queue.pool.prefix())
-                    .arg(queue.kind.as_str())
-                    .arg(self.cfg.wake_cap)
-                    .arg(class)
-                    .arg(self.cfg.user_index_ttl().as_secs());
-                inv
-            }
-            DeadAction::Purge => {
-                let mut inv = scripts::PURGE.prepare_invoke();
-                inv.key(queue.pool.prefix()).arg(queue.kind.as_str()).arg(class);
-                inv
-            }
-        };
+        let mut inv = scripts::DEAD_LETTERS.prepare_invoke();
+        inv.key(queue.pool.prefix())
+            .arg(action.as_str())
+            .arg(queue.kind.as_str())
+            .arg(self.cfg.wake_cap)
+            .arg(class)
+            .arg(self.cfg.user_index_ttl().as_secs());
         for id in ids {
             inv.arg(id.to_string());
         }
@@ -1188,7 +1179,7 @@ impl QueueClient {
         let r: Vec<String> = inv.invoke_async(&mut c).await?;
         Ok(r.iter()
             .map(|s| match s.as_str() {
-                "replayed" | "purged" => DeadLetterOutcome::Done,
+                "done" => DeadLetterOutcome::Done,
                 "class_mismatch" => DeadLetterOutcome::ClassMismatch,
                 _ => DeadLetterOutcome::NotDead,
             })

@@ -112,12 +112,15 @@ impl Keyring {
     /// Moves the sensitive fields of `spec` (a stored job spec as JSON) into a sealed envelope
     /// bound to `job_id`. Specs without sensitive fields are left alone.
     pub fn seal(&self, spec: &mut Value, job_id: &str) -> Result<(), SealError> {
-        let payload = spec.get("payload");
-        if !payload.is_some_and(Value::is_object) || payload.is_some_and(|p| p.get("sealed").is_some()) {
+        let Some(spec) = spec.as_object_mut() else {
             return Ok(());
+        };
+        match spec.get("payload") {
+            Some(Value::Object(p)) if !p.contains_key("sealed") => {}
+            _ => return Ok(()),
         }
-        let idem = spec.as_object_mut().and_then(|o| o.remove(IDEM));
-        let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
+        let idem = spec.remove(IDEM);
+        let Some(Value::Object(payload)) = spec.get_mut("payload") else {
             return Ok(());
         };
         let mut secret = serde_json::Map::new();

@@ -142,6 +142,15 @@ impl OutputStore {
         Ok(Self::job_folder(job).join(name))
     }
 
+    /// An object's attributes: its content type, where the store keeps attributes.
+    fn attributes_for(&self, content_type: &str) -> Attributes {
+        let mut a = Attributes::new();
+        if self.attributes {
+            a.insert(Attribute::ContentType, content_type.to_owned().into());
+        }
+        a
+    }
+
     /// Writes (or overwrites) an output and describes it for the job's result.
     pub async fn put(
         &self,
@@ -153,12 +162,10 @@ impl OutputStore {
         let key = Self::key(job, name)?;
         let sha256 = sha256_hex(&bytes);
         let size_bytes = bytes.len() as u64;
-        let mut opts = PutOptions::default();
-        if self.attributes {
-            let mut a = Attributes::new();
-            a.insert(Attribute::ContentType, content_type.to_owned().into());
-            opts.attributes = a;
-        }
+        let opts = PutOptions {
+            attributes: self.attributes_for(content_type),
+            ..Default::default()
+        };
         self.store.put_opts(&key, PutPayload::from(bytes), opts).await?;
         Ok(ResultRef {
             object_key: key.to_string(),
@@ -189,11 +196,10 @@ impl OutputStore {
             file.read_to_end(&mut bytes).await?;
             return self.put(job, name, Bytes::from(bytes), content_type).await;
         }
-        let mut opts = object_store::PutMultipartOptions::default();
-        if self.attributes {
-            opts.attributes
-                .insert(Attribute::ContentType, content_type.to_owned().into());
-        }
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.attributes_for(content_type),
+            ..Default::default()
+        };
         let upload = self.store.put_multipart_opts(&key, opts).await?;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT_BYTES);
         let mut hasher = Sha256::new();

@@ -321,6 +321,20 @@ impl MockProvidersProcess {
             .await
             .expect("mock request log as JSON")
     }
+
+    /// Scripts the next `n` calls to `provider` to fail with `fault` (`POST /_mock/script`).
+    pub async fn script_faults(&self, provider: &str, fault: &str, n: usize) {
+        let script: Vec<Value> = (0..n)
+            .map(|_| serde_json::json!({"provider": provider, "fault": fault}))
+            .collect();
+        let r = reqwest::Client::new()
+            .post(format!("{}/_mock/script", self.url()))
+            .json(&script)
+            .send()
+            .await
+            .expect("mock script");
+        assert!(r.status().is_success(), "mock script: {}", r.status());
+    }
 }
 
 /// `bin` of a Python virtualenv under the target directory named `venv`, with `packages`

@@ -115,3 +115,12 @@ local function to_dead(jk, kind, id, class, msg, dead_ttl)
   redis.call('HDEL', jk, 'worker', 'due')
   redis.call('EXPIRE', jk, dead_ttl)
 end
+
+-- Deletes a job record with what points at it: its idempotency key (while that still names
+-- this job) and its place in its user's index.
+local function delete_record(jk, id)
+  local r = redis.call('HMGET', jk, 'ik', 'uk')
+  if r[1] and redis.call('GET', P .. 'idem:' .. r[1]) == id then redis.call('DEL', P .. 'idem:' .. r[1]) end
+  if r[2] then redis.call('SREM', P .. 'user:' .. r[2], id) end
+  redis.call('DEL', jk)
+end

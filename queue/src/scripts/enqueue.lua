@@ -19,7 +19,6 @@ for i = 4, #ARGV, 13 do
       out[#out + 1] = prev; out[#out + 1] = 1; dup = true
     else
       redis.call('SET', ik, id, 'EX', idem_ttl)
-      redis.call('HSET', jkey(id), 'ik', idem)
     end
   end
   if not dup then
@@ -31,7 +30,9 @@ for i = 4, #ARGV, 13 do
     -- Accounted jobs (a price rule, even a free one) leave a credit event when they finish, so
     -- their ledger entry settles; jobs enqueued without the scheduler have neither.
     if credits > 0 or rule ~= '' then redis.call('HSET', jk, 'cr', credits, 'pr', rule) end
-    redis.call('HSET', jk, 'uk', ukey)
+    -- The record knows its user's index and its idempotency key's name (a digest), so that
+    -- deleting it takes both along (delete_record).
+    if idem ~= '' then redis.call('HSET', jk, 'uk', ukey, 'ik', idem) else redis.call('HSET', jk, 'uk', ukey) end
     if shape ~= '' then
       redis.call('SADD', qkey(kind, 'shapes'), shape)
       redis.call('HSET', jk, 'shape', shape)

@@ -34,9 +34,7 @@ for _, id in ipairs(page[2]) do
         cancelled = cancelled + 1
       end
       dead = dead + redis.call('ZREM', qkey(kind, 'dead'), id)
-      local ik = redis.call('HGET', jk, 'ik')
-      if ik and redis.call('GET', P .. 'idem:' .. ik) == id then redis.call('DEL', P .. 'idem:' .. ik) end
-      redis.call('DEL', jk)
+      delete_record(jk, id)
       redis.call('SREM', uk, id)
       deleted = deleted + 1
     end

@@ -1,0 +1,39 @@
+-- Act on dead-lettered jobs: 'replay' moves each back onto its queue with attempts reset;
+-- 'purge' deletes it for good (record, idempotency key, place in the user's index). Only a
+-- job still in the dead-letter set is acted on, so a job is never replayed or purged twice.
+-- ARGV: action, kind, wake_cap, class_filter ('' = any), user_index_ttl_s, id...
+-- Returns one code per id: 'done', 'not_dead' or 'class_mismatch'. A replayed job lives on,
+-- so its user's index does too.
+local action, kind, cap, want_class, uttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local dk = qkey(kind, 'dead')
+local out, n = {}, 0
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local jk = jkey(id)
+  local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio', 'shape', 'ten', 'uk')
+  if not redis.call('ZSCORE', dk, id) then
+    out[#out + 1] = 'not_dead'
+  elseif r[1] ~= 'dead' then
+    -- an orphan entry (record expired or erased): drop it so paging over the set ends
+    redis.call('ZREM', dk, id)
+    out[#out + 1] = 'not_dead'
+  elseif want_class ~= '' and r[2] ~= want_class then
+    out[#out + 1] = 'class_mismatch'
+  else
+    redis.call('ZREM', dk, id)
+    if action == 'purge' then
+      delete_record(jk, id)
+    else
+      history(jk, { at = NOW, event = 'replayed', class = r[2] })
+      redis.call('HSET', jk, 'status', 'queued', 'attempts', 0)
+      redis.call('HDEL', jk, 'fin', 'worker', 'cancel')
+      redis.call('PERSIST', jk)
+      if r[6] then redis.call('EXPIRE', P .. 'user:' .. r[6], uttl, 'GT') end
+      push_waiting(kind, r[3], r[4], r[5] or '', id, false)
+      n = n + 1
+    end
+    out[#out + 1] = 'done'
+  end
+end
+if n > 0 then wake(kind, n, cap) end
+return out
