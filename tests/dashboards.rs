@@ -241,7 +241,7 @@ async fn every_dashboard_expression_returns_series_from_a_real_prometheus() {
         workers: vec![worker],
         logs,
     };
-    let prom = start_prometheus(&[&f.sched.addr, &metrics]);
+    let prom = start_prometheus(&[&f.sched.metrics_addr, &metrics]);
     let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
     workload(&f, &api, &f.sched.addr).await;
     // A few more scrapes, so every rate has two samples after the last job.
@@ -289,7 +289,10 @@ async fn every_dashboard_expression_returns_series_from_a_real_prometheus() {
     // promtool on what a plain scrape (no OpenMetrics Accept) gets; and every family exported
     // is in the catalog.
     let catalog = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md")).unwrap();
-    for (name, addr) in [("scheduler", f.sched.addr.as_str()), ("worker", metrics.as_str())] {
+    for (name, addr) in [
+        ("scheduler", f.sched.metrics_addr.as_str()),
+        ("worker", metrics.as_str()),
+    ] {
         let (status, text) = http_get(addr, "/metrics");
         assert_eq!(status, 200);
         promtool_check(name, &text);

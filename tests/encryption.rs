@@ -57,8 +57,18 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
     let dir = tempfile::tempdir().unwrap();
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let keys = format!("k1={key}");
+    let sched_metrics = format!("127.0.0.1:{}", gantry_testkit::free_port());
     let (_sched, addr) = spawn(
-        &["scheduler", "--redis-url", &url, "--listen", "127.0.0.1:0"],
+        &[
+            "scheduler",
+            "--dev",
+            "--redis-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &sched_metrics,
+        ],
         &keys,
         &dir.path().join("scheduler.log"),
     );
@@ -120,7 +130,7 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
         assert!(text.contains("DEBUG") || text.contains("INFO"), "{log} is empty");
         assert!(!text.contains(CANARY), "the canary is in {log}");
     }
-    for target in [addr.as_str(), metrics.as_str()] {
+    for target in [sched_metrics.as_str(), metrics.as_str()] {
         let (status, text) = http_get(target, "/metrics");
         assert_eq!(status, 200);
         assert!(!text.contains(CANARY), "the canary is in {target}/metrics");
@@ -208,6 +218,8 @@ fn a_production_scheduler_refuses_to_start_without_data_keys() {
             &redis.url(),
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--config",
         ])
         .arg(&path)
@@ -228,6 +240,8 @@ fn a_production_scheduler_refuses_to_start_without_data_keys() {
             "--redis-url",
             &redis.url(),
             "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
             "127.0.0.1:0",
             "--config",
             path.to_str().unwrap(),

@@ -187,7 +187,7 @@ async fn erasing_a_user_leaves_nothing_of_theirs_but_the_moderation_record() {
         assert!(!text.contains(CANARY), "the canary is in {log}");
         assert!(!text.contains(USER), "the user id is in {log}");
     }
-    let (_, metrics) = http_get(sched, "/metrics");
+    let (_, metrics) = http_get(&f.sched.metrics_addr, "/metrics");
     assert!(
         metrics.contains(r#"gantry_user_erasures_total{outcome="complete"} 3"#),
         "{metrics}"

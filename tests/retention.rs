@@ -204,7 +204,7 @@ async fn the_policy_sets_ttls_the_report_lists_them_and_the_sweep_removes_what_i
     )
     .await;
     eventually("the sweep is counted", Duration::from_secs(5), || async {
-        http_get(&sched.addr, "/metrics")
+        http_get(&sched.metrics_addr, "/metrics")
             .1
             .contains(r#"gantry_retention_removed_total{class="outputs"} 1"#)
     })

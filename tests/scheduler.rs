@@ -314,7 +314,7 @@ async fn operators_pause_queues_replay_dead_letters_and_read_autoscaling_signals
     );
     // The autoscaling signals see the waiting job.
     eventually("metrics show the backlog", Duration::from_secs(5), || {
-        let (_, text) = http_get(&f.sched.addr, "/metrics");
+        let (_, text) = http_get(&f.sched.metrics_addr, "/metrics");
         async move {
             text.contains("gantry_pool_desired_workers{pool=\"cpu\"} 1")
                 && text.contains("gantry_pool_backlog_jobs{pool=\"cpu\"} 1")

@@ -13,14 +13,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use gantry_queue::{DeadAction, DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueError, QueueName};
 use serde::Deserialize;
 
-use crate::api::{AppState, caller, json_body};
-use crate::config::Scope;
+use crate::api::{AppState, json_body};
+use crate::auth::Admin;
 use crate::problem::ApiError;
 use crate::safety_admin::audited;
 
@@ -60,8 +59,7 @@ fn declared_pool(state: &AppState, name: &str) -> Result<Pool, ApiError> {
     Pool::new(name).map_err(|_| ApiError::NotFound)
 }
 
-async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    caller(&state, &headers, Scope::Admin)?;
+async fn queues(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for (name, p) in &state.cfg.pools {
         let pool = declared_pool(&state, name)?;
@@ -72,7 +70,7 @@ async fn queues(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
 
 async fn queue_action(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(who): Admin,
     Path((pool, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let Some((kind, verb)) = action.rsplit_once(':') else {
@@ -83,7 +81,6 @@ async fn queue_action(
         "resume" => false,
         _ => return Err(ApiError::NoRoute),
     };
-    let who = caller(&state, &headers, Scope::Admin)?;
     let pool = declared_pool(&state, &pool)?;
     let kind: JobKind = kind.parse().map_err(invalid)?;
     let queue = QueueName { pool, kind };
@@ -146,10 +143,9 @@ struct ListQuery {
 
 async fn list_dead(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(_): Admin,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, Scope::Admin)?;
     let Query(q) = query.map_err(|e| invalid(e.body_text()))?;
     let limit = list_limit(q.limit)?;
     let (queues, filter) = Filter {
@@ -213,29 +209,28 @@ struct DeadLetterRequest {
 
 async fn replay(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Admin,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    act_on_dead(state, headers, body, DeadAction::Replay).await
+    act_on_dead(state, who, body, DeadAction::Replay).await
 }
 
 async fn purge(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Admin,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    act_on_dead(state, headers, body, DeadAction::Purge).await
+    act_on_dead(state, who, body, DeadAction::Purge).await
 }
 
 /// Replays or purges dead letters: one by id, or every one a filter selects (`dry_run`
 /// counts them). Answers `{"replayed"|"purged": n}` or `{"would_replay"|"would_purge": n}`.
 async fn act_on_dead(
     state: AppState,
-    headers: HeaderMap,
+    Admin(who): Admin,
     body: Result<Bytes, BytesRejection>,
     action: DeadAction,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, Scope::Admin)?;
     let (done_key, would_key, audit_action) = match action {
         DeadAction::Replay => ("replayed", "would_replay", "dead_letters.replay"),
         DeadAction::Purge => ("purged", "would_purge", "dead_letters.purge"),

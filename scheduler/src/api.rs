@@ -4,7 +4,8 @@
 //! - `GET /v1/credits` (`jobs:read`): the tenant's balance;
 //! - `DELETE /v1/users/{user_id}/data`: erase a user's jobs and outputs (see [`crate::erasure`]);
 //! - operator routes under `/v1/admin` (see [`crate::admin`]);
-//! - `GET /metrics` (autoscaling signals, see [`crate::metrics`]), `GET /openapi.json`, `GET /healthz`.
+//! - `GET /openapi.json`, `GET /healthz`;
+//! - `GET /metrics` (autoscaling signals, see [`crate::metrics`]) on the metrics listener only.
 //!
 //! A tenant sees only its own jobs: another tenant's job is "not found".
 
@@ -21,8 +22,8 @@ use gantry_queue::{CancelOutcome, JobId, JobRecord, QueueClient, QueueError};
 use serde::Deserialize;
 
 use crate::admission::Admission;
-use crate::auth::{ApiKeys, Caller};
-use crate::config::{SchedulerConfig, Scope};
+use crate::auth::{ApiKeys, JobsRead, JobsWrite};
+use crate::config::SchedulerConfig;
 use crate::problem::ApiError;
 
 /// What every handler shares.
@@ -53,10 +54,12 @@ pub struct AppState {
 /// The OpenAPI document, kept in the repo beside this file.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// The router.
+/// The API's router. Every `/v1` route runs behind [`crate::auth::authenticate`], so a request
+/// without a valid key is answered 401 before its body is read; the body limits apply after it.
+/// `/metrics` is not here: it is served on a listener of its own ([`metrics_router`]).
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
-    Router::new()
+    let authenticated = Router::new()
         .route("/v1/jobs", post(submit_one))
         .route("/v1/jobs:batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(show).post(job_action))
@@ -64,11 +67,26 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
         .merge(crate::erasure::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.keys.clone(),
+            crate::auth::authenticate,
+        ));
+    Router::new()
+        .merge(authenticated)
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The metrics listener's router: `/metrics` (autoscaling signals, credit totals by provider
+/// and plan) and `/healthz`, nothing a tenant reaches.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::NoRoute })
         .with_state(state)
 }
 
@@ -84,19 +102,8 @@ async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-pub(crate) fn caller(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
-    let c = state.keys.authenticate(headers)?;
-    c.require(scope)?;
-    Ok(c)
-}
-
 pub(crate) fn json_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let bytes = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge {
-            limit: state.cfg.max_body_bytes,
-        },
-        other => ApiError::InvalidRequest(other.body_text()),
-    })?;
+    let bytes = body.map_err(|e| ApiError::of_body(e, state.cfg.max_body_bytes))?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
@@ -114,10 +121,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 async fn submit_one(
     State(state): State<AppState>,
+    JobsWrite(c): JobsWrite,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let c = caller(&state, &headers, Scope::JobsWrite)?;
     let job = json_body(&state, body)?;
     let mut admitted = state.admission.admit(&c, vec![job], idempotency_key(&headers)?).await?;
     let a = admitted.pop().ok_or(ApiError::Internal)?;
@@ -137,10 +144,10 @@ struct BatchRequest {
 
 async fn submit_batch(
     State(state): State<AppState>,
+    JobsWrite(c): JobsWrite,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let c = caller(&state, &headers, Scope::JobsWrite)?;
     let v = json_body(&state, body)?;
     let req: BatchRequest = serde_json::from_value(v).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let max = state.queue.config().max_batch;
@@ -169,8 +176,11 @@ async fn owned_job(state: &AppState, tenant: &str, id: JobId) -> Result<JobRecor
     }
 }
 
-async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let c = caller(&state, &headers, Scope::JobsRead)?;
+async fn show(
+    State(state): State<AppState>,
+    JobsRead(c): JobsRead,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let r = owned_job(&state, &c.tenant, id).await?;
     let credits = state.admission.credits.entry(&c.tenant, id).await?;
@@ -199,8 +209,7 @@ async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
     .into_response())
 }
 
-async fn credits(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let c = caller(&state, &headers, Scope::JobsRead)?;
+async fn credits(State(state): State<AppState>, JobsRead(c): JobsRead) -> Result<Response, ApiError> {
     let initial = state.cfg.tenants.get(&c.tenant).map_or(0, |t| t.initial_credits);
     let balance = state.admission.credits.balance(&c.tenant).await?.unwrap_or(initial);
     Ok(axum::Json(serde_json::json!({ "tenant": c.tenant, "balance": balance })).into_response())
@@ -209,13 +218,12 @@ async fn credits(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 /// `POST /v1/jobs/{id}:cancel` (axum matches the whole segment; the action is split off here).
 async fn job_action(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    JobsWrite(c): JobsWrite,
     Path(segment): Path<String>,
 ) -> Result<Response, ApiError> {
     let Some((id, "cancel")) = segment.rsplit_once(':') else {
         return Err(ApiError::NoRoute);
     };
-    let c = caller(&state, &headers, Scope::JobsWrite)?;
     let id = parse_id(id)?;
     owned_job(&state, &c.tenant, id).await?;
     let outcome = state.queue.cancel(id).await?;

@@ -85,3 +85,65 @@ impl ApiKeys {
             .ok_or(ApiError::Unauthenticated)
     }
 }
+
+/// The authentication layer: every `/v1` route runs behind it. It answers 401 from the headers
+/// alone, before any handler or extractor reads a byte of the body, so an unauthenticated
+/// client cannot make the scheduler buffer an upload; the caller it finds travels on in the
+/// request's extensions for the scope extractors below.
+pub async fn authenticate(
+    axum::extract::State(keys): axum::extract::State<std::sync::Arc<ApiKeys>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match keys.authenticate(req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        // Set by [`authenticate`]; absent only on a route mounted outside it, which then
+        // refuses rather than runs unauthenticated.
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthenticated)
+    }
+}
+
+/// Extractors that yield the caller only if its key holds one scope. Put before the body in a
+/// handler's arguments, they refuse (403) before the body is read.
+macro_rules! scope_extractor {
+    ($(#[$doc:meta] $name:ident => $scope:expr;)*) => {$(
+        #[$doc]
+        #[derive(Clone, Debug)]
+        pub struct $name(pub Caller);
+
+        impl<S: Send + Sync> axum::extract::FromRequestParts<S> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+                let c = Caller::from_request_parts(parts, state).await?;
+                c.require($scope)?;
+                Ok(Self(c))
+            }
+        }
+    )*};
+}
+
+scope_extractor! {
+    /// A caller whose key may submit and cancel jobs.
+    JobsWrite => Scope::JobsWrite;
+    /// A caller whose key may read jobs.
+    JobsRead => Scope::JobsRead;
+    /// An operator (`admin` scope).
+    Admin => Scope::Admin;
+}

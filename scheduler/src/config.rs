@@ -34,6 +34,14 @@ pub struct SchedulerConfig {
     /// Where the HTTP API listens.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Where `/metrics` is served: a listener of its own, apart from the API, because the
+    /// metrics name credit totals by provider and plan, which are the fleet's business, not a
+    /// tenant's. Loopback by default; Helm binds it on the pod IP for Prometheus alone.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Limits of the API's listener (timeouts, connections).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Largest request body, bytes (a larger one gets 413).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -94,11 +102,62 @@ fn default_erasure_wait() -> u64 {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9465))
+}
 fn default_max_body() -> usize {
     4 << 20
 }
 fn default_min_trust() -> f64 {
     0.2
+}
+
+/// The API listener's limits: what keeps one client from starving the others.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds a client has to send a request's head (line and headers) before its connection
+    /// is closed (1 to 30).
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body before it is answered 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Connections served at once (one request each at a time); more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: default_header_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's limits.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
+            max_connections: self.max_connections,
+            ..Default::default()
+        }
+    }
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    120
+}
+fn default_max_connections() -> usize {
+    1024
 }
 
 /// A plan: how fast its tenants may submit.
@@ -292,6 +351,38 @@ impl SchedulerConfig {
         Self::from_toml(&text)
     }
 
+    /// The embedded configuration's TOML text (`gantry scheduler --print-dev-config`), a
+    /// starting point for one's own.
+    pub fn demo_text() -> &'static str {
+        DEMO
+    }
+
+    /// Why this configuration may serve only a loopback address, if it may: it turns off data
+    /// keys, or it holds one of the API keys published in this repository (the embedded
+    /// configuration's). Empty: fit for any address.
+    pub fn loopback_only_reasons(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if !self.require_data_keys {
+            why.push("it sets require_data_keys = false (prompts would be stored in plain text)".to_owned());
+        }
+        let published: std::collections::BTreeSet<String> = Self::demo()
+            .tenants
+            .values()
+            .flat_map(|t| t.api_keys.iter().map(|k| k.sha256.clone()))
+            .collect();
+        for (id, t) in &self.tenants {
+            if t.api_keys
+                .iter()
+                .any(|k| published.contains(&k.sha256.to_ascii_lowercase()))
+            {
+                why.push(format!(
+                    "tenant {id} has an API key published in Gantry's repository (a demo key)"
+                ));
+            }
+        }
+        why
+    }
+
     /// The embedded demo configuration.
     pub fn demo() -> Self {
         match Self::from_toml(DEMO) {
@@ -325,6 +416,12 @@ impl SchedulerConfig {
                     return bad(format!("tenant {id}: api key sha256 must be 64 lowercase hex digits"));
                 }
             }
+        }
+        if !(1..=30).contains(&self.http.header_read_timeout_secs) {
+            return bad("http.header_read_timeout_secs must be 1..=30".into());
+        }
+        if self.http.body_timeout_secs == 0 || self.http.max_connections == 0 {
+            return bad("http.body_timeout_secs and http.max_connections must be positive".into());
         }
         for (name, p) in &self.plans {
             if !(p.jobs_per_second.is_finite() && p.jobs_per_second > 0.0) {
@@ -375,5 +472,23 @@ mod tests {
         assert!(
             SchedulerConfig::from_toml(&tenant_admin.replace("plan = \"p\"", "plan = \"p\"\noperator = true")).is_ok()
         );
+    }
+
+    #[test]
+    fn published_keys_and_plain_text_payloads_are_loopback_only() {
+        let demo = SchedulerConfig::demo();
+        let why = demo.loopback_only_reasons();
+        assert!(why.iter().any(|w| w.contains("require_data_keys")), "{why:?}");
+        assert!(why.iter().any(|w| w.contains("tenant ops")), "{why:?}");
+        // One published key copied into an otherwise private configuration is still refused.
+        let copied = format!(
+            "[plans.p]\njobs_per_second = 1\nburst = 1\n[tenants.a]\nplan = \"p\"\napi_keys = [{{ sha256 = \"{}\", scopes = [\"jobs:read\"] }}]\n",
+            demo.tenants["studio-42"].api_keys[0].sha256
+        );
+        let c = SchedulerConfig::from_toml(&copied).expect("valid");
+        assert_eq!(c.loopback_only_reasons().len(), 1);
+        let private = copied.replace(&demo.tenants["studio-42"].api_keys[0].sha256, &"b".repeat(64));
+        let c = SchedulerConfig::from_toml(&private).expect("valid");
+        assert!(c.loopback_only_reasons().is_empty());
     }
 }

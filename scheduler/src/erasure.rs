@@ -16,13 +16,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::delete;
 use gantry_queue::ErasureCounts;
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::auth::Caller;
 use crate::config::Scope;
 use crate::problem::ApiError;
 
@@ -59,11 +60,10 @@ struct Kept {
 
 async fn erase(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Caller,
     Path(user): Path<String>,
     query: Result<Query<EraseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let who = state.keys.authenticate(&headers)?;
     let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let tenant = match q.tenant {
         Some(t) if t != who.tenant => {

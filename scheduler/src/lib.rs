@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod erasure;
+pub mod http;
 pub mod metrics;
 pub mod placement;
 pub mod problem;

@@ -24,6 +24,9 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive whole in time (or the client broke it off).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The job (or a field of it) is invalid.
     #[error("{0}")]
     InvalidRequest(String),
@@ -74,6 +77,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Why a body could not be read: over `limit` bytes (413), or not whole in time (408).
+    pub fn of_body(e: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
+        use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+        match e {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                ApiError::PayloadTooLarge { limit }
+            }
+            BytesRejection::FailedToBufferBody(_) => ApiError::BodyTimeout,
+            other => ApiError::InvalidRequest(other.body_text()),
+        }
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -81,6 +96,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
@@ -107,6 +123,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::RateLimited(_) | ApiError::BatchExceedsBurst => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoAllowedProvider(_) | ApiError::Unplaceable(_) => StatusCode::UNPROCESSABLE_ENTITY,

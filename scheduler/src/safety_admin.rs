@@ -16,15 +16,14 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gantry_safety::{AuditEntry, HashList, SafetyError};
 use serde::Deserialize;
 
-use crate::api::{AppState, caller};
-use crate::auth::Caller;
-use crate::config::Scope;
+use crate::api::AppState;
+use crate::auth::{Admin, Caller};
 use crate::problem::ApiError;
 
 /// Largest list body accepted (about a million PDQ hashes; bigger lists load from a file with
@@ -73,8 +72,7 @@ pub(crate) async fn audited(
     state.audit.record(&entry).await.map(|_| ()).map_err(safety_error)
 }
 
-async fn list_lists(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    caller(&state, &headers, Scope::Admin)?;
+async fn list_lists(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
     let lists = state.hashlists.lists().await.map_err(safety_error)?;
     Ok(axum::Json(serde_json::json!({ "hashlists": lists })).into_response())
 }
@@ -87,12 +85,11 @@ struct PublishQuery {
 
 async fn publish(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(who): Admin,
     Path(name): Path<String>,
     query: Result<Query<PublishQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, Scope::Admin)?;
     let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let category = q.category.unwrap_or_else(|| "csam".into());
     let category_ok = !category.is_empty()
@@ -105,10 +102,7 @@ async fn publish(
             "category: 1-32 characters of a-z, 0-9, '_'".into(),
         ));
     }
-    let bytes = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge { limit: MAX_LIST_BYTES },
-        other => ApiError::InvalidRequest(other.body_text()),
-    })?;
+    let bytes = body.map_err(|e| ApiError::of_body(e, MAX_LIST_BYTES))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidRequest("the list must be UTF-8 text".into()))?;
     let list = HashList::parse(text).map_err(safety_error)?;
@@ -134,10 +128,9 @@ async fn publish(
 
 async fn remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(who): Admin,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, Scope::Admin)?;
     gantry_safety::hashlists::check_name(&name).map_err(safety_error)?;
     if !state.hashlists.remove(&name).await.map_err(safety_error)? {
         return Err(ApiError::NotFound);
@@ -160,20 +153,18 @@ fn limit_of(query: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, A
 
 async fn moderation_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(_): Admin,
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, Scope::Admin)?;
     let events = state.moderation.recent(limit_of(query)?).await.map_err(safety_error)?;
     Ok(axum::Json(serde_json::json!({ "moderation_events": events })).into_response())
 }
 
 async fn audit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(_): Admin,
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, Scope::Admin)?;
     let entries = state.audit.recent(limit_of(query)?).await.map_err(safety_error)?;
     Ok(axum::Json(serde_json::json!({ "audit": entries })).into_response())
 }

@@ -29,22 +29,63 @@ pub enum ServeError {
     /// The output store named in the configuration cannot be opened.
     #[error(transparent)]
     Outputs(#[from] gantry_store::OutputError),
+    /// The configuration is fit only for loopback (published demo keys, plain-text payloads)
+    /// and was asked to serve another address.
+    #[error(
+        "refusing to serve {addr}: this configuration may only listen on loopback because {reasons}; give it private API keys and data keys, or listen on 127.0.0.1"
+    )]
+    LoopbackOnly {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why, joined.
+        reasons: String,
+    },
     /// The listen address could not be bound, or serving failed.
     #[error("http on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
 }
 
+/// Refuses to serve a loopback-only configuration on any other address, API and metrics alike.
+/// This is the scheduler's own check, whoever starts it (the CLI's `--dev`, a test, an embedder):
+/// the demo's keys are published, so a fleet that serves them beyond this host is open to all.
+pub fn check_exposure(cfg: &SchedulerConfig) -> Result<(), ServeError> {
+    let reasons = cfg.loopback_only_reasons();
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    for addr in [cfg.listen, cfg.metrics_listen] {
+        if !addr.ip().is_loopback() {
+            return Err(ServeError::LoopbackOnly {
+                addr,
+                reasons: reasons.join("; "),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A running scheduler.
 #[derive(Debug)]
 pub struct Scheduler {
-    /// Where it listens (the port resolved when 0 was asked).
+    /// Where the API listens (the port resolved when 0 was asked).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Http(addr, e))?;
+    let local = listener.local_addr().map_err(|e| ServeError::Http(addr, e))?;
+    Ok((listener, local))
 }
 
 impl Scheduler {
     /// Connects to `redis_url`, binds `cfg.listen`, and serves until `shutdown`.
     pub async fn start(cfg: SchedulerConfig, redis_url: &str, shutdown: CancellationToken) -> Result<Self, ServeError> {
+        check_exposure(&cfg)?;
         let queue = QueueClient::connect(redis_url, cfg.retention.apply(QueueConfig::default())).await?;
         match queue.keys() {
             Some(k) => tracing::info!(key = k.current(), "job payloads sealed at rest (AES-256-GCM)"),
@@ -88,19 +129,29 @@ impl Scheduler {
             queue,
             cfg: cfg.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| ServeError::Http(cfg.listen, e))?;
-        let addr = listener.local_addr().map_err(|e| ServeError::Http(cfg.listen, e))?;
-        tracing::info!("scheduler API on http://{addr} (OpenAPI at /openapi.json)");
-        let app = router(state);
+        let (listener, addr) = bind(cfg.listen).await?;
+        let (metrics_listener, metrics_addr) = bind(cfg.metrics_listen).await?;
+        tracing::info!(
+            "scheduler API on http://{addr} (OpenAPI at /openapi.json), metrics on http://{metrics_addr}/metrics"
+        );
+        let limits = cfg.http.limits();
+        let metrics = crate::http::serve(
+            metrics_listener,
+            crate::api::metrics_router(state.clone()),
+            limits,
+            shutdown.clone(),
+        );
+        let api = crate::http::serve(listener, router(state), limits, shutdown);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .map_err(|e| ServeError::Http(addr, e))
+            let (a, m) = tokio::join!(api, metrics);
+            a.map_err(|e| ServeError::Http(addr, e))?;
+            m.map_err(|e| ServeError::Http(metrics_addr, e))
         });
-        Ok(Self { addr, task })
+        Ok(Self {
+            addr,
+            metrics_addr,
+            task,
+        })
     }
 
     /// Waits until it has stopped.

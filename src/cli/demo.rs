@@ -84,8 +84,8 @@ struct Fleet {
     /// `gantry mock-providers`, once started.
     mock_url: String,
     log_dir: PathBuf,
-    /// The scheduler's `host:port`, scraped by the demo's Prometheus.
-    scheduler_addr: String,
+    /// The scheduler's metrics listener, `host:port`, scraped by the demo's Prometheus.
+    scheduler_metrics_addr: String,
     /// The data keys every process seals prompts with (`GANTRY_DATA_KEYS`): the caller's, or
     /// one made for this demo.
     data_keys: String,
@@ -155,7 +155,7 @@ impl Fleet {
     /// The scheduler and every worker, as Prometheus file-based discovery reads them (re-read
     /// when a worker is added).
     fn write_scrape_targets(&self) -> anyhow::Result<()> {
-        let mut targets = vec![self.scheduler_addr.clone()];
+        let mut targets = vec![self.scheduler_metrics_addr.clone()];
         targets.extend(self.metrics_ports.iter().map(|(_, p)| format!("127.0.0.1:{p}")));
         let sd = json!([{"targets": targets, "labels": {"namespace": "demo"}}]);
         let tmp = self.log_dir.join("scrape-targets.json.tmp");
@@ -555,7 +555,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         url: url.clone(),
         mock_url: String::new(),
         log_dir: log_dir.clone(),
-        scheduler_addr: String::new(),
+        scheduler_metrics_addr: String::new(),
         data_keys: demo_keys(),
     };
     let keyring = gantry_queue::seal::Keyring::parse(&fleet.data_keys)?;
@@ -565,20 +565,26 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     let outputs = log_dir.join("outputs");
     let outputs_arg = outputs.to_string_lossy();
+    let scheduler_metrics = format!("127.0.0.1:{}", gantry_testkit::free_port());
     let base = fleet.spawn_server(
         "scheduler",
         &[
             "scheduler",
+            "--dev",
             "--redis-url",
             &url,
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            &scheduler_metrics,
             "--outputs",
             &outputs_arg,
         ],
     )?;
-    println!("  scheduler      {base} (`gantry scheduler`, embedded demo configuration; API at {base}/openapi.json)");
-    fleet.scheduler_addr = base.trim_start_matches("http://").to_owned();
+    println!(
+        "  scheduler      {base} (`gantry scheduler --dev`: embedded demo configuration, loopback only; API at {base}/openapi.json)"
+    );
+    fleet.scheduler_metrics_addr = scheduler_metrics.clone();
     let prometheus = fleet.spawn_prometheus()?;
     if let Some(p) = &prometheus {
         println!("  prometheus     {p} (scrapes the scheduler and every worker each second)");
@@ -840,7 +846,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!("  prometheus: {p}/graph (e.g. sum by (kind) (rate(gantry_jobs_succeeded_total[1m])));");
         println!("    Grafana dashboards to point at it: dashboards/*.json");
     }
-    println!("  scheduler metrics (autoscaling signals): {base}/metrics");
+    println!(
+        "  scheduler metrics (autoscaling signals, credits): http://{}/metrics (a listener apart from the API)",
+        fleet.scheduler_metrics_addr
+    );
     for (name, port) in &fleet.metrics_ports {
         if name != "worker-1" {
             println!("  {name} metrics: http://127.0.0.1:{port}/metrics");

@@ -6,7 +6,8 @@ use gantry_mocks::{Faults, MockServer};
 
 #[derive(Debug, clap::Args)]
 pub struct MockProvidersArgs {
-    /// Listen here (port 0 picks a free one; the first line on stdout says where).
+    /// Listen here, on loopback only (port 0 picks a free one; the first line on stdout says
+    /// where).
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: std::net::SocketAddr,
     /// Share of calls answered 429 with Retry-After (0..1).
@@ -25,6 +26,14 @@ pub async fn run(a: MockProvidersArgs) -> anyhow::Result<()> {
         if !(0.0..=1.0).contains(&rate) {
             return Err(super::UsageError(format!("{name} must be within 0..=1")).into());
         }
+    }
+    if !a.listen.ip().is_loopback() {
+        // The mocks answer anyone with made-up results and log every request they see.
+        return Err(super::UsageError(format!(
+            "mock providers serve loopback only; {} is not a loopback address",
+            a.listen
+        ))
+        .into());
     }
     let server = MockServer::start(a.listen)
         .await

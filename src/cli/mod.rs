@@ -172,6 +172,10 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<gantry_queue::ValidationError>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<gantry_worker::gpu::fake::FakeSpecError>().is_some()
+        || matches!(
+            e.downcast_ref::<gantry_scheduler::ServeError>(),
+            Some(gantry_scheduler::ServeError::LoopbackOnly { .. } | gantry_scheduler::ServeError::NoDataKeys)
+        )
     {
         return 2;
     }

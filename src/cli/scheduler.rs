@@ -8,25 +8,66 @@ use tokio_util::sync::CancellationToken;
 pub struct SchedulerArgs {
     #[command(flatten)]
     redis: super::RedisArgs,
-    /// Configuration file (TOML); the embedded demo configuration when absent.
+    /// Configuration file (TOML). Required unless --dev.
     #[arg(long, env = "GANTRY_SCHEDULER_CONFIG")]
     config: Option<String>,
+    /// Development mode: the embedded demo configuration (its API keys are published in
+    /// Gantry's repository, and it stores prompts in plain text without data keys) when no
+    /// --config is given, served on loopback only.
+    #[arg(long)]
+    dev: bool,
+    /// Print the embedded development configuration (a starting point for one's own) and exit.
+    #[arg(long, exclusive = true)]
+    print_dev_config: bool,
     /// Listen here instead of the configuration's address (port 0 picks a free one).
     #[arg(long, env = "GANTRY_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// Serve /metrics here instead of the configuration's `metrics_listen` (port 0 picks one).
+    #[arg(long, env = "GANTRY_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// The workers' output store (as their --outputs), so erasures delete outputs too;
     /// overrides the configuration's `outputs`.
     #[arg(long, env = "GANTRY_OUTPUTS")]
     outputs: Option<String>,
 }
 
+/// What to say when there is no configuration.
+const NO_CONFIG: &str = "no scheduler configuration: pass --config FILE (or set GANTRY_SCHEDULER_CONFIG). \
+Start from `gantry scheduler --print-dev-config > scheduler.toml`, replace every API key hash with your own \
+(`printf %s \"$KEY\" | sha256sum`), drop `require_data_keys = false` and set GANTRY_DATA_KEYS. \
+To try Gantry on this machine only, run `gantry scheduler --dev` (loopback, published demo keys).";
+
 pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
-    let mut cfg = match &a.config {
-        Some(path) => SchedulerConfig::load(path).map_err(|e| super::UsageError(e.to_string()))?,
-        None => SchedulerConfig::demo(),
+    if a.print_dev_config {
+        print!("{}", SchedulerConfig::demo_text());
+        return Ok(());
+    }
+    let mut cfg = match (&a.config, a.dev) {
+        (Some(path), _) => SchedulerConfig::load(path).map_err(|e| super::UsageError(e.to_string()))?,
+        (None, true) => SchedulerConfig::demo(),
+        (None, false) => return Err(super::UsageError(NO_CONFIG.into()).into()),
     };
     if let Some(l) = a.listen {
         cfg.listen = l;
+    }
+    if let Some(l) = a.metrics_listen {
+        cfg.metrics_listen = l;
+    }
+    if a.dev {
+        for (flag, addr) in [("--listen", cfg.listen), ("--metrics-listen", cfg.metrics_listen)] {
+            if !addr.ip().is_loopback() {
+                return Err(super::UsageError(format!(
+                    "--dev serves loopback only, and {flag} resolves to {addr}; use a 127.0.0.1 address, or a configuration of your own without --dev"
+                ))
+                .into());
+            }
+        }
+        tracing::warn!(
+            listen = %cfg.listen,
+            metrics = %cfg.metrics_listen,
+            embedded = a.config.is_none(),
+            "development mode: loopback only; the embedded configuration's API keys are published, never expose it"
+        );
     }
     if let Some(o) = a.outputs {
         cfg.outputs = Some(o);
@@ -37,8 +78,9 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     let s = Scheduler::start(cfg, &a.redis.redis_url, shutdown)
         .await
         .context("starting the scheduler")?;
-    // One line on stdout for scripts and tests that start it on port 0.
+    // Two lines on stdout for scripts and tests that start it on port 0.
     println!("listening on http://{}", s.addr);
+    println!("metrics on http://{}", s.metrics_addr);
     s.wait().await?;
     Ok(())
 }

@@ -214,12 +214,15 @@ pub struct SchedulerProcess {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Where its `/metrics` listener is, `127.0.0.1:PORT`.
+    pub metrics_addr: String,
     /// The configuration file `with_config` wrote, kept while the process runs.
     _config: Option<tempfile::TempDir>,
 }
 
 impl SchedulerProcess {
-    /// Starts one on `url` with the configuration file `config` (the embedded demo's if `None`).
+    /// Starts one on `url` with the configuration file `config` (the embedded demo's, with
+    /// `--dev`, if `None`).
     pub fn start(url: &str, config: Option<&Path>) -> Self {
         Self::start_with(url, config, &[], None)
     }
@@ -227,25 +230,35 @@ impl SchedulerProcess {
     /// [`SchedulerProcess::start`] with `extra` flags, logging at `info` to `log` (stderr if
     /// `None`, at `warn`).
     pub fn start_with(url: &str, config: Option<&Path>, extra: &[&str], log: Option<&Path>) -> Self {
-        let mut args: Vec<std::ffi::OsString> = ["scheduler", "--redis-url", url, "--listen", "127.0.0.1:0"]
-            .iter()
-            .map(Into::into)
-            .collect();
-        if let Some(c) = config {
-            args.push("--config".into());
-            args.push(c.into());
+        let mut args: Vec<std::ffi::OsString> = [
+            "scheduler",
+            "--redis-url",
+            url,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        match config {
+            Some(c) => {
+                args.push("--config".into());
+                args.push(c.into());
+            }
+            None => args.push("--dev".into()),
         }
         args.extend(extra.iter().map(Into::into));
-        let (child, addr) = match log {
-            None => spawn_listening(&args),
-            Some(path) => {
-                let file = std::fs::File::create(path).expect("scheduler log");
-                spawn_listening_to(&args, "info", file.into())
-            }
-        };
+        let stderr = log.map(|path| std::fs::File::create(path).expect("scheduler log"));
+        let level = if stderr.is_some() { "info" } else { "warn" };
+        let (child, mut lines) = spawn_with_stdout(&args, level, stderr.map_or_else(Stdio::inherit, Into::into));
+        let addr = address_line(&mut lines, "listening on http://");
+        let metrics_addr = address_line(&mut lines, "metrics on http://");
         Self {
             child,
             addr,
+            metrics_addr,
             _config: None,
         }
     }
@@ -268,7 +281,17 @@ fn spawn_listening(args: &[std::ffi::OsString]) -> (Child, String) {
 
 /// [`spawn_listening`] logging at `level` to `stderr`.
 fn spawn_listening_to(args: &[std::ffi::OsString], level: &str, stderr: Stdio) -> (Child, String) {
-    use std::io::BufRead;
+    let (child, mut lines) = spawn_with_stdout(args, level, stderr);
+    let addr = address_line(&mut lines, "listening on http://");
+    (child, addr)
+}
+
+/// Spawns `gantry ARGS` logging at `level` to `stderr`, with its stdout to read lines from.
+fn spawn_with_stdout(
+    args: &[std::ffi::OsString],
+    level: &str,
+    stderr: Stdio,
+) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(GANTRY)
         .args(args)
         .env("RUST_LOG", level)
@@ -278,14 +301,17 @@ fn spawn_listening_to(args: &[std::ffi::OsString], level: &str, stderr: Stdio) -
         .spawn()
         .expect("spawn gantry");
     let out = child.stdout.take().expect("stdout");
+    (child, std::io::BufReader::new(out))
+}
+
+/// The address on the next stdout line, which must start with `prefix`.
+fn address_line(lines: &mut impl std::io::BufRead, prefix: &str) -> String {
     let mut line = String::new();
-    std::io::BufReader::new(out).read_line(&mut line).expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, addr)
+    lines.read_line(&mut line).expect("a line on stdout");
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+        .to_owned()
 }
 
 /// A `gantry mock-providers` process; killed on drop.
@@ -373,6 +399,13 @@ impl Drop for MockProvidersProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl SchedulerProcess {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

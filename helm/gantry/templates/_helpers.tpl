@@ -67,7 +67,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef:
       name: {{ .Values.dataKeys.existingSecret }}
       key: {{ .Values.dataKeys.existingSecretKey }}
-{{- else if .Values.scheduler.config }}
+{{- else }}
 {{- fail "dataKeys.existingSecret is required with your own scheduler.config: prompts and reference images are sealed at rest (see values.yaml)" }}
 {{- end }}
 - name: RUST_LOG
