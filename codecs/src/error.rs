@@ -18,6 +18,11 @@ pub enum MediaError {
     /// Not a format we read (whatever its extension says).
     #[error("unsupported or unrecognised format: {0}")]
     Unsupported(String),
+    /// A container FFmpeg reads but Gantry refuses: playlists and references to other files or
+    /// URLs (HLS, DASH, concat, image sequences, ...), which would let a tenant's file read
+    /// others from the worker's disk or the network.
+    #[error("container not accepted: {0} (MP4/MOV, Matroska/WebM and AVI are)")]
+    ForbiddenContainer(String),
     /// The header claims more pixels than allowed (a decompression bomb, or just too big).
     #[error("{width}x{height} exceeds the limit of {max} pixels (or {max_side} per side)")]
     TooManyPixels {

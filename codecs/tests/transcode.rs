@@ -480,3 +480,97 @@ fn gpu_paths_fall_back_to_the_cpu_and_say_why() {
     assert_eq!((r.encoder, r.encoder_why), ("libx264", EncoderWhy::NoNvenc));
     assert_eq!(r.encoder_reason, "cpu: CPU-only mode: --gpus none");
 }
+
+/// Issue 17: a tenant's "mp4" that is really a playlist or a list of other files must not make
+/// FFmpeg open anything but itself. The secret is a real video beside it (as another tenant's
+/// stored output would be); on the old code the HLS case transcoded it.
+#[test]
+fn playlists_and_lists_naming_other_files_are_refused_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = make(
+        d,
+        "secret.mp4",
+        "320x240",
+        25,
+        &["-c:v", "libx264", "-preset", "ultrafast"],
+    );
+    let secret_url = format!("file://{}", secret.display());
+    let png = {
+        let img = image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        bytes.into_inner()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "hls",
+            format!(
+                "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{secret_url}\n#EXT-X-ENDLIST\n"
+            )
+            .into_bytes(),
+        ),
+        (
+            "hls with a plain path",
+            format!("#EXTM3U\n#EXTINF:2.0,\n{}\n#EXT-X-ENDLIST\n", secret.display()).into_bytes(),
+        ),
+        (
+            "concat",
+            format!("ffconcat version 1.0\nfile '{}'\n", secret.display()).into_bytes(),
+        ),
+        ("an image", png),
+        (
+            "an SDP description (network streams)",
+            b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video 5004 RTP/AVP 96\na=rtpmap:96 H264/90000\n"
+                .to_vec(),
+        ),
+    ];
+    let out = d.join("out.mp4");
+    for (what, bytes) in cases {
+        let input = d.join("upload.mp4");
+        std::fs::write(&input, &bytes).unwrap();
+        let r = transcode(
+            &input,
+            &out,
+            &fast(),
+            &VideoLimits::default(),
+            &AtomicBool::new(false),
+            60,
+        );
+        match r {
+            Err(e @ (MediaError::ForbiddenContainer(_) | MediaError::Unsupported(_))) => {
+                assert!(e.is_permanent(), "{what}: {e}");
+            }
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            matches!(
+                probe(&input, &VideoLimits::default()),
+                Err(MediaError::ForbiddenContainer(_) | MediaError::Unsupported(_))
+            ),
+            "{what}: probe"
+        );
+        let vpdq = gantry_codecs::pdq::video::hash_video(
+            &input,
+            &Default::default(),
+            &VideoLimits::default(),
+            &AtomicBool::new(false),
+            60,
+        );
+        assert!(
+            matches!(
+                vpdq,
+                Err(MediaError::ForbiddenContainer(_) | MediaError::Unsupported(_))
+            ),
+            "{what}: vPDQ {vpdq:?}"
+        );
+    }
+    // The HLS case is refused as a forbidden container, by name.
+    std::fs::write(d.join("p.mp4"), format!("#EXTM3U\n#EXTINF:2.0,\n{secret_url}\n")).unwrap();
+    let e = probe(&d.join("p.mp4"), &VideoLimits::default()).unwrap_err();
+    assert!(matches!(e, MediaError::ForbiddenContainer(_)), "{e}");
+    // A real MP4 and a Matroska file still open.
+    assert!(probe(&secret, &VideoLimits::default()).is_ok());
+    let mkv = make(d, "ok.mkv", "320x240", 25, &["-c:v", "libx264", "-preset", "ultrafast"]);
+    assert!(probe(&mkv, &VideoLimits::default()).is_ok());
+}

@@ -222,10 +222,18 @@ fn open(path: &Path, limits: &VideoLimits) -> Result<ff::format::context::Input,
             max: usize::try_from(limits.max_input_bytes).unwrap_or(usize::MAX),
         });
     }
-    let ictx = ff::format::input(&path).map_err(|e| match e {
-        ff::Error::InvalidData => MediaError::Unsupported("not a video container FFmpeg reads".into()),
+    if let Some(kind) = playlist_kind(path) {
+        return Err(MediaError::ForbiddenContainer(kind.into()));
+    }
+    let ictx = ff::format::input_with_dictionary(&path, input_options()).map_err(|e| match e {
+        ff::Error::InvalidData => MediaError::Unsupported("not a video container Gantry reads".into()),
+        // What FFmpeg answers when the probed demuxer is not on `format_whitelist`.
+        ff::Error::Other {
+            errno: ff::util::error::EINVAL,
+        } => MediaError::ForbiddenContainer("a playlist, list or other format outside the allow-list".into()),
         other => corrupt("opening the input", other),
     })?;
+    check_container(ictx.format().name())?;
     let secs = duration_secs(&ictx);
     if secs > limits.max_duration_secs {
         return Err(MediaError::InvalidRequest(format!(
@@ -234,6 +242,53 @@ fn open(path: &Path, limits: &VideoLimits) -> Result<ff::format::context::Input,
         )));
     }
     Ok(ictx)
+}
+
+/// The demuxers a tenant's video may be read with: containers that hold their media inside the
+/// file. FFmpeg names a demuxer by a comma-separated list (`mov,mp4,m4a,3gp,3g2,mj2`); one that
+/// has any name outside this list is refused.
+pub const DEMUXERS: &[&str] = &["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi"];
+
+/// How every input is opened: probing considers only [`DEMUXERS`], and the only protocol is
+/// `file` (for the one file the worker downloaded). So an "mp4" that is really an HLS or DASH
+/// playlist, a concat list or an image-sequence pattern is never parsed as one, and nothing it
+/// names (`file:///etc/passwd`, another tenant's output, a URL) is opened. MP4's external data
+/// references stay off.
+fn input_options() -> ff::Dictionary<'static> {
+    let mut d = ff::Dictionary::new();
+    d.set("format_whitelist", &DEMUXERS.join(","));
+    d.set("protocol_whitelist", "file");
+    d.set("enable_drefs", "0");
+    d
+}
+
+/// Names a text playlist or file list by its first bytes, for a clear error (the allow-list
+/// refuses these anyway, as an unknown format).
+fn playlist_kind(path: &Path) -> Option<&'static str> {
+    use std::io::Read as _;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    [
+        ("#EXTM3U", "an HLS playlist"),
+        ("ffconcat", "an FFmpeg concat list"),
+        ("<?xml", "an XML manifest (DASH, SMIL)"),
+        ("<MPD", "a DASH manifest"),
+        ("v=0", "an SDP session description"),
+    ]
+    .into_iter()
+    .find(|(magic, _)| text.starts_with(magic))
+    .map(|(_, kind)| kind)
+}
+
+/// Refuses a demuxer outside [`DEMUXERS`] (belt and braces: the whitelist already did).
+fn check_container(name: &str) -> Result<(), MediaError> {
+    if name.split(',').all(|n| DEMUXERS.contains(&n)) {
+        Ok(())
+    } else {
+        Err(MediaError::ForbiddenContainer(format!("the {name} demuxer")))
+    }
 }
 
 fn duration_secs(ictx: &ff::format::context::Input) -> f64 {
