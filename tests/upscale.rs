@@ -71,7 +71,14 @@ async fn a_generated_image_is_upscaled_and_bad_media_fails_permanently() {
     std::fs::write(uploads.join("bomb.png"), &bomb).unwrap();
     std::fs::write(uploads.join("empty.png"), b"").unwrap();
     std::fs::write(uploads.join("notes.png"), b"this is text, whatever the name says").unwrap();
+    // A 1 TiB upload (sparse: no disk used). Its size is checked before a byte is read; the
+    // old worker read it whole into memory first.
+    std::fs::File::create(uploads.join("huge.png"))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
     for (name, reason) in [
+        ("huge.png", "larger than"),
         ("cut.png", "corrupt"),
         ("bomb.png", "exceeds the limit"),
         ("empty.png", "empty"),

@@ -119,7 +119,11 @@ impl OutputStore {
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| invalid(e.to_string()))?;
-        let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| invalid(e.to_string()))?;
+        // Deleting an object also removes the folders it leaves empty, so an erased user's or
+        // job's folder does not outlive its files.
+        let local = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(local),
             attributes: false,
@@ -236,6 +240,24 @@ impl OutputStore {
     /// Reads an output back.
     pub async fn get(&self, object_key: &str) -> Result<Bytes, OutputError> {
         Ok(self.store.get(&Path::from(object_key)).await?.bytes().await?)
+    }
+
+    /// Reads an object of at most `max_bytes` into memory: its announced size is checked before
+    /// any byte is read, and the bytes as they come (a store that announced less).
+    pub async fn get_bounded(&self, object_key: &str, max_bytes: u64) -> Result<Bytes, OutputError> {
+        let got = self.store.get(&Path::from(object_key)).await?;
+        if got.meta.size > max_bytes {
+            return Err(OutputError::TooLarge { max: max_bytes });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.try_next().await? {
+            if (buf.len() + chunk.len()) as u64 > max_bytes {
+                return Err(OutputError::TooLarge { max: max_bytes });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
     }
 
     /// Streams an object into the file `to`, chunk by chunk (a video never sits in memory
@@ -372,6 +394,28 @@ mod tests {
             scan_outputs: true,
             body: Payload::Noop(NoopPayload::default()),
         }
+    }
+
+    #[tokio::test]
+    async fn bounded_reads_refuse_from_the_announced_size() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = OutputStore::open(dir.path().to_str().expect("utf8")).expect("open");
+        std::fs::create_dir_all(dir.path().join("inputs/t1")).expect("mkdir");
+        // 1 TiB, sparse: reading it would exhaust memory; the size alone refuses it.
+        std::fs::File::create(dir.path().join("inputs/t1/huge.png"))
+            .and_then(|f| f.set_len(1 << 40))
+            .expect("sparse file");
+        let e = store.get_bounded("inputs/t1/huge.png", 64 << 20).await;
+        assert!(
+            matches!(e, Err(OutputError::TooLarge { max }) if max == 64 << 20),
+            "{e:?}"
+        );
+        std::fs::write(dir.path().join("inputs/t1/small.png"), b"12345").expect("write");
+        assert_eq!(
+            store.get_bounded("inputs/t1/small.png", 5).await.expect("within"),
+            Bytes::from_static(b"12345")
+        );
+        assert!(store.get_bounded("inputs/t1/small.png", 4).await.is_err());
     }
 
     #[tokio::test]

@@ -21,12 +21,18 @@ pub fn owned_by(key: &str, tenant: &str) -> bool {
     !key.split('/').any(|p| p == ".." || p == ".") && (ok("jobs/") || ok("inputs/"))
 }
 
-/// Reads the job's input object `key`.
-pub(crate) async fn read_input(outputs: &OutputStore, spec: &JobSpec, key: &str) -> Result<Bytes, JobOutcome> {
+/// Reads the job's input object `key`, refusing it (from its announced size, before a byte is
+/// read) past `max_bytes`.
+pub(crate) async fn read_input(
+    outputs: &OutputStore,
+    spec: &JobSpec,
+    key: &str,
+    max_bytes: u64,
+) -> Result<Bytes, JobOutcome> {
     if !owned_by(key, &spec.tenant) {
         return Err(not_owned());
     }
-    outputs.get(key).await.map_err(input_failure)
+    outputs.get_bounded(key, max_bytes).await.map_err(input_failure)
 }
 
 /// Streams the job's input object `key` into the file `to` (at most `max_bytes`).

@@ -65,7 +65,8 @@ impl UpscaleExecutor {
             Ok(f) => f,
             Err(e) => return failed(ErrorClass::Permanent, e.to_string()),
         };
-        let input = match read_input(&self.outputs, &job.spec, &p.input).await {
+        let max_bytes = self.limits.max_input_bytes as u64;
+        let input = match read_input(&self.outputs, &job.spec, &p.input, max_bytes).await {
             Ok(b) => b,
             Err(out) => return out,
         };
