@@ -1,7 +1,7 @@
 //! Encryption at rest: a scheduler and a worker sharing data keys (`GANTRY_DATA_KEYS`) run
 //! generate jobs whose prompt, negative prompt and reference image carry a canary — one succeeds,
 //! one dead-letters, one under an idempotency key. Afterwards every value of every Redis key is
-//! read and none holds the canary (the stored specs hold an AES-256-GCM envelope instead); the
+//! read and none holds the canary (the stored specs hold an AES-256-GCM-SIV envelope instead); the
 //! processes' logs (at debug level) and both `/metrics` outputs hold it nowhere either. A worker
 //! without the keys cannot read the jobs and says why.
 
@@ -124,7 +124,9 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
     let (n, all) = everything_in(&url).await;
     assert!(n > 10, "{n} keys");
     assert!(!all.contains(CANARY), "the canary is in Redis:\n{all}");
-    assert!(all.contains("gk1:k1:"), "sealed envelopes are stored");
+    assert!(all.contains("gk2:k1:"), "sealed envelopes (AES-256-GCM-SIV) are stored");
+    // The platform's user id is sealed with them (records find the user by its digest).
+    assert!(!all.contains("u-gen"), "the user id is in Redis in plain text:\n{all}");
     for log in ["scheduler.log", "worker.log"] {
         let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
         assert!(text.contains("DEBUG") || text.contains("INFO"), "{log} is empty");
@@ -155,7 +157,7 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
     assert!(out.contains("cpu: ") && out.contains(" 3 resealed with k2"), "{out}");
     let (_, all) = everything_in(&url).await;
     assert!(
-        all.contains("gk1:k2:") && !all.contains("gk1:k1:"),
+        all.contains("gk2:k2:") && !all.contains("gk2:k1:"),
         "every envelope moved to k2"
     );
     assert!(all.contains("keys.rotate"), "the rotation is in the audit log");

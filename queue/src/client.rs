@@ -391,7 +391,7 @@ impl QueueClient {
                     report.unreadable += 1;
                     continue;
                 };
-                if crate::seal::sealed_with(&v) == Some(keys.current()) {
+                if crate::seal::sealed_current(&v, keys) {
                     continue;
                 }
                 if crate::seal::open(&mut v, id, Some(keys)).is_err() {
@@ -488,6 +488,16 @@ impl QueueClient {
             return Err(ValidationError::InvalidField {
                 field: "requirements.preferred_model",
                 reason: "1-64 characters of A-Z, a-z, 0-9, '-', '_', '.', '/', '@'".into(),
+            }
+            .into());
+        }
+        if let crate::Payload::Generate(g) = &job.body
+            && g.reference_images.len() > crate::payload::MAX_REFERENCE_IMAGES
+        {
+            // Each URL is a fetch the worker makes on the tenant's behalf: bounded.
+            return Err(ValidationError::InvalidField {
+                field: "payload.reference_images",
+                reason: format!("at most {} reference images", crate::payload::MAX_REFERENCE_IMAGES),
             }
             .into());
         }

@@ -12,12 +12,44 @@ use crate::error::QueueError;
 
 /// Where Redis is: `redis://host:port[/db]` for one server, or
 /// `redis+cluster://host:port,host:port,...` for a Cluster (any reachable nodes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server (or a proxy).
     Single(String),
     /// Cluster seed nodes, as `redis://host:port` URLs.
     Cluster(Vec<String>),
+}
+
+/// `url` with any password replaced by `***` (`redis://user:***@host:6379`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let user = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Single(u) => f.debug_tuple("Single").field(&redact_url(u)).finish(),
+            RedisTarget::Cluster(us) => f
+                .debug_tuple("Cluster")
+                .field(&us.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 impl RedisTarget {
@@ -180,5 +212,19 @@ mod tests {
         );
         assert!(RedisTarget::parse("redis+cluster://").is_err());
         assert!(RedisTarget::parse("http://example").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_holds_a_password() {
+        let t = RedisTarget::parse("redis://app:s3cret-pw@redis.internal:6379/2").expect("parses");
+        let d = format!("{t:?}");
+        assert!(
+            !d.contains("s3cret-pw") && d.contains("app:***@redis.internal:6379/2"),
+            "{d}"
+        );
+        let t = RedisTarget::parse("redis+cluster://:s3cret-pw@a:7000,:s3cret-pw@b:7001").expect("parses");
+        assert!(!format!("{t:?}").contains("s3cret-pw"), "{t:?}");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("redis://tok@h:6379"), "redis://***@h:6379");
     }
 }

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{ErrorClass, JobKind};
 
+/// Most reference images one generate job may name (the providers take at most 10 to 16; each
+/// URL is a fetch the worker makes for the tenant).
+pub const MAX_REFERENCE_IMAGES: usize = 16;
+
 /// A job's kind with its payload; serialized as `{"kind": "...", "payload": {...}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]

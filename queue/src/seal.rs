@@ -1,8 +1,15 @@
 //! Encryption at rest of the sensitive fields of a job — a generate job's prompt, negative
-//! prompt and reference images, and any job's idempotency key — before its spec reaches Redis. The fields are taken out of the
-//! stored JSON and kept as one AES-256-GCM envelope, `payload.sealed =
-//! "gk1:<key id>:<nonce>:<ciphertext>"` (base64), bound to the job id as associated data so an
-//! envelope cannot be moved to another job. Readers (the claim, the job view) open it again.
+//! prompt and reference images, and any job's idempotency key — before its spec reaches Redis.
+//! The fields are taken out of the stored JSON and kept as one envelope,
+//! `payload.sealed = "gk2:<key id>:<nonce>:<ciphertext>"` (base64).
+//!
+//! **`gk2`** (what is written): AES-256-GCM-SIV (RFC 8452), a nonce-misuse-resistant AEAD, so
+//! the random 96-bit nonces that a long-lived key accumulates cannot, by colliding, reveal the
+//! key stream or allow forgeries as they can with plain GCM (past ~2^32 seals a collision is
+//! no longer negligible). The associated data binds the tenant, the pool, the kind and the job
+//! id, so an envelope moved to another job, tenant, pool or kind does not open.
+//! **`gk1`** (read only): AES-256-GCM bound to the job id, as written before; still opened with
+//! the same key ids, and `gantry keys rotate` re-seals such records as `gk2`.
 //!
 //! Keys come from the environment — `GANTRY_DATA_KEYS="k2=BASE64,k1=BASE64"` — or a file named
 //! by `GANTRY_DATA_KEYS_FILE` (one `id=BASE64` per line), never from Redis. The first key seals;
@@ -14,15 +21,23 @@ use std::collections::BTreeMap;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload as AeadPayload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm_siv::Aes256GcmSiv;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
 /// The fields sealed in a generate payload.
 const SENSITIVE: [&str; 3] = ["prompt", "negative_prompt", "reference_images"];
-/// The spec's own field sealed with them (the platform's key may carry more than an order id).
+/// The spec's own fields sealed with them: the platform's idempotency key (which may carry
+/// more than an order id) and the platform's user id (records find their user by its
+/// pseudonymous key, [`crate::user_key`]; the id itself is the platform's personal data). The
+/// user id's place keeps an empty string.
 const IDEM: &str = "idempotency_key";
-const TAG: &str = "gk1";
+const USER: &str = "user";
+/// The envelope written: AES-256-GCM-SIV, bound to tenant, pool, kind and job.
+const TAG: &str = "gk2";
+/// The envelope of old records: AES-256-GCM, bound to the job id only. Opened, never written.
+const TAG_V1: &str = "gk1";
 
 /// Why sealing or opening failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +56,30 @@ pub enum SealError {
     Corrupt,
 }
 
+/// One data key, as both ciphers: GCM-SIV seals and opens `gk2`, GCM opens `gk1`.
+#[derive(Clone)]
+struct DataKey {
+    siv: Aes256GcmSiv,
+    gcm: Aes256Gcm,
+}
+
 /// The data keys: the first seals, all open.
 #[derive(Clone)]
 pub struct Keyring {
     current: String,
-    keys: BTreeMap<String, Aes256Gcm>,
+    keys: BTreeMap<String, DataKey>,
+}
+
+/// What a `gk2` envelope is bound to: the spec's tenant, pool and kind, and the job id, each
+/// length-prefixed so no two different contexts read the same.
+fn context(spec: &serde_json::Map<String, Value>, job_id: &str) -> Vec<u8> {
+    let field = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut aad = b"gantry-seal-v2".to_vec();
+    for part in [field("tenant"), field("pool"), field("kind"), job_id.to_owned()] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
 }
 
 impl std::fmt::Debug for Keyring {
@@ -80,9 +114,12 @@ impl Keyring {
             let raw = B64
                 .decode(b64.trim())
                 .map_err(|_| SealError::BadKeys(format!("key {id}: not base64")))?;
-            let cipher = Aes256Gcm::new_from_slice(&raw)
-                .map_err(|_| SealError::BadKeys(format!("key {id}: {} bytes, AES-256 needs 32", raw.len())))?;
-            if keys.insert(id.to_owned(), cipher).is_some() {
+            let wrong = || SealError::BadKeys(format!("key {id}: {} bytes, AES-256 needs 32", raw.len()));
+            let key = DataKey {
+                siv: Aes256GcmSiv::new_from_slice(&raw).map_err(|_| wrong())?,
+                gcm: Aes256Gcm::new_from_slice(&raw).map_err(|_| wrong())?,
+            };
+            if keys.insert(id.to_owned(), key).is_some() {
                 return Err(SealError::BadKeys(format!("key {id} listed twice")));
             }
             current.get_or_insert_with(|| id.to_owned());
@@ -120,6 +157,10 @@ impl Keyring {
             _ => return Ok(()),
         }
         let idem = spec.remove(IDEM);
+        let user = match spec.get(USER) {
+            Some(Value::String(u)) if !u.is_empty() => spec.insert(USER.to_owned(), Value::String(String::new())),
+            _ => None,
+        };
         let Some(Value::Object(payload)) = spec.get_mut("payload") else {
             return Ok(());
         };
@@ -132,6 +173,9 @@ impl Keyring {
         if let Some(k) = idem {
             secret.insert(IDEM.to_owned(), k);
         }
+        if let Some(u) = user {
+            secret.insert(USER.to_owned(), u);
+        }
         if secret.is_empty() {
             return Ok(());
         }
@@ -140,20 +184,25 @@ impl Keyring {
             payload.insert("prompt".into(), Value::String(String::new()));
         }
         let plain = Value::Object(secret).to_string();
+        let aad = context(spec, job_id);
         let nonce: [u8; 12] = rand::random();
-        let cipher = self
+        let key = self
             .keys
             .get(&self.current)
             .ok_or(SealError::UnknownKey(self.current.clone()))?;
-        let ct = cipher
+        let ct = key
+            .siv
             .encrypt(
-                Nonce::from_slice(&nonce),
+                aes_gcm_siv::Nonce::from_slice(&nonce),
                 AeadPayload {
                     msg: plain.as_bytes(),
-                    aad: job_id.as_bytes(),
+                    aad: &aad,
                 },
             )
             .map_err(|_| SealError::Corrupt)?;
+        let Some(Value::Object(payload)) = spec.get_mut("payload") else {
+            return Ok(());
+        };
         payload.insert(
             "sealed".into(),
             Value::String(format!(
@@ -173,6 +222,18 @@ pub fn sealed_with(spec: &Value) -> Option<&str> {
     s.split(':').nth(1)
 }
 
+/// Whether a stored spec is sealed as `keys` would seal it now (current key, current envelope):
+/// what `gantry keys rotate` leaves alone.
+pub fn sealed_current(spec: &Value, keys: &Keyring) -> bool {
+    spec.get("payload")
+        .and_then(|p| p.get("sealed"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix(TAG))
+        .and_then(|s| s.strip_prefix(':'))
+        .and_then(|s| s.split(':').next())
+        == Some(keys.current())
+}
+
 /// Opens the envelope of `spec` (if sealed) in place, with `keys`.
 pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<(), SealError> {
     let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
@@ -183,10 +244,10 @@ pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<()
     };
     let keys = keys.ok_or(SealError::NoKeys)?;
     let mut parts = sealed.splitn(4, ':');
-    let (Some(TAG), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(tag), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(SealError::Corrupt);
     };
-    let cipher = keys
+    let key = keys
         .keys
         .get(kid)
         .ok_or_else(|| SealError::UnknownKey(kid.to_owned()))?;
@@ -195,22 +256,39 @@ pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<()
     if nonce.len() != 12 {
         return Err(SealError::Corrupt);
     }
-    let plain = cipher
-        .decrypt(
+    let plain = match tag {
+        TAG => {
+            let aad = spec.as_object().map(|o| context(o, job_id)).unwrap_or_default();
+            key.siv.decrypt(
+                aes_gcm_siv::Nonce::from_slice(&nonce),
+                AeadPayload { msg: &ct, aad: &aad },
+            )
+        }
+        TAG_V1 => key.gcm.decrypt(
             Nonce::from_slice(&nonce),
             AeadPayload {
                 msg: &ct,
                 aad: job_id.as_bytes(),
             },
-        )
-        .map_err(|_| SealError::Corrupt)?;
+        ),
+        _ => return Err(SealError::Corrupt),
+    }
+    .map_err(|_| SealError::Corrupt)?;
+    let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
+        return Err(SealError::Corrupt);
+    };
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&plain) else {
         return Err(SealError::Corrupt);
     };
     payload.extend(fields);
-    let idem = payload.remove(IDEM);
-    if let (Some(k), Some(o)) = (idem, spec.as_object_mut()) {
-        o.insert(IDEM.to_owned(), k);
+    let top: Vec<(&str, Value)> = [IDEM, USER]
+        .into_iter()
+        .filter_map(|f| payload.remove(f).map(|v| (f, v)))
+        .collect();
+    if let Some(o) = spec.as_object_mut() {
+        for (f, v) in top {
+            o.insert(f.to_owned(), v);
+        }
     }
     Ok(())
 }
@@ -264,6 +342,58 @@ mod tests {
         assert!(!v.to_string().contains("k-9") && sealed_with(&v) == Some("k2"));
         open(&mut v, "J4", Some(&ring)).unwrap();
         assert_eq!(v, keyed);
+    }
+
+    /// Issue 17: the envelope is bound to tenant, pool and kind as well as the job, and is
+    /// GCM-SIV; records sealed the old way (GCM, job id only) still open and count as not
+    /// current, so a rotation re-seals them.
+    #[test]
+    fn envelopes_are_bound_to_tenant_pool_kind_and_job_and_old_ones_still_open() {
+        let ring = Keyring::parse(&format!("k1={}", key(1))).unwrap();
+        let spec = json!({"id": "J1", "tenant": "t1", "pool": "cpu", "kind": "generate", "user": "alice@example.com",
+            "payload": {"provider": "openai", "model": "m", "prompt": "a red fox"}});
+        let mut sealed = spec.clone();
+        ring.seal(&mut sealed, "J1").unwrap();
+        // The platform's user id is sealed too; its place stays, empty.
+        assert!(!sealed.to_string().contains("alice"), "{sealed}");
+        assert_eq!(sealed["user"], "");
+        let envelope = sealed["payload"]["sealed"].as_str().unwrap().to_owned();
+        assert!(envelope.starts_with("gk2:k1:"), "{envelope}");
+        assert!(sealed_current(&sealed, &ring));
+        for (field, other) in [("tenant", "t2"), ("pool", "gpu-h100"), ("kind", "upscale")] {
+            let mut moved = sealed.clone();
+            moved[field] = json!(other);
+            assert!(
+                matches!(open(&mut moved, "J1", Some(&ring)), Err(SealError::Corrupt)),
+                "an envelope moved to another {field} must not open"
+            );
+        }
+        // Two seals of the same spec differ (random nonces), and both open.
+        let mut again = spec.clone();
+        ring.seal(&mut again, "J1").unwrap();
+        assert_ne!(again["payload"]["sealed"], sealed["payload"]["sealed"]);
+        let mut opened = sealed.clone();
+        open(&mut opened, "J1", Some(&ring)).unwrap();
+        assert_eq!(opened, spec);
+
+        // A gk1 envelope, as the previous version wrote it, still opens.
+        let nonce = [9u8; 12];
+        let gcm = Aes256Gcm::new_from_slice(&[1u8; 32]).unwrap();
+        let ct = gcm
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                AeadPayload {
+                    msg: br#"{"prompt":"a red fox"}"#,
+                    aad: b"J1",
+                },
+            )
+            .unwrap();
+        let mut old = json!({"id": "J1", "tenant": "t1", "pool": "cpu", "kind": "generate", "user": "alice@example.com",
+            "payload": {"provider": "openai", "model": "m", "prompt": "",
+                "sealed": format!("gk1:k1:{}:{}", B64.encode(nonce), B64.encode(ct))}});
+        assert!(!sealed_current(&old, &ring), "a rotation upgrades it");
+        open(&mut old, "J1", Some(&ring)).unwrap();
+        assert_eq!(old, spec);
     }
 
     #[test]

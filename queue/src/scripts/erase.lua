@@ -12,13 +12,19 @@ local cancelled, running, deleted, dead = 0, 0, 0, 0
 local page = redis.call('SSCAN', uk, ARGV[4], 'COUNT', tonumber(ARGV[5]))
 for _, id in ipairs(page[2]) do
   local jk = jkey(id)
-  local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten', 'spec')
+  local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten', 'uk', 'spec')
   local status, kind = r[1], r[2]
-  local ok, spec = pcall(cjson.decode, r[6] or '')
+  -- The record is the user's when it names the user's key (the spec's user id is sealed);
+  -- a record from before 'uk' existed is checked by its spec.
+  local mine = r[5] == tenant and r[6] == ukey
+  if not mine and not r[6] then
+    local ok, spec = pcall(cjson.decode, r[7] or '')
+    mine = ok and type(spec) == 'table' and spec.tenant == tenant and spec.user == user
+  end
   if not status then
     -- the record expired already
     redis.call('SREM', uk, id)
-  elseif ok and type(spec) == 'table' and spec.tenant == tenant and spec.user == user then
+  elseif mine then
     if status == 'running' then
       redis.call('HSET', jk, 'cancel', 1)
       running = running + 1
