@@ -221,4 +221,27 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
     let s = trust.penalize("studio-42", "u-9", 0.4, 0.3).await.unwrap();
     assert!(s.blocked && s.score < 0.3, "{s:?}");
     assert!(trust.status("studio-42", "u-9").await.unwrap().blocked);
+    // Issue 17: the record is keyed by the user's pseudonymous key, never the id, and expires.
+    let pseudonymous = format!(
+        "gantry:{{trust:studio-42}}:user:{}",
+        gantry_queue::user_key("studio-42", "u-9")
+    );
+    let keys = server.cli(&["KEYS", "gantry:{trust:*"]).unwrap();
+    assert!(keys.contains(&pseudonymous) && !keys.contains("u-9"), "{keys}");
+    let ttl: i64 = server.cli(&["TTL", &pseudonymous]).unwrap().trim().parse().unwrap();
+    assert!(ttl > 700 * 86_400, "{ttl}");
+    // A record an earlier version wrote under the raw id moves on first read, still blocking.
+    server
+        .cli(&[
+            "HSET",
+            "gantry:{trust:studio-42}:user:old-user",
+            "blocked",
+            "1",
+            "score",
+            "0.1",
+        ])
+        .unwrap();
+    assert!(trust.status("studio-42", "old-user").await.unwrap().blocked);
+    let keys = server.cli(&["KEYS", "gantry:{trust:*"]).unwrap();
+    assert!(!keys.contains("old-user"), "the raw-id record moved: {keys}");
 }
