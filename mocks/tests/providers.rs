@@ -99,9 +99,17 @@ async fn generate(
         Some(g.artifacts.len() as u32),
         "{provider}/{model}: usage counts outputs"
     );
-    let http = reqwest::Client::new();
     let mut types = Vec::new();
     for a in g.artifacts {
+        // The mock serves results on loopback, which the guarded client fetches only when told.
+        let allow = match &a {
+            gantry_providers::Artifact::Url { url } => reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.socket_addrs(|| None).ok())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let http = gantry_providers::fetch::GuardedClient::new(allow, Duration::from_secs(5)).unwrap();
         match media::fetch(client.name(), &http, a, &MediaLimits::default()).await {
             Ok(m) => types.push(m.content_type),
             Err(e) => return Err((e.class, e.code)),

@@ -154,13 +154,14 @@ impl Ark {
             "response_format": "url",
             "watermark": false,
         });
-        body["size"] = match (req.width, req.height) {
-            (Some(w), Some(h)) => format!("{w}x{h}").into(),
-            _ => "2K".into(),
+        let shape = req.shape(self.ep.name, crate::Api::Ark)?;
+        body["size"] = match shape.size {
+            Some((w, h)) => format!("{w}x{h}").into(),
+            None => "2K".into(),
         };
-        if req.samples > 1 {
+        if shape.samples > 1 {
             body["sequential_image_generation"] = "auto".into();
-            body["sequential_image_generation_options"] = json!({"max_images": req.samples.min(15)});
+            body["sequential_image_generation_options"] = json!({"max_images": shape.samples});
         }
         if !req.reference_images.is_empty() {
             body["image"] = req.reference_images.iter().take(10).cloned().collect::<Vec<_>>().into();
@@ -215,7 +216,10 @@ impl Ark {
     }
 
     async fn video(&self, req: &GenerateRequest) -> Result<Submitted, ProviderError> {
-        let secs = req.duration_secs.unwrap_or(5).clamp(2, 12);
+        let secs = req
+            .shape(self.ep.name, crate::Api::Ark)?
+            .duration_secs
+            .unwrap_or_default();
         let mut content =
             vec![json!({"type": "text", "text": format!("{} --dur {secs} --rs 720p --wm false", req.prompt)})];
         if let Some(img) = req.reference_images.first() {

@@ -131,11 +131,10 @@ impl Provider for Bfl {
     fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
         Box::pin(async move {
             let mut body = json!({"prompt": req.prompt, "output_format": "png"});
-            // Width and height must be multiples of 16, at least 64.
-            let snap = |v: u32| (v.clamp(64, 4096) / 16) * 16;
-            if let (Some(w), Some(h)) = (req.width, req.height) {
-                body["width"] = snap(w).into();
-                body["height"] = snap(h).into();
+            // Width and height as the shape snaps them (multiples of 16, at least 64).
+            if let Some((w, h)) = req.shape(self.name(), crate::Api::Bfl)?.size {
+                body["width"] = w.into();
+                body["height"] = h.into();
             }
             if let Some(cb) = &req.callback {
                 body["webhook_url"] = cb.url.as_str().into();

@@ -125,9 +125,28 @@ impl ProviderConfig {
     }
 }
 
+/// `<redacted>` for a secret that is set, for `Debug` output that may reach a log.
+pub(crate) fn redacted(v: &Option<String>) -> &'static str {
+    if v.is_some() { "<redacted>" } else { "<none>" }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The variables' names, never the values.
+        f.debug_struct("Credentials")
+            .field("api_key_env", &self.api_key_env)
+            .field("api_key_value", &redacted(&self.api_key_value))
+            .field("access_key_env", &self.access_key_env)
+            .field("access_key_value", &redacted(&self.access_key_value))
+            .field("secret_key_env", &self.secret_key_env)
+            .field("secret_key_value", &redacted(&self.secret_key_value))
+            .finish()
+    }
+}
+
 /// Where a provider's secrets come from. Values are read from the environment variables named
 /// here (so config files hold no secrets); `*_value` fields exist for mocks and tests.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// Environment variable holding the API key.
@@ -257,5 +276,63 @@ mod tests {
         let e = ProvidersConfig::from_toml("[providers.x]\napi = \"bfl\"\nregions = { EU = \"ftp://x\" }\n")
             .expect_err("ftp");
         assert!(e.to_string().contains("base URL"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_never_holds_a_secret() {
+        let creds = Credentials {
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            api_key_value: Some("sk-live-0123456789".into()),
+            secret_key_value: Some("kling-secret-abcdef".into()),
+            ..Default::default()
+        };
+        let ep = crate::http::Endpoint {
+            name: "openai",
+            base: "https://api.openai.com".into(),
+            key: "sk-live-0123456789".into(),
+            http: reqwest::Client::new(),
+            cfg: ProviderConfig {
+                credentials: creds.clone(),
+                ..ProvidersConfig::production().providers["openai"].clone()
+            },
+        };
+        let signer = crate::kling::Signer::new("ak-visible".into(), "kling-secret-abcdef".into());
+        let req = crate::GenerateRequest {
+            external_id: "j-1".into(),
+            model: "m".into(),
+            prompt: "a private prompt".into(),
+            negative_prompt: None,
+            reference_images: vec!["https://x/y.png?X-Amz-Signature=abc".into()],
+            width: None,
+            height: None,
+            duration_secs: None,
+            samples: 1,
+            video: false,
+            callback: Some(crate::task::Callback {
+                url: "https://w/hook?token=t0k3n".into(),
+                secret: "whsec-zzz".into(),
+            }),
+        };
+        for d in [
+            format!("{creds:?}"),
+            format!("{ep:?}"),
+            format!("{signer:?}"),
+            format!("{req:?}"),
+        ] {
+            for secret in [
+                "sk-live-0123456789",
+                "kling-secret-abcdef",
+                "a private prompt",
+                "X-Amz-Signature",
+                "t0k3n",
+                "whsec",
+            ] {
+                assert!(!d.contains(secret), "{secret} in {d}");
+            }
+        }
+        assert!(
+            format!("{creds:?}").contains("OPENAI_API_KEY"),
+            "names of variables are fine"
+        );
     }
 }

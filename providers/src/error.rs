@@ -127,6 +127,33 @@ impl ProviderError {
         self
     }
 
+    /// What a tenant is told: the provider, the class, the provider's code when it is a plain
+    /// token, and a fixed sentence for the class. The provider's own text (which can quote a
+    /// fragment of our key, an account id or the request back) is for the operator's log only.
+    pub fn tenant_message(&self) -> String {
+        let what = match self.class {
+            ErrorClass::RateLimited { .. } => "the provider is rate limiting the fleet; the job is retried",
+            ErrorClass::ConcurrencyFull => "the provider's concurrent task slots are full; the job is retried",
+            ErrorClass::QuotaExhausted => "the fleet's account at the provider is out of quota",
+            ErrorClass::Moderated => "the provider's safety system refused the prompt or the output",
+            ErrorClass::InvalidRequest => "the provider refused the request's parameters or inputs",
+            ErrorClass::Unauthorized => "the provider refused the fleet's credentials; the operators are alerted",
+            ErrorClass::Transient => "the provider failed or did not answer in time",
+        };
+        let code = self
+            .code
+            .as_deref()
+            .filter(|c| {
+                !c.is_empty()
+                    && c.len() <= 40
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b' '))
+            })
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        format!("{} {}{code}: {what}", self.provider, self.class)
+    }
+
     /// The delay the provider asked for, if it is rate limiting.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.class {
@@ -169,6 +196,28 @@ mod tests {
         assert_eq!(
             ErrorClass::QuotaExhausted.job_class(),
             gantry_queue::ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn tenants_get_a_fixed_sentence_not_the_providers_text() {
+        let e = ProviderError::new(
+            "openai",
+            ErrorClass::Unauthorized,
+            "Incorrect API key provided: sk-proj-Ab12********************xyZ9. You can find your API key at ...",
+        )
+        .code("invalid_api_key")
+        .status(401);
+        let m = e.tenant_message();
+        assert!(!m.contains("sk-proj") && !m.contains("xyZ9"), "{m}");
+        assert_eq!(
+            m,
+            "openai unauthorized (invalid_api_key): the provider refused the fleet's credentials; the operators are alerted"
+        );
+        let weird = ProviderError::new("kling", ErrorClass::Transient, "x").code("<script>sk-123</script>");
+        assert_eq!(
+            weird.tenant_message(),
+            "kling transient: the provider failed or did not answer in time"
         );
     }
 }

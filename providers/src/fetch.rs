@@ -163,6 +163,10 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         // IPv4-compatible (deprecated) and NAT64: the IPv4 inside decides, and is refused
         // when special.
         [0, 0, 0, 0, 0, 0, _, _] => "IPv4-compatible",
+        // IPv4-translated (SIIT, ::ffff:0:a.b.c.d): never a public destination.
+        [0, 0, 0, 0, 0xffff, 0, _, _] => "IPv4-translated",
+        // NAT64's local-use prefix (RFC 8215): a translator inside some network.
+        [0x64, 0xff9b, 1, ..] => "NAT64 (local use)",
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
             let v4 = Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
             return special_v4(v4);
@@ -177,6 +181,80 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [0x0100, 0, 0, 0, ..] => "discard",
         _ => return None,
     })
+}
+
+/// A resolver that answers only with public addresses (or allowed ones): a name with any
+/// special address among its answers is refused whole, as [`ReferenceFetcher`] does per hop.
+#[derive(Clone, Debug)]
+struct PublicOnly {
+    allow: std::sync::Arc<Vec<IpAddr>>,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} has no address").into());
+            }
+            for a in &addrs {
+                if let Some(class) = special_address(a.ip())
+                    && !allow.contains(&a.ip())
+                {
+                    return Err(format!("{host} resolves to a {class} address, which is never fetched").into());
+                }
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client for URLs a provider hands back (result downloads, URLs in webhook bodies):
+/// it connects only to public addresses, whether the URL names one or a host that resolves to
+/// them, and follows no redirect. `allow`: special addresses allowed all the same (a mock
+/// provider on loopback in tests; empty in production).
+#[derive(Clone, Debug)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    allow: Vec<SocketAddr>,
+}
+
+impl GuardedClient {
+    /// A client that takes `connect_timeout` to connect.
+    pub fn new(allow: Vec<SocketAddr>, connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let ips = allow.iter().map(SocketAddr::ip).collect();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(PublicOnly {
+                allow: std::sync::Arc::new(ips),
+            })
+            .build()?;
+        Ok(Self { client, allow })
+    }
+
+    /// A GET of `url`, if it may be fetched: http(s), and a literal address (which no resolver
+    /// sees) public or allowed. Names are checked as they resolve.
+    pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, String> {
+        let u = Url::parse(url).map_err(|_| "not a valid URL".to_owned())?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!("a {} URL is never fetched", u.scheme()));
+        }
+        let host = u.host_str().unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            let at = SocketAddr::new(ip, u.port_or_known_default().unwrap_or(0));
+            if let Some(class) = special_address(ip)
+                && !self.allow.contains(&at)
+            {
+                return Err(format!("a {class} address is never fetched"));
+            }
+        }
+        Ok(self.client.get(u))
+    }
 }
 
 /// Fetches reference images under [`FetchConfig`].
@@ -408,6 +486,12 @@ mod tests {
             ("::ffff:169.254.169.254", "link-local (cloud metadata)"),
             ("64:ff9b::a9fe:a9fe", "link-local (cloud metadata)"),
             ("::127.0.0.1", "IPv4-compatible"),
+            ("::ffff:0:0", "unspecified"),
+            ("::ffff:8.8.8.8", "IPv4-mapped"),
+            ("::ffff:0:7f00:1", "IPv4-translated"),
+            ("::ffff:0:808:808", "IPv4-translated"),
+            ("64:ff9b:1::a9fe:a9fe", "NAT64 (local use)"),
+            ("64:ff9b:1:2::808:808", "NAT64 (local use)"),
             ("2001:db8::1", "documentation"),
             ("ff02::1", "multicast"),
         ] {
@@ -453,5 +537,62 @@ mod tests {
         assert_eq!(f.resolve(&["http://".into()]).await, Err(FetchError::BadUrl(1)));
         let data = vec!["data:image/png;base64,AAAA".to_owned()];
         assert_eq!(f.resolve(&data).await.as_deref(), Ok(&data[..]));
+    }
+
+    /// Issue 17: result URLs (from a provider's reply or a webhook body) go through the same
+    /// guard as references. A listener on loopback stands for the fleet's own network; the old
+    /// download client connected to it.
+    #[tokio::test]
+    async fn result_downloads_reach_only_public_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = connected.clone();
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = listener.accept().await {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let guarded = GuardedClient::new(Vec::new(), Duration::from_secs(2)).expect("client");
+        for url in [
+            format!("http://{addr}/outputs/secret.png"),
+            format!("http://[::ffff:127.0.0.1]:{}/x", addr.port()),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "file:///etc/passwd".to_owned(),
+        ] {
+            assert!(guarded.get(&url).is_err(), "{url} must be refused before any request");
+        }
+        // A name that resolves to loopback is refused by the resolver.
+        let by_name = guarded
+            .get(&format!("http://localhost:{}/outputs/secret.png", addr.port()))
+            .expect("names are checked as they resolve")
+            .send()
+            .await
+            .expect_err("refused");
+        assert!(format!("{by_name:?}").contains("never fetched"), "{by_name:?}");
+        let artifact = crate::Artifact::Url {
+            url: format!("http://{addr}/outputs/secret.png"),
+        };
+        let e = crate::media::fetch("openai", &guarded, artifact, &crate::media::MediaLimits::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code.as_deref(), Some("result_url_refused"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !connected.load(std::sync::atomic::Ordering::SeqCst),
+            "no connection was made"
+        );
+        // Allowed (a mock provider in tests), the same address is fetched.
+        let allowed = GuardedClient::new(vec![addr], Duration::from_secs(2)).expect("client");
+        let _ = allowed
+            .get(&format!("http://{addr}/x"))
+            .expect("allowed")
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(
+            connected.load(std::sync::atomic::Ordering::SeqCst),
+            "the allowed address was reached"
+        );
     }
 }

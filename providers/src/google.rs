@@ -191,7 +191,8 @@ impl Provider for Google {
     fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
         Box::pin(async move {
             let model = self.ep.cfg.model_id(&req.model);
-            let samples = req.samples.clamp(1, 4);
+            let shape = req.shape(self.ep.name, crate::Api::Google)?;
+            let samples = shape.samples;
             let outputs = |artifacts: Vec<Artifact>| {
                 let n = artifacts.len() as u32;
                 Submitted::Done(Generated {
@@ -203,7 +204,7 @@ impl Provider for Google {
                 })
             };
             if model.starts_with("veo") {
-                let mut params = json!({"sampleCount": samples.min(2), "durationSeconds": req.duration_secs.unwrap_or(8).clamp(4, 8)});
+                let mut params = json!({"sampleCount": samples, "durationSeconds": shape.duration_secs});
                 if let Some(n) = &req.negative_prompt {
                     params["negativePrompt"] = n.as_str().into();
                 }
@@ -334,7 +335,8 @@ impl Provider for Google {
                 artifacts,
                 usage: gantry_queue::Usage {
                     outputs: Some(n),
-                    seconds: secs.map(|s| s * n),
+                    // Per clip: a per-second price multiplies by the outputs.
+                    seconds: secs,
                     ..Default::default()
                 },
             }))

@@ -56,6 +56,17 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .field("key", &"<redacted>")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Sends `req` and reads the reply, at most `max_bytes` of body.
 ///
 /// A connection that could not be made is `transient`; a failure after the request may have
@@ -111,7 +122,6 @@ pub fn transport(provider: &'static str, e: reqwest::Error) -> ProviderError {
 
 /// What every API-key client holds: its provider's name, the region's base URL, the key, an
 /// HTTP client and the provider's configuration.
-#[derive(Debug)]
 pub struct Endpoint {
     /// The provider's name.
     pub name: &'static str,

@@ -31,11 +31,20 @@ const TOKEN_TTL: Duration = Duration::from_secs(1800);
 const RESIGN_BEFORE: Duration = Duration::from_secs(300);
 
 /// Signs Kling's HS256 tokens.
-#[derive(Debug)]
 pub struct Signer {
     access_key: String,
     secret_key: String,
     cached: Mutex<Option<(String, u64)>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The access key names the account; the secret and the tokens stay out.
+        f.debug_struct("Signer")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_secs() -> u64 {
@@ -341,6 +350,7 @@ impl Provider for Kling {
                 Some((m, mode)) => (m.to_owned(), mode.to_owned()),
                 None => (self.cfg.model_id(&req.model).to_owned(), "std".to_owned()),
             };
+            let shape = req.shape(self.name, crate::Api::Kling)?;
             let aspect = match (req.width, req.height) {
                 (Some(w), Some(h)) if w > h => "16:9",
                 (Some(w), Some(h)) if w < h => "9:16",
@@ -360,13 +370,13 @@ impl Provider for Kling {
             }
             if req.video {
                 body["mode"] = mode.into();
-                body["duration"] = req.duration_secs.unwrap_or(5).clamp(3, 15).to_string().into();
+                body["duration"] = shape.duration_secs.unwrap_or_default().to_string().into();
                 if let Some(img) = req.reference_images.first() {
                     // Raw base64 without a data: prefix, or a URL.
                     body["image"] = crate::media::url_or_raw_base64(img).into();
                 }
             } else {
-                body["n"] = req.samples.clamp(1, 9).into();
+                body["n"] = shape.samples.into();
             }
             let url = format!("{}/v1/{family}", self.base);
             let env = self

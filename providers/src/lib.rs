@@ -19,6 +19,7 @@ pub mod media;
 pub mod openai;
 pub mod retry;
 pub mod run;
+pub mod shape;
 pub mod task;
 pub mod webhook;
 

@@ -160,22 +160,27 @@ fn mp4_boxes(b: &[u8]) -> Result<(), String> {
 }
 
 /// Turns an artifact into verified media: inline bytes are checked, URLs downloaded (without
-/// our provider credentials) and checked. A result URL answering 403, 404 or 410 has expired.
+/// our provider credentials, through the SSRF-guarded client) and checked. A result URL answering 403, 404 or 410 has expired.
 pub async fn fetch(
     provider: &'static str,
-    http_client: &reqwest::Client,
+    http_client: &crate::fetch::GuardedClient,
     artifact: Artifact,
     limits: &MediaLimits,
 ) -> Result<Media, ProviderError> {
     let bytes = match artifact {
         Artifact::Inline { bytes, .. } => bytes,
         Artifact::Url { url } => {
-            let reply = http::send(
-                provider,
-                http_client.get(&url).timeout(limits.download_timeout),
-                limits.max_bytes,
-            )
-            .await?;
+            // Only public addresses: a provider (or a forged webhook body) naming the fleet's
+            // own network gets nothing fetched.
+            let get = http_client.get(&url).map_err(|why| {
+                ProviderError::new(
+                    provider,
+                    ErrorClass::Transient,
+                    format!("the result URL is refused: {why}"),
+                )
+                .code("result_url_refused")
+            })?;
+            let reply = http::send(provider, get.timeout(limits.download_timeout), limits.max_bytes).await?;
             if matches!(reply.status, 403 | 404 | 410) {
                 return Err(
                     ProviderError::new(provider, ErrorClass::Transient, "the result URL has expired")

@@ -30,15 +30,6 @@ impl OpenAi {
 }
 
 /// The sizes GPT image models accept, by aspect.
-fn size(w: Option<u32>, h: Option<u32>) -> &'static str {
-    match (w, h) {
-        (Some(w), Some(h)) if w > h => "1536x1024",
-        (Some(w), Some(h)) if w < h => "1024x1536",
-        (Some(_), Some(_)) => "1024x1024",
-        _ => "auto",
-    }
-}
-
 #[derive(Deserialize)]
 struct ImagesReply {
     #[serde(default)]
@@ -107,11 +98,12 @@ impl Provider for OpenAi {
 
     fn submit<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Submitted, ProviderError>> {
         Box::pin(async move {
+            let shape = req.shape(self.ep.name, crate::Api::Openai)?;
             let body = json!({
                 "model": self.ep.cfg.model_id(&req.model),
                 "prompt": req.prompt,
-                "n": req.samples.clamp(1, 10),
-                "size": size(req.width, req.height),
+                "n": shape.samples,
+                "size": shape.size.map_or("auto".to_owned(), |(w, h)| format!("{w}x{h}")),
                 "output_format": "png",
             });
             let post = if req.reference_images.is_empty() {
@@ -220,6 +212,20 @@ mod tests {
 
     #[test]
     fn sizes_follow_the_aspect() {
+        // The size sent is the shape's (crate::shape), as admission priced it.
+        let size = |width, height| {
+            crate::Api::Openai
+                .shape(
+                    false,
+                    &crate::shape::Asked {
+                        width,
+                        height,
+                        ..Default::default()
+                    },
+                )
+                .map(|s| s.size.map_or("auto".to_owned(), |(w, h)| format!("{w}x{h}")))
+                .unwrap_or_default()
+        };
         assert_eq!(size(Some(1920), Some(1080)), "1536x1024");
         assert_eq!(size(Some(512), Some(512)), "1024x1024");
         assert_eq!(size(None, None), "auto");

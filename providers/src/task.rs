@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorClass, ProviderError};
 
-/// What to generate, in the provider's terms (the model id is the provider's own).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to generate, in the provider's terms (the model id is the provider's own). Its `Debug`
+/// leaves out the prompt, the references and the callback's secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct GenerateRequest {
     /// Our id for the task; providers that can look a task up by a client id get it (Kling's
     /// `external_task_id`), so a submit whose outcome is unknown is found instead of repeated.
@@ -37,13 +38,54 @@ pub struct GenerateRequest {
     pub callback: Option<Callback>,
 }
 
+impl GenerateRequest {
+    /// This request on `api`, as [`crate::shape`] decides it (the same decision admission priced
+    /// the job by); a request outside the API's ranges is an `invalid_request`, never clamped.
+    pub fn shape(&self, provider: &'static str, api: crate::config::Api) -> Result<crate::shape::Shape, ProviderError> {
+        api.shape(
+            self.video,
+            &crate::shape::Asked {
+                samples: Some(self.samples),
+                duration_secs: self.duration_secs,
+                width: self.width,
+                height: self.height,
+            },
+        )
+        .map_err(|e| ProviderError::new(provider, ErrorClass::InvalidRequest, e.to_string()).code("invalid_shape"))
+    }
+}
+
+impl std::fmt::Debug for GenerateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateRequest")
+            .field("external_id", &self.external_id)
+            .field("model", &self.model)
+            .field("prompt", &"<redacted>")
+            .field("reference_images", &self.reference_images.len())
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("duration_secs", &self.duration_secs)
+            .field("samples", &self.samples)
+            .field("video", &self.video)
+            .field("callback", &self.callback)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A webhook the provider is asked to call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Callback {
     /// The URL (it carries a per-task token: see [`crate::webhook`]).
     pub url: String,
     /// The secret a provider that signs its calls signs with (BFL's `webhook_secret`).
     pub secret: String,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL carries a per-task token and the secret signs: neither is printed.
+        f.debug_struct("Callback").finish_non_exhaustive()
+    }
 }
 
 /// How a provider delivers results.

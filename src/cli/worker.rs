@@ -89,8 +89,9 @@ pub struct WorkerArgs {
     /// Seconds an open circuit refuses calls before one probe is let through.
     #[arg(long, default_value_t = 30.0)]
     breaker_open_secs: f64,
-    /// An address reference images may be fetched from although it is loopback or private
-    /// (a mock server in tests and local development; never in production). Repeatable.
+    /// An address reference images and provider results may be fetched from although it is
+    /// loopback or private (a mock server in tests and local development; never in
+    /// production). Repeatable. --mock-providers adds its own address.
     #[arg(long = "allow-reference-addr", value_name = "IP:PORT")]
     allow_reference_addrs: Vec<std::net::SocketAddr>,
     /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` at its running-job count, so
@@ -147,8 +148,18 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
             .map_err(|_| super::UsageError("--breaker-open-secs must be a non-negative number".into()))?,
     };
+    // The mock providers live on loopback: their result URLs (and references the tests serve
+    // from them) are allowed; nothing else special ever is.
+    let mut allow = a.allow_reference_addrs.clone();
+    if let Some(m) = a.mock_providers.as_deref() {
+        let hostport = m.trim_start_matches("http://").trim_end_matches('/');
+        let addr = hostport
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| super::UsageError(format!("--mock-providers {m}: expected http://IP:PORT")))?;
+        allow.push(addr);
+    }
     let references = gantry_providers::fetch::FetchConfig {
-        allow: a.allow_reference_addrs.clone(),
+        allow,
         ..Default::default()
     };
     let mut generate = generate_executor(

@@ -65,7 +65,7 @@ struct Inner {
     breakers: Breakers,
     outputs: OutputStore,
     slots: Option<ProviderSlots>,
-    downloads: reqwest::Client,
+    downloads: gantry_providers::fetch::GuardedClient,
     references: ReferenceFetcher,
     webhooks: Option<Arc<WebhookInbox>>,
     cfg: GenerateConfig,
@@ -101,7 +101,8 @@ impl GenerateExecutor {
         let mut registry = Registry::build(&providers)?;
         let metrics = ProviderMetrics::default();
         registry.wrap(|provider, region, client| metrics.meter(provider, region, client));
-        let downloads = gantry_providers::http::client(Duration::from_secs(10))?;
+        let downloads =
+            gantry_providers::fetch::GuardedClient::new(cfg.references.allow.clone(), Duration::from_secs(10))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 breakers: Breakers::new(cfg.breaker),
@@ -453,8 +454,9 @@ impl Inner {
         }
         usage.outputs = usage.outputs.or(Some(refs.len() as u32));
         if video && usage.seconds.is_none() {
-            // Billed per second of every clip made (Veo: duration × samples).
-            usage.seconds = g.duration_secs.map(|d| d * usage.outputs.unwrap_or(1).max(1));
+            // Seconds per clip (a per-second price multiplies by the outputs); absent, the
+            // settlement takes the length admission priced, the provider's default.
+            usage.seconds = g.duration_secs;
         }
         let output = if refs.len() == 1 {
             refs.pop()
@@ -515,14 +517,19 @@ fn account_static(account: &str) -> &'static str {
 /// The job outcome for a run that ended without results.
 fn outcome_of(e: RunError) -> JobOutcome {
     match e {
-        RunError::Provider(p) => match p.retry_after() {
-            // The provider said when: the job's next attempt waits at least that long.
-            Some(after) if p.class.is_retryable() => JobOutcome::RetryAfter {
-                message: p.to_string(),
-                after,
-            },
-            _ => failed(p.class.job_class(), p.to_string()),
-        },
+        RunError::Provider(p) => {
+            // The provider's own words go to the operators' log; the job (which its tenant
+            // reads) gets a fixed sentence for the class.
+            tracing::warn!(provider = p.provider, class = %p.class, code = ?p.code, status = ?p.status, detail = %p.message, "provider call failed");
+            match p.retry_after() {
+                // The provider said when: the job's next attempt waits at least that long.
+                Some(after) if p.class.is_retryable() => JobOutcome::RetryAfter {
+                    message: p.tenant_message(),
+                    after,
+                },
+                _ => failed(p.class.job_class(), p.tenant_message()),
+            }
+        }
         RunError::CircuitOpen { provider } => failed(ErrorClass::Retryable, format!("{provider}: circuit open")),
         RunError::Cancelled => failed(ErrorClass::Cancelled, "stopped"),
         RunError::TimedOut { state } => failed(ErrorClass::TimedOut, format!("attempt deadline passed ({state})")),
