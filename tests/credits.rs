@@ -28,6 +28,8 @@ jobs_per_second = 1000
 burst = 1000
 [tenants.a]
 plan = "big"
+# its noop jobs may say they were not billed (a drill); a tenant without this may not
+synthetic_usage = true
 initial_credits = {INITIAL}
 api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
 [prices]

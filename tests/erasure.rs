@@ -145,6 +145,12 @@ async fn erasing_a_user_leaves_nothing_of_theirs_but_the_moderation_record() {
 
     // Nothing of the user is left in the store; the other user's outputs are.
     assert!(files_under(&user_folder).is_empty(), "{:?}", files_under(&user_folder));
+    // Not even the user's (pseudonymous) folder, empty.
+    assert!(
+        !user_folder.exists(),
+        "an empty folder of the user is left: {}",
+        user_folder.display()
+    );
     for p in &others_before {
         assert!(std::path::Path::new(p).exists(), "{p} was not the erased user's");
     }
@@ -171,10 +177,17 @@ async fn erasing_a_user_leaves_nothing_of_theirs_but_the_moderation_record() {
     assert!(!after.contains(CANARY), "the canary is still in Redis:\n{after}");
     for line in after.lines().filter(|l| l.contains(USER)) {
         assert!(
-            line.starts_with("gantry:{moderation}:event:") || line.starts_with("gantry:{trust:studio-42}:user:"),
+            line.starts_with("gantry:{moderation}:event:"),
             "the erased user is still in {line}"
         );
     }
+    // The trust standing is kept (a block must survive an erasure), under the user's
+    // pseudonymous key alone, and expires.
+    let trust_key = format!(
+        "gantry:{{trust:studio-42}}:user:{}",
+        gantry_queue::user_key("studio-42", USER)
+    );
+    assert!(after.contains(&trust_key), "the trust standing is kept:\n{after}");
     assert!(
         after.contains("gantry:{moderation}:event:"),
         "the moderation record is kept"

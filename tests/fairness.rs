@@ -27,11 +27,13 @@ jobs_per_second = 1000000
 burst = 100000
 [tenants.big]
 plan = "bulk"
-initial_credits = 0
+# free work (noop costs 0) still needs a positive balance
+initial_credits = 1
 api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
 [tenants.small]
 plan = "bulk"
-initial_credits = 0
+# free work (noop costs 0) still needs a positive balance
+initial_credits = 1
 api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
 [pools.cpu]
 kinds = ["noop"]

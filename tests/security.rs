@@ -281,3 +281,92 @@ async fn slow_clients_are_cut_off() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+const BILLING: &str = r#"
+require_data_keys = false
+[plans.p]
+jobs_per_second = 100
+burst = 100
+[tenants.broke]
+plan = "p"
+initial_credits = 0
+api_keys = [{ sha256 = "KEY_BROKE", scopes = ["jobs:write", "jobs:read"] }]
+[tenants.rich]
+plan = "p"
+initial_credits = 100000
+api_keys = [{ sha256 = "KEY_RICH", scopes = ["jobs:write", "jobs:read"] }]
+[prices]
+noop = 0
+[providers.veo]
+jurisdictions = ["US"]
+models."veo-3-fast" = { class = "video", price = { per = "second", credits = 150 } }
+[providers.seedream]
+jurisdictions = ["SG"]
+models."seedream-4.0" = { class = "image", price = { per = "image", credits = 30 } }
+[pools.cpu]
+kinds = ["noop", "generate"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_cannot_be_gamed_through_the_api() {
+    let redis = RedisServer::start().unwrap();
+    let config = BILLING
+        .replace("KEY_BROKE", &gantry_scheduler::auth::hash_key("key-broke"))
+        .replace("KEY_RICH", &gantry_scheduler::auth::hash_key("key-rich"));
+    let s = SchedulerProcess::with_config(&redis.url(), &config);
+    let submit = |key: &str, job: serde_json::Value| {
+        let (status, _, body) = http_request(
+            &s.addr,
+            "POST",
+            "/v1/jobs",
+            &[
+                ("Authorization", &format!("Bearer {key}")),
+                ("Content-Type", "application/json"),
+            ],
+            job.to_string().as_bytes(),
+        );
+        (status, body)
+    };
+    let video = |secs: u32, samples: u32| {
+        serde_json::json!({"user": "u", "kind": "generate", "allowed_regions": ["US"],
+            "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "p", "duration_secs": secs, "samples": samples}})
+    };
+    // A zero-second video (the provider makes, and bills, its minimum) and absurd samples are
+    // refused, not priced at 0.
+    for (job, field) in [(video(0, 1), "duration_secs"), (video(8, 1_000_000), "samples")] {
+        let (status, body) = submit("key-rich", job);
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("invalid_request") && body.contains(field), "{body}");
+    }
+    // A video with no length is reserved at the provider's default (8 s), not 5.
+    let (status, body) = submit(
+        "key-rich",
+        serde_json::json!({"user": "u", "kind": "generate", "allowed_regions": ["US"],
+            "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "p"}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("\"credits_reserved\":1200"), "{body}");
+    // A balance of zero takes no new work, even work priced at 0.
+    let (status, body) = submit(
+        "key-broke",
+        serde_json::json!({"user": "u", "kind": "noop", "payload": {}}),
+    );
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("insufficient_credits"), "{body}");
+    // Each reference URL is a fetch the worker makes for the tenant: at most 16.
+    let refs: Vec<String> = (0..17).map(|i| format!("https://example.com/{i}.png")).collect();
+    let (status, body) = submit(
+        "key-rich",
+        serde_json::json!({"user": "u", "kind": "generate", "allowed_regions": ["SG"],
+            "payload": {"provider": "seedream", "model": "seedream-4.0", "prompt": "p", "reference_images": refs}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("reference_images"), "{body}");
+    // A tenant cannot declare its own work unbilled.
+    let (status, body) = submit(
+        "key-rich",
+        serde_json::json!({"user": "u", "kind": "noop", "payload": {"report_usage": {"billed": false}}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("report_usage"), "{body}");
+}

@@ -183,6 +183,12 @@ pub struct TenantConfig {
     /// scope, which sees and replays every tenant's queues.
     #[serde(default)]
     pub operator: bool,
+    /// Lets the tenant's `noop` jobs report usage as a provider would (`report_usage`, e.g.
+    /// `{"billed": false}`), for drills and the demo. A tenant that may set it can make its
+    /// own noop jobs free, so it is off unless the operator's configuration turns it on;
+    /// operator tenants may always.
+    #[serde(default)]
+    pub synthetic_usage: bool,
     /// Credits granted when the tenant is first seen (its balance lives in Redis after that).
     #[serde(default)]
     pub initial_credits: i64,
@@ -243,6 +249,11 @@ impl Scope {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
+    /// The API it speaks (`openai`, `google`, `kling`, `ark`, `bfl`), which decides the samples,
+    /// clip lengths and sizes a job may ask of it; known from the name for the usual names
+    /// (`openai`, `gemini`, `veo`, `kling`, `seedream`, `seedance`, `flux`).
+    #[serde(default)]
+    pub api: Option<gantry_providers::Api>,
     /// Jurisdictions where it processes data (`US`, `EU`, `CN`, `SG`, ...).
     pub jurisdictions: Vec<String>,
     /// Its models by id, each with a class (`image`, `video`) used to pick a fallback.
@@ -266,15 +277,24 @@ pub struct PriceTable {
     /// Per upscale job.
     #[serde(default = "one")]
     pub upscale: i64,
-    /// Per started minute of transcoded video (estimated at 1 minute when unknown).
+    /// Per started minute of transcoded video.
     #[serde(default = "one")]
     pub transcode_per_minute: i64,
+    /// The longest transcode input the workers accept, seconds (their limit, 3600 by
+    /// default): a transcode reserves this many minutes, since its length is known only once
+    /// probed, and is charged the minutes probed.
+    #[serde(default = "default_transcode_max_secs")]
+    pub transcode_max_secs: u32,
     /// Per CSAM-hash job (usually free to the tenant: 0).
     #[serde(default)]
     pub csam_hash: i64,
     /// Per no-op job.
     #[serde(default)]
     pub noop: i64,
+}
+
+fn default_transcode_max_secs() -> u32 {
+    3600
 }
 
 fn one() -> i64 {
@@ -286,6 +306,7 @@ impl Default for PriceTable {
         Self {
             upscale: 1,
             transcode_per_minute: 1,
+            transcode_max_secs: default_transcode_max_secs(),
             csam_hash: 0,
             noop: 0,
         }
@@ -349,6 +370,14 @@ impl SchedulerConfig {
             source,
         })?;
         Self::from_toml(&text)
+    }
+
+    /// The API provider `name` speaks: its `api`, else the one its name says.
+    pub fn provider_api(&self, name: &str) -> Option<gantry_providers::Api> {
+        self.providers
+            .get(name)
+            .and_then(|p| p.api)
+            .or_else(|| gantry_providers::Api::for_name(name))
     }
 
     /// The embedded configuration's TOML text (`gantry scheduler --print-dev-config`), a
@@ -422,6 +451,13 @@ impl SchedulerConfig {
         }
         if self.http.body_timeout_secs == 0 || self.http.max_connections == 0 {
             return bad("http.body_timeout_secs and http.max_connections must be positive".into());
+        }
+        for name in self.providers.keys() {
+            if self.provider_api(name).is_none() {
+                return bad(format!(
+                    "provider {name}: say which API it speaks (api = \"openai\" | \"google\" | \"kling\" | \"ark\" | \"bfl\")"
+                ));
+            }
         }
         for (name, p) in &self.plans {
             if !(p.jobs_per_second.is_finite() && p.jobs_per_second > 0.0) {

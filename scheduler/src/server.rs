@@ -88,7 +88,7 @@ impl Scheduler {
         check_exposure(&cfg)?;
         let queue = QueueClient::connect(redis_url, cfg.retention.apply(QueueConfig::default())).await?;
         match queue.keys() {
-            Some(k) => tracing::info!(key = k.current(), "job payloads sealed at rest (AES-256-GCM)"),
+            Some(k) => tracing::info!(key = k.current(), "job payloads sealed at rest (AES-256-GCM-SIV)"),
             None if cfg.require_data_keys => return Err(ServeError::NoDataKeys),
             None => tracing::warn!(
                 "no data keys: prompts and reference images are stored in plain text (development configuration)"

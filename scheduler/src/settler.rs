@@ -65,7 +65,20 @@ impl CreditEvent {
             return None;
         }
         let credits = match &self.rule {
-            Some(r) => r.charge(self.usage.as_ref()),
+            Some(r) => {
+                let charged = r.charge(self.usage.as_ref());
+                let metered = r.metered(self.usage.as_ref());
+                if metered > charged {
+                    // No top-up rule: what admission reserved is the most a job costs.
+                    tracing::warn!(
+                        job_id = %self.job,
+                        metered,
+                        charged,
+                        "reported usage prices above the reservation; the reservation is charged"
+                    );
+                }
+                charged
+            }
             None => self.reserved,
         };
         (credits > 0).then_some(credits)

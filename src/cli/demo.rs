@@ -511,9 +511,9 @@ async fn submit_video(api: &Client, retrying: &Client, canary: Option<&str>) -> 
     ];
     let videos: Vec<Value> = videos.into_iter().map(|j| mark(j, canary)).collect();
     s.admitted(retrying.submit_batch(&videos).await?);
-    // A ten-minute Kling video (84 credits a second) costs more than the tenant holds.
-    let video = json!({"user": "viewer-9", "kind": "generate", "allowed_regions": ["SG"],
-        "payload": {"provider": "kling", "model": "kling-v3-std", "prompt": "a drone shot over a harbour", "duration_secs": 600}});
+    // Two 8-second Veo clips (150 credits a second: 2,400) cost more than the tenant has left.
+    let video = json!({"user": "viewer-9", "kind": "generate", "allowed_regions": ["US"],
+        "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "a drone shot over a harbour", "duration_secs": 8, "samples": 2}});
     match api.submit(&video).await {
         Ok(a) => s.admitted(vec![a]),
         Err(e) => s.refused(e)?,
@@ -560,7 +560,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     let keyring = gantry_queue::seal::Keyring::parse(&fleet.data_keys)?;
     println!(
-        "  data keys      {} (AES-256-GCM; prompts, negative prompts and reference images are sealed before they reach Redis)",
+        "  data keys      {} (AES-256-GCM-SIV; prompts, negative prompts and reference images are sealed before they reach Redis)",
         keyring.current()
     );
     let outputs = log_dir.join("outputs");

@@ -100,12 +100,22 @@ impl Admission {
                 ApiError::InvalidRequest(m) => ApiError::InvalidRequest(at(m)),
                 other => other,
             })?;
+            if let gantry_queue::Payload::Noop(n) = &job.body
+                && n.report_usage.is_some()
+                && !(tenant_cfg.operator || tenant_cfg.synthetic_usage)
+            {
+                return Err(ApiError::InvalidRequest(at(
+                    "payload.report_usage is for operators' drills: this tenant's configuration does not allow synthetic usage".into(),
+                )));
+            }
             route_payload(&self.cfg, &mut job.body, &job.allowed_regions).map_err(|e| match e {
                 RouteError::UnknownModel { .. } => ApiError::UnknownModel(at(e.to_string())),
                 RouteError::NoAllowedProvider { .. } => ApiError::NoAllowedProvider(at(e.to_string())),
             })?;
-            let rule = pricing::quote(&self.cfg, &job.body)
-                .ok_or_else(|| ApiError::UnknownModel(at("unknown provider or model".into())))?;
+            let rule = pricing::quote(&self.cfg, &job.body).map_err(|e| match e {
+                pricing::QuoteError::UnknownModel => ApiError::UnknownModel(at(e.to_string())),
+                pricing::QuoteError::Shape(_) => ApiError::InvalidRequest(at(e.to_string())),
+            })?;
             let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
                 .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
             planned.push(Planned {

@@ -2,18 +2,28 @@
 //! locks the quote into the job as a [`PriceRule`]; when the job finishes, the settler charges
 //! the rule applied to the usage the worker reported (quantities it left out are taken at the
 //! estimate), so a change to the price table never re-prices admitted jobs.
+//!
+//! The quote is the worst case of what will be made: a generate job's quantities come from
+//! [`gantry_providers::shape`], the same decision the provider client sends (so a zero-second
+//! video or a million samples is refused, not priced at 0), and a transcode is reserved at the
+//! longest input the fleet accepts. A charge never exceeds the reservation: usage above it is
+//! logged and the reservation is charged.
 
 use gantry_queue::{Payload, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SchedulerConfig;
 
-/// Output size assumed when a generate job does not say (1024 × 1024).
-const DEFAULT_PIXELS: u64 = 1024 * 1024;
-/// Video length assumed when a generate job does not say.
-const DEFAULT_VIDEO_SECS: u32 = 5;
-/// Transcode input length assumed at admission: the duration is known only once it is probed.
-const DEFAULT_TRANSCODE_SECS: u32 = 60;
+/// Why a job cannot be priced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    /// The provider or model is not in the price table.
+    #[error("unknown provider or model")]
+    UnknownModel,
+    /// The request is outside what the provider makes.
+    #[error(transparent)]
+    Shape(#[from] gantry_providers::shape::ShapeError),
+}
 
 /// How credits accrue: the price table's entries (`price = { per = "image", credits = 40 }`)
 /// and the rule locked into each job.
@@ -138,8 +148,15 @@ impl PriceRule {
     }
 
     /// What a finished job is charged for `usage` (`None`: the worker reported none, so the
-    /// estimate stands). Unbilled work costs nothing.
+    /// estimate stands), never more than the estimate that was reserved. Unbilled work costs
+    /// nothing.
     pub fn charge(&self, usage: Option<&Usage>) -> i64 {
+        self.metered(usage).min(self.estimate())
+    }
+
+    /// The rule applied to `usage` as reported, uncapped: above [`PriceRule::estimate`] only
+    /// when the usage exceeds what admission priced (a provider that made more than asked).
+    pub fn metered(&self, usage: Option<&Usage>) -> i64 {
         let Some(u) = usage else { return self.estimate() };
         if !u.billed {
             return 0;
@@ -152,8 +169,8 @@ impl PriceRule {
     }
 }
 
-/// The price rule for `body` (already routed). `None` for an unknown provider or model.
-pub fn quote(cfg: &SchedulerConfig, body: &Payload) -> Option<PriceRule> {
+/// The price rule for `body` (already routed): the worst case of what it will make.
+pub fn quote(cfg: &SchedulerConfig, body: &Payload) -> Result<PriceRule, QuoteError> {
     let flat = |credits| PriceRule {
         rate: Rate::Job { credits },
         estimated: Quantities {
@@ -162,30 +179,42 @@ pub fn quote(cfg: &SchedulerConfig, body: &Payload) -> Option<PriceRule> {
             pixels: 0,
         },
     };
-    Some(match body {
+    Ok(match body {
         Payload::Generate(g) => {
-            let m = cfg.providers.get(&g.provider)?.models.get(&g.model)?;
-            let pixels = match (g.width, g.height) {
-                (Some(w), Some(h)) => u64::from(w) * u64::from(h),
-                _ => DEFAULT_PIXELS,
-            };
+            let m = cfg
+                .providers
+                .get(&g.provider)
+                .and_then(|p| p.models.get(&g.model))
+                .ok_or(QuoteError::UnknownModel)?;
+            let api = cfg.provider_api(&g.provider).ok_or(QuoteError::UnknownModel)?;
+            let shape = api.shape(
+                m.class == "video",
+                &gantry_providers::shape::Asked {
+                    samples: g.samples,
+                    duration_secs: g.duration_secs,
+                    width: g.width,
+                    height: g.height,
+                },
+            )?;
             PriceRule {
                 rate: m.price,
                 estimated: Quantities {
-                    outputs: g.samples.unwrap_or(1).max(1),
-                    seconds: g.duration_secs.unwrap_or(DEFAULT_VIDEO_SECS),
-                    pixels,
+                    outputs: shape.samples,
+                    seconds: shape.duration_secs.unwrap_or(0),
+                    pixels: shape.max_pixels,
                 },
             }
         }
         Payload::Upscale(_) => flat(cfg.prices.upscale),
+        // The input's length is known only once a worker probes it: reserve the longest the
+        // fleet accepts, charge the minutes probed.
         Payload::Transcode(_) => PriceRule {
             rate: Rate::Minute {
                 credits: cfg.prices.transcode_per_minute,
             },
             estimated: Quantities {
                 outputs: 1,
-                seconds: DEFAULT_TRANSCODE_SECS,
+                seconds: cfg.prices.transcode_max_secs,
                 pixels: 0,
             },
         },
@@ -200,6 +229,15 @@ mod tests {
     use gantry_queue::{GeneratePayload, TranscodePayload};
 
     fn generate(cfg: &SchedulerConfig, provider: &str, model: &str, f: fn(&mut GeneratePayload)) -> Option<PriceRule> {
+        generate_checked(cfg, provider, model, f).ok()
+    }
+
+    fn generate_checked(
+        cfg: &SchedulerConfig,
+        provider: &str,
+        model: &str,
+        f: fn(&mut GeneratePayload),
+    ) -> Result<PriceRule, QuoteError> {
         let mut p = GeneratePayload {
             provider: provider.into(),
             model: model.into(),
@@ -228,6 +266,17 @@ mod tests {
         });
         assert_eq!(est(flux), Some(90));
         assert_eq!(generate(&cfg, "flux", "nope", |_| {}), None);
+        // What the provider would clamp up and bill is refused, not priced at 0.
+        assert!(matches!(
+            generate_checked(&cfg, "veo", "veo-3-fast", |p| p.duration_secs = Some(0)),
+            Err(QuoteError::Shape(_))
+        ));
+        assert!(matches!(
+            generate_checked(&cfg, "seedream", "seedream-4.0", |p| p.samples = Some(4_000_000)),
+            Err(QuoteError::Shape(_))
+        ));
+        // A Veo clip with no length is reserved at Veo's default, 8 s.
+        assert_eq!(est(generate(&cfg, "veo", "veo-3-fast", |_| {})), Some(8 * 150));
     }
 
     #[test]
@@ -247,17 +296,136 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.charge(Some(&unbilled)), 0);
-        // A transcode is reserved at one minute and charged per started minute probed.
-        let Some(t) = quote(&cfg, &Payload::Transcode(TranscodePayload::default())) else {
+        // A transcode is reserved at the longest input (60 minutes) and charged per started
+        // minute probed.
+        let Ok(t) = quote(&cfg, &Payload::Transcode(TranscodePayload::default())) else {
             panic!("transcode is priced")
         };
+        assert_eq!(t.estimate(), 60 * cfg.prices.transcode_per_minute);
         let secs = Usage {
             seconds: Some(150),
             ..Default::default()
         };
-        assert_eq!(t.charge(Some(&secs)), 3 * t.estimate());
+        assert_eq!(t.charge(Some(&secs)), 3 * cfg.prices.transcode_per_minute);
+        // More than was reserved is never charged.
+        let long = Usage {
+            seconds: Some(7200),
+            ..Default::default()
+        };
+        assert_eq!(t.metered(Some(&long)), 120 * cfg.prices.transcode_per_minute);
+        assert_eq!(t.charge(Some(&long)), t.estimate());
         // The rule survives the trip through the job hash.
         let json = serde_json::to_string(&r).expect("serializes");
         assert_eq!(serde_json::from_str::<PriceRule>(&json).ok(), Some(r));
+    }
+
+    /// For random payloads (absurd numbers included): whatever admission admits, the request
+    /// the provider client builds (the same `shape`) meters at most the reservation, and no
+    /// reported usage, however inflated, is charged above it.
+    #[test]
+    fn the_reservation_covers_every_charge_property() {
+        let cfg = SchedulerConfig::demo();
+        let models: Vec<(String, String, bool)> = cfg
+            .providers
+            .iter()
+            .flat_map(|(p, pc)| {
+                pc.models
+                    .iter()
+                    .map(move |(m, mc)| (p.clone(), m.clone(), mc.class == "video"))
+            })
+            .collect();
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pick = |n: u64, choices: &[Option<u32>]| -> Option<u32> {
+            match choices[(n % choices.len() as u64) as usize] {
+                Some(u32::MAX) => Some((n >> 16) as u32),
+                other => other,
+            }
+        };
+        let numbers = [
+            None,
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(4),
+            Some(8),
+            Some(15),
+            Some(16),
+            Some(u32::MAX),
+        ];
+        let sides = [
+            None,
+            Some(0),
+            Some(64),
+            Some(1000),
+            Some(1024),
+            Some(4096),
+            Some(5000),
+            Some(u32::MAX),
+        ];
+        let (mut admitted, mut refused) = (0, 0);
+        for i in 0..20_000usize {
+            let (provider, model, video) = &models[i % models.len()];
+            let g = GeneratePayload {
+                provider: provider.clone(),
+                model: model.clone(),
+                samples: pick(next(), &numbers),
+                duration_secs: pick(next(), &numbers),
+                width: pick(next(), &sides),
+                height: pick(next(), &sides),
+                ..Default::default()
+            };
+            let Ok(rule) = quote(&cfg, &Payload::Generate(g.clone())) else {
+                refused += 1;
+                continue;
+            };
+            admitted += 1;
+            let reserved = rule.estimate();
+            assert!(reserved > 0, "{g:?} admitted at {reserved}");
+            // The client's request: the worker passes the payload's fields on.
+            let api = cfg.provider_api(provider).expect("known api");
+            let req = gantry_providers::GenerateRequest {
+                external_id: "x".into(),
+                model: model.clone(),
+                prompt: String::new(),
+                negative_prompt: None,
+                reference_images: Vec::new(),
+                width: g.width,
+                height: g.height,
+                duration_secs: g.duration_secs,
+                samples: g.samples.unwrap_or(1).max(1),
+                video: *video,
+                callback: None,
+            };
+            let sent = req.shape("test", api).expect("admitted, so the client sends it");
+            let honest = Usage {
+                outputs: Some(sent.samples),
+                seconds: sent.duration_secs,
+                pixels: Some(sent.max_pixels),
+                ..Default::default()
+            };
+            assert!(
+                rule.metered(Some(&honest)) <= reserved,
+                "{g:?}: the request sent meters {} above the {reserved} reserved",
+                rule.metered(Some(&honest))
+            );
+            let inflated = Usage {
+                outputs: Some((next() % 1000) as u32),
+                seconds: Some((next() % 100_000) as u32),
+                pixels: Some(next() % (1 << 40)),
+                ..Default::default()
+            };
+            assert!(rule.charge(Some(&inflated)) <= reserved);
+            assert!(rule.charge(None) <= reserved);
+        }
+        assert!(
+            admitted > 1000 && refused > 1000,
+            "{admitted} admitted, {refused} refused"
+        );
     }
 }
