@@ -78,9 +78,14 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     let s = Scheduler::start(cfg, &a.redis.redis_url, shutdown)
         .await
         .context("starting the scheduler")?;
-    // Two lines on stdout for scripts and tests that start it on port 0.
-    println!("listening on http://{}", s.addr);
-    println!("metrics on http://{}", s.metrics_addr);
+    // Two lines on stdout for scripts and tests that start it on port 0, written at once; a
+    // reader that has gone away (it read the first line and closed the pipe) is no error.
+    {
+        use std::io::Write as _;
+        let lines = format!("listening on http://{}\nmetrics on http://{}\n", s.addr, s.metrics_addr);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
+    }
     s.wait().await?;
     Ok(())
 }

@@ -51,7 +51,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* Environment every pod shares: Redis, outputs, retention, extra variables. */}}
+{{- /* No default scheduler configuration: the embedded one's API keys are published. Checked
+first wherever a pod is rendered, so it is the error a values file without one gets. */ -}}
+{{- define "gantry.requireConfig" -}}
+{{- $_ := required "scheduler.config is required: the scheduler's TOML with your own tenants and API key hashes (start from `gantry scheduler --print-dev-config`, replace every key; see helm/gantry/README.md)" .Values.scheduler.config -}}
+{{- end -}}
+
 {{- define "gantry.env" -}}
+{{- include "gantry.requireConfig" . -}}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
