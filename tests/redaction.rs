@@ -89,7 +89,10 @@ async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
     assert!(log.contains("/v1/images/edits") || log.contains("gemini"), "{log}");
     assert!(!log.contains("\"reference_url_in_body\":true"), "a provider got a URL");
     outputs.push(("mock request log".into(), log));
-    let _ = Command::new("kill").args(["-INT", &demo.id().to_string()]).status();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(demo.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    );
     let _ = demo.wait();
 
     for e in std::fs::read_dir(&logs).unwrap().flatten() {

@@ -494,6 +494,10 @@ impl MockServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(MockState::new(format!("http://{addr}")));
+        // The sample clip is made by the ffmpeg CLI: once, here, off the async threads, so no
+        // handler ever waits on a child process (a failure is kept and answered as a 500).
+        let warm = state.clone();
+        let _ = tokio::task::spawn_blocking(move || warm.media.video().map(|_| ())).await;
         let app = router(state.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -61,7 +61,8 @@ impl MediaCache {
         bytes
     }
 
-    /// A two-second 320×240 H.264 clip.
+    /// A two-second 320×240 H.264 clip, made on first use ([`crate::MockServer::start`] makes it
+    /// before serving, on a blocking thread).
     pub fn video(&self) -> Result<Arc<Vec<u8>>, String> {
         self.video
             .get_or_init(|| {

@@ -106,6 +106,7 @@ pub enum BenchCommand {
     },
     /// One worker holding N poll-mode generate jobs in flight (mock providers): its CPU and
     /// RSS, side by side with the same worker holding N sleeping no-op jobs.
+    #[cfg(feature = "dev-tools")]
     Generate {
         /// Port of a redis-server on 127.0.0.1.
         #[arg(long)]
@@ -184,6 +185,7 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Resize { rounds, thumb_secs } => {
             return tokio::task::spawn_blocking(move || super::bench_resize::resize_bench(rounds, thumb_secs)).await?;
         }
+        #[cfg(feature = "dev-tools")]
         BenchCommand::Generate {
             redis_port,
             jobs,

@@ -109,8 +109,7 @@ impl Fleet {
         let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
         self.children.push((name.into(), child));
         let mut line = String::new();
-        out.read_line(&mut line)
-            .with_context(|| format!("reading {name}'s address"))?;
+        blocking(|| out.read_line(&mut line)).with_context(|| format!("reading {name}'s address"))?;
         let base = line
             .trim()
             .strip_prefix("listening on ")
@@ -203,8 +202,18 @@ impl Fleet {
     fn sigkill(&mut self, name: &str) {
         if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name) {
             let _ = c.kill();
-            let _ = c.wait();
+            let _ = blocking(|| c.wait());
         }
+    }
+}
+
+/// Runs blocking `f` (reading a child's first line, waiting for it to exit) without stalling
+/// the runtime's other tasks: on the demo's multi-thread runtime the worker thread hands its
+/// tasks over first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -214,11 +223,16 @@ impl Drop for Fleet {
             if matches!(c.try_wait(), Ok(Some(_))) {
                 continue;
             }
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            // SIGTERM, so each drains as in production (a signal, not a `kill` process).
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
         }
-        for (_, c) in &mut self.children {
-            let _ = c.wait();
-        }
+        blocking(|| {
+            for (_, c) in &mut self.children {
+                let _ = c.wait();
+            }
+        });
     }
 }
 

@@ -1,11 +1,13 @@
 //! Command-line interface. Each subcommand lives in its own module.
 
 mod bench;
+#[cfg(feature = "dev-tools")]
 mod bench_generate;
 mod bench_pdq;
 mod bench_resize;
 mod bench_scheduler;
 mod bench_transcode;
+#[cfg(feature = "dev-tools")]
 mod demo;
 mod dlq;
 mod gpus;
@@ -14,6 +16,7 @@ mod hashlists;
 mod jobs;
 mod keys;
 mod media;
+#[cfg(feature = "dev-tools")]
 mod mock_providers;
 mod queues;
 mod retention;
@@ -61,6 +64,7 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// A local fleet processing sample jobs end to end, with a summary.
+    #[cfg(feature = "dev-tools")]
     Demo(demo::DemoArgs),
     /// The worker's media steps on local files: upscale, transcode, probe.
     #[command(subcommand)]
@@ -78,6 +82,7 @@ enum Command {
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
+    #[cfg(feature = "dev-tools")]
     MockProviders(mock_providers::MockProvidersArgs),
 }
 
@@ -200,7 +205,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(c) => dlq::run(c).await,
         Command::Gpus(a) => gpus::run(a).await,
         Command::Bench(c) => bench::run(c).await,
+        #[cfg(feature = "dev-tools")]
         Command::Demo(a) => demo::run(a).await,
+        #[cfg(feature = "dev-tools")]
         Command::MockProviders(a) => mock_providers::run(a).await,
         Command::Media(c) => media::run(c).await,
         Command::Hash(c) => hash::run(c).await,

@@ -162,7 +162,28 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         allow,
         ..Default::default()
     };
-    let mut generate = generate_executor(
+    let webhooks = match &a.webhook_base {
+        None => None,
+        Some(base) => {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(super::UsageError(format!("--webhook-base {base}: expected an http(s) URL")).into());
+            }
+            let secret = match &a.webhook_secret {
+                Some(s) => s.as_bytes().to_vec(),
+                None => {
+                    use rand::RngCore;
+                    let mut k = vec![0u8; 32];
+                    rand::rng().fill_bytes(&mut k);
+                    k
+                }
+            };
+            Some(gantry_worker::executors::generate::WebhookMode {
+                base: base.clone(),
+                secret,
+            })
+        }
+    };
+    let generate = generate_executor(
         conn,
         a.providers.as_deref(),
         a.mock_providers.as_deref(),
@@ -170,27 +191,12 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         GenerateConfig {
             breaker,
             references,
+            webhooks,
             ..Default::default()
         },
     )
     .await?;
-    let mut extra_routes = None;
-    if let Some(base) = &a.webhook_base {
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(super::UsageError(format!("--webhook-base {base}: expected an http(s) URL")).into());
-        }
-        let secret = match &a.webhook_secret {
-            Some(s) => s.as_bytes().to_vec(),
-            None => {
-                use rand::RngCore;
-                let mut k = vec![0u8; 32];
-                rand::rng().fill_bytes(&mut k);
-                k
-            }
-        };
-        generate = generate.with_webhooks(base, &secret);
-        extra_routes = generate.webhook_router();
-    }
+    let extra_routes = generate.webhook_router();
     if generate.has_providers() {
         executors = executors.with(Scanned::new(generate, scanner));
     } else {

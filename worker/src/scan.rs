@@ -238,19 +238,25 @@ impl Scanner {
     pub async fn hash(&self, path: &Path, media: Option<&str>) -> Result<Hashes, JobOutcome> {
         let (path, media, spf) = (path.to_owned(), media.map(str::to_owned), self.policy.seconds_per_frame);
         let cache = self.cache.clone();
-        run_blocking(self.time_limit, move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, limit_secs) = (stop.clone(), self.time_limit.as_secs().max(1));
+        let out = run_blocking(self.time_limit, move || {
             let (md5, sha256, head) = digests(&path)?;
             let cached = cache.lock().ok().and_then(|c| c.get(&sha256, &md5));
             if let Some(h) = cached.filter(|h| media.as_deref().is_none_or(|m| m == h.media)) {
                 return Ok(h);
             }
-            let h = hash_file(&path, media.as_deref(), spf, (md5, sha256, head))?;
+            let h = hash_file(&path, media.as_deref(), spf, (md5, sha256, head), (&flag, limit_secs))?;
             if let Ok(mut c) = cache.lock() {
                 c.put(&h);
             }
             Ok(h)
         })
-        .await
+        .await;
+        // A timed-out attempt returns while its thread still decodes: this ends the frame loop
+        // at its next frame instead of letting it run on.
+        stop.store(true, Ordering::Relaxed);
+        out
     }
 
     /// Matches `hashes` against the named lists (every list when `lists` is empty). A named
@@ -290,6 +296,10 @@ impl Scanner {
     /// `blocked`. A step that fails makes the attempt retryable, so a retry finishes what this
     /// one began (every step is idempotent).
     pub async fn block(&self, spec: &JobSpec, input: Option<&str>, matches: &[Match]) -> JobOutcome {
+        // Nothing is deleted and no trust is lowered without a match to act on.
+        let Some(first) = matches.first() else {
+            return failed(ErrorClass::Retryable, "no match to act on");
+        };
         let mut deleted = 0u32;
         if let Some(input) = input {
             match self.outputs.delete(input).await {
@@ -358,9 +368,6 @@ impl Scanner {
                 })
                 .inc();
         }
-        let Some(first) = matches.first() else {
-            return failed(ErrorClass::Retryable, "no match to act on");
-        };
         let how = match &first.kind {
             MatchKind::Pdq { distance, .. } => format!("PDQ distance {distance}"),
             MatchKind::Md5 => "MD5".into(),
@@ -426,6 +433,7 @@ fn hash_file(
     media: Option<&str>,
     seconds_per_frame: f64,
     (md5, sha256, head): (String, String, Vec<u8>),
+    (stop, limit_secs): (&AtomicBool, u64),
 ) -> Result<Hashes, MediaError> {
     let is_image = match media {
         Some("image") => true,
@@ -468,7 +476,7 @@ fn hash_file(
             seconds_per_hash: seconds_per_frame,
             downsample: None,
         };
-        let frames = hash_video(path, &opts, &VideoLimits::default(), &AtomicBool::new(false), 0)?;
+        let frames = hash_video(path, &opts, &VideoLimits::default(), stop, limit_secs)?;
         Ok(Hashes {
             media: "video",
             md5,

@@ -299,3 +299,37 @@ async fn outputs_are_released_only_after_a_clean_scan() {
         assert!(text.contains(series), "{series} missing from\n{text}");
     }
 }
+
+/// `block` with no match deletes nothing and lowers no trust (it used to act first and check
+/// after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_without_a_match_touches_nothing() {
+    let r = rig().await;
+    let input = "inputs/studio/photo.jpg";
+    std::fs::create_dir_all(r.root.join("inputs/studio")).unwrap();
+    std::fs::write(r.root.join(input), b"bytes").unwrap();
+    let job = claimed(generate("a harmless prompt"), true);
+    r.outputs
+        .put(
+            &job.spec,
+            "output-0.png",
+            bytes::Bytes::from_static(b"img"),
+            "image/png",
+        )
+        .await
+        .unwrap();
+    match r.scanner.block(&job.spec, Some(input), &[]).await {
+        JobOutcome::Failed { class, message } => {
+            assert_eq!(class, ErrorClass::Retryable);
+            assert!(message.contains("no match"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(r.root.join(input).exists(), "the input was deleted");
+    assert_eq!(files_of(&r.root, &job.spec), 1, "the job's files were deleted");
+    let trust = TrustRegistry::new(r.conn.clone())
+        .status("studio", "u-1")
+        .await
+        .unwrap();
+    assert_eq!(trust.score, 1.0, "trust was lowered");
+}

@@ -44,6 +44,27 @@ pub struct GenerateConfig {
     pub breaker: BreakerConfig,
     /// Fetching reference images named by URL (SSRF-safe; providers get the bytes).
     pub references: FetchConfig,
+    /// Webhook mode: providers that can call back report a task's end at this worker; polling
+    /// slows to a safety net. Serve [`GenerateExecutor::webhook_router`] there.
+    pub webhooks: Option<WebhookMode>,
+}
+
+/// Where providers reach this worker, and the secret its per-task tokens are keyed by.
+#[derive(Clone)]
+pub struct WebhookMode {
+    /// The worker's HTTP server as providers reach it (`https://worker-3.example:9464`).
+    pub base: String,
+    /// The key of the per-task tokens.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookMode")
+            .field("base", &self.base)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for GenerateConfig {
@@ -54,6 +75,7 @@ impl Default for GenerateConfig {
             media: MediaLimits::default(),
             breaker: BreakerConfig::default(),
             references: FetchConfig::default(),
+            webhooks: None,
         }
     }
 }
@@ -112,22 +134,14 @@ impl GenerateExecutor {
                 slots,
                 downloads,
                 references: ReferenceFetcher::new(cfg.references.clone()),
-                webhooks: None,
+                webhooks: cfg
+                    .webhooks
+                    .as_ref()
+                    .map(|w| Arc::new(WebhookInbox::new(&w.base, &w.secret))),
                 cfg,
                 metrics,
             }),
         })
-    }
-
-    /// Webhook mode: providers that can call back are asked to call `base` (where this
-    /// worker's HTTP server is reachable), with tokens keyed by `secret`; polling slows to a
-    /// safety net. Serve [`GenerateExecutor::webhook_router`] there. Call it on a new executor,
-    /// before it is cloned (a clone shares the executor's state, which is then fixed).
-    pub fn with_webhooks(mut self, base: &str, secret: &[u8]) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.webhooks = Some(Arc::new(WebhookInbox::new(base, secret)));
-        }
-        self
     }
 
     /// The route providers call (`POST /webhooks/{provider}/{external_id}/{token}`), when in
@@ -434,23 +448,24 @@ impl Inner {
         video: bool,
         g: &GeneratePayload,
     ) -> JobOutcome {
-        let mut refs: Vec<ResultRef> = Vec::with_capacity(media.len());
-        for (i, m) in media.iter().enumerate() {
-            let name = format!("output-{i}.{}", m.extension());
-            match self
-                .outputs
-                .put(&job.spec, &name, Bytes::from(m.bytes.clone()), m.content_type)
-                .await
-            {
-                Ok(r) => refs.push(r),
-                Err(e) => return failed(ErrorClass::Retryable, format!("storing the result: {e}")),
-            }
-        }
         if usage.pixels.is_none()
             && let Some(m) = media.first()
             && let (Some(w), Some(h)) = (m.width, m.height)
         {
             usage.pixels = Some(u64::from(w) * u64::from(h));
+        }
+        let mut refs: Vec<ResultRef> = Vec::with_capacity(media.len());
+        for (i, m) in media.into_iter().enumerate() {
+            let name = format!("output-{i}.{}", m.extension());
+            // The bytes move into the store's buffer: a video is not copied on the way.
+            match self
+                .outputs
+                .put(&job.spec, &name, Bytes::from(m.bytes), m.content_type)
+                .await
+            {
+                Ok(r) => refs.push(r),
+                Err(e) => return failed(ErrorClass::Retryable, format!("storing the result: {e}")),
+            }
         }
         usage.outputs = usage.outputs.or(Some(refs.len() as u32));
         if video && usage.seconds.is_none() {
