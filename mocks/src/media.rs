@@ -66,7 +66,10 @@ impl MediaCache {
     pub fn video(&self) -> Result<Arc<Vec<u8>>, String> {
         self.video
             .get_or_init(|| {
-                let dir = std::env::temp_dir().join(format!("gantry-mock-{}", std::process::id()));
+                // A folder of its own: several mock servers in one process make their clips at once.
+                static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = std::env::temp_dir().join(format!("gantry-mock-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 let path = dir.join("clip.mp4");
                 let out = std::process::Command::new("ffmpeg")
