@@ -171,6 +171,24 @@ impl Api {
         })
     }
 
+    /// `asked`, brought within this API's bounds instead of refused: for a fallback provider,
+    /// which may take less than the one admission priced (the charge stays capped at the
+    /// reservation). An API that makes no such class leaves `asked` as it is (its client
+    /// refuses it).
+    pub fn fit(self, video: bool, asked: &Asked) -> Asked {
+        let Ok(b) = self.bounds(video) else { return *asked };
+        let side = |v: Option<u32>| v.map(|v| v.clamp(1, b.max_side));
+        Asked {
+            samples: asked.samples.map(|n| n.clamp(b.samples.0, b.samples.1)),
+            duration_secs: match b.duration_secs {
+                Some((min, max, _)) => asked.duration_secs.map(|d| d.clamp(min, max)),
+                None => asked.duration_secs,
+            },
+            width: side(asked.width),
+            height: side(asked.height),
+        }
+    }
+
     /// The size the API will make for `w` × `h`.
     fn snap(self, w: u32, h: u32) -> (u32, u32) {
         match self {
@@ -283,6 +301,16 @@ mod tests {
         assert_eq!(s.size, Some((992, 64)));
         assert!(Api::Bfl.shape(false, &asked(5000, 70)).is_err(), "over the side limit");
         assert_eq!(Api::for_name("veo"), Some(Api::Google));
+        // A fallback fits what was asked into its own bounds.
+        let many = Asked {
+            samples: Some(4),
+            width: Some(8000),
+            height: Some(600),
+            ..Default::default()
+        };
+        let fitted = Api::Bfl.fit(false, &many);
+        assert!(Api::Bfl.shape(false, &fitted).is_ok(), "{fitted:?}");
+        assert_eq!((fitted.samples, fitted.width), (Some(1), Some(4096)));
         assert_eq!(Api::for_name("midjourney"), None);
     }
 }

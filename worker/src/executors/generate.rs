@@ -254,16 +254,28 @@ impl Inner {
                 tracing::info!(job = %job.spec.id, from = %g.provider, to = %provider, region = %region, "falling back while the provider's circuit is open");
             }
             tracing::info!(job = %job.spec.id, provider = %provider, region = %region, model = %model, prompt_sha256 = %prompt_sha256, attempt = job.attempt, "generating");
+            let asked = gantry_providers::shape::Asked {
+                samples: g.samples,
+                duration_secs: g.duration_secs,
+                width: g.width,
+                height: g.height,
+            };
+            // Admission shaped the request for the job's own provider; a fallback takes what it
+            // can of it (its bounds may be narrower).
+            let asked = match self.providers.providers.get(provider.as_str()) {
+                Some(p) if i > 0 => p.api.fit(video, &asked),
+                _ => asked,
+            };
             let req = GenerateRequest {
                 external_id: format!("{}-{}", job.spec.id, job.attempt),
                 model: model.clone(),
                 prompt: g.prompt.clone(),
                 negative_prompt: g.negative_prompt.clone(),
                 reference_images: references.clone(),
-                width: g.width,
-                height: g.height,
-                duration_secs: g.duration_secs,
-                samples: g.samples.unwrap_or(1).max(1),
+                width: asked.width,
+                height: asked.height,
+                duration_secs: asked.duration_secs,
+                samples: asked.samples.unwrap_or(1).max(1),
                 video,
                 callback: None,
             };
