@@ -18,24 +18,15 @@ use axum::routing::{get, post};
 use gantry_queue::{DeadAction, DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueError, QueueName};
 use serde::Deserialize;
 
-use crate::api::{AppState, json_body};
+use crate::audit::audited;
 use crate::auth::Admin;
+use crate::dead_letters::{DeadLetterError, Selection, done_word};
+use crate::extract::{json_body, list_limit};
 use crate::problem::ApiError;
-use crate::safety_admin::audited;
+use crate::state::AppState;
 
-/// Most entries one operator list call returns (dead letters, moderation events, audit).
-const MAX_LIST: usize = 1000;
 /// The largest `offset` a dead-letter listing takes (deeper pages: narrow the time range).
 const MAX_OFFSET: usize = 1_000_000;
-
-/// A list call's `limit`: 100 when absent, at most [`MAX_LIST`].
-pub(crate) fn list_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIST {
-        return Err(invalid(format!("limit must be 1..={MAX_LIST}")));
-    }
-    Ok(limit)
-}
 
 /// The operator routes.
 pub fn routes() -> Router<AppState> {
@@ -231,12 +222,10 @@ async fn act_on_dead(
     body: Result<Bytes, BytesRejection>,
     action: DeadAction,
 ) -> Result<Response, ApiError> {
-    let (done_key, would_key, audit_action) = match action {
-        DeadAction::Replay => ("replayed", "would_replay", "dead_letters.replay"),
-        DeadAction::Purge => ("purged", "would_purge", "dead_letters.purge"),
-    };
     let v = json_body(&state, body)?;
     let req: DeadLetterRequest = serde_json::from_value(v).map_err(invalid)?;
+    let (done_key, would_key) = (done_word(action), would_word(action));
+    let actor = who.actor();
     if let Some(id) = &req.id {
         let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
         if req.dry_run {
@@ -244,54 +233,58 @@ async fn act_on_dead(
             let n = u64::from(rec.status == gantry_queue::JobStatus::Dead);
             return Ok(axum::Json(serde_json::json!({ would_key: n })).into_response());
         }
-        return match state.queue.act_on_one(id, action).await {
-            Ok(()) => {
-                audited(&state, &who, audit_action, id.to_string(), serde_json::Value::Null).await?;
-                Ok(axum::Json(serde_json::json!({ done_key: 1 })).into_response())
-            }
-            Err(QueueError::NotDeadLettered(_)) => Err(ApiError::Conflict("the job is not dead-lettered".into())),
-            Err(e) => Err(not_found(e)),
-        };
+        state
+            .dead_letters
+            .act_on_one(&actor, id, action)
+            .await
+            .map_err(dead_letter_error)?;
+        return Ok(axum::Json(serde_json::json!({ done_key: 1 })).into_response());
     }
-    let (req_pool, req_kind) = (req.pool.clone(), req.kind.clone());
+    let selection = Selection {
+        pool: req.pool.as_deref(),
+        kind: req.kind.as_deref(),
+    };
     let (queues, filter) = Filter {
-        pool: req.pool,
-        kind: req.kind,
-        class: req.class,
+        pool: req.pool.clone(),
+        kind: req.kind.clone(),
+        class: req.class.clone(),
         since_ms: req.since_ms,
         until_ms: req.until_ms,
     }
     .resolve(&state)?;
-    let mut n = 0;
-    for q in &queues {
-        n += if req.dry_run {
-            state.queue.count_dead(q, &filter).await?
-        } else {
-            state.queue.act_on_matching(q, &filter, action, |_| {}).await?
-        };
-    }
-    let key = if req.dry_run { would_key } else { done_key };
-    if !req.dry_run {
-        let target = format!(
-            "pool={} kind={} class={}",
-            filter_text(req_pool.as_deref()),
-            filter_text(req_kind.as_deref()),
-            filter.class.map_or("*", |c| c.as_str())
-        );
-        let details = serde_json::json!({ done_key: n, "since_ms": filter.since_ms, "until_ms": filter.until_ms });
-        audited(&state, &who, audit_action, target, details).await?;
-    }
-    tracing::info!(
-        action = action.as_str(),
-        count = n,
-        dry_run = req.dry_run,
-        "dead letters acted on by an operator"
-    );
+    let (key, n) = if req.dry_run {
+        let n = state
+            .dead_letters
+            .count(&queues, &filter)
+            .await
+            .map_err(dead_letter_error)?;
+        (would_key, n)
+    } else {
+        let n = state
+            .dead_letters
+            .act_on_matching(&actor, &queues, &filter, &selection, action, |_| {})
+            .await
+            .map_err(dead_letter_error)?;
+        (done_key, n)
+    };
     Ok(axum::Json(serde_json::json!({ key: n })).into_response())
 }
 
-fn filter_text(v: Option<&str>) -> &str {
-    v.unwrap_or("*")
+fn would_word(action: DeadAction) -> &'static str {
+    match action {
+        DeadAction::Replay => "would_replay",
+        DeadAction::Purge => "would_purge",
+    }
+}
+
+fn dead_letter_error(e: DeadLetterError) -> ApiError {
+    match e {
+        DeadLetterError::Queue(QueueError::NotDeadLettered(_)) => {
+            ApiError::Conflict("the job is not dead-lettered".into())
+        }
+        DeadLetterError::Queue(e) => not_found(e),
+        DeadLetterError::Audit { source, .. } => crate::audit::safety_error(source),
+    }
 }
 
 fn not_found(e: QueueError) -> ApiError {

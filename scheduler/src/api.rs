@@ -1,110 +1,34 @@
-//! The HTTP API (axum). Routes:
+//! The job routes a platform service calls:
 //! - `POST /v1/jobs`, `POST /v1/jobs:batch` (`jobs:write`): admit and enqueue;
 //! - `GET /v1/jobs/{id}` (`jobs:read`), `POST /v1/jobs/{id}:cancel` (`jobs:write`);
-//! - `GET /v1/credits` (`jobs:read`): the tenant's balance;
-//! - `DELETE /v1/users/{user_id}/data`: erase a user's jobs and outputs (see [`crate::erasure`]);
-//! - operator routes under `/v1/admin` (see [`crate::admin`]);
-//! - `GET /openapi.json`, `GET /healthz`;
-//! - `GET /metrics` (autoscaling signals, see [`crate::metrics`]) on the metrics listener only.
+//! - `GET /v1/credits` (`jobs:read`): the tenant's balance.
 //!
+//! The rest of the API: erasure ([`crate::erasure`]), operator routes ([`crate::admin`],
+//! [`crate::safety_admin`]); [`crate::router`] puts them together behind authentication.
 //! A tenant sees only its own jobs: another tenant's job is "not found".
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gantry_queue::{CancelOutcome, JobId, JobRecord, QueueClient, QueueError};
+use gantry_queue::{CancelOutcome, JobId, JobRecord, QueueError};
 use serde::Deserialize;
 
-use crate::admission::Admission;
-use crate::auth::{ApiKeys, JobsRead, JobsWrite};
-use crate::config::SchedulerConfig;
+use crate::auth::{JobsRead, JobsWrite};
+use crate::extract::json_body;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
-/// What every handler shares.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// Configuration.
-    pub cfg: Arc<SchedulerConfig>,
-    /// The queue.
-    pub queue: QueueClient,
-    /// API keys.
-    pub keys: Arc<ApiKeys>,
-    /// Admission.
-    pub admission: Admission,
-    /// Pool loads (placement and the autoscaling signals).
-    pub loads: crate::placement::PoolLoads,
-    /// Metrics.
-    pub metrics: Arc<crate::metrics::SchedulerMetrics>,
-    /// The abuse hash lists.
-    pub hashlists: gantry_safety::HashListStore,
-    /// The moderation log.
-    pub moderation: gantry_safety::ModerationLog,
-    /// The audit log of operators' actions.
-    pub audit: gantry_safety::AuditLog,
-    /// The workers' output store, for erasures (`outputs` in the config).
-    pub outputs: Option<gantry_store::OutputStore>,
-}
-
-/// The OpenAPI document, kept in the repo beside this file.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-/// The API's router. Every `/v1` route runs behind [`crate::auth::authenticate`], so a request
-/// without a valid key is answered 401 before its body is read; the body limits apply after it.
-/// `/metrics` is not here: it is served on a listener of its own ([`metrics_router`]).
-pub fn router(state: AppState) -> Router {
-    let limit = state.cfg.max_body_bytes;
-    let authenticated = Router::new()
+/// The job routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/jobs", post(submit_one))
         .route("/v1/jobs:batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(show).post(job_action))
         .route("/v1/credits", get(credits))
-        .merge(crate::admin::routes())
-        .merge(crate::safety_admin::routes())
-        .merge(crate::erasure::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.keys.clone(),
-            crate::auth::authenticate,
-        ));
-    Router::new()
-        .merge(authenticated)
-        .route("/openapi.json", get(openapi))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::NoRoute })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
-}
-
-/// The metrics listener's router: `/metrics` (autoscaling signals, credit totals by provider
-/// and plan) and `/healthz`, nothing a tenant reaches.
-pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::NoRoute })
-        .with_state(state)
-}
-
-/// OpenMetrics for Prometheus (its `Accept` asks for it), the classic text format otherwise.
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let text = state.metrics.encode(&state.cfg, &state.loads);
-    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = gantry_queue::exposition::negotiate(text, accept);
-    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
-}
-
-async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-pub(crate) fn json_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let bytes = body.map_err(|e| ApiError::of_body(e, state.cfg.max_body_bytes))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {

@@ -22,10 +22,10 @@ use axum::routing::delete;
 use gantry_queue::ErasureCounts;
 use serde::Deserialize;
 
-use crate::api::AppState;
 use crate::auth::Caller;
 use crate::config::Scope;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// The erasure route.
 pub fn routes() -> Router<AppState> {
@@ -133,7 +133,7 @@ async fn erase(
         still_running = running,
         "user data erased"
     );
-    crate::safety_admin::audited(
+    crate::audit::audited(
         &state,
         &who,
         "users.erase",

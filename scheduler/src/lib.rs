@@ -4,17 +4,22 @@
 pub mod admin;
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod dead_letters;
 pub mod erasure;
+pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod placement;
 pub mod problem;
 pub mod retention;
+pub mod router;
 pub mod safety_admin;
 pub mod server;
 pub mod settler;
+pub mod state;
 
 pub use config::SchedulerConfig;
 pub use problem::ApiError;

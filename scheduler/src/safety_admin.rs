@@ -19,12 +19,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gantry_safety::{AuditEntry, HashList, SafetyError};
+use gantry_safety::HashList;
 use serde::Deserialize;
 
-use crate::api::AppState;
-use crate::auth::{Admin, Caller};
+use crate::audit::{audited, safety_error};
+use crate::auth::Admin;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// Largest list body accepted (about a million PDQ hashes; bigger lists load from a file with
 /// `gantry hashlists load`).
@@ -42,34 +43,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/admin/moderation-events", get(moderation_events))
         .route("/v1/admin/audit", get(audit))
-}
-
-fn safety_error(e: SafetyError) -> ApiError {
-    match e {
-        SafetyError::InvalidName(_) | SafetyError::InvalidEntry { .. } | SafetyError::Hash(_) => {
-            ApiError::InvalidRequest(e.to_string())
-        }
-        SafetyError::NotFound(_) => ApiError::NotFound,
-        SafetyError::Queue(q) => q.into(),
-        other => {
-            tracing::error!(error = %other, "safety store failed during a request");
-            ApiError::Internal
-        }
-    }
-}
-
-/// Records an operator's change; a change that cannot be audited is reported as failed, so no
-/// unaudited change goes unnoticed (the change itself has happened: the caller may retry it,
-/// every change here being idempotent).
-pub(crate) async fn audited(
-    state: &AppState,
-    who: &Caller,
-    action: &str,
-    target: impl Into<String>,
-    details: serde_json::Value,
-) -> Result<(), ApiError> {
-    let entry = AuditEntry::new(who.actor(), action, target).details(details);
-    state.audit.record(&entry).await.map(|_| ()).map_err(safety_error)
 }
 
 async fn list_lists(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
@@ -148,7 +121,7 @@ struct LimitQuery {
 
 fn limit_of(query: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    crate::admin::list_limit(q.limit)
+    crate::extract::list_limit(q.limit)
 }
 
 async fn moderation_events(

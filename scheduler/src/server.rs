@@ -8,12 +8,13 @@ use gantry_queue::{QueueClient, QueueConfig, QueueError};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::api::{AppState, router};
 use crate::auth::ApiKeys;
 use crate::config::SchedulerConfig;
 use crate::metrics::SchedulerMetrics;
 use crate::placement::PoolLoads;
+use crate::router::{metrics_router, router};
 use crate::settler::CreditSettler;
+use crate::state::AppState;
 
 /// Why the scheduler stopped.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,10 @@ impl Scheduler {
         let sweeper = crate::retention::Sweeper::new(cfg.retention.clone(), queue.connection(), outputs.clone())
             .with_metrics(metrics.clone());
         tokio::spawn(sweeper.run(Duration::from_secs(cfg.retention_sweep_secs.max(1)), shutdown.clone()));
+        let audit = gantry_safety::AuditLog::new(
+            queue.connection(),
+            gantry_queue::retention::days(cfg.retention.audit_days),
+        );
         let state = AppState {
             outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),
@@ -122,10 +127,8 @@ impl Scheduler {
             metrics,
             hashlists: gantry_safety::HashListStore::new(queue.connection()),
             moderation: gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
-            audit: gantry_safety::AuditLog::new(
-                queue.connection(),
-                gantry_queue::retention::days(cfg.retention.audit_days),
-            ),
+            audit: audit.clone(),
+            dead_letters: crate::dead_letters::DeadLetters::new(queue.clone(), audit),
             queue,
             cfg: cfg.clone(),
         };
@@ -137,7 +140,7 @@ impl Scheduler {
         let limits = cfg.http.limits();
         let metrics = crate::http::serve(
             metrics_listener,
-            crate::api::metrics_router(state.clone()),
+            metrics_router(state.clone()),
             limits,
             shutdown.clone(),
         );

@@ -1,6 +1,7 @@
 //! `gantry dlq list|show|replay|purge` (replays and purges are audited).
 
 use gantry_queue::{DeadAction, DeadFilter, ErrorClass, JobId, QueueClient, QueueName};
+use gantry_scheduler::dead_letters::{DeadLetterError, DeadLetters, Selection};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::time::parse_when;
@@ -125,13 +126,17 @@ pub async fn run(c: DlqCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `replay` or `purge`: one job by id, or every one the filters select.
+/// `replay` or `purge`: one job by id, or every one the filters select, through the same
+/// audited service the operator API runs.
 async fn act(a: ActArgs, action: DeadAction) -> anyhow::Result<()> {
-    let (verb, done) = match action {
-        DeadAction::Replay => ("replay", "replayed"),
-        DeadAction::Purge => ("purge", "purged"),
+    let verb = match action {
+        DeadAction::Replay => "replay",
+        DeadAction::Purge => "purge",
     };
+    let done = gantry_scheduler::dead_letters::done_word(action);
     let client = a.redis.client().await?;
+    let service = DeadLetters::new(client.clone(), a.redis.audit_log().await?);
+    let actor = super::cli_actor();
     if let Some(id) = a.id {
         let id: JobId = id.parse().map_err(gantry_queue::QueueError::from)?;
         if a.dry_run {
@@ -139,15 +144,8 @@ async fn act(a: ActArgs, action: DeadAction) -> anyhow::Result<()> {
             let dead = status == gantry_queue::JobStatus::Dead;
             println!("{id} is {status:?}; would {}{verb}", if dead { "" } else { "not " });
         } else {
-            client.act_on_one(id, action).await?;
+            service.act_on_one(&actor, id, action).await.map_err(unwrap_queue)?;
             println!("{id} {done}");
-            a.redis
-                .audit(
-                    &format!("dead_letters.{verb}"),
-                    &id.to_string(),
-                    serde_json::Value::Null,
-                )
-                .await?;
         }
         return Ok(());
     }
@@ -156,10 +154,7 @@ async fn act(a: ActArgs, action: DeadAction) -> anyhow::Result<()> {
     }
     let (queues, f) = a.filter.resolve(&client).await?;
     // Count first, so the progress bar has a length.
-    let mut total = 0u64;
-    for q in &queues {
-        total += client.count_dead(q, &f).await?;
-    }
+    let total = service.count(&queues, &f).await.map_err(unwrap_queue)?;
     if a.dry_run {
         println!("would {verb} {total} job(s)");
         return Ok(());
@@ -169,18 +164,23 @@ async fn act(a: ActArgs, action: DeadAction) -> anyhow::Result<()> {
         ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {done} {{msg}}"))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut n = 0u64;
-    for q in &queues {
-        n += client.act_on_matching(q, &f, action, |k| bar.inc(k)).await?;
-    }
+    let selection = Selection {
+        pool: a.filter.pool.as_deref(),
+        kind: a.filter.kind.as_deref(),
+    };
+    let n = service
+        .act_on_matching(&actor, &queues, &f, &selection, action, |k| bar.inc(k))
+        .await
+        .map_err(unwrap_queue)?;
     bar.finish_with_message("done");
     println!("{done} {n} job(s)");
-    let target = format!(
-        "pool={} kind={} class={}",
-        a.filter.pool.as_deref().unwrap_or("*"),
-        a.filter.kind.as_deref().unwrap_or("*"),
-        a.filter.class.as_deref().unwrap_or("*")
-    );
-    let details = serde_json::json!({ done: n, "since_ms": f.since_ms, "until_ms": f.until_ms });
-    a.redis.audit(&format!("dead_letters.{verb}"), &target, details).await
+    Ok(())
+}
+
+/// A queue error as itself (so `exit_code` maps "not found" and "not dead-lettered" to 2).
+fn unwrap_queue(e: DeadLetterError) -> anyhow::Error {
+    match e {
+        DeadLetterError::Queue(q) => q.into(),
+        other => other.into(),
+    }
 }

@@ -106,20 +106,31 @@ impl RedisArgs {
         Ok(gantry_queue::RedisConn::connect(&target, None).await?)
     }
 
-    /// Writes an operator's change to the audit log, naming the OS user who ran the CLI.
-    async fn audit(&self, action: &str, target: &str, details: serde_json::Value) -> anyhow::Result<()> {
-        let user = std::env::var("SUDO_USER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into());
-        let entry = gantry_safety::AuditEntry::new(format!("cli/{user}"), action, target).details(details);
+    /// The audit log, kept as long as `GANTRY_RETENTION` says.
+    async fn audit_log(&self) -> anyhow::Result<gantry_safety::AuditLog> {
         let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| UsageError(e.to_string()))?;
         let keep = gantry_queue::retention::days(retention.audit_days);
-        gantry_safety::AuditLog::new(self.conn().await?, keep)
+        Ok(gantry_safety::AuditLog::new(self.conn().await?, keep))
+    }
+
+    /// Writes an operator's change to the audit log, naming the OS user who ran the CLI.
+    async fn audit(&self, action: &str, target: &str, details: serde_json::Value) -> anyhow::Result<()> {
+        let entry = gantry_safety::AuditEntry::new(cli_actor(), action, target).details(details);
+        self.audit_log()
+            .await?
             .record(&entry)
             .await
             .context("writing the audit log")?;
         Ok(())
     }
+}
+
+/// Who the audit log names for a CLI change: `cli/<the OS user>` (the one behind `sudo`).
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli/{user}")
 }
 
 /// The pool named by `--pool`, or every pool that has had a job or a worker.

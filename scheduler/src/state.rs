@@ -1,0 +1,36 @@
+//! What every handler shares: the scheduler's state, built once in [`crate::server`].
+
+use std::sync::Arc;
+
+use gantry_queue::QueueClient;
+
+use crate::admission::Admission;
+use crate::auth::ApiKeys;
+use crate::config::SchedulerConfig;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Configuration.
+    pub cfg: Arc<SchedulerConfig>,
+    /// The queue.
+    pub queue: QueueClient,
+    /// API keys.
+    pub keys: Arc<ApiKeys>,
+    /// Admission.
+    pub admission: Admission,
+    /// Pool loads (placement and the autoscaling signals).
+    pub loads: crate::placement::PoolLoads,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::SchedulerMetrics>,
+    /// The abuse hash lists.
+    pub hashlists: gantry_safety::HashListStore,
+    /// The moderation log.
+    pub moderation: gantry_safety::ModerationLog,
+    /// The audit log of operators' actions.
+    pub audit: gantry_safety::AuditLog,
+    /// Dead-letter replays and purges, audited (shared with the CLI).
+    pub dead_letters: crate::dead_letters::DeadLetters,
+    /// The workers' output store, for erasures (`outputs` in the config).
+    pub outputs: Option<gantry_store::OutputStore>,
+}
