@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -65,7 +65,7 @@ fn dev_mode_and_published_keys_serve_loopback_only() {
     // The demo configuration written to a file and served on every address, with data keys
     // given: still refused, because its API keys are published.
     let dir = tempfile::tempdir().unwrap();
-    let copied = include_str!("../scheduler/src/demo.toml").replace("require_data_keys = false", "");
+    let copied = include_str!("../../scheduler/src/demo.toml").replace("require_data_keys = false", "");
     let path = dir.path().join("copied.toml");
     std::fs::write(&path, copied).unwrap();
     let o = Command::new(GANTRY)

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -210,7 +210,7 @@ fn a_production_scheduler_refuses_to_start_without_data_keys() {
     let redis = gantry_testkit::RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // The embedded configuration without its development line is a production one.
-    let prod = include_str!("../scheduler/src/demo.toml").replace("require_data_keys = false", "");
+    let prod = include_str!("../../scheduler/src/demo.toml").replace("require_data_keys = false", "");
     let path = dir.path().join("prod.toml");
     std::fs::write(&path, prod).unwrap();
     let o = Command::new(GANTRY)

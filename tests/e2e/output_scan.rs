@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-mod common;
+use crate::common;
 
 use common::*;
 use gantry_client::Client;
@@ -134,7 +134,7 @@ async fn every_generated_output_is_scanned_before_release() {
     }
 
     // A tenant that scans for itself: its results are released unscanned.
-    let toml = include_str!("../scheduler/src/demo.toml").replacen(
+    let toml = include_str!("../../scheduler/src/demo.toml").replacen(
         "[tenants.studio-42]\n",
         "[tenants.studio-42]\nscan_outputs = false\n",
         1,

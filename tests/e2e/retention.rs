@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -194,7 +194,7 @@ async fn the_policy_sets_ttls_the_report_lists_them_and_the_sweep_removes_what_i
     let ancient = object(&store, "jobs/t/u3/01ANCIENT/output.png", 40 * DAY);
     let toml = format!(
         "outputs = \"{store_arg}\"\nretention_sweep_secs = 1\n{}",
-        include_str!("../scheduler/src/demo.toml")
+        include_str!("../../scheduler/src/demo.toml")
     );
     let sched = SchedulerProcess::with_config(&url, &toml);
     eventually(
