@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replays issue 17's attacks against two `gantry` binaries side by side (the one before the
 fix and the one after), on loopback only, and prints what each did. Not a test: the tests are
-in tests/security.rs and beside each fix; this script is how the closing note's before/after
+in tests/e2e/security.rs and beside each fix; this script is how the closing note's before/after
 numbers were measured.
 
 Usage: benches/security_probe.py OLD_GANTRY NEW_GANTRY

@@ -3,7 +3,7 @@
 
 Every dashboard is templated by data source, namespace and pool. Metrics without a `pool`
 label (GPU readings, provider calls) are joined to their worker's pool through
-`gantry_worker_info`, which every worker exports with value 1. `tests/dashboards.rs` evaluates
+`gantry_worker_info`, which every worker exports with value 1. `tests/e2e/dashboards.rs` evaluates
 every expression here against a real Prometheus scraping a local fleet.
 
     python3 dashboards/build.py             # rewrites dashboards/*.json

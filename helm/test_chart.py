@@ -3,7 +3,7 @@ validates every rendered object against the Kubernetes schemas (kubernetes-valid
 and the CRDs (KEDA ScaledObject, Prometheus Operator ServiceMonitor) for their required fields,
 and checks what the chart promises: one worker Deployment per pool with its GPUs, drivers and
 grace period, a ScaledObject per autoscaled pool on gantry_pool_desired_workers, PDBs and
-selectors that match, Redis only from a Secret. Run by tests/helm_chart.rs; exits 1 with every
+selectors that match, Redis only from a Secret. Run by tests/e2e/helm_chart.rs; exits 1 with every
 finding."""
 
 import pathlib
