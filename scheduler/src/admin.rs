@@ -56,7 +56,7 @@ async fn queues(State(state): State<AppState>, Admin(_): Admin) -> Result<Respon
         let pool = declared_pool(&state, name)?;
         out.extend(state.queue.stats(&pool, &p.kinds).await?);
     }
-    Ok(axum::Json(serde_json::json!({ "queues": out })).into_response())
+    Ok(axum::Json(Queues { queues: out }).into_response())
 }
 
 async fn queue_action(
@@ -80,7 +80,7 @@ async fn queue_action(
     let action = if pause { "queue.pause" } else { "queue.resume" };
     let target = format!("{}/{kind}", queue.pool);
     audited(&state, &who, action, target, serde_json::json!({ "changed": changed })).await?;
-    Ok(axum::Json(serde_json::json!({ "paused": pause, "changed": changed })).into_response())
+    Ok(axum::Json(PauseState { paused: pause, changed }).into_response())
 }
 
 /// The CLI's dead-letter filter.
@@ -173,16 +173,50 @@ async fn list_dead(
             break;
         }
     }
-    let items: Vec<_> = out
+    let dead_letters = out
         .into_iter()
-        .map(|(pool, d)| {
-            serde_json::json!({
-                "id": d.id, "pool": pool, "kind": d.kind, "dead_at_ms": d.dead_at_ms,
-                "class": d.class, "message": d.message, "attempts": d.attempts,
-            })
+        .map(|(pool, d)| DeadLetterView {
+            id: d.id,
+            pool,
+            kind: d.kind,
+            dead_at_ms: d.dead_at_ms,
+            class: d.class,
+            message: d.message,
+            attempts: d.attempts,
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({ "dead_letters": items })).into_response())
+    Ok(axum::Json(DeadLetters { dead_letters }).into_response())
+}
+
+/// `GET /v1/admin/queues`: every declared pool's queues.
+#[derive(serde::Serialize)]
+struct Queues {
+    queues: Vec<gantry_queue::QueueStats>,
+}
+
+/// `POST /v1/admin/queues/{pool}/{kind}:pause|resume`.
+#[derive(serde::Serialize)]
+struct PauseState {
+    paused: bool,
+    /// Whether this call changed it.
+    changed: bool,
+}
+
+/// `GET /v1/admin/dead-letters` (`DeadLetter` in `openapi.json`).
+#[derive(serde::Serialize)]
+struct DeadLetters {
+    dead_letters: Vec<DeadLetterView>,
+}
+
+#[derive(serde::Serialize)]
+struct DeadLetterView {
+    id: JobId,
+    pool: String,
+    kind: JobKind,
+    dead_at_ms: u64,
+    class: String,
+    message: String,
+    attempts: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -84,7 +84,7 @@ async fn submit_batch(
         ));
     }
     let admitted = state.admission.admit(&c, req.jobs, None).await?;
-    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "jobs": admitted }))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(BatchAdmitted { jobs: admitted })).into_response())
 }
 
 fn parse_id(s: &str) -> Result<JobId, ApiError> {
@@ -112,31 +112,90 @@ async fn show(
         gantry_queue::Payload::Generate(g) => (Some(g.provider.clone()), Some(g.model.clone())),
         _ => (None, None),
     };
-    Ok(axum::Json(serde_json::json!({
-        "id": id,
-        "kind": r.spec.kind(),
-        "pool": r.spec.pool,
-        "status": r.status,
-        "priority": r.spec.priority,
-        "attempts": r.attempts,
-        "max_attempts": r.spec.max_attempts,
-        "enqueued_at_ms": r.enqueued_at_ms,
-        "started_at_ms": r.started_at_ms,
-        "finished_at_ms": r.finished_at_ms,
-        "error": r.error.map(|e| serde_json::json!({"class": e.class, "message": e.message, "at_ms": e.at_ms})),
-        "result": r.result,
-        "usage": r.usage,
-        "provider": provider,
-        "model": model,
-        "credits": credits,
-    }))
+    Ok(axum::Json(JobView {
+        id,
+        kind: r.spec.kind(),
+        pool: &r.spec.pool,
+        status: r.status,
+        priority: r.spec.priority,
+        attempts: r.attempts,
+        max_attempts: r.spec.max_attempts,
+        enqueued_at_ms: r.enqueued_at_ms,
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        error: r.error.as_ref().map(|e| ErrorView {
+            class: &e.class,
+            message: &e.message,
+            at_ms: e.at_ms,
+        }),
+        result: r.result.as_ref(),
+        usage: r.usage.as_ref(),
+        provider,
+        model,
+        credits,
+    })
     .into_response())
+}
+
+/// `GET /v1/jobs/{id}`: a job as its tenant sees it (`Job` in `openapi.json`).
+#[derive(serde::Serialize)]
+struct JobView<'a> {
+    id: JobId,
+    kind: gantry_queue::JobKind,
+    pool: &'a str,
+    status: gantry_queue::JobStatus,
+    priority: gantry_queue::Priority,
+    attempts: u32,
+    max_attempts: u32,
+    enqueued_at_ms: u64,
+    started_at_ms: Option<u64>,
+    finished_at_ms: Option<u64>,
+    /// The last failure: its class, the fixed sentence a tenant may read, and when.
+    error: Option<ErrorView<'a>>,
+    result: Option<&'a gantry_queue::ResultRef>,
+    usage: Option<&'a gantry_queue::Usage>,
+    /// The provider and model a generate job was routed to.
+    provider: Option<String>,
+    model: Option<String>,
+    credits: Option<crate::admission::credits::CreditEntry>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorView<'a> {
+    class: &'a str,
+    message: &'a str,
+    at_ms: u64,
+}
+
+/// `GET /v1/credits`.
+#[derive(serde::Serialize)]
+struct Balance {
+    tenant: String,
+    balance: i64,
+}
+
+/// `POST /v1/jobs/{id}:cancel`: `cancelled` (it was waiting) or `cancel_requested` (it runs;
+/// its worker stops it at its next heartbeat).
+#[derive(serde::Serialize)]
+struct Cancelled {
+    id: JobId,
+    outcome: &'static str,
+}
+
+/// `POST /v1/jobs:batch`: one entry per job, in order.
+#[derive(serde::Serialize)]
+struct BatchAdmitted {
+    jobs: Vec<crate::admission::Admitted>,
 }
 
 async fn credits(State(state): State<AppState>, JobsRead(c): JobsRead) -> Result<Response, ApiError> {
     let initial = state.cfg.tenants.get(&c.tenant).map_or(0, |t| t.initial_credits);
     let balance = state.admission.credits.balance(&c.tenant).await?.unwrap_or(initial);
-    Ok(axum::Json(serde_json::json!({ "tenant": c.tenant, "balance": balance })).into_response())
+    Ok(axum::Json(Balance {
+        tenant: c.tenant,
+        balance,
+    })
+    .into_response())
 }
 
 /// `POST /v1/jobs/{id}:cancel` (axum matches the whole segment; the action is split off here).
@@ -155,5 +214,5 @@ async fn job_action(
         CancelOutcome::Cancelled => (StatusCode::OK, "cancelled"),
         CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancel_requested"),
     };
-    Ok((status, axum::Json(serde_json::json!({ "id": id, "outcome": word }))).into_response())
+    Ok((status, axum::Json(Cancelled { id, outcome: word })).into_response())
 }

@@ -47,7 +47,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn list_lists(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
     let lists = state.hashlists.lists().await.map_err(safety_error)?;
-    Ok(axum::Json(serde_json::json!({ "hashlists": lists })).into_response())
+    Ok(axum::Json(HashLists { hashlists: lists }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +130,10 @@ async fn moderation_events(
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let events = state.moderation.recent(limit_of(query)?).await.map_err(safety_error)?;
-    Ok(axum::Json(serde_json::json!({ "moderation_events": events })).into_response())
+    Ok(axum::Json(ModerationEvents {
+        moderation_events: events,
+    })
+    .into_response())
 }
 
 async fn audit(
@@ -139,5 +142,23 @@ async fn audit(
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let entries = state.audit.recent(limit_of(query)?).await.map_err(safety_error)?;
-    Ok(axum::Json(serde_json::json!({ "audit": entries })).into_response())
+    Ok(axum::Json(AuditEntries { audit: entries }).into_response())
+}
+
+/// `GET /v1/admin/hashlists`: every list's current version and counts.
+#[derive(serde::Serialize)]
+struct HashLists {
+    hashlists: Vec<gantry_safety::hashlists::ListMeta>,
+}
+
+/// `GET /v1/admin/moderation-events`: the newest first.
+#[derive(serde::Serialize)]
+struct ModerationEvents {
+    moderation_events: Vec<gantry_safety::ModerationEvent>,
+}
+
+/// `GET /v1/admin/audit`: the newest first.
+#[derive(serde::Serialize)]
+struct AuditEntries {
+    audit: Vec<gantry_safety::AuditEntry>,
 }
