@@ -9,7 +9,7 @@ use redis::Value;
 
 use crate::config::QueueConfig;
 use crate::conn::{RedisConn, RedisTarget};
-use crate::error::{QueueError, ValidationError};
+use crate::error::{During, QueueError, ValidationError};
 use crate::job::{
     Completion, ErrorClass, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob, Priority,
     ResultRef, Usage,
@@ -411,7 +411,8 @@ impl QueueClient {
                 .arg(&raw)
                 .arg(v.to_string())
                 .invoke_async(&mut c)
-                .await?;
+                .await
+                .during("reseal", pool)?;
                 report.resealed += u64::try_from(swapped).unwrap_or(0);
             }
             if next == 0 {
@@ -639,7 +640,7 @@ impl QueueClient {
         }
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut c).await?;
+        let reply: Vec<Value> = inv.invoke_async(&mut c).await.during("enqueue", pool)?;
         reply
             .chunks(2)
             .map(|p| {
@@ -675,7 +676,7 @@ impl QueueClient {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut c).await?;
+        let reply: Vec<Value> = inv.invoke_async(&mut c).await.during("claim", pool)?;
         let next_due = int(reply.first())?;
         let unfit = int(reply.get(1))? == 1;
         let mut batch = ClaimBatch {
@@ -743,7 +744,7 @@ impl QueueClient {
             inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token);
         }
         let mut c = self.conn.clone();
-        let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await.during("heartbeat", pool)?;
         Ok(reply
             .into_iter()
             .map(|c| match c {
@@ -776,7 +777,7 @@ impl QueueClient {
                 .arg(json(u));
         }
         let mut c = self.conn.clone();
-        let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await.during("ack", pool)?;
         Ok(reply
             .into_iter()
             .map(|c| if c == 0 { AckOutcome::Acked } else { AckOutcome::Stale })
@@ -806,7 +807,7 @@ impl QueueClient {
                 .arg(delay);
         }
         let mut c = self.conn.clone();
-        let reply: Vec<String> = inv.invoke_async(&mut c).await?;
+        let reply: Vec<String> = inv.invoke_async(&mut c).await.during("fail", pool)?;
         reply
             .into_iter()
             .map(|s| match s.as_str() {
@@ -832,7 +833,7 @@ impl QueueClient {
             inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token);
         }
         let mut c = self.conn.clone();
-        let reply: Vec<i64> = inv.invoke_async(&mut c).await?;
+        let reply: Vec<i64> = inv.invoke_async(&mut c).await.during("release", pool)?;
         Ok(reply.into_iter().filter(|&c| c == 0).count())
     }
 
@@ -849,7 +850,7 @@ impl QueueClient {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
-        let r: Vec<u64> = inv.invoke_async(&mut c).await?;
+        let r: Vec<u64> = inv.invoke_async(&mut c).await.during("reap", pool)?;
         Ok(ReapReport {
             requeued: r.first().copied().unwrap_or(0),
             dead: r.get(1).copied().unwrap_or(0),
@@ -935,7 +936,7 @@ impl QueueClient {
             .arg(id.to_string())
             .arg(self.cfg.finished_ttl.as_secs());
         let mut c = self.conn.clone();
-        let r: String = inv.invoke_async(&mut c).await?;
+        let r: String = inv.invoke_async(&mut c).await.during("cancel", &pool)?;
         match r.as_str() {
             "cancelled" => Ok(CancelOutcome::Cancelled),
             "requested" => Ok(CancelOutcome::Requested),
@@ -971,7 +972,7 @@ impl QueueClient {
                 .arg(user)
                 .arg(&cursor)
                 .arg(PAGE);
-            let r: (u64, u64, u64, u64, String) = inv.invoke_async(&mut c).await?;
+            let r: (u64, u64, u64, u64, String) = inv.invoke_async(&mut c).await.during("erase", pool)?;
             total += ErasureCounts {
                 cancelled: r.0,
                 running: r.1,
@@ -993,7 +994,7 @@ impl QueueClient {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
-        let r: Vec<i64> = inv.invoke_async(&mut c).await?;
+        let r: Vec<i64> = inv.invoke_async(&mut c).await.during("stats", pool)?;
         if r.len() != kinds.len() * 9 {
             return Err(QueueError::Protocol(format!(
                 "stats reply of {} values for {} kinds",
@@ -1030,7 +1031,8 @@ impl QueueClient {
             .arg(if paused { "pause" } else { "resume" })
             .arg(self.cfg.wake_cap)
             .invoke_async(&mut c)
-            .await?;
+            .await
+            .during("pause", &queue.pool)?;
         Ok(changed == 1)
     }
 
@@ -1186,7 +1188,7 @@ impl QueueClient {
             inv.arg(id.to_string());
         }
         let mut c = self.conn.clone();
-        let r: Vec<String> = inv.invoke_async(&mut c).await?;
+        let r: Vec<String> = inv.invoke_async(&mut c).await.during("dead_letters", &queue.pool)?;
         Ok(r.iter()
             .map(|s| match s.as_str() {
                 "done" => DeadLetterOutcome::Done,

@@ -63,9 +63,18 @@ pub enum QueueError {
     /// Bad input; nothing was written.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// Redis refused or the connection broke. Callers retry with backoff.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    /// Redis refused or the connection broke, during `op` (a protocol script's name, or
+    /// `command`), on `pool` where there is one. Callers retry with backoff.
+    #[error("redis, during {op}{}: {source}", pool.as_deref().map(|p| format!(" on pool {p}")).unwrap_or_default())]
+    Redis {
+        /// What was being done.
+        op: &'static str,
+        /// The pool it was done on, if any.
+        pool: Option<String>,
+        /// Redis's error.
+        #[source]
+        source: redis::RedisError,
+    },
     /// No job with this id (never existed, expired, or erased).
     #[error("job {0} not found")]
     NotFound(JobId),
@@ -94,11 +103,38 @@ pub enum QueueError {
     Seal(#[from] crate::seal::SealError),
 }
 
+impl From<redis::RedisError> for QueueError {
+    fn from(source: redis::RedisError) -> Self {
+        QueueError::Redis {
+            op: "command",
+            pool: None,
+            source,
+        }
+    }
+}
+
+/// Names what a Redis call was for, so its error says so (`redis, during claim on pool cpu:
+/// connection refused`).
+pub(crate) trait During<T> {
+    /// On error: during `op`, on `pool`.
+    fn during(self, op: &'static str, pool: &crate::Pool) -> Result<T, QueueError>;
+}
+
+impl<T> During<T> for Result<T, redis::RedisError> {
+    fn during(self, op: &'static str, pool: &crate::Pool) -> Result<T, QueueError> {
+        self.map_err(|source| QueueError::Redis {
+            op,
+            pool: Some(pool.to_string()),
+            source,
+        })
+    }
+}
+
 impl QueueError {
     /// Whether retrying the same call later may succeed (connection trouble, Redis restarting).
     pub fn is_transient(&self) -> bool {
         match self {
-            QueueError::Redis(e) => {
+            QueueError::Redis { source: e, .. } => {
                 e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
@@ -116,5 +152,21 @@ impl QueueError {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_error_names_what_was_being_done_and_keeps_its_source() {
+        let refused = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let pool = crate::Pool::new("gpu-h100").expect("valid");
+        let e = Err::<(), _>(refused).during("claim", &pool).expect_err("an error");
+        let text = e.to_string();
+        assert!(text.starts_with("redis, during claim on pool gpu-h100: "), "{text}");
+        assert!(std::error::Error::source(&e).is_some(), "the chain is kept");
+        assert!(e.is_transient(), "a refused connection is retried");
     }
 }

@@ -36,6 +36,6 @@ pub enum SafetyError {
 
 impl From<redis::RedisError> for SafetyError {
     fn from(e: redis::RedisError) -> Self {
-        SafetyError::Queue(gantry_queue::QueueError::Redis(e))
+        SafetyError::Queue(e.into())
     }
 }

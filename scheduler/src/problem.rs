@@ -144,7 +144,7 @@ impl From<QueueError> for ApiError {
             },
             QueueError::NotFound(_) => ApiError::NotFound,
             QueueError::AlreadyFinished { .. } | QueueError::NotDeadLettered(_) => ApiError::Conflict(e.to_string()),
-            QueueError::Redis(_) => {
+            QueueError::Redis { .. } => {
                 tracing::warn!(error = %e, "redis failed during a request");
                 ApiError::Unavailable
             }
