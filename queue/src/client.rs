@@ -383,7 +383,11 @@ impl QueueClient {
             let (next, batch) = self.conn.scan_page(&pattern, cursor, 500).await?;
             for key in batch {
                 report.scanned += 1;
-                let raw: Option<String> = redis::cmd("HGET").arg(&key).arg("spec").query_async(&mut c).await?;
+                let raw: Option<String> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(crate::fields::job::SPEC)
+                    .query_async(&mut c)
+                    .await?;
                 let (Some(raw), Some(id)) = (raw, key.rsplit(':').next()) else {
                     continue;
                 };
@@ -922,7 +926,7 @@ impl QueueClient {
         let mut c = self.conn.clone();
         let s: Option<String> = redis::cmd("HGET")
             .arg(pool.job_key(id))
-            .arg("status")
+            .arg(crate::fields::job::STATUS)
             .query_async(&mut c)
             .await?;
         s.ok_or(QueueError::NotFound(id))?.parse()
@@ -1106,7 +1110,7 @@ impl QueueClient {
                 .arg(queue.pool.job_key(*id))
                 .arg("eclass")
                 .arg("emsg")
-                .arg("attempts");
+                .arg(crate::fields::job::ATTEMPTS);
         }
         let rows: Vec<(Option<String>, Option<String>, Option<u32>)> = pipe.query_async(&mut c).await?;
         let page = page
@@ -1261,7 +1265,7 @@ impl QueueClient {
         let mut c = self.conn.clone();
         let kind: Option<String> = redis::cmd("HGET")
             .arg(pool.job_key(id))
-            .arg("kind")
+            .arg(crate::fields::job::KIND)
             .query_async(&mut c)
             .await?;
         let kind = kind.ok_or(QueueError::NotFound(id))?.parse::<JobKind>()?;
@@ -1342,18 +1346,19 @@ fn decode_spec(id: JobId, raw: &[u8], keys: Option<&Keyring>) -> Result<JobSpec,
 }
 
 fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>) -> Result<JobRecord, QueueError> {
+    use crate::fields::job as f;
     let s = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok());
     let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
-    let spec = decode_spec(id, h.get("spec").map(Vec::as_slice).unwrap_or_default(), keys)?;
-    let status: JobStatus = s("status").unwrap_or("queued").parse()?;
-    let error = s("eclass").map(|class| JobError {
+    let spec = decode_spec(id, h.get(f::SPEC).map(Vec::as_slice).unwrap_or_default(), keys)?;
+    let status: JobStatus = s(f::STATUS).unwrap_or("queued").parse()?;
+    let error = s(f::ERROR_CLASS).map(|class| JobError {
         class: class.to_owned(),
-        message: s("emsg").unwrap_or_default().to_owned(),
-        at_ms: n("eat").unwrap_or(0),
+        message: s(f::ERROR_MESSAGE).unwrap_or_default().to_owned(),
+        at_ms: n(f::ERROR_AT).unwrap_or(0),
     });
-    let result = s("result").and_then(|r| serde_json::from_str::<ResultRef>(r).ok());
-    let usage = s("usage").and_then(|r| serde_json::from_str::<Usage>(r).ok());
-    let history = s("hist")
+    let result = s(f::RESULT).and_then(|r| serde_json::from_str::<ResultRef>(r).ok());
+    let usage = s(f::USAGE).and_then(|r| serde_json::from_str::<Usage>(r).ok());
+    let history = s(f::HISTORY)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<HistoryEvent>(l).ok())
@@ -1361,17 +1366,17 @@ fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>)
     Ok(JobRecord {
         spec,
         status,
-        attempts: n("attempts").unwrap_or(0) as u32,
-        enqueued_at_ms: n("enq").unwrap_or(0),
-        started_at_ms: n("started"),
-        finished_at_ms: n("fin"),
-        due_at_ms: n("due"),
-        worker: s("worker").map(str::to_owned),
-        cancel_requested: s("cancel").is_some(),
+        attempts: n(f::ATTEMPTS).unwrap_or(0) as u32,
+        enqueued_at_ms: n(f::ENQUEUED_AT).unwrap_or(0),
+        started_at_ms: n(f::STARTED_AT),
+        finished_at_ms: n(f::FINISHED_AT),
+        due_at_ms: n(f::DUE_AT),
+        worker: s(f::WORKER).map(str::to_owned),
+        cancel_requested: s(f::CANCEL).is_some(),
         error,
         result,
         usage,
-        credits_reserved: s("cr").and_then(|v| v.parse().ok()),
+        credits_reserved: s(f::CREDITS_RESERVED).and_then(|v| v.parse().ok()),
         history,
     })
 }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod consumer;
 pub mod error;
 pub mod exposition;
+pub mod fields;
 pub mod fleet;
 pub mod job;
 pub mod keys;

@@ -43,19 +43,20 @@ struct CreditEvent {
 
 impl CreditEvent {
     fn parse(e: &StreamId) -> Option<Self> {
+        use gantry_queue::fields::credit_event as f;
         let s = |k: &str| e.get::<String>(k);
         let non_empty = |k: &str| s(k).filter(|v| !v.is_empty());
         Some(Self {
-            job: s("id")?.parse().ok()?,
-            tenant: non_empty("ten")?,
-            succeeded: s("out")? == "succeeded",
-            reserved: s("cr")?.parse().ok()?,
-            rule: non_empty("pr").and_then(|r| serde_json::from_str(&r).ok()),
-            labels: non_empty("pr")
+            job: s(f::JOB)?.parse().ok()?,
+            tenant: non_empty(f::TENANT)?,
+            succeeded: s(f::OUTCOME)? == "succeeded",
+            reserved: s(f::RESERVED)?.parse().ok()?,
+            rule: non_empty(f::PRICE_RULE).and_then(|r| serde_json::from_str(&r).ok()),
+            labels: non_empty(f::PRICE_RULE)
                 .and_then(|r| serde_json::from_str::<LockedPrice>(&r).ok())
                 .map(|l| l.labels)
                 .unwrap_or_default(),
-            usage: non_empty("usage").and_then(|u| serde_json::from_str(&u).ok()),
+            usage: non_empty(f::USAGE).and_then(|u| serde_json::from_str(&u).ok()),
         })
     }
 

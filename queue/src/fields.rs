@@ -1,0 +1,133 @@
+//! The names of the fields the Lua scripts write and Rust reads: a job's hash
+//! (`gantry:{pool}:job:<id>`) and a pool's credit events (`gantry:{pool}:credits`). Rust code
+//! names them through these constants, and a unit test checks that every one is written by
+//! the scripts, so a rename on one side fails the build's tests instead of reading as absent.
+
+/// Fields of a job's hash.
+pub mod job {
+    /// The stored spec (JSON, sensitive fields sealed).
+    pub const SPEC: &str = "spec";
+    /// `queued`, `running`, `succeeded`, …
+    pub const STATUS: &str = "status";
+    /// Attempts started.
+    pub const ATTEMPTS: &str = "attempts";
+    /// Enqueued at (Unix ms).
+    pub const ENQUEUED_AT: &str = "enq";
+    /// Started running (Unix ms).
+    pub const STARTED_AT: &str = "started";
+    /// Finished (Unix ms).
+    pub const FINISHED_AT: &str = "fin";
+    /// Due again (a delayed job or a retry), Unix ms.
+    pub const DUE_AT: &str = "due";
+    /// The worker that holds it.
+    pub const WORKER: &str = "worker";
+    /// Set when a cancel was asked of a running job.
+    pub const CANCEL: &str = "cancel";
+    /// The last error's class.
+    pub const ERROR_CLASS: &str = "eclass";
+    /// The last error's message (operator-safe).
+    pub const ERROR_MESSAGE: &str = "emsg";
+    /// When the last error happened (Unix ms).
+    pub const ERROR_AT: &str = "eat";
+    /// The result reference (JSON).
+    pub const RESULT: &str = "result";
+    /// The usage the worker reported (JSON).
+    pub const USAGE: &str = "usage";
+    /// The attempt history, one JSON event per line.
+    pub const HISTORY: &str = "hist";
+    /// Credits reserved at admission.
+    pub const CREDITS_RESERVED: &str = "cr";
+    /// The tenant.
+    pub const TENANT: &str = "ten";
+    /// The price rule locked at admission (JSON).
+    pub const PRICE_RULE: &str = "pr";
+    /// The user's pseudonymous key (its index, for erasure).
+    pub const USER_KEY: &str = "uk";
+    /// The job kind.
+    pub const KIND: &str = "kind";
+
+    /// Every field above.
+    pub const ALL: [&str; 20] = [
+        SPEC,
+        STATUS,
+        ATTEMPTS,
+        ENQUEUED_AT,
+        STARTED_AT,
+        FINISHED_AT,
+        DUE_AT,
+        WORKER,
+        CANCEL,
+        ERROR_CLASS,
+        ERROR_MESSAGE,
+        ERROR_AT,
+        RESULT,
+        USAGE,
+        HISTORY,
+        CREDITS_RESERVED,
+        TENANT,
+        PRICE_RULE,
+        USER_KEY,
+        KIND,
+    ];
+}
+
+/// Fields of a credit event (the pool's `credits` stream), written with a job's final outcome.
+pub mod credit_event {
+    /// The job id.
+    pub const JOB: &str = "id";
+    /// The tenant.
+    pub const TENANT: &str = "ten";
+    /// The outcome: `succeeded`, `dead`, `cancelled`, …
+    pub const OUTCOME: &str = "out";
+    /// Credits reserved.
+    pub const RESERVED: &str = "cr";
+    /// The locked price rule (JSON).
+    pub const PRICE_RULE: &str = "pr";
+    /// The usage the worker reported (JSON).
+    pub const USAGE: &str = "usage";
+
+    /// Every field above.
+    pub const ALL: [&str; 6] = [JOB, TENANT, OUTCOME, RESERVED, PRICE_RULE, USAGE];
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every script, as the protocol runs it.
+    fn scripts() -> String {
+        [
+            include_str!("scripts/common.lua"),
+            include_str!("scripts/enqueue.lua"),
+            include_str!("scripts/claim.lua"),
+            include_str!("scripts/heartbeat.lua"),
+            include_str!("scripts/ack.lua"),
+            include_str!("scripts/fail.lua"),
+            include_str!("scripts/release.lua"),
+            include_str!("scripts/reap.lua"),
+            include_str!("scripts/cancel.lua"),
+            include_str!("scripts/erase.lua"),
+            include_str!("scripts/dead_letters.lua"),
+            include_str!("scripts/stats.lua"),
+            include_str!("scripts/register.lua"),
+            include_str!("scripts/pause.lua"),
+            include_str!("scripts/slots.lua"),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn every_field_rust_reads_is_one_the_scripts_write() {
+        let lua = scripts();
+        for f in super::job::ALL.iter().chain(&super::credit_event::ALL) {
+            assert!(lua.contains(&format!("'{f}'")), "no script names the field {f:?}");
+        }
+        // The credit event is written in one XADD, with every field in it.
+        let xadd = lua
+            .lines()
+            .skip_while(|l| !l.contains("'XADD'"))
+            .take(2)
+            .collect::<String>();
+        for f in super::credit_event::ALL {
+            assert!(xadd.contains(&format!("'{f}'")), "the credit event lacks {f:?}: {xadd}");
+        }
+    }
+}
