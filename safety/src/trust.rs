@@ -42,6 +42,9 @@ fn keys(tenant: &str, user: &str) -> [String; 2] {
 /// Moves a legacy record to its pseudonymous key (KEYS[1] new, KEYS[2] legacy), then runs the
 /// operation: ARGV[1] `read`, `block` (ARGV[2] 0/1) or `adjust` (ARGV[2] delta); ARGV[3] TTL
 /// seconds. Returns {score or false, blocked or false}.
+/// Compiled (hashed) once: admission runs it for every user of every request.
+static TRUST_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(TRUST_LUA));
+
 const TRUST_LUA: &str = r"
 if KEYS[1] ~= KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
   if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -73,7 +76,7 @@ impl TrustRegistry {
     async fn run(&self, tenant: &str, user: &str, op: &str, arg: &str) -> Result<TrustStatus, QueueError> {
         let mut c = self.conn.clone();
         let [k, legacy] = keys(tenant, user);
-        let (score, blocked): (Option<f64>, Option<i64>) = redis::Script::new(TRUST_LUA)
+        let (score, blocked): (Option<f64>, Option<i64>) = TRUST_SCRIPT
             .key(k)
             .key(legacy)
             .arg(op)
