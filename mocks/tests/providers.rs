@@ -11,7 +11,7 @@ use gantry_providers::media::{self, MediaLimits};
 use gantry_providers::retry::Backoff;
 use gantry_providers::run::{NoHooks, RunError, RunOptions, run};
 use gantry_providers::task::PollSchedule;
-use gantry_providers::{ErrorClass, GenerateRequest, ProvidersConfig, Registry};
+use gantry_providers::{GenerateRequest, ProviderErrorClass, ProvidersConfig, Registry};
 use tokio_util::sync::CancellationToken;
 
 /// (provider, region, our model, video, results are URLs)
@@ -75,7 +75,7 @@ async fn generate(
     reg: &Registry,
     t: (&str, &str, &str, bool, bool),
     prompt: &str,
-) -> Result<Vec<&'static str>, (ErrorClass, Option<String>)> {
+) -> Result<Vec<&'static str>, (ProviderErrorClass, Option<String>)> {
     let (provider, region, model, video, _) = t;
     let (_, client) = reg.client(provider, &[region.to_owned()]).unwrap();
     let breaker = Breaker::new(BreakerConfig::default());
@@ -153,25 +153,25 @@ async fn every_error_class_is_classified_per_provider() {
     let reg = registry(&mock);
     for &t in TARGETS {
         let p = |d: &str| format!("{} {} [mock:{d}]", t.0, t.2);
-        let class = |r: Result<Vec<&str>, (ErrorClass, Option<String>)>| r.err().map(|e| e.0);
+        let class = |r: Result<Vec<&str>, (ProviderErrorClass, Option<String>)>| r.err().map(|e| e.0);
         assert_eq!(
             class(generate(&reg, t, &p("quota")).await),
-            Some(ErrorClass::QuotaExhausted),
+            Some(ProviderErrorClass::QuotaExhausted),
             "{t:?} quota"
         );
         assert_eq!(
             class(generate(&reg, t, &p("moderated")).await),
-            Some(ErrorClass::Moderated),
+            Some(ProviderErrorClass::Moderated),
             "{t:?} moderated"
         );
         assert_eq!(
             class(generate(&reg, t, &p("moderated_output,pending=1")).await),
-            Some(ErrorClass::Moderated),
+            Some(ProviderErrorClass::Moderated),
             "{t:?} output moderated"
         );
         assert_eq!(
             class(generate(&reg, t, &p("5xx=10")).await),
-            Some(ErrorClass::Transient),
+            Some(ProviderErrorClass::Transient),
             "{t:?} outage"
         );
         for recoverable in ["5xx=1", "malformed=1", "truncated=1", "concurrency=1"] {
@@ -180,7 +180,11 @@ async fn every_error_class_is_classified_per_provider() {
         }
         if t.4 {
             let e = generate(&reg, t, &p("expired")).await.unwrap_err();
-            assert_eq!(e, (ErrorClass::Transient, Some("result_expired".into())), "{t:?}");
+            assert_eq!(
+                e,
+                (ProviderErrorClass::Transient, Some("result_expired".into())),
+                "{t:?}"
+            );
         }
     }
 }
@@ -232,7 +236,7 @@ async fn wrong_credentials_are_unauthorized_and_kling_checks_its_jwt() {
     let reg = Registry::build(&cfg).unwrap();
     for &t in TARGETS {
         let e = generate(&reg, t, "anything").await.unwrap_err();
-        assert_eq!(e.0, ErrorClass::Unauthorized, "{t:?}");
+        assert_eq!(e.0, ProviderErrorClass::Unauthorized, "{t:?}");
     }
     // Kling's claims: a token past its exp is 1004, one before its nbf 1003.
     let signer = gantry_providers::kling::Signer::new(
@@ -317,7 +321,7 @@ async fn a_body_slower_than_the_request_timeout_is_a_transient_failure() {
     };
     assert_eq!(
         (e.class, e.code.as_deref(), e.outcome_unknown),
-        (ErrorClass::Transient, Some("timeout"), true),
+        (ProviderErrorClass::Transient, Some("timeout"), true),
         "{e}"
     );
     assert!(
@@ -386,7 +390,7 @@ async fn reference_images_reach_the_endpoints_that_take_them() {
             };
             assert_eq!(
                 (e.class, e.code.as_deref()),
-                (ErrorClass::InvalidRequest, Some("bad_reference")),
+                (ProviderErrorClass::InvalidRequest, Some("bad_reference")),
                 "{provider}"
             );
         }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ProviderConfig;
-use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::error::{ProviderError, ProviderErrorClass, class_for_status};
 use crate::http::{self, Endpoint, MAX_JSON_BYTES, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
@@ -53,17 +53,17 @@ struct ApiError {
 }
 
 /// The class of an Ark error code.
-pub fn class_for_code(code: &str, status: u16, retry_after: Option<std::time::Duration>) -> ErrorClass {
+pub fn class_for_code(code: &str, status: u16, retry_after: Option<std::time::Duration>) -> ProviderErrorClass {
     if code.contains("SensitiveContentDetected") {
-        ErrorClass::Moderated
+        ProviderErrorClass::Moderated
     } else if matches!(code, "AccountOverdueError" | "QuotaExceeded" | "SetLimitExceeded") {
-        ErrorClass::QuotaExhausted
+        ProviderErrorClass::QuotaExhausted
     } else if code.contains("RateLimitExceeded") {
-        ErrorClass::RateLimited { retry_after }
+        ProviderErrorClass::RateLimited { retry_after }
     } else if code == "ServerOverloaded" {
-        ErrorClass::Transient
+        ProviderErrorClass::Transient
     } else if code == "AuthenticationError" {
-        ErrorClass::Unauthorized
+        ProviderErrorClass::Unauthorized
     } else {
         class_for_status(status, retry_after)
     }
@@ -186,8 +186,12 @@ impl Ark {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64.as_bytes())
                         .map_err(|e| {
-                            ProviderError::new(self.ep.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
-                                .code("malformed_response")
+                            ProviderError::new(
+                                self.ep.name,
+                                ProviderErrorClass::Transient,
+                                format!("bad base64 image: {e}"),
+                            )
+                            .code("malformed_response")
                         })?;
                     artifacts.push(Artifact::Inline {
                         bytes,
@@ -207,7 +211,7 @@ impl Ark {
             return Err(ProviderError::new(self.ep.name, class_for_code(&e.code, 200, None), e.message).code(e.code));
         }
         let billed = reply.usage.as_ref().and_then(|u| u.generated_images);
-        let usage = gantry_queue::Usage {
+        let usage = gantry_core::Usage {
             outputs: Some(billed.unwrap_or(artifacts.len() as u32)),
             provider_units: reply.usage.and_then(|u| u.total_tokens).map(|t| format!("{t} tokens")),
             ..Default::default()
@@ -254,7 +258,7 @@ fn observe(provider: &'static str, t: TaskReply) -> Observed {
         "succeeded" => match t.content.and_then(|c| c.video_url) {
             Some(url) => Observed::Succeeded(Generated {
                 artifacts: vec![Artifact::Url { url }],
-                usage: gantry_queue::Usage {
+                usage: gantry_core::Usage {
                     outputs: Some(1),
                     seconds: t.duration,
                     provider_units: t
@@ -265,7 +269,8 @@ fn observe(provider: &'static str, t: TaskReply) -> Observed {
                 },
             }),
             None => Observed::Failed(
-                ProviderError::new(provider, ErrorClass::Transient, "succeeded without a video").code("empty_result"),
+                ProviderError::new(provider, ProviderErrorClass::Transient, "succeeded without a video")
+                    .code("empty_result"),
             ),
         },
         "cancelled" => Observed::Cancelled,
@@ -275,9 +280,9 @@ fn observe(provider: &'static str, t: TaskReply) -> Observed {
                 message: "failed".into(),
             });
             let class = match class_for_code(&e.code, 200, None) {
-                ErrorClass::Moderated => ErrorClass::Moderated,
-                ErrorClass::QuotaExhausted => ErrorClass::QuotaExhausted,
-                _ => ErrorClass::Transient,
+                ProviderErrorClass::Moderated => ProviderErrorClass::Moderated,
+                ProviderErrorClass::QuotaExhausted => ProviderErrorClass::QuotaExhausted,
+                _ => ProviderErrorClass::Transient,
             };
             Observed::Failed(ProviderError::new(provider, class, e.message).code(e.code))
         }
@@ -314,8 +319,13 @@ impl Provider for Ark {
         body: &[u8],
         _secret: &str,
     ) -> Result<(String, Observed), ProviderError> {
-        let t: TaskReply = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, format!("callback body: {e}")))?;
+        let t: TaskReply = serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(
+                self.ep.name,
+                ProviderErrorClass::InvalidRequest,
+                format!("callback body: {e}"),
+            )
+        })?;
         Ok((t.id.clone(), observe(self.ep.name, t)))
     }
 
@@ -344,20 +354,23 @@ mod tests {
     fn codes_map_to_classes() {
         assert_eq!(
             class_for_code("OutputImageSensitiveContentDetected", 400, None),
-            ErrorClass::Moderated
+            ProviderErrorClass::Moderated
         );
         assert_eq!(
             class_for_code("AccountOverdueError", 403, None),
-            ErrorClass::QuotaExhausted
+            ProviderErrorClass::QuotaExhausted
         );
         assert!(matches!(
             class_for_code("ModelAccountRpmRateLimitExceeded", 429, None),
-            ErrorClass::RateLimited { .. }
+            ProviderErrorClass::RateLimited { .. }
         ));
-        assert_eq!(class_for_code("ServerOverloaded", 503, None), ErrorClass::Transient);
+        assert_eq!(
+            class_for_code("ServerOverloaded", 503, None),
+            ProviderErrorClass::Transient
+        );
         assert_eq!(
             class_for_code("InvalidParameter", 400, None),
-            ErrorClass::InvalidRequest
+            ProviderErrorClass::InvalidRequest
         );
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ProviderConfig;
-use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::error::{ProviderError, ProviderErrorClass, class_for_status};
 use crate::http::{self, Endpoint, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
@@ -98,23 +98,25 @@ pub fn observe(provider: &'static str, status: &str, sample: Option<String>) -> 
         "Ready" => match sample {
             Some(url) => Observed::Succeeded(Generated {
                 artifacts: vec![Artifact::Url { url }],
-                usage: gantry_queue::Usage {
+                usage: gantry_core::Usage {
                     outputs: Some(1),
                     ..Default::default()
                 },
             }),
             None => Observed::Failed(
-                ProviderError::new(provider, ErrorClass::Transient, "Ready without a sample").code("empty_result"),
+                ProviderError::new(provider, ProviderErrorClass::Transient, "Ready without a sample")
+                    .code("empty_result"),
             ),
         },
         "Request Moderated" | "Content Moderated" => Observed::Failed(
-            ProviderError::new(provider, ErrorClass::Moderated, status.to_owned()).code(status.to_owned()),
+            ProviderError::new(provider, ProviderErrorClass::Moderated, status.to_owned()).code(status.to_owned()),
         ),
         "Task not found" => Observed::Failed(
-            ProviderError::new(provider, ErrorClass::Transient, "the task is gone").code("task_not_found"),
+            ProviderError::new(provider, ProviderErrorClass::Transient, "the task is gone").code("task_not_found"),
         ),
         other => Observed::Failed(
-            ProviderError::new(provider, ErrorClass::Transient, format!("task ended: {other}")).code(other.to_owned()),
+            ProviderError::new(provider, ProviderErrorClass::Transient, format!("task ended: {other}"))
+                .code(other.to_owned()),
         ),
     }
 }
@@ -170,7 +172,7 @@ impl Provider for Bfl {
             if !self.trusted(&poll_url) {
                 return Err(ProviderError::new(
                     self.ep.name,
-                    ErrorClass::Transient,
+                    ProviderErrorClass::Transient,
                     "polling_url points at a host we do not send keys to",
                 )
                 .code("untrusted_polling_url"));
@@ -205,7 +207,7 @@ impl Provider for Bfl {
             .collect();
         if sig.len() != expected.len() || !sig.eq_ignore_ascii_case(&expected) {
             return Err(
-                ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, "bad X-BFL-Signature")
+                ProviderError::new(self.ep.name, ProviderErrorClass::InvalidRequest, "bad X-BFL-Signature")
                     .code("bad_signature"),
             );
         }
@@ -216,8 +218,13 @@ impl Provider for Bfl {
             #[serde(default)]
             result: Option<PollResult>,
         }
-        let c: Call = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, format!("webhook body: {e}")))?;
+        let c: Call = serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(
+                self.ep.name,
+                ProviderErrorClass::InvalidRequest,
+                format!("webhook body: {e}"),
+            )
+        })?;
         let seen = observe(self.ep.name, &c.status, c.result.and_then(|r| r.sample));
         Ok((c.id, seen))
     }
@@ -229,10 +236,12 @@ impl Provider for Bfl {
                 .clone()
                 .unwrap_or_else(|| format!("{}/v1/get_result?id={}", self.ep.base, task.id));
             if !self.trusted(&url) {
-                return Err(
-                    ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, "untrusted polling_url")
-                        .code("untrusted_polling_url"),
-                );
+                return Err(ProviderError::new(
+                    self.ep.name,
+                    ProviderErrorClass::InvalidRequest,
+                    "untrusted polling_url",
+                )
+                .code("untrusted_polling_url"));
             }
             let r = http::send(
                 self.ep.name,
@@ -302,7 +311,7 @@ mod tests {
             retry_after: None,
             body: br#"{"detail":"Insufficient credits"}"#.to_vec(),
         };
-        assert_eq!(classify("flux", &r).class, ErrorClass::QuotaExhausted);
+        assert_eq!(classify("flux", &r).class, ProviderErrorClass::QuotaExhausted);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// What kind of failure, as the fleet acts on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
+pub enum ProviderErrorClass {
     /// Too many requests: retry after `retry_after` (the provider's, when it gave one).
     RateLimited {
         /// The provider's `Retry-After` (header, or Gemini's `RetryInfo` in the body).
@@ -27,17 +27,17 @@ pub enum ErrorClass {
     Transient,
 }
 
-impl ErrorClass {
+impl ProviderErrorClass {
     /// The stable name used in job errors, logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorClass::RateLimited { .. } => "rate_limited",
-            ErrorClass::ConcurrencyFull => "concurrency_full",
-            ErrorClass::QuotaExhausted => "quota_exhausted",
-            ErrorClass::Moderated => "moderated",
-            ErrorClass::InvalidRequest => "invalid_request",
-            ErrorClass::Unauthorized => "unauthorized",
-            ErrorClass::Transient => "transient",
+            ProviderErrorClass::RateLimited { .. } => "rate_limited",
+            ProviderErrorClass::ConcurrencyFull => "concurrency_full",
+            ProviderErrorClass::QuotaExhausted => "quota_exhausted",
+            ProviderErrorClass::Moderated => "moderated",
+            ProviderErrorClass::InvalidRequest => "invalid_request",
+            ProviderErrorClass::Unauthorized => "unauthorized",
+            ProviderErrorClass::Transient => "transient",
         }
     }
 
@@ -45,27 +45,29 @@ impl ErrorClass {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorClass::RateLimited { .. } | ErrorClass::ConcurrencyFull | ErrorClass::Transient
+            ProviderErrorClass::RateLimited { .. }
+                | ProviderErrorClass::ConcurrencyFull
+                | ProviderErrorClass::Transient
         )
     }
 
     /// Whether the failure says the provider is unwell (counts against its circuit breaker).
     /// Rate limits and refusals of our request say nothing about its health.
     pub fn is_outage(self) -> bool {
-        matches!(self, ErrorClass::Transient)
+        matches!(self, ProviderErrorClass::Transient)
     }
 
     /// The queue's class for a job attempt that ends with this error.
-    pub fn job_class(self) -> gantry_queue::ErrorClass {
+    pub fn job_class(self) -> gantry_core::ErrorClass {
         if self.is_retryable() {
-            gantry_queue::ErrorClass::Retryable
+            gantry_core::ErrorClass::Retryable
         } else {
-            gantry_queue::ErrorClass::Permanent
+            gantry_core::ErrorClass::Permanent
         }
     }
 }
 
-impl std::fmt::Display for ErrorClass {
+impl std::fmt::Display for ProviderErrorClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -79,7 +81,7 @@ pub struct ProviderError {
     /// The provider (`kling`, `flux`, ...).
     pub provider: &'static str,
     /// What to do about it.
-    pub class: ErrorClass,
+    pub class: ProviderErrorClass,
     /// The provider's own code (`1102`, `moderation_blocked`, `Request Moderated`), if any.
     pub code: Option<String>,
     /// The HTTP status, if the failure came with one.
@@ -95,7 +97,7 @@ const MAX_MESSAGE: usize = 300;
 
 impl ProviderError {
     /// An error of `class` with `message` (truncated).
-    pub fn new(provider: &'static str, class: ErrorClass, message: impl Into<String>) -> Self {
+    pub fn new(provider: &'static str, class: ProviderErrorClass, message: impl Into<String>) -> Self {
         let mut message: String = message.into();
         if message.len() > MAX_MESSAGE {
             let mut end = MAX_MESSAGE;
@@ -132,13 +134,15 @@ impl ProviderError {
     /// fragment of our key, an account id or the request back) is for the operator's log only.
     pub fn tenant_message(&self) -> String {
         let what = match self.class {
-            ErrorClass::RateLimited { .. } => "the provider is rate limiting the fleet; the job is retried",
-            ErrorClass::ConcurrencyFull => "the provider's concurrent task slots are full; the job is retried",
-            ErrorClass::QuotaExhausted => "the fleet's account at the provider is out of quota",
-            ErrorClass::Moderated => "the provider's safety system refused the prompt or the output",
-            ErrorClass::InvalidRequest => "the provider refused the request's parameters or inputs",
-            ErrorClass::Unauthorized => "the provider refused the fleet's credentials; the operators are alerted",
-            ErrorClass::Transient => "the provider failed or did not answer in time",
+            ProviderErrorClass::RateLimited { .. } => "the provider is rate limiting the fleet; the job is retried",
+            ProviderErrorClass::ConcurrencyFull => "the provider's concurrent task slots are full; the job is retried",
+            ProviderErrorClass::QuotaExhausted => "the fleet's account at the provider is out of quota",
+            ProviderErrorClass::Moderated => "the provider's safety system refused the prompt or the output",
+            ProviderErrorClass::InvalidRequest => "the provider refused the request's parameters or inputs",
+            ProviderErrorClass::Unauthorized => {
+                "the provider refused the fleet's credentials; the operators are alerted"
+            }
+            ProviderErrorClass::Transient => "the provider failed or did not answer in time",
         };
         let code = self
             .code
@@ -157,21 +161,21 @@ impl ProviderError {
     /// The delay the provider asked for, if it is rate limiting.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.class {
-            ErrorClass::RateLimited { retry_after } => retry_after,
+            ProviderErrorClass::RateLimited { retry_after } => retry_after,
             _ => None,
         }
     }
 }
 
 /// The class for an HTTP status when the body says nothing more specific.
-pub fn class_for_status(status: u16, retry_after: Option<Duration>) -> ErrorClass {
+pub fn class_for_status(status: u16, retry_after: Option<Duration>) -> ProviderErrorClass {
     match status {
-        401 | 403 => ErrorClass::Unauthorized,
-        402 => ErrorClass::QuotaExhausted,
-        408 | 425 | 500..=599 => ErrorClass::Transient,
-        429 => ErrorClass::RateLimited { retry_after },
-        400..=499 => ErrorClass::InvalidRequest,
-        _ => ErrorClass::Transient,
+        401 | 403 => ProviderErrorClass::Unauthorized,
+        402 => ProviderErrorClass::QuotaExhausted,
+        408 | 425 | 500..=599 => ProviderErrorClass::Transient,
+        429 => ProviderErrorClass::RateLimited { retry_after },
+        400..=499 => ProviderErrorClass::InvalidRequest,
+        _ => ProviderErrorClass::Transient,
     }
 }
 
@@ -181,21 +185,21 @@ mod tests {
 
     #[test]
     fn messages_are_truncated_on_a_char_boundary() {
-        let e = ProviderError::new("kling", ErrorClass::Transient, "é".repeat(400));
+        let e = ProviderError::new("kling", ProviderErrorClass::Transient, "é".repeat(400));
         assert!(e.message.len() <= MAX_MESSAGE + '…'.len_utf8());
         assert!(e.message.ends_with('…'));
     }
 
     #[test]
     fn statuses_have_default_classes() {
-        assert_eq!(class_for_status(402, None), ErrorClass::QuotaExhausted);
-        assert_eq!(class_for_status(503, None), ErrorClass::Transient);
-        assert_eq!(class_for_status(404, None), ErrorClass::InvalidRequest);
-        assert!(!ErrorClass::Moderated.is_retryable());
-        assert!(ErrorClass::ConcurrencyFull.is_retryable());
+        assert_eq!(class_for_status(402, None), ProviderErrorClass::QuotaExhausted);
+        assert_eq!(class_for_status(503, None), ProviderErrorClass::Transient);
+        assert_eq!(class_for_status(404, None), ProviderErrorClass::InvalidRequest);
+        assert!(!ProviderErrorClass::Moderated.is_retryable());
+        assert!(ProviderErrorClass::ConcurrencyFull.is_retryable());
         assert_eq!(
-            ErrorClass::QuotaExhausted.job_class(),
-            gantry_queue::ErrorClass::Permanent
+            ProviderErrorClass::QuotaExhausted.job_class(),
+            gantry_core::ErrorClass::Permanent
         );
     }
 
@@ -203,7 +207,7 @@ mod tests {
     fn tenants_get_a_fixed_sentence_not_the_providers_text() {
         let e = ProviderError::new(
             "openai",
-            ErrorClass::Unauthorized,
+            ProviderErrorClass::Unauthorized,
             "Incorrect API key provided: sk-proj-Ab12********************xyZ9. You can find your API key at ...",
         )
         .code("invalid_api_key")
@@ -214,7 +218,7 @@ mod tests {
             m,
             "openai unauthorized (invalid_api_key): the provider refused the fleet's credentials; the operators are alerted"
         );
-        let weird = ProviderError::new("kling", ErrorClass::Transient, "x").code("<script>sk-123</script>");
+        let weird = ProviderError::new("kling", ProviderErrorClass::Transient, "x").code("<script>sk-123</script>");
         assert_eq!(
             weird.tenant_message(),
             "kling transient: the provider failed or did not answer in time"

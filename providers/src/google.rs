@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::config::ProviderConfig;
-use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::error::{ProviderError, ProviderErrorClass, class_for_status};
 use crate::http::{self, Endpoint, MAX_JSON_BYTES, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
@@ -57,12 +57,12 @@ pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
         });
     let status = err["status"].as_str().unwrap_or_default().to_owned();
     let class = match (r.status, status.as_str()) {
-        (429, _) | (_, "RESOURCE_EXHAUSTED") if daily => ErrorClass::QuotaExhausted,
-        (429, _) | (_, "RESOURCE_EXHAUSTED") => ErrorClass::RateLimited {
+        (429, _) | (_, "RESOURCE_EXHAUSTED") if daily => ProviderErrorClass::QuotaExhausted,
+        (429, _) | (_, "RESOURCE_EXHAUSTED") => ProviderErrorClass::RateLimited {
             retry_after: retry_info.or(r.retry_after),
         },
-        (_, "PERMISSION_DENIED" | "UNAUTHENTICATED") => ErrorClass::Unauthorized,
-        (_, "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND") => ErrorClass::InvalidRequest,
+        (_, "PERMISSION_DENIED" | "UNAUTHENTICATED") => ProviderErrorClass::Unauthorized,
+        (_, "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND") => ProviderErrorClass::InvalidRequest,
         (s, _) => class_for_status(s, r.retry_after),
     };
     let message = err["message"]
@@ -78,14 +78,15 @@ pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
 
 fn moderated(provider: &'static str, why: impl Into<String>) -> ProviderError {
     let why = why.into();
-    ProviderError::new(provider, ErrorClass::Moderated, why.clone()).code(why)
+    ProviderError::new(provider, ProviderErrorClass::Moderated, why.clone()).code(why)
 }
 
 fn decode(provider: &'static str, b64: &str) -> Result<Vec<u8>, ProviderError> {
     base64::engine::general_purpose::STANDARD
         .decode(b64.as_bytes())
         .map_err(|e| {
-            ProviderError::new(provider, ErrorClass::Transient, format!("bad base64: {e}")).code("malformed_response")
+            ProviderError::new(provider, ProviderErrorClass::Transient, format!("bad base64: {e}"))
+                .code("malformed_response")
         })
 }
 
@@ -197,7 +198,7 @@ impl Provider for Google {
                 let n = artifacts.len() as u32;
                 Submitted::Done(Generated {
                     artifacts,
-                    usage: gantry_queue::Usage {
+                    usage: gantry_core::Usage {
                         outputs: Some(n),
                         ..Default::default()
                     },
@@ -219,7 +220,7 @@ impl Provider for Google {
                     )
                     .await?;
                 let name = v["name"].as_str().ok_or_else(|| {
-                    ProviderError::new(self.ep.name, ErrorClass::Transient, "no operation name")
+                    ProviderError::new(self.ep.name, ProviderErrorClass::Transient, "no operation name")
                         .code("malformed_response")
                 })?;
                 return Ok(Submitted::Accepted(TaskHandle {
@@ -281,7 +282,7 @@ impl Provider for Google {
                 let mut e = classify(self.ep.name, &r);
                 if e.class.is_retryable() {
                     // The operation is over: a retry is a new operation, not a wait.
-                    e.class = ErrorClass::Transient;
+                    e.class = ProviderErrorClass::Transient;
                 }
                 return Ok(Observed::Failed(e));
             }
@@ -300,8 +301,12 @@ impl Provider for Google {
             for uri in uris {
                 if !self.same_host(&uri) {
                     return Ok(Observed::Failed(
-                        ProviderError::new(self.ep.name, ErrorClass::Transient, "video URI on a foreign host")
-                            .code("untrusted_uri"),
+                        ProviderError::new(
+                            self.ep.name,
+                            ProviderErrorClass::Transient,
+                            "video URI on a foreign host",
+                        )
+                        .code("untrusted_uri"),
                     ));
                 }
                 let r = http::send(
@@ -315,11 +320,13 @@ impl Provider for Google {
                 )
                 .await?;
                 if matches!(r.status, 403 | 404 | 410) {
-                    return Err(
-                        ProviderError::new(self.ep.name, ErrorClass::Transient, "the video has expired")
-                            .code("result_expired")
-                            .status(r.status),
-                    );
+                    return Err(ProviderError::new(
+                        self.ep.name,
+                        ProviderErrorClass::Transient,
+                        "the video has expired",
+                    )
+                    .code("result_expired")
+                    .status(r.status));
                 }
                 if !r.ok() {
                     return Err(classify(self.ep.name, &r));
@@ -333,7 +340,7 @@ impl Provider for Google {
             let secs = v["metadata"]["durationSeconds"].as_u64().map(|s| s as u32);
             Ok(Observed::Succeeded(Generated {
                 artifacts,
-                usage: gantry_queue::Usage {
+                usage: gantry_core::Usage {
                     outputs: Some(n),
                     // Per clip: a per-second price multiplies by the outputs.
                     seconds: secs,
@@ -365,7 +372,7 @@ mod tests {
             retry_after: None,
             body: daily.into_bytes(),
         };
-        assert_eq!(classify("gemini", &r).class, ErrorClass::QuotaExhausted);
+        assert_eq!(classify("gemini", &r).class, ProviderErrorClass::QuotaExhausted);
     }
 
     #[test]
@@ -373,12 +380,12 @@ mod tests {
         let v = json!({"candidates": [{"finishReason": "IMAGE_SAFETY", "content": {"parts": [{"text": "no"}]}}]});
         assert_eq!(
             gemini_images("gemini", &v).expect_err("refused").class,
-            ErrorClass::Moderated
+            ProviderErrorClass::Moderated
         );
         let v = json!({"predictions": [{"raiFilteredReason": "filtered"}]});
         assert_eq!(
             imagen_images("gemini", &v).expect_err("refused").class,
-            ErrorClass::Moderated
+            ProviderErrorClass::Moderated
         );
         let v = json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]}}]});
         assert_eq!(gemini_images("gemini", &v).expect("image").len(), 1);

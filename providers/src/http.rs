@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ErrorClass, ProviderError};
+use crate::error::{ProviderError, ProviderErrorClass};
 
 /// Largest JSON reply read (base64 images make these large).
 pub const MAX_JSON_BYTES: usize = 64 << 20;
@@ -31,9 +31,13 @@ impl Reply {
     /// The body as JSON of type `T`; a body that is not is a transient failure.
     pub fn json<T: DeserializeOwned>(&self, provider: &'static str) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            ProviderError::new(provider, ErrorClass::Transient, format!("malformed response: {e}"))
-                .code("malformed_response")
-                .status(self.status)
+            ProviderError::new(
+                provider,
+                ProviderErrorClass::Transient,
+                format!("malformed response: {e}"),
+            )
+            .code("malformed_response")
+            .status(self.status)
         })
     }
 }
@@ -98,7 +102,12 @@ pub async fn send(
 }
 
 fn too_large(provider: &'static str, max: usize) -> ProviderError {
-    ProviderError::new(provider, ErrorClass::Transient, format!("response exceeds {max} bytes")).code("too_large")
+    ProviderError::new(
+        provider,
+        ProviderErrorClass::Transient,
+        format!("response exceeds {max} bytes"),
+    )
+    .code("too_large")
 }
 
 /// Classifies a reqwest failure. The URL is left out: it may be signed.
@@ -114,8 +123,12 @@ pub fn transport(provider: &'static str, e: reqwest::Error) -> ProviderError {
     } else {
         ("transport", true)
     };
-    let mut err =
-        ProviderError::new(provider, ErrorClass::Transient, format!("{code}: {}", e.without_url())).code(code);
+    let mut err = ProviderError::new(
+        provider,
+        ProviderErrorClass::Transient,
+        format!("{code}: {}", e.without_url()),
+    )
+    .code(code);
     err.outcome_unknown = unknown;
     err
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::config::ProviderConfig;
-use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::error::{ProviderError, ProviderErrorClass, class_for_status};
 use crate::http::{self, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle};
 use crate::{BuildError, Provider};
@@ -199,7 +199,7 @@ impl Kling {
         }
         Err(ProviderError::new(
             self.name,
-            ErrorClass::Unauthorized,
+            ProviderErrorClass::Unauthorized,
             "token refused twice",
         ))
     }
@@ -243,15 +243,15 @@ struct Output {
 }
 
 /// The class of a Kling business code.
-pub fn class_for_code(code: i64, status: u16, retry_after: Option<Duration>) -> ErrorClass {
+pub fn class_for_code(code: i64, status: u16, retry_after: Option<Duration>) -> ProviderErrorClass {
     match code {
-        1000..=1004 | 1103 | 1304 => ErrorClass::Unauthorized,
-        1101 | 1102 => ErrorClass::QuotaExhausted,
-        1302 => ErrorClass::RateLimited { retry_after },
-        1303 => ErrorClass::ConcurrencyFull,
-        1300 | 1301 => ErrorClass::Moderated,
-        1200..=1299 => ErrorClass::InvalidRequest,
-        5000..=5999 => ErrorClass::Transient,
+        1000..=1004 | 1103 | 1304 => ProviderErrorClass::Unauthorized,
+        1101 | 1102 => ProviderErrorClass::QuotaExhausted,
+        1302 => ProviderErrorClass::RateLimited { retry_after },
+        1303 => ProviderErrorClass::ConcurrencyFull,
+        1300 | 1301 => ProviderErrorClass::Moderated,
+        1200..=1299 => ProviderErrorClass::InvalidRequest,
+        5000..=5999 => ProviderErrorClass::Transient,
         _ => class_for_status(status, retry_after),
     }
 }
@@ -294,7 +294,7 @@ fn observe(provider: &'static str, d: TaskData) -> Observed {
                 .collect();
             if outputs.is_empty() {
                 return Observed::Failed(
-                    ProviderError::new(provider, ErrorClass::Transient, "succeeded without outputs")
+                    ProviderError::new(provider, ProviderErrorClass::Transient, "succeeded without outputs")
                         .code("empty_result"),
                 );
             }
@@ -303,7 +303,7 @@ fn observe(provider: &'static str, d: TaskData) -> Observed {
                 other => format!("{other} units"),
             });
             Observed::Succeeded(Generated {
-                usage: gantry_queue::Usage {
+                usage: gantry_core::Usage {
                     outputs: Some(outputs.len() as u32),
                     seconds: (seconds > 0.0).then(|| seconds.ceil() as u32),
                     provider_units: units,
@@ -316,16 +316,16 @@ fn observe(provider: &'static str, d: TaskData) -> Observed {
             let msg = d.task_status_msg.unwrap_or_else(|| "failed".into());
             let lower = msg.to_ascii_lowercase();
             let class = if lower.contains("risk") || lower.contains("sensitive") || lower.contains("moderat") {
-                ErrorClass::Moderated
+                ProviderErrorClass::Moderated
             } else {
-                ErrorClass::Transient
+                ProviderErrorClass::Transient
             };
             Observed::Failed(ProviderError::new(provider, class, msg).code("task_failed"))
         }
         other => Observed::Failed(
             ProviderError::new(
                 provider,
-                ErrorClass::Transient,
+                ProviderErrorClass::Transient,
                 format!("unknown task status {other:?}"),
             )
             .code("unknown_status"),
@@ -383,7 +383,8 @@ impl Provider for Kling {
                 .call(|token| self.http.post(&url).bearer_auth(token).json(&body))
                 .await?;
             let d = env.data.ok_or_else(|| {
-                ProviderError::new(self.name, ErrorClass::Transient, "no task in the reply").code("malformed_response")
+                ProviderError::new(self.name, ProviderErrorClass::Transient, "no task in the reply")
+                    .code("malformed_response")
             })?;
             Ok(Submitted::Accepted(TaskHandle {
                 id: d.task_id,
@@ -399,7 +400,8 @@ impl Provider for Kling {
             let url = format!("{}/v1/{family}/{}", self.base, task.id);
             let env = self.call(|token| self.http.get(&url).bearer_auth(token)).await?;
             let d = env.data.ok_or_else(|| {
-                ProviderError::new(self.name, ErrorClass::Transient, "no task in the reply").code("malformed_response")
+                ProviderError::new(self.name, ProviderErrorClass::Transient, "no task in the reply")
+                    .code("malformed_response")
             })?;
             Ok(observe(self.name, d))
         })
@@ -421,8 +423,13 @@ impl Provider for Kling {
         body: &[u8],
         _secret: &str,
     ) -> Result<(String, Observed), ProviderError> {
-        let d: TaskData = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, format!("callback body: {e}")))?;
+        let d: TaskData = serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(
+                self.name,
+                ProviderErrorClass::InvalidRequest,
+                format!("callback body: {e}"),
+            )
+        })?;
         Ok((d.task_id.clone(), observe(self.name, d)))
     }
 
@@ -433,7 +440,7 @@ impl Provider for Kling {
                 &format!("{}/v1/{family}", self.base),
                 &[("external_task_id", req.external_id.as_str())],
             )
-            .map_err(|e| ProviderError::new(self.name, ErrorClass::InvalidRequest, e.to_string()))?;
+            .map_err(|e| ProviderError::new(self.name, ProviderErrorClass::InvalidRequest, e.to_string()))?;
             let found = self.call(|token| self.http.get(url.clone()).bearer_auth(token)).await;
             match found {
                 Ok(Envelope { data: Some(d), .. }) => Ok(Some(TaskHandle {
@@ -470,14 +477,14 @@ mod tests {
     #[test]
     fn codes_decide_not_statuses() {
         let ra = Some(Duration::from_secs(1));
-        assert_eq!(class_for_code(1102, 429, ra), ErrorClass::QuotaExhausted);
+        assert_eq!(class_for_code(1102, 429, ra), ProviderErrorClass::QuotaExhausted);
         assert_eq!(
             class_for_code(1302, 429, ra),
-            ErrorClass::RateLimited { retry_after: ra }
+            ProviderErrorClass::RateLimited { retry_after: ra }
         );
-        assert_eq!(class_for_code(1303, 429, ra), ErrorClass::ConcurrencyFull);
-        assert_eq!(class_for_code(1301, 400, None), ErrorClass::Moderated);
-        assert_eq!(class_for_code(1201, 400, None), ErrorClass::InvalidRequest);
-        assert_eq!(class_for_code(5001, 503, None), ErrorClass::Transient);
+        assert_eq!(class_for_code(1303, 429, ra), ProviderErrorClass::ConcurrencyFull);
+        assert_eq!(class_for_code(1301, 400, None), ProviderErrorClass::Moderated);
+        assert_eq!(class_for_code(1201, 400, None), ProviderErrorClass::InvalidRequest);
+        assert_eq!(class_for_code(5001, 503, None), ProviderErrorClass::Transient);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Three delivery modes (synchronous, submit-then-poll, webhook) share one state machine
 //! ([`task::Task`]: `queued → running → succeeded | failed | moderated | cancelled`); each
-//! client maps its provider's statuses and error codes into [`ErrorClass`]es.
+//! client maps its provider's statuses and error codes into [`ProviderErrorClass`]es.
 
 pub mod ark;
 pub mod bfl;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 pub use config::{Api, ProviderConfig, ProvidersConfig};
-pub use error::{ErrorClass, ProviderError};
+pub use error::{ProviderError, ProviderErrorClass};
 pub use task::{Artifact, GenerateRequest, Generated, Mode, Observed, Submitted, TaskHandle, TaskState};
 
 /// The API key the mock servers accept (and every mocked configuration sends).
@@ -57,7 +57,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         Box::pin(async move {
             Err(ProviderError::new(
                 self.name(),
-                ErrorClass::InvalidRequest,
+                ProviderErrorClass::InvalidRequest,
                 "this provider answers synchronously; there is nothing to poll",
             ))
         })
@@ -80,7 +80,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         let _ = (headers, body, secret);
         Err(ProviderError::new(
             self.name(),
-            ErrorClass::InvalidRequest,
+            ProviderErrorClass::InvalidRequest,
             "this provider does not call webhooks",
         ))
     }

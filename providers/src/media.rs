@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::error::{ErrorClass, ProviderError};
+use crate::error::{ProviderError, ProviderErrorClass};
 use crate::http;
 use crate::task::Artifact;
 
@@ -72,7 +72,7 @@ pub fn sniff(b: &[u8]) -> Option<&'static str> {
 }
 
 fn bad(provider: &'static str, msg: impl Into<String>) -> ProviderError {
-    ProviderError::new(provider, ErrorClass::Transient, msg).code("bad_result")
+    ProviderError::new(provider, ProviderErrorClass::Transient, msg).code("bad_result")
 }
 
 /// Checks `bytes` and returns them as verified media.
@@ -175,7 +175,7 @@ pub async fn fetch(
             let get = http_client.get(&url).map_err(|why| {
                 ProviderError::new(
                     provider,
-                    ErrorClass::Transient,
+                    ProviderErrorClass::Transient,
                     format!("the result URL is refused: {why}"),
                 )
                 .code("result_url_refused")
@@ -183,7 +183,7 @@ pub async fn fetch(
             let reply = http::send(provider, get.timeout(limits.download_timeout), limits.max_bytes).await?;
             if matches!(reply.status, 403 | 404 | 410) {
                 return Err(
-                    ProviderError::new(provider, ErrorClass::Transient, "the result URL has expired")
+                    ProviderError::new(provider, ProviderErrorClass::Transient, "the result URL has expired")
                         .code("result_expired")
                         .status(reply.status),
                 );
@@ -217,7 +217,7 @@ pub async fn reference(provider: &'static str, r: &str) -> Result<Media, Provide
         max_bytes: MAX_REFERENCE_BYTES,
         ..Default::default()
     };
-    let invalid = |m: String| ProviderError::new(provider, ErrorClass::InvalidRequest, m).code("bad_reference");
+    let invalid = |m: String| ProviderError::new(provider, ProviderErrorClass::InvalidRequest, m).code("bad_reference");
     let bytes = if let Some(rest) = r.strip_prefix("data:") {
         let (_, b64) = rest
             .split_once(";base64,")

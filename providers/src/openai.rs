@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ProviderConfig;
-use crate::error::{ErrorClass, ProviderError, class_for_status};
+use crate::error::{ProviderError, ProviderErrorClass, class_for_status};
 use crate::http::{self, Endpoint, MAX_JSON_BYTES, Reply};
 use crate::task::{Artifact, GenerateRequest, Generated, Mode, Submitted};
 use crate::{BuildError, Provider};
@@ -73,8 +73,8 @@ pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
         .and_then(|e| e.code.clone().or_else(|| e.kind.clone()))
         .unwrap_or_default();
     let class = match code.as_str() {
-        "moderation_blocked" | "content_policy_violation" => ErrorClass::Moderated,
-        "insufficient_quota" | "billing_hard_limit_reached" => ErrorClass::QuotaExhausted,
+        "moderation_blocked" | "content_policy_violation" => ProviderErrorClass::Moderated,
+        "insufficient_quota" | "billing_hard_limit_reached" => ProviderErrorClass::QuotaExhausted,
         _ => class_for_status(r.status, r.retry_after),
     };
     let message = parsed
@@ -122,7 +122,9 @@ impl Provider for OpenAi {
                     let part = reqwest::multipart::Part::bytes(m.bytes.clone())
                         .file_name(format!("reference-{i}.{}", m.extension()))
                         .mime_str(m.content_type)
-                        .map_err(|e| ProviderError::new(self.ep.name, ErrorClass::InvalidRequest, e.to_string()))?;
+                        .map_err(|e| {
+                            ProviderError::new(self.ep.name, ProviderErrorClass::InvalidRequest, e.to_string())
+                        })?;
                     form = form.part("image[]", part);
                 }
                 self.ep
@@ -150,8 +152,12 @@ impl Provider for OpenAi {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64.as_bytes())
                     .map_err(|e| {
-                        ProviderError::new(self.ep.name, ErrorClass::Transient, format!("bad base64 image: {e}"))
-                            .code("malformed_response")
+                        ProviderError::new(
+                            self.ep.name,
+                            ProviderErrorClass::Transient,
+                            format!("bad base64 image: {e}"),
+                        )
+                        .code("malformed_response")
                     })?;
                 artifacts.push(Artifact::Inline {
                     bytes,
@@ -159,12 +165,14 @@ impl Provider for OpenAi {
                 });
             }
             if artifacts.is_empty() {
-                return Err(
-                    ProviderError::new(self.ep.name, ErrorClass::Transient, "no image in the response")
-                        .code("empty_result"),
-                );
+                return Err(ProviderError::new(
+                    self.ep.name,
+                    ProviderErrorClass::Transient,
+                    "no image in the response",
+                )
+                .code("empty_result"));
             }
-            let usage = gantry_queue::Usage {
+            let usage = gantry_core::Usage {
                 outputs: Some(artifacts.len() as u32),
                 provider_units: units,
                 ..Default::default()
@@ -195,19 +203,19 @@ mod tests {
                 r#"{"error":{"type":"image_generation_user_error","code":"moderation_blocked","message":"rejected"}}"#,
             ),
         );
-        assert_eq!(m.class, ErrorClass::Moderated);
+        assert_eq!(m.class, ProviderErrorClass::Moderated);
         let q = classify(
             "openai",
             &reply(429, r#"{"error":{"code":"insufficient_quota","message":"quota"}}"#),
         );
-        assert_eq!(q.class, ErrorClass::QuotaExhausted);
+        assert_eq!(q.class, ProviderErrorClass::QuotaExhausted);
         let r = classify(
             "openai",
             &reply(429, r#"{"error":{"code":"rate_limit_exceeded","message":"slow"}}"#),
         );
         assert_eq!(r.retry_after(), Some(std::time::Duration::from_secs(2)));
         let t = classify("openai", &reply(502, "<html>bad gateway</html>"));
-        assert_eq!(t.class, ErrorClass::Transient);
+        assert_eq!(t.class, ProviderErrorClass::Transient);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Provider;
 use crate::breaker::Breaker;
-use crate::error::{ErrorClass, ProviderError};
+use crate::error::{ProviderError, ProviderErrorClass};
 use crate::retry::Backoff;
 use crate::task::{GenerateRequest, Generated, Observed, PollSchedule, Submitted, Task, TaskHandle, TaskState};
 
@@ -189,7 +189,7 @@ pub async fn run(
             Observed::Cancelled => {
                 return Err(ProviderError::new(
                     provider.name(),
-                    ErrorClass::Transient,
+                    ProviderErrorClass::Transient,
                     "the provider cancelled the task",
                 )
                 .code("cancelled_by_provider")

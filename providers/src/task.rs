@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use gantry_queue::Usage;
+use gantry_core::Usage;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorClass, ProviderError};
+use crate::error::{ProviderError, ProviderErrorClass};
 
 /// What to generate, in the provider's terms (the model id is the provider's own). Its `Debug`
 /// leaves out the prompt, the references and the callback's secret.
@@ -51,7 +51,9 @@ impl GenerateRequest {
                 height: self.height,
             },
         )
-        .map_err(|e| ProviderError::new(provider, ErrorClass::InvalidRequest, e.to_string()).code("invalid_shape"))
+        .map_err(|e| {
+            ProviderError::new(provider, ProviderErrorClass::InvalidRequest, e.to_string()).code("invalid_shape")
+        })
     }
 }
 
@@ -206,7 +208,7 @@ impl Observed {
             Observed::Queued => TaskState::Queued,
             Observed::Running => TaskState::Running,
             Observed::Succeeded(_) => TaskState::Succeeded,
-            Observed::Failed(e) if e.class == ErrorClass::Moderated => TaskState::Moderated,
+            Observed::Failed(e) if e.class == ProviderErrorClass::Moderated => TaskState::Moderated,
             Observed::Failed(_) => TaskState::Failed,
             Observed::Cancelled => TaskState::Cancelled,
         }
@@ -302,9 +304,9 @@ mod tests {
 
     #[test]
     fn moderation_is_its_own_state() {
-        let e = ProviderError::new("flux", ErrorClass::Moderated, "Content Moderated");
+        let e = ProviderError::new("flux", ProviderErrorClass::Moderated, "Content Moderated");
         assert_eq!(Observed::Failed(e).state(), TaskState::Moderated);
-        let e = ProviderError::new("flux", ErrorClass::Transient, "Error");
+        let e = ProviderError::new("flux", ProviderErrorClass::Transient, "Error");
         assert_eq!(Observed::Failed(e).state(), TaskState::Failed);
     }
 

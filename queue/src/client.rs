@@ -929,7 +929,7 @@ impl QueueClient {
             .arg(crate::fields::job::STATUS)
             .query_async(&mut c)
             .await?;
-        s.ok_or(QueueError::NotFound(id))?.parse()
+        stored_status(&s.ok_or(QueueError::NotFound(id))?)
     }
 
     /// Cancels a job: a waiting one at once, a running one at its worker's next heartbeat.
@@ -1345,12 +1345,19 @@ fn decode_spec(id: JobId, raw: &[u8], keys: Option<&Keyring>) -> Result<JobSpec,
     serde_json::from_value(v).map_err(unreadable)
 }
 
+/// A status read back from Redis: one Gantry does not know is a protocol error (a foreign or
+/// newer writer), not bad input.
+fn stored_status(s: &str) -> Result<JobStatus, QueueError> {
+    s.parse()
+        .map_err(|e: crate::ValidationError| QueueError::Protocol(e.to_string()))
+}
+
 fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>) -> Result<JobRecord, QueueError> {
     use crate::fields::job as f;
     let s = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok());
     let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
     let spec = decode_spec(id, h.get(f::SPEC).map(Vec::as_slice).unwrap_or_default(), keys)?;
-    let status: JobStatus = s(f::STATUS).unwrap_or("queued").parse()?;
+    let status = stored_status(s(f::STATUS).unwrap_or("queued"))?;
     let error = s(f::ERROR_CLASS).map(|class| JobError {
         class: class.to_owned(),
         message: s(f::ERROR_MESSAGE).unwrap_or_default().to_owned(),

@@ -23,23 +23,7 @@ use crate::job::{JobId, JobKind};
 /// Set of every pool that has received a job; lets `job(id)` find a job without its pool.
 pub const POOLS_KEY: &str = "gantry:pools";
 
-/// A user's pseudonymous key: the first 32 hex digits of SHA-256 over the tenant, a NUL and
-/// the user id. It names the user's index of jobs in each pool and the user's folder in the
-/// object store, so an erasure finds everything of theirs although the user id itself is
-/// written nowhere but inside the (sealed) job records.
-pub fn user_key(tenant: &str, user: &str) -> String {
-    let mut v = Vec::with_capacity(tenant.len() + 1 + user.len());
-    v.extend_from_slice(tenant.as_bytes());
-    v.push(0);
-    v.extend_from_slice(user.as_bytes());
-    digest_hex(&v)[..32].to_owned()
-}
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub(crate) fn digest_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use gantry_core::user::{digest_hex, user_key};
 
 /// A validated pool name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -125,17 +109,6 @@ impl std::fmt::Display for QueueName {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_keys_are_stable_and_keep_tenants_apart() {
-        let k = user_key("studio", "u-1");
-        assert_eq!(k.len(), 32);
-        assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(k, user_key("studio", "u-1"));
-        assert_ne!(k, user_key("studio2", "u-1"));
-        // the separator keeps ("ab", "c") and ("a", "bc") apart
-        assert_ne!(user_key("ab", "c"), user_key("a", "bc"));
-    }
 
     #[test]
     fn pool_names_are_validated_and_keys_share_one_hash_tag() {

@@ -1,4 +1,4 @@
-//! Gantry's job model (serde types) and Redis queue protocol: enqueue, claim with lease,
+//! Gantry's Redis queue protocol (the job model itself is `gantry-core`, re-exported here): enqueue, claim with lease,
 //! heartbeat, ack, retry, dead-letter, replay, cancel, delayed jobs; Cluster-safe Lua scripts.
 
 pub mod client;
@@ -9,9 +9,7 @@ pub mod error;
 pub mod exposition;
 pub mod fields;
 pub mod fleet;
-pub mod job;
 pub mod keys;
-pub mod payload;
 pub mod retention;
 pub mod retry;
 mod scripts;
@@ -31,11 +29,13 @@ pub use consumer::{
 };
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};
-pub use job::{
-    Completion, ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus,
-    NewJob, Priority, Requirements, ResultRef, Usage,
+pub use gantry_core::{
+    Completion, CsamHashPayload, ErrorClass, GeneratePayload, GpuRequirement, HistoryEvent, JobError, JobId, JobKind,
+    JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Requirements, ResultRef, TranscodePayload,
+    UpscalePayload, Usage, user_key,
 };
-pub use keys::{Pool, QueueName, user_key};
-pub use payload::{CsamHashPayload, GeneratePayload, NoopPayload, Payload, TranscodePayload, UpscalePayload};
+/// The job model lives in `gantry-core`; these paths keep `gantry_queue::job::…` working.
+pub use gantry_core::{job, payload};
+pub use keys::{Pool, QueueName};
 pub use retention::RetentionPolicy;
 pub use slots::ProviderSlots;

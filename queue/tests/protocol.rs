@@ -583,16 +583,16 @@ async fn bad_input_gets_typed_errors(f: Fixture) {
         .await;
     let p = pool("cpu");
     assert!(matches!(
-        NewJob::from_json(b"{not json"),
+        NewJob::from_json(b"{not json").map_err(QueueError::from),
         Err(QueueError::Invalid(ValidationError::MalformedJson(_)))
     ));
     let unknown = br#"{"tenant":"t","user":"u","kind":"mine_bitcoin","payload":{}}"#;
     assert!(
-        matches!(NewJob::from_json(unknown), Err(QueueError::Invalid(ValidationError::UnknownKind(k))) if k == "mine_bitcoin")
+        matches!(NewJob::from_json(unknown).map_err(QueueError::from), Err(QueueError::Invalid(ValidationError::UnknownKind(k))) if k == "mine_bitcoin")
     );
     let typo = br#"{"tenant":"t","user":"u","kind":"noop","payload":{"sleep_msec":1}}"#;
     assert!(matches!(
-        NewJob::from_json(typo),
+        NewJob::from_json(typo).map_err(QueueError::from),
         Err(QueueError::Invalid(ValidationError::MalformedJson(_)))
     ));
     let big = NewJob::new(

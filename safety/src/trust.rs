@@ -2,7 +2,7 @@
 //! path lowers scores (and blocks past a threshold); the scheduler's admission refuses a
 //! blocked user, or one below its configured floor.
 //!
-//! A record is keyed by the user's pseudonymous key ([`gantry_queue::user_key`]: a digest of
+//! A record is keyed by the user's pseudonymous key ([`gantry_core::user_key`]: a digest of
 //! tenant and user id), never by the platform's user id, and expires [`TRUST_TTL_DAYS`] after
 //! its last change. An erasure keeps it, since it holds no id and lifting a block on request
 //! would let a user launder one; it goes when it expires. Records written under the raw user id
@@ -31,10 +31,7 @@ pub struct TrustRegistry {
 /// The record's key, and the raw-id key earlier versions wrote (same hash tag, same slot).
 fn keys(tenant: &str, user: &str) -> [String; 2] {
     [
-        format!(
-            "gantry:{{trust:{tenant}}}:user:{}",
-            gantry_queue::user_key(tenant, user)
-        ),
+        format!("gantry:{{trust:{tenant}}}:user:{}", gantry_core::user_key(tenant, user)),
         format!("gantry:{{trust:{tenant}}}:user:{user}"),
     ]
 }

@@ -224,7 +224,7 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
     // Issue 17: the record is keyed by the user's pseudonymous key, never the id, and expires.
     let pseudonymous = format!(
         "gantry:{{trust:studio-42}}:user:{}",
-        gantry_queue::user_key("studio-42", "u-9")
+        gantry_core::user_key("studio-42", "u-9")
     );
     let keys = server.cli(&["KEYS", "gantry:{trust:*"]).unwrap();
     assert!(keys.contains(&pseudonymous) && !keys.contains("u-9"), "{keys}");

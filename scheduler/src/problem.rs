@@ -135,13 +135,19 @@ impl ApiError {
     }
 }
 
+impl From<ValidationError> for ApiError {
+    fn from(v: ValidationError) -> Self {
+        match v {
+            ValidationError::MalformedJson(m) => ApiError::MalformedJson(m),
+            other => ApiError::InvalidRequest(other.to_string()),
+        }
+    }
+}
+
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         match e {
-            QueueError::Invalid(v) => match v {
-                ValidationError::MalformedJson(m) => ApiError::MalformedJson(m),
-                other => ApiError::InvalidRequest(other.to_string()),
-            },
+            QueueError::Invalid(v) => v.into(),
             QueueError::NotFound(_) => ApiError::NotFound,
             QueueError::AlreadyFinished { .. } | QueueError::NotDeadLettered(_) => ApiError::Conflict(e.to_string()),
             QueueError::Redis { .. } => {

@@ -4,7 +4,7 @@
 //! Every output has a deterministic key, `jobs/<tenant>/<user key>/<job id>/<name>`, so a
 //! retried attempt overwrites its earlier output instead of leaving a duplicate. The job's
 //! result records the key, size, content type and SHA-256. The user key
-//! ([`gantry_queue::user_key`]) is pseudonymous: the user id appears in no object key, yet
+//! ([`gantry_core::user_key`]) is pseudonymous: the user id appears in no object key, yet
 //! everything a user's jobs produced lies under one folder, which an erasure deletes whole,
 //! long after the job records themselves have expired.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use gantry_queue::{JobSpec, ResultRef};
+use gantry_core::{JobSpec, ResultRef};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -356,7 +356,7 @@ impl OutputStore {
 
     /// The folder of everything `user` of `tenant` produced.
     fn user_folder(tenant: &str, user: &str) -> Path {
-        Path::from_iter(["jobs", tenant, &gantry_queue::user_key(tenant, user)])
+        Path::from_iter(["jobs", tenant, &gantry_core::user_key(tenant, user)])
     }
 
     fn job_folder(job: &JobSpec) -> Path {
@@ -377,7 +377,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_queue::{JobId, NoopPayload, Payload, Priority, Requirements};
+    use gantry_core::{JobId, NoopPayload, Payload, Priority, Requirements};
 
     fn spec(tenant: &str) -> JobSpec {
         JobSpec {

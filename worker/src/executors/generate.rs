@@ -407,7 +407,7 @@ impl Inner {
                 Err(e) => {
                     return Err(RunError::Provider(gantry_providers::ProviderError::new(
                         account_static(account),
-                        gantry_providers::ErrorClass::Transient,
+                        gantry_providers::ProviderErrorClass::Transient,
                         format!("provider slots: {e}"),
                     )));
                 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use crate::error::{QueueError, ValidationError};
+use crate::error::ValidationError;
 use crate::payload::Payload;
 
 /// A job id: a ULID, so ids sort by creation time and carry no information about the user.
@@ -226,14 +226,14 @@ impl NewJob {
     }
 
     /// Parses a job from JSON, mapping serde's complaints to typed errors.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, QueueError> {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
         serde_json::from_slice(bytes).map_err(|e| {
             let msg = e.to_string();
             if let Some(rest) = msg.strip_prefix("unknown variant `") {
                 let kind = rest.split('`').next().unwrap_or_default();
-                ValidationError::UnknownKind(kind.to_owned()).into()
+                ValidationError::UnknownKind(kind.to_owned())
             } else {
-                ValidationError::MalformedJson(msg).into()
+                ValidationError::MalformedJson(msg)
             }
         })
     }
@@ -322,7 +322,7 @@ impl JobStatus {
 }
 
 impl FromStr for JobStatus {
-    type Err = QueueError;
+    type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "queued" => Self::Queued,
@@ -333,7 +333,7 @@ impl FromStr for JobStatus {
             "dead" => Self::Dead,
             "cancelled" => Self::Cancelled,
             "blocked" => Self::Blocked,
-            other => return Err(QueueError::Protocol(format!("unknown job status {other:?}"))),
+            other => return Err(ValidationError::UnknownStatus(other.to_owned())),
         })
     }
 }
@@ -560,7 +560,7 @@ mod tests {
         assert!("01ARZ3NDEKTSV4RRFFQ69G5FA".parse::<JobId>().is_err());
         assert!(matches!(
             NewJob::from_json(br#"{"tenant":"t","user":"u","kind":"noop","payload":{"sleep_ms":"soon"}}"#),
-            Err(QueueError::Invalid(ValidationError::MalformedJson(_)))
+            Err(ValidationError::MalformedJson(_))
         ));
         let ok = NewJob::from_json(br#"{"tenant":"t","user":"u","kind":"noop","payload":{}}"#).expect("noop");
         assert_eq!(ok.body, Payload::Noop(NoopPayload::default()));
