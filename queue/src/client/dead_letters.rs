@@ -1,0 +1,313 @@
+//! The dead-letter queue: listing with filters, counting, replaying and purging.
+
+use super::QueueClient;
+use crate::error::{During, QueueError};
+use crate::job::{ErrorClass, JobId, JobKind};
+use crate::keys::QueueName;
+use crate::scripts;
+
+/// Selects dead-lettered jobs.
+#[derive(Clone, Debug, Default)]
+pub struct DeadFilter {
+    /// Only this error class.
+    pub class: Option<ErrorClass>,
+    /// Dead-lettered at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Dead-lettered at or before (Unix ms).
+    pub until_ms: Option<u64>,
+}
+
+impl DeadFilter {
+    /// The dead set's score bounds for the time range.
+    fn score_range(&self) -> (String, String) {
+        (
+            self.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into()),
+            self.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into()),
+        )
+    }
+}
+
+/// One dead-lettered job, as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetter {
+    /// The job.
+    pub id: JobId,
+    /// Its queue's kind.
+    pub kind: JobKind,
+    /// When it was dead-lettered (Unix ms).
+    pub dead_at_ms: u64,
+    /// Last error class.
+    pub class: String,
+    /// Last error message.
+    pub message: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// What an operator does with dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadAction {
+    /// Back on the queue, attempts reset.
+    Replay,
+    /// Deleted for good: record, dead-letter entry, idempotency key.
+    Purge,
+}
+
+impl DeadAction {
+    /// `replay` or `purge`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadAction::Replay => "replay",
+            DeadAction::Purge => "purge",
+        }
+    }
+}
+
+/// Outcome of replaying or purging one dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadLetterOutcome {
+    /// Replayed (back on its queue) or purged.
+    Done,
+    /// Not (or no longer) dead-lettered: left alone.
+    NotDead,
+    /// Dead-lettered with another error class than the filter asked.
+    ClassMismatch,
+}
+
+impl QueueClient {
+    /// Lists dead-lettered jobs of a queue, oldest first: `limit` from `offset` among those
+    /// `filter` selects. Redis pages by time alone; with a class filter the time range is read
+    /// a page at a time until `offset + limit` of the class were seen or the range ends.
+    pub async fn dead_letters(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let Some(class) = filter.class else {
+            return Ok(self.dead_page(queue, filter, offset, limit).await?.0);
+        };
+        const PAGE: usize = 1000;
+        let (mut skip, mut from, mut out) = (offset, 0, Vec::new());
+        while out.len() < limit {
+            let (page, read) = self.dead_page(queue, filter, from, PAGE).await?;
+            for d in page.into_iter().filter(|d| d.class == class.as_str()) {
+                if skip > 0 {
+                    skip -= 1;
+                } else if out.len() < limit {
+                    out.push(d);
+                }
+            }
+            if read < PAGE {
+                break;
+            }
+            from += PAGE;
+        }
+        Ok(out)
+    }
+
+    /// One page of a queue's dead set by time (`filter`'s class ignored), with how many entries
+    /// the dead set gave (records whose id does not parse are left out of the page).
+    async fn dead_page(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, usize), QueueError> {
+        let key = queue.pool.queue_key(queue.kind, "dead");
+        let (min, max) = filter.score_range();
+        let mut c = self.conn.clone();
+        let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(&min)
+            .arg(&max)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut c)
+            .await?;
+        let read = page.len();
+        let page: Vec<(JobId, f64)> = page
+            .into_iter()
+            .filter_map(|(id, s)| Some((id.parse().ok()?, s)))
+            .collect();
+        if page.is_empty() {
+            return Ok((Vec::new(), read));
+        }
+        // The page's records in one round trip (every key is in the pool's slot).
+        let mut pipe = redis::pipe();
+        for (id, _) in &page {
+            pipe.cmd("HMGET")
+                .arg(queue.pool.job_key(*id))
+                .arg("eclass")
+                .arg("emsg")
+                .arg(crate::fields::job::ATTEMPTS);
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<u32>)> = pipe.query_async(&mut c).await?;
+        let page = page
+            .into_iter()
+            .zip(rows)
+            .map(|((id, score), (class, message, attempts))| DeadLetter {
+                id,
+                kind: queue.kind,
+                dead_at_ms: score as u64,
+                class: class.unwrap_or_default(),
+                message: message.unwrap_or_default(),
+                attempts: attempts.unwrap_or(0),
+            })
+            .collect();
+        Ok((page, read))
+    }
+
+    /// How many dead-lettered jobs of a queue `filter` selects: one `ZCOUNT` without a class
+    /// filter, else a walk over the time range's pages.
+    pub async fn count_dead(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64, QueueError> {
+        const PAGE: usize = 1000;
+        if filter.class.is_none() {
+            let (min, max) = filter.score_range();
+            let mut c = self.conn.clone();
+            let n: u64 = redis::cmd("ZCOUNT")
+                .arg(queue.pool.queue_key(queue.kind, "dead"))
+                .arg(min)
+                .arg(max)
+                .query_async(&mut c)
+                .await?;
+            return Ok(n);
+        }
+        let (mut total, mut offset) = (0u64, 0);
+        loop {
+            let (page, read) = self.dead_page(queue, filter, offset, PAGE).await?;
+            total += page
+                .iter()
+                .filter(|d| filter.class.is_none_or(|c| c.as_str() == d.class))
+                .count() as u64;
+            if read < PAGE {
+                return Ok(total);
+            }
+            offset += PAGE;
+        }
+    }
+
+    /// Replays dead-lettered jobs of one queue, attempts reset. A job is replayed at most once
+    /// per dead-lettering, however many replays race.
+    pub async fn replay(
+        &self,
+        queue: &QueueName,
+        ids: &[JobId],
+        class: Option<ErrorClass>,
+    ) -> Result<Vec<DeadLetterOutcome>, QueueError> {
+        self.act_on_dead(queue, ids, class, DeadAction::Replay).await
+    }
+
+    /// Replays or purges dead-lettered jobs of one queue (only those still dead-lettered, and
+    /// of `class` when given), atomically per call.
+    pub async fn act_on_dead(
+        &self,
+        queue: &QueueName,
+        ids: &[JobId],
+        class: Option<ErrorClass>,
+        action: DeadAction,
+    ) -> Result<Vec<DeadLetterOutcome>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let class = class.map(ErrorClass::as_str).unwrap_or("");
+        let mut inv = scripts::DEAD_LETTERS.prepare_invoke();
+        inv.key(queue.pool.prefix())
+            .arg(action.as_str())
+            .arg(queue.kind.as_str())
+            .arg(self.cfg.wake_cap)
+            .arg(class)
+            .arg(self.cfg.user_index_ttl().as_secs());
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let mut c = self.conn.clone();
+        let r: Vec<String> = inv.invoke_async(&mut c).await.during("dead_letters", &queue.pool)?;
+        Ok(r.iter()
+            .map(|s| match s.as_str() {
+                "done" => DeadLetterOutcome::Done,
+                "class_mismatch" => DeadLetterOutcome::ClassMismatch,
+                _ => DeadLetterOutcome::NotDead,
+            })
+            .collect())
+    }
+
+    /// Replays every dead letter of `queue` that `filter` selects, a page at a time (the CLI's
+    /// and the admin API's `replay --all`); `progress` gets each page's count. Returns how many
+    /// were replayed.
+    pub async fn replay_matching(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, QueueError> {
+        self.act_on_matching(queue, filter, DeadAction::Replay, progress).await
+    }
+
+    /// Replays or purges every dead letter of `queue` that `filter` selects, a page at a time;
+    /// `progress` gets each page's count. Returns how many were acted on.
+    pub async fn act_on_matching(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        action: DeadAction,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, QueueError> {
+        const PAGE: usize = 500;
+        let by_time = DeadFilter {
+            class: None,
+            ..filter.clone()
+        };
+        let mut replayed = 0;
+        // Replayed jobs leave the dead set, so re-reading from offset 0 pages through it; jobs
+        // of another class stay and are skipped past.
+        let mut skip = 0;
+        loop {
+            let (page, read) = self.dead_page(queue, &by_time, skip, PAGE).await?;
+            if read == 0 {
+                break;
+            }
+            let ids: Vec<JobId> = page.iter().map(|d| d.id).collect();
+            let outcomes = self.act_on_dead(queue, &ids, filter.class, action).await?;
+            let n = outcomes.iter().filter(|o| **o == DeadLetterOutcome::Done).count();
+            skip += outcomes
+                .iter()
+                .filter(|o| **o == DeadLetterOutcome::ClassMismatch)
+                .count();
+            replayed += n as u64;
+            progress(n as u64);
+            if n == 0 && page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Replays one dead-lettered job by id.
+    pub async fn replay_one(&self, id: JobId) -> Result<(), QueueError> {
+        self.act_on_one(id, DeadAction::Replay).await
+    }
+
+    /// Replays or purges one dead-lettered job by id.
+    pub async fn act_on_one(&self, id: JobId, action: DeadAction) -> Result<(), QueueError> {
+        let pool = self.locate(id).await?;
+        // The kind alone (the spec may be sealed with keys this process lacks).
+        let mut c = self.conn.clone();
+        let kind: Option<String> = redis::cmd("HGET")
+            .arg(pool.job_key(id))
+            .arg(crate::fields::job::KIND)
+            .query_async(&mut c)
+            .await?;
+        let kind = kind.ok_or(QueueError::NotFound(id))?.parse::<JobKind>()?;
+        let queue = QueueName { pool, kind };
+        match self.act_on_dead(&queue, &[id], None, action).await?.first() {
+            Some(DeadLetterOutcome::Done) => Ok(()),
+            _ => Err(QueueError::NotDeadLettered(id)),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Enqueue: validation, sealing, idempotency and the `enqueue` script, one round trip per batch.
+
+use redis::Value;
+
+use super::{QueueClient, int, parse_id};
+use crate::error::{During, QueueError, ValidationError};
+use crate::job::{JobId, JobKind, JobSpec, NewJob, Priority};
+use crate::keys::{POOLS_KEY, Pool};
+use crate::scripts;
+
+/// The result of enqueuing one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id (the first job's, for a duplicate idempotency key).
+    pub id: JobId,
+    /// Whether an earlier job with the same idempotency key was returned instead.
+    pub duplicate: bool,
+}
+
+/// How an enqueued job is accounted for and guarded: its tenant's fair share of the fleet, the
+/// credits the scheduler reserved for it, and whether its outputs are scanned before release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accounting {
+    /// The tenant's weight: within a priority, tenants' jobs are claimed in proportion to it.
+    pub weight: u32,
+    /// Credits reserved at admission. A job with a reservation or a price rule (a free job
+    /// the scheduler admitted) leaves a credit event on its pool's stream when it finishes.
+    pub credits_reserved: i64,
+    /// The price rule locked at admission, opaque to the queue (handed back with the event).
+    pub price_rule: String,
+    /// Scan every output against the abuse hash lists before the result is released (the
+    /// tenant's setting; on unless the tenant's configuration turns it off).
+    pub scan_outputs: bool,
+}
+
+impl Default for Accounting {
+    fn default() -> Self {
+        Self {
+            weight: 1,
+            credits_reserved: 0,
+            price_rule: String::new(),
+            scan_outputs: true,
+        }
+    }
+}
+
+/// A validated job, serialized and ready for the enqueue script.
+struct Prepared {
+    id: JobId,
+    kind: JobKind,
+    priority: Priority,
+    delay_ms: u64,
+    /// `tenant:<SHA-256 of the key>`, or empty.
+    idem: String,
+    json: String,
+    max_attempts: u32,
+    /// Requirements shape; empty for CPU jobs.
+    shape: String,
+    /// The user's pseudonymous key ([`crate::user_key`]): the job joins that user's index.
+    user_key: String,
+}
+
+/// Largest VRAM a job may ask for.
+const MAX_VRAM_BYTES: u64 = 1 << 40;
+
+impl QueueClient {
+    fn validate(&self, pool: &Pool, id: JobId, job: NewJob, scan_outputs: bool) -> Result<Prepared, QueueError> {
+        check_text("tenant", &job.tenant, 128)?;
+        check_text("user", &job.user, 128)?;
+        if let Some(k) = &job.idempotency_key {
+            check_text("idempotency_key", k, 256)?;
+        }
+        let max_attempts = job.max_attempts.unwrap_or(self.cfg.default_max_attempts);
+        if max_attempts == 0 || max_attempts > self.cfg.max_attempts_limit {
+            return Err(ValidationError::InvalidField {
+                field: "max_attempts",
+                reason: format!("must be 1..={}", self.cfg.max_attempts_limit),
+            }
+            .into());
+        }
+        let timeout_secs = job.timeout_secs.unwrap_or(self.cfg.default_timeout.as_secs());
+        if timeout_secs == 0 || timeout_secs > self.cfg.max_timeout.as_secs() {
+            return Err(ValidationError::InvalidField {
+                field: "timeout_secs",
+                reason: format!("must be 1..={}", self.cfg.max_timeout.as_secs()),
+            }
+            .into());
+        }
+        let delay_ms = job.delay_ms.unwrap_or(0);
+        let max_ms = self.cfg.max_delay.as_millis() as u64;
+        if delay_ms > max_ms {
+            return Err(ValidationError::DelayTooLong { delay_ms, max_ms }.into());
+        }
+        if let Some(gpu) = &job.requirements.gpu
+            && (gpu.min_vram_bytes == 0 || gpu.min_vram_bytes > MAX_VRAM_BYTES)
+        {
+            return Err(ValidationError::InvalidField {
+                field: "requirements.gpu.min_vram_bytes",
+                reason: format!("must be 1..={MAX_VRAM_BYTES} (1 TiB)"),
+            }
+            .into());
+        }
+        if let Some(m) = &job.requirements.preferred_model
+            && (m.is_empty()
+                || m.len() > 64
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'@')))
+        {
+            return Err(ValidationError::InvalidField {
+                field: "requirements.preferred_model",
+                reason: "1-64 characters of A-Z, a-z, 0-9, '-', '_', '.', '/', '@'".into(),
+            }
+            .into());
+        }
+        if let crate::Payload::Generate(g) = &job.body
+            && g.reference_images.len() > crate::payload::MAX_REFERENCE_IMAGES
+        {
+            // Each URL is a fetch the worker makes on the tenant's behalf: bounded.
+            return Err(ValidationError::InvalidField {
+                field: "payload.reference_images",
+                reason: format!("at most {} reference images", crate::payload::MAX_REFERENCE_IMAGES),
+            }
+            .into());
+        }
+        let shape = job.requirements.shape();
+        let kind = job.kind();
+        let priority = job.priority;
+        // The key's SHA-256, not the key: a platform's idempotency key (an order id, perhaps
+        // more) never appears in a Redis key name.
+        let idem = job
+            .idempotency_key
+            .as_ref()
+            .map(|k| format!("{}:{}", job.tenant, crate::keys::digest_hex(k.as_bytes())))
+            .unwrap_or_default();
+        let user_key = crate::user_key(&job.tenant, &job.user);
+        let spec = JobSpec {
+            id,
+            pool: pool.as_str().to_owned(),
+            tenant: job.tenant,
+            user: job.user,
+            priority,
+            requirements: job.requirements,
+            allowed_regions: job.allowed_regions,
+            idempotency_key: job.idempotency_key,
+            max_attempts,
+            timeout_secs,
+            scan_outputs,
+            body: job.body,
+        };
+        let protocol = |e: serde_json::Error| QueueError::Protocol(e.to_string());
+        let json = match &self.keys {
+            Some(keys) => {
+                let mut value = serde_json::to_value(&spec).map_err(protocol)?;
+                keys.seal(&mut value, &id.to_string())?;
+                value.to_string()
+            }
+            None => serde_json::to_string(&spec).map_err(protocol)?,
+        };
+        if json.len() > self.cfg.max_payload_bytes {
+            return Err(ValidationError::PayloadTooLarge {
+                size: json.len(),
+                limit: self.cfg.max_payload_bytes,
+            }
+            .into());
+        }
+        Ok(Prepared {
+            id,
+            kind,
+            priority,
+            delay_ms,
+            idem,
+            json,
+            max_attempts,
+            shape,
+            user_key,
+        })
+    }
+
+    /// Adds a pool to the set [`QueueClient::pools`] lists (once per client; cached).
+    pub(crate) async fn register_pool(&self, pool: &Pool) -> Result<(), QueueError> {
+        if self
+            .known_pools
+            .lock()
+            .map(|s| s.contains(pool.as_str()))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        redis::cmd("SADD")
+            .arg(POOLS_KEY)
+            .arg(pool.as_str())
+            .query_async::<()>(&mut c)
+            .await?;
+        if let Ok(mut s) = self.known_pools.lock() {
+            s.insert(pool.as_str().to_owned());
+        }
+        Ok(())
+    }
+
+    /// Enqueues one job.
+    pub async fn enqueue(&self, pool: &Pool, job: NewJob) -> Result<Enqueued, QueueError> {
+        let mut v = self.enqueue_batch(pool, vec![job]).await?;
+        v.pop()
+            .ok_or_else(|| QueueError::Protocol("empty enqueue reply".into()))
+    }
+
+    /// Enqueues up to `max_batch` jobs in one round trip, atomically: all are validated first,
+    /// and either all are stored or none.
+    pub async fn enqueue_batch(&self, pool: &Pool, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        self.enqueue_batch_with_ids(
+            pool,
+            jobs.into_iter()
+                .map(|j| (JobId::new(), j, Accounting::default()))
+                .collect(),
+        )
+        .await
+    }
+
+    /// [`QueueClient::enqueue_batch`] with ids chosen by the caller (fresh ULIDs), for callers that
+    /// record something under the id before the job exists (the scheduler's credit reservation),
+    /// and each job's [`Accounting`].
+    /// A job whose idempotency key was seen before comes back with the first job's id instead.
+    pub async fn enqueue_batch_with_ids(
+        &self,
+        pool: &Pool,
+        jobs: Vec<(JobId, NewJob, Accounting)>,
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        if jobs.len() > self.cfg.max_batch {
+            return Err(ValidationError::BatchTooLarge {
+                size: jobs.len(),
+                max: self.cfg.max_batch,
+            }
+            .into());
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::ENQUEUE.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(self.cfg.idempotency_ttl.as_secs())
+            .arg(self.cfg.wake_cap)
+            .arg(self.cfg.user_index_ttl().as_secs());
+        for (id, job, acct) in jobs {
+            let tenant = job.tenant.clone();
+            let p = self.validate(pool, id, job, acct.scan_outputs)?;
+            inv.arg(p.id.to_string())
+                .arg(p.kind.as_str())
+                .arg(p.priority.as_str())
+                .arg(p.delay_ms)
+                .arg(p.idem)
+                .arg(p.json)
+                .arg(p.max_attempts)
+                .arg(p.shape)
+                .arg(tenant)
+                .arg(acct.weight.max(1))
+                .arg(acct.credits_reserved.max(0))
+                .arg(acct.price_rule)
+                .arg(p.user_key);
+        }
+        self.register_pool(pool).await?;
+        let mut c = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut c).await.during("enqueue", pool)?;
+        reply
+            .chunks(2)
+            .map(|p| {
+                Ok(Enqueued {
+                    id: parse_id(&p[0])?,
+                    duplicate: int(p.get(1))? == 1,
+                })
+            })
+            .collect()
+    }
+}
+
+pub(super) fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), ValidationError> {
+    if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {
+        return Err(ValidationError::InvalidField {
+            field,
+            reason: format!("must be 1..={max} bytes without control characters"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! One job by id: its record, its status, cancelling it; re-sealing a pool's records under a new key.
+
+use std::collections::HashMap;
+
+use super::{QueueClient, parse_record, stored_status};
+use crate::error::{During, QueueError};
+use crate::job::{JobId, JobRecord, JobStatus};
+use crate::keys::Pool;
+use crate::scripts;
+
+/// Outcome of a cancel request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting and is now cancelled.
+    Cancelled,
+    /// It is running; its worker stops it at its next heartbeat.
+    Requested,
+}
+
+/// What [`QueueClient::reseal`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResealReport {
+    /// Job records looked at.
+    pub scanned: u64,
+    /// Rewritten under the current key.
+    pub resealed: u64,
+    /// Not readable with the keys in force (left as they are).
+    pub unreadable: u64,
+}
+
+impl QueueClient {
+    /// Everything known about a job.
+    pub async fn job(&self, id: JobId) -> Result<JobRecord, QueueError> {
+        let pool = self.locate(id).await?;
+        self.job_in(&pool, id).await
+    }
+
+    /// Everything known about a job in a known pool.
+    pub async fn job_in(&self, pool: &Pool, id: JobId) -> Result<JobRecord, QueueError> {
+        let mut c = self.conn.clone();
+        let h: HashMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(pool.job_key(id)).query_async(&mut c).await?;
+        if h.is_empty() {
+            return Err(QueueError::NotFound(id));
+        }
+        parse_record(id, &h, self.keys.as_deref())
+    }
+
+    /// A job's status alone (no spec to open: works without the data keys).
+    pub async fn status(&self, id: JobId) -> Result<JobStatus, QueueError> {
+        let pool = self.locate(id).await?;
+        let mut c = self.conn.clone();
+        let s: Option<String> = redis::cmd("HGET")
+            .arg(pool.job_key(id))
+            .arg(crate::fields::job::STATUS)
+            .query_async(&mut c)
+            .await?;
+        stored_status(&s.ok_or(QueueError::NotFound(id))?)
+    }
+
+    /// Cancels a job: a waiting one at once, a running one at its worker's next heartbeat.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, QueueError> {
+        let pool = self.locate(id).await?;
+        let mut inv = scripts::CANCEL.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(id.to_string())
+            .arg(self.cfg.finished_ttl.as_secs());
+        let mut c = self.conn.clone();
+        let r: String = inv.invoke_async(&mut c).await.during("cancel", &pool)?;
+        match r.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "not_found" => Err(QueueError::NotFound(id)),
+            other => match other.strip_prefix("finished:") {
+                Some(status) => Err(QueueError::AlreadyFinished {
+                    id,
+                    status: status.to_owned(),
+                }),
+                None => Err(QueueError::Protocol(format!("cancel reply {other:?}"))),
+            },
+        }
+    }
+
+    /// Re-seals, with the current data key, every stored job spec of `pool` that is sealed with
+    /// another key (or not sealed at all), while the fleet runs: each record is rewritten only
+    /// if it has not changed since it was read. Afterwards the old key can be retired. On a
+    /// Cluster the pool's keys share one slot, so the scan runs on the node that owns it.
+    pub async fn reseal(&self, pool: &Pool) -> Result<ResealReport, QueueError> {
+        let keys = self.keys.as_deref().ok_or(crate::seal::SealError::NoKeys)?;
+        let mut c = self.conn.clone();
+        let pattern = format!("{}job:*", pool.prefix());
+        let mut report = ResealReport::default();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch) = self.conn.scan_page(&pattern, cursor, 500).await?;
+            for key in batch {
+                report.scanned += 1;
+                let raw: Option<String> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(crate::fields::job::SPEC)
+                    .query_async(&mut c)
+                    .await?;
+                let (Some(raw), Some(id)) = (raw, key.rsplit(':').next()) else {
+                    continue;
+                };
+                let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&raw) else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                if crate::seal::sealed_current(&v, keys) {
+                    continue;
+                }
+                if crate::seal::open(&mut v, id, Some(keys)).is_err() {
+                    report.unreadable += 1;
+                    continue;
+                }
+                keys.seal(&mut v, id)?;
+                if crate::seal::sealed_with(&v).is_none() {
+                    // Nothing sensitive in this job.
+                    continue;
+                }
+                let swapped: i64 = redis::Script::new(
+                    "if redis.call('HGET', KEYS[1], 'spec') == ARGV[1] then \
+                     redis.call('HSET', KEYS[1], 'spec', ARGV[2]) return 1 end return 0",
+                )
+                .key(&key)
+                .arg(&raw)
+                .arg(v.to_string())
+                .invoke_async(&mut c)
+                .await
+                .during("reseal", pool)?;
+                report.resealed += u64::try_from(swapped).unwrap_or(0);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(report)
+    }
+}

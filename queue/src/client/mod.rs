@@ -1,0 +1,202 @@
+//! [`QueueClient`]: every queue operation, each one Redis round trip through a Lua script. One
+//! module per concern: enqueue, leases (claim, heartbeat, ack, fail, release, reap), one job by
+//! id, dead letters, erasure, stats; this module holds the client and the reply decoding they
+//! share.
+
+mod dead_letters;
+mod enqueue;
+mod erasure;
+mod jobs;
+mod lease;
+mod stats;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::config::QueueConfig;
+use crate::conn::{RedisConn, RedisTarget};
+use crate::error::QueueError;
+use crate::job::{HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, ResultRef, Usage};
+use crate::keys::{POOLS_KEY, Pool};
+use crate::seal::Keyring;
+
+pub use dead_letters::{DeadAction, DeadFilter, DeadLetter, DeadLetterOutcome};
+pub use enqueue::{Accounting, Enqueued};
+pub use erasure::ErasureCounts;
+pub use jobs::{CancelOutcome, ResealReport};
+pub use lease::{
+    AckOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, ReapReport,
+};
+pub use stats::QueueStats;
+
+/// The client for producers, workers and admin tools. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct QueueClient {
+    conn: RedisConn,
+    target: RedisTarget,
+    cfg: Arc<QueueConfig>,
+    known_pools: Arc<Mutex<HashSet<String>>>,
+    /// The data keys that seal sensitive fields at rest (from the environment).
+    keys: Option<Arc<Keyring>>,
+}
+
+impl QueueClient {
+    /// Connects to `url` (see [`RedisTarget::parse`]).
+    pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
+        let target = RedisTarget::parse(url)?;
+        let keys = Keyring::from_env()?.map(Arc::new);
+        let conn = RedisConn::connect(&target, Some(Duration::from_secs(5))).await?;
+        Ok(Self {
+            conn,
+            target,
+            cfg: Arc::new(cfg),
+            known_pools: Arc::default(),
+            keys,
+        })
+    }
+
+    /// Seals sensitive fields with these keys from now on (replacing the environment's).
+    pub fn with_keys(mut self, keys: Keyring) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// The data keys in force, if any.
+    pub fn keys(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// Where this client connects.
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// A fresh connection for blocking waits (see [`QueueClient::wait_for_work`]).
+    pub async fn blocking_connection(&self, block: Duration) -> Result<RedisConn, QueueError> {
+        RedisConn::connect_blocking(&self.target, block).await
+    }
+
+    /// The shared multiplexed connection, for callers with their own commands.
+    pub fn connection(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Every pool that has had a job or a worker.
+    pub async fn pools(&self) -> Result<Vec<Pool>, QueueError> {
+        let mut c = self.conn.clone();
+        let names: Vec<String> = redis::cmd("SMEMBERS").arg(POOLS_KEY).query_async(&mut c).await?;
+        let mut pools: Vec<Pool> = names.iter().filter_map(|n| Pool::new(n).ok()).collect();
+        pools.sort();
+        Ok(pools)
+    }
+
+    /// Finds the pool holding a job.
+    pub async fn locate(&self, id: JobId) -> Result<Pool, QueueError> {
+        for pool in self.pools().await? {
+            let mut c = self.conn.clone();
+            let exists: bool = redis::cmd("EXISTS").arg(pool.job_key(id)).query_async(&mut c).await?;
+            if exists {
+                return Ok(pool);
+            }
+        }
+        Err(QueueError::NotFound(id))
+    }
+}
+
+fn bytes(v: &Value) -> Result<Vec<u8>, QueueError> {
+    match v {
+        Value::BulkString(b) => Ok(b.clone()),
+        Value::SimpleString(s) => Ok(s.as_bytes().to_vec()),
+        other => Err(QueueError::Protocol(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn int(v: Option<&Value>) -> Result<i64, QueueError> {
+    match v {
+        Some(Value::Int(i)) => Ok(*i),
+        Some(Value::BulkString(b)) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| QueueError::Protocol("expected an integer".into())),
+        other => Err(QueueError::Protocol(format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn parse_id(v: &Value) -> Result<JobId, QueueError> {
+    let b = bytes(v)?;
+    std::str::from_utf8(&b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| QueueError::Protocol("bad job id in reply".into()))
+}
+
+fn parse_kind(v: &Value) -> Result<JobKind, QueueError> {
+    let b = bytes(v)?;
+    std::str::from_utf8(&b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| QueueError::Protocol("bad kind in reply".into()))
+}
+
+/// A stored spec, its sealed fields opened with `keys`.
+fn decode_spec(id: JobId, raw: &[u8], keys: Option<&Keyring>) -> Result<JobSpec, QueueError> {
+    let unreadable = |e: serde_json::Error| QueueError::Protocol(format!("job {id}: unreadable spec: {e}"));
+    // Most specs are not sealed (or have nothing to seal): straight to the struct.
+    if !raw.windows(9).any(|w| w == b"\"sealed\":") {
+        return serde_json::from_slice(raw).map_err(unreadable);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(raw).map_err(unreadable)?;
+    crate::seal::open(&mut v, &id.to_string(), keys)?;
+    serde_json::from_value(v).map_err(unreadable)
+}
+
+/// A status read back from Redis: one Gantry does not know is a protocol error (a foreign or
+/// newer writer), not bad input.
+fn stored_status(s: &str) -> Result<JobStatus, QueueError> {
+    s.parse()
+        .map_err(|e: crate::ValidationError| QueueError::Protocol(e.to_string()))
+}
+
+fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>) -> Result<JobRecord, QueueError> {
+    use crate::fields::job as f;
+    let s = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok());
+    let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
+    let spec = decode_spec(id, h.get(f::SPEC).map(Vec::as_slice).unwrap_or_default(), keys)?;
+    let status = stored_status(s(f::STATUS).unwrap_or("queued"))?;
+    let error = s(f::ERROR_CLASS).map(|class| JobError {
+        class: class.to_owned(),
+        message: s(f::ERROR_MESSAGE).unwrap_or_default().to_owned(),
+        at_ms: n(f::ERROR_AT).unwrap_or(0),
+    });
+    let result = s(f::RESULT).and_then(|r| serde_json::from_str::<ResultRef>(r).ok());
+    let usage = s(f::USAGE).and_then(|r| serde_json::from_str::<Usage>(r).ok());
+    let history = s(f::HISTORY)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<HistoryEvent>(l).ok())
+        .collect();
+    Ok(JobRecord {
+        spec,
+        status,
+        attempts: n(f::ATTEMPTS).unwrap_or(0) as u32,
+        enqueued_at_ms: n(f::ENQUEUED_AT).unwrap_or(0),
+        started_at_ms: n(f::STARTED_AT),
+        finished_at_ms: n(f::FINISHED_AT),
+        due_at_ms: n(f::DUE_AT),
+        worker: s(f::WORKER).map(str::to_owned),
+        cancel_requested: s(f::CANCEL).is_some(),
+        error,
+        result,
+        usage,
+        credits_reserved: s(f::CREDITS_RESERVED).and_then(|v| v.parse().ok()),
+        history,
+    })
+}
