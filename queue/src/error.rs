@@ -68,10 +68,17 @@ pub(crate) trait During<T> {
 
 impl<T> During<T> for Result<T, redis::RedisError> {
     fn during(self, op: &'static str, pool: &crate::Pool) -> Result<T, QueueError> {
-        self.map_err(|source| QueueError::Redis {
-            op,
-            pool: Some(pool.to_string()),
-            source,
+        self.map_err(|source| {
+            if source.kind() == redis::ErrorKind::Parse {
+                // Redis answered, but not what the script's header promises.
+                QueueError::Protocol(format!("{op} on pool {pool}: {source}"))
+            } else {
+                QueueError::Redis {
+                    op,
+                    pool: Some(pool.to_string()),
+                    source,
+                }
+            }
         })
     }
 }
@@ -114,5 +121,12 @@ mod tests {
         assert!(text.starts_with("redis, during claim on pool gpu-h100: "), "{text}");
         assert!(std::error::Error::source(&e).is_some(), "the chain is kept");
         assert!(e.is_transient(), "a refused connection is retried");
+        let garbled = redis::RedisError::from(redis::ParsingError::from("heartbeat: unknown reply code 7"));
+        let e = Err::<(), _>(garbled).during("heartbeat", &pool).expect_err("an error");
+        assert!(
+            matches!(e, QueueError::Protocol(ref m) if m.starts_with("heartbeat on pool gpu-h100: ")),
+            "{e}"
+        );
+        assert!(!e.is_transient(), "a reply of the wrong shape is a bug, not weather");
     }
 }

@@ -84,3 +84,22 @@ impl ProviderSlots {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::scripts::{Layout, Tail, check_contract};
+
+    #[test]
+    fn the_slot_script_matches_its_header() {
+        let wrong = check_contract(
+            "slots.lua",
+            include_str!("scripts/slots.lua"),
+            Layout {
+                fixed: 5,
+                tail: Tail::None,
+            },
+            "KEYS[1]    the holders zset",
+        );
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+}

@@ -1,6 +1,9 @@
 //! The dead-letter queue: listing with filters, counting, replaying and purging.
 
+use redis::{FromRedisValue, ParsingError, Value};
+
 use super::QueueClient;
+use super::wire::{one_per_record, str_codes};
 use crate::error::{During, QueueError};
 use crate::job::{ErrorClass, JobId, JobKind};
 use crate::keys::QueueName;
@@ -227,14 +230,8 @@ impl QueueClient {
             inv.arg(id.to_string());
         }
         let mut c = self.conn.clone();
-        let r: Vec<String> = inv.invoke_async(&mut c).await.during("dead_letters", &queue.pool)?;
-        Ok(r.iter()
-            .map(|s| match s.as_str() {
-                "done" => DeadLetterOutcome::Done,
-                "class_mismatch" => DeadLetterOutcome::ClassMismatch,
-                _ => DeadLetterOutcome::NotDead,
-            })
-            .collect())
+        let reply: DeadLettersReply = inv.invoke_async(&mut c).await.during("dead_letters", &queue.pool)?;
+        one_per_record(reply.0, ids.len(), "dead_letters", &queue.pool)
     }
 
     /// Replays every dead letter of `queue` that `filter` selects, a page at a time (the CLI's
@@ -309,5 +306,20 @@ impl QueueClient {
             Some(DeadLetterOutcome::Done) => Ok(()),
             _ => Err(QueueError::NotDeadLettered(id)),
         }
+    }
+}
+
+/// `dead_letters.lua`'s reply: one outcome per id.
+struct DeadLettersReply(Vec<DeadLetterOutcome>);
+
+impl FromRedisValue for DeadLettersReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        str_codes(v, "dead_letters", |c| match c {
+            "done" => Some(DeadLetterOutcome::Done),
+            "not_dead" => Some(DeadLetterOutcome::NotDead),
+            "class_mismatch" => Some(DeadLetterOutcome::ClassMismatch),
+            _ => None,
+        })
+        .map(Self)
     }
 }

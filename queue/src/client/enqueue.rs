@@ -1,8 +1,9 @@
 //! Enqueue: validation, sealing, idempotency and the `enqueue` script, one round trip per batch.
 
-use redis::Value;
+use redis::{FromRedisValue, ParsingError, RedisWrite, ToRedisArgs, Value};
 
-use super::{QueueClient, int, parse_id};
+use super::QueueClient;
+use super::wire::{int, job_id, one_per_record, records};
 use crate::error::{During, QueueError, ValidationError};
 use crate::job::{JobId, JobKind, JobSpec, NewJob, Priority};
 use crate::keys::{POOLS_KEY, Pool};
@@ -242,35 +243,20 @@ impl QueueClient {
             .arg(self.cfg.idempotency_ttl.as_secs())
             .arg(self.cfg.wake_cap)
             .arg(self.cfg.user_index_ttl().as_secs());
-        for (id, job, acct) in jobs {
+        let sent = jobs.len();
+        for (id, job, accounting) in jobs {
             let tenant = job.tenant.clone();
-            let p = self.validate(pool, id, job, acct.scan_outputs)?;
-            inv.arg(p.id.to_string())
-                .arg(p.kind.as_str())
-                .arg(p.priority.as_str())
-                .arg(p.delay_ms)
-                .arg(p.idem)
-                .arg(p.json)
-                .arg(p.max_attempts)
-                .arg(p.shape)
-                .arg(tenant)
-                .arg(acct.weight.max(1))
-                .arg(acct.credits_reserved.max(0))
-                .arg(acct.price_rule)
-                .arg(p.user_key);
+            let prepared = self.validate(pool, id, job, accounting.scan_outputs)?;
+            inv.arg(EnqueueArg {
+                prepared,
+                tenant,
+                accounting,
+            });
         }
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut c).await.during("enqueue", pool)?;
-        reply
-            .chunks(2)
-            .map(|p| {
-                Ok(Enqueued {
-                    id: parse_id(&p[0])?,
-                    duplicate: int(p.get(1))? == 1,
-                })
-            })
-            .collect()
+        let reply: EnqueueReply = inv.invoke_async(&mut c).await.during("enqueue", pool)?;
+        one_per_record(reply.0, sent, "enqueue", pool)
     }
 }
 
@@ -282,4 +268,90 @@ pub(super) fn check_text(field: &'static str, v: &str, max: usize) -> Result<(),
         });
     }
     Ok(())
+}
+
+/// `enqueue.lua`'s record of 13: the prepared job, its tenant and its accounting.
+struct EnqueueArg {
+    prepared: Prepared,
+    tenant: String,
+    accounting: Accounting,
+}
+
+impl ToRedisArgs for EnqueueArg {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let (p, a) = (&self.prepared, &self.accounting);
+        out.write_arg(p.id.to_string().as_bytes());
+        out.write_arg(p.kind.as_str().as_bytes());
+        out.write_arg(p.priority.as_str().as_bytes());
+        out.write_arg(p.delay_ms.to_string().as_bytes());
+        out.write_arg(p.idem.as_bytes());
+        out.write_arg(p.json.as_bytes());
+        out.write_arg(p.max_attempts.to_string().as_bytes());
+        out.write_arg(p.shape.as_bytes());
+        out.write_arg(self.tenant.as_bytes());
+        out.write_arg(a.weight.max(1).to_string().as_bytes());
+        out.write_arg(a.credits_reserved.max(0).to_string().as_bytes());
+        out.write_arg(a.price_rule.as_bytes());
+        out.write_arg(p.user_key.as_bytes());
+    }
+}
+
+/// `enqueue.lua`'s reply: per job, its id and whether it was a duplicate.
+struct EnqueueReply(Vec<Enqueued>);
+
+impl FromRedisValue for EnqueueReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        records(v, "enqueue", 2)?
+            .iter()
+            .map(|r| {
+                Ok(Enqueued {
+                    id: job_id(&r[0], "enqueue id")?,
+                    duplicate: match int(&r[1], "enqueue duplicate")? {
+                        0 => false,
+                        1 => true,
+                        other => return Err(format!("enqueue: duplicate flag {other}").into()),
+                    },
+                })
+            })
+            .collect::<Result<_, ParsingError>>()
+            .map(Self)
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn the_enqueue_record_is_as_long_as_the_script_reads() {
+        let arg = EnqueueArg {
+            prepared: Prepared {
+                id: JobId::new(),
+                kind: JobKind::Noop,
+                priority: Priority::Normal,
+                delay_ms: 0,
+                idem: String::new(),
+                json: "{}".into(),
+                max_attempts: 3,
+                shape: String::new(),
+                user_key: "k".into(),
+            },
+            tenant: "t".into(),
+            accounting: Accounting::default(),
+        };
+        assert_eq!(arg.to_redis_args().len(), crate::scripts::ENQUEUE.stride());
+    }
+
+    #[test]
+    fn the_enqueue_reply_is_whole_records_with_known_flags() {
+        let id = JobId::new();
+        let rec = |dup: i64| vec![Value::BulkString(id.to_string().into_bytes()), Value::Int(dup)];
+        let ok = EnqueueReply::from_redis_value(Value::Array([rec(0), rec(1)].concat())).expect("two");
+        assert_eq!(ok.0.iter().map(|e| e.duplicate).collect::<Vec<_>>(), vec![false, true]);
+        assert!(EnqueueReply::from_redis_value(Value::Array(rec(2))).is_err(), "flag 2");
+        assert!(
+            EnqueueReply::from_redis_value(Value::Array(rec(0)[..1].to_vec())).is_err(),
+            "half a record"
+        );
+    }
 }

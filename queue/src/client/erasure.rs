@@ -1,5 +1,7 @@
 //! A user's erasure: every job of theirs in a pool, waiting, running or finished.
 
+use redis::{FromRedisValue, ParsingError, Value};
+
 use super::QueueClient;
 use super::enqueue::check_text;
 use crate::error::{During, QueueError};
@@ -50,17 +52,34 @@ impl QueueClient {
                 .arg(user)
                 .arg(&cursor)
                 .arg(PAGE);
-            let r: (u64, u64, u64, u64, String) = inv.invoke_async(&mut c).await.during("erase", pool)?;
-            total += ErasureCounts {
-                cancelled: r.0,
-                running: r.1,
-                deleted: r.2,
-                dead_letters: r.3,
-            };
-            if r.4 == "0" {
+            let page: ErasePage = inv.invoke_async(&mut c).await.during("erase", pool)?;
+            total += page.counts;
+            if page.cursor == "0" {
                 return Ok(total);
             }
-            cursor = r.4;
+            cursor = page.cursor;
         }
+    }
+}
+
+/// `erase.lua`'s reply: the page's counts and the next cursor.
+struct ErasePage {
+    counts: ErasureCounts,
+    cursor: String,
+}
+
+impl FromRedisValue for ErasePage {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let (cancelled, running, deleted, dead_letters, cursor) = FromRedisValue::from_redis_value(v)
+            .map_err(|e: ParsingError| ParsingError::from(format!("erase: expected 4 counts and a cursor: {e}")))?;
+        Ok(Self {
+            counts: ErasureCounts {
+                cancelled,
+                running,
+                deleted,
+                dead_letters,
+            },
+            cursor,
+        })
     }
 }

@@ -1,5 +1,7 @@
 //! One job by id: its record, its status, cancelling it; re-sealing a pool's records under a new key.
 
+use redis::{FromRedisValue, ParsingError, Value};
+
 use std::collections::HashMap;
 
 use super::{QueueClient, parse_record, stored_status};
@@ -65,18 +67,11 @@ impl QueueClient {
             .arg(id.to_string())
             .arg(self.cfg.finished_ttl.as_secs());
         let mut c = self.conn.clone();
-        let r: String = inv.invoke_async(&mut c).await.during("cancel", &pool)?;
-        match r.as_str() {
-            "cancelled" => Ok(CancelOutcome::Cancelled),
-            "requested" => Ok(CancelOutcome::Requested),
-            "not_found" => Err(QueueError::NotFound(id)),
-            other => match other.strip_prefix("finished:") {
-                Some(status) => Err(QueueError::AlreadyFinished {
-                    id,
-                    status: status.to_owned(),
-                }),
-                None => Err(QueueError::Protocol(format!("cancel reply {other:?}"))),
-            },
+        match inv.invoke_async(&mut c).await.during("cancel", &pool)? {
+            CancelReply::Cancelled => Ok(CancelOutcome::Cancelled),
+            CancelReply::Requested => Ok(CancelOutcome::Requested),
+            CancelReply::NotFound => Err(QueueError::NotFound(id)),
+            CancelReply::Finished(status) => Err(QueueError::AlreadyFinished { id, status }),
         }
     }
 
@@ -136,5 +131,47 @@ impl QueueClient {
             cursor = next;
         }
         Ok(report)
+    }
+}
+
+/// `cancel.lua`'s reply.
+#[derive(Debug, PartialEq, Eq)]
+enum CancelReply {
+    Cancelled,
+    Requested,
+    NotFound,
+    /// `finished:<status>`.
+    Finished(String),
+}
+
+impl FromRedisValue for CancelReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let s = String::from_redis_value(v)?;
+        Ok(match s.as_str() {
+            "cancelled" => Self::Cancelled,
+            "requested" => Self::Requested,
+            "not_found" => Self::NotFound,
+            other => match other.strip_prefix("finished:") {
+                Some(status) if !status.is_empty() => Self::Finished(status.to_owned()),
+                _ => return Err(format!("cancel: unknown reply {other:?}").into()),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn the_cancel_reply_is_one_of_four() {
+        let read = |s: &str| CancelReply::from_redis_value(Value::BulkString(s.as_bytes().to_vec()));
+        assert_eq!(read("requested").expect("known"), CancelReply::Requested);
+        assert_eq!(
+            read("finished:dead").expect("known"),
+            CancelReply::Finished("dead".into())
+        );
+        assert!(read("finished:").is_err());
+        assert!(read("maybe").is_err());
     }
 }

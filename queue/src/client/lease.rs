@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{FromRedisValue, ParsingError, RedisWrite, ToRedisArgs, Value};
 
-use super::{QueueClient, bytes, decode_spec, int, parse_id, parse_kind};
+use super::QueueClient;
+use super::decode_spec;
+use super::wire::{bytes, int, int_codes, job_id, kind, one_per_record, records, str_codes};
 use crate::conn::RedisConn;
 use crate::error::{During, QueueError};
 use crate::job::{Completion, ErrorClass, JobId, JobKind, JobSpec};
@@ -170,28 +172,22 @@ impl QueueClient {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut c).await.during("claim", pool)?;
-        let next_due = int(reply.first())?;
-        let unfit = int(reply.get(1))? == 1;
+        let reply: ClaimReply = inv.invoke_async(&mut c).await.during("claim", pool)?;
         let mut batch = ClaimBatch {
-            unfit,
-            next_due_ms: (next_due >= 0).then_some(next_due as u64),
+            unfit: reply.unfit,
+            next_due_ms: reply.next_due_ms,
             ..Default::default()
         };
         let mut poisoned = Vec::new();
-        for j in reply.get(2..).unwrap_or_default().chunks(7) {
-            if j.len() < 7 {
-                return Err(QueueError::Protocol("short claim reply".into()));
-            }
-            let lease = LeaseRef {
-                id: parse_id(&j[0])?,
-                kind: parse_kind(&j[1])?,
-                token: int(Some(&j[2]))? as u64,
-            };
-            let attempt = int(Some(&j[3]))? as u32;
-            let max_attempts = int(Some(&j[4]))? as u32;
-            let gpu = u32::try_from(int(Some(&j[6]))?).ok();
-            match decode_spec(lease.id, &bytes(&j[5])?, self.keys.as_deref()) {
+        for ClaimRecord {
+            lease,
+            attempt,
+            max_attempts,
+            spec,
+            gpu,
+        } in reply.jobs
+        {
+            match decode_spec(lease.id, &spec, self.keys.as_deref()) {
                 Ok(spec) => batch.jobs.push(ClaimedJob {
                     lease,
                     pool: pool.clone(),
@@ -235,18 +231,11 @@ impl QueueClient {
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
         inv.key(pool.prefix()).arg(lease.as_millis() as u64);
         for l in leases {
-            inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token);
+            inv.arg(LeaseArg(l));
         }
         let mut c = self.conn.clone();
-        let reply: Vec<i64> = inv.invoke_async(&mut c).await.during("heartbeat", pool)?;
-        Ok(reply
-            .into_iter()
-            .map(|c| match c {
-                0 => LeaseState::Extended,
-                1 => LeaseState::CancelRequested,
-                _ => LeaseState::Lost,
-            })
-            .collect())
+        let reply: HeartbeatReply = inv.invoke_async(&mut c).await.during("heartbeat", pool)?;
+        one_per_record(reply.0, leases.len(), "heartbeat", pool)
     }
 
     /// Records successes.
@@ -256,26 +245,12 @@ impl QueueClient {
         }
         let mut inv = scripts::ACK.prepare_invoke();
         inv.key(pool.prefix()).arg(self.cfg.finished_ttl.as_secs());
-        let json = |v: Option<String>| v.unwrap_or_default();
-        for (l, done) in acks {
-            let r = done.output.as_ref().map(serde_json::to_string).transpose();
-            let u = done.usage.as_ref().map(serde_json::to_string).transpose();
-            let (r, u) = (
-                r.map_err(|e| QueueError::Protocol(e.to_string()))?,
-                u.map_err(|e| QueueError::Protocol(e.to_string()))?,
-            );
-            inv.arg(l.id.to_string())
-                .arg(l.kind.as_str())
-                .arg(l.token)
-                .arg(json(r))
-                .arg(json(u));
+        for (lease, done) in acks {
+            inv.arg(AckArg::new(lease, done)?);
         }
         let mut c = self.conn.clone();
-        let reply: Vec<i64> = inv.invoke_async(&mut c).await.during("ack", pool)?;
-        Ok(reply
-            .into_iter()
-            .map(|c| if c == 0 { AckOutcome::Acked } else { AckOutcome::Stale })
-            .collect())
+        let reply: AckReply = inv.invoke_async(&mut c).await.during("ack", pool)?;
+        one_per_record(reply.0, acks.len(), "ack", pool)
     }
 
     /// Records failures: retryable ones are retried after a backoff until attempts run out, then
@@ -291,28 +266,14 @@ impl QueueClient {
         for f in failures {
             let backoff = self.cfg.retry_delay(f.attempt);
             let asked = f.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER);
-            let delay = backoff.max(asked).as_millis() as u64;
-            let msg: String = f.message.chars().take(1024).collect();
-            inv.arg(f.lease.id.to_string())
-                .arg(f.lease.kind.as_str())
-                .arg(f.lease.token)
-                .arg(f.class.as_str())
-                .arg(msg)
-                .arg(delay);
+            inv.arg(FailArg {
+                failure: f,
+                delay_ms: backoff.max(asked).as_millis() as u64,
+            });
         }
         let mut c = self.conn.clone();
-        let reply: Vec<String> = inv.invoke_async(&mut c).await.during("fail", pool)?;
-        reply
-            .into_iter()
-            .map(|s| match s.as_str() {
-                "retry" => Ok(FailOutcome::Retry),
-                "dead" => Ok(FailOutcome::Dead),
-                "cancelled" => Ok(FailOutcome::Cancelled),
-                "blocked" => Ok(FailOutcome::Blocked),
-                "stale" => Ok(FailOutcome::Stale),
-                other => Err(QueueError::Protocol(format!("fail reply {other:?}"))),
-            })
-            .collect()
+        let reply: FailReply = inv.invoke_async(&mut c).await.during("fail", pool)?;
+        one_per_record(reply.0, failures.len(), "fail", pool)
     }
 
     /// Gives leases back without counting the attempt (a draining worker's unfinished jobs).
@@ -324,11 +285,12 @@ impl QueueClient {
         let mut inv = scripts::RELEASE.prepare_invoke();
         inv.key(pool.prefix()).arg(self.cfg.wake_cap);
         for l in leases {
-            inv.arg(l.id.to_string()).arg(l.kind.as_str()).arg(l.token);
+            inv.arg(LeaseArg(l));
         }
         let mut c = self.conn.clone();
-        let reply: Vec<i64> = inv.invoke_async(&mut c).await.during("release", pool)?;
-        Ok(reply.into_iter().filter(|&c| c == 0).count())
+        let reply: ReleaseReply = inv.invoke_async(&mut c).await.during("release", pool)?;
+        let released = one_per_record(reply.0, leases.len(), "release", pool)?;
+        Ok(released.into_iter().filter(|&r| r).count())
     }
 
     /// Returns expired leases to their queue (at most `max_per_kind` per kind per call) and
@@ -344,12 +306,7 @@ impl QueueClient {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
-        let r: Vec<u64> = inv.invoke_async(&mut c).await.during("reap", pool)?;
-        Ok(ReapReport {
-            requeued: r.first().copied().unwrap_or(0),
-            dead: r.get(1).copied().unwrap_or(0),
-            cancelled: r.get(2).copied().unwrap_or(0),
-        })
+        inv.invoke_async(&mut c).await.during("reap", pool)
     }
 
     /// Blocks on `conn` (a connection of its own, see [`QueueClient::blocking_connection`])
@@ -371,5 +328,300 @@ impl QueueClient {
         cmd.arg(format!("{:.3}", timeout.as_secs_f64().max(0.001)));
         let v: Value = cmd.query_async(conn).await?;
         Ok(!matches!(v, Value::Nil))
+    }
+}
+
+/// `heartbeat.lua`'s and `release.lua`'s record: id, kind, token.
+struct LeaseArg<'a>(&'a LeaseRef);
+
+impl ToRedisArgs for LeaseArg<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let l = self.0;
+        out.write_arg(l.id.to_string().as_bytes());
+        out.write_arg(l.kind.as_str().as_bytes());
+        out.write_arg(l.token.to_string().as_bytes());
+    }
+}
+
+/// `ack.lua`'s record: the lease, the result and the usage as JSON ('' = none).
+struct AckArg<'a> {
+    lease: &'a LeaseRef,
+    result: String,
+    usage: String,
+}
+
+impl<'a> AckArg<'a> {
+    fn new(lease: &'a LeaseRef, done: &Completion) -> Result<Self, QueueError> {
+        let json = |v: Result<Option<String>, serde_json::Error>| {
+            v.map(Option::unwrap_or_default)
+                .map_err(|e| QueueError::Protocol(format!("ack of job {}: {e}", lease.id)))
+        };
+        Ok(Self {
+            lease,
+            result: json(done.output.as_ref().map(serde_json::to_string).transpose())?,
+            usage: json(done.usage.as_ref().map(serde_json::to_string).transpose())?,
+        })
+    }
+}
+
+impl ToRedisArgs for AckArg<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        LeaseArg(self.lease).write_redis_args(out);
+        out.write_arg(self.result.as_bytes());
+        out.write_arg(self.usage.as_bytes());
+    }
+}
+
+/// `fail.lua`'s record: the lease, the class, the message (at most 1,024 characters) and the
+/// retry delay.
+struct FailArg<'a> {
+    failure: &'a Failure,
+    delay_ms: u64,
+}
+
+impl ToRedisArgs for FailArg<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let f = self.failure;
+        LeaseArg(&f.lease).write_redis_args(out);
+        out.write_arg(f.class.as_str().as_bytes());
+        let msg: String = f.message.chars().take(1024).collect();
+        out.write_arg(msg.as_bytes());
+        out.write_arg(self.delay_ms.to_string().as_bytes());
+    }
+}
+
+/// `claim.lua`'s reply: next due time, unfit flag, then a record of 7 per job.
+struct ClaimReply {
+    next_due_ms: Option<u64>,
+    unfit: bool,
+    jobs: Vec<ClaimRecord>,
+}
+
+/// One job of a claim, its spec still sealed.
+struct ClaimRecord {
+    lease: LeaseRef,
+    attempt: u32,
+    max_attempts: u32,
+    spec: Vec<u8>,
+    gpu: Option<u32>,
+}
+
+/// Values in a claim reply before its job records.
+const CLAIM_HEAD: usize = 2;
+/// Values per job in a claim reply.
+const CLAIM_STRIDE: usize = 7;
+
+impl FromRedisValue for ClaimReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let mut all = Vec::<Value>::from_redis_value(v)?;
+        if all.len() < CLAIM_HEAD {
+            return Err(format!("claim: a reply of {} values has no head", all.len()).into());
+        }
+        let rest = all.split_off(CLAIM_HEAD);
+        let next_due = int(&all[0], "claim next_due_ms")?;
+        let unfit = match int(&all[1], "claim unfit")? {
+            0 => false,
+            1 => true,
+            other => return Err(format!("claim: unfit flag {other}").into()),
+        };
+        let count = |v: &Value, what: &str| {
+            u32::try_from(int(v, what)?).map_err(|_| ParsingError::from(format!("{what} out of range")))
+        };
+        let jobs = records(Value::Array(rest), "claim", CLAIM_STRIDE)?
+            .into_iter()
+            .map(|mut j| {
+                let spec = bytes(std::mem::replace(&mut j[5], Value::Nil), "claim spec")?;
+                Ok(ClaimRecord {
+                    lease: LeaseRef {
+                        id: job_id(&j[0], "claim id")?,
+                        kind: kind(&j[1], "claim kind")?,
+                        token: u64::try_from(int(&j[2], "claim token")?)
+                            .map_err(|_| ParsingError::from("claim token out of range"))?,
+                    },
+                    attempt: count(&j[3], "claim attempts")?,
+                    max_attempts: count(&j[4], "claim max_attempts")?,
+                    spec,
+                    gpu: match int(&j[6], "claim gpu")? {
+                        -1 => None,
+                        g => Some(u32::try_from(g).map_err(|_| ParsingError::from(format!("claim gpu {g}")))?),
+                    },
+                })
+            })
+            .collect::<Result<_, ParsingError>>()?;
+        Ok(Self {
+            next_due_ms: u64::try_from(next_due).ok(),
+            unfit,
+            jobs,
+        })
+    }
+}
+
+/// `heartbeat.lua`'s reply: one code per lease.
+struct HeartbeatReply(Vec<LeaseState>);
+
+impl FromRedisValue for HeartbeatReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        int_codes(v, "heartbeat", |c| match c {
+            0 => Some(LeaseState::Extended),
+            1 => Some(LeaseState::CancelRequested),
+            2 => Some(LeaseState::Lost),
+            _ => None,
+        })
+        .map(Self)
+    }
+}
+
+/// `ack.lua`'s reply: one code per ack.
+struct AckReply(Vec<AckOutcome>);
+
+impl FromRedisValue for AckReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        int_codes(v, "ack", |c| match c {
+            0 => Some(AckOutcome::Acked),
+            1 => Some(AckOutcome::Stale),
+            _ => None,
+        })
+        .map(Self)
+    }
+}
+
+/// `fail.lua`'s reply: one code per failure.
+struct FailReply(Vec<FailOutcome>);
+
+impl FromRedisValue for FailReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        str_codes(v, "fail", |c| match c {
+            "retry" => Some(FailOutcome::Retry),
+            "dead" => Some(FailOutcome::Dead),
+            "cancelled" => Some(FailOutcome::Cancelled),
+            "blocked" => Some(FailOutcome::Blocked),
+            "stale" => Some(FailOutcome::Stale),
+            _ => None,
+        })
+        .map(Self)
+    }
+}
+
+/// `release.lua`'s reply: per lease, whether it was released.
+struct ReleaseReply(Vec<bool>);
+
+impl FromRedisValue for ReleaseReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        int_codes(v, "release", |c| match c {
+            0 => Some(true),
+            1 => Some(false),
+            _ => None,
+        })
+        .map(Self)
+    }
+}
+
+/// `reap.lua`'s reply: exactly requeued, dead-lettered, cancelled.
+impl FromRedisValue for ReapReport {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match <[u64; 3]>::from_redis_value(v) {
+            Ok([requeued, dead, cancelled]) => Ok(Self {
+                requeued,
+                dead,
+                cancelled,
+            }),
+            Err(e) => Err(format!("reap: expected 3 counts: {e}").into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scripts;
+
+    fn lease() -> LeaseRef {
+        LeaseRef {
+            id: JobId::new(),
+            kind: JobKind::Upscale,
+            token: 42,
+        }
+    }
+
+    #[test]
+    fn each_record_is_as_long_as_its_script_reads() {
+        let l = lease();
+        assert_eq!(LeaseArg(&l).to_redis_args().len(), scripts::HEARTBEAT.stride());
+        assert_eq!(LeaseArg(&l).to_redis_args().len(), scripts::RELEASE.stride());
+        let ack = AckArg::new(&l, &Completion::default()).expect("serializable");
+        assert_eq!(ack.to_redis_args().len(), scripts::ACK.stride());
+        let f = Failure {
+            lease: l.clone(),
+            attempt: 1,
+            class: ErrorClass::Retryable,
+            message: "x".repeat(5000),
+            retry_after: None,
+        };
+        let args = FailArg {
+            failure: &f,
+            delay_ms: 1000,
+        }
+        .to_redis_args();
+        assert_eq!(args.len(), scripts::FAIL.stride());
+        assert_eq!(args[4].len(), 1024, "the message is cut to 1,024 characters");
+    }
+
+    #[test]
+    fn the_claim_reply_is_read_whole_or_refused() {
+        let id = JobId::new();
+        let job = |gpu: i64| {
+            vec![
+                Value::BulkString(id.to_string().into_bytes()),
+                Value::BulkString(b"upscale".to_vec()),
+                Value::Int(7),
+                Value::Int(1),
+                Value::Int(3),
+                Value::BulkString(b"{}".to_vec()),
+                Value::Int(gpu),
+            ]
+        };
+        let mut v = vec![Value::Int(-1), Value::Int(0)];
+        v.extend(job(-1));
+        v.extend(job(1));
+        let r = ClaimReply::from_redis_value(Value::Array(v.clone())).expect("well formed");
+        assert_eq!((r.next_due_ms, r.unfit, r.jobs.len()), (None, false, 2));
+        assert_eq!((r.jobs[0].gpu, r.jobs[1].gpu), (None, Some(1)));
+        assert_eq!(r.jobs[1].lease.token, 7);
+        // One value short of a whole record.
+        v.pop();
+        assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
+        // A kind Gantry does not know.
+        let mut v = vec![Value::Int(5), Value::Int(1)];
+        let mut j = job(0);
+        j[1] = Value::BulkString(b"mine_bitcoin".to_vec());
+        v.extend(j);
+        assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
+    }
+
+    #[test]
+    fn codes_outside_the_header_are_errors() {
+        let codes = |c: &[i64]| Value::Array(c.iter().map(|&i| Value::Int(i)).collect());
+        assert_eq!(
+            HeartbeatReply::from_redis_value(codes(&[0, 1, 2])).expect("known").0,
+            vec![LeaseState::Extended, LeaseState::CancelRequested, LeaseState::Lost]
+        );
+        assert!(
+            HeartbeatReply::from_redis_value(codes(&[3])).is_err(),
+            "3 is not 'lost'"
+        );
+        assert!(AckReply::from_redis_value(codes(&[2])).is_err());
+        assert!(ReleaseReply::from_redis_value(codes(&[-1])).is_err());
+        assert_eq!(
+            ReapReport::from_redis_value(codes(&[1, 2, 3])).expect("three"),
+            ReapReport {
+                requeued: 1,
+                dead: 2,
+                cancelled: 3
+            }
+        );
+        assert!(
+            ReapReport::from_redis_value(codes(&[1, 2])).is_err(),
+            "a short reap reply is not zeros"
+        );
     }
 }

@@ -9,17 +9,16 @@ mod erasure;
 mod jobs;
 mod lease;
 mod stats;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Value;
-
 use crate::config::QueueConfig;
 use crate::conn::{RedisConn, RedisTarget};
 use crate::error::QueueError;
-use crate::job::{HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus, ResultRef, Usage};
+use crate::job::{HistoryEvent, JobError, JobId, JobRecord, JobSpec, JobStatus, ResultRef, Usage};
 use crate::keys::{POOLS_KEY, Pool};
 use crate::seal::Keyring;
 
@@ -111,41 +110,6 @@ impl QueueClient {
     }
 }
 
-fn bytes(v: &Value) -> Result<Vec<u8>, QueueError> {
-    match v {
-        Value::BulkString(b) => Ok(b.clone()),
-        Value::SimpleString(s) => Ok(s.as_bytes().to_vec()),
-        other => Err(QueueError::Protocol(format!("expected a string, got {other:?}"))),
-    }
-}
-
-fn int(v: Option<&Value>) -> Result<i64, QueueError> {
-    match v {
-        Some(Value::Int(i)) => Ok(*i),
-        Some(Value::BulkString(b)) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| QueueError::Protocol("expected an integer".into())),
-        other => Err(QueueError::Protocol(format!("expected an integer, got {other:?}"))),
-    }
-}
-
-fn parse_id(v: &Value) -> Result<JobId, QueueError> {
-    let b = bytes(v)?;
-    std::str::from_utf8(&b)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| QueueError::Protocol("bad job id in reply".into()))
-}
-
-fn parse_kind(v: &Value) -> Result<JobKind, QueueError> {
-    let b = bytes(v)?;
-    std::str::from_utf8(&b)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| QueueError::Protocol("bad kind in reply".into()))
-}
-
 /// A stored spec, its sealed fields opened with `keys`.
 fn decode_spec(id: JobId, raw: &[u8], keys: Option<&Keyring>) -> Result<JobSpec, QueueError> {
     let unreadable = |e: serde_json::Error| QueueError::Protocol(format!("job {id}: unreadable spec: {e}"));
@@ -176,13 +140,21 @@ fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>)
         message: s(f::ERROR_MESSAGE).unwrap_or_default().to_owned(),
         at_ms: n(f::ERROR_AT).unwrap_or(0),
     });
-    let result = s(f::RESULT).and_then(|r| serde_json::from_str::<ResultRef>(r).ok());
-    let usage = s(f::USAGE).and_then(|r| serde_json::from_str::<Usage>(r).ok());
+    // A field that is there but unreadable is an error: dropping it would show a succeeded
+    // job without its output, or a charge without its usage.
+    let unreadable =
+        |field: &str, e: serde_json::Error| QueueError::Protocol(format!("job {id}: unreadable {field}: {e}"));
+    let result = s(f::RESULT)
+        .map(|r| serde_json::from_str::<ResultRef>(r).map_err(|e| unreadable("result", e)))
+        .transpose()?;
+    let usage = s(f::USAGE)
+        .map(|r| serde_json::from_str::<Usage>(r).map_err(|e| unreadable("usage", e)))
+        .transpose()?;
     let history = s(f::HISTORY)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<HistoryEvent>(l).ok())
-        .collect();
+        .map(|l| serde_json::from_str::<HistoryEvent>(l).map_err(|e| unreadable("history", e)))
+        .collect::<Result<_, _>>()?;
     Ok(JobRecord {
         spec,
         status,
@@ -199,4 +171,51 @@ fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>)
         credits_reserved: s(f::CREDITS_RESERVED).and_then(|v| v.parse().ok()),
         history,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(fields: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+        let id = JobId::new();
+        let spec = crate::JobSpec {
+            id,
+            pool: "cpu".into(),
+            tenant: "t".into(),
+            user: "u".into(),
+            priority: crate::Priority::Normal,
+            requirements: Default::default(),
+            allowed_regions: Vec::new(),
+            idempotency_key: None,
+            max_attempts: 3,
+            timeout_secs: 60,
+            scan_outputs: false,
+            body: crate::Payload::Noop(Default::default()),
+        };
+        let mut h: HashMap<String, Vec<u8>> = fields
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.as_bytes().to_vec()))
+            .collect();
+        h.insert(crate::fields::job::SPEC.into(), serde_json::to_vec(&spec).expect("ser"));
+        h
+    }
+
+    #[test]
+    fn an_unreadable_result_or_usage_is_an_error_not_a_missing_field() {
+        use crate::fields::job as f;
+        let ok = stored(&[(f::STATUS, "succeeded")]);
+        let id = JobId::new();
+        assert!(parse_record(id, &ok, None).is_ok());
+        for field in [f::RESULT, f::USAGE, f::HISTORY] {
+            let bad = stored(&[(f::STATUS, "succeeded"), (field, "{not json")]);
+            let e = parse_record(id, &bad, None).expect_err("unreadable");
+            assert!(
+                matches!(e, QueueError::Protocol(ref m) if m.contains("unreadable")),
+                "{field}: {e}"
+            );
+        }
+        let odd = stored(&[(f::STATUS, "half-done")]);
+        assert!(matches!(parse_record(id, &odd, None), Err(QueueError::Protocol(_))));
+    }
 }

@@ -1,6 +1,9 @@
 //! Queue depths, in-flight and dead counts, the oldest waiting job; pausing a queue.
 
+use redis::{FromRedisValue, ParsingError, Value};
+
 use super::QueueClient;
+use super::wire::{int, one_per_record, records};
 use crate::error::{During, QueueError};
 use crate::job::JobKind;
 use crate::keys::{Pool, QueueName};
@@ -43,17 +46,11 @@ impl QueueClient {
             inv.arg(k.as_str());
         }
         let mut c = self.conn.clone();
-        let r: Vec<i64> = inv.invoke_async(&mut c).await.during("stats", pool)?;
-        if r.len() != kinds.len() * 9 {
-            return Err(QueueError::Protocol(format!(
-                "stats reply of {} values for {} kinds",
-                r.len(),
-                kinds.len()
-            )));
-        }
+        let reply: StatsReply = inv.invoke_async(&mut c).await.during("stats", pool)?;
+        let per_kind = one_per_record(reply.0, kinds.len(), "stats", pool)?;
         Ok(kinds
             .iter()
-            .zip(r.chunks_exact(9))
+            .zip(per_kind)
             .map(|(kind, s)| {
                 let now = s[7];
                 QueueStats {
@@ -75,6 +72,7 @@ impl QueueClient {
     pub async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, QueueError> {
         let mut c = self.conn.clone();
         let changed: i64 = scripts::PAUSE
+            .prepare_invoke()
             .key(queue.pool.prefix())
             .arg(queue.kind.as_str())
             .arg(if paused { "pause" } else { "resume" })
@@ -83,5 +81,24 @@ impl QueueClient {
             .await
             .during("pause", &queue.pool)?;
         Ok(changed == 1)
+    }
+}
+
+/// `stats.lua`'s reply: 9 values per kind.
+struct StatsReply(Vec<[i64; 9]>);
+
+impl FromRedisValue for StatsReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        records(v, "stats", 9)?
+            .iter()
+            .map(|r| {
+                let mut out = [0i64; 9];
+                for (o, v) in out.iter_mut().zip(r) {
+                    *o = int(v, "stats")?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, ParsingError>>()
+            .map(Self)
     }
 }

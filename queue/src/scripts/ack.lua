@@ -1,9 +1,17 @@
--- Record successes. ARGV: finished_ttl_s, then 5 per job: id, kind, token, result_json ('' = none),
--- usage_json ('' = none reported; kept on the job and handed to the credit outbox).
--- Returns one code per job: 0 = acked, 1 = stale (the lease was lost; the ack is ignored).
--- The fencing check is the lease member '<id>:<token>': it exists only while this lease is
--- current. Members are checked with one ZMSCORE and removed with one ZREM per kind, so a batch
--- costs two lease-set calls however many jobs it holds.
+--[[
+  Record successes. The fencing check is the lease member '<id>:<token>': it exists only while
+  this lease is current. Members are checked with one ZMSCORE and removed with one ZREM per
+  kind, so a batch costs two lease-set calls however many jobs it holds.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    finished_ttl_s
+    ARGV[2..]  per job (stride 5): id, kind, token, result_json ('' = none), usage_json ('' = none
+               reported; kept on the job and handed to the credit outbox)
+
+  Output:
+    one code per job: 0 acked, 1 stale (the lease was lost; the ack is ignored)
+]]
 local ttl = tonumber(ARGV[1])
 local out = {}
 local by_kind = {}

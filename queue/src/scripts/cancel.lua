@@ -1,6 +1,15 @@
--- Cancel one job. ARGV: id, finished_ttl_s.
--- Returns 'cancelled', 'requested' (running: its worker learns at its next heartbeat),
--- 'not_found', or 'finished:<status>'.
+--[[
+  Cancel one job.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    id
+    ARGV[2]    finished_ttl_s
+
+  Output:
+    'cancelled', 'requested' (running: its worker learns at its next heartbeat), 'not_found',
+    or 'finished:<status>'
+]]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local jk = jkey(id)
 local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten')

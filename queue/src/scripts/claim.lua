@@ -1,14 +1,27 @@
--- Claim up to `max` jobs that fit the worker's free capacity, from the pool's queues: strict
--- priority (high, normal, bulk) across the listed kinds; within a priority, shapes whose model
--- is warm here first, then the largest VRAM need that fits (tightest fit), CPU jobs last; FIFO
--- within a shape. Each GPU job is placed best-fit: on the GPU with the least free VRAM that
--- still holds it, so two 40 GiB jobs share one 80 GiB GPU before a second GPU is used.
--- Due delayed jobs are promoted first (bounded).
--- ARGV: worker_id, lease_ms, max, wake_cap, capacity_json, kind...
---   capacity_json: {"cpu": free CPU slots, "gpus": [[free_GiB, nvenc 0|1], ...], "warm": [model...]}
--- Returns: next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity;
--- their wake token is handed on to the other workers), then 7 per job: id, kind, token, attempts, max_attempts,
--- spec, gpu index (-1 = CPU). A lease is the member '<id>:<token>' of the queue's lease set.
+--[[
+  Claim up to `max` jobs that fit the worker's free capacity, from the pool's queues: strict
+  priority (high, normal, bulk) across the listed kinds; within a priority, shapes whose model
+  is warm here first, then the largest VRAM need that fits (tightest fit), CPU jobs last; FIFO
+  within a shape. Each GPU job is placed best-fit: on the GPU with the least free VRAM that
+  still holds it, so two 40 GiB jobs share one 80 GiB GPU before a second GPU is used.
+  Due delayed jobs are promoted first (bounded). A lease is the member '<id>:<token>' of the
+  queue's lease set.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    worker_id
+    ARGV[2]    lease_ms
+    ARGV[3]    max
+    ARGV[4]    wake_cap
+    ARGV[5]    capacity_json: {"cpu": free CPU slots, "gpus": [[free_GiB, nvenc 0|1], ...],
+               "warm": [model...]}
+    ARGV[6..]  kind...
+
+  Output:
+    next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity; their
+    wake token is handed on to the other workers), then per job (stride 7): id, kind, token,
+    attempts, max_attempts, spec, gpu index (-1 = CPU)
+]]
 local worker, lease, max, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local capacity = cjson.decode(ARGV[5])
 local cpu_free = tonumber(capacity.cpu) or 0

@@ -1,9 +1,21 @@
--- Act on dead-lettered jobs: 'replay' moves each back onto its queue with attempts reset;
--- 'purge' deletes it for good (record, idempotency key, place in the user's index). Only a
--- job still in the dead-letter set is acted on, so a job is never replayed or purged twice.
--- ARGV: action, kind, wake_cap, class_filter ('' = any), user_index_ttl_s, id...
--- Returns one code per id: 'done', 'not_dead' or 'class_mismatch'. A replayed job lives on,
--- so its user's index does too.
+--[[
+  Act on dead-lettered jobs: 'replay' moves each back onto its queue with attempts reset;
+  'purge' deletes it for good (record, idempotency key, place in the user's index). Only a job
+  still in the dead-letter set is acted on, so a job is never replayed or purged twice. A
+  replayed job lives on, so its user's index does too.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    action: 'replay' | 'purge'
+    ARGV[2]    kind
+    ARGV[3]    wake_cap
+    ARGV[4]    class_filter ('' = any)
+    ARGV[5]    user_index_ttl_s
+    ARGV[6..]  id...
+
+  Output:
+    one code per id: 'done', 'not_dead' or 'class_mismatch'
+]]
 local action, kind, cap, want_class, uttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local dk = qkey(kind, 'dead')
 local out, n = {}, 0

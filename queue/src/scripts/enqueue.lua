@@ -1,8 +1,19 @@
--- Enqueue a batch of jobs. ARGV: idem_ttl_s, wake_cap, user_index_ttl_s, then 13 per job:
--- id, kind, prio, delay_ms, idem_key ('' = none), spec_json, max_attempts, shape ('' = CPU),
--- tenant, weight (its fair share, > 0), credits reserved (0 = none), price rule ('' = none),
--- user key (the user's index, so an erasure finds every record of the user).
--- Returns a flat array: id, duplicate(0|1) per job. A duplicate returns the first job's id.
+--[[
+  Enqueue a batch of jobs.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    idem_ttl_s
+    ARGV[2]    wake_cap
+    ARGV[3]    user_index_ttl_s
+    ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json,
+               max_attempts, shape ('' = CPU), tenant, weight (its fair share, > 0), credits
+               reserved (0 = none), price rule ('' = none), user key (the user's index, so an
+               erasure finds every record of the user)
+
+  Output:
+    per job (stride 2): id, duplicate (0|1). A duplicate returns the first job's id.
+]]
 local idem_ttl, cap, uttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out, wakes = {}, {}
 local weights = {}

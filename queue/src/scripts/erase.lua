@@ -1,11 +1,22 @@
--- Erase one user's job records in this pool (GDPR/CCPA deletion), a bounded page at a time.
--- ARGV: user_key, tenant, user, cursor (of SSCAN over the user's index), count.
--- Waiting jobs are cancelled (their reserved credits refunded through the credit events) and
--- deleted; running jobs are asked to stop (their worker learns at its next heartbeat) and left
--- for a later call, once they have ended; finished and dead-lettered jobs are deleted with
--- their dead-letter entries and idempotency keys. Idempotent.
--- Returns: cancelled, running (still to stop), deleted, dead-letter entries removed, the next
--- cursor ('0' when the index has been walked).
+--[[
+  Erase one user's job records in this pool (GDPR/CCPA deletion), a bounded page at a time.
+  Waiting jobs are cancelled (their reserved credits refunded through the credit events) and
+  deleted; running jobs are asked to stop (their worker learns at its next heartbeat) and left
+  for a later call, once they have ended; finished and dead-lettered jobs are deleted with
+  their dead-letter entries and idempotency keys. Idempotent.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    user_key
+    ARGV[2]    tenant
+    ARGV[3]    user
+    ARGV[4]    cursor (of SSCAN over the user's index)
+    ARGV[5]    count
+
+  Output:
+    cancelled, running (still to stop), deleted, dead-letter entries removed, the next cursor
+    ('0' when the index has been walked)
+]]
 local ukey, tenant, user = ARGV[1], ARGV[2], ARGV[3]
 local uk = P .. 'user:' .. ukey
 local cancelled, running, deleted, dead = 0, 0, 0, 0

@@ -1,6 +1,17 @@
--- Record failures. ARGV: finished_ttl_s, dead_ttl_s, then 6 per job:
--- id, kind, token, class (retryable|permanent|cancelled|timed_out|blocked), message, retry_delay_ms.
--- Returns one code per job: 'retry', 'dead', 'cancelled', 'blocked' or 'stale'.
+--[[
+  Record failures: retryable ones are retried after their delay until attempts run out, then
+  dead-lettered; the others end at once.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    finished_ttl_s
+    ARGV[2]    dead_ttl_s
+    ARGV[3..]  per job (stride 6): id, kind, token, class (retryable|permanent|cancelled|
+               timed_out|blocked), message, retry_delay_ms
+
+  Output:
+    one code per job: 'retry', 'dead', 'cancelled', 'blocked' or 'stale'
+]]
 local fin_ttl, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i = 3, #ARGV, 6 do

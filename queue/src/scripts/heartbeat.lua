@@ -1,5 +1,14 @@
--- Extend the leases a worker holds. ARGV: lease_ms, then 3 per job: id, kind, token.
--- Returns one code per job: 0 = extended, 1 = extended but cancellation requested, 2 = lease lost.
+--[[
+  Extend the leases a worker holds.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    lease_ms
+    ARGV[2..]  per job (stride 3): id, kind, token
+
+  Output:
+    one code per job: 0 extended, 1 extended but cancellation requested, 2 lease lost
+]]
 local lease = tonumber(ARGV[1])
 local out = {}
 for i = 2, #ARGV, 3 do

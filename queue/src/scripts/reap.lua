@@ -1,7 +1,18 @@
--- Return jobs whose lease expired to the front of their queue (the attempt counts), or dead-letter
--- them when attempts are used up; prune dead-letter entries older than the dead TTL.
--- ARGV: max_per_kind, finished_ttl_s, dead_ttl_s, wake_cap, kind...
--- Returns: requeued, dead_lettered, cancelled.
+--[[
+  Return jobs whose lease expired to the front of their queue (the attempt counts), or
+  dead-letter them when attempts are used up; prune dead-letter entries older than the dead TTL.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    max_per_kind
+    ARGV[2]    finished_ttl_s
+    ARGV[3]    dead_ttl_s
+    ARGV[4]    wake_cap
+    ARGV[5..]  kind...
+
+  Output:
+    requeued, dead_lettered, cancelled
+]]
 local max, fin_ttl, dead_ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local requeued, dead, cancelled = 0, 0, 0
 for k = 5, #ARGV do

@@ -1,5 +1,15 @@
--- Give leased jobs back without counting an attempt (graceful drain). ARGV: wake_cap, then 3 per
--- job: id, kind, token. The job goes to the front of its queue. Returns 0 = released, 1 = stale.
+--[[
+  Give leased jobs back without counting an attempt (graceful drain). The job goes to the
+  front of its queue.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    wake_cap
+    ARGV[2..]  per job (stride 3): id, kind, token
+
+  Output:
+    one code per job: 0 released, 1 stale
+]]
 local cap = tonumber(ARGV[1])
 local out = {}
 for i = 2, #ARGV, 3 do

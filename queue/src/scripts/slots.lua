@@ -1,8 +1,18 @@
--- A counting semaphore with expiring holders: the tasks one provider account has in flight,
--- fleet-wide. KEYS[1]: the holders zset (member: holder id, score: lease deadline, ms).
--- ARGV[1]: op (acquire | refresh | release); ARGV[2]: holder; ARGV[3]: cap; ARGV[4]: now ms;
--- ARGV[5]: lease ms. A holder whose worker died without releasing expires after its lease.
--- Returns 1 when the holder holds a slot after the call, 0 otherwise.
+--[[
+  A counting semaphore with expiring holders: the tasks one provider account has in flight,
+  fleet-wide. A holder whose worker died without releasing expires after its lease.
+
+  Input:
+    KEYS[1]    the holders zset (member: holder id, score: lease deadline, ms)
+    ARGV[1]    op: 'acquire' | 'refresh' | 'release'
+    ARGV[2]    holder
+    ARGV[3]    cap
+    ARGV[4]    now_ms
+    ARGV[5]    lease_ms
+
+  Output:
+    1 when the holder holds a slot after the call, else 0
+]]
 local op, holder = ARGV[1], ARGV[2]
 local now = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

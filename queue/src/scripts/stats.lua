@@ -1,5 +1,14 @@
--- Queue stats. ARGV: kind... Returns 8 per kind: high, normal, bulk (summed over shapes),
--- in_flight, delayed, dead, oldest_enqueued_ms (-1 = empty), server_now_ms, paused (0|1).
+--[[
+  Queue stats.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1..]  kind...
+
+  Output:
+    per kind (stride 9): high, normal, bulk (each summed over shapes), in_flight, delayed,
+    dead, oldest_enqueued_ms (-1 = empty), server_now_ms, paused (0|1)
+]]
 local out = {}
 for k = 1, #ARGV do
   local kind = ARGV[k]
