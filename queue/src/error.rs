@@ -43,7 +43,7 @@ pub enum QueueError {
     InvalidUrl(String),
     /// A consumer's own task died (a bug: it panicked or was aborted).
     #[error("consumer task failed: {0}")]
-    ConsumerTask(String),
+    ConsumerTask(#[source] tokio::task::JoinError),
     /// The data keys, or a sealed payload (see [`crate::seal`]).
     #[error(transparent)]
     Seal(#[from] crate::seal::SealError),

@@ -75,7 +75,7 @@ impl QueueClient {
     /// Writes (or refreshes) a worker's record; it expires after three `heartbeat`s.
     pub async fn register_worker(&self, rec: &WorkerRecord, heartbeat: Duration) -> Result<(), QueueError> {
         let pool = Pool::new(&rec.pool)?;
-        let json = serde_json::to_string(rec).map_err(|e| QueueError::Protocol(e.to_string()))?;
+        let json = serde_json::to_string(rec).map_err(|e| QueueError::Protocol(format!("worker record: {e}")))?;
         let ttl_ms = (heartbeat.as_millis() as u64).saturating_mul(3).max(1);
         self.register_pool(&pool).await?;
         let mut inv = scripts::REGISTER.prepare_invoke();

@@ -38,7 +38,7 @@ pub enum RetentionError {
     },
     /// Not TOML of this schema.
     #[error("invalid retention policy: {0}")]
-    Parse(String),
+    Parse(#[source] toml::de::Error),
     /// Values that contradict each other or the promises.
     #[error("invalid retention policy: {0}")]
     Invalid(String),
@@ -94,7 +94,7 @@ pub fn days(days: u32) -> Duration {
 impl RetentionPolicy {
     /// Parses and checks a policy in TOML.
     pub fn from_toml(text: &str) -> Result<Self, RetentionError> {
-        let p: Self = toml::from_str(text).map_err(|e| RetentionError::Parse(e.to_string()))?;
+        let p: Self = toml::from_str(text).map_err(RetentionError::Parse)?;
         p.check()?;
         Ok(p)
     }

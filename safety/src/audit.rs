@@ -66,7 +66,10 @@ impl AuditLog {
 
     /// Appends `entry`, trimming what is past retention. Returns its id.
     pub async fn record(&self, entry: &AuditEntry) -> Result<String, SafetyError> {
-        let json = serde_json::to_string(entry).map_err(|e| SafetyError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(entry).map_err(|source| SafetyError::Json {
+            what: "audit entry",
+            source,
+        })?;
         let mut c = self.conn.clone();
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
         let now_ms = secs * 1000 + micros / 1000;
@@ -137,7 +140,10 @@ impl AuditLog {
             let Some((_, json)) = fields.into_iter().find(|(k, _)| k == "entry") else {
                 continue;
             };
-            let mut e: AuditEntry = serde_json::from_str(&json).map_err(|e| SafetyError::Corrupt(e.to_string()))?;
+            let mut e: AuditEntry = serde_json::from_str(&json).map_err(|source| SafetyError::Json {
+                what: "stored audit entry",
+                source,
+            })?;
             e.at_ms = id.split('-').next().and_then(|t| t.parse().ok()).unwrap_or(0);
             out.push(e);
         }

@@ -32,6 +32,15 @@ pub enum SafetyError {
     /// Stored data that does not decode (a foreign or damaged key).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A record that does not encode or decode as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which record.
+        what: &'static str,
+        /// serde's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl From<redis::RedisError> for SafetyError {

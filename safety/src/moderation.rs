@@ -115,7 +115,10 @@ impl ModerationLog {
 
     /// Records `event` (idempotent by id: a retried attempt rewrites the same record).
     pub async fn record(&self, event: &ModerationEvent) -> Result<(), SafetyError> {
-        let json = serde_json::to_string(event).map_err(|e| SafetyError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(event).map_err(|source| SafetyError::Json {
+            what: "moderation event",
+            source,
+        })?;
         let mut c = self.conn.clone();
         let ttl = self.retention.ttl_secs(&event.category);
         let _: () = c.set_ex(event_key(&event.id), json, ttl).await?;
@@ -127,8 +130,13 @@ impl ModerationLog {
     pub async fn get(&self, id: &str) -> Result<Option<ModerationEvent>, SafetyError> {
         let mut c = self.conn.clone();
         let raw: Option<String> = c.get(event_key(id)).await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|e| SafetyError::Corrupt(e.to_string())))
-            .transpose()
+        raw.map(|r| {
+            serde_json::from_str(&r).map_err(|source| SafetyError::Json {
+                what: "stored moderation event",
+                source,
+            })
+        })
+        .transpose()
     }
 
     /// Seconds left before `id` expires (`None` if gone).

@@ -175,7 +175,7 @@ fn run_blocking(c: HashCommand, from_redis: Option<Vec<Hash256>>) -> anyhow::Res
                     .map_err(|e| super::UsageError(format!("{}:{}: {e}", hashes.display(), n + 1)))?;
                 list.push(h);
             }
-            let index = MultiIndex::build(list).map_err(|e| super::UsageError(e.to_string()))?;
+            let index = MultiIndex::build(list).map_err(super::refused)?;
             for f in &files {
                 let img = match decode(f, &limits) {
                     Ok(i) => i,
@@ -196,9 +196,7 @@ fn run_blocking(c: HashCommand, from_redis: Option<Vec<Hash256>>) -> anyhow::Res
                     failed += 1;
                     continue;
                 }
-                let hits = index
-                    .search_any(&variants, distance)
-                    .map_err(|e| super::UsageError(e.to_string()))?;
+                let hits = index.search_any(&variants, distance).map_err(super::refused)?;
                 for (hit, v) in hits {
                     if let Some(h) = index.get(hit.index) {
                         println!("{},{},{h},{}", f.display(), hit.distance, DIHEDRAL_NAMES[v]);

@@ -96,7 +96,7 @@ pub struct RedisArgs {
 
 impl RedisArgs {
     async fn client(&self) -> anyhow::Result<QueueClient> {
-        let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| UsageError(e.to_string()))?;
+        let retention = gantry_queue::RetentionPolicy::from_env().map_err(refused)?;
         Ok(QueueClient::connect(&self.redis_url, retention.apply(QueueConfig::default())).await?)
     }
 
@@ -108,7 +108,7 @@ impl RedisArgs {
 
     /// The audit log, kept as long as `GANTRY_RETENTION` says.
     async fn audit_log(&self) -> anyhow::Result<gantry_safety::AuditLog> {
-        let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| UsageError(e.to_string()))?;
+        let retention = gantry_queue::RetentionPolicy::from_env().map_err(refused)?;
         let keep = gantry_queue::retention::days(retention.audit_days);
         Ok(gantry_safety::AuditLog::new(self.conn().await?, keep))
     }
@@ -184,9 +184,21 @@ pub fn spawn_signal_handler(shutdown: tokio_util::sync::CancellationToken) -> st
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Refused input that keeps the error that refused it, so its chain reaches the log
+/// (`{:#}`) and the exit status is 2, like [`UsageError`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Refused(Box<dyn std::error::Error + Send + Sync>);
+
+/// Wraps `e` as [`Refused`] input: `.map_err(refused)?`.
+pub fn refused(e: impl std::error::Error + Send + Sync + 'static) -> Refused {
+    Refused(Box::new(e))
+}
+
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<gantry_queue::ValidationError>().is_some()
         || e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<Refused>().is_some()
         || e.downcast_ref::<gantry_worker::gpu::fake::FakeSpecError>().is_some()
         || matches!(
             e.downcast_ref::<gantry_scheduler::ServeError>(),

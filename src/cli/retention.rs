@@ -33,7 +33,7 @@ pub enum RetentionCommand {
 }
 
 pub async fn run(c: RetentionCommand) -> anyhow::Result<()> {
-    let policy = gantry_queue::RetentionPolicy::from_env().map_err(|e| super::UsageError(e.to_string()))?;
+    let policy = gantry_queue::RetentionPolicy::from_env().map_err(super::refused)?;
     let store = |url: Option<String>| url.as_deref().map(OutputStore::open).transpose();
     match c {
         RetentionCommand::Report { redis, outputs, json } => {

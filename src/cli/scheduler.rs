@@ -43,7 +43,7 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut cfg = match (&a.config, a.dev) {
-        (Some(path), _) => SchedulerConfig::load(path).map_err(|e| super::UsageError(e.to_string()))?,
+        (Some(path), _) => SchedulerConfig::load(path).map_err(super::refused)?,
         (None, true) => SchedulerConfig::demo(),
         (None, false) => return Err(super::UsageError(NO_CONFIG.into()).into()),
     };
@@ -72,7 +72,7 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     if let Some(o) = a.outputs {
         cfg.outputs = Some(o);
     }
-    cfg.retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| super::UsageError(e.to_string()))?;
+    cfg.retention = gantry_queue::RetentionPolicy::from_env().map_err(super::refused)?;
     let shutdown = CancellationToken::new();
     super::spawn_signal_handler(shutdown.clone()).context("installing signal handlers")?;
     let s = Scheduler::start(cfg, &a.redis.redis_url, shutdown)

@@ -125,7 +125,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             a.pod_name.as_deref().unwrap_or_default(),
             a.kube_token_file.as_deref(),
         )
-        .map_err(|e| super::UsageError(e.to_string()))?;
+        .map_err(super::refused)?;
         Some(target)
     } else {
         None
@@ -136,7 +136,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     // lists, moderation, trust); the queue runtime opens its own.
     let conn = a.redis.conn().await?;
     // One scanner for the csam_hash jobs and the gate every media output passes before release.
-    let retention = gantry_queue::RetentionPolicy::from_env().map_err(|e| super::UsageError(e.to_string()))?;
+    let retention = gantry_queue::RetentionPolicy::from_env().map_err(super::refused)?;
     let scanner = scanner(conn.clone(), outputs.clone(), &retention);
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
@@ -257,7 +257,7 @@ async fn generate_executor(
     let mut cfg = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            ProvidersConfig::from_toml(&text).map_err(|e| super::UsageError(e.to_string()))?
+            ProvidersConfig::from_toml(&text).map_err(super::refused)?
         }
         None => ProvidersConfig::production(),
     };

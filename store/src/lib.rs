@@ -43,6 +43,15 @@ pub enum OutputError {
         /// The limit.
         max: u64,
     },
+    /// The store named by a URL could not be opened.
+    #[error("cannot open the output store {url:?}: {source}")]
+    Open {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The local copy could not be written.
     #[error("scratch space: {0}")]
     Scratch(#[from] std::io::Error),
@@ -91,6 +100,10 @@ impl OutputStore {
             url: url.chars().take(200).collect(),
             reason,
         };
+        let opening = |source: Box<dyn std::error::Error + Send + Sync>| OutputError::Open {
+            url: url.chars().take(200).collect(),
+            source,
+        };
         if url == "memory://" {
             return Ok(Self {
                 store: Arc::new(InMemory::new()),
@@ -105,7 +118,7 @@ impl OutputStore {
             let s3 = AmazonS3Builder::from_env()
                 .with_url(url)
                 .build()
-                .map_err(|e| invalid(e.to_string()))?;
+                .map_err(|e| opening(Box::new(e)))?;
             return Ok(Self {
                 store: Arc::new(s3),
                 attributes: true,
@@ -118,11 +131,11 @@ impl OutputStore {
                 "expected a directory, file:///dir, s3://bucket or memory://".into(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| invalid(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| opening(Box::new(e)))?;
         // Deleting an object also removes the folders it leaves empty, so an erased user's or
         // job's folder does not outlive its files.
         let local = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| opening(Box::new(e)))?
             .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(local),

@@ -33,13 +33,13 @@ pub enum WorkerError {
     NoKinds,
     /// The GPU inventory task died.
     #[error("gpu inventory: {0}")]
-    Inventory(String),
+    Inventory(#[source] tokio::task::JoinError),
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {0}: {1}")]
     Http(std::net::SocketAddr, std::io::Error),
     /// apalis's worker stopped with an error.
     #[error("worker runtime: {0}")]
-    Runtime(String),
+    Runtime(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Typed worker configuration.
@@ -99,7 +99,7 @@ pub async fn run_worker(
     let mode = cfg.gpus.clone();
     let monitor = tokio::task::spawn_blocking(move || GpuMonitor::start(&mode))
         .await
-        .map_err(|e| WorkerError::Inventory(e.to_string()))?;
+        .map_err(WorkerError::Inventory)?;
     tracing::info!(worker_id = %cfg.worker_id, "{}", monitor.initial().summary());
     let monitor = Arc::new(monitor);
 
@@ -220,8 +220,8 @@ fn apalis_worker(
     let run = tokio::task::spawn_blocking(move || runtime.block_on(worker.run()));
     Box::pin(async move {
         match run.await {
-            Ok(r) => r.map_err(|e| WorkerError::Runtime(e.to_string())),
-            Err(e) => Err(WorkerError::Runtime(e.to_string())),
+            Ok(r) => r.map_err(|e| WorkerError::Runtime(Box::new(e))),
+            Err(e) => Err(WorkerError::Runtime(Box::new(e))),
         }
     })
 }

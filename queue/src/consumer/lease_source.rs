@@ -66,7 +66,7 @@ impl Future for Settlement {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         std::pin::Pin::new(&mut self.handle)
             .poll(cx)
-            .map(|r| r.map_err(|e| QueueError::ConsumerTask(e.to_string())))
+            .map(|r| r.map_err(QueueError::ConsumerTask))
     }
 }
 

@@ -174,7 +174,8 @@ impl TranscodeExecutor {
                 // the first three seconds as a looping WebP.
                 let out = d.join("output.mp4");
                 let poster = gantry_codecs::video::poster(&out, 0.1, 640, gantry_codecs::ImageFormat::Jpeg, &limits)?;
-                std::fs::write(d.join("poster.jpg"), poster.bytes).map_err(|e| MediaError::Internal(e.to_string()))?;
+                std::fs::write(d.join("poster.jpg"), poster.bytes)
+                    .map_err(|e| MediaError::Internal(format!("writing the poster: {e}")))?;
                 gantry_codecs::video::animated_webp(
                     &out,
                     &d.join("preview.webp"),
