@@ -1,5 +1,6 @@
 //! `gantry demo` end to end: its own redis-server, scheduler and workers; jobs through the API;
-//! the summary's ledger check must hold for both tenants.
+//! the report's ledger check must hold for both tenants. The test reads the report that
+//! `--json` prints on stdout, and checks that the text summary (then on stderr) still says it.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
@@ -7,96 +8,131 @@ use crate::common;
 
 use std::process::{Command, Stdio};
 
+use serde_json::Value;
+
 #[test]
 fn demo_runs_through_the_api_and_charges_each_job_once() {
     let logs = tempfile::tempdir().unwrap();
     let out = Command::new(common::GANTRY)
-        .args(["demo", "--jobs", "60", "--log-dir"])
+        .args(["demo", "--jobs", "60", "--json", "--log-dir"])
         .arg(logs.path())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {text}\n{err}");
-    for needle in [
+    let json = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {json}\n{text}");
+    let r: Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("stdout is not the JSON report ({e}):\n{json}"));
+    let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
+
+    let refused: Vec<String> = list("refused")
+        .iter()
+        .map(|x| x["code"].as_str().unwrap().to_owned())
+        .collect();
+    for code in [
         "no_allowed_provider",
         "unplaceable",
         "insufficient_credits",
         "rate_limited",
+    ] {
+        assert!(refused.iter().any(|c| c == code), "no {code} refusal: {refused:?}");
+    }
+    assert_eq!(r["worker_killed"]["name"], "worker-1", "{r:#}");
+    // The human summary is still printed, with where to see the metrics.
+    for needle in [
         "SIGKILLed worker-1",
         "/metrics",
         "prometheus: http://",
+        "ok: each job charged once",
     ] {
-        assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
+        assert!(text.contains(needle), "the text summary lacks {needle:?}:\n{text}");
     }
+    assert!(
+        r["metrics"]["prometheus"].as_str().unwrap().starts_with("http://"),
+        "{r:#}"
+    );
+    assert!(
+        r["metrics"]["scheduler"].as_str().unwrap().ends_with("/metrics"),
+        "{r:#}"
+    );
+
     // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
     // upscales of generated images + 2 clean CSAM-hash checks for the studio (a ninth generate
     // job is refused by the provider's safety system, a tenth's image is on the demo's hash
     // list); the video tenant's 100 + 1 no-ops and 2 videos.
     let row = |tenant: &str, status: &str| -> u64 {
-        text.lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() == 4 && f[0] == tenant && f[2] == status).then(|| f[3].parse::<u64>().unwrap())
-            })
+        list("outcomes")
+            .iter()
+            .filter(|o| o["tenant"] == tenant && o["status"] == status)
+            .map(|o| o["jobs"].as_u64().unwrap())
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 109, "{text}");
+    assert_eq!(row("studio-42", "succeeded"), 109, "{r:#}");
     // Blocked before release: the flagged generated image and the flagged upload.
-    assert_eq!(row("studio-42", "blocked"), 2, "{text}");
-    assert!(
-        text.contains("blocked, deleted at once:   csam_hash 1, generate 1"),
-        "{text}"
+    assert_eq!(row("studio-42", "blocked"), 2, "{r:#}");
+    let safety = &r["safety"];
+    assert_eq!(
+        safety["blocked"],
+        serde_json::json!({"csam_hash": 1, "generate": 1}),
+        "{safety:#}"
     );
-    assert!(
-        text.contains("scanned clean and released: csam_hash 2, generate 10, transcode 2, upscale 3"),
-        "{text}"
+    assert_eq!(
+        safety["clean"],
+        serde_json::json!({"csam_hash": 2, "generate": 10, "transcode": 2, "upscale": 3}),
+        "{safety:#}"
     );
-    let events: Vec<&str> = text.lines().filter(|l| l.contains("moderation event:")).collect();
-    assert_eq!(events.len(), 2, "{text}");
+    let events = safety["moderation_events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{safety:#}");
     assert!(
         events
             .iter()
-            .any(|l| l.contains("user-0019") && !l.contains("prompt sha256 -")),
+            .any(|e| e["user"] == "user-0019" && e["prompt_sha256"].as_str().is_some_and(|h| h.len() == 64)),
         "the generated image's record keeps the prompt's SHA-256: {events:?}"
     );
-    assert!(!text.contains("a picture the hash list knows"), "never the prompt");
-    assert!(text.contains("3 generated images upscaled 2x"), "{text}");
-    let erased = text
-        .lines()
-        .find(|l| l.contains("erased user-0010 of studio-42"))
-        .unwrap_or_else(|| panic!("no erasure in the summary:\n{text}"));
-    assert!(erased.contains("complete: true"), "{erased}");
-    let count = |word: &str| -> u64 {
-        let before = erased.split(word).next().unwrap_or_default();
-        before
-            .split_whitespace()
-            .last()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    // its generate job, the upscale of its image and the re-check of that image
-    assert!(count("job records") >= 2, "{erased}");
-    assert!(count("outputs deleted") >= 1, "{erased}");
-    assert_eq!(row("studio-42", "dead"), 4, "{text}");
-    assert_eq!(row("studio-42", "cancelled"), 3, "{text}");
-    assert_eq!(row("videos-7", "succeeded"), 105, "{text}");
-    assert!(text.contains("2 generated videos transcoded"), "{text}");
-    assert!(text.contains("moderated"), "the refused generate job says why:\n{text}");
-    for routed in [
-        "openai/gpt-image-1",
-        "flux/flux-2-pro x3",
-        "kling/kling-v3-std",
-        "veo/veo-3-fast",
-    ] {
-        assert!(text.contains(routed), "{routed}:\n{text}");
-    }
-    assert_eq!(
-        text.matches("ok: each job charged once").count(),
-        2,
-        "both tenants' balances equal before minus charged:\n{text}"
+    assert!(
+        !json.contains("a picture the hash list knows") && !text.contains("a picture the hash list knows"),
+        "never the prompt"
     );
+    assert_eq!(r["post_processing"]["upscaled"], 3, "{r:#}");
+    let erased = &r["erasure"];
+    assert_eq!(
+        (erased["user"].as_str(), erased["tenant"].as_str()),
+        (Some("user-0010"), Some("studio-42"))
+    );
+    assert_eq!(erased["complete"], true, "{erased}");
+    // its generate job, the upscale of its image and the re-check of that image
+    assert!(erased["job_records_deleted"].as_u64().unwrap() >= 2, "{erased}");
+    assert!(erased["outputs_deleted"].as_u64().unwrap() >= 1, "{erased}");
+    assert_eq!(row("studio-42", "dead"), 4, "{r:#}");
+    assert_eq!(row("studio-42", "cancelled"), 3, "{r:#}");
+    assert_eq!(row("videos-7", "succeeded"), 105, "{r:#}");
+    assert_eq!(r["post_processing"]["transcoded"], 2, "{r:#}");
+    assert!(
+        r["dead_letter_example"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("moderated"),
+        "the refused generate job says why: {r:#}"
+    );
+    let routes: Vec<String> = list("generate_routes")
+        .iter()
+        .map(|g| format!("{} x{}", g["route"].as_str().unwrap(), g["jobs"]))
+        .collect();
+    for routed in [
+        "openai/gpt-image-1 x",
+        "flux/flux-2-pro x3",
+        "kling/kling-v3-std x",
+        "veo/veo-3-fast x",
+    ] {
+        assert!(routes.iter().any(|g| g.starts_with(routed)), "{routed}: {routes:?}");
+    }
+    let ledgers = list("credits");
+    assert_eq!(ledgers.len(), 2, "{r:#}");
+    for l in &ledgers {
+        assert_eq!(l["charged_once"], true, "balance = before - charged: {l}");
+        assert_eq!(l["after"], l["expected"], "{l}");
+    }
     assert!(!text.contains("MISMATCH"), "{text}");
 }
