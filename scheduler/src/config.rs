@@ -267,7 +267,7 @@ pub struct ModelConfig {
     /// What it makes: jobs may fall back to another model of the same class.
     pub class: String,
     /// How it is priced (`per`: image, second, megapixel; minute and job also parse).
-    pub price: crate::admission::pricing::Rate,
+    pub price: crate::rate::Rate,
 }
 
 /// Prices of the local job kinds, per job.

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod placement;
 pub mod problem;
+pub mod rate;
 pub mod retention;
 pub mod router;
 pub mod safety_admin;
