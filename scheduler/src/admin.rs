@@ -10,9 +10,7 @@
 //! - `POST /v1/admin/dead-letters:purge`, the same body: delete for good
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use gantry_queue::{DeadAction, DeadFilter, ErrorClass, JobId, JobKind, Pool, QueueError, QueueName};
@@ -21,7 +19,7 @@ use serde::Deserialize;
 use crate::audit::audited;
 use crate::auth::Admin;
 use crate::dead_letters::{DeadLetterError, Selection, done_word};
-use crate::extract::{json_body, list_limit};
+use crate::extract::{ApiJson, ApiQuery, list_limit};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -135,9 +133,8 @@ struct ListQuery {
 async fn list_dead(
     State(state): State<AppState>,
     Admin(_): Admin,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| invalid(e.body_text()))?;
     let limit = list_limit(q.limit)?;
     let (queues, filter) = Filter {
         pool: q.pool,
@@ -235,17 +232,17 @@ struct DeadLetterRequest {
 async fn replay(
     State(state): State<AppState>,
     who: Admin,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(req): ApiJson<DeadLetterRequest>,
 ) -> Result<Response, ApiError> {
-    act_on_dead(state, who, body, DeadAction::Replay).await
+    act_on_dead(state, who, req, DeadAction::Replay).await
 }
 
 async fn purge(
     State(state): State<AppState>,
     who: Admin,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(req): ApiJson<DeadLetterRequest>,
 ) -> Result<Response, ApiError> {
-    act_on_dead(state, who, body, DeadAction::Purge).await
+    act_on_dead(state, who, req, DeadAction::Purge).await
 }
 
 /// Replays or purges dead letters: one by id, or every one a filter selects (`dry_run`
@@ -253,11 +250,9 @@ async fn purge(
 async fn act_on_dead(
     state: AppState,
     Admin(who): Admin,
-    body: Result<Bytes, BytesRejection>,
+    req: DeadLetterRequest,
     action: DeadAction,
 ) -> Result<Response, ApiError> {
-    let v = json_body(&state, body)?;
-    let req: DeadLetterRequest = serde_json::from_value(v).map_err(invalid)?;
     let (done_key, would_key) = (done_word(action), would_word(action));
     let actor = who.actor();
     if let Some(id) = &req.id {
@@ -265,14 +260,14 @@ async fn act_on_dead(
         if req.dry_run {
             let rec = state.queue.job(id).await.map_err(not_found)?;
             let n = u64::from(rec.status == gantry_queue::JobStatus::Dead);
-            return Ok(axum::Json(serde_json::json!({ would_key: n })).into_response());
+            return Ok(axum::Json(DeadLetterCount::new(would_key, n)).into_response());
         }
         state
             .dead_letters
             .act_on_one(&actor, id, action)
             .await
             .map_err(dead_letter_error)?;
-        return Ok(axum::Json(serde_json::json!({ done_key: 1 })).into_response());
+        return Ok(axum::Json(DeadLetterCount::new(done_key, 1)).into_response());
     }
     let selection = Selection {
         pool: req.pool.as_deref(),
@@ -301,7 +296,19 @@ async fn act_on_dead(
             .map_err(dead_letter_error)?;
         (done_key, n)
     };
-    Ok(axum::Json(serde_json::json!({ key: n })).into_response())
+    Ok(axum::Json(DeadLetterCount::new(key, n)).into_response())
+}
+
+/// The answer of a replay or purge: `{"replayed"|"purged"|"would_replay"|"would_purge": n}`,
+/// one key, named by the action and whether it was a dry run.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct DeadLetterCount(std::collections::BTreeMap<&'static str, u64>);
+
+impl DeadLetterCount {
+    fn new(key: &'static str, n: u64) -> Self {
+        Self([(key, n)].into())
+    }
 }
 
 fn would_word(action: DeadAction) -> &'static str {

@@ -8,8 +8,6 @@
 //! A tenant sees only its own jobs: another tenant's job is "not found".
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +16,7 @@ use gantry_queue::{CancelOutcome, JobId, JobRecord, QueueError};
 use serde::Deserialize;
 
 use crate::auth::{JobsRead, JobsWrite};
-use crate::extract::json_body;
+use crate::extract::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -47,9 +45,8 @@ async fn submit_one(
     State(state): State<AppState>,
     JobsWrite(c): JobsWrite,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(job): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let job = json_body(&state, body)?;
     let mut admitted = state.admission.admit(&c, vec![job], idempotency_key(&headers)?).await?;
     let a = admitted.pop().ok_or(ApiError::Internal)?;
     let status = if a.duplicate {
@@ -70,10 +67,8 @@ async fn submit_batch(
     State(state): State<AppState>,
     JobsWrite(c): JobsWrite,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(req): ApiJson<BatchRequest>,
 ) -> Result<Response, ApiError> {
-    let v = json_body(&state, body)?;
-    let req: BatchRequest = serde_json::from_value(v).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let max = state.queue.config().max_batch;
     if req.jobs.is_empty() || req.jobs.len() > max {
         return Err(ApiError::InvalidRequest(format!("a batch holds 1 to {max} jobs")));

@@ -13,9 +13,9 @@
 
 use std::time::Duration;
 
+use crate::extract::ApiQuery;
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::delete;
@@ -62,9 +62,8 @@ async fn erase(
     State(state): State<AppState>,
     who: Caller,
     Path(user): Path<String>,
-    query: Result<Query<EraseQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<EraseQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let tenant = match q.tenant {
         Some(t) if t != who.tenant => {
             who.require(Scope::Admin)?;

@@ -11,11 +11,10 @@
 //!
 //! Every change is written to the audit log with the caller's tenant and key fingerprint.
 
+use crate::extract::{ApiQuery, LimitedBody, list_limit};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -60,10 +59,9 @@ async fn publish(
     State(state): State<AppState>,
     Admin(who): Admin,
     Path(name): Path<String>,
-    query: Result<Query<PublishQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    ApiQuery(q): ApiQuery<PublishQuery>,
+    LimitedBody(bytes): LimitedBody<MAX_LIST_BYTES>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let category = q.category.unwrap_or_else(|| "csam".into());
     let category_ok = !category.is_empty()
         && category.len() <= 32
@@ -75,7 +73,6 @@ async fn publish(
             "category: 1-32 characters of a-z, 0-9, '_'".into(),
         ));
     }
-    let bytes = body.map_err(|e| ApiError::of_body(e, MAX_LIST_BYTES))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidRequest("the list must be UTF-8 text".into()))?;
     let list = HashList::parse(text).map_err(safety_error)?;
@@ -119,17 +116,16 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-fn limit_of(query: Result<Query<LimitQuery>, QueryRejection>) -> Result<usize, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    crate::extract::list_limit(q.limit)
-}
-
 async fn moderation_events(
     State(state): State<AppState>,
     Admin(_): Admin,
-    query: Result<Query<LimitQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Response, ApiError> {
-    let events = state.moderation.recent(limit_of(query)?).await.map_err(safety_error)?;
+    let events = state
+        .moderation
+        .recent(list_limit(q.limit)?)
+        .await
+        .map_err(safety_error)?;
     Ok(axum::Json(ModerationEvents {
         moderation_events: events,
     })
@@ -139,9 +135,9 @@ async fn moderation_events(
 async fn audit(
     State(state): State<AppState>,
     Admin(_): Admin,
-    query: Result<Query<LimitQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Response, ApiError> {
-    let entries = state.audit.recent(limit_of(query)?).await.map_err(safety_error)?;
+    let entries = state.audit.recent(list_limit(q.limit)?).await.map_err(safety_error)?;
     Ok(axum::Json(AuditEntries { audit: entries }).into_response())
 }
 
