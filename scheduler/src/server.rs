@@ -119,8 +119,16 @@ impl Scheduler {
             queue.connection(),
             gantry_queue::retention::days(cfg.retention.audit_days),
         );
+        let eraser = outputs.map(|store| {
+            crate::erasure::Eraser::new(
+                queue.clone(),
+                store,
+                audit.clone(),
+                Duration::from_secs(cfg.erasure_wait_secs),
+            )
+        });
         let state = AppState {
-            outputs,
+            eraser,
             keys: Arc::new(ApiKeys::from_config(&cfg)),
             admission: Admission::new(cfg.clone(), queue.clone(), loads.clone()),
             loads,

@@ -31,6 +31,7 @@ pub struct AppState {
     pub audit: gantry_safety::AuditLog,
     /// Dead-letter replays and purges, audited (shared with the CLI).
     pub dead_letters: crate::dead_letters::DeadLetters,
-    /// The workers' output store, for erasures (`outputs` in the config).
-    pub outputs: Option<gantry_store::OutputStore>,
+    /// Erasures on request (shared with the CLI); `None` without an output store (`outputs`
+    /// in the config).
+    pub eraser: Option<crate::erasure::Eraser>,
 }

@@ -22,6 +22,7 @@ mod queues;
 mod retention;
 mod scheduler;
 mod time;
+mod users;
 mod worker;
 mod workers;
 
@@ -81,6 +82,9 @@ enum Command {
     /// Retention per data class: the report (what is kept, due, next) and the sweep.
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
+    /// Users' data: erasure on request.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Mock generation providers on loopback (OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL).
     #[cfg(feature = "dev-tools")]
     MockProviders(mock_providers::MockProvidersArgs),
@@ -237,5 +241,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hashlists(c) => hashlists::run(c).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Retention(c) => retention::run(c).await,
+        Command::Users(c) => users::run(c).await,
     }
 }

@@ -223,3 +223,118 @@ async fn erasing_a_user_leaves_nothing_of_theirs_but_the_moderation_record() {
     let (s, _, _) = http_request(&bare.addr, "DELETE", &path, &[], b"");
     assert_eq!(s, 401);
 }
+
+/// `gantry users erase` runs the same audited service as the API: the user's records and
+/// outputs go, the other user's stay, the audit log names the CLI's operator, and a user id
+/// the API would refuse is refused with exit status 2, nothing erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_erases_through_the_same_service_as_the_api() {
+    let f = fleet(1, 8, &[]);
+    let sched = f.sched.addr.as_str();
+    let studio = Client::new(&format!("http://{sched}"), "demo-studio-key").unwrap();
+    let user = "cli-erased-user-7d2e";
+    let image = |who: &str| {
+        as_user(
+            generate("openai", "gpt-image-1", &["US"], "a quiet street", json!({})),
+            who,
+        )
+    };
+    let mine = studio.submit(&image(user)).await.unwrap();
+    let theirs = studio.submit(&image("kept-user-7d2e")).await.unwrap();
+    for id in [&mine.id, &theirs.id] {
+        assert_eq!(settled(&studio, id).await.status, "succeeded", "{id}");
+    }
+    let mut later = as_user(json!({"kind": "noop", "payload": {}, "user": "x"}), user);
+    later["delay_ms"] = 600_000.into();
+    let delayed = studio.submit(&later).await.unwrap();
+    let outputs = f.logs.path().join("outputs");
+    let folder = |who: &str| {
+        outputs
+            .join("jobs/studio-42")
+            .join(gantry_queue::user_key("studio-42", who))
+    };
+    assert!(!files_under(&folder(user)).is_empty(), "the user's output is stored");
+    let url = f.redis.url();
+    let outputs_arg = outputs.to_str().unwrap();
+
+    // A user id with a control character: refused, exit 2, nothing erased.
+    let bad = gantry(
+        &url,
+        &[
+            "users",
+            "erase",
+            "--tenant",
+            "studio-42",
+            "--outputs",
+            outputs_arg,
+            "bad\u{7}user",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert_eq!(studio.job(&mine.id).await.unwrap().status, "succeeded");
+
+    let out = gantry(
+        &url,
+        &[
+            "users",
+            "erase",
+            "--tenant",
+            "studio-42",
+            "--outputs",
+            outputs_arg,
+            "--json",
+            user,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["complete"], true, "{r}");
+    assert_eq!(r["jobs"]["deleted"], 2, "the finished and the delayed job: {r}");
+    assert_eq!(r["jobs"]["cancelled"], 1, "the delayed job: {r}");
+    assert!(r["outputs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["user_key"], gantry_queue::user_key("studio-42", user));
+    assert!(!text.contains(user), "the receipt names the key, not the user");
+
+    assert!(!folder(user).exists(), "the user's folder is gone");
+    assert!(
+        !files_under(&folder("kept-user-7d2e")).is_empty(),
+        "the other user's output stays"
+    );
+    for id in [&mine.id, &delayed.id] {
+        let (s, _, _) = http_request(sched, "GET", &format!("/v1/jobs/{id}"), &[STUDIO], b"");
+        assert_eq!(s, 404, "{id}");
+    }
+    assert_eq!(studio.job(&theirs.id).await.unwrap().status, "succeeded");
+
+    // Audited like the API's erasure, with the CLI's operator as the actor.
+    let (s, _, b) = http_request(sched, "GET", "/v1/admin/audit?limit=10", &[ADMIN], b"");
+    assert_eq!(s, 200, "{b}");
+    let audit: Value = serde_json::from_str(&b).unwrap();
+    let entry = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "users.erase")
+        .unwrap_or_else(|| panic!("no users.erase entry: {b}"));
+    assert!(entry["actor"].as_str().unwrap().starts_with("cli/"), "{entry}");
+    assert!(!b.contains(user), "the audit log names the pseudonymous key: {b}");
+
+    // Idempotent: a second run finds nothing.
+    let again = gantry(
+        &url,
+        &[
+            "users",
+            "erase",
+            "--tenant",
+            "studio-42",
+            "--outputs",
+            outputs_arg,
+            "--json",
+            user,
+        ],
+    );
+    let r: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(r["jobs"]["deleted"], 0, "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+}
