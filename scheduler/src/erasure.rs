@@ -1,4 +1,4 @@
-//! Erasure on request (GDPR Art. 17, CCPA): `DELETE /v1/users/{user_id}/data`.
+//! Erasure on request (GDPR Art. 17, CCPA), the service behind `DELETE /v1/users/{user_id}/data`.
 //!
 //! A tenant's `jobs:write` key erases its own users; an operator's `admin` key names the tenant
 //! with `?tenant=`. In every pool the user's waiting jobs are cancelled (credits refunded) and
@@ -11,25 +11,14 @@
 //! `erasure_wait_secs` (call again: the request is idempotent). Every erasure is audited under
 //! the user's pseudonymous key, never the user id.
 //!
-//! [`Eraser`] is the one implementation: the route below and `gantry users erase` both call it.
+//! [`Eraser`] is the one implementation: the route (`crate::users`) and `gantry users erase` both
+//! call it.
 
 use std::time::Duration;
 
-use crate::extract::ApiQuery;
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::delete;
 use gantry_queue::{ErasureCounts, QueueClient, QueueError};
 use gantry_safety::{AuditEntry, AuditLog, SafetyError};
 use gantry_store::{OutputError, OutputStore};
-use serde::Deserialize;
-
-use crate::auth::Caller;
-use crate::config::Scope;
-use crate::problem::ApiError;
-use crate::state::AppState;
 
 /// Why an erasure failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,63 +144,4 @@ impl Eraser {
         self.audit.record(&entry).await.map_err(ErasureError::Audit)?;
         Ok(receipt)
     }
-}
-
-/// The erasure route.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/users/{user_id}/data", delete(erase))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EraseQuery {
-    tenant: Option<String>,
-}
-
-async fn erase(
-    State(state): State<AppState>,
-    who: Caller,
-    Path(user): Path<String>,
-    ApiQuery(q): ApiQuery<EraseQuery>,
-) -> Result<Response, ApiError> {
-    let tenant = match q.tenant {
-        Some(t) if t != who.tenant => {
-            who.require(Scope::Admin)?;
-            t
-        }
-        _ => {
-            if who.require(Scope::Admin).is_err() {
-                who.require(Scope::JobsWrite)?;
-            }
-            who.tenant.clone()
-        }
-    };
-    if !state.cfg.tenants.contains_key(&tenant) {
-        return Err(ApiError::InvalidRequest("unknown tenant".into()));
-    }
-    let eraser = state.eraser.as_ref().ok_or(ApiError::NotConfigured(
-        "erasure needs the output store: set `outputs` in the scheduler config (or --outputs)",
-    ))?;
-    let receipt = eraser.erase(&who.actor(), &tenant, &user).await.map_err(|e| match e {
-        ErasureError::InvalidUser => ApiError::InvalidRequest(e.to_string()),
-        ErasureError::Queue(q) => q.into(),
-        ErasureError::Store(_) => {
-            tracing::error!(error = %e, "the output store failed during an erasure");
-            ApiError::Unavailable
-        }
-        ErasureError::Audit(s) => crate::audit::safety_error(s),
-    })?;
-    let (status, outcome) = if receipt.complete {
-        (StatusCode::OK, "complete")
-    } else {
-        (StatusCode::ACCEPTED, "pending")
-    };
-    state
-        .metrics
-        .erasures
-        .get_or_create(&crate::metrics::OutcomeLabels {
-            outcome: outcome.into(),
-        })
-        .inc();
-    Ok((status, axum::Json(receipt)).into_response())
 }

@@ -21,6 +21,7 @@ pub mod safety_admin;
 pub mod server;
 pub mod settler;
 pub mod state;
+pub mod users;
 
 pub use config::SchedulerConfig;
 pub use problem::ApiError;

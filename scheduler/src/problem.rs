@@ -186,3 +186,19 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+/// The API's answer for a safety-store failure: the caller's fault as 400/404, Redis as 503,
+/// anything else logged and 500.
+pub(crate) fn safety_error(e: gantry_safety::SafetyError) -> ApiError {
+    match e {
+        gantry_safety::SafetyError::InvalidName(_)
+        | gantry_safety::SafetyError::InvalidEntry { .. }
+        | gantry_safety::SafetyError::Hash(_) => ApiError::InvalidRequest(e.to_string()),
+        gantry_safety::SafetyError::NotFound(_) => ApiError::NotFound,
+        gantry_safety::SafetyError::Queue(q) => q.into(),
+        other => {
+            tracing::error!(error = %other, "safety store failed during a request");
+            ApiError::Internal
+        }
+    }
+}

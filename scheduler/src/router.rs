@@ -23,7 +23,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::routes())
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
-        .merge(crate::erasure::routes())
+        .merge(crate::users::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.keys.clone(),
             crate::auth::authenticate,
