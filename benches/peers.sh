@@ -2,7 +2,7 @@
 # Gantry vs the Redis job-queue peers (BullMQ, Sidekiq, ...) in ONE run of ../shared/peers/run-all
 # against one fresh redis-server, then the ratios gantry/peer of the medians.
 #
-#   benches/peers.sh                       # N=20000, concurrency 50, 2 repeats, bullmq + sidekiq
+#   benches/peers.sh                       # N=20000, concurrency 50, 2 repeats, bullmq, sidekiq, chasquimq (both configurations)
 #   PEERS="bullmq sidekiq chasquimq" N=20000 REPEATS=3 benches/peers.sh
 #
 # Install the peers first with ../shared/peers/setup (NO_REDIS8=1 to skip building Redis 8.6).
@@ -12,7 +12,7 @@ PEERS_DIR=${PEERS_DIR:-../shared/peers}
 [[ -x $PEERS_DIR/run-all ]] || { echo "no $PEERS_DIR/run-all: the peers harness lives in ../shared/peers" >&2; exit 1; }
 cargo build --release --quiet --bin gantry
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/gantry
-export PEERS=${PEERS:-"bullmq sidekiq"} CONC_HIGH=${CONC_HIGH-} N=${N:-20000} REPEATS=${REPEATS:-2}
+export PEERS=${PEERS:-"bullmq sidekiq chasquimq chasquimq-no-events"} CONC_HIGH=${CONC_HIGH-} N=${N:-20000} REPEATS=${REPEATS:-2}
 export REDIS_SERVER=${REDIS_SERVER:-redis-server}
 export GANTRY_BENCH_CMD="RUST_LOG=warn $bin bench queue --latency-samples 0 --redis-port"
 export RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d /tmp/gantry-peers.XXXXXX)}

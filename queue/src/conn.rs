@@ -135,6 +135,12 @@ impl RedisConn {
         matches!(self, RedisConn::Cluster(_))
     }
 
+    /// `INFO section` of the server (on a Cluster, of whichever node answers): the text,
+    /// for benchmarks and diagnostics.
+    pub async fn info(&self, section: &str) -> Result<String, QueueError> {
+        Ok(redis::cmd("INFO").arg(section).query_async(&mut self.clone()).await?)
+    }
+
     /// One page of `SCAN cursor MATCH pattern COUNT count`: the next cursor (0 when done) and
     /// the keys. `pattern` must name one hash tag (`gantry:{pool}:job:*`), whose keys all
     /// live in one slot: on a Cluster the SCAN runs on the primary that owns it.

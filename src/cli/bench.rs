@@ -10,6 +10,8 @@ use gantry_queue::{
     NoopPayload, Payload, Pool, QueueClient, QueueConfig,
 };
 use tokio::sync::mpsc;
+
+use super::redis_cost::{CostPerJob, InfoSnapshot, per_job};
 use tokio_util::sync::CancellationToken;
 
 /// The median of side-by-side samples (0 for none), shared by every benchmark.
@@ -209,7 +211,19 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({"peer": "gantry", "n": n, "concurrency": concurrency,
-            "enqueue_per_s": r.enqueue_per_s.round(), "process_per_s": r.process_per_s.round()})
+            "enqueue_per_s": r.enqueue_per_s.round(), "process_per_s": r.process_per_s.round(),
+            "redis_per_job": {"enqueue": r.enqueue_cost, "process": r.process_cost}})
+    );
+    let (e, p) = (&r.enqueue_cost, &r.process_cost);
+    eprintln!(
+        "redis per job: {:.1} us script ({:.1} enqueue + {:.1} claim/ack), {:.2} scripts, {:.1} commands, {:.1} us server cpu; {:.0} bytes per waiting job",
+        e.script_us + p.script_us,
+        e.script_us,
+        p.script_us,
+        e.scripts + p.scripts,
+        e.commands + p.commands,
+        e.cpu_us + p.cpu_us,
+        e.memory_bytes
     );
     if let Some((p50, p99)) = r.idle_latency {
         eprintln!(
@@ -226,6 +240,10 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
 pub struct QueueBench {
     pub enqueue_per_s: f64,
     pub process_per_s: f64,
+    /// What Redis spent per job enqueuing (its memory growth: bytes per waiting job).
+    pub enqueue_cost: CostPerJob,
+    /// What Redis spent per job claiming and acking.
+    pub process_cost: CostPerJob,
     /// p50 and p99 seconds from push to claim by an idle worker.
     pub idle_latency: Option<(f64, f64)>,
 }
@@ -240,10 +258,15 @@ pub async fn queue_bench(
     let client = QueueClient::connect(url, QueueConfig::default()).await?;
     let pool = Pool::new("bench")?;
 
+    let info = client.connection();
     // 1. Enqueue N jobs in batches of 1,000.
+    let s0 = InfoSnapshot::take(&info).await?;
     let enqueue_per_s = enqueue_noops(&client, &pool, n, enqueue_parallel).await?;
+    let s1 = InfoSnapshot::take(&info).await?;
     // 2. One worker with `concurrency` slots, timed from its start to the N-th ack.
     let (process_per_s, stats) = consume_noops(&client, &pool, n, concurrency).await?;
+    let s2 = InfoSnapshot::take(&info).await?;
+    let (enqueue_cost, process_cost) = (per_job(&s0, &s1, n), per_job(&s1, &s2, n));
     tracing::info!(
         claims = stats.claim_calls.load(Ordering::Relaxed),
         acks = stats.ack_calls.load(Ordering::Relaxed),
@@ -288,6 +311,8 @@ pub async fn queue_bench(
     Ok(QueueBench {
         enqueue_per_s,
         process_per_s,
+        enqueue_cost,
+        process_cost,
         idle_latency,
     })
 }

@@ -19,6 +19,7 @@ mod media;
 #[cfg(feature = "dev-tools")]
 mod mock_providers;
 mod queues;
+mod redis_cost;
 mod retention;
 mod scheduler;
 mod time;

@@ -44,7 +44,8 @@ impl InfoSnapshot {
                         .parse()
                         .map_err(|_| bad())
                 };
-                s.commands.insert(name.to_ascii_lowercase(), (field("calls")?, field("usec")?));
+                s.commands
+                    .insert(name.to_ascii_lowercase(), (field("calls")?, field("usec")?));
             } else {
                 match key {
                     "total_commands_processed" => s.total_commands = value.parse().map_err(|_| bad())?,
@@ -59,11 +60,10 @@ impl InfoSnapshot {
     }
 
     /// Takes a snapshot of the server behind `conn`.
-    pub async fn take(conn: &mut RedisConn) -> anyhow::Result<Self> {
+    pub async fn take(conn: &RedisConn) -> anyhow::Result<Self> {
         let mut text = String::new();
         for section in ["commandstats", "stats", "cpu", "memory"] {
-            let part: String = redis::cmd("INFO").arg(section).query_async(conn).await?;
-            text.push_str(&part);
+            text.push_str(&conn.info(section).await?);
             text.push('\n');
         }
         Self::parse(&text).map_err(|e| anyhow::anyhow!(e))
@@ -132,6 +132,9 @@ mod tests {
     fn a_known_line_that_does_not_parse_is_an_error() {
         assert!(InfoSnapshot::parse("total_commands_processed:many\n").is_err());
         assert!(InfoSnapshot::parse("cmdstat_get:calls=1\n").is_err(), "no usec");
-        assert_eq!(InfoSnapshot::parse("redis_version:8.6.0\n").expect("ignored"), InfoSnapshot::default());
+        assert_eq!(
+            InfoSnapshot::parse("redis_version:8.6.0\n").expect("ignored"),
+            InfoSnapshot::default()
+        );
     }
 }

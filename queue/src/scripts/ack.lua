@@ -31,14 +31,11 @@ for kind, g in pairs(by_kind) do
     if score then
       local i = g.slots[j]
       local jk = jkey(ARGV[i])
-      local result = ARGV[i + 3]
-      if result ~= '' then
-        redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW, 'result', result)
-      else
-        redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW)
-      end
-      local usage = ARGV[i + 4]
-      if usage ~= '' then redis.call('HSET', jk, 'usage', usage) end
+      local result, usage = ARGV[i + 3], ARGV[i + 4]
+      local f = { 'status', 'succeeded', 'fin', NOW }
+      if result ~= '' then f[#f + 1] = 'result'; f[#f + 1] = result end
+      if usage ~= '' then f[#f + 1] = 'usage'; f[#f + 1] = usage end
+      redis.call('HSET', jk, unpack(f))
       credit_event(jk, ARGV[i], 'succeeded', usage)
       redis.call('EXPIRE', jk, ttl)
       live[#live + 1] = g.members[j]

@@ -46,14 +46,19 @@ end
 local function tlist(l, tenant) return l .. '|t:' .. tenant end
 local function ring(l) return l .. '|ring' end
 
-local function push_waiting(kind, prio, shape, tenant, id, front)
+-- `in_ring` (optional): a script's table of tenant lists it already knows to be in their ring,
+-- so a batch checks each ring once, not once per job.
+local function push_waiting(kind, prio, shape, tenant, id, front, in_ring)
   local l = lkey(kind, prio, shape)
-  if front then redis.call('RPUSH', tlist(l, tenant), id) else redis.call('LPUSH', tlist(l, tenant), id) end
+  local tl = tlist(l, tenant)
+  if front then redis.call('RPUSH', tl, id) else redis.call('LPUSH', tl, id) end
+  if in_ring and in_ring[tl] then return end
   local rk = ring(l)
   if not redis.call('ZSCORE', rk, tenant) then
     local m = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
     redis.call('ZADD', rk, m[2] or 0, tenant)
   end
+  if in_ring then in_ring[tl] = true end
 end
 
 -- Pops up to n waiting ids of a (kind, priority, shape), fairly (see above).
