@@ -349,15 +349,15 @@ mod tests {
     /// current, so a rotation re-seals them.
     #[test]
     fn envelopes_are_bound_to_tenant_pool_kind_and_job_and_old_ones_still_open() {
-        let ring = Keyring::parse(&format!("k1={}", key(1))).unwrap();
+        let ring = Keyring::parse(&format!("k1={}", key(1))).expect("test input");
         let spec = json!({"id": "J1", "tenant": "t1", "pool": "cpu", "kind": "generate", "user": "alice@example.com",
             "payload": {"provider": "openai", "model": "m", "prompt": "a red fox"}});
         let mut sealed = spec.clone();
-        ring.seal(&mut sealed, "J1").unwrap();
+        ring.seal(&mut sealed, "J1").expect("test input");
         // The platform's user id is sealed too; its place stays, empty.
         assert!(!sealed.to_string().contains("alice"), "{sealed}");
         assert_eq!(sealed["user"], "");
-        let envelope = sealed["payload"]["sealed"].as_str().unwrap().to_owned();
+        let envelope = sealed["payload"]["sealed"].as_str().expect("test input").to_owned();
         assert!(envelope.starts_with("gk2:k1:"), "{envelope}");
         assert!(sealed_current(&sealed, &ring));
         for (field, other) in [("tenant", "t2"), ("pool", "gpu-h100"), ("kind", "upscale")] {
@@ -370,15 +370,15 @@ mod tests {
         }
         // Two seals of the same spec differ (random nonces), and both open.
         let mut again = spec.clone();
-        ring.seal(&mut again, "J1").unwrap();
+        ring.seal(&mut again, "J1").expect("test input");
         assert_ne!(again["payload"]["sealed"], sealed["payload"]["sealed"]);
         let mut opened = sealed.clone();
-        open(&mut opened, "J1", Some(&ring)).unwrap();
+        open(&mut opened, "J1", Some(&ring)).expect("test input");
         assert_eq!(opened, spec);
 
         // A gk1 envelope, as the previous version wrote it, still opens.
         let nonce = [9u8; 12];
-        let gcm = Aes256Gcm::new_from_slice(&[1u8; 32]).unwrap();
+        let gcm = Aes256Gcm::new_from_slice(&[1u8; 32]).expect("test input");
         let ct = gcm
             .encrypt(
                 Nonce::from_slice(&nonce),
@@ -387,12 +387,12 @@ mod tests {
                     aad: b"J1",
                 },
             )
-            .unwrap();
+            .expect("test input");
         let mut old = json!({"id": "J1", "tenant": "t1", "pool": "cpu", "kind": "generate", "user": "alice@example.com",
             "payload": {"provider": "openai", "model": "m", "prompt": "",
                 "sealed": format!("gk1:k1:{}:{}", B64.encode(nonce), B64.encode(ct))}});
         assert!(!sealed_current(&old, &ring), "a rotation upgrades it");
-        open(&mut old, "J1", Some(&ring)).unwrap();
+        open(&mut old, "J1", Some(&ring)).expect("test input");
         assert_eq!(old, spec);
     }
 

@@ -23,11 +23,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::of_body(e, state.cfg.max_body_bytes))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        serde_json::from_value(v)
+        // One parse: serde says whether the text is not JSON or JSON of another shape.
+        serde_json::from_slice(&bytes)
             .map(Self)
-            .map_err(|e| ApiError::InvalidRequest(e.to_string()))
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::InvalidRequest(e.to_string()),
+                _ => ApiError::MalformedJson(e.to_string()),
+            })
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use gantry_scheduler::erasure::{Eraser, ErasureError};
 use gantry_worker::outputs::OutputStore;
 
-use super::{RedisArgs, UsageError, refused};
+use super::{RedisArgs, refused};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCommand {
@@ -54,7 +54,7 @@ async fn erase(a: EraseArgs) -> anyhow::Result<()> {
     );
     let receipt = match eraser.erase(&super::cli_actor(), &a.tenant, &a.user).await {
         Ok(r) => r,
-        Err(e @ ErasureError::InvalidUser) => return Err(UsageError(e.to_string()).into()),
+        Err(e @ ErasureError::InvalidUser) => return Err(refused(e).into()),
         Err(e) => return Err(e.into()),
     };
     if a.json {

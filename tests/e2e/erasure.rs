@@ -257,35 +257,19 @@ async fn the_cli_erases_through_the_same_service_as_the_api() {
     let url = f.redis.url();
     let outputs_arg = outputs.to_str().unwrap();
 
+    // `gantry users erase --tenant studio-42 --outputs DIR ARGS...`
+    let erase = |args: &[&str]| {
+        let mut all = vec!["users", "erase", "--tenant", "studio-42", "--outputs", outputs_arg];
+        all.extend_from_slice(args);
+        gantry(&url, &all)
+    };
+
     // A user id with a control character: refused, exit 2, nothing erased.
-    let bad = gantry(
-        &url,
-        &[
-            "users",
-            "erase",
-            "--tenant",
-            "studio-42",
-            "--outputs",
-            outputs_arg,
-            "bad\u{7}user",
-        ],
-    );
+    let bad = erase(&["bad\u{7}user"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert_eq!(studio.job(&mine.id).await.unwrap().status, "succeeded");
 
-    let out = gantry(
-        &url,
-        &[
-            "users",
-            "erase",
-            "--tenant",
-            "studio-42",
-            "--outputs",
-            outputs_arg,
-            "--json",
-            user,
-        ],
-    );
+    let out = erase(&["--json", user]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_str(&text).unwrap();
@@ -321,19 +305,7 @@ async fn the_cli_erases_through_the_same_service_as_the_api() {
     assert!(!b.contains(user), "the audit log names the pseudonymous key: {b}");
 
     // Idempotent: a second run finds nothing.
-    let again = gantry(
-        &url,
-        &[
-            "users",
-            "erase",
-            "--tenant",
-            "studio-42",
-            "--outputs",
-            outputs_arg,
-            "--json",
-            user,
-        ],
-    );
+    let again = erase(&["--json", user]);
     let r: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(r["jobs"]["deleted"], 0, "{r}");
     assert_eq!(r["complete"], true, "{r}");

@@ -450,7 +450,11 @@ async fn report(
     killed: Option<KilledWorker>,
     post: PostProcessing,
 ) -> anyhow::Result<DemoReport> {
-    let mut r = report::empty(wall, total);
+    let mut r = DemoReport {
+        wall_ms: wall.as_millis() as u64,
+        submitted: total,
+        ..Default::default()
+    };
     report::tally(&mut r, [("studio-42", v_studio), ("videos-7", v_video)]);
     r.refused = report::refusals([("studio-42", s_studio), ("videos-7", s_video)]);
     r.worker_killed = killed;

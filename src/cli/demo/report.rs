@@ -3,7 +3,6 @@
 //! text go to stderr), which is what the end-to-end test reads.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use gantry_client::{Client, JobView};
 use gantry_queue::{JobId, Pool, QueueClient, QueueConfig};
@@ -14,7 +13,7 @@ use super::jobs::Submissions;
 use crate::cli::time::fmt_ms;
 
 /// What the demo did and found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(super) struct DemoReport {
     /// From the first submission to the last post-processing job's end.
     pub wall_ms: u64,
@@ -173,7 +172,7 @@ pub(super) struct Ledger {
 }
 
 /// The erasure receipt.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(super) struct Erasure {
     pub tenant: String,
     pub user: String,
@@ -193,7 +192,7 @@ pub(super) struct RetentionRow {
 }
 
 /// Metrics endpoints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(super) struct Metrics {
     /// The demo's Prometheus, when it is installed.
     pub prometheus: Option<String>,
@@ -529,42 +528,4 @@ pub(super) fn print(r: &DemoReport) {
         say!("  {name} metrics: {url}");
     }
     say!("  outputs under {}; logs in {}", r.outputs_dir, r.logs_dir);
-}
-
-/// An empty report for `run` to fill phase by phase.
-pub(super) fn empty(wall: Duration, submitted: usize) -> DemoReport {
-    DemoReport {
-        wall_ms: wall.as_millis() as u64,
-        submitted,
-        outcomes: Vec::new(),
-        attempts: 0,
-        outputs_stored: 0,
-        generate_routes: Vec::new(),
-        latency_ms: Latency::default(),
-        throughput_jobs_per_s: 0.0,
-        dead_letter_example: None,
-        refused: Vec::new(),
-        worker_killed: None,
-        post_processing: PostProcessing::default(),
-        idempotent_duplicates: 0,
-        leases_recovered: 0,
-        safety: Safety::default(),
-        credits: Vec::new(),
-        erasure: Erasure {
-            tenant: String::new(),
-            user: String::new(),
-            job_records_deleted: 0,
-            outputs_deleted: 0,
-            jobs_cancelled: 0,
-            complete: false,
-        },
-        retention: Vec::new(),
-        metrics: Metrics {
-            prometheus: None,
-            scheduler: String::new(),
-            workers: Vec::new(),
-        },
-        outputs_dir: String::new(),
-        logs_dir: String::new(),
-    }
 }
