@@ -13,7 +13,11 @@ PEERS_DIR=${PEERS_DIR:-../shared/peers}
 cargo build --release --quiet --bin gantry
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/gantry
 export PEERS=${PEERS:-"bullmq sidekiq chasquimq chasquimq-no-events"} CONC_HIGH=${CONC_HIGH-} N=${N:-20000} REPEATS=${REPEATS:-2}
-export REDIS_SERVER=${REDIS_SERVER:-redis-server}
+# Redis 8.6 when ../shared/peers/setup built it (chasquimq needs it), else the one on PATH.
+if [[ -z ${REDIS_SERVER:-} ]]; then
+  if [[ -x /opt/redis-8.6/bin/redis-server ]]; then REDIS_SERVER=/opt/redis-8.6/bin/redis-server; else REDIS_SERVER=redis-server; fi
+fi
+export REDIS_SERVER
 export GANTRY_BENCH_CMD="RUST_LOG=warn $bin bench queue --latency-samples 0 --redis-port"
 export RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d /tmp/gantry-peers.XXXXXX)}
 "$PEERS_DIR/run-all"

@@ -245,7 +245,7 @@ impl NewJob {
 }
 
 /// The immutable part of a stored job, serialized once at enqueue.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The job's id.
     pub id: JobId,

@@ -16,6 +16,7 @@ pub use job::{
     NewJob, Priority, Requirements, ResultRef, Usage,
 };
 pub use payload::{
-    CsamHashPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, TranscodePayload, UpscalePayload,
+    CsamHashPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, PayloadContent, TranscodePayload,
+    UpscalePayload,
 };
 pub use user::user_key;

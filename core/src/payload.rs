@@ -36,6 +36,44 @@ impl Payload {
             Payload::Noop(_) => JobKind::Noop,
         }
     }
+
+    /// The payload without its kind, for a record that stores the kind apart (the queue's
+    /// compact record): serializes as the `payload` object alone.
+    pub fn content(&self) -> PayloadContent<'_> {
+        PayloadContent(self)
+    }
+
+    /// Rebuilds a payload from its kind and its content's JSON (what [`Payload::content`]
+    /// wrote). Unknown fields are refused as they are at enqueue.
+    pub fn from_content(kind: JobKind, json: &str) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            JobKind::Generate => Payload::Generate(serde_json::from_str(json)?),
+            JobKind::Upscale => Payload::Upscale(serde_json::from_str(json)?),
+            JobKind::Transcode => Payload::Transcode(serde_json::from_str(json)?),
+            JobKind::CsamHash => Payload::CsamHash(serde_json::from_str(json)?),
+            JobKind::Noop => Payload::Noop(serde_json::from_str(json)?),
+        })
+    }
+}
+
+/// A payload's content without its kind (see [`Payload::content`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadContent<'a>(&'a Payload);
+
+impl Serialize for PayloadContent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Payload::Generate(p) => p.serialize(s),
+            Payload::Upscale(p) => p.serialize(s),
+            Payload::Transcode(p) => p.serialize(s),
+            Payload::CsamHash(p) => p.serialize(s),
+            Payload::Noop(p) => p.serialize(s),
+        }
+    }
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Call a remote generation model.
@@ -133,10 +171,10 @@ pub struct CsamHashPayload {
 #[serde(deny_unknown_fields)]
 pub struct NoopPayload {
     /// Sleep this long before finishing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub sleep_ms: u64,
     /// Fail the first this-many attempts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub fail_attempts: u32,
     /// How those attempts fail (`retryable` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]

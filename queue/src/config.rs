@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::QueueError;
+
 /// Limits and timings shared by producers and workers.
 #[derive(Clone, Debug)]
 pub struct QueueConfig {
@@ -31,6 +33,47 @@ pub struct QueueConfig {
     pub backoff_cap: Duration,
     /// Most wake tokens kept per queue (default 256).
     pub wake_cap: u32,
+    /// How job records are written (default: compact, v2); every format is read. The
+    /// environment's `GANTRY_RECORD_FORMAT` (`v1` or `v2`) overrides it.
+    pub record_format: RecordFormat,
+}
+
+/// How a job's record stores its spec (issue 23; docs/design/queue-v2.md). Readers take every
+/// format, so the choice matters only to binaries older than protocol v2, which read only v1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// The whole spec, with the tenant, pool, priority, kind and attempts allowed repeated
+    /// inside it, as protocol v1 wrote it. For a rolling upgrade: new binaries write v1 until
+    /// no old one is left to read the records, then switch.
+    V1,
+    /// Only what the record's own fields do not hold: a no-op record is a third of v1's size.
+    #[default]
+    V2,
+}
+
+impl RecordFormat {
+    /// The environment variable that overrides [`QueueConfig::record_format`].
+    pub const ENV: &'static str = "GANTRY_RECORD_FORMAT";
+
+    /// `v1` or `v2` (also `1` or `2`).
+    pub fn parse(s: &str) -> Result<Self, QueueError> {
+        match s.trim() {
+            "v1" | "1" => Ok(Self::V1),
+            "v2" | "2" => Ok(Self::V2),
+            other => Err(QueueError::InvalidConfig(format!(
+                "{}={other:?}: expected v1 or v2",
+                Self::ENV
+            ))),
+        }
+    }
+
+    /// The environment's choice, if it makes one.
+    pub fn from_env() -> Result<Option<Self>, QueueError> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.trim().is_empty() => Self::parse(&v).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl Default for QueueConfig {
@@ -49,6 +92,7 @@ impl Default for QueueConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(600),
             wake_cap: 256,
+            record_format: RecordFormat::V2,
         }
     }
 }
@@ -79,6 +123,15 @@ impl QueueConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_formats_parse_and_anything_else_is_refused() {
+        assert_eq!(RecordFormat::parse("v1").expect("v1"), RecordFormat::V1);
+        assert_eq!(RecordFormat::parse(" 2 ").expect("2"), RecordFormat::V2);
+        assert!(
+            matches!(RecordFormat::parse("v3"), Err(QueueError::InvalidConfig(m)) if m.contains("GANTRY_RECORD_FORMAT"))
+        );
+    }
 
     #[test]
     fn retry_delay_grows_exponentially_with_jitter_and_caps() {

@@ -41,6 +41,9 @@ pub enum QueueError {
     /// The connection URL is not usable.
     #[error("invalid redis url: {0}")]
     InvalidUrl(String),
+    /// A setting (from the environment) that is not usable.
+    #[error("invalid queue configuration: {0}")]
+    InvalidConfig(String),
     /// A consumer's own task died (a bug: it panicked or was aborted).
     #[error("consumer task failed: {0}")]
     ConsumerTask(#[source] tokio::task::JoinError),

@@ -45,9 +45,13 @@ pub mod job {
     pub const USER_KEY: &str = "uk";
     /// The job kind.
     pub const KIND: &str = "kind";
+    /// The priority.
+    pub const PRIORITY: &str = "prio";
+    /// Attempts allowed.
+    pub const MAX_ATTEMPTS: &str = "max";
 
     /// Every field above.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         SPEC,
         STATUS,
         ATTEMPTS,
@@ -68,6 +72,8 @@ pub mod job {
         PRICE_RULE,
         USER_KEY,
         KIND,
+        PRIORITY,
+        MAX_ATTEMPTS,
     ];
 }
 

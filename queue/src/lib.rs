@@ -21,7 +21,7 @@ pub use client::{
     DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats,
     ReapReport, ResealReport,
 };
-pub use config::QueueConfig;
+pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerEvents, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler,

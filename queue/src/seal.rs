@@ -70,16 +70,36 @@ pub struct Keyring {
     keys: BTreeMap<String, DataKey>,
 }
 
-/// What a `gk2` envelope is bound to: the spec's tenant, pool and kind, and the job id, each
-/// length-prefixed so no two different contexts read the same.
-fn context(spec: &serde_json::Map<String, Value>, job_id: &str) -> Vec<u8> {
-    let field = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let mut aad = b"gantry-seal-v2".to_vec();
-    for part in [field("tenant"), field("pool"), field("kind"), job_id.to_owned()] {
-        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        aad.extend_from_slice(part.as_bytes());
+/// What an envelope is bound to: the job's tenant, pool and kind, and its id (`gk2`: all four,
+/// each length-prefixed so no two different contexts read the same; `gk1`: the id alone). A
+/// compact record (protocol v2) keeps tenant, pool and kind beside its spec rather than in it,
+/// so the context is built from the record ([`SealContext::new`]); a whole spec names its own
+/// ([`SealContext::of_spec`]), and the two agree for the same job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealContext {
+    aad: Vec<u8>,
+    job_id: String,
+}
+
+impl SealContext {
+    /// The context of job `job_id` of `tenant` in `pool`, of `kind`.
+    pub fn new(tenant: &str, pool: &str, kind: &str, job_id: &str) -> Self {
+        let mut aad = b"gantry-seal-v2".to_vec();
+        for part in [tenant, pool, kind, job_id] {
+            aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            aad.extend_from_slice(part.as_bytes());
+        }
+        Self {
+            aad,
+            job_id: job_id.to_owned(),
+        }
     }
-    aad
+
+    /// The context a whole spec (protocol v1: `tenant`, `pool` and `kind` inside it) names.
+    pub fn of_spec(spec: &Value, job_id: &str) -> Self {
+        let field = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default();
+        Self::new(field("tenant"), field("pool"), field("kind"), job_id)
+    }
 }
 
 impl std::fmt::Debug for Keyring {
@@ -147,8 +167,8 @@ impl Keyring {
     }
 
     /// Moves the sensitive fields of `spec` (a stored job spec as JSON) into a sealed envelope
-    /// bound to `job_id`. Specs without sensitive fields are left alone.
-    pub fn seal(&self, spec: &mut Value, job_id: &str) -> Result<(), SealError> {
+    /// bound to `ctx`. Specs without sensitive fields are left alone.
+    pub fn seal(&self, spec: &mut Value, ctx: &SealContext) -> Result<(), SealError> {
         let Some(spec) = spec.as_object_mut() else {
             return Ok(());
         };
@@ -184,7 +204,6 @@ impl Keyring {
             payload.insert("prompt".into(), Value::String(String::new()));
         }
         let plain = Value::Object(secret).to_string();
-        let aad = context(spec, job_id);
         let nonce: [u8; 12] = rand::random();
         let key = self
             .keys
@@ -196,7 +215,7 @@ impl Keyring {
                 aes_gcm_siv::Nonce::from_slice(&nonce),
                 AeadPayload {
                     msg: plain.as_bytes(),
-                    aad: &aad,
+                    aad: &ctx.aad,
                 },
             )
             .map_err(|_| SealError::Corrupt)?;
@@ -234,8 +253,8 @@ pub fn sealed_current(spec: &Value, keys: &Keyring) -> bool {
         == Some(keys.current())
 }
 
-/// Opens the envelope of `spec` (if sealed) in place, with `keys`.
-pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<(), SealError> {
+/// Opens the envelope of `spec` (if sealed, for `ctx`) in place, with `keys`.
+pub fn open(spec: &mut Value, ctx: &SealContext, keys: Option<&Keyring>) -> Result<(), SealError> {
     let Some(payload) = spec.get_mut("payload").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -257,18 +276,18 @@ pub fn open(spec: &mut Value, job_id: &str, keys: Option<&Keyring>) -> Result<()
         return Err(SealError::Corrupt);
     }
     let plain = match tag {
-        TAG => {
-            let aad = spec.as_object().map(|o| context(o, job_id)).unwrap_or_default();
-            key.siv.decrypt(
-                aes_gcm_siv::Nonce::from_slice(&nonce),
-                AeadPayload { msg: &ct, aad: &aad },
-            )
-        }
+        TAG => key.siv.decrypt(
+            aes_gcm_siv::Nonce::from_slice(&nonce),
+            AeadPayload {
+                msg: &ct,
+                aad: &ctx.aad,
+            },
+        ),
         TAG_V1 => key.gcm.decrypt(
             Nonce::from_slice(&nonce),
             AeadPayload {
                 msg: &ct,
-                aad: job_id.as_bytes(),
+                aad: ctx.job_id.as_bytes(),
             },
         ),
         _ => return Err(SealError::Corrupt),
@@ -298,6 +317,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Seals a whole (v1-shaped) spec, bound to what it names.
+    fn seal_as(ring: &Keyring, spec: &mut Value, id: &str) -> Result<(), SealError> {
+        let ctx = SealContext::of_spec(spec, id);
+        ring.seal(spec, &ctx)
+    }
+
+    fn open_as(spec: &mut Value, id: &str, keys: Option<&Keyring>) -> Result<(), SealError> {
+        let ctx = SealContext::of_spec(spec, id);
+        open(spec, &ctx, keys)
+    }
+
     fn key(byte: u8) -> String {
         B64.encode([byte; 32])
     }
@@ -309,7 +339,7 @@ mod tests {
         let original = json!({"id": "J1", "kind": "generate", "idempotency_key": "order-of-alice@example.com",
             "payload": {"provider": "openai", "model": "m", "prompt": "a red fox", "reference_images": ["https://x/y.png"]}});
         let mut v = original.clone();
-        ring.seal(&mut v, "J1").unwrap();
+        seal_as(&ring, &mut v, "J1").unwrap();
         let text = v.to_string();
         assert!(
             !text.contains("red fox") && !text.contains("x/y.png") && !text.contains("alice"),
@@ -317,30 +347,30 @@ mod tests {
         );
         assert_eq!(sealed_with(&v), Some("k2"));
         let mut opened = v.clone();
-        open(&mut opened, "J1", Some(&ring)).unwrap();
+        open_as(&mut opened, "J1", Some(&ring)).unwrap();
         assert_eq!(opened, original);
         // Bound to the job; keys needed; old keys still open.
         assert!(matches!(
-            open(&mut v.clone(), "J2", Some(&ring)),
+            open_as(&mut v.clone(), "J2", Some(&ring)),
             Err(SealError::Corrupt)
         ));
-        assert!(matches!(open(&mut v.clone(), "J1", None), Err(SealError::NoKeys)));
+        assert!(matches!(open_as(&mut v.clone(), "J1", None), Err(SealError::NoKeys)));
         let rotated = Keyring::parse(&format!("k3={}\nk2={}", key(3), key(2))).unwrap();
         let mut again = v.clone();
-        open(&mut again, "J1", Some(&rotated)).unwrap();
+        open_as(&mut again, "J1", Some(&rotated)).unwrap();
         assert_eq!(again, original);
         let only_new = Keyring::parse(&format!("k3={}", key(3))).unwrap();
-        assert!(matches!(open(&mut v.clone(), "J1", Some(&only_new)), Err(SealError::UnknownKey(k)) if k == "k2"));
+        assert!(matches!(open_as(&mut v.clone(), "J1", Some(&only_new)), Err(SealError::UnknownKey(k)) if k == "k2"));
         // Nothing sensitive: untouched.
         let mut noop = json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}});
-        ring.seal(&mut noop, "J3").unwrap();
+        seal_as(&ring, &mut noop, "J3").unwrap();
         assert_eq!(noop, json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}}));
         // Any kind's idempotency key is sealed, and comes back to its place.
         let keyed = json!({"id": "J4", "kind": "noop", "idempotency_key": "k-9", "payload": {"sleep_ms": 5}});
         let mut v = keyed.clone();
-        ring.seal(&mut v, "J4").unwrap();
+        seal_as(&ring, &mut v, "J4").unwrap();
         assert!(!v.to_string().contains("k-9") && sealed_with(&v) == Some("k2"));
-        open(&mut v, "J4", Some(&ring)).unwrap();
+        open_as(&mut v, "J4", Some(&ring)).unwrap();
         assert_eq!(v, keyed);
     }
 
@@ -353,7 +383,7 @@ mod tests {
         let spec = json!({"id": "J1", "tenant": "t1", "pool": "cpu", "kind": "generate", "user": "alice@example.com",
             "payload": {"provider": "openai", "model": "m", "prompt": "a red fox"}});
         let mut sealed = spec.clone();
-        ring.seal(&mut sealed, "J1").expect("test input");
+        seal_as(&ring, &mut sealed, "J1").expect("test input");
         // The platform's user id is sealed too; its place stays, empty.
         assert!(!sealed.to_string().contains("alice"), "{sealed}");
         assert_eq!(sealed["user"], "");
@@ -364,16 +394,16 @@ mod tests {
             let mut moved = sealed.clone();
             moved[field] = json!(other);
             assert!(
-                matches!(open(&mut moved, "J1", Some(&ring)), Err(SealError::Corrupt)),
+                matches!(open_as(&mut moved, "J1", Some(&ring)), Err(SealError::Corrupt)),
                 "an envelope moved to another {field} must not open"
             );
         }
         // Two seals of the same spec differ (random nonces), and both open.
         let mut again = spec.clone();
-        ring.seal(&mut again, "J1").expect("test input");
+        seal_as(&ring, &mut again, "J1").expect("test input");
         assert_ne!(again["payload"]["sealed"], sealed["payload"]["sealed"]);
         let mut opened = sealed.clone();
-        open(&mut opened, "J1", Some(&ring)).expect("test input");
+        open_as(&mut opened, "J1", Some(&ring)).expect("test input");
         assert_eq!(opened, spec);
 
         // A gk1 envelope, as the previous version wrote it, still opens.
@@ -392,7 +422,7 @@ mod tests {
             "payload": {"provider": "openai", "model": "m", "prompt": "",
                 "sealed": format!("gk1:k1:{}:{}", B64.encode(nonce), B64.encode(ct))}});
         assert!(!sealed_current(&old, &ring), "a rotation upgrades it");
-        open(&mut old, "J1", Some(&ring)).expect("test input");
+        open_as(&mut old, "J1", Some(&ring)).expect("test input");
         assert_eq!(old, spec);
     }
 

@@ -91,6 +91,7 @@ on_both!(
     provider_slots_cap_holders_fleet_wide_and_expire,
     a_failure_can_ask_for_a_later_retry,
     a_blocked_job_ends_at_once_and_is_never_replayed,
+    records_written_by_protocol_v1_still_run,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -906,6 +907,88 @@ async fn unreadable_record_does_not_poison_queue(f: Fixture) {
     assert_eq!(b.jobs.len(), 1);
     assert_eq!(b.jobs[0].lease.id, good);
     assert_eq!(q.stats(&p, &[JobKind::Noop]).await.unwrap()[0].dead, 1);
+}
+
+/// Issue 23's migration path: a fleet upgrades with jobs in flight. A record as protocol v1
+/// wrote it (the whole spec as JSON, sealed with the spec's own tenant, pool and kind as the
+/// context; attempts and lease token stored as 0) reads, claims and acks the same under v2.
+async fn records_written_by_protocol_v1_still_run(f: Fixture) {
+    let keys = seal::Keyring::parse("k1=BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+    let q = f.client().await.with_keys(keys.clone());
+    let p = pool("cpu");
+    let secret = NewJob::new(
+        "studio-a",
+        "alice@example.com",
+        Payload::Generate(GeneratePayload {
+            provider: "openai".into(),
+            model: "gpt-image-1".into(),
+            prompt: "a red fox".into(),
+            ..Default::default()
+        }),
+    );
+    let mut ids = Vec::new();
+    for job in [noop(), secret] {
+        let id = q.enqueue(&p, job).await.unwrap().id;
+        let expected = q.job(id).await.unwrap().spec;
+        // Rewrite the record as v1 wrote it.
+        let mut v1 = serde_json::to_value(&expected).unwrap();
+        let ctx = seal::SealContext::of_spec(&v1, &id.to_string());
+        keys.seal(&mut v1, &ctx).unwrap();
+        let v1 = v1.to_string();
+        assert!(v1.contains(r#""pool":"cpu""#) && !v1.contains("red fox"), "{v1}");
+        let mut c = q.connection();
+        redis::cmd("HSET")
+            .arg(p.job_key(id))
+            .arg("spec")
+            .arg(&v1)
+            .arg("attempts")
+            .arg(0)
+            .arg("lease")
+            .arg(0)
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(q.job(id).await.unwrap().spec, expected, "read back");
+        ids.push((id, expected));
+    }
+    let kinds = [JobKind::Noop, JobKind::Generate];
+    let b = q.claim(&p, "w", &kinds, 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!((b.jobs.len(), b.poisoned), (2, 0));
+    for j in &b.jobs {
+        let (_, expected) = ids.iter().find(|(id, _)| *id == j.lease.id).unwrap();
+        assert_eq!(&j.spec, expected, "claimed");
+        assert_eq!(j.attempt, 1);
+    }
+    let acks: Vec<_> = b
+        .jobs
+        .iter()
+        .map(|j| (j.lease.clone(), Completion::default()))
+        .collect();
+    assert_eq!(q.ack(&p, &acks).await.unwrap(), vec![AckOutcome::Acked; 2]);
+    for (id, _) in &ids {
+        assert_eq!(q.job(*id).await.unwrap().status, JobStatus::Succeeded);
+    }
+    // During a rolling upgrade, new binaries can still write v1 for old ones to read.
+    let old_style = f
+        .client_with(QueueConfig {
+            record_format: RecordFormat::V1,
+            ..fast_config()
+        })
+        .await;
+    let id = old_style.enqueue(&p, noop()).await.unwrap().id;
+    let mut c = q.connection();
+    let spec: String = redis::cmd("HGET")
+        .arg(p.job_key(id))
+        .arg("spec")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        spec.contains(&format!(r#""id":"{id}""#)) && spec.contains(r#""pool":"cpu""#),
+        "{spec}"
+    );
+    let b = q.claim(&p, "w", &kinds, 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!((b.jobs.len(), b.jobs[0].lease.id), (1, id));
 }
 
 const GIB: u64 = 1 << 30;

@@ -149,15 +149,7 @@ impl QueueClient {
             scan_outputs,
             body: job.body,
         };
-        let protocol = |e: serde_json::Error| QueueError::Protocol(e.to_string());
-        let json = match &self.keys {
-            Some(keys) => {
-                let mut value = serde_json::to_value(&spec).map_err(protocol)?;
-                keys.seal(&mut value, &id.to_string())?;
-                value.to_string()
-            }
-            None => serde_json::to_string(&spec).map_err(protocol)?,
-        };
+        let json = super::record::encode_spec(&spec, self.cfg.record_format, self.keys.as_deref())?;
         if json.len() > self.cfg.max_payload_bytes {
             return Err(ValidationError::PayloadTooLarge {
                 size: json.len(),

@@ -44,7 +44,7 @@ impl QueueClient {
         if h.is_empty() {
             return Err(QueueError::NotFound(id));
         }
-        parse_record(id, &h, self.keys.as_deref())
+        parse_record(id, pool, &h, self.keys.as_deref())
     }
 
     /// A job's status alone (no spec to open: works without the data keys).
@@ -89,9 +89,11 @@ impl QueueClient {
             let (next, batch) = self.conn.scan_page(&pattern, cursor, 500).await?;
             for key in batch {
                 report.scanned += 1;
-                let raw: Option<String> = redis::cmd("HGET")
+                let (raw, tenant, kind): (Option<String>, Option<String>, Option<String>) = redis::cmd("HMGET")
                     .arg(&key)
                     .arg(crate::fields::job::SPEC)
+                    .arg(crate::fields::job::TENANT)
+                    .arg(crate::fields::job::KIND)
                     .query_async(&mut c)
                     .await?;
                 let (Some(raw), Some(id)) = (raw, key.rsplit(':').next()) else {
@@ -101,14 +103,21 @@ impl QueueClient {
                     report.unreadable += 1;
                     continue;
                 };
+                // Bound to the record's tenant and kind (a v1 spec holds the same values).
+                let ctx = crate::seal::SealContext::new(
+                    tenant.as_deref().unwrap_or_default(),
+                    pool.as_str(),
+                    kind.as_deref().unwrap_or_default(),
+                    id,
+                );
                 if crate::seal::sealed_current(&v, keys) {
                     continue;
                 }
-                if crate::seal::open(&mut v, id, Some(keys)).is_err() {
+                if crate::seal::open(&mut v, &ctx, Some(keys)).is_err() {
                     report.unreadable += 1;
                     continue;
                 }
-                keys.seal(&mut v, id)?;
+                keys.seal(&mut v, &ctx)?;
                 if crate::seal::sealed_with(&v).is_none() {
                     // Nothing sensitive in this job.
                     continue;

@@ -5,11 +5,11 @@ use std::time::Duration;
 use redis::{FromRedisValue, ParsingError, RedisWrite, ToRedisArgs, Value};
 
 use super::QueueClient;
-use super::decode_spec;
-use super::wire::{bytes, int, int_codes, job_id, kind, one_per_record, records, str_codes};
+use super::record::{RecordFields, decode_spec};
+use super::wire::{bytes, int, int_codes, job_id, kind, one_per_record, records, str_codes, text};
 use crate::conn::RedisConn;
 use crate::error::{During, QueueError};
-use crate::job::{Completion, ErrorClass, JobId, JobKind, JobSpec};
+use crate::job::{Completion, ErrorClass, JobId, JobKind, JobSpec, Priority};
 use crate::keys::Pool;
 use crate::scripts;
 use crate::seal::SealError;
@@ -185,9 +185,18 @@ impl QueueClient {
             max_attempts,
             spec,
             gpu,
+            tenant,
+            priority,
         } in reply.jobs
         {
-            match decode_spec(lease.id, &spec, self.keys.as_deref()) {
+            let fields = RecordFields {
+                pool: pool.as_str(),
+                tenant: &tenant,
+                priority,
+                kind: lease.kind,
+                max_attempts,
+            };
+            match decode_spec(lease.id, &spec, fields, self.keys.as_deref()) {
                 Ok(spec) => batch.jobs.push(ClaimedJob {
                     lease,
                     pool: pool.clone(),
@@ -390,7 +399,7 @@ impl ToRedisArgs for FailArg<'_> {
     }
 }
 
-/// `claim.lua`'s reply: next due time, unfit flag, then a record of 7 per job.
+/// `claim.lua`'s reply: next due time, unfit flag, then a record of 9 per job.
 struct ClaimReply {
     next_due_ms: Option<u64>,
     unfit: bool,
@@ -404,12 +413,15 @@ struct ClaimRecord {
     max_attempts: u32,
     spec: Vec<u8>,
     gpu: Option<u32>,
+    /// The record's tenant and priority, which a compact spec leaves out.
+    tenant: String,
+    priority: Priority,
 }
 
 /// Values in a claim reply before its job records.
 const CLAIM_HEAD: usize = 2;
 /// Values per job in a claim reply.
-const CLAIM_STRIDE: usize = 7;
+const CLAIM_STRIDE: usize = 9;
 
 impl FromRedisValue for ClaimReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
@@ -445,6 +457,10 @@ impl FromRedisValue for ClaimReply {
                         -1 => None,
                         g => Some(u32::try_from(g).map_err(|_| ParsingError::from(format!("claim gpu {g}")))?),
                     },
+                    tenant: text(&j[7], "claim tenant")?,
+                    priority: text(&j[8], "claim priority")?
+                        .parse()
+                        .map_err(|e: crate::ValidationError| ParsingError::from(format!("claim priority: {e}")))?,
                 })
             })
             .collect::<Result<_, ParsingError>>()?;
@@ -578,6 +594,8 @@ mod tests {
                 Value::Int(3),
                 Value::BulkString(b"{}".to_vec()),
                 Value::Int(gpu),
+                Value::BulkString(b"studio-a".to_vec()),
+                Value::BulkString(b"high".to_vec()),
             ]
         };
         let mut v = vec![Value::Int(-1), Value::Int(0)];
@@ -587,6 +605,10 @@ mod tests {
         assert_eq!((r.next_due_ms, r.unfit, r.jobs.len()), (None, false, 2));
         assert_eq!((r.jobs[0].gpu, r.jobs[1].gpu), (None, Some(1)));
         assert_eq!(r.jobs[1].lease.token, 7);
+        assert_eq!(
+            (r.jobs[0].tenant.as_str(), r.jobs[0].priority),
+            ("studio-a", Priority::High)
+        );
         // One value short of a whole record.
         v.pop();
         assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
@@ -594,6 +616,12 @@ mod tests {
         let mut v = vec![Value::Int(5), Value::Int(1)];
         let mut j = job(0);
         j[1] = Value::BulkString(b"mine_bitcoin".to_vec());
+        v.extend(j);
+        assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
+        // A priority Gantry does not know.
+        let mut v = vec![Value::Int(5), Value::Int(1)];
+        let mut j = job(0);
+        j[8] = Value::BulkString(b"urgent".to_vec());
         v.extend(j);
         assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
     }

@@ -8,6 +8,7 @@ mod enqueue;
 mod erasure;
 mod jobs;
 mod lease;
+mod record;
 mod stats;
 mod wire;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 use crate::config::QueueConfig;
 use crate::conn::{RedisConn, RedisTarget};
 use crate::error::QueueError;
-use crate::job::{HistoryEvent, JobError, JobId, JobRecord, JobSpec, JobStatus, ResultRef, Usage};
+use crate::job::{HistoryEvent, JobError, JobId, JobRecord, JobStatus, ResultRef, Usage};
 use crate::keys::{POOLS_KEY, Pool};
 use crate::seal::Keyring;
 
@@ -47,6 +48,10 @@ impl QueueClient {
     pub async fn connect(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
         let target = RedisTarget::parse(url)?;
         let keys = Keyring::from_env()?.map(Arc::new);
+        let cfg = match crate::config::RecordFormat::from_env()? {
+            Some(record_format) => QueueConfig { record_format, ..cfg },
+            None => cfg,
+        };
         let conn = RedisConn::connect(&target, Some(Duration::from_secs(5))).await?;
         Ok(Self {
             conn,
@@ -110,18 +115,6 @@ impl QueueClient {
     }
 }
 
-/// A stored spec, its sealed fields opened with `keys`.
-fn decode_spec(id: JobId, raw: &[u8], keys: Option<&Keyring>) -> Result<JobSpec, QueueError> {
-    let unreadable = |e: serde_json::Error| QueueError::Protocol(format!("job {id}: unreadable spec: {e}"));
-    // Most specs are not sealed (or have nothing to seal): straight to the struct.
-    if !raw.windows(9).any(|w| w == b"\"sealed\":") {
-        return serde_json::from_slice(raw).map_err(unreadable);
-    }
-    let mut v: serde_json::Value = serde_json::from_slice(raw).map_err(unreadable)?;
-    crate::seal::open(&mut v, &id.to_string(), keys)?;
-    serde_json::from_value(v).map_err(unreadable)
-}
-
 /// A status read back from Redis: one Gantry does not know is a protocol error (a foreign or
 /// newer writer), not bad input.
 fn stored_status(s: &str) -> Result<JobStatus, QueueError> {
@@ -129,11 +122,29 @@ fn stored_status(s: &str) -> Result<JobStatus, QueueError> {
         .map_err(|e: crate::ValidationError| QueueError::Protocol(e.to_string()))
 }
 
-fn parse_record(id: JobId, h: &HashMap<String, Vec<u8>>, keys: Option<&Keyring>) -> Result<JobRecord, QueueError> {
+fn parse_record(
+    id: JobId,
+    pool: &Pool,
+    h: &HashMap<String, Vec<u8>>,
+    keys: Option<&Keyring>,
+) -> Result<JobRecord, QueueError> {
     use crate::fields::job as f;
     let s = |k: &str| h.get(k).and_then(|v| std::str::from_utf8(v).ok());
     let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
-    let spec = decode_spec(id, h.get(f::SPEC).map(Vec::as_slice).unwrap_or_default(), keys)?;
+    let protocol = |e: crate::ValidationError| QueueError::Protocol(format!("job {id}: {e}"));
+    let field = |k: &'static str| {
+        s(k).ok_or_else(|| QueueError::Protocol(format!("job {id}: the record has no readable {k:?}")))
+    };
+    let fields = record::RecordFields {
+        pool: pool.as_str(),
+        tenant: field(f::TENANT)?,
+        priority: field(f::PRIORITY)?.parse().map_err(protocol)?,
+        kind: field(f::KIND)?.parse().map_err(protocol)?,
+        max_attempts: field(f::MAX_ATTEMPTS)?
+            .parse()
+            .map_err(|e| QueueError::Protocol(format!("job {id}: max attempts: {e}")))?,
+    };
+    let spec = record::decode_spec(id, h.get(f::SPEC).map(Vec::as_slice).unwrap_or_default(), fields, keys)?;
     let status = stored_status(s(f::STATUS).unwrap_or("queued"))?;
     let error = s(f::ERROR_CLASS).map(|class| JobError {
         class: class.to_owned(),
@@ -198,7 +209,14 @@ mod tests {
             .map(|(k, v)| ((*k).into(), v.as_bytes().to_vec()))
             .collect();
         h.insert(crate::fields::job::SPEC.into(), serde_json::to_vec(&spec).expect("ser"));
+        for (k, v) in [("ten", "t"), ("prio", "normal"), ("kind", "noop"), ("max", "3")] {
+            h.entry(k.into()).or_insert_with(|| v.as_bytes().to_vec());
+        }
         h
+    }
+
+    fn pool() -> Pool {
+        Pool::new("cpu").expect("valid")
     }
 
     #[test]
@@ -206,16 +224,31 @@ mod tests {
         use crate::fields::job as f;
         let ok = stored(&[(f::STATUS, "succeeded")]);
         let id = JobId::new();
-        assert!(parse_record(id, &ok, None).is_ok());
+        assert!(parse_record(id, &pool(), &ok, None).is_ok());
         for field in [f::RESULT, f::USAGE, f::HISTORY] {
             let bad = stored(&[(f::STATUS, "succeeded"), (field, "{not json")]);
-            let e = parse_record(id, &bad, None).expect_err("unreadable");
+            let e = parse_record(id, &pool(), &bad, None).expect_err("unreadable");
             assert!(
                 matches!(e, QueueError::Protocol(ref m) if m.contains("unreadable")),
                 "{field}: {e}"
             );
         }
         let odd = stored(&[(f::STATUS, "half-done")]);
-        assert!(matches!(parse_record(id, &odd, None), Err(QueueError::Protocol(_))));
+        assert!(matches!(
+            parse_record(id, &pool(), &odd, None),
+            Err(QueueError::Protocol(_))
+        ));
+        // The fields a compact spec leans on must be there and readable.
+        for (field, value) in [
+            (f::PRIORITY, "urgent"),
+            (f::KIND, "mine_bitcoin"),
+            (f::MAX_ATTEMPTS, "-1"),
+        ] {
+            let bad = stored(&[(field, value)]);
+            assert!(
+                matches!(parse_record(id, &pool(), &bad, None), Err(QueueError::Protocol(_))),
+                "{field}={value}"
+            );
+        }
     }
 }

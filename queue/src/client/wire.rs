@@ -56,6 +56,11 @@ pub(super) fn bytes(v: Value, what: &str) -> Result<Vec<u8>, ParsingError> {
     Vec::<u8>::from_redis_value(v).map_err(|e| format!("{what}: {e}").into())
 }
 
+/// A text value of a reply.
+pub(super) fn text(v: &Value, what: &str) -> Result<String, ParsingError> {
+    String::from_redis_value_ref(v).map_err(|e| format!("{what}: {e}").into())
+}
+
 /// A job id in a reply.
 pub(super) fn job_id(v: &Value, what: &str) -> Result<JobId, ParsingError> {
     String::from_redis_value_ref(v)?

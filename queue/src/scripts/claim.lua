@@ -19,8 +19,9 @@
 
   Output:
     next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity; their
-    wake token is handed on to the other workers), then per job (stride 7): id, kind, token,
-    attempts, max_attempts, spec, gpu index (-1 = CPU)
+    wake token is handed on to the other workers), then per job (stride 9): id, kind, token,
+    attempts, max_attempts, spec, gpu index (-1 = CPU), tenant, priority (a compact spec leaves
+    the record's fields out)
 ]]
 local worker, lease, max, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local capacity = cjson.decode(ARGV[5])
@@ -129,7 +130,7 @@ for _, prio in ipairs(PRIOS) do
         local zargs = {}
         for i, id in ipairs(ids) do
           local jk = jkey(id)
-          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts')
+          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'ten')
           if r[1] then
             local gpu = -1
             if s.shape == '' then
@@ -146,6 +147,7 @@ for _, prio in ipairs(PRIOS) do
             zargs[#zargs + 1] = id .. ':' .. token
             out[#out + 1] = id; out[#out + 1] = kind; out[#out + 1] = token
             out[#out + 1] = attempts; out[#out + 1] = r[2]; out[#out + 1] = r[1]; out[#out + 1] = gpu
+            out[#out + 1] = r[4] or ''; out[#out + 1] = prio
             want = want - 1
           end
         end

@@ -46,19 +46,35 @@ end
 local function tlist(l, tenant) return l .. '|t:' .. tenant end
 local function ring(l) return l .. '|ring' end
 
--- `in_ring` (optional): a script's table of tenant lists it already knows to be in their ring,
--- so a batch checks each ring once, not once per job.
-local function push_waiting(kind, prio, shape, tenant, id, front, in_ring)
+local function push_waiting(kind, prio, shape, tenant, id, front)
   local l = lkey(kind, prio, shape)
   local tl = tlist(l, tenant)
   if front then redis.call('RPUSH', tl, id) else redis.call('LPUSH', tl, id) end
-  if in_ring and in_ring[tl] then return end
   local rk = ring(l)
   if not redis.call('ZSCORE', rk, tenant) then
     local m = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
     redis.call('ZADD', rk, m[2] or 0, tenant)
   end
-  if in_ring then in_ring[tl] = true end
+end
+
+-- Calls `cmd key` with `items` as its arguments, at most 1,000 per call (Lua's stack bounds
+-- `unpack`); a batch of any size costs one call per thousand.
+local function call_many(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- Appends a batch's ids to one tenant's waiting list of a (kind, priority, shape) in one push,
+-- in order (the first pushed is the first popped), and puts the tenant in its ring.
+local function push_waiting_many(kind, prio, shape, tenant, ids)
+  local l = lkey(kind, prio, shape)
+  call_many('LPUSH', tlist(l, tenant), ids)
+  local rk = ring(l)
+  if not redis.call('ZSCORE', rk, tenant) then
+    local m = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', rk, m[2] or 0, tenant)
+  end
 end
 
 -- Pops up to n waiting ids of a (kind, priority, shape), fairly (see above).

@@ -6,7 +6,7 @@
     ARGV[1]    idem_ttl_s
     ARGV[2]    wake_cap
     ARGV[3]    user_index_ttl_s
-    ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json,
+    ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json (compact, v2),
                max_attempts, shape ('' = CPU), tenant, weight (its fair share, > 0), credits
                reserved (0 = none), price rule ('' = none), user key (the user's index, so an
                erasure finds every record of the user)
@@ -15,16 +15,18 @@
     per job (stride 2): id, duplicate (0|1). A duplicate returns the first job's id.
 ]]
 local idem_ttl, cap, uttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local JOB = P .. 'job:'
 local out, wakes = {}, {}
 local weights = {}
--- Written once per batch, not once per job: each user index's expiry, each shape's
--- registration, and each tenant list's place in its ring (known to hold after its first push).
-local user_indexes, shapes, rings = {}, {}, {}
+-- Gathered per batch and written once each: every user index's new members and expiry, every
+-- tenant list's new ids and its place in its ring, every shape's registration.
+local users, users_order = {}, {}
+local lists, lists_order = {}, {}
+local shapes = {}
 for i = 4, #ARGV, 13 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local idem, spec, maxa, shape = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  local tenant, weight, credits, rule = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10]), ARGV[i + 11]
-  local ukey = ARGV[i + 12]
+  local idem, shape, tenant = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
+  local credits, rule, ukey = tonumber(ARGV[i + 10]), ARGV[i + 11], ARGV[i + 12]
   local dup = false
   if idem ~= '' then
     local ik = P .. 'idem:' .. idem
@@ -36,15 +38,17 @@ for i = 4, #ARGV, 13 do
     end
   end
   if not dup then
-    local jk = jkey(id)
-    weights[tenant] = weight
-    local uk = P .. 'user:' .. ukey
-    redis.call('SADD', uk, id)
-    user_indexes[uk] = true
-    -- The whole record in one HSET. It knows its user's index and its idempotency key's name
-    -- (a digest), so that deleting it takes both along (delete_record).
-    local f = { 'spec', spec, 'kind', kind, 'prio', prio, 'ten', tenant, 'attempts', 0, 'lease', 0, 'max', maxa,
-      'enq', NOW, 'uk', ukey }
+    local jk = JOB .. id
+    weights[tenant] = ARGV[i + 9]
+    local u = users[ukey]
+    if not u then u = {}; users[ukey] = u; users_order[#users_order + 1] = ukey end
+    u[#u + 1] = id
+    -- The whole record in one HSET: the compact spec (protocol v2) and the fields it leaves
+    -- out. Attempts and the lease token are absent until the first claim (read as 0). It knows
+    -- its user's index and its idempotency key's name (a digest), so that deleting it takes
+    -- both along (delete_record).
+    local f = { 'spec', ARGV[i + 5], 'kind', kind, 'prio', prio, 'ten', tenant, 'max', ARGV[i + 6], 'enq', NOW,
+      'uk', ukey }
     -- Accounted jobs (a price rule, even a free one) leave a credit event when they finish, so
     -- their ledger entry settles; jobs enqueued without the scheduler have neither.
     if credits > 0 or rule ~= '' then
@@ -66,13 +70,27 @@ for i = 4, #ARGV, 13 do
     else
       f[#f + 1] = 'status'; f[#f + 1] = 'queued'
       redis.call('HSET', jk, unpack(f))
-      push_waiting(kind, prio, shape, tenant, id, false, rings)
+      local lk = kind .. '\0' .. prio .. '\0' .. shape .. '\0' .. tenant
+      local l = lists[lk]
+      if not l then
+        l = { kind = kind, prio = prio, shape = shape, tenant = tenant, ids = {} }
+        lists[lk] = l; lists_order[#lists_order + 1] = lk
+      end
+      l.ids[#l.ids + 1] = id
       wakes[kind] = (wakes[kind] or 0) + 1
     end
     out[#out + 1] = id; out[#out + 1] = 0
   end
 end
-for uk, _ in pairs(user_indexes) do redis.call('EXPIRE', uk, uttl) end
+for _, ukey in ipairs(users_order) do
+  local uk = P .. 'user:' .. ukey
+  call_many('SADD', uk, users[ukey])
+  redis.call('EXPIRE', uk, uttl)
+end
+for _, lk in ipairs(lists_order) do
+  local l = lists[lk]
+  push_waiting_many(l.kind, l.prio, l.shape, l.tenant, l.ids)
+end
 for tenant, w in pairs(weights) do redis.call('HSET', P .. 'weights', tenant, w) end
 for kind, n in pairs(wakes) do wake(kind, n, cap) end
 return out
