@@ -4,14 +4,20 @@
 #
 #   benches/peers.sh                       # N=20000, concurrency 50, 2 repeats, bullmq, sidekiq, chasquimq (both configurations)
 #   PEERS="bullmq sidekiq chasquimq" N=20000 REPEATS=3 benches/peers.sh
+#   GANTRY_BIN=/tmp/gantry-before benches/peers.sh   # another build of gantry in the same harness
 #
 # Install the peers first with ../shared/peers/setup (NO_REDIS8=1 to skip building Redis 8.6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS_DIR=${PEERS_DIR:-../shared/peers}
 [[ -x $PEERS_DIR/run-all ]] || { echo "no $PEERS_DIR/run-all: the peers harness lives in ../shared/peers" >&2; exit 1; }
-cargo build --release --quiet --bin gantry
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/gantry
+# GANTRY_BIN=path measures another build (e.g. the one before a change) instead of this tree's.
+if [[ -n ${GANTRY_BIN:-} ]]; then
+  bin=$GANTRY_BIN
+else
+  cargo build --release --quiet --bin gantry
+  bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/gantry
+fi
 export PEERS=${PEERS:-"bullmq sidekiq chasquimq chasquimq-no-events"} CONC_HIGH=${CONC_HIGH-} N=${N:-20000} REPEATS=${REPEATS:-2}
 # Redis 8.6 when ../shared/peers/setup built it (chasquimq needs it), else the one on PATH.
 if [[ -z ${REDIS_SERVER:-} ]]; then

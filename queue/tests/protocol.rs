@@ -1371,6 +1371,17 @@ async fn finished_jobs_with_reservations_leave_one_credit_event(f: Fixture) {
         ..Default::default()
     };
     for j in &b.jobs {
+        // The token's low bit marks a reservation; flipping it makes another lease, not a
+        // free job: the ack is stale and leaves nothing.
+        assert_eq!(j.lease.token % 2 == 1, j.lease.id != free, "{:?}", j.lease);
+        let flipped = LeaseRef {
+            token: j.lease.token ^ 1,
+            ..j.lease.clone()
+        };
+        assert_eq!(
+            q.ack(&p, &[(flipped, Completion::default())]).await.unwrap(),
+            vec![AckOutcome::Stale]
+        );
         if j.lease.id == dead {
             // a retryable failure is not final: no event until the job is dead
             q.fail(&p, &[failure(j, ErrorClass::Retryable)]).await.unwrap();

@@ -42,7 +42,8 @@ pub enum BenchCommand {
     },
     /// The worker runtime against the queue core: N no-op jobs processed by the queue's own
     /// in-process consumer, then N more by a `gantry worker` process (executors, registry,
-    /// metrics, inventory), on the same redis-server; prints both rates and their ratio.
+    /// metrics, inventory), on the same redis-server, both watched the same way (from the first
+    /// finished job to the last); prints both rates, their ratio, and the worker's start-up.
     Worker {
         /// Port of a redis-server on 127.0.0.1.
         #[arg(long)]
@@ -382,17 +383,53 @@ async fn open_jobs(client: &QueueClient, pool: &Pool) -> anyhow::Result<u64> {
     Ok(s.waiting_total() + s.in_flight + s.delayed)
 }
 
+/// How a pool drained, watched from outside through its stats (the same way for the in-process
+/// consumer and the worker process): the rate from the first finished job to the last, and how
+/// long after `started` that first job finished (start-up: connecting, registering, the first
+/// claim).
+struct Drain {
+    per_s: f64,
+    startup: Duration,
+}
+
+async fn watch_drain(client: &QueueClient, pool: &Pool, n: usize, started: Instant) -> anyhow::Result<Drain> {
+    let (first, left) = loop {
+        let open = open_jobs(client, pool).await?;
+        if open < n as u64 {
+            break (Instant::now(), open);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    while open_jobs(client, pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(Drain {
+        per_s: left as f64 / first.elapsed().as_secs_f64(),
+        startup: first - started,
+    })
+}
+
 async fn worker_bench(port: u16, n: usize, concurrency: usize, rounds: usize) -> anyhow::Result<()> {
     let url = format!("redis://127.0.0.1:{port}");
     let client = QueueClient::connect(&url, QueueConfig::default()).await?;
-    let (mut core, mut worker) = (Vec::new(), Vec::new());
+    let (mut core, mut worker, mut spawn_to_done, mut startup) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds.max(1) {
         // Queue core: the in-process consumer with a no-op handler.
         let pool = Pool::new(&format!("bench-core-{round}"))?;
         enqueue_noops(&client, &pool, n, 4).await?;
-        core.push(consume_noops(&client, &pool, n, concurrency).await?.0);
+        let handler = |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
+            Box::pin(async { JobOutcome::Succeeded(Default::default()) })
+        };
+        let started = Instant::now();
+        let consumer = Consumer::new(client.clone(), noop_consumer_config(&pool, concurrency), handler);
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(consumer.run(stop.clone()));
+        let drained = watch_drain(&client, &pool, n, started).await?;
+        stop.cancel();
+        run.await??;
+        core.push(drained.per_s);
 
-        // The worker runtime: a `gantry worker` process, timed from spawn to the last job done.
+        // The worker runtime: a `gantry worker` process, watched the same way.
         let pool = Pool::new(&format!("bench-worker-{round}"))?;
         enqueue_noops(&client, &pool, n, 4).await?;
         let started = Instant::now();
@@ -412,16 +449,18 @@ async fn worker_bench(port: u16, n: usize, concurrency: usize, rounds: usize) ->
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()?;
-        while open_jobs(&client, &pool).await? > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        worker.push(n as f64 / started.elapsed().as_secs_f64());
+        let drained = watch_drain(&client, &pool, n, started).await?;
+        spawn_to_done.push(n as f64 / started.elapsed().as_secs_f64());
+        worker.push(drained.per_s);
+        startup.push(drained.startup.as_secs_f64() * 1000.0);
         child.start_kill()?;
         let _ = child.wait().await;
         eprintln!(
-            "round {round}: queue core {:.0}/s, worker {:.0}/s",
+            "round {round}: queue core {:.0}/s, worker {:.0}/s ({:.0}/s counting its {:.0} ms start-up)",
             core[round - 1],
-            worker[round - 1]
+            worker[round - 1],
+            spawn_to_done[round - 1],
+            startup[round - 1]
         );
     }
     let median = |v: &mut Vec<f64>| {
@@ -429,10 +468,13 @@ async fn worker_bench(port: u16, n: usize, concurrency: usize, rounds: usize) ->
         v[v.len() / 2]
     };
     let (c, w) = (median(&mut core), median(&mut worker));
+    let (whole, up) = (median(&mut spawn_to_done), median(&mut startup));
     println!(
         "{}",
         serde_json::json!({"n": n, "concurrency": concurrency, "queue_core_per_s": c.round(),
-            "worker_per_s": w.round(), "worker_to_core_ratio": (w / c * 100.0).round() / 100.0})
+            "worker_per_s": w.round(), "worker_to_core_ratio": (w / c * 100.0).round() / 100.0,
+            "worker_spawn_to_done_per_s": whole.round(), "worker_startup_ms": up.round(),
+            "worker_spawn_to_done_to_core_ratio": (whole / c * 100.0).round() / 100.0})
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 use redis::{FromRedisValue, ParsingError, RedisWrite, ToRedisArgs, Value};
 
 use super::QueueClient;
-use super::wire::{int, job_id, one_per_record, records};
+use super::wire::{int, job_id, records};
 use crate::error::{During, QueueError, ValidationError};
 use crate::job::{JobId, JobKind, JobSpec, NewJob, Priority};
 use crate::keys::{POOLS_KEY, Pool};
@@ -235,7 +235,7 @@ impl QueueClient {
             .arg(self.cfg.idempotency_ttl.as_secs())
             .arg(self.cfg.wake_cap)
             .arg(self.cfg.user_index_ttl().as_secs());
-        let sent = jobs.len();
+        let ids: Vec<JobId> = jobs.iter().map(|(id, _, _)| *id).collect();
         for (id, job, accounting) in jobs {
             let tenant = job.tenant.clone();
             let prepared = self.validate(pool, id, job, accounting.scan_outputs)?;
@@ -248,7 +248,9 @@ impl QueueClient {
         self.register_pool(pool).await?;
         let mut c = self.conn.clone();
         let reply: EnqueueReply = inv.invoke_async(&mut c).await.during("enqueue", pool)?;
-        one_per_record(reply.0, sent, "enqueue", pool)
+        reply
+            .outcomes(&ids)
+            .map_err(|e| QueueError::Protocol(format!("enqueue on pool {pool}: {e}")))
     }
 }
 
@@ -288,25 +290,42 @@ impl ToRedisArgs for EnqueueArg {
     }
 }
 
-/// `enqueue.lua`'s reply: per job, its id and whether it was a duplicate.
-struct EnqueueReply(Vec<Enqueued>);
+/// `enqueue.lua`'s reply: each duplicate's place in the batch (from 1) and the first job's id.
+struct EnqueueReply(Vec<(usize, JobId)>);
 
 impl FromRedisValue for EnqueueReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         records(v, "enqueue", 2)?
             .iter()
             .map(|r| {
-                Ok(Enqueued {
-                    id: job_id(&r[0], "enqueue id")?,
-                    duplicate: match int(&r[1], "enqueue duplicate")? {
-                        0 => false,
-                        1 => true,
-                        other => return Err(format!("enqueue: duplicate flag {other}").into()),
-                    },
-                })
+                let place = usize::try_from(int(&r[0], "enqueue duplicate's place")?)
+                    .map_err(|_| ParsingError::from("enqueue: a negative place"))?;
+                Ok((place, job_id(&r[1], "enqueue first id")?))
             })
             .collect::<Result<_, ParsingError>>()
             .map(Self)
+    }
+}
+
+impl EnqueueReply {
+    /// One outcome per job sent (`ids`, in order): its own id, or the first job's for a
+    /// duplicate. A place outside the batch, or named twice, is a protocol error.
+    fn outcomes(self, ids: &[JobId]) -> Result<Vec<Enqueued>, String> {
+        let mut out: Vec<Enqueued> = ids.iter().map(|&id| Enqueued { id, duplicate: false }).collect();
+        for (place, first) in self.0 {
+            let slot = place
+                .checked_sub(1)
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| format!("duplicate at place {place} of a batch of {}", ids.len()))?;
+            if slot.duplicate {
+                return Err(format!("place {place} named twice"));
+            }
+            *slot = Enqueued {
+                id: first,
+                duplicate: true,
+            };
+        }
+        Ok(out)
     }
 }
 
@@ -335,15 +354,36 @@ mod wire_tests {
     }
 
     #[test]
-    fn the_enqueue_reply_is_whole_records_with_known_flags() {
-        let id = JobId::new();
-        let rec = |dup: i64| vec![Value::BulkString(id.to_string().into_bytes()), Value::Int(dup)];
-        let ok = EnqueueReply::from_redis_value(Value::Array([rec(0), rec(1)].concat())).expect("two");
-        assert_eq!(ok.0.iter().map(|e| e.duplicate).collect::<Vec<_>>(), vec![false, true]);
-        assert!(EnqueueReply::from_redis_value(Value::Array(rec(2))).is_err(), "flag 2");
+    fn the_enqueue_reply_names_only_duplicates_by_their_place() {
+        let (a, b, first) = (JobId::new(), JobId::new(), JobId::new());
+        let rec = |place: i64| vec![Value::Int(place), Value::BulkString(first.to_string().into_bytes())];
+        let reply = EnqueueReply::from_redis_value(Value::Array(rec(2))).expect("one duplicate");
+        let got = reply.outcomes(&[a, b]).expect("in the batch");
+        assert_eq!(
+            got,
+            vec![
+                Enqueued {
+                    id: a,
+                    duplicate: false
+                },
+                Enqueued {
+                    id: first,
+                    duplicate: true
+                }
+            ]
+        );
+        for bad in [vec![0], vec![3], vec![1, 1]] {
+            let v = Value::Array(bad.iter().flat_map(|&p| rec(p)).collect());
+            let reply = EnqueueReply::from_redis_value(v).expect("well formed");
+            assert!(reply.outcomes(&[a, b]).is_err(), "{bad:?}");
+        }
         assert!(
-            EnqueueReply::from_redis_value(Value::Array(rec(0)[..1].to_vec())).is_err(),
+            EnqueueReply::from_redis_value(Value::Array(rec(1)[..1].to_vec())).is_err(),
             "half a record"
+        );
+        assert!(
+            EnqueueReply::from_redis_value(Value::Array(rec(-1))).is_err(),
+            "negative"
         );
     }
 }

@@ -1,6 +1,7 @@
 --[[
   Record successes. The fencing check is the lease member '<id>:<token>': it exists only while
-  this lease is current. Members are checked with one ZMSCORE and removed with one ZREM per
+  this lease is current. A token's low bit (set by the claim) says the job holds a credit
+  reservation: only those leave a credit event, and only those cost a read of the record. Members are checked with one ZMSCORE and removed with one ZREM per
   kind, so a batch costs two lease-set calls however many jobs it holds.
 
   Input:
@@ -13,35 +14,44 @@
     one code per job: 0 acked, 1 stale (the lease was lost; the ack is ignored)
 ]]
 local ttl = tonumber(ARGV[1])
+local JOB = P .. 'job:'
 local out = {}
 local by_kind = {}
 for i = 2, #ARGV, 5 do
   local kind = ARGV[i + 1]
   local g = by_kind[kind]
   if not g then g = { members = {}, slots = {} }; by_kind[kind] = g end
-  g.members[#g.members + 1] = ARGV[i] .. ':' .. ARGV[i + 2]
-  g.slots[#g.slots + 1] = i
-  out[#out + 1] = 1
+  local n = #g.members + 1
+  g.members[n] = ARGV[i] .. ':' .. ARGV[i + 2]
+  g.slots[n] = i
+  out[(i - 2) / 5 + 1] = 1
 end
 for kind, g in pairs(by_kind) do
   local lk = qkey(kind, 'leases')
   local scores = redis.call('ZMSCORE', lk, unpack(g.members))
-  local live = {}
+  local live, n = {}, 0
   for j, score in ipairs(scores) do
     if score then
       local i = g.slots[j]
-      local jk = jkey(ARGV[i])
+      local id = ARGV[i]
+      local jk = JOB .. id
       local result, usage = ARGV[i + 3], ARGV[i + 4]
-      local f = { 'status', 'succeeded', 'fin', NOW }
-      if result ~= '' then f[#f + 1] = 'result'; f[#f + 1] = result end
-      if usage ~= '' then f[#f + 1] = 'usage'; f[#f + 1] = usage end
-      redis.call('HSET', jk, unpack(f))
-      credit_event(jk, ARGV[i], 'succeeded', usage)
+      if result == '' and usage == '' then
+        redis.call('HSET', jk, 'status', 'succeeded', 'fin', NOW)
+      else
+        local f = { 'status', 'succeeded', 'fin', NOW }
+        if result ~= '' then f[#f + 1] = 'result'; f[#f + 1] = result end
+        if usage ~= '' then f[#f + 1] = 'usage'; f[#f + 1] = usage end
+        redis.call('HSET', jk, unpack(f))
+      end
+      -- Only a job with a credit reservation has an odd token (claim.lua).
+      if tonumber(ARGV[i + 2]) % 2 == 1 then credit_event(jk, id, 'succeeded', usage) end
       redis.call('EXPIRE', jk, ttl)
-      live[#live + 1] = g.members[j]
+      n = n + 1
+      live[n] = g.members[j]
       out[(i - 2) / 5 + 1] = 0
     end
   end
-  if #live > 0 then redis.call('ZREM', lk, unpack(live)) end
+  if n > 0 then redis.call('ZREM', lk, unpack(live)) end
 end
 return out

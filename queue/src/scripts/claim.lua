@@ -5,7 +5,9 @@
   within a shape. Each GPU job is placed best-fit: on the GPU with the least free VRAM that
   still holds it, so two 40 GiB jobs share one 80 GiB GPU before a second GPU is used.
   Due delayed jobs are promoted first (bounded). A lease is the member '<id>:<token>' of the
-  queue's lease set.
+  queue's lease set. A token's low bit says whether the job holds a credit reservation, so the
+  ack checks the record only for those; a worker cannot flip the bit, since an ack with any
+  other token than the one issued fails the lease's fencing check.
 
   Input:
     KEYS[1]    the pool prefix 'gantry:{pool}:'
@@ -93,6 +95,7 @@ local function shapes_of(kind)
 end
 
 local want = max
+local JOB = P .. 'job:'
 local seq_key = P .. 'lease-seq'
 local paused = {}
 for _, k in ipairs(redis.call('SMEMBERS', P .. 'paused')) do paused[k] = true end
@@ -129,8 +132,8 @@ for _, prio in ipairs(PRIOS) do
         local base = redis.call('INCRBY', seq_key, #ids) - #ids
         local zargs = {}
         for i, id in ipairs(ids) do
-          local jk = jkey(id)
-          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'ten')
+          local jk = JOB .. id
+          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'ten', 'cr')
           if r[1] then
             local gpu = -1
             if s.shape == '' then
@@ -141,7 +144,7 @@ for _, prio in ipairs(PRIOS) do
               gpu = g - 1
             end
             local attempts = tonumber(r[3] or '0') + 1
-            local token = base + i
+            local token = (base + i) * 2 + (r[5] and 1 or 0)
             redis.call('HSET', jk, 'status', 'running', 'worker', worker, 'started', NOW, 'attempts', attempts, 'lease', token)
             zargs[#zargs + 1] = NOW + lease
             zargs[#zargs + 1] = id .. ':' .. token
