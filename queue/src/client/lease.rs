@@ -399,7 +399,7 @@ impl ToRedisArgs for FailArg<'_> {
     }
 }
 
-/// `claim.lua`'s reply: next due time, unfit flag, then a record of 9 per job.
+/// `claim.lua`'s reply: next due time, unfit flag, then groups (kind, priority, n) of n jobs.
 struct ClaimReply {
     next_due_ms: Option<u64>,
     unfit: bool,
@@ -418,18 +418,19 @@ struct ClaimRecord {
     priority: Priority,
 }
 
-/// Values in a claim reply before its job records.
+/// Values in a claim reply before its groups.
 const CLAIM_HEAD: usize = 2;
-/// Values per job in a claim reply.
-const CLAIM_STRIDE: usize = 9;
+/// Values heading a group: kind, priority, how many jobs follow.
+const CLAIM_GROUP_HEAD: usize = 3;
+/// Values per job in a group.
+const CLAIM_STRIDE: usize = 7;
 
 impl FromRedisValue for ClaimReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        let mut all = Vec::<Value>::from_redis_value(v)?;
+        let all = Vec::<Value>::from_redis_value(v)?;
         if all.len() < CLAIM_HEAD {
             return Err(format!("claim: a reply of {} values has no head", all.len()).into());
         }
-        let rest = all.split_off(CLAIM_HEAD);
         let next_due = int(&all[0], "claim next_due_ms")?;
         let unfit = match int(&all[1], "claim unfit")? {
             0 => false,
@@ -439,31 +440,45 @@ impl FromRedisValue for ClaimReply {
         let count = |v: &Value, what: &str| {
             u32::try_from(int(v, what)?).map_err(|_| ParsingError::from(format!("{what} out of range")))
         };
-        let jobs = records(Value::Array(rest), "claim", CLAIM_STRIDE)?
-            .into_iter()
-            .map(|mut j| {
-                let spec = bytes(std::mem::replace(&mut j[5], Value::Nil), "claim spec")?;
-                Ok(ClaimRecord {
+        let mut jobs = Vec::new();
+        let mut it = all.into_iter().skip(CLAIM_HEAD);
+        while let Some(kind_value) = it.next() {
+            let head: Vec<Value> = std::iter::once(kind_value)
+                .chain(it.by_ref().take(CLAIM_GROUP_HEAD - 1))
+                .collect();
+            if head.len() < CLAIM_GROUP_HEAD {
+                return Err("claim: a group without its head".into());
+            }
+            let group_kind = kind(&head[0], "claim kind")?;
+            let priority: Priority = text(&head[1], "claim priority")?
+                .parse()
+                .map_err(|e: crate::ValidationError| ParsingError::from(format!("claim priority: {e}")))?;
+            let n = count(&head[2], "claim group size")? as usize;
+            let values: Vec<Value> = it.by_ref().take(n * CLAIM_STRIDE).collect();
+            if values.len() != n * CLAIM_STRIDE {
+                return Err(format!("claim: a group of {n} jobs has {} values", values.len()).into());
+            }
+            for mut j in records(Value::Array(values), "claim", CLAIM_STRIDE)? {
+                let spec = bytes(std::mem::replace(&mut j[4], Value::Nil), "claim spec")?;
+                jobs.push(ClaimRecord {
                     lease: LeaseRef {
                         id: job_id(&j[0], "claim id")?,
-                        kind: kind(&j[1], "claim kind")?,
-                        token: u64::try_from(int(&j[2], "claim token")?)
+                        kind: group_kind,
+                        token: u64::try_from(int(&j[1], "claim token")?)
                             .map_err(|_| ParsingError::from("claim token out of range"))?,
                     },
-                    attempt: count(&j[3], "claim attempts")?,
-                    max_attempts: count(&j[4], "claim max_attempts")?,
+                    attempt: count(&j[2], "claim attempts")?,
+                    max_attempts: count(&j[3], "claim max_attempts")?,
                     spec,
-                    gpu: match int(&j[6], "claim gpu")? {
+                    gpu: match int(&j[5], "claim gpu")? {
                         -1 => None,
                         g => Some(u32::try_from(g).map_err(|_| ParsingError::from(format!("claim gpu {g}")))?),
                     },
-                    tenant: text(&j[7], "claim tenant")?,
-                    priority: text(&j[8], "claim priority")?
-                        .parse()
-                        .map_err(|e: crate::ValidationError| ParsingError::from(format!("claim priority: {e}")))?,
-                })
-            })
-            .collect::<Result<_, ParsingError>>()?;
+                    tenant: text(&j[6], "claim tenant")?,
+                    priority,
+                });
+            }
+        }
         Ok(Self {
             next_due_ms: u64::try_from(next_due).ok(),
             unfit,
@@ -585,45 +600,58 @@ mod tests {
     #[test]
     fn the_claim_reply_is_read_whole_or_refused() {
         let id = JobId::new();
-        let job = |gpu: i64| {
-            vec![
-                Value::BulkString(id.to_string().into_bytes()),
-                Value::BulkString(b"upscale".to_vec()),
-                Value::Int(7),
-                Value::Int(1),
-                Value::Int(3),
-                Value::BulkString(b"{}".to_vec()),
-                Value::Int(gpu),
-                Value::BulkString(b"studio-a".to_vec()),
-                Value::BulkString(b"high".to_vec()),
-            ]
+        let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let group = |kind: &str, prio: &str, gpus: &[i64]| {
+            let mut v = vec![s(kind), s(prio), Value::Int(gpus.len() as i64)];
+            for &gpu in gpus {
+                v.extend([
+                    s(&id.to_string()),
+                    Value::Int(7),
+                    Value::Int(1),
+                    Value::Int(3),
+                    s("{}"),
+                    Value::Int(gpu),
+                    s("studio-a"),
+                ]);
+            }
+            v
         };
         let mut v = vec![Value::Int(-1), Value::Int(0)];
-        v.extend(job(-1));
-        v.extend(job(1));
+        v.extend(group("upscale", "high", &[-1, 1]));
+        v.extend(group("noop", "bulk", &[-1]));
         let r = ClaimReply::from_redis_value(Value::Array(v.clone())).expect("well formed");
-        assert_eq!((r.next_due_ms, r.unfit, r.jobs.len()), (None, false, 2));
+        assert_eq!((r.next_due_ms, r.unfit, r.jobs.len()), (None, false, 3));
         assert_eq!((r.jobs[0].gpu, r.jobs[1].gpu), (None, Some(1)));
         assert_eq!(r.jobs[1].lease.token, 7);
         assert_eq!(
-            (r.jobs[0].tenant.as_str(), r.jobs[0].priority),
-            ("studio-a", Priority::High)
+            (r.jobs[0].tenant.as_str(), r.jobs[0].priority, r.jobs[0].lease.kind),
+            ("studio-a", Priority::High, JobKind::Upscale)
         );
-        // One value short of a whole record.
+        assert_eq!(
+            (r.jobs[2].priority, r.jobs[2].lease.kind),
+            (Priority::Bulk, JobKind::Noop)
+        );
+        // One value short of a whole group.
         v.pop();
         assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
-        // A kind Gantry does not know.
-        let mut v = vec![Value::Int(5), Value::Int(1)];
-        let mut j = job(0);
-        j[1] = Value::BulkString(b"mine_bitcoin".to_vec());
-        v.extend(j);
+        // A group that promises more jobs than it has.
+        let mut v = vec![Value::Int(-1), Value::Int(0)];
+        let mut g = group("noop", "normal", &[-1]);
+        g[2] = Value::Int(2);
+        v.extend(g);
         assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
-        // A priority Gantry does not know.
-        let mut v = vec![Value::Int(5), Value::Int(1)];
-        let mut j = job(0);
-        j[8] = Value::BulkString(b"urgent".to_vec());
-        v.extend(j);
+        // A head cut short.
+        let v = vec![Value::Int(-1), Value::Int(0), s("noop"), s("normal")];
         assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err());
+        // A kind or a priority Gantry does not know.
+        for (kind, prio) in [("mine_bitcoin", "normal"), ("noop", "urgent")] {
+            let mut v = vec![Value::Int(5), Value::Int(1)];
+            v.extend(group(kind, prio, &[0]));
+            assert!(ClaimReply::from_redis_value(Value::Array(v)).is_err(), "{kind} {prio}");
+        }
+        // No jobs at all.
+        let r = ClaimReply::from_redis_value(Value::Array(vec![Value::Int(5), Value::Int(1)])).expect("empty");
+        assert_eq!((r.next_due_ms, r.unfit, r.jobs.len()), (Some(5), true, 0));
     }
 
     #[test]

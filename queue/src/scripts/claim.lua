@@ -21,9 +21,10 @@
 
   Output:
     next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity; their
-    wake token is handed on to the other workers), then per job (stride 9): id, kind, token,
-    attempts, max_attempts, spec, gpu index (-1 = CPU), tenant, priority (a compact spec leaves
-    the record's fields out)
+    wake token is handed on to the other workers), then groups, one per queue popped: kind,
+    priority, n, then n jobs (stride 7): id, token, attempts, max_attempts, spec, gpu index
+    (-1 = CPU), tenant (a compact spec leaves the record's fields out; what a group shares is
+    sent once, since every value returned costs Redis ~0.3 us)
 ]]
 local worker, lease, max, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local capacity = cjson.decode(ARGV[5])
@@ -127,13 +128,18 @@ for _, prio in ipairs(PRIOS) do
       if n == 0 and redis.call('ZCARD', ring(lkey(kind, prio, s.shape))) > 0 then
         unfit[kind] = true
       end
-      local ids = (n > 0) and pop_waiting(kind, prio, s.shape, n) or {}
+      local ids, tenants = {}, {}
+      if n > 0 then ids, tenants = pop_waiting(kind, prio, s.shape, n) end
       if #ids > 0 then
         local base = redis.call('INCRBY', seq_key, #ids) - #ids
         local zargs = {}
+        -- The group's head: kind, priority and (filled in below) how many jobs follow.
+        local head = #out
+        out[head + 1] = kind; out[head + 2] = prio; out[head + 3] = 0
+        local o, taken = head + 3, 0
         for i, id in ipairs(ids) do
           local jk = JOB .. id
-          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'ten', 'cr')
+          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'cr')
           if r[1] then
             local gpu = -1
             if s.shape == '' then
@@ -144,15 +150,21 @@ for _, prio in ipairs(PRIOS) do
               gpu = g - 1
             end
             local attempts = tonumber(r[3] or '0') + 1
-            local token = (base + i) * 2 + (r[5] and 1 or 0)
+            local token = (base + i) * 2 + (r[4] and 1 or 0)
             redis.call('HSET', jk, 'status', 'running', 'worker', worker, 'started', NOW, 'attempts', attempts, 'lease', token)
             zargs[#zargs + 1] = NOW + lease
             zargs[#zargs + 1] = id .. ':' .. token
-            out[#out + 1] = id; out[#out + 1] = kind; out[#out + 1] = token
-            out[#out + 1] = attempts; out[#out + 1] = r[2]; out[#out + 1] = r[1]; out[#out + 1] = gpu
-            out[#out + 1] = r[4] or ''; out[#out + 1] = prio
+            out[o + 1] = id; out[o + 2] = token; out[o + 3] = attempts; out[o + 4] = r[2]
+            out[o + 5] = r[1]; out[o + 6] = gpu; out[o + 7] = tenants[i]
+            o = o + 7
+            taken = taken + 1
             want = want - 1
           end
+        end
+        if taken > 0 then
+          out[head + 3] = taken
+        else
+          out[head + 1] = nil; out[head + 2] = nil; out[head + 3] = nil
         end
         if #zargs > 0 then redis.call('ZADD', qkey(kind, 'leases'), unpack(zargs)) end
       end

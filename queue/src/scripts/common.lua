@@ -77,11 +77,12 @@ local function push_waiting_many(kind, prio, shape, tenant, ids)
   end
 end
 
--- Pops up to n waiting ids of a (kind, priority, shape), fairly (see above).
+-- Pops up to n waiting ids of a (kind, priority, shape), fairly (see above); returns them and,
+-- beside them, each one's tenant.
 local function pop_waiting(kind, prio, shape, n)
   local l = lkey(kind, prio, shape)
   local rk = ring(l)
-  local ids = {}
+  local ids, tenants = {}, {}
   while #ids < n do
     local top = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
     if not top[1] then break end
@@ -90,7 +91,10 @@ local function pop_waiting(kind, prio, shape, n)
     -- one tenant alone is served in one pop; several, one job at a time
     local take = (redis.call('ZCARD', rk) == 1) and (n - #ids) or 1
     local got = redis.call('RPOP', tl, take) or {}
-    for _, id in ipairs(got) do ids[#ids + 1] = id end
+    for _, id in ipairs(got) do
+      ids[#ids + 1] = id
+      tenants[#ids] = tenant
+    end
     if #got == 0 or redis.call('LLEN', tl) == 0 then
       redis.call('ZREM', rk, tenant)
     else
@@ -99,7 +103,7 @@ local function pop_waiting(kind, prio, shape, n)
       redis.call('ZADD', rk, vt + #got / w, tenant)
     end
   end
-  return ids
+  return ids, tenants
 end
 
 -- Removes one waiting id; returns 1 when it was there.
