@@ -84,6 +84,17 @@ pub struct WorkerMetrics {
     gpu_encoder_utilization: Family<GpuLabels, FGauge>,
     gpu_power: Family<GpuLabels, FGauge>,
     gpu_temperature: Family<GpuLabels, FGauge>,
+    /// The per-job series of each (pool, kind) seen, so a job's events do not build label
+    /// sets and look them up (two allocations and a hash each) every time.
+    series: std::sync::RwLock<Vec<(Pool, JobKind, Arc<JobSeries>)>>,
+}
+
+/// One (pool, kind)'s per-job series (handles into the families above).
+#[derive(Debug)]
+struct JobSeries {
+    started: Counter,
+    succeeded: Counter,
+    duration: Histogram,
 }
 
 impl WorkerMetrics {
@@ -186,7 +197,28 @@ impl WorkerMetrics {
             gpu_encoder_utilization: next(),
             gpu_power: next(),
             gpu_temperature: next(),
+            series: Default::default(),
         }
+    }
+
+    fn series(&self, pool: &Pool, kind: JobKind) -> Arc<JobSeries> {
+        if let Ok(known) = self.series.read()
+            && let Some((_, _, s)) = known.iter().find(|(p, k, _)| *k == kind && p == pool)
+        {
+            return s.clone();
+        }
+        let l = job(pool, kind);
+        let s = Arc::new(JobSeries {
+            started: self.started.get_or_create(&l).clone(),
+            succeeded: self.succeeded.get_or_create(&l).clone(),
+            duration: self.duration.get_or_create(&l).clone(),
+        });
+        if let Ok(mut known) = self.series.write()
+            && !known.iter().any(|(p, k, _)| *k == kind && p == pool)
+        {
+            known.push((pool.clone(), kind, s.clone()));
+        }
+        s
     }
 
     /// Sets the per-GPU gauges from an inventory; readings a GPU does not report are left out.
@@ -253,16 +285,15 @@ impl ConsumerEvents for WorkerMetrics {
     }
 
     fn started(&self, pool: &Pool, kind: JobKind) {
-        self.started.get_or_create(&job(pool, kind)).inc();
+        self.series(pool, kind).started.inc();
     }
 
     fn finished(&self, pool: &Pool, kind: JobKind, class: Option<ErrorClass>, elapsed: Duration) {
-        self.duration
-            .get_or_create(&job(pool, kind))
-            .observe(elapsed.as_secs_f64());
+        let series = self.series(pool, kind);
+        series.duration.observe(elapsed.as_secs_f64());
         match class {
             None => {
-                self.succeeded.get_or_create(&job(pool, kind)).inc();
+                series.succeeded.inc();
             }
             Some(c) => {
                 let l = FailLabels {

@@ -46,15 +46,20 @@ end
 local function tlist(l, tenant) return l .. '|t:' .. tenant end
 local function ring(l) return l .. '|ring' end
 
-local function push_waiting(kind, prio, shape, tenant, id, front)
-  local l = lkey(kind, prio, shape)
-  local tl = tlist(l, tenant)
-  if front then redis.call('RPUSH', tl, id) else redis.call('LPUSH', tl, id) end
+-- Puts a tenant with waiting jobs in list l's ring, at the ring's minimum (if not there yet).
+local function join_ring(l, tenant)
   local rk = ring(l)
   if not redis.call('ZSCORE', rk, tenant) then
     local m = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
     redis.call('ZADD', rk, m[2] or 0, tenant)
   end
+end
+
+local function push_waiting(kind, prio, shape, tenant, id, front)
+  local l = lkey(kind, prio, shape)
+  local tl = tlist(l, tenant)
+  if front then redis.call('RPUSH', tl, id) else redis.call('LPUSH', tl, id) end
+  join_ring(l, tenant)
 end
 
 -- Calls `cmd key` with `items` as its arguments, at most 1,000 per call (Lua's stack bounds
@@ -70,11 +75,7 @@ end
 local function push_waiting_many(kind, prio, shape, tenant, ids)
   local l = lkey(kind, prio, shape)
   call_many('LPUSH', tlist(l, tenant), ids)
-  local rk = ring(l)
-  if not redis.call('ZSCORE', rk, tenant) then
-    local m = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', rk, m[2] or 0, tenant)
-  end
+  join_ring(l, tenant)
 end
 
 -- Pops up to n waiting ids of a (kind, priority, shape), fairly (see above); returns them and,
