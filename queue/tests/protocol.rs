@@ -867,6 +867,8 @@ async fn erase_user_removes_every_record_of_one_user(f: Fixture) {
     let c = q.erase_user(&p, "t", "alice").await.unwrap();
     assert_eq!((c.cancelled, c.running, c.deleted), (1, 1, 1), "{c:?}");
     assert!(matches!(q.job(delayed).await, Err(QueueError::NotFound(_))));
+    // The index stays while a job of its day still runs.
+    assert_eq!(user_index(&q, &p, "t", "alice").await.len(), 1);
     assert_eq!(q.job(waiting).await.unwrap().status, JobStatus::Running);
     // Its worker learns at the heartbeat and stops; the next pass deletes it.
     q.fail(&p, &[failure(&running, ErrorClass::Cancelled)]).await.unwrap();
@@ -874,6 +876,8 @@ async fn erase_user_removes_every_record_of_one_user(f: Fixture) {
     assert_eq!((c.running, c.deleted), (0, 1), "{c:?}");
     assert!(matches!(q.job(waiting).await, Err(QueueError::NotFound(_))));
     assert_eq!(q.erase_user(&p, "t", "alice").await.unwrap(), ErasureCounts::default());
+    assert!(user_index(&q, &p, "t", "alice").await.is_empty(), "the index goes too");
+    assert_eq!(user_index(&q, &p, "t", "bob").await.len(), 1, "bob's stays");
     assert_eq!(q.job(theirs).await.unwrap().status, JobStatus::Queued);
     assert_eq!(q.job(other_tenant).await.unwrap().status, JobStatus::Queued);
     assert!(q.erase_user(&p, "t", "").await.is_err(), "an empty user id is refused");
@@ -887,6 +891,41 @@ async fn erase_user_removes_every_record_of_one_user(f: Fixture) {
     let c = q.erase_user(&p, "t", "carol").await.unwrap();
     assert_eq!((c.cancelled, c.deleted), (1500, 1500), "{c:?}");
     assert_eq!(q.job(theirs).await.unwrap().status, JobStatus::Queued);
+    // An index written before the day lists (one set of ids) is still walked, then removed.
+    let old = q
+        .enqueue(&p, NewJob::new("t", "dave", Payload::Noop(NoopPayload::default())))
+        .await
+        .unwrap()
+        .id;
+    let mut c = q.connection();
+    for key in user_index(&q, &p, "t", "dave").await {
+        redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await.unwrap();
+    }
+    let set = format!("{}user:{}", p.prefix(), user_key("t", "dave"));
+    redis::cmd("SADD")
+        .arg(&set)
+        .arg(old.to_string())
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let e = q.erase_user(&p, "t", "dave").await.unwrap();
+    assert_eq!((e.cancelled, e.deleted), (1, 1), "{e:?}");
+    assert!(matches!(q.job(old).await, Err(QueueError::NotFound(_))));
+    assert!(user_index(&q, &p, "t", "dave").await.is_empty());
+}
+
+/// The keys of a user's index in a pool (its day lists, or a set written before them).
+async fn user_index(q: &QueueClient, p: &Pool, tenant: &str, user: &str) -> Vec<String> {
+    let pattern = format!("{}user:{}*", p.prefix(), user_key(tenant, user));
+    let (mut cursor, mut keys) = (0, Vec::new());
+    loop {
+        let (next, page) = q.connection().scan_page(&pattern, cursor, 1000).await.unwrap();
+        keys.extend(page);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
 }
 
 async fn unreadable_record_does_not_poison_queue(f: Fixture) {

@@ -41,6 +41,8 @@ impl QueueClient {
         check_text("tenant", tenant, 128)?;
         check_text("user", user, 128)?;
         let ukey = crate::user_key(tenant, user);
+        // The user's day lists reach back as far as the index lives, and a day more.
+        let days = self.cfg.user_index_ttl().as_secs().div_ceil(86_400) + 1;
         let mut total = ErasureCounts::default();
         let mut cursor = "0".to_owned();
         let mut c = self.conn.clone();
@@ -51,7 +53,8 @@ impl QueueClient {
                 .arg(tenant)
                 .arg(user)
                 .arg(&cursor)
-                .arg(PAGE);
+                .arg(PAGE)
+                .arg(days);
             let page: ErasePage = inv.invoke_async(&mut c).await.during("erase", pool)?;
             total += page.counts;
             if page.cursor == "0" {

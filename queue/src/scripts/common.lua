@@ -142,11 +142,20 @@ local function to_dead(jk, kind, id, class, msg, dead_ttl)
   redis.call('EXPIRE', jk, dead_ttl)
 end
 
+-- A user's index of job ids (for erasure): one append-only list per day, 'user:<key>:<day>'
+-- (days since the Unix epoch, Redis's clock), each expiring as a whole. Ids are never removed
+-- from it: an id whose record is gone leads nowhere, and erase.lua checks every record it
+-- reaches. Indexes written before protocol v2 step 3 are one set, 'user:<key>'.
+local DAY_MS = 86400000
+local function user_day_key(ukey, day) return P .. 'user:' .. ukey .. ':' .. day end
+local function user_today_key(ukey) return user_day_key(ukey, math.floor(NOW / DAY_MS)) end
+
 -- Deletes a job record with what points at it: its idempotency key (while that still names
 -- this job) and its place in its user's index.
 local function delete_record(jk, id)
   local r = redis.call('HMGET', jk, 'ik', 'uk')
   if r[1] and redis.call('GET', P .. 'idem:' .. r[1]) == id then redis.call('DEL', P .. 'idem:' .. r[1]) end
+  -- (a pre-v2 index is a set; a day list keeps the id, which now leads nowhere)
   if r[2] then redis.call('SREM', P .. 'user:' .. r[2], id) end
   redis.call('DEL', jk)
 end

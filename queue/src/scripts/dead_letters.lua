@@ -40,7 +40,12 @@ for i = 6, #ARGV do
       redis.call('HSET', jk, 'status', 'queued', 'attempts', 0)
       redis.call('HDEL', jk, 'fin', 'worker', 'cancel')
       redis.call('PERSIST', jk)
-      if r[6] then redis.call('EXPIRE', P .. 'user:' .. r[6], uttl, 'GT') end
+      if r[6] then
+        -- The replayed job lives on: index it again today, so its user's index outlives it.
+        local uk = user_today_key(r[6])
+        redis.call('RPUSH', uk, id)
+        redis.call('EXPIRE', uk, uttl)
+      end
       push_waiting(kind, r[3], r[4], r[5] or '', id, false)
       n = n + 1
     end

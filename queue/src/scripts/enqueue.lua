@@ -8,8 +8,8 @@
     ARGV[3]    user_index_ttl_s
     ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json (compact, v2),
                max_attempts, shape ('' = CPU), tenant, weight (its fair share, > 0), credits
-               reserved (0 = none), price rule ('' = none), user key (the user's index, so an
-               erasure finds every record of the user)
+               reserved (0 = none), price rule ('' = none), user key (the user's index of the
+               day, so an erasure finds every record of the user)
 
   Output:
     per duplicate (stride 2): its place in the batch (from 1), the first job's id. Every job
@@ -83,8 +83,8 @@ for i = 4, #ARGV, 13 do
   end
 end
 for _, ukey in ipairs(users_order) do
-  local uk = P .. 'user:' .. ukey
-  call_many('SADD', uk, users[ukey])
+  local uk = user_today_key(ukey)
+  call_many('RPUSH', uk, users[ukey])
   redis.call('EXPIRE', uk, uttl)
 end
 for _, lk in ipairs(lists_order) do
