@@ -339,7 +339,7 @@ mod tests {
         let original = json!({"id": "J1", "kind": "generate", "idempotency_key": "order-of-alice@example.com",
             "payload": {"provider": "openai", "model": "m", "prompt": "a red fox", "reference_images": ["https://x/y.png"]}});
         let mut v = original.clone();
-        seal_as(&ring, &mut v, "J1").unwrap();
+        seal_as(&ring, &mut v, "J1").expect("test input");
         let text = v.to_string();
         assert!(
             !text.contains("red fox") && !text.contains("x/y.png") && !text.contains("alice"),
@@ -347,7 +347,7 @@ mod tests {
         );
         assert_eq!(sealed_with(&v), Some("k2"));
         let mut opened = v.clone();
-        open_as(&mut opened, "J1", Some(&ring)).unwrap();
+        open_as(&mut opened, "J1", Some(&ring)).expect("test input");
         assert_eq!(opened, original);
         // Bound to the job; keys needed; old keys still open.
         assert!(matches!(
@@ -357,20 +357,20 @@ mod tests {
         assert!(matches!(open_as(&mut v.clone(), "J1", None), Err(SealError::NoKeys)));
         let rotated = Keyring::parse(&format!("k3={}\nk2={}", key(3), key(2))).unwrap();
         let mut again = v.clone();
-        open_as(&mut again, "J1", Some(&rotated)).unwrap();
+        open_as(&mut again, "J1", Some(&rotated)).expect("test input");
         assert_eq!(again, original);
         let only_new = Keyring::parse(&format!("k3={}", key(3))).unwrap();
         assert!(matches!(open_as(&mut v.clone(), "J1", Some(&only_new)), Err(SealError::UnknownKey(k)) if k == "k2"));
         // Nothing sensitive: untouched.
         let mut noop = json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}});
-        seal_as(&ring, &mut noop, "J3").unwrap();
+        seal_as(&ring, &mut noop, "J3").expect("test input");
         assert_eq!(noop, json!({"id": "J3", "kind": "noop", "payload": {"sleep_ms": 5}}));
         // Any kind's idempotency key is sealed, and comes back to its place.
         let keyed = json!({"id": "J4", "kind": "noop", "idempotency_key": "k-9", "payload": {"sleep_ms": 5}});
         let mut v = keyed.clone();
-        seal_as(&ring, &mut v, "J4").unwrap();
+        seal_as(&ring, &mut v, "J4").expect("test input");
         assert!(!v.to_string().contains("k-9") && sealed_with(&v) == Some("k2"));
-        open_as(&mut v, "J4", Some(&ring)).unwrap();
+        open_as(&mut v, "J4", Some(&ring)).expect("test input");
         assert_eq!(v, keyed);
     }
 

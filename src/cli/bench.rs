@@ -322,6 +322,11 @@ fn noop_job() -> NewJob {
     NewJob::new("bench", "bench", Payload::Noop(NoopPayload::default()))
 }
 
+/// The queue core's handler in the benchmarks: every job succeeds at once.
+fn noop_handler(_job: ClaimedJob, _ctx: JobContext) -> HandlerFuture {
+    Box::pin(async { JobOutcome::Succeeded(Default::default()) })
+}
+
 fn noop_consumer_config(pool: &Pool, concurrency: usize) -> ConsumerConfig {
     let mut cfg = ConsumerConfig::new(pool.clone(), vec![JobKind::Noop], "bench-worker");
     cfg.concurrency = concurrency.max(1);
@@ -358,11 +363,8 @@ async fn consume_noops(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<(f64, Arc<ConsumerStats>)> {
-    let handler = |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
-        Box::pin(async { JobOutcome::Succeeded(Default::default()) })
-    };
     let started = Instant::now();
-    let consumer = Consumer::new(client.clone(), noop_consumer_config(pool, concurrency), handler);
+    let consumer = Consumer::new(client.clone(), noop_consumer_config(pool, concurrency), noop_handler);
     let stats = consumer.stats();
     let stop = CancellationToken::new();
     let run = tokio::spawn(consumer.run(stop.clone()));
@@ -417,11 +419,8 @@ async fn worker_bench(port: u16, n: usize, concurrency: usize, rounds: usize) ->
         // Queue core: the in-process consumer with a no-op handler.
         let pool = Pool::new(&format!("bench-core-{round}"))?;
         enqueue_noops(&client, &pool, n, 4).await?;
-        let handler = |_job: ClaimedJob, _ctx: JobContext| -> HandlerFuture {
-            Box::pin(async { JobOutcome::Succeeded(Default::default()) })
-        };
         let started = Instant::now();
-        let consumer = Consumer::new(client.clone(), noop_consumer_config(&pool, concurrency), handler);
+        let consumer = Consumer::new(client.clone(), noop_consumer_config(&pool, concurrency), noop_handler);
         let stop = CancellationToken::new();
         let run = tokio::spawn(consumer.run(stop.clone()));
         let drained = watch_drain(&client, &pool, n, started).await?;

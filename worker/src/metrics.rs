@@ -213,9 +213,8 @@ impl WorkerMetrics {
             succeeded: self.succeeded.get_or_create(&l).clone(),
             duration: self.duration.get_or_create(&l).clone(),
         });
-        if let Ok(mut known) = self.series.write()
-            && !known.iter().any(|(p, k, _)| *k == kind && p == pool)
-        {
+        // Another thread may have added it meanwhile: both handles count into the same series.
+        if let Ok(mut known) = self.series.write() {
             known.push((pool.clone(), kind, s.clone()));
         }
         s

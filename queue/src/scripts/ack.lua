@@ -1,8 +1,9 @@
 --[[
   Record successes. The fencing check is the lease member '<id>:<token>': it exists only while
-  this lease is current. A token's low bit (set by the claim) says the job holds a credit
-  reservation: only those leave a credit event, and only those cost a read of the record. Members are checked with one ZMSCORE and removed with one ZREM per
-  kind, so a batch costs two lease-set calls however many jobs it holds.
+  this lease is current. Members are checked with one ZMSCORE and removed with one ZREM per
+  kind, so a batch costs two lease-set calls however many jobs it holds. A token's low bit
+  (set by the claim) says the job holds a credit reservation: only those leave a credit event,
+  and only those cost a read of the record.
 
   Input:
     KEYS[1]    the pool prefix 'gantry:{pool}:'

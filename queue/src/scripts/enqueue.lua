@@ -6,10 +6,10 @@
     ARGV[1]    idem_ttl_s
     ARGV[2]    wake_cap
     ARGV[3]    user_index_ttl_s
-    ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json (compact, v2),
-               max_attempts, shape ('' = CPU), tenant, weight (its fair share, > 0), credits
-               reserved (0 = none), price rule ('' = none), user key (the user's index of the
-               day, so an erasure finds every record of the user)
+    ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
+               (compact, v2), max_attempts, shape ('' = CPU), tenant, weight (its fair share,
+               > 0), credits reserved (0 = none), price rule ('' = none), user key (the user's
+               index of the day, so an erasure finds every record of the user)
 
   Output:
     per duplicate (stride 2): its place in the batch (from 1), the first job's id. Every job
