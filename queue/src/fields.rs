@@ -19,6 +19,9 @@ pub mod job {
     pub const FINISHED_AT: &str = "fin";
     /// Due again (a delayed job or a retry), Unix ms.
     pub const DUE_AT: &str = "due";
+    /// Made ready to run again (promoted from delayed, requeued, released, replayed), Unix ms;
+    /// absent while it has waited since it was enqueued. A claim reports the wait from it.
+    pub const READY_AT: &str = "ready";
     /// The worker that holds it.
     pub const WORKER: &str = "worker";
     /// Set when a cancel was asked of a running job.
@@ -51,7 +54,7 @@ pub mod job {
     pub const MAX_ATTEMPTS: &str = "max";
 
     /// Every field above.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         SPEC,
         STATUS,
         ATTEMPTS,
@@ -59,6 +62,7 @@ pub mod job {
         STARTED_AT,
         FINISHED_AT,
         DUE_AT,
+        READY_AT,
         WORKER,
         CANCEL,
         ERROR_CLASS,

@@ -65,6 +65,7 @@ on_both!(
     batch_enqueue_and_limits,
     idempotency_keys,
     delayed_jobs,
+    claims_report_how_long_each_job_waited,
     retries_then_dead_letter_then_replay_once,
     permanent_failure_dead_letters_at_once,
     expired_lease_is_reaped_and_fenced,
@@ -332,6 +333,42 @@ async fn delayed_jobs(f: Fixture) {
     let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE, &cpu()).await.unwrap();
     assert_eq!(b.jobs.len(), 1);
     assert_eq!(b.jobs[0].lease.id, id);
+    // Its wait counts from when it fell due (~100 ms ago), not from its enqueue (~400 ms ago)
+    // nor from the claim that promoted it.
+    let waited = b.jobs[0].waited;
+    assert!(
+        waited >= Duration::from_millis(50) && waited < Duration::from_millis(350),
+        "a delayed job waited {waited:?}"
+    );
+}
+
+async fn claims_report_how_long_each_job_waited(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("cpu");
+    let early = q.enqueue(&p, noop()).await.unwrap().id;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = q.enqueue(&p, noop()).await.unwrap().id;
+    let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE, &cpu()).await.unwrap();
+    let waited = |id| b.jobs.iter().find(|j| j.lease.id == id).map(|j| j.waited);
+    let (Some(early_wait), Some(late_wait)) = (waited(early), waited(late)) else {
+        panic!(
+            "both claimed: {:?}",
+            b.jobs.iter().map(|j| j.lease.id).collect::<Vec<_>>()
+        )
+    };
+    assert!(early_wait >= Duration::from_millis(300), "waited {early_wait:?}");
+    assert!(late_wait < early_wait, "{late_wait:?} vs {early_wait:?}");
+    // Released (a worker shutting down) and claimed again: the wait restarts.
+    let j = b.jobs.into_iter().find(|j| j.lease.id == early).map(|j| j.lease);
+    let Some(lease) = j else { unreachable!() };
+    q.release(&p, &[lease]).await.unwrap();
+    let b = q.claim(&p, "w", &[JobKind::Noop], 5, LEASE, &cpu()).await.unwrap();
+    assert_eq!(b.jobs.len(), 1);
+    assert!(
+        b.jobs[0].waited < Duration::from_millis(250),
+        "waited {:?}",
+        b.jobs[0].waited
+    );
 }
 
 async fn claim_one(q: &QueueClient, p: &Pool) -> ClaimedJob {

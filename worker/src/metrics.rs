@@ -21,6 +21,10 @@ use crate::gpu::GpuInventory;
 const DURATION_BUCKETS: [f64; 18] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
 ];
+/// Queue-wait buckets: 1 ms to 1 hour (a backlog's SLO is minutes; a burst's wait, seconds).
+const WAIT_BUCKETS: [f64; 17] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 /// Claim round-trip buckets: 100 µs to 5 s.
 const CLAIM_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 5.0,
@@ -74,6 +78,7 @@ pub struct WorkerMetrics {
     retried: Family<JobLabels, Counter>,
     dead_lettered: Family<JobLabels, Counter>,
     duration: Family<JobLabels, Histogram, fn() -> Histogram>,
+    queue_wait: Family<JobLabels, Histogram, fn() -> Histogram>,
     claim_latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<PoolLabels, Gauge>,
     gpu_memory_used: Family<GpuLabels, FGauge>,
@@ -95,6 +100,7 @@ struct JobSeries {
     started: Counter,
     succeeded: Counter,
     duration: Histogram,
+    queue_wait: Histogram,
 }
 
 impl WorkerMetrics {
@@ -108,6 +114,8 @@ impl WorkerMetrics {
         let dead_lettered = Family::<JobLabels, Counter>::default();
         let duration: Family<JobLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let queue_wait: Family<JobLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(WAIT_BUCKETS));
         let claim_latency: Family<PoolLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(CLAIM_BUCKETS));
         let in_flight = Family::<PoolLabels, Gauge>::default();
@@ -136,6 +144,11 @@ impl WorkerMetrics {
             "gantry_job_duration_seconds",
             "Duration of one job attempt",
             duration.clone(),
+        );
+        registry.register(
+            "gantry_job_queue_wait_seconds",
+            "Time a job waited to be claimed: from enqueue, or from when it was last made ready again",
+            queue_wait.clone(),
         );
         registry.register(
             "gantry_claim_duration_seconds",
@@ -187,6 +200,7 @@ impl WorkerMetrics {
             retried,
             dead_lettered,
             duration,
+            queue_wait,
             claim_latency,
             in_flight,
             gpu_memory_used: next(),
@@ -212,6 +226,7 @@ impl WorkerMetrics {
             started: self.started.get_or_create(&l).clone(),
             succeeded: self.succeeded.get_or_create(&l).clone(),
             duration: self.duration.get_or_create(&l).clone(),
+            queue_wait: self.queue_wait.get_or_create(&l).clone(),
         });
         // Another thread may have added it meanwhile: both handles count into the same series.
         if let Ok(mut known) = self.series.write() {
@@ -283,8 +298,10 @@ impl ConsumerEvents for WorkerMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    fn started(&self, pool: &Pool, kind: JobKind) {
-        self.series(pool, kind).started.inc();
+    fn started(&self, pool: &Pool, kind: JobKind, waited: Duration) {
+        let series = self.series(pool, kind);
+        series.started.inc();
+        series.queue_wait.observe(waited.as_secs_f64());
     }
 
     fn finished(&self, pool: &Pool, kind: JobKind, class: Option<ErrorClass>, elapsed: Duration) {
@@ -330,7 +347,7 @@ mod tests {
     fn exposes_job_and_gpu_metrics_in_base_units() {
         let m = WorkerMetrics::new("w1", "gpu", "fake");
         let pool = Pool::new("gpu").expect("pool");
-        m.started(&pool, JobKind::Upscale);
+        m.started(&pool, JobKind::Upscale, Duration::from_millis(1500));
         m.finished(&pool, JobKind::Upscale, None, Duration::from_millis(30));
         m.finished(
             &pool,
@@ -350,6 +367,8 @@ mod tests {
             r#"gantry_jobs_failed_total{pool="gpu",kind="upscale",class="retryable"} 1"#,
             r#"gantry_jobs_retried_total{pool="gpu",kind="upscale"} 1"#,
             r#"gantry_job_duration_seconds_bucket{le="0.05",pool="gpu",kind="upscale"} 2"#,
+            r#"gantry_job_queue_wait_seconds_bucket{le="1.0",pool="gpu",kind="upscale"} 0"#,
+            r#"gantry_job_queue_wait_seconds_bucket{le="2.5",pool="gpu",kind="upscale"} 1"#,
             r#"gantry_gpu_memory_total_bytes{gpu="0",model="fake 80GiB nvenc"} 85899345920"#,
             r#"gantry_worker_info{worker="w1",pool="gpu""#,
         ] {

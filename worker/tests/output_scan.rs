@@ -93,6 +93,7 @@ fn claimed(body: Payload, scan: bool) -> ClaimedJob {
             body,
         },
         gpu: None,
+        waited: std::time::Duration::ZERO,
     }
 }
 

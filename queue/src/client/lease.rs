@@ -41,6 +41,9 @@ pub struct ClaimedJob {
     pub spec: JobSpec,
     /// The GPU (index on the worker) the claim placed it on; `None` for CPU jobs.
     pub gpu: Option<u32>,
+    /// How long it waited to be claimed, by Redis's clock: since it was enqueued, or since it
+    /// was last made ready again (a delayed job or retry falling due, a requeue, a replay).
+    pub waited: Duration,
 }
 
 /// What a worker can take on now, sent with each claim so only jobs that fit are claimed.
@@ -187,6 +190,7 @@ impl QueueClient {
             gpu,
             tenant,
             priority,
+            waited,
         } in reply.jobs
         {
             let fields = RecordFields {
@@ -204,6 +208,7 @@ impl QueueClient {
                     max_attempts,
                     spec,
                     gpu,
+                    waited,
                 }),
                 Err(e) => poisoned.push(Failure {
                     lease,
@@ -416,6 +421,8 @@ struct ClaimRecord {
     /// The record's tenant and priority, which a compact spec leaves out.
     tenant: String,
     priority: Priority,
+    /// Milliseconds it waited, as the claim measured them.
+    waited: Duration,
 }
 
 /// Values in a claim reply before its groups.
@@ -423,7 +430,7 @@ const CLAIM_HEAD: usize = 2;
 /// Values heading a group: kind, priority, how many jobs follow.
 const CLAIM_GROUP_HEAD: usize = 3;
 /// Values per job in a group.
-const CLAIM_STRIDE: usize = 7;
+const CLAIM_STRIDE: usize = 8;
 
 impl FromRedisValue for ClaimReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
@@ -476,6 +483,7 @@ impl FromRedisValue for ClaimReply {
                     },
                     tenant: text(&j[6], "claim tenant")?,
                     priority,
+                    waited: Duration::from_millis(u64::try_from(int(&j[7], "claim waited")?).unwrap_or(0)),
                 });
             }
         }
@@ -612,6 +620,7 @@ mod tests {
                     s("{}"),
                     Value::Int(gpu),
                     s("studio-a"),
+                    Value::Int(1500),
                 ]);
             }
             v

@@ -250,6 +250,7 @@ impl LeaseSource {
                         },
                     );
                 }
+                shared.events.started(&job.pool, job.lease.kind, job.waited);
                 let ticket = Ticket::new(
                     job.pool.clone(),
                     job.lease.clone(),

@@ -100,8 +100,8 @@ pub struct GpuResource {
 pub trait ConsumerEvents: Send + Sync + 'static {
     /// One claim round trip to `pool` took `elapsed` and returned `jobs` jobs.
     fn claim(&self, _pool: &Pool, _elapsed: Duration, _jobs: usize) {}
-    /// A job started.
-    fn started(&self, _pool: &Pool, _kind: JobKind) {}
+    /// A job started, after waiting `waited` to be claimed (see [`ClaimedJob::waited`]).
+    fn started(&self, _pool: &Pool, _kind: JobKind, _waited: Duration) {}
     /// A job's attempt ended after `elapsed`: `None` for success, else its error class.
     fn finished(&self, _pool: &Pool, _kind: JobKind, _class: Option<ErrorClass>, _elapsed: Duration) {}
     /// A failure was recorded as `outcome` (retry, dead-letter, ...).

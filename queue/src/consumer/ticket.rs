@@ -107,7 +107,6 @@ impl Ticket {
         shared: Arc<TicketShared>,
         slot: OwnedSemaphorePermit,
     ) -> Self {
-        shared.events.started(&pool, lease.kind);
         Self {
             state: Some(TicketState {
                 kind: lease.kind,

@@ -22,8 +22,9 @@
   Output:
     next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity; their
     wake token is handed on to the other workers), then groups, one per queue popped: kind,
-    priority, n, then n jobs (stride 7): id, token, attempts, max_attempts, spec, gpu index
-    (-1 = CPU), tenant (a compact spec leaves the record's fields out; what a group shares is
+    priority, n, then n jobs (stride 8): id, token, attempts, max_attempts, spec, gpu index
+    (-1 = CPU), tenant, ms it waited (since it was enqueued, or last made ready again: promoted
+    from delayed, requeued by the reaper, released, replayed) (a compact spec leaves the record's fields out; what a group shares is
     sent once, since every value returned costs Redis ~0.3 us)
 ]]
 local worker, lease, max, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -46,9 +47,10 @@ for k = FIRST_KIND, #ARGV do
   for _, id in ipairs(due) do
     redis.call('ZREM', dk, id)
     local jk = jkey(id)
-    local r = redis.call('HMGET', jk, 'prio', 'shape', 'ten')
+    local r = redis.call('HMGET', jk, 'prio', 'shape', 'ten', 'due')
     if r[1] then
-      redis.call('HSET', jk, 'status', 'queued')
+      -- Ready since it fell due, not since a claim came by to promote it.
+      redis.call('HSET', jk, 'status', 'queued', 'ready', r[4] or NOW)
       redis.call('HDEL', jk, 'due')
       push_waiting(kind, r[1], r[2], r[3] or '', id, false)
       promoted = promoted + 1
@@ -139,7 +141,7 @@ for _, prio in ipairs(PRIOS) do
         local o, taken = head + 3, 0
         for i, id in ipairs(ids) do
           local jk = JOB .. id
-          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'cr')
+          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'cr', 'enq', 'ready')
           if r[1] then
             local gpu = -1
             if s.shape == '' then
@@ -156,7 +158,8 @@ for _, prio in ipairs(PRIOS) do
             zargs[#zargs + 1] = id .. ':' .. token
             out[o + 1] = id; out[o + 2] = token; out[o + 3] = attempts; out[o + 4] = r[2]
             out[o + 5] = r[1]; out[o + 6] = gpu; out[o + 7] = tenants[i]
-            o = o + 7
+            out[o + 8] = math.max(0, NOW - tonumber(r[6] or r[5] or NOW))
+            o = o + 8
             taken = taken + 1
             want = want - 1
           end

@@ -37,7 +37,7 @@ for i = 6, #ARGV do
       delete_record(jk, id)
     else
       history(jk, { at = NOW, event = 'replayed', class = r[2] })
-      redis.call('HSET', jk, 'status', 'queued', 'attempts', 0)
+      redis.call('HSET', jk, 'status', 'queued', 'ready', NOW, 'attempts', 0)
       redis.call('HDEL', jk, 'fin', 'worker', 'cancel')
       redis.call('PERSIST', jk)
       if r[6] then

@@ -38,7 +38,7 @@ for k = 5, #ARGV do
         to_dead(jk, kind, id, 'timed_out', 'lease expired on the last attempt', dead_ttl)
         dead = dead + 1
       else
-        redis.call('HSET', jk, 'status', 'queued', 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
+        redis.call('HSET', jk, 'status', 'queued', 'ready', NOW, 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
         redis.call('HDEL', jk, 'worker')
         push_waiting(kind, r[4], r[8], r[9] or '', id, true)
         requeued = requeued + 1

@@ -18,7 +18,7 @@ for i = 2, #ARGV, 3 do
   if redis.call('ZREM', qkey(kind, 'leases'), id .. ':' .. token) == 1 then
     local r = redis.call('HMGET', jk, 'lease', 'status', 'prio', 'shape', 'ten')
     redis.call('HINCRBY', jk, 'attempts', -1)
-    redis.call('HSET', jk, 'status', 'queued')
+    redis.call('HSET', jk, 'status', 'queued', 'ready', NOW)
     redis.call('HDEL', jk, 'worker')
     history(jk, { at = NOW, event = 'released' })
     push_waiting(kind, r[3], r[4], r[5] or '', id, true)

@@ -132,6 +132,7 @@ mod tests {
                 body: Payload::Noop(p),
             },
             gpu: None,
+            waited: Duration::ZERO,
         }
     }
 
