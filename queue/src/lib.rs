@@ -17,9 +17,9 @@ pub mod seal;
 pub mod slots;
 
 pub use client::{
-    Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, DeadAction, DeadFilter, DeadLetter,
-    DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState, QueueClient, QueueStats,
-    ReapReport, ResealReport,
+    Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, CreditBacklog, DeadAction,
+    DeadFilter, DeadLetter, DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState,
+    QueueClient, QueueStats, ReapReport, ResealReport,
 };
 pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};

@@ -1488,4 +1488,10 @@ async fn finished_jobs_with_reservations_leave_one_credit_event(f: Fixture) {
             (dead.to_string(), "dead".into(), String::new()),
         ]
     );
+    // Unsettled until a settler deletes them: the backlog counts them and ages the oldest.
+    let backlog = q.credit_backlog(&p).await.unwrap();
+    assert_eq!(backlog.events, 3);
+    assert!(backlog.oldest_ms.is_some_and(|ms| ms >= 60), "{backlog:?}");
+    let empty = q.credit_backlog(&pool("no-credits")).await.unwrap();
+    assert_eq!((empty.events, empty.oldest_ms), (0, None));
 }

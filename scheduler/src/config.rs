@@ -340,6 +340,10 @@ pub struct PoolConfig {
     /// Mean service time per job, seconds, until measured (for the wait estimate).
     #[serde(default = "default_service_secs")]
     pub mean_service_secs: f64,
+    /// The pool's queue-wait objective, seconds: a job should start within it. Exported as
+    /// `gantry_pool_queue_wait_slo_seconds`, which the backlog alert and the SLO dashboard use.
+    #[serde(default = "default_queue_wait_slo_secs")]
+    pub queue_wait_slo_secs: f64,
 }
 
 fn default_slots() -> u32 {
@@ -350,6 +354,9 @@ fn default_max_workers() -> u32 {
 }
 fn default_service_secs() -> f64 {
     1.0
+}
+fn default_queue_wait_slo_secs() -> f64 {
+    300.0
 }
 
 /// The embedded default: the demo's tenants, providers (the mock ones), prices and pools.
@@ -476,6 +483,9 @@ impl SchedulerConfig {
             }
             if !(p.mean_service_secs.is_finite() && p.mean_service_secs > 0.0) {
                 return bad(format!("pool {name}: mean_service_secs must be positive"));
+            }
+            if !(p.queue_wait_slo_secs.is_finite() && p.queue_wait_slo_secs > 0.0) {
+                return bad(format!("pool {name}: queue_wait_slo_secs must be positive"));
             }
         }
         Ok(())

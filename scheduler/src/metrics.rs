@@ -6,8 +6,10 @@
 //! - `gantry_queue_oldest_job_age_seconds`: the oldest waiting job's age;
 //!
 //! with the readings they come from (`gantry_pool_backlog_jobs`, `gantry_pool_in_flight_jobs`,
-//! `gantry_pool_live_workers`), the credit settler's counters, and what privacy work removed
-//! (retention sweeps by data class, erasures by outcome).
+//! `gantry_pool_live_workers`), the credit settler's counters and backlog, what privacy work
+//! removed (retention sweeps by data class, erasures by outcome), the API's requests by route
+//! and status, whether Redis answers, and how old each hash list is: what the alert rules
+//! (`helm/gantry/alerts/`) read.
 
 use std::sync::atomic::AtomicU64;
 
@@ -15,6 +17,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::admission::pricing::CreditLabels;
@@ -22,6 +25,40 @@ use crate::config::{PoolConfig, SchedulerConfig};
 use crate::placement::{PoolLoad, PoolLoads};
 
 type FGauge = Gauge<f64, AtomicU64>;
+
+/// API request duration buckets: 1 ms to 30 s (an enqueue is milliseconds; an erasure may wait
+/// for running jobs to stop).
+const HTTP_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// An API request's route (the pattern it matched, never the path with its ids) and method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern, e.g. `/v1/jobs/{id}`; `unmatched` for a path no route has.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+}
+
+/// A request's route, method and status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route and method.
+    #[prometheus(flatten)]
+    pub route: RouteLabels,
+    /// The response's status code.
+    pub status: String,
+}
+
+/// A hash list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabels {
+    /// Its name (operators name a handful of lists).
+    pub list: String,
+    /// Its category (`csam`, `ncii`, …).
+    pub category: String,
+}
 
 /// A pool label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +110,16 @@ pub struct SchedulerMetrics {
     pub retention_removed: Family<ClassLabels, Counter>,
     /// Erasure requests answered, by outcome.
     pub erasures: Family<OutcomeLabels, Counter>,
+    slo: Family<PoolLabels, FGauge>,
+    unsettled: Family<PoolLabels, Gauge>,
+    credit_lag: Family<PoolLabels, FGauge>,
+    redis_up: Gauge,
+    hashlist_age: Family<ListLabels, FGauge>,
+    hashlist_hashes: Family<ListLabels, Gauge>,
+    /// API requests answered, by route, method and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// API request durations, by route and method.
+    pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for SchedulerMetrics {
@@ -90,6 +137,14 @@ impl Default for SchedulerMetrics {
             credits_charged: Family::default(),
             retention_removed: Family::default(),
             erasures: Family::default(),
+            slo: Family::default(),
+            unsettled: Family::default(),
+            credit_lag: Family::default(),
+            redis_up: Gauge::default(),
+            hashlist_age: Family::default(),
+            hashlist_hashes: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS)),
             registry: Registry::default(),
         };
         registry.register(
@@ -135,6 +190,46 @@ impl Default for SchedulerMetrics {
             "User-data erasure requests answered, by outcome",
             m.erasures.clone(),
         );
+        registry.register(
+            "gantry_pool_queue_wait_slo_seconds",
+            "The pool's queue-wait objective: a job should start within it",
+            m.slo.clone(),
+        );
+        registry.register(
+            "gantry_pool_unsettled_credit_events",
+            "Credit events of finished jobs the settler has not settled yet",
+            m.unsettled.clone(),
+        );
+        registry.register(
+            "gantry_credit_settlement_lag_seconds",
+            "Age of the pool's oldest unsettled credit event (0 when none)",
+            m.credit_lag.clone(),
+        );
+        registry.register(
+            "gantry_redis_up",
+            "1 when the scheduler's last reading of every pool from Redis succeeded, else 0",
+            m.redis_up.clone(),
+        );
+        registry.register(
+            "gantry_hashlist_age_seconds",
+            "Time since the current version of a hash list was published",
+            m.hashlist_age.clone(),
+        );
+        registry.register(
+            "gantry_hashlist_hashes",
+            "Hashes (PDQ, MD5 and SHA-256 together) in the current version of a hash list",
+            m.hashlist_hashes.clone(),
+        );
+        registry.register(
+            "gantry_http_requests",
+            "API requests answered, by route, method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "gantry_http_request_duration_seconds",
+            "API request duration, by route and method",
+            m.http_duration.clone(),
+        );
         // Both families are shown from the start (at 0), so their series exist before the
         // first sweep or erasure.
         for class in ["outputs", "audit_entries", "moderation_index"] {
@@ -161,8 +256,40 @@ pub fn desired_workers(p: &PoolConfig, load: &PoolLoad) -> u32 {
 }
 
 impl SchedulerMetrics {
+    /// Sets the hash-list gauges from the lists' current versions (a list removed since is
+    /// dropped); `None` when they could not be read, which leaves the last readings.
+    pub fn observe_hashlists(&self, lists: Option<&[gantry_safety::ListMeta]>, now_ms: u64) {
+        let Some(lists) = lists else { return };
+        self.hashlist_age.clear();
+        self.hashlist_hashes.clear();
+        for l in lists {
+            let labels = ListLabels {
+                list: l.name.clone(),
+                category: l.category.clone(),
+            };
+            let age = now_ms.saturating_sub(l.updated_at_ms) as f64 / 1000.0;
+            self.hashlist_age.get_or_create(&labels).set(age);
+            let n = l.pdq.saturating_add(l.md5).saturating_add(l.sha256);
+            self.hashlist_hashes
+                .get_or_create(&labels)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts one API request.
+    pub fn observe_request(&self, route: RouteLabels, status: u16, elapsed: std::time::Duration) {
+        self.http_duration.get_or_create(&route).observe(elapsed.as_secs_f64());
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                route,
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text, with the pool gauges set from the latest loads.
     pub fn encode(&self, cfg: &SchedulerConfig, loads: &PoolLoads) -> String {
+        self.redis_up.set(i64::from(loads.redis_up()));
         let all = loads.all();
         for (name, p) in &cfg.pools {
             let load = all.get(name).copied().unwrap_or_default();
@@ -174,6 +301,9 @@ impl SchedulerMetrics {
             self.live.get_or_create(&l).set(i64::from(load.live_workers));
             self.dead.get_or_create(&l).set(load.dead as i64);
             self.delayed.get_or_create(&l).set(load.delayed as i64);
+            self.slo.get_or_create(&l).set(p.queue_wait_slo_secs);
+            self.unsettled.get_or_create(&l).set(load.unsettled_credits as i64);
+            self.credit_lag.get_or_create(&l).set(load.credit_lag_secs);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -5,10 +5,11 @@
 //! declared pool can ever run is refused, naming the unmet requirement.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use gantry_queue::{JobKind, Pool, QueueClient, Requirements};
+use gantry_queue::{JobKind, Pool, QueueClient, QueueError, Requirements};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PoolConfig, SchedulerConfig};
@@ -36,12 +37,18 @@ pub struct PoolLoad {
     pub dead: u64,
     /// Jobs waiting for their run-at time.
     pub delayed: u64,
+    /// Credit events of finished jobs not settled yet.
+    pub unsettled_credits: u64,
+    /// Age of the oldest unsettled credit event, seconds (0 when none).
+    pub credit_lag_secs: f64,
 }
 
 /// The pools' loads, refreshed in the background.
 #[derive(Clone, Debug, Default)]
 pub struct PoolLoads {
     inner: Arc<RwLock<BTreeMap<String, PoolLoad>>>,
+    /// Whether the last refresh read everything it asked Redis for.
+    redis_up: Arc<AtomicBool>,
 }
 
 impl PoolLoads {
@@ -59,28 +66,31 @@ impl PoolLoads {
         self.inner.read().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// Reads every declared pool's queue stats and live workers now.
+    /// Whether the last refresh could read everything from Redis. While it cannot, each pool
+    /// keeps its last reading (a Redis outage does not read as an empty backlog).
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// Reads every declared pool's queue stats, live workers and credit backlog now.
     pub async fn refresh(&self, q: &QueueClient, cfg: &SchedulerConfig) {
+        let before = self.all();
         let mut next = BTreeMap::new();
+        let mut up = true;
         for (name, p) in &cfg.pools {
             let Ok(pool) = Pool::new(name) else { continue };
-            let mut load = PoolLoad::default();
-            if let Ok(stats) = q.stats(&pool, &p.kinds).await {
-                for s in stats {
-                    load.backlog += s.waiting_total() + s.in_flight;
-                    load.in_flight += s.in_flight;
-                    load.dead += s.dead;
-                    load.delayed += s.delayed;
-                    load.oldest_age_secs = load
-                        .oldest_age_secs
-                        .max(s.oldest_waiting_ms.unwrap_or(0) as f64 / 1000.0);
+            match read_load(q, &pool, &p.kinds).await {
+                Ok(load) => {
+                    next.insert(name.clone(), load);
+                }
+                Err(e) => {
+                    up = false;
+                    tracing::warn!(pool = %name, error = %e, "pool load unreadable; keeping the last reading");
+                    next.insert(name.clone(), before.get(name).copied().unwrap_or_default());
                 }
             }
-            if let Ok(w) = q.workers(&pool).await {
-                load.live_workers = w.iter().filter(|w| !w.draining).count() as u32;
-            }
-            next.insert(name.clone(), load);
         }
+        self.redis_up.store(up, Ordering::Relaxed);
         if let Ok(mut m) = self.inner.write() {
             *m = next;
         }
@@ -95,6 +105,24 @@ impl PoolLoads {
             self.refresh(&q, &cfg).await;
         }
     }
+}
+
+async fn read_load(q: &QueueClient, pool: &Pool, kinds: &[JobKind]) -> Result<PoolLoad, QueueError> {
+    let mut load = PoolLoad::default();
+    for s in q.stats(pool, kinds).await? {
+        load.backlog += s.waiting_total() + s.in_flight;
+        load.in_flight += s.in_flight;
+        load.dead += s.dead;
+        load.delayed += s.delayed;
+        load.oldest_age_secs = load
+            .oldest_age_secs
+            .max(s.oldest_waiting_ms.unwrap_or(0) as f64 / 1000.0);
+    }
+    load.live_workers = q.workers(pool).await?.iter().filter(|w| !w.draining).count() as u32;
+    let credits = q.credit_backlog(pool).await?;
+    load.unsettled_credits = credits.events;
+    load.credit_lag_secs = credits.oldest_ms.unwrap_or(0) as f64 / 1000.0;
+    Ok(load)
 }
 
 fn fits(p: &PoolConfig, kind: JobKind, req: &Requirements) -> bool {

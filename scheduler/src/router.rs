@@ -2,12 +2,17 @@
 //! OpenAPI document, `/healthz`) and the metrics listener's (`/metrics`: autoscaling signals,
 //! see [`crate::metrics`]).
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::HeaderMap;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::metrics::{RouteLabels, SchedulerMetrics};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -16,8 +21,10 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The API's router. Every `/v1` route runs behind [`crate::auth::authenticate`], so a request
 /// without a valid key is answered 401 before its body is read; the body limits apply after it.
+/// Every request, refused or not, is counted by route pattern and status ([`track`]).
 /// `/metrics` is not here: it is served on a listener of its own ([`metrics_router`]).
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     let limit = state.cfg.max_body_bytes;
     let authenticated = Router::new()
         .merge(crate::api::routes())
@@ -34,7 +41,30 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(metrics, track))
         .with_state(state)
+}
+
+/// Counts a request and times it, labelled by the route pattern it matched (`/v1/jobs/{id}`,
+/// never the path itself: ids and user keys stay out of the metrics) and the status answered.
+async fn track(State(metrics): State<Arc<SchedulerMetrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    // Any token is a method to HTTP; only the standard ones become label values.
+    let method = match *req.method() {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD | Method::OPTIONS => {
+            req.method().as_str()
+        }
+        _ => "other",
+    }
+    .to_owned();
+    let began = Instant::now();
+    let res = next.run(req).await;
+    metrics.observe_request(RouteLabels { route, method }, res.status().as_u16(), began.elapsed());
+    res
 }
 
 /// The metrics listener's router: `/metrics` (autoscaling signals, credit totals by provider
@@ -49,6 +79,14 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// OpenMetrics for Prometheus (its `Accept` asks for it), the classic text format otherwise.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let lists = state.hashlists.lists().await;
+    if let Err(e) = &lists {
+        tracing::warn!(error = %e, "hash lists unreadable; their gauges keep the last readings");
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    state.metrics.observe_hashlists(lists.ok().as_deref(), now_ms);
     let text = state.metrics.encode(&state.cfg, &state.loads);
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
     let (content_type, body) = gantry_queue::exposition::negotiate(text, accept);

@@ -410,3 +410,67 @@ async fn operators_pause_queues_replay_dead_letters_and_read_autoscaling_signals
         assert!(actions.contains(&want), "{want} not in {actions:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_route_and_keep_readings_while_redis_is_down() {
+    let Fixture {
+        _redis: redis,
+        sched,
+        url,
+    } = fixture();
+    let f = Fixture {
+        _redis: RedisServer::start().expect("a spare"),
+        url,
+        sched,
+    };
+    // No worker: the job stays queued.
+    let (s, _, a) = call(&f, "POST", "/v1/jobs", Some("key-a"), &noop("u1"));
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(call(&f, "GET", &format!("/v1/jobs/{id}"), Some("key-a"), "").0, 200);
+    let unknown = gantry_queue::JobId::new();
+    assert_eq!(
+        call(&f, "GET", &format!("/v1/jobs/{unknown}"), Some("key-a"), "").0,
+        404
+    );
+    assert_eq!(call(&f, "GET", &format!("/v1/jobs/{id}"), None, "").0, 401);
+    assert_eq!(call(&f, "GET", "/v1/no/such/route", Some("key-a"), "").0, 404);
+    assert_eq!(call(&f, "BREW", "/v1/jobs", Some("key-a"), "").0, 405);
+
+    let metrics = || http_get(&f.sched.metrics_addr, "/metrics").1;
+    let text = metrics();
+    for want in [
+        r#"gantry_http_requests_total{route="/v1/jobs",method="POST",status="201"} 1"#,
+        r#"gantry_http_requests_total{route="/v1/jobs/{id}",method="GET",status="200"} 1"#,
+        r#"gantry_http_requests_total{route="/v1/jobs/{id}",method="GET",status="404"} 1"#,
+        r#"gantry_http_requests_total{route="/v1/jobs/{id}",method="GET",status="401"} 1"#,
+        r#"gantry_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"gantry_http_requests_total{route="/v1/jobs",method="other",status="405"} 1"#,
+        r#"gantry_http_request_duration_seconds_count{route="/v1/jobs/{id}",method="GET"} 3"#,
+        r#"gantry_pool_queue_wait_slo_seconds{pool="cpu"} 300"#,
+        r#"gantry_pool_unsettled_credit_events{pool="cpu"} 0"#,
+        r#"gantry_credit_settlement_lag_seconds{pool="cpu"} 0"#,
+        "gantry_redis_up 1",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    // Routes, never paths: no job id reaches the metrics.
+    assert!(!text.contains(&id) && !text.contains(&unknown.to_string()));
+    eventually("the backlog is read", Duration::from_secs(5), || {
+        let t = metrics();
+        async move { t.contains(r#"gantry_pool_backlog_jobs{pool="cpu"} 1"#) }
+    })
+    .await;
+
+    // Redis goes away: the scheduler says so, and the pools keep their last readings rather
+    // than reading as empty (which would scale the fleet down in an outage).
+    drop(redis);
+    eventually("redis_up drops to 0", Duration::from_secs(15), || {
+        let t = metrics();
+        async move { t.contains("gantry_redis_up 0") }
+    })
+    .await;
+    let text = metrics();
+    assert!(text.contains(r#"gantry_pool_backlog_jobs{pool="cpu"} 1"#), "{text}");
+    assert!(text.contains(r#"gantry_pool_desired_workers{pool="cpu"} 1"#), "{text}");
+}

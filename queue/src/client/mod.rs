@@ -30,7 +30,7 @@ pub use jobs::{CancelOutcome, ResealReport};
 pub use lease::{
     AckOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, ReapReport,
 };
-pub use stats::QueueStats;
+pub use stats::{CreditBacklog, QueueStats};
 
 /// The client for producers, workers and admin tools. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -37,7 +37,43 @@ impl QueueStats {
     }
 }
 
+/// Credit events a pool's finished jobs left that the scheduler's settler has not settled yet
+/// (it deletes each one once the ledger has it, so whatever is on the stream is unsettled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CreditBacklog {
+    /// Events waiting to be settled.
+    pub events: u64,
+    /// Age of the oldest, in milliseconds (by Redis's clock).
+    pub oldest_ms: Option<u64>,
+}
+
 impl QueueClient {
+    /// The pool's unsettled credit events: how many, and how old the oldest is.
+    pub async fn credit_backlog(&self, pool: &Pool) -> Result<CreditBacklog, QueueError> {
+        let key = format!("{}credits", pool.prefix());
+        let mut c = self.conn.clone();
+        let ((secs, micros), events, first): ((u64, u64), u64, Vec<(String, Value)>) = redis::pipe()
+            .cmd("TIME")
+            .cmd("XLEN")
+            .arg(&key)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .during("credit backlog", pool)?;
+        let now_ms = secs * 1000 + micros / 1000;
+        // A stream entry's id is `<ms>-<seq>`, the time it was added.
+        let oldest_ms = first
+            .first()
+            .and_then(|(id, _)| id.split('-').next()?.parse::<u64>().ok())
+            .map(|at| now_ms.saturating_sub(at));
+        Ok(CreditBacklog { events, oldest_ms })
+    }
+
     /// Depth, in-flight count and oldest-job age of each of `kinds` in `pool`.
     pub async fn stats(&self, pool: &Pool, kinds: &[JobKind]) -> Result<Vec<QueueStats>, QueueError> {
         let mut inv = scripts::STATS.prepare_invoke();
