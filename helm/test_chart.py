@@ -57,6 +57,14 @@ def validate(docs, label):
             lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
             check(isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi, f"{where}: replica bounds {lo}..{hi}")
             continue
+        if d["apiVersion"] == "monitoring.coreos.com/v1" and kind == "PrometheusRule":
+            groups = d.get("spec", {}).get("groups") or []
+            check(len(groups) > 0, f"{where}: spec.groups")
+            for g in groups:
+                check(bool(g.get("name")) and len(g.get("rules") or []) > 0, f"{where}: group {g.get('name')} has a name and rules")
+                for r in g.get("rules") or []:
+                    check(isinstance(r.get("alert"), str) and isinstance(r.get("expr"), str), f"{where}: rule {r}: alert and expr")
+            continue
         if d["apiVersion"] == "monitoring.coreos.com/v1":
             check(kind == "ServiceMonitor", f"{where}: unexpected kind")
             spec = d.get("spec", {})
@@ -131,6 +139,24 @@ def main():
     check({p["name"] for p in by_kind(default, "Service")["gantry-scheduler"]["spec"]["ports"]} == {"http", "metrics"}, "scheduler Service ports")
     for m in by_kind(default, "ServiceMonitor").values():
         check(all(e["port"] == "metrics" for e in m["spec"]["endpoints"]), "ServiceMonitor scrapes metrics ports only, never the API")
+    # The PrometheusRule carries alerts/gantry-rules.yml unchanged but for the runbook links.
+    plain = yaml.safe_load((CHART / "alerts" / "gantry-rules.yml").read_text())
+    rules = list(by_kind(default, "PrometheusRule").values())
+    check(len(rules) == 1, "defaults: one PrometheusRule")
+    for r in rules:
+        got = r["spec"]["groups"]
+        base = "https://github.com/gantry/gantry/blob/main/docs/runbooks.md#"
+        want = yaml.safe_load(yaml.safe_dump(plain["groups"]).replace("docs/runbooks.md#", base))
+        check(got == want, "PrometheusRule groups are alerts/gantry-rules.yml's, runbooks at runbookBaseUrl")
+        for g in got:
+            for rule in g["rules"]:
+                url = rule["annotations"].get("runbook_url", "")
+                check(url.startswith(base), f"PrometheusRule {rule['alert']}: runbook_url {url}")
+                # Prometheus's own templates survive Helm's rendering.
+                check("{{ $labels." in rule["annotations"].get("summary", "") or rule["alert"] == "GantrySchedulerAbsent",
+                      f"PrometheusRule {rule['alert']}: summary keeps its $labels template")
+    off = render({**own, "alerts": {"enabled": False}}, "alerts off")
+    check(not by_kind(off, "PrometheusRule"), "alerts.enabled=false: no PrometheusRule")
     validate(default, "defaults")
     coherence(default, "defaults")
     check(set(by_kind(default, "Deployment")) == {"gantry-scheduler", "gantry-worker-cpu"}, "defaults: scheduler + cpu pool")

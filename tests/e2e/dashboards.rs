@@ -38,8 +38,10 @@ impl Drop for Prometheus {
 fn start_prometheus(targets: &[&str]) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/gantry/alerts/gantry-rules.yml");
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gantry\n    static_configs:\n      - targets: [{}]\n        labels:\n          namespace: {NAMESPACE}\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: gantry\n    static_configs:\n      - targets: [{}]\n        labels:\n          namespace: {NAMESPACE}\n",
+        rules.display(),
         list.join(", ")
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
@@ -285,6 +287,39 @@ async fn every_dashboard_expression_returns_series_from_a_real_prometheus() {
         failures.len(),
         failures.join("\n")
     );
+
+    // The alert rules, loaded by the same Prometheus: every one evaluates without error, and
+    // every metric one reads is exported by the fleet (a renamed metric would silence it).
+    // (A long answer comes chunked, which http_get does not read: reqwest does.)
+    let body = reqwest::get(format!("http://{}/api/v1/rules", prom.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rules: Value = serde_json::from_str(&body).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let mut evaluated = 0;
+    for g in rules["data"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            assert_eq!(r["health"], "ok", "rule {} is unhealthy: {}", r["name"], r["lastError"]);
+            let q = r["query"].as_str().unwrap();
+            names.extend(
+                q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("gantry_"))
+                    .map(str::to_owned),
+            );
+            evaluated += 1;
+        }
+    }
+    assert_eq!(evaluated, crate::alerts::alerts().len(), "every rule loaded");
+    for name in &names {
+        let found = query(&prom.addr, &format!("count({{__name__=\"{name}\"}})")).unwrap();
+        assert!(
+            !found.is_empty(),
+            "an alert reads {name}, which the fleet does not export"
+        );
+    }
 
     // promtool on what a plain scrape (no OpenMetrics Accept) gets; and every family exported
     // is in the catalog.

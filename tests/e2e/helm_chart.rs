@@ -28,5 +28,5 @@ fn the_chart_lints_renders_and_validates() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("chart ok"), "{out}");
-    assert!(out.contains("three GPU pools: 24 objects"), "{out}");
+    assert!(out.contains("three GPU pools: 25 objects"), "{out}");
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod alerts;
 mod cli;
 mod cluster;
 mod crash_recovery;
