@@ -38,6 +38,10 @@ pub struct Cli {
     /// More logging (repeat for more); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr: `text` for people, `json` (one object per line, with the fields of
+    /// the spans it happened in, e.g. the job's id) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GANTRY_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,7 +150,17 @@ async fn pools_or_all(client: &QueueClient, pool: Option<&str>) -> anyhow::Resul
     })
 }
 
-pub fn init_tracing(verbose: u8) {
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields, `span`
+    /// (the innermost span's fields) and `spans` (every enclosing span's).
+    Json,
+}
+
+pub fn init_tracing(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -154,13 +168,22 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: log files and collectors get plain text.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            // Colours only on a terminal: log files and collectors get plain text.
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init(),
+    }
 }
 
 /// 2 for input the queue refused (usage errors), 1 for everything else.

@@ -58,3 +58,59 @@ async fn failed_attempts_are_logged_with_the_job_span_and_no_payload() {
     );
     assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_job_span_and_no_payload() {
+    let redis = RedisServer::start().expect("redis");
+    let logs = tempfile::tempdir().expect("tmp");
+    let q = client(&redis.url()).await;
+    let job = NewJob {
+        max_attempts: Some(1),
+        ..NewJob::new(
+            "studio-42",
+            "user-7",
+            Payload::Noop(NoopPayload {
+                sleep_ms: 1357,
+                fail_attempts: 1,
+                fail_class: Some(ErrorClass::Permanent),
+                ..Default::default()
+            }),
+        )
+    };
+    let id = q.enqueue(&cpu(), job).await.unwrap().id;
+    let w = WorkerProcess::start(&redis.url(), "jsonlog", 1, 30.0, &["--log-format", "json"], logs.path());
+    eventually("dead-lettered", Duration::from_secs(30), || async {
+        status_of(&q, id).await == JobStatus::Dead
+    })
+    .await;
+    drop(w);
+    let log = std::fs::read_to_string(logs.path().join("jsonlog.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    for l in &lines {
+        assert!(
+            l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string(),
+            "{l}"
+        );
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "attempt failed")
+        .unwrap_or_else(|| panic!("no failure line in\n{log}"));
+    assert_eq!(failed["class"], "permanent", "{failed}");
+    // The job's span, with its fields, for a log pipeline to index on.
+    let span = &failed["span"];
+    assert_eq!(span["job_id"], id.to_string(), "{failed}");
+    assert_eq!(
+        (span["kind"].as_str(), span["tenant"].as_str()),
+        (Some("noop"), Some("studio-42"))
+    );
+    assert!(failed["spans"].as_array().is_some_and(|s| !s.is_empty()), "{failed}");
+    assert!(
+        !log.contains("user-7") && !log.contains("1357"),
+        "no payload or user id in the log:\n{log}"
+    );
+}

@@ -2,7 +2,7 @@
 //! generate job's prompt, negative prompt and reference URL signature, and an idempotency key,
 //! with a canary, runs the
 //! demo's generate (every provider, a reference fetched by URL, a video), upscale, transcode,
-//! CSAM-hash, failing, blocked and erased jobs with every process logging at debug level, and
+//! CSAM-hash, failing, blocked and erased jobs with every process logging JSON at debug level, and
 //! keeps the fleet up. Then every log, every `/metrics` output, every value in Redis and the
 //! mock providers' request log are searched: for the canary, for the providers' API keys, for
 //! the tenants' API keys, for image bytes (base64 PNG) and for URL signatures. None may appear.
@@ -27,6 +27,9 @@ async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
         .args(["demo", "--jobs", "20", "--keep", "--canary", CANARY, "--log-dir"])
         .arg(&logs)
         .env("RUST_LOG", "debug")
+        // JSON logs carry every enclosing span's fields on every line: the stricter search.
+        // (Every process of the fleet inherits it.)
+        .env("GANTRY_LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())
@@ -106,6 +109,18 @@ async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
     outputs.push(("demo stderr".into(), err));
     let logged = outputs.iter().filter(|(w, _)| w.ends_with(".log")).count();
     assert!(logged >= 4, "scheduler, workers and mocks logged");
+    // Gantry's own processes' logs (Prometheus, which the demo also runs, logs logfmt).
+    for (w, text) in outputs
+        .iter()
+        .filter(|(w, _)| w.ends_with(".log") && !w.ends_with("prometheus.log"))
+    {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "{w}: a line that is not JSON: {line}"
+            );
+        }
+    }
 
     let secrets = [
         CANARY,
