@@ -311,9 +311,99 @@ def safety():
     return b
 
 
+# A pool's queue-wait objective as a series with the `le` of the histogram bucket it falls on
+# (the scheduler exports it with that bucket's `le` as `slo_bucket`), and ones for the join.
+SLO_LE = (
+    'label_replace(max by (namespace, pool, slo_bucket) (gantry_pool_queue_wait_slo_seconds{%s}) * 0 + 1, '
+    '"le", "$1", "slo_bucket", "(.*)")' % SEL
+)
+TARGET = f"max by (namespace, pool) (gantry_pool_queue_wait_slo_target_ratio{{{SEL}}})"
+
+
+def within_slo(window):
+    """The share of jobs (per pool) that started within their pool's objective over `window`."""
+    bucket = f"sum by (namespace, pool, le) (rate(gantry_job_queue_wait_seconds_bucket{{{SEL}}}[{window}]))"
+    count = f"sum by (namespace, pool) (rate(gantry_job_queue_wait_seconds_count{{{SEL}}}[{window}]))"
+    return f"sum by (namespace, pool) ({bucket} * on (namespace, pool, le) group_left () {SLO_LE}) / {count}"
+
+
+def slo():
+    b = Board(
+        "gantry-slo",
+        "Gantry / SLOs",
+        "Per pool: how long jobs wait to start against the pool's queue-wait objective "
+        "(queue_wait_slo_secs, target queue_wait_slo_target), the error budget left and how fast it burns; "
+        "the API's availability and latency.",
+    )
+    b.panel(
+        "Queue wait by pool",
+        quantiles("gantry_job_queue_wait_seconds_bucket", "pool", legend="{{pool}}"),
+        "s",
+        description="Enqueue (or ready again) to claim, by Redis's clock, from the workers' histogram.",
+    )
+    b.panel(
+        "Oldest waiting job vs objective",
+        [
+            (f"max by (pool) (gantry_queue_oldest_job_age_seconds{{{SEL}}})", "{{pool}} oldest"),
+            (f"max by (pool) (gantry_pool_queue_wait_slo_seconds{{{SEL}}})", "{{pool}} objective"),
+        ],
+        "s",
+        description="GantryQueueBacklogOverSLO fires when the first stays above the second for 5 minutes.",
+    )
+    b.panel(
+        "Jobs started within the objective",
+        [(within_slo(RI), "{{pool}}"), (TARGET, "{{pool}} target")],
+        "percentunit",
+        description="The SLI: the share of jobs whose queue wait was within the pool's objective.",
+    )
+    b.panel(
+        "Error budget left (30 days)",
+        [(f"1 - (1 - {within_slo('30d')}) / on (namespace, pool) (1 - {TARGET})", "{{pool}}")],
+        "percentunit",
+        kind="stat",
+        width=6,
+        description="1 = untouched; 0 = spent: 1 - (1 - SLI over 30 days) / (1 - target).",
+    )
+    b.panel(
+        "Burn rate (1 hour)",
+        [(f"(1 - {within_slo('1h')}) / on (namespace, pool) (1 - {TARGET})", "{{pool}}")],
+        kind="stat",
+        width=6,
+        description="How fast the budget goes: 1 spends it in exactly 30 days; 14.4 in about two days.",
+    )
+    b.panel(
+        "API availability",
+        [
+            (
+                f'sum(rate(gantry_http_requests_total{{{NS}, status!~"5.."}}[{RI}])) / sum(rate(gantry_http_requests_total{{{NS}}}[{RI}]))',
+                "answered without a server error",
+            )
+        ],
+        "percentunit",
+        description="The scheduler's API: requests not answered 5xx (4xx are the callers').",
+    )
+    b.panel(
+        "API latency p99 by route",
+        [
+            (
+                f"histogram_quantile(0.99, sum by (route, method, le) (rate(gantry_http_request_duration_seconds_bucket{{{NS}}}[{RI}])))",
+                "{{method}} {{route}}",
+            )
+        ],
+        "s",
+    )
+    b.panel(
+        "API requests by status",
+        [(f"sum by (status) (rate(gantry_http_requests_total{{{NS}}}[{RI}]))", "{{status}}")],
+        "reqps",
+        width=24,
+    )
+    return b
+
+
 def main():
     out = pathlib.Path(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[1] == "--out" else HERE
-    for board in (fleet(), gpus(), providers(), safety()):
+    for board in (fleet(), gpus(), providers(), safety(), slo()):
         path = out / f"{board.uid}.json"
         path.write_text(json.dumps(board.json(), indent=2) + "\n")
         print(f"{path.name}: {len(board.panels)} panels")

@@ -25,7 +25,7 @@ pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerEvents, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler,
-    JobOutcome, LeaseSource, Leased, Leases, NoEvents, Resources, Settlement, Ticket, job_span,
+    JobOutcome, LeaseSource, Leased, Leases, NoEvents, QUEUE_WAIT_BUCKETS, Resources, Settlement, Ticket, job_span,
 };
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};

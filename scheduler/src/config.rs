@@ -340,10 +340,16 @@ pub struct PoolConfig {
     /// Mean service time per job, seconds, until measured (for the wait estimate).
     #[serde(default = "default_service_secs")]
     pub mean_service_secs: f64,
-    /// The pool's queue-wait objective, seconds: a job should start within it. Exported as
+    /// The pool's queue-wait objective, seconds: a job should start within it. One of the
+    /// queue-wait histogram's bucket bounds ([`gantry_queue::QUEUE_WAIT_BUCKETS`]: … 10, 30, 60,
+    /// 300, 900, 3600), so the share of jobs within it is one bucket's. Exported as
     /// `gantry_pool_queue_wait_slo_seconds`, which the backlog alert and the SLO dashboard use.
     #[serde(default = "default_queue_wait_slo_secs")]
     pub queue_wait_slo_secs: f64,
+    /// The share of jobs that should start within `queue_wait_slo_secs` (0.99: 1% may wait
+    /// longer, the error budget).
+    #[serde(default = "default_queue_wait_slo_target")]
+    pub queue_wait_slo_target: f64,
 }
 
 fn default_slots() -> u32 {
@@ -357,6 +363,9 @@ fn default_service_secs() -> f64 {
 }
 fn default_queue_wait_slo_secs() -> f64 {
     300.0
+}
+fn default_queue_wait_slo_target() -> f64 {
+    0.99
 }
 
 /// The embedded default: the demo's tenants, providers (the mock ones), prices and pools.
@@ -484,8 +493,16 @@ impl SchedulerConfig {
             if !(p.mean_service_secs.is_finite() && p.mean_service_secs > 0.0) {
                 return bad(format!("pool {name}: mean_service_secs must be positive"));
             }
-            if !(p.queue_wait_slo_secs.is_finite() && p.queue_wait_slo_secs > 0.0) {
-                return bad(format!("pool {name}: queue_wait_slo_secs must be positive"));
+            if !gantry_queue::QUEUE_WAIT_BUCKETS.contains(&p.queue_wait_slo_secs) {
+                return bad(format!(
+                    "pool {name}: queue_wait_slo_secs must be one of the queue-wait histogram's bucket bounds {:?}",
+                    gantry_queue::QUEUE_WAIT_BUCKETS
+                ));
+            }
+            if !(p.queue_wait_slo_target > 0.0 && p.queue_wait_slo_target < 1.0) {
+                return bad(format!(
+                    "pool {name}: queue_wait_slo_target must be between 0 and 1 (e.g. 0.99)"
+                ));
             }
         }
         Ok(())
@@ -508,6 +525,13 @@ mod tests {
         assert!(e.to_string().contains("unknown plan"), "{e}");
         let e = SchedulerConfig::from_toml("[pools.gpu]\nkinds = []\n").unwrap_err();
         assert!(e.to_string().contains("serves no kinds"), "{e}");
+        // A queue-wait objective must fall on a bucket of the histogram it is read from.
+        let pool = |extra: &str| SchedulerConfig::from_toml(&format!("[pools.cpu]\nkinds = [\"noop\"]\n{extra}"));
+        assert!(pool("queue_wait_slo_secs = 60").is_ok());
+        let e = pool("queue_wait_slo_secs = 45").unwrap_err();
+        assert!(e.to_string().contains("bucket bounds"), "{e}");
+        let e = pool("queue_wait_slo_target = 1.0").unwrap_err();
+        assert!(e.to_string().contains("between 0 and 1"), "{e}");
         assert!(SchedulerConfig::from_toml("bogus = 1").is_err());
         let tenant_admin = format!(
             "[plans.p]\njobs_per_second = 1\nburst = 1\n[tenants.a]\nplan = \"p\"\napi_keys = [{{ sha256 = \"{}\", scopes = [\"admin\"] }}]\n",

@@ -51,6 +51,16 @@ pub struct RequestLabels {
     pub status: String,
 }
 
+/// A pool's queue-wait objective, and the histogram bucket (`le`) it falls on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloLabels {
+    /// Pool.
+    pub pool: String,
+    /// The `le` of `gantry_job_queue_wait_seconds`'s bucket at the objective, as the workers
+    /// write it (`60.0`), so PromQL can join the two (`label_replace` it into `le`).
+    pub slo_bucket: String,
+}
+
 /// A hash list.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListLabels {
@@ -110,7 +120,8 @@ pub struct SchedulerMetrics {
     pub retention_removed: Family<ClassLabels, Counter>,
     /// Erasure requests answered, by outcome.
     pub erasures: Family<OutcomeLabels, Counter>,
-    slo: Family<PoolLabels, FGauge>,
+    slo: Family<SloLabels, FGauge>,
+    slo_target: Family<PoolLabels, FGauge>,
     unsettled: Family<PoolLabels, Gauge>,
     credit_lag: Family<PoolLabels, FGauge>,
     redis_up: Gauge,
@@ -138,6 +149,7 @@ impl Default for SchedulerMetrics {
             retention_removed: Family::default(),
             erasures: Family::default(),
             slo: Family::default(),
+            slo_target: Family::default(),
             unsettled: Family::default(),
             credit_lag: Family::default(),
             redis_up: Gauge::default(),
@@ -194,6 +206,11 @@ impl Default for SchedulerMetrics {
             "gantry_pool_queue_wait_slo_seconds",
             "The pool's queue-wait objective: a job should start within it",
             m.slo.clone(),
+        );
+        registry.register(
+            "gantry_pool_queue_wait_slo_target_ratio",
+            "The share of the pool's jobs that should start within its queue-wait objective",
+            m.slo_target.clone(),
         );
         registry.register(
             "gantry_pool_unsettled_credit_events",
@@ -301,7 +318,12 @@ impl SchedulerMetrics {
             self.live.get_or_create(&l).set(i64::from(load.live_workers));
             self.dead.get_or_create(&l).set(load.dead as i64);
             self.delayed.get_or_create(&l).set(load.delayed as i64);
-            self.slo.get_or_create(&l).set(p.queue_wait_slo_secs);
+            let slo = SloLabels {
+                pool: name.clone(),
+                slo_bucket: format!("{:?}", p.queue_wait_slo_secs),
+            };
+            self.slo.get_or_create(&slo).set(p.queue_wait_slo_secs);
+            self.slo_target.get_or_create(&l).set(p.queue_wait_slo_target);
             self.unsettled.get_or_create(&l).set(load.unsettled_credits as i64);
             self.credit_lag.get_or_create(&l).set(load.credit_lag_secs);
         }

@@ -201,7 +201,7 @@ fn the_committed_dashboards_are_what_build_py_writes() {
         .expect("python3");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let committed = dashboards();
-    assert_eq!(committed.len(), 4);
+    assert_eq!(committed.len(), 5);
     for (path, v) in committed {
         let name = path.file_name().unwrap();
         let built: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap();

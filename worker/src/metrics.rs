@@ -21,10 +21,6 @@ use crate::gpu::GpuInventory;
 const DURATION_BUCKETS: [f64; 18] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
 ];
-/// Queue-wait buckets: 1 ms to 1 hour (a backlog's SLO is minutes; a burst's wait, seconds).
-const WAIT_BUCKETS: [f64; 17] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-];
 /// Claim round-trip buckets: 100 µs to 5 s.
 const CLAIM_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 5.0,
@@ -115,7 +111,7 @@ impl WorkerMetrics {
         let duration: Family<JobLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         let queue_wait: Family<JobLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(WAIT_BUCKETS));
+            Family::new_with_constructor(|| Histogram::new(gantry_queue::QUEUE_WAIT_BUCKETS));
         let claim_latency: Family<PoolLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(CLAIM_BUCKETS));
         let in_flight = Family::<PoolLabels, Gauge>::default();
@@ -369,6 +365,8 @@ mod tests {
             r#"gantry_job_duration_seconds_bucket{le="0.05",pool="gpu",kind="upscale"} 2"#,
             r#"gantry_job_queue_wait_seconds_bucket{le="1.0",pool="gpu",kind="upscale"} 0"#,
             r#"gantry_job_queue_wait_seconds_bucket{le="2.5",pool="gpu",kind="upscale"} 1"#,
+            // The scheduler's SLO gauge names its bucket the same way (`slo_bucket`).
+            r#"gantry_job_queue_wait_seconds_bucket{le="60.0",pool="gpu",kind="upscale"} 1"#,
             r#"gantry_gpu_memory_total_bytes{gpu="0",model="fake 80GiB nvenc"} 85899345920"#,
             r#"gantry_worker_info{worker="w1",pool="gpu""#,
         ] {

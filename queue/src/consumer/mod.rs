@@ -96,6 +96,13 @@ pub struct GpuResource {
     pub nvenc: bool,
 }
 
+/// The bucket bounds (seconds) of the workers' queue-wait histogram
+/// (`gantry_job_queue_wait_seconds`): 1 ms to 1 hour. A pool's queue-wait objective must be one
+/// of them, so the share of jobs that started within it can be read off one bucket.
+pub const QUEUE_WAIT_BUCKETS: [f64; 17] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
 /// Hooks for observing a consumer (metrics). Every method has a no-op default.
 pub trait ConsumerEvents: Send + Sync + 'static {
     /// One claim round trip to `pool` took `elapsed` and returned `jobs` jobs.
