@@ -236,6 +236,18 @@ def providers():
         "s",
     )
     b.panel(
+        "Generation time by provider and model",
+        [
+            (
+                f'histogram_quantile({q}, sum by (provider, model, le) (rate(gantry_provider_task_duration_seconds_bucket{{{NS}, outcome="ok"}}[{RI}]) {POOL_JOIN}))',
+                f"p{int(q * 100)} {{{{provider}}}} {{{{model}}}}",
+            )
+            for q in (0.5, 0.95)
+        ],
+        "s",
+        description="Submit to outputs downloaded, for generations that succeeded.",
+    )
+    b.panel(
         "Circuits open",
         [(f"max by (provider, region) (gantry_provider_circuit_open{{{NS}}} {POOL_JOIN})", "{{provider}} {{region}}")],
         description="1 while a provider's circuit breaker in a region refuses calls.",

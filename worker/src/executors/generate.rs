@@ -279,9 +279,18 @@ impl Inner {
                 video,
                 callback: None,
             };
+            let began = std::time::Instant::now();
             let result = self
                 .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel)
                 .await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(RunError::Provider(p)) => p.class.as_str(),
+                Err(RunError::CircuitOpen { .. }) => "circuit_open",
+                Err(RunError::Cancelled) => "cancelled",
+                Err(RunError::TimedOut { .. }) => "timed_out",
+            };
+            self.metrics.observe_task(provider, model, outcome, began.elapsed());
             let open_now = matches!(breaker.state(), BreakerState::Open { until } if until > std::time::Instant::now());
             self.metrics.set_circuit(provider, &region, open_now);
             match result {

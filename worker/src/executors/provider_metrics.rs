@@ -6,6 +6,8 @@
 //! - `gantry_provider_requests_total{provider,region,call,outcome}`
 //! - `gantry_provider_request_duration_seconds{provider,call}`
 //! - `gantry_provider_circuit_open{provider,region}` (1 open, 0 closed or half-open)
+//! - `gantry_provider_task_duration_seconds{provider,model,outcome}`: one generation from submit
+//!   to its outputs downloaded (or its failure), as the user waits for it
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +43,18 @@ pub struct CallLabels {
     pub call: String,
 }
 
+/// Labels of `gantry_provider_task_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// Provider.
+    pub provider: String,
+    /// Our model name, as the scheduler admitted it (its configuration lists them); `other` for
+    /// a name that does not look like one.
+    pub model: String,
+    /// `ok`, or why it ended: the provider error class, `circuit_open`, `cancelled`, `timed_out`.
+    pub outcome: String,
+}
+
 /// Labels of `gantry_provider_circuit_open`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CircuitLabels {
@@ -56,6 +70,7 @@ pub struct ProviderMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<CallLabels, Histogram>,
     circuit: Family<CircuitLabels, Gauge>,
+    task: Family<TaskLabels, Histogram>,
 }
 
 impl Default for ProviderMetrics {
@@ -68,6 +83,11 @@ impl Default for ProviderMetrics {
                 ])
             }),
             circuit: Family::default(),
+            task: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+                ])
+            }),
         }
     }
 }
@@ -90,6 +110,27 @@ impl ProviderMetrics {
             "Whether the provider's circuit breaker in a region is open (1) or not (0)",
             self.circuit.clone(),
         );
+        registry.register(
+            "gantry_provider_task_duration_seconds",
+            "One generation at a provider, from submit to its outputs downloaded or its failure",
+            self.task.clone(),
+        );
+    }
+
+    /// Records one generation's duration at `provider` with `model`, ending in `outcome`.
+    pub fn observe_task(&self, provider: &str, model: &str, outcome: &str, elapsed: std::time::Duration) {
+        let plausible = !model.is_empty()
+            && model.len() <= 64
+            && model
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+        self.task
+            .get_or_create(&TaskLabels {
+                provider: provider.to_owned(),
+                model: if plausible { model } else { "other" }.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Records a circuit's state.
@@ -188,5 +229,38 @@ impl Provider for Metered {
 
     fn find<'a>(&'a self, req: &'a GenerateRequest) -> BoxFuture<'a, Result<Option<TaskHandle>, ProviderError>> {
         Box::pin(self.timed("find", self.inner.find(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_are_timed_by_provider_model_and_outcome_with_models_bounded() {
+        let m = ProviderMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let secs = std::time::Duration::from_secs;
+        m.observe_task("openai", "gpt-image-1", "ok", secs(7));
+        m.observe_task("kling", "kling-v3-std", "timed_out", secs(900));
+        // Whatever a job names is not a label value unless it looks like a model name.
+        m.observe_task(
+            "openai",
+            "a prompt pasted into the model field",
+            "invalid_request",
+            secs(1),
+        );
+        m.observe_task("openai", &"m".repeat(65), "invalid_request", secs(1));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for want in [
+            r#"gantry_provider_task_duration_seconds_bucket{le="10.0",provider="openai",model="gpt-image-1",outcome="ok"} 1"#,
+            r#"gantry_provider_task_duration_seconds_bucket{le="600.0",provider="kling",model="kling-v3-std",outcome="timed_out"} 0"#,
+            r#"gantry_provider_task_duration_seconds_count{provider="openai",model="other",outcome="invalid_request"} 2"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        assert!(!text.contains("prompt pasted"));
     }
 }
