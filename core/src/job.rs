@@ -272,6 +272,10 @@ pub struct JobSpec {
     /// a stored spec: scanned; nothing is released unscanned by default).
     #[serde(default = "scan_by_default")]
     pub scan_outputs: bool,
+    /// The W3C `traceparent` of the span that enqueued it ([`crate::trace::TraceParent`]), so
+    /// the worker's spans join the trace that admitted it; absent when nobody traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Kind and payload.
     #[serde(flatten)]
     pub body: Payload,

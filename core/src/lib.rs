@@ -8,6 +8,7 @@
 pub mod error;
 pub mod job;
 pub mod payload;
+pub mod trace;
 pub mod user;
 
 pub use error::ValidationError;

@@ -15,6 +15,7 @@ pub mod retry;
 mod scripts;
 pub mod seal;
 pub mod slots;
+pub mod trace;
 
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, CreditBacklog, DeadAction,

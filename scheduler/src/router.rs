@@ -12,6 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use tracing::Instrument as _;
+
 use crate::metrics::{RouteLabels, SchedulerMetrics};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -46,7 +48,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Counts a request and times it, labelled by the route pattern it matched (`/v1/jobs/{id}`,
-/// never the path itself: ids and user keys stay out of the metrics) and the status answered.
+/// never the path itself: ids and user keys stay out of the metrics) and the status answered;
+/// and runs it in a server span (`POST /v1/jobs`) that continues the caller's trace when the
+/// request carries a W3C `traceparent` header. The span names the route, never the path.
 async fn track(State(metrics): State<Arc<SchedulerMetrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -61,8 +65,20 @@ async fn track(State(metrics): State<Arc<SchedulerMetrics>>, req: Request, next:
         _ => "other",
     }
     .to_owned();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        gantry_queue::trace::set_parent(&span, tp);
+    }
     let began = Instant::now();
-    let res = next.run(req).await;
+    let res = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", res.status().as_u16());
     metrics.observe_request(RouteLabels { route, method }, res.status().as_u16(), began.elapsed());
     res
 }

@@ -22,6 +22,7 @@ mod queues;
 mod redis_cost;
 mod retention;
 mod scheduler;
+mod telemetry;
 mod time;
 mod users;
 mod worker;
@@ -42,8 +43,35 @@ pub struct Cli {
     /// the spans it happened in, e.g. the job's id) for log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GANTRY_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Send traces over OTLP/HTTP (protobuf) to this collector (its base URL, e.g.
+    /// http://127.0.0.1:4318); no traces when unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+pub use telemetry::{LogFormat, Telemetry, TraceExport};
+
+impl Cli {
+    /// Where this process's traces go, if anywhere: `service.name` is `OTEL_SERVICE_NAME`, or
+    /// `gantry-<command>` (`gantry-scheduler`, `gantry-worker`, …).
+    pub fn trace_export(&self) -> Option<TraceExport> {
+        let endpoint = self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty())?;
+        let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| {
+            let command = match &self.command {
+                Command::Scheduler(_) => "scheduler",
+                Command::Worker(_) => "worker",
+                #[cfg(feature = "dev-tools")]
+                Command::Demo(_) => "demo",
+                #[cfg(feature = "dev-tools")]
+                Command::MockProviders(_) => "mock-providers",
+                _ => "cli",
+            };
+            format!("gantry-{command}")
+        });
+        Some(TraceExport { endpoint, service })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,42 +178,6 @@ async fn pools_or_all(client: &QueueClient, pool: Option<&str>) -> anyhow::Resul
     })
 }
 
-/// How logs are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines (colours only on a terminal).
-    Text,
-    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields, `span`
-    /// (the innermost span's fields) and `spans` (every enclosing span's).
-    Json,
-}
-
-pub fn init_tracing(verbose: u8, format: LogFormat) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => {
-            // Colours only on a terminal: log files and collectors get plain text.
-            use std::io::IsTerminal;
-            builder.with_ansi(std::io::stderr().is_terminal()).init();
-        }
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .flatten_event(true)
-            .init(),
-    }
-}
-
 /// 2 for input the queue refused (usage errors), 1 for everything else.
 /// First SIGTERM/SIGINT: drain. Second: exit at once (leases expire and are reaped elsewhere).
 pub fn spawn_signal_handler(shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
@@ -257,7 +249,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gpus(a) => gpus::run(a).await,
         Command::Bench(c) => bench::run(c).await,
         #[cfg(feature = "dev-tools")]
-        Command::Demo(a) => demo::run(a).await,
+        Command::Demo(mut a) => {
+            a.otlp_endpoint = cli.otlp_endpoint.clone();
+            demo::run(a).await
+        }
         #[cfg(feature = "dev-tools")]
         Command::MockProviders(a) => mock_providers::run(a).await,
         Command::Media(c) => media::run(c).await,

@@ -169,6 +169,7 @@ impl OutputStore {
     }
 
     /// Writes (or overwrites) an output and describes it for the job's result.
+    #[tracing::instrument(name = "store.put", skip_all, fields(name = %name, bytes = bytes.len()))]
     pub async fn put(
         &self,
         job: &JobSpec,
@@ -197,6 +198,7 @@ impl OutputStore {
     /// up to [`SINGLE_PUT_BYTES`] go up in one request; larger ones (videos) stream in parts
     /// of that size, at most [`PARTS_IN_FLIGHT`] at a time, digested as they are read, so an
     /// output never sits in memory whole. A failed upload is aborted, leaving nothing.
+    #[tracing::instrument(name = "store.put_file", skip_all, fields(name = %name))]
     pub async fn put_file(
         &self,
         job: &JobSpec,
@@ -257,6 +259,7 @@ impl OutputStore {
 
     /// Reads an object of at most `max_bytes` into memory: its announced size is checked before
     /// any byte is read, and the bytes as they come (a store that announced less).
+    #[tracing::instrument(name = "store.get", skip_all)]
     pub async fn get_bounded(&self, object_key: &str, max_bytes: u64) -> Result<Bytes, OutputError> {
         let got = self.store.get(&Path::from(object_key)).await?;
         if got.meta.size > max_bytes {
@@ -276,6 +279,7 @@ impl OutputStore {
     /// Streams an object into the file `to`, chunk by chunk (a video never sits in memory
     /// whole), refusing it past `max_bytes` (its announced size, or the bytes as they come).
     /// Returns the bytes written.
+    #[tracing::instrument(name = "store.download", skip_all)]
     pub async fn download(&self, object_key: &str, to: &std::path::Path, max_bytes: u64) -> Result<u64, OutputError> {
         use tokio::io::AsyncWriteExt;
         let got = self.store.get(&Path::from(object_key)).await?;
@@ -405,6 +409,7 @@ mod tests {
             max_attempts: 3,
             timeout_secs: 60,
             scan_outputs: true,
+            traceparent: None,
             body: Payload::Noop(NoopPayload::default()),
         }
     }

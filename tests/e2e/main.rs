@@ -35,5 +35,6 @@ mod residency;
 mod retention;
 mod scheduler;
 mod security;
+mod traces;
 mod transcode;
 mod upscale;

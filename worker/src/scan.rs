@@ -235,6 +235,7 @@ impl Scanner {
 
     /// Hashes the file at `path` (`media` is `image`, `video`, or sniffed when absent). An
     /// unhashable file fails: the input's fault is `permanent`, ours `retryable`.
+    #[tracing::instrument(name = "scan.hash", skip_all)]
     pub async fn hash(&self, path: &Path, media: Option<&str>) -> Result<Hashes, JobOutcome> {
         let (path, media, spf) = (path.to_owned(), media.map(str::to_owned), self.policy.seconds_per_frame);
         let cache = self.cache.clone();
@@ -261,6 +262,7 @@ impl Scanner {
 
     /// Matches `hashes` against the named lists (every list when `lists` is empty). A named
     /// list that does not exist fails the job: nothing passes against a list it never saw.
+    #[tracing::instrument(name = "scan.match", skip_all, fields(files = hashes.len()))]
     pub async fn check(&self, hashes: &[&Hashes], lists: &[String]) -> Result<Verdict, JobOutcome> {
         let loaded = match self.matcher.lists(lists).await {
             Ok(l) => l,

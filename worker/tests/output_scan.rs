@@ -90,6 +90,7 @@ fn claimed(body: Payload, scan: bool) -> ClaimedJob {
             max_attempts: 3,
             timeout_secs: 60,
             scan_outputs: scan,
+            traceparent: None,
             body,
         },
         gpu: None,

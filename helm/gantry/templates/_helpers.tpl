@@ -79,6 +79,12 @@ first wherever a pod is rendered, so it is the error a values file without one g
 {{- end }}
 - name: RUST_LOG
   value: info
+- name: GANTRY_LOG_FORMAT
+  value: {{ .Values.observability.logFormat | quote }}
+{{- with .Values.observability.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

@@ -32,6 +32,9 @@ pub struct Accounting {
     /// Scan every output against the abuse hash lists before the result is released (the
     /// tenant's setting; on unless the tenant's configuration turns it off).
     pub scan_outputs: bool,
+    /// The W3C `traceparent` of the span that admitted it, stored with the job so the worker's
+    /// spans join that trace. Anything that is not a valid traceparent is left out.
+    pub traceparent: Option<String>,
 }
 
 impl Default for Accounting {
@@ -41,6 +44,7 @@ impl Default for Accounting {
             credits_reserved: 0,
             price_rule: String::new(),
             scan_outputs: true,
+            traceparent: None,
         }
     }
 }
@@ -65,7 +69,8 @@ struct Prepared {
 const MAX_VRAM_BYTES: u64 = 1 << 40;
 
 impl QueueClient {
-    fn validate(&self, pool: &Pool, id: JobId, job: NewJob, scan_outputs: bool) -> Result<Prepared, QueueError> {
+    fn validate(&self, pool: &Pool, id: JobId, job: NewJob, acct: &Accounting) -> Result<Prepared, QueueError> {
+        let scan_outputs = acct.scan_outputs;
         check_text("tenant", &job.tenant, 128)?;
         check_text("user", &job.user, 128)?;
         if let Some(k) = &job.idempotency_key {
@@ -147,6 +152,10 @@ impl QueueClient {
             max_attempts,
             timeout_secs,
             scan_outputs,
+            traceparent: acct
+                .traceparent
+                .clone()
+                .filter(|t| t.parse::<gantry_core::trace::TraceParent>().is_ok()),
             body: job.body,
         };
         let json = super::record::encode_spec(&spec, self.cfg.record_format, self.keys.as_deref())?;
@@ -238,7 +247,7 @@ impl QueueClient {
         let ids: Vec<JobId> = jobs.iter().map(|(id, _, _)| *id).collect();
         for (id, job, accounting) in jobs {
             let tenant = job.tenant.clone();
-            let prepared = self.validate(pool, id, job, accounting.scan_outputs)?;
+            let prepared = self.validate(pool, id, job, &accounting)?;
             inv.arg(EnqueueArg {
                 prepared,
                 tenant,

@@ -202,6 +202,7 @@ mod tests {
             max_attempts: 3,
             timeout_secs: 60,
             scan_outputs: false,
+            traceparent: None,
             body: crate::Payload::Noop(Default::default()),
         };
         let mut h: HashMap<String, Vec<u8>> = fields

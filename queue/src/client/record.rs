@@ -52,6 +52,8 @@ struct CompactSpec<'a> {
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "is_true")]
     scan_outputs: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
     payload: PayloadContent<'a>,
 }
 
@@ -92,6 +94,8 @@ struct StoredSpec<'a> {
     idempotency_key: Option<String>,
     #[serde(default = "scan_by_default")]
     scan_outputs: bool,
+    #[serde(default)]
+    traceparent: Option<String>,
     #[serde(borrow)]
     payload: &'a RawValue,
 }
@@ -115,6 +119,7 @@ pub(crate) fn encode_spec(spec: &JobSpec, format: RecordFormat, keys: Option<&Ke
         allowed_regions: &spec.allowed_regions,
         idempotency_key: spec.idempotency_key.as_deref(),
         scan_outputs: spec.scan_outputs,
+        traceparent: spec.traceparent.as_deref(),
         payload: spec.body.content(),
     };
     match keys {
@@ -168,6 +173,7 @@ fn complete(id: JobId, s: StoredSpec<'_>, f: RecordFields<'_>) -> Result<JobSpec
         max_attempts: s.max_attempts.unwrap_or(f.max_attempts),
         timeout_secs: s.timeout_secs,
         scan_outputs: s.scan_outputs,
+        traceparent: s.traceparent,
         body: Payload::from_content(s.kind.unwrap_or(f.kind), s.payload.get())?,
     })
 }
@@ -191,6 +197,7 @@ mod tests {
             max_attempts: 4,
             timeout_secs: 600,
             scan_outputs: true,
+            traceparent: None,
             body,
         }
     }

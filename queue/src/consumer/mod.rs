@@ -203,14 +203,20 @@ pub struct ConsumerStats {
 /// The span every job runs in. Everything logged while it runs carries these fields, and only
 /// these: no payload field (prompt, image, URL) can reach a log through it.
 pub fn job_span(job: &ClaimedJob) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "job",
+        otel.name = %format_args!("job {}", job.lease.kind),
         job_id = %job.lease.id,
         kind = %job.lease.kind,
         tenant = %job.spec.tenant,
         pool = %job.pool,
         attempt = job.attempt,
-    )
+    );
+    // Joins the trace that admitted it (see `crate::trace`).
+    if let Some(tp) = &job.spec.traceparent {
+        crate::trace::set_parent(&span, tp);
+    }
+    span
 }
 
 /// Claims and runs jobs until shut down: a [`LeaseSource`] whose jobs each run in their own task.

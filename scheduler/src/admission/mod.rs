@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use gantry_queue::{Accounting, JobId, NewJob, Pool, QueueClient};
+use tracing::Instrument as _;
 
 use crate::auth::Caller;
 use crate::config::{SchedulerConfig, TenantConfig};
@@ -79,8 +80,21 @@ impl Admission {
         }
     }
 
-    /// Admits `bodies` (JSON job requests) for `caller`, all or none.
+    /// Admits `bodies` (JSON job requests) for `caller`, all or none, in an `admission` span
+    /// (the tenant and the count, nothing from the bodies).
     pub async fn admit(
+        &self,
+        caller: &Caller,
+        bodies: Vec<serde_json::Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Admitted>, ApiError> {
+        let span = tracing::info_span!("admission", tenant = %caller.tenant, jobs = bodies.len());
+        self.admit_in_span(caller, bodies, idempotency_key)
+            .instrument(span)
+            .await
+    }
+
+    async fn admit_in_span(
         &self,
         caller: &Caller,
         bodies: Vec<serde_json::Value>,
@@ -207,15 +221,22 @@ impl Admission {
                     labels: pricing::CreditLabels::of(&p.job.body, &tenant_cfg.plan),
                 })
                 .map_err(|_| ApiError::Internal)?,
+                traceparent: None,
             };
             by_pool.entry(p.pool).or_default().push((p.id, p.job, acct));
         }
         let mut result = BTreeMap::new();
         let mut failed = None;
-        for (pool, jobs) in by_pool {
+        for (pool, mut jobs) in by_pool {
             let ids: Vec<JobId> = jobs.iter().map(|(id, ..)| *id).collect();
+            // The jobs carry this span's trace context: their workers' spans continue it.
+            let span = tracing::info_span!("enqueue", pool = %pool, jobs = jobs.len());
+            let traceparent = gantry_queue::trace::traceparent(&span);
+            for (_, _, acct) in &mut jobs {
+                acct.traceparent.clone_from(&traceparent);
+            }
             let enqueued = match Pool::new(&pool) {
-                Ok(p) => self.queue.enqueue_batch_with_ids(&p, jobs).await,
+                Ok(p) => self.queue.enqueue_batch_with_ids(&p, jobs).instrument(span).await,
                 Err(e) => Err(e.into()),
             };
             match enqueued {

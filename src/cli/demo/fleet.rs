@@ -24,6 +24,8 @@ pub(super) struct Fleet {
     /// The data keys every process seals prompts with (`GANTRY_DATA_KEYS`): the caller's, or
     /// one made for this demo.
     pub(super) data_keys: String,
+    /// Where every process sends its traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), if anywhere.
+    pub(super) otlp_endpoint: Option<String>,
 }
 
 impl Fleet {
@@ -36,6 +38,7 @@ impl Fleet {
         let mut child = Command::new(&self.exe)
             .args(args)
             .env("GANTRY_DATA_KEYS", &self.data_keys)
+            .envs(self.otlp_endpoint.iter().map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", e)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(self.log(name)?)
@@ -63,6 +66,7 @@ impl Fleet {
         let port = gantry_testkit::free_port();
         let child = Command::new(&self.exe)
             .env("GANTRY_DATA_KEYS", &self.data_keys)
+            .envs(self.otlp_endpoint.iter().map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", e)))
             .args(["worker", "--redis-url", &self.url, "--pool", "cpu", "--worker-id", name])
             .args([
                 "--metrics-addr",

@@ -81,6 +81,10 @@ pub struct DemoArgs {
     /// Print the report as JSON on stdout (the progress and the text summary go to stderr).
     #[arg(long)]
     json: bool,
+    /// The global `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`): every process of the
+    /// fleet sends its traces there.
+    #[arg(skip)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The running fleet and the API clients of its tenants and operator.
@@ -164,6 +168,7 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
         log_dir: log_dir.clone(),
         scheduler_metrics_addr: String::new(),
         data_keys: fleet::demo_keys(),
+        otlp_endpoint: a.otlp_endpoint.clone(),
     };
     let keyring = gantry_queue::seal::Keyring::parse(&fleet.data_keys)?;
     say!(
@@ -499,6 +504,7 @@ async fn report(
             .filter(|(name, _)| r.worker_killed.as_ref().is_none_or(|k| &k.name != name))
             .map(|(name, port)| (name.clone(), format!("http://127.0.0.1:{port}/metrics")))
             .collect(),
+        traces: s.fleet.otlp_endpoint.clone(),
     };
     r.outputs_dir = outputs.display().to_string();
     r.logs_dir = s.log_dir.display().to_string();

@@ -200,6 +200,8 @@ pub(super) struct Metrics {
     pub scheduler: String,
     /// Each live worker's `/metrics`.
     pub workers: Vec<(String, String)>,
+    /// The OTLP collector every process sent its traces to, when one was given.
+    pub traces: Option<String>,
 }
 
 /// Jobs per kind and outcome, attempts, latency and routes, from the API's view of each job.
@@ -526,6 +528,12 @@ pub(super) fn print(r: &DemoReport) {
     );
     for (name, url) in &r.metrics.workers {
         say!("  {name} metrics: {url}");
+    }
+    match &r.metrics.traces {
+        Some(ep) => say!(
+            "  traces: sent over OTLP/HTTP to {ep} (services gantry-scheduler, gantry-worker): one trace per request, from POST /v1/jobs through admission and enqueue to each job's steps on its worker"
+        ),
+        None => say!("  traces: off (give --otlp-endpoint http://COLLECTOR:4318 to send them)"),
     }
     say!("  outputs under {}; logs in {}", r.outputs_dir, r.logs_dir);
 }

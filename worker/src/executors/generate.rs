@@ -27,6 +27,8 @@ use gantry_queue::{
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument as _;
+
 use super::provider_metrics::ProviderMetrics;
 use super::{Executor, failed};
 use crate::outputs::OutputStore;
@@ -370,7 +372,12 @@ impl Inner {
             let g = run(client, breaker, &req, &opts, cancel, &mut NoHooks).await?;
             let mut out = Vec::with_capacity(g.artifacts.len());
             for a in g.artifacts {
-                out.push(media::fetch(client.name(), &self.downloads, a, &self.cfg.media).await?);
+                let span = tracing::info_span!("provider.download", provider = client.name());
+                out.push(
+                    media::fetch(client.name(), &self.downloads, a, &self.cfg.media)
+                        .instrument(span)
+                        .await?,
+                );
             }
             Ok::<_, RunError>((out, g.usage))
         };

@@ -129,6 +129,7 @@ mod tests {
                 max_attempts: 5,
                 timeout_secs: 10,
                 scan_outputs: true,
+                traceparent: None,
                 body: Payload::Noop(p),
             },
             gpu: None,

@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tracing::Instrument as _;
 
 /// Labels of `gantry_provider_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,7 +188,23 @@ struct Metered {
 impl Metered {
     async fn timed<T>(&self, call: &str, f: BoxFuture<'_, Result<T, ProviderError>>) -> Result<T, ProviderError> {
         let started = Instant::now();
-        let r = f.await;
+        // A client span per call: the provider and region, never the request.
+        let span = tracing::info_span!(
+            "provider.call",
+            otel.name = %format_args!("provider.{call}"),
+            otel.kind = "client",
+            provider = %self.provider,
+            region = %self.region,
+            outcome = tracing::field::Empty,
+        );
+        let r = f.instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            match &r {
+                Ok(_) => "ok",
+                Err(e) => e.class.as_str(),
+            },
+        );
         self.metrics.observe(&self.provider, &self.region, call, started, &r);
         r
     }

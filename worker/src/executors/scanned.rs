@@ -20,6 +20,7 @@ use gantry_queue::{
     ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, JobSpec, Payload,
 };
 use prometheus_client::registry::Registry;
+use tracing::Instrument as _;
 
 use super::{Executor, failed};
 use crate::gpu::GpuInventory;
@@ -69,8 +70,9 @@ impl Executor for Scanned {
             if !spec.scan_outputs {
                 return JobOutcome::Succeeded(done);
             }
+            let span = tracing::info_span!("scan", kind = %spec.kind());
             tokio::select! {
-                out = release(&scanner, &spec, done) => out,
+                out = release(&scanner, &spec, done).instrument(span) => out,
                 _ = cancel.cancelled() => failed(ErrorClass::Cancelled, "stopped while scanning the outputs"),
             }
         })

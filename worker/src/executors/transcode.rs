@@ -22,6 +22,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use tracing::Instrument as _;
+
 use super::media_job::{download_input, run_blocking};
 use super::{Executor, failed};
 use crate::gpu::GpuInventory;
@@ -191,7 +193,10 @@ impl TranscodeExecutor {
                 previews,
             })
         };
-        let made = match run_blocking(self.time_limit, work).await {
+        let made = match run_blocking(self.time_limit, work)
+            .instrument(tracing::info_span!("transcode.ffmpeg"))
+            .await
+        {
             Ok(r) => r,
             Err(out) => {
                 stop.store(true, Ordering::Relaxed);

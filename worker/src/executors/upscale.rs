@@ -12,6 +12,8 @@ use gantry_queue::{
     ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, UpscalePayload, Usage,
 };
 
+use tracing::Instrument as _;
+
 use super::media_job::{read_input, run_blocking};
 use super::{Executor, failed};
 use crate::outputs::OutputStore;
@@ -71,8 +73,10 @@ impl UpscaleExecutor {
             Err(out) => return out,
         };
         let (limits, quality) = (self.limits, p.quality);
+        let input_len = input.len();
         let work = move || gantry_codecs::upscale(&input, size, format, quality, &limits);
-        let encoded = match run_blocking(self.time_limit, work).await {
+        let span = tracing::info_span!("upscale.resize", input_bytes = input_len);
+        let encoded = match run_blocking(self.time_limit, work).instrument(span).await {
             Ok(e) => e,
             Err(out) => return out,
         };

@@ -1,0 +1,116 @@
+//! The process's logs and traces. Logs go to stderr (text or JSON, see [`LogFormat`]). Traces
+//! go over OTLP/HTTP (protobuf) to `--otlp-endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT` (a
+//! collector's base URL; `/v1/traces` is appended) and are off when neither is set. Spans are
+//! batched on the SDK's own thread (`OTEL_BSP_SCHEDULE_DELAY`, default 5 s) and flushed when the
+//! process ends ([`Telemetry::shutdown`]).
+//!
+//! What reaches a span is what reaches a log: span fields and event fields (job id, kind,
+//! tenant, pool, route, status, a prompt's SHA-256), never a prompt, payload or user id.
+
+use anyhow::Context as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields, `span`
+    /// (the innermost span's fields) and `spans` (every enclosing span's).
+    Json,
+}
+
+/// Where traces go.
+#[derive(Clone, Debug)]
+pub struct TraceExport {
+    /// The collector's base URL (`http://127.0.0.1:4318`).
+    pub endpoint: String,
+    /// `service.name` of this process's spans.
+    pub service: String,
+}
+
+/// The installed subscriber's exporters, to flush at exit.
+#[derive(Debug)]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber: stderr logs at `verbose`'s level (`RUST_LOG` overrides),
+    /// and an OpenTelemetry layer when `traces` says where to send them. Each has its own
+    /// filter: quieter logs (`RUST_LOG=warn`) do not thin the traces, which take every span
+    /// at `info` and above.
+    pub fn init(verbose: u8, format: LogFormat, traces: Option<TraceExport>) -> anyhow::Result<Self> {
+        let default = match verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let fmt = match format {
+            LogFormat::Text => {
+                // Colours only on a terminal: log files and collectors get plain text.
+                use std::io::IsTerminal;
+                fmt.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter)
+                    .boxed()
+            }
+            LogFormat::Json => fmt
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .flatten_event(true)
+                .with_filter(filter)
+                .boxed(),
+        };
+        let provider = traces.map(|t| tracer_provider(&t)).transpose()?;
+        let otel = provider.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("gantry"))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(otel)
+            .try_init()
+            .context("installing the log subscriber")?;
+        Ok(Self { traces: provider })
+    }
+
+    /// Sends what spans are still batched, and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(p) = self.traces
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("warning: flushing traces: {e}");
+        }
+    }
+}
+
+fn tracer_provider(t: &TraceExport) -> anyhow::Result<SdkTracerProvider> {
+    let base = t.endpoint.trim_end_matches('/');
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(format!("{base}/v1/traces"))
+        .build()
+        .with_context(|| format!("the OTLP exporter for {base}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(t.service.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
