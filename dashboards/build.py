@@ -137,6 +137,18 @@ def fleet():
     b.panel("Retries by kind", [(f"sum by (kind) ({rate('gantry_jobs_retried_total')})", "{{kind}}")], "ops")
     b.panel("Latency by kind", quantiles("gantry_job_duration_seconds_bucket", "kind", legend="{{kind}}"), "s", width=24)
     b.panel(
+        "Where a job's time goes (p95 by step)",
+        [
+            (
+                f"histogram_quantile(0.95, sum by (kind, step, le) ({rate('gantry_job_step_duration_seconds_bucket')}))",
+                "{{kind}} {{step}}",
+            )
+        ],
+        "s",
+        width=24,
+        description="Provider calls and downloads, store reads and writes, scans, resizes, ffmpeg: each step's p95 per kind.",
+    )
+    b.panel(
         "Queue depth (waiting)",
         [(f"sum by (pool) (gantry_pool_backlog_jobs{{{SEL}}} - gantry_pool_in_flight_jobs{{{SEL}}})", "{{pool}}")],
         width=8,

@@ -76,8 +76,11 @@ impl Telemetry {
                 .with_tracer(p.tracer("gantry"))
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
         });
+        // Executor steps' durations, from their spans (gantry_job_step_duration_seconds).
+        let steps = gantry_worker::steps::StepTimer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
         tracing_subscriber::registry()
             .with(fmt)
+            .with(steps)
             .with(otel)
             .try_init()
             .context("installing the log subscriber")?;

@@ -12,6 +12,7 @@ pub mod metrics;
 pub use gantry_store as outputs;
 pub mod runtime;
 pub mod scan;
+pub mod steps;
 
 pub use backend::{QueueBackend, QueuedJob};
 pub use executors::{Executor, ExecutorSet};

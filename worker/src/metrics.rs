@@ -141,6 +141,7 @@ impl WorkerMetrics {
             "Duration of one job attempt",
             duration.clone(),
         );
+        crate::steps::register(&mut registry);
         registry.register(
             "gantry_job_queue_wait_seconds",
             "Time a job waited to be claimed: from enqueue, or from when it was last made ready again",

@@ -160,7 +160,7 @@ pub fn gantry_stdin(url: &str, args: &[&str], input: &str) -> Output {
     child.wait_with_output().expect("gantry output")
 }
 
-/// A plain HTTP/1.1 GET on loopback; returns (status, body).
+/// A plain HTTP/1.1 GET on loopback; returns (status, body), a chunked body joined.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -169,11 +169,31 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read");
     let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
+    (status, if chunked { dechunk(body) } else { body.to_owned() })
+}
+
+/// The body of a `Transfer-Encoding: chunked` response: each `<hex size>\r\n<data>\r\n`
+/// joined, up to the last (zero) chunk.
+fn dechunk(body: &str) -> String {
+    let mut rest = body.as_bytes();
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..eol]);
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        let data = &rest[eol + 2..];
+        if n == 0 || data.len() < n {
+            break;
+        }
+        out.extend_from_slice(&data[..n]);
+        rest = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One HTTP/1.1 request: returns the status, the raw head and the body.
