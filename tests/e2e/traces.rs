@@ -232,6 +232,15 @@ async fn one_trace_runs_from_each_request_to_the_workers_steps_and_carries_no_pr
             .find(|s| s.name == format!("job {kind}") && s.attrs.get("job_id") == Some(id))
             .unwrap_or_else(|| panic!("no job span for {kind} {id}: {spans:#?}"));
         assert_eq!(job.service, "gantry-worker");
+        assert_eq!(
+            job.attrs.get("outcome").map(String::as_str),
+            Some("succeeded"),
+            "{job:?}"
+        );
+        assert!(
+            job.attrs.get("waited_ms").is_some_and(|w| w.parse::<u64>().is_ok()),
+            "{job:?}"
+        );
         // The worker's span hangs under the scheduler's enqueue, under admission, under the
         // request: the context went through the job's record in Redis.
         let enqueue = spans

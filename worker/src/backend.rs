@@ -188,10 +188,26 @@ where
                     tracing::error!("job without a ticket; nothing to settle");
                     return Ok(());
                 };
+                // The job span (current here) records how the attempt ended, for traces.
+                let span = tracing::Span::current();
                 match result {
-                    Ok(r) => ticket.settle(JobOutcome::Succeeded(r)),
-                    Err(e) if e.is::<AttemptStopped>() => ticket.settle_stopped(),
-                    Err(e) => ticket.settle(failure(&e)),
+                    Ok(r) => {
+                        span.record("outcome", "succeeded");
+                        ticket.settle(JobOutcome::Succeeded(r));
+                    }
+                    Err(e) if e.is::<AttemptStopped>() => {
+                        span.record("outcome", "stopped");
+                        ticket.settle_stopped();
+                    }
+                    Err(e) => {
+                        let out = failure(&e);
+                        let class = match &out {
+                            JobOutcome::Failed { class, .. } => class.as_str(),
+                            _ => "retry_after",
+                        };
+                        span.record("outcome", class);
+                        ticket.settle(out);
+                    }
                 }
                 Ok(())
             }

@@ -211,6 +211,9 @@ pub fn job_span(job: &ClaimedJob) -> tracing::Span {
         tenant = %job.spec.tenant,
         pool = %job.pool,
         attempt = job.attempt,
+        // How long it waited to be claimed; how it ended (set when it is settled).
+        waited_ms = u64::try_from(job.waited.as_millis()).unwrap_or(u64::MAX),
+        outcome = tracing::field::Empty,
     );
     // Joins the trace that admitted it (see `crate::trace`).
     if let Some(tp) = &job.spec.traceparent {
