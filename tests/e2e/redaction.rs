@@ -1,10 +1,10 @@
 //! Redaction over the whole demo workload: `gantry demo --canary WORD --keep` marks every
 //! generate job's prompt, negative prompt and reference URL signature, and an idempotency key,
-//! with a canary, runs the
+//! with a canary, sends every process's traces to an OTLP receiver, runs the
 //! demo's generate (every provider, a reference fetched by URL, a video), upscale, transcode,
 //! CSAM-hash, failing, blocked and erased jobs with every process logging JSON at debug level, and
-//! keeps the fleet up. Then every log, every `/metrics` output, every value in Redis and the
-//! mock providers' request log are searched: for the canary, for the providers' API keys, for
+//! keeps the fleet up. Then every log, every `/metrics` output, every value in Redis, every span
+//! attribute and event the fleet exported and the mock providers' request log are searched: for the canary, for the providers' API keys, for
 //! the tenants' API keys, for image bytes (base64 PNG) and for URL signatures. None may appear.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
@@ -23,7 +23,9 @@ const CANARY: &str = "zq-canary-5b7e";
 async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
+    let (otlp, spans) = common::otlp::receiver().await;
     let mut demo = Command::new(GANTRY)
+        .args(["--otlp-endpoint", &otlp])
         .args(["demo", "--jobs", "20", "--keep", "--canary", CANARY, "--log-dir"])
         .arg(&logs)
         .env("RUST_LOG", "debug")
@@ -104,6 +106,26 @@ async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
             outputs.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
         }
     }
+    // The fleet flushed its spans as it stopped: the API's requests and the jobs' steps.
+    let spans = spans.lock().unwrap().clone();
+    let names: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "POST /v1/jobs",
+        "admission",
+        "enqueue",
+        "job generate",
+        "provider.submit",
+        "scan",
+    ] {
+        assert!(names.contains(want), "no {want} span among {names:?}");
+    }
+    assert!(out.contains(&format!("traces: sent over OTLP/HTTP to {otlp}")), "{out}");
+    let exported: String = spans
+        .iter()
+        .flat_map(|s| std::iter::once(s.name.clone()).chain(s.text.iter().cloned()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    outputs.push(("exported spans".into(), exported));
     let err = std::fs::read_to_string(dir.path().join("demo.err")).unwrap();
     assert!(err.contains("DEBUG"), "debug logging was on");
     outputs.push(("demo stderr".into(), err));

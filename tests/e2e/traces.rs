@@ -11,105 +11,17 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::otlp::{Got, receiver};
 use common::*;
 use gantry_client::Client;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use prost::Message as _;
 use serde_json::{Value, json};
 
 const TRACE_ID: &str = "5e1f0c2a9b8d47e3a6c1d2e3f4a5b6c7";
 const CLIENT_SPAN: &str = "1a2b3c4d5e6f7081";
 const PROMPT: &str = "a lighthouse at dusk, zq-trace-canary";
 const USER: &str = "u-trace-7d41";
-
-/// One received span, flattened.
-#[derive(Clone, Debug)]
-struct Got {
-    service: String,
-    name: String,
-    trace: String,
-    id: String,
-    parent: String,
-    /// Every attribute and event attribute, as text, and the events' names.
-    text: Vec<String>,
-    attrs: BTreeMap<String, String>,
-}
-
-fn value_text(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
-}
-
-fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), value_text(&kv.value))).collect()
-}
-
-type Received = Arc<Mutex<Vec<Got>>>;
-
-/// An OTLP/HTTP trace receiver on a free loopback port: `POST /v1/traces` (protobuf).
-async fn receiver() -> (String, Received) {
-    let got: Received = Arc::default();
-    let store = got.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let store = store.clone();
-            async move {
-                let Ok(req) = ExportTraceServiceRequest::decode(body) else {
-                    return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
-                };
-                let mut out = Vec::new();
-                for rs in req.resource_spans {
-                    let res = rs.resource.map(|r| attrs(&r.attributes)).unwrap_or_default();
-                    let service = res.get("service.name").cloned().unwrap_or_default();
-                    for ss in rs.scope_spans {
-                        for s in ss.spans {
-                            let a = attrs(&s.attributes);
-                            let mut text: Vec<String> = a.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
-                            for e in &s.events {
-                                text.push(e.name.clone());
-                                text.extend(attrs(&e.attributes).into_values());
-                            }
-                            out.push(Got {
-                                service: service.clone(),
-                                name: s.name.clone(),
-                                trace: hex(&s.trace_id),
-                                id: hex(&s.span_id),
-                                parent: hex(&s.parent_span_id),
-                                text,
-                                attrs: a,
-                            });
-                        }
-                    }
-                }
-                store.lock().unwrap().extend(out);
-                (
-                    axum::http::StatusCode::OK,
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), got)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn submit(sched: &SchedulerProcess, job: &Value) -> String {
     let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
