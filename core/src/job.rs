@@ -316,6 +316,20 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Its name, as the API and Redis write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delayed => "delayed",
+            Self::Running => "running",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+            Self::Blocked => "blocked",
+        }
+    }
+
     /// Whether the job will change no further (unless replayed).
     pub fn is_final(self) -> bool {
         matches!(

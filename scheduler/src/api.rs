@@ -82,12 +82,12 @@ async fn submit_batch(
     Ok((StatusCode::CREATED, axum::Json(BatchAdmitted { jobs: admitted })).into_response())
 }
 
-fn parse_id(s: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_id(s: &str) -> Result<JobId, ApiError> {
     s.parse::<JobId>().map_err(|_| ApiError::NotFound)
 }
 
 /// The job, if it is `tenant`'s.
-async fn owned_job(state: &AppState, tenant: &str, id: JobId) -> Result<JobRecord, ApiError> {
+pub(crate) async fn owned_job(state: &AppState, tenant: &str, id: JobId) -> Result<JobRecord, ApiError> {
     match state.queue.job(id).await {
         Ok(r) if r.spec.tenant == tenant => Ok(r),
         Ok(_) | Err(QueueError::NotFound(_)) => Err(ApiError::NotFound),

@@ -12,6 +12,7 @@ pub mod erasure;
 pub mod extract;
 pub mod http;
 pub mod metrics;
+pub mod outputs;
 pub mod placement;
 pub mod problem;
 pub mod rate;

@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
     let authenticated = Router::new()
         .merge(crate::api::routes())
+        .merge(crate::outputs::routes())
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
         .merge(crate::users::routes())

@@ -119,7 +119,7 @@ impl Scheduler {
             queue.connection(),
             gantry_queue::retention::days(cfg.retention.audit_days),
         );
-        let eraser = outputs.map(|store| {
+        let eraser = outputs.clone().map(|store| {
             crate::erasure::Eraser::new(
                 queue.clone(),
                 store,
@@ -129,6 +129,7 @@ impl Scheduler {
         });
         let state = AppState {
             eraser,
+            outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),
             admission: Admission::new(cfg.clone(), queue.clone(), loads.clone()),
             loads,

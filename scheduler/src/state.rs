@@ -34,4 +34,6 @@ pub struct AppState {
     /// Erasures on request (shared with the CLI); `None` without an output store (`outputs`
     /// in the config).
     pub eraser: Option<crate::erasure::Eraser>,
+    /// The output store tenants download their outputs from; `None` when not configured.
+    pub outputs: Option<gantry_store::OutputStore>,
 }

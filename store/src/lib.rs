@@ -57,6 +57,16 @@ pub enum OutputError {
     Scratch(#[from] std::io::Error),
 }
 
+impl OutputError {
+    /// Whether the object (or the name asked for) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(object_store::Error::NotFound { .. }) | Self::InvalidName(_)
+        )
+    }
+}
+
 /// What one retention sweep of the store found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -76,10 +86,93 @@ pub const SINGLE_PUT_BYTES: usize = 8 << 20;
 /// Parts of one multipart upload sent at the same time.
 pub const PARTS_IN_FLIGHT: usize = 4;
 
+/// A byte range of an output, as an HTTP `Range: bytes=…` header asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `a-`: from `a` to the end.
+    From(u64),
+    /// `a-b`: from `a` to `b`, inclusive.
+    FromTo(u64, u64),
+    /// `-n`: the last `n` bytes.
+    Last(u64),
+}
+
+impl ByteRange {
+    /// The half-open range it names in an object of `size` bytes, clamped to the object; `None`
+    /// when it cannot be satisfied (starts past the end, or asks for nothing).
+    pub fn resolve(self, size: u64) -> Option<std::ops::Range<u64>> {
+        let r = match self {
+            Self::From(a) => a..size,
+            Self::FromTo(a, b) if b >= a => a..b.saturating_add(1).min(size),
+            Self::FromTo(..) => return None,
+            Self::Last(n) => size.saturating_sub(n)..size,
+        };
+        (r.start < size && r.start < r.end).then_some(r)
+    }
+}
+
+/// An output being read: what to answer with, and its bytes as a stream.
+pub struct OutputObject {
+    /// The whole object's size.
+    pub size: u64,
+    /// The store's entity tag, when it gives one.
+    pub etag: Option<String>,
+    /// Its content type (kept by the store, or from its name's extension).
+    pub content_type: String,
+    /// The bytes served: the whole object, or the range asked for.
+    pub range: std::ops::Range<u64>,
+    /// Those bytes.
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, OutputError>>,
+}
+
+impl std::fmt::Debug for OutputObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputObject")
+            .field("size", &self.size)
+            .field("etag", &self.etag)
+            .field("content_type", &self.content_type)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What reading an output found.
+#[derive(Debug)]
+pub enum OutputRead {
+    /// The object (or the range of it asked for).
+    Found(OutputObject),
+    /// The range asked for lies outside the object of `size` bytes.
+    Unsatisfiable {
+        /// The object's size.
+        size: u64,
+    },
+}
+
+/// The content type a file's name suggests (for stores that keep no attributes).
+pub fn content_type_of(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "json" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
 /// Where a worker writes outputs.
 #[derive(Clone)]
 pub struct OutputStore {
     store: Arc<dyn ObjectStore>,
+    /// The S3 store again, to sign download URLs with (`None` elsewhere).
+    signer: Option<Arc<object_store::aws::AmazonS3>>,
     /// Whether the store keeps attributes such as the content type (local directories do not).
     attributes: bool,
     description: String,
@@ -107,6 +200,7 @@ impl OutputStore {
         if url == "memory://" {
             return Ok(Self {
                 store: Arc::new(InMemory::new()),
+                signer: None,
                 attributes: true,
                 description: "memory".into(),
             });
@@ -119,8 +213,10 @@ impl OutputStore {
                 .with_url(url)
                 .build()
                 .map_err(|e| opening(Box::new(e)))?;
+            let s3 = Arc::new(s3);
             return Ok(Self {
-                store: Arc::new(s3),
+                store: s3.clone(),
+                signer: Some(s3),
                 attributes: true,
                 description: format!("s3://{rest}"),
             });
@@ -139,6 +235,7 @@ impl OutputStore {
             .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(local),
+            signer: None,
             attributes: false,
             description: format!("dir {dir}"),
         })
@@ -250,6 +347,79 @@ impl OutputStore {
             sha256: hex(&hasher.finalize()),
             details: Default::default(),
         })
+    }
+
+    /// Reads output `name` of `job` (or `range` of it) as a stream, with what an HTTP answer
+    /// needs: size, entity tag, content type. The name is checked as [`Self::key`] checks it.
+    #[tracing::instrument(name = "store.read", skip_all, fields(name = %name))]
+    pub async fn read(&self, job: &JobSpec, name: &str, range: Option<ByteRange>) -> Result<OutputRead, OutputError> {
+        use futures::StreamExt;
+        let key = Self::key(job, name)?;
+        let head = self
+            .store
+            .get_opts(
+                &key,
+                object_store::GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let size = head.meta.size;
+        let etag = head.meta.e_tag.clone();
+        let content_type = head
+            .attributes
+            .get(&Attribute::ContentType)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| content_type_of(name).to_owned());
+        let wanted = match range {
+            None => 0..size,
+            Some(r) => match r.resolve(size) {
+                Some(r) => r,
+                None => return Ok(OutputRead::Unsatisfiable { size }),
+            },
+        };
+        let body = if wanted.is_empty() {
+            futures::stream::empty().boxed()
+        } else {
+            let got = self
+                .store
+                .get_opts(
+                    &key,
+                    object_store::GetOptions {
+                        range: Some(object_store::GetRange::Bounded(wanted.clone())),
+                        // The same object as the head, or an error rather than mixed bytes.
+                        if_match: etag.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            got.into_stream().map(|c| c.map_err(OutputError::from)).boxed()
+        };
+        Ok(OutputRead::Found(OutputObject {
+            size,
+            etag,
+            content_type,
+            range: wanted,
+            body,
+        }))
+    }
+
+    /// A pre-signed `GET` URL for output `name` of `job`, valid for `expires`, when the store is
+    /// S3; `None` for stores that cannot sign.
+    pub async fn signed_url(
+        &self,
+        job: &JobSpec,
+        name: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, OutputError> {
+        use object_store::signer::Signer as _;
+        let key = Self::key(job, name)?;
+        let Some(s3) = &self.signer else { return Ok(None) };
+        // Only an object that exists gets a URL.
+        self.store.head(&key).await?;
+        let url = s3.signed_url(object_store::signer::Method::GET, &key, expires).await?;
+        Ok(Some(url.to_string()))
     }
 
     /// Reads an output back.
@@ -411,6 +581,84 @@ mod tests {
             scan_outputs: true,
             traceparent: None,
             body: Payload::Noop(NoopPayload::default()),
+        }
+    }
+
+    async fn collect(o: OutputObject) -> Vec<u8> {
+        use futures::TryStreamExt as _;
+        let chunks: Vec<Bytes> = o.body.try_collect().await.expect("the bytes");
+        chunks.concat()
+    }
+
+    #[test]
+    fn byte_ranges_resolve_like_http_ranges() {
+        assert_eq!(ByteRange::From(2).resolve(10), Some(2..10));
+        assert_eq!(ByteRange::FromTo(2, 4).resolve(10), Some(2..5));
+        assert_eq!(ByteRange::FromTo(2, 99).resolve(10), Some(2..10), "clamped to the end");
+        assert_eq!(ByteRange::Last(3).resolve(10), Some(7..10));
+        assert_eq!(ByteRange::Last(30).resolve(10), Some(0..10));
+        for unsatisfiable in [
+            ByteRange::From(10),
+            ByteRange::FromTo(10, 12),
+            ByteRange::FromTo(4, 2),
+            ByteRange::Last(0),
+        ] {
+            assert_eq!(unsatisfiable.resolve(10), None, "{unsatisfiable:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn outputs_read_whole_or_by_range_with_their_type_and_tag() {
+        for url in ["memory://", "dir"] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let url = if url == "dir" {
+                dir.path().to_str().expect("utf8")
+            } else {
+                url
+            };
+            let store = OutputStore::open(url).expect("open");
+            let job = spec("t1");
+            store
+                .put(&job, "output.png", Bytes::from_static(b"0123456789"), "image/png")
+                .await
+                .expect("put");
+            let OutputRead::Found(whole) = store.read(&job, "output.png", None).await.expect("read") else {
+                panic!("found")
+            };
+            assert_eq!((whole.size, whole.range.clone()), (10, 0..10));
+            assert_eq!(whole.content_type, "image/png", "{url}");
+            assert!(whole.etag.is_some(), "{url}");
+            assert_eq!(collect(whole).await, b"0123456789");
+            let OutputRead::Found(part) = store
+                .read(&job, "output.png", Some(ByteRange::FromTo(2, 4)))
+                .await
+                .expect("read")
+            else {
+                panic!("found")
+            };
+            assert_eq!(part.range, 2..5);
+            assert_eq!(collect(part).await, b"234");
+            assert!(matches!(
+                store.read(&job, "output.png", Some(ByteRange::From(10))).await,
+                Ok(OutputRead::Unsatisfiable { size: 10 })
+            ));
+            // Another job's (or tenant's) name resolves inside its own folder: not found.
+            assert!(matches!(
+                store.read(&spec("t2"), "output.png", None).await,
+                Err(OutputError::Store(object_store::Error::NotFound { .. }))
+            ));
+            assert!(matches!(
+                store.read(&job, "../output.png", None).await,
+                Err(OutputError::InvalidName(_))
+            ));
+            // Only S3 signs URLs.
+            assert_eq!(
+                store
+                    .signed_url(&job, "output.png", std::time::Duration::from_secs(60))
+                    .await
+                    .expect("no error"),
+                None
+            );
         }
     }
 
