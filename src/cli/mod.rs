@@ -14,6 +14,7 @@ mod gpus;
 mod hash;
 mod hashlists;
 mod jobs;
+mod json_log;
 mod keys;
 mod media;
 #[cfg(feature = "dev-tools")]

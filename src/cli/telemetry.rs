@@ -21,7 +21,8 @@ pub enum LogFormat {
     /// Human-readable lines (colours only on a terminal).
     Text,
     /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields, `span`
-    /// (the innermost span's fields) and `spans` (every enclosing span's).
+    /// (the innermost span's fields), `spans` (every enclosing span's) and, when traces are on,
+    /// `trace_id` and `span_id` ([`super::json_log`]).
     Json,
 }
 
@@ -64,9 +65,7 @@ impl Telemetry {
             }
             LogFormat::Json => fmt
                 .json()
-                .with_current_span(true)
-                .with_span_list(true)
-                .flatten_event(true)
+                .event_format(super::json_log::JsonWithTrace)
                 .with_filter(filter)
                 .boxed(),
         };

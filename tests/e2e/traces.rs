@@ -84,6 +84,8 @@ async fn one_trace_runs_from_each_request_to_the_workers_steps_and_carries_no_pr
         &[
             "--otlp-endpoint",
             &endpoint,
+            "--log-format",
+            "json",
             "--mock-providers",
             &mock.url(),
             "--outputs",
@@ -191,6 +193,21 @@ async fn one_trace_runs_from_each_request_to_the_workers_steps_and_carries_no_pr
             assert_eq!(submit.attrs.get("outcome").map(String::as_str), Some("ok"));
         }
     }
+
+    // The worker's JSON log lines name the trace and span they happened in.
+    let log = std::fs::read_to_string(logs.path().join("traced.log")).unwrap();
+    let generating = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "generating" && l["span"]["job_id"] == gen_id.as_str())
+        .unwrap_or_else(|| panic!("no JSON line for the generation in\n{log}"));
+    assert_eq!(generating["trace_id"], TRACE_ID, "{generating}");
+    let job_span = spans
+        .iter()
+        .find(|s| s.name == "job generate")
+        .map(|s| s.id.clone())
+        .unwrap();
+    assert_eq!(generating["span_id"], job_span.as_str(), "{generating}");
 
     // The canary: nothing any process exported names the prompt or the user.
     let everything = got.lock().unwrap().clone();
