@@ -171,8 +171,9 @@ pub fn content_type_of(name: &str) -> &'static str {
 #[derive(Clone)]
 pub struct OutputStore {
     store: Arc<dyn ObjectStore>,
-    /// The S3 store again, to sign download URLs with (`None` elsewhere).
-    signer: Option<Arc<object_store::aws::AmazonS3>>,
+    /// The S3 store again (unprefixed), and the prefix under which `store` keeps objects, to
+    /// sign download URLs with (`None` elsewhere).
+    signer: Option<(Arc<object_store::aws::AmazonS3>, Path)>,
     /// Whether the store keeps attributes such as the content type (local directories do not).
     attributes: bool,
     description: String,
@@ -214,9 +215,17 @@ impl OutputStore {
                 .build()
                 .map_err(|e| opening(Box::new(e)))?;
             let s3 = Arc::new(s3);
+            // `s3://bucket/prefix`: the builder takes the bucket alone; keys live under the
+            // prefix, as they would under a directory.
+            let prefix = Path::from(rest.split_once('/').map_or("", |(_, p)| p));
+            let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+                s3.clone()
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3.clone(), prefix.clone()))
+            };
             return Ok(Self {
-                store: s3.clone(),
-                signer: Some(s3),
+                store,
+                signer: Some((s3, prefix)),
                 attributes: true,
                 description: format!("s3://{rest}"),
             });
@@ -415,9 +424,12 @@ impl OutputStore {
     ) -> Result<Option<String>, OutputError> {
         use object_store::signer::Signer as _;
         let key = Self::key(job, name)?;
-        let Some(s3) = &self.signer else { return Ok(None) };
+        let Some((s3, prefix)) = &self.signer else {
+            return Ok(None);
+        };
         // Only an object that exists gets a URL.
         self.store.head(&key).await?;
+        let key: Path = prefix.parts().chain(key.parts()).collect();
         let url = s3.signed_url(object_store::signer::Method::GET, &key, expires).await?;
         Ok(Some(url.to_string()))
     }

@@ -33,6 +33,7 @@ mod redaction;
 mod references;
 mod residency;
 mod retention;
+mod s3;
 mod scheduler;
 mod security;
 mod traces;

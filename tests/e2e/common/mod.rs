@@ -34,6 +34,21 @@ impl WorkerProcess {
         extra: &[&str],
         log_dir: &Path,
     ) -> Self {
+        Self::start_in_env(url, pool, id, concurrency, lease_secs, extra, log_dir, &[])
+    }
+
+    /// [`WorkerProcess::start_in`] with environment variables `envs` set for it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in_env(
+        url: &str,
+        pool: &str,
+        id: &str,
+        concurrency: usize,
+        lease_secs: f64,
+        extra: &[&str],
+        log_dir: &Path,
+        envs: &[(&str, &str)],
+    ) -> Self {
         let log = std::fs::File::create(log_dir.join(format!("{id}.log"))).expect("worker log");
         let child = Command::new(GANTRY)
             .args(["worker", "--redis-url", url, "--pool", pool, "--worker-id", id])
@@ -45,6 +60,7 @@ impl WorkerProcess {
             ])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -249,6 +265,17 @@ impl SchedulerProcess {
     /// [`SchedulerProcess::start`] with `extra` flags, logging at `info` to `log` (stderr if
     /// `None`, at `warn`).
     pub fn start_with(url: &str, config: Option<&Path>, extra: &[&str], log: Option<&Path>) -> Self {
+        Self::start_with_env(url, config, extra, log, &[])
+    }
+
+    /// [`SchedulerProcess::start_with`] with environment variables `envs` set for it.
+    pub fn start_with_env(
+        url: &str,
+        config: Option<&Path>,
+        extra: &[&str],
+        log: Option<&Path>,
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut args: Vec<std::ffi::OsString> = [
             "scheduler",
             "--redis-url",
@@ -271,7 +298,8 @@ impl SchedulerProcess {
         args.extend(extra.iter().map(Into::into));
         let stderr = log.map(|path| std::fs::File::create(path).expect("scheduler log"));
         let level = if stderr.is_some() { "info" } else { "warn" };
-        let (child, mut lines) = spawn_with_stdout(&args, level, stderr.map_or_else(Stdio::inherit, Into::into));
+        let (child, mut lines) =
+            spawn_with_stdout_env(&args, level, stderr.map_or_else(Stdio::inherit, Into::into), envs);
         let addr = address_line(&mut lines, "listening on http://");
         let metrics_addr = address_line(&mut lines, "metrics on http://");
         Self {
@@ -311,9 +339,20 @@ fn spawn_with_stdout(
     level: &str,
     stderr: Stdio,
 ) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+    spawn_with_stdout_env(args, level, stderr, &[])
+}
+
+/// [`spawn_with_stdout`] with environment variables `envs` set for it.
+fn spawn_with_stdout_env(
+    args: &[std::ffi::OsString],
+    level: &str,
+    stderr: Stdio,
+    envs: &[(&str, &str)],
+) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(GANTRY)
         .args(args)
         .env("RUST_LOG", level)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
