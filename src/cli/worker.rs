@@ -195,7 +195,9 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     )
-    .await?;
+    .await?
+    // Before anything else holds the executor: refusals are recorded from its first job.
+    .with_refusals(scanner.clone());
     let extra_routes = generate.webhook_router();
     if generate.has_providers() {
         executors = executors.with(Scanned::new(generate, scanner));

@@ -85,13 +85,57 @@ async fn every_provider_runs_through_the_fleet_and_is_charged_from_usage() {
         .submit(&generate("kling", "kling-image", &["SG"], "[mock:quota]", json!({})))
         .await
         .unwrap();
-    for (id, class) in [(moderated.id, "moderated"), (quota.id, "quota_exhausted")] {
-        let j = settled(&api, &id).await;
+    let refused_prompt = api
+        .submit(&generate(
+            "openai",
+            "gpt-image-1",
+            &["US"],
+            "[mock:moderated] zq-refusal",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    for (id, class) in [
+        (&moderated.id, "moderated"),
+        (&quota.id, "quota_exhausted"),
+        (&refused_prompt.id, "moderated"),
+    ] {
+        let j = settled(&api, id).await;
         assert_eq!((j.status.as_str(), j.attempts), ("dead", 1), "{class}: {j:?}");
         let msg = j.error.as_ref().unwrap()["message"].as_str().unwrap().to_owned();
         assert!(msg.contains(class), "{msg}");
         assert_eq!(j.credits.unwrap().state, "refunded");
     }
+    // The providers' safety refusals are moderation events, with a trust penalty; the quota is
+    // not. What was refused comes from the provider's code: BFL's "Content Moderated" is the
+    // output, OpenAI's moderation_blocked the prompt. The prompt only by its SHA-256.
+    let (s, _, body) = http_request(
+        &f.sched.addr,
+        "GET",
+        "/v1/admin/moderation-events?limit=50",
+        &[("Authorization", "Bearer demo-admin-key")],
+        b"",
+    );
+    assert_eq!(s, 200, "{body}");
+    let events: Value = serde_json::from_str(&body).unwrap();
+    let events = events["moderation_events"].as_array().unwrap();
+    let event_of = |id: &str| events.iter().find(|e| e["job_id"] == id).cloned();
+    for (id, provider, category) in [
+        (&moderated.id, "flux", "unsafe_output"),
+        (&refused_prompt.id, "openai", "unsafe_prompt"),
+    ] {
+        let e = event_of(id).unwrap_or_else(|| panic!("no moderation event for {provider}'s refusal: {events:?}"));
+        assert_eq!(e["list"], format!("provider:{provider}"), "{e}");
+        assert_eq!(
+            (e["category"].as_str(), e["action"].as_str()),
+            (Some(category), Some("refused_by_provider")),
+            "{e}"
+        );
+        assert!(e["trust_score"].as_f64().unwrap() < 1.0, "a trust penalty: {e}");
+        assert_eq!(e["prompt_sha256"].as_str().map(str::len), Some(64), "{e}");
+    }
+    assert!(event_of(&quota.id).is_none(), "a spent quota is not a moderation event");
+    assert!(!body.contains("zq-refusal"), "no prompt text in moderation events");
     // Residency: a user who consented to EU only is never sent to OpenAI (US).
     let a = api
         .submit(&generate("openai", "gpt-image-1", &["EU"], "a lighthouse", json!({})))

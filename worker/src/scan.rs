@@ -39,6 +39,9 @@ pub struct CsamPolicy {
     pub max_distance: u32,
     /// Trust taken off the user per matched job.
     pub trust_penalty: f64,
+    /// Trust taken off the user per generation a provider's safety system refused (a weaker
+    /// signal than a hash match: providers refuse on their own, broader policies).
+    pub refusal_penalty: f64,
     /// Below this score the user is blocked (the scheduler refuses their jobs).
     pub block_below: f64,
     /// vPDQ: one frame every this many seconds.
@@ -50,6 +53,7 @@ impl Default for CsamPolicy {
         Self {
             max_distance: 31,
             trust_penalty: 0.5,
+            refusal_penalty: 0.1,
             block_below: 0.3,
             seconds_per_frame: 1.0,
         }
@@ -395,6 +399,89 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// Records a provider's safety refusal of a generation as a moderation event and lowers the
+    /// user's trust by [`CsamPolicy::refusal_penalty`]. The category says what was refused
+    /// (`unsafe_prompt`, or `unsafe_output` when the provider's code says the output was), the
+    /// list `provider:<name>`, the match kind the provider's own code; the prompt only by its
+    /// SHA-256. One event per job (a retry overwrites it). Failures are logged: the job fails
+    /// permanently either way, and the provider is not called again to record it.
+    pub async fn provider_refusal(&self, spec: &JobSpec, provider: &str, code: Option<&str>) {
+        let standing = match self
+            .trust
+            .penalize(
+                &spec.tenant,
+                &spec.user,
+                self.policy.refusal_penalty,
+                self.policy.block_below,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(job_id = %spec.id, error = %e, "lowering trust after a provider refusal failed");
+                return;
+            }
+        };
+        let category = refusal_category(code);
+        let action = "refused_by_provider";
+        let prompt_sha256 = match &spec.body {
+            gantry_queue::Payload::Generate(g) => Some(crate::outputs::sha256_hex(g.prompt.as_bytes())),
+            _ => None,
+        };
+        let event = ModerationEvent {
+            id: format!("{}-provider", spec.id),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            category: category.into(),
+            list: format!("provider:{provider}"),
+            list_version: 0,
+            match_kind: code.unwrap_or("moderated").chars().take(64).collect(),
+            distance: None,
+            action: action.into(),
+            objects_deleted: 0,
+            tenant: spec.tenant.clone(),
+            user: spec.user.clone(),
+            job_id: spec.id.to_string(),
+            prompt_sha256,
+            trust_score: standing.score,
+            user_blocked: standing.blocked,
+        };
+        if let Err(e) = self.log.record(&event).await {
+            tracing::error!(job_id = %spec.id, error = %e, "recording a provider refusal failed");
+            return;
+        }
+        self.metrics
+            .events
+            .get_or_create(&ModerationLabels {
+                category: category.into(),
+                action: action.into(),
+            })
+            .inc();
+        tracing::warn!(
+            job_id = %spec.id,
+            tenant = %spec.tenant,
+            provider,
+            category,
+            user_blocked = standing.blocked,
+            "the provider refused the generation for safety"
+        );
+    }
+}
+
+/// What a provider's refusal code says was refused: the output when the code names it (Ark's
+/// `Output…SensitiveContentDetected`, Gemini's `IMAGE_SAFETY`, BFL's `Content Moderated`),
+/// else the prompt.
+fn refusal_category(code: Option<&str>) -> &'static str {
+    let c = code.unwrap_or_default();
+    if c.starts_with("Output") || c == "IMAGE_SAFETY" || c.eq_ignore_ascii_case("content moderated") {
+        "unsafe_output"
+    } else {
+        "unsafe_prompt"
+    }
+}
+
 fn match_kind(m: &Match) -> (&'static str, Option<u32>) {
     match &m.kind {
         MatchKind::Pdq { distance, .. } => ("pdq", Some(*distance)),
@@ -491,5 +578,32 @@ fn hash_file(
                 .map(|f| f.hash)
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal_category;
+
+    #[test]
+    fn a_refusal_names_the_output_only_when_the_provider_says_so() {
+        for output in [
+            "OutputImageSensitiveContentDetected",
+            "OutputVideoSensitiveContentDetected",
+            "IMAGE_SAFETY",
+            "Content Moderated",
+        ] {
+            assert_eq!(refusal_category(Some(output)), "unsafe_output", "{output}");
+        }
+        for prompt in [
+            Some("moderation_blocked"),
+            Some("InputTextSensitiveContentDetected"),
+            Some("SAFETY"),
+            Some("Request Moderated"),
+            Some("1301"),
+            None,
+        ] {
+            assert_eq!(refusal_category(prompt), "unsafe_prompt", "{prompt:?}");
+        }
     }
 }

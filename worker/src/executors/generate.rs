@@ -94,6 +94,8 @@ struct Inner {
     webhooks: Option<Arc<WebhookInbox>>,
     cfg: GenerateConfig,
     metrics: ProviderMetrics,
+    /// Where providers' safety refusals are recorded (moderation log, trust), when set.
+    refusals: Option<crate::scan::Scanner>,
 }
 
 /// Runs `generate` jobs.
@@ -142,8 +144,20 @@ impl GenerateExecutor {
                     .map(|w| Arc::new(WebhookInbox::new(&w.base, &w.secret))),
                 cfg,
                 metrics,
+                refusals: None,
             }),
         })
+    }
+
+    /// Records providers' safety refusals through `scanner`: a moderation event and a trust
+    /// penalty per refused generation ([`crate::scan::Scanner::provider_refusal`]). Call it
+    /// before the executor is cloned (a clone would keep the executor without it).
+    pub fn with_refusals(mut self, scanner: crate::scan::Scanner) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.refusals = Some(scanner),
+            None => tracing::error!("with_refusals on a shared executor: provider refusals are not recorded"),
+        }
+        self
     }
 
     /// The route providers call (`POST /webhooks/{provider}/{external_id}/{token}`), when in
@@ -297,7 +311,14 @@ impl Inner {
             self.metrics.set_circuit(provider, &region, open_now);
             match result {
                 Err(RunError::CircuitOpen { provider }) => note_open(provider, &breaker, &mut open),
-                Err(e) => return outcome_of(e),
+                Err(e) => {
+                    if let (RunError::Provider(p), Some(scanner)) = (&e, &self.refusals)
+                        && p.class == gantry_providers::ProviderErrorClass::Moderated
+                    {
+                        scanner.provider_refusal(&job.spec, provider, p.code.as_deref()).await;
+                    }
+                    return outcome_of(e);
+                }
                 Ok((media, usage)) => return self.store(&job, media, usage, video, g).await,
             }
         }
