@@ -11,8 +11,9 @@ use common::*;
 use gantry_queue::{ErrorClass, JobStatus, NewJob, NoopPayload, Payload};
 use gantry_testkit::RedisServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_attempts_are_logged_with_the_job_span_and_no_payload() {
+/// Runs one no-op job that fails permanently (its payload holds 1357, its user is `user-7`)
+/// on a worker started with `extra` flags, and returns the job's id and the worker's log.
+async fn failing_job_logged(extra: &[&str]) -> (gantry_queue::JobId, String) {
     let redis = RedisServer::start().expect("redis");
     let logs = tempfile::tempdir().expect("tmp");
     let q = client(&redis.url()).await;
@@ -30,13 +31,18 @@ async fn failed_attempts_are_logged_with_the_job_span_and_no_payload() {
         )
     };
     let id = q.enqueue(&cpu(), job).await.unwrap().id;
-    let w = WorkerProcess::start(&redis.url(), "logger", 1, 30.0, &[], logs.path());
+    let w = WorkerProcess::start(&redis.url(), "logger", 1, 30.0, extra, logs.path());
     eventually("dead-lettered", Duration::from_secs(30), || async {
         status_of(&q, id).await == JobStatus::Dead
     })
     .await;
     drop(w);
-    let log = std::fs::read_to_string(logs.path().join("logger.log")).unwrap();
+    (id, std::fs::read_to_string(logs.path().join("logger.log")).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_logged_with_the_job_span_and_no_payload() {
+    let (id, log) = failing_job_logged(&[]).await;
     let line = log
         .lines()
         .find(|l| l.contains("attempt failed"))
@@ -61,30 +67,7 @@ async fn failed_attempts_are_logged_with_the_job_span_and_no_payload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_the_job_span_and_no_payload() {
-    let redis = RedisServer::start().expect("redis");
-    let logs = tempfile::tempdir().expect("tmp");
-    let q = client(&redis.url()).await;
-    let job = NewJob {
-        max_attempts: Some(1),
-        ..NewJob::new(
-            "studio-42",
-            "user-7",
-            Payload::Noop(NoopPayload {
-                sleep_ms: 1357,
-                fail_attempts: 1,
-                fail_class: Some(ErrorClass::Permanent),
-                ..Default::default()
-            }),
-        )
-    };
-    let id = q.enqueue(&cpu(), job).await.unwrap().id;
-    let w = WorkerProcess::start(&redis.url(), "jsonlog", 1, 30.0, &["--log-format", "json"], logs.path());
-    eventually("dead-lettered", Duration::from_secs(30), || async {
-        status_of(&q, id).await == JobStatus::Dead
-    })
-    .await;
-    drop(w);
-    let log = std::fs::read_to_string(logs.path().join("jsonlog.log")).unwrap();
+    let (id, log) = failing_job_logged(&["--log-format", "json"]).await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
