@@ -23,4 +23,4 @@ pub use error::SafetyError;
 pub use hashlists::{HashList, HashListStore, ListMeta};
 pub use matcher::{Match, MatchKind, Matcher};
 pub use moderation::{ModerationEvent, ModerationLog, Retention};
-pub use trust::{TrustRegistry, TrustStatus};
+pub use trust::{TrustAction, TrustChange, TrustRegistry, TrustStatus};

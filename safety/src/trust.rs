@@ -13,6 +13,31 @@ use gantry_queue::{QueueError, RedisConn};
 /// Days a trust record lives after its last change (a blocked user stays blocked that long).
 pub const TRUST_TTL_DAYS: u64 = 730;
 
+/// Changes kept per user in the trust history (the newest).
+pub const HISTORY_LEN: isize = 100;
+
+/// One change to a user's standing, as the trust history keeps it: who or what made it and why.
+/// Never the platform's user id (the history is keyed by the pseudonymous key).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrustChange {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// What changed it: `hash_match`, `provider_refusal`, or an operator (`operator:<tenant>/<key
+    /// fingerprint>`).
+    pub by: String,
+    /// `penalty`, `adjust`, `block`, `unblock` or `reset`.
+    pub action: String,
+    /// The score change asked for, when the action has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    /// Why (an operator's reason is required; automatic changes name their cause).
+    pub reason: String,
+    /// The standing after it.
+    pub score: f64,
+    /// Whether the user was blocked after it.
+    pub blocked: bool,
+}
+
 /// A user's standing.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct TrustStatus {
@@ -26,6 +51,14 @@ pub struct TrustStatus {
 #[derive(Clone, Debug)]
 pub struct TrustRegistry {
     conn: RedisConn,
+}
+
+/// The user's trust history: a capped list of [`TrustChange`]s, newest first, beside the record.
+fn history_key(tenant: &str, user: &str) -> String {
+    format!(
+        "gantry:{{trust:{tenant}}}:history:{}",
+        gantry_core::user_key(tenant, user)
+    )
 }
 
 /// The record's key, and the raw-id key earlier versions wrote (same hash tag, same slot).
@@ -100,27 +133,161 @@ impl TrustRegistry {
     }
 
     /// Lowers the user's score by `penalty` and blocks the user once it falls below
-    /// `block_below`. Returns the new standing.
+    /// `block_below`; the history records it as `by`'s penalty for `reason`. Returns the new
+    /// standing.
     pub async fn penalize(
         &self,
         tenant: &str,
         user: &str,
         penalty: f64,
         block_below: f64,
+        (by, reason): (&str, &str),
     ) -> Result<TrustStatus, QueueError> {
         let score = self.adjust(tenant, user, -penalty.abs()).await?;
         let blocked = score < block_below;
         if blocked {
             self.set_blocked(tenant, user, true).await?;
         }
-        Ok(TrustStatus {
+        let standing = TrustStatus {
             score,
             blocked: blocked || self.status(tenant, user).await?.blocked,
-        })
+        };
+        self.record(
+            tenant,
+            user,
+            &TrustChange {
+                at_ms: now_ms(),
+                by: by.to_owned(),
+                action: "penalty".into(),
+                delta: Some(-penalty.abs()),
+                reason: reason.to_owned(),
+                score: standing.score,
+                blocked: standing.blocked,
+            },
+        )
+        .await?;
+        Ok(standing)
     }
 
     /// Lowers (negative) or raises a user's score by `delta`, clamped to 0..=1; returns the new one.
     pub async fn adjust(&self, tenant: &str, user: &str, delta: f64) -> Result<f64, QueueError> {
         Ok(self.run(tenant, user, "adjust", &delta.to_string()).await?.score)
     }
+
+    /// Appends `change` to the user's history (the newest [`HISTORY_LEN`] are kept, as long as
+    /// the record).
+    pub async fn record(&self, tenant: &str, user: &str, change: &TrustChange) -> Result<(), QueueError> {
+        let json = serde_json::to_string(change).map_err(|e| QueueError::Protocol(format!("trust change: {e}")))?;
+        let key = history_key(tenant, user);
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("LPUSH")
+            .arg(&key)
+            .arg(json)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&key)
+            .arg(0)
+            .arg(HISTORY_LEN - 1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(TRUST_TTL_DAYS * 86_400)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The user's history, newest first (unreadable entries are skipped).
+    pub async fn history(&self, tenant: &str, user: &str) -> Result<Vec<TrustChange>, QueueError> {
+        let mut c = self.conn.clone();
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(history_key(tenant, user))
+            .arg(0)
+            .arg(HISTORY_LEN - 1)
+            .query_async(&mut c)
+            .await?;
+        Ok(raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+    }
+
+    /// An operator's change to a user's standing, recorded in the history with `by` and
+    /// `reason`: `unblock`, `block`, `adjust` (by `delta`), or `reset` (score 1.0, unblocked).
+    pub async fn administer(
+        &self,
+        tenant: &str,
+        user: &str,
+        action: TrustAction,
+        by: &str,
+        reason: &str,
+    ) -> Result<TrustStatus, QueueError> {
+        let delta = match action {
+            TrustAction::Unblock => {
+                self.set_blocked(tenant, user, false).await?;
+                None
+            }
+            TrustAction::Block => {
+                self.set_blocked(tenant, user, true).await?;
+                None
+            }
+            TrustAction::Adjust(d) => {
+                self.adjust(tenant, user, d).await?;
+                Some(d)
+            }
+            TrustAction::Reset => {
+                self.adjust(tenant, user, 1.0).await?;
+                self.set_blocked(tenant, user, false).await?;
+                None
+            }
+        };
+        let now = self.status(tenant, user).await?;
+        self.record(
+            tenant,
+            user,
+            &TrustChange {
+                at_ms: now_ms(),
+                by: by.to_owned(),
+                action: action.name().to_owned(),
+                delta,
+                reason: reason.to_owned(),
+                score: now.score,
+                blocked: now.blocked,
+            },
+        )
+        .await?;
+        Ok(now)
+    }
+}
+
+/// What an operator does to a user's standing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TrustAction {
+    /// Lift a block (the score stays as it is).
+    Unblock,
+    /// Block outright.
+    Block,
+    /// Raise (positive) or lower the score, clamped to 0..=1.
+    Adjust(f64),
+    /// Score 1.0 and unblocked, as a new user.
+    Reset,
+}
+
+impl TrustAction {
+    /// Its name in the history.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unblock => "unblock",
+            Self::Block => "block",
+            Self::Adjust(_) => "adjust",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+/// Now, ms since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

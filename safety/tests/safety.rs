@@ -216,9 +216,15 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
     assert_eq!(log.recent(10).await.unwrap().len(), 1);
 
     let trust = TrustRegistry::new(c);
-    let s = trust.penalize("studio-42", "u-9", 0.4, 0.3).await.unwrap();
+    let s = trust
+        .penalize("studio-42", "u-9", 0.4, 0.3, ("hash_match", "test"))
+        .await
+        .unwrap();
     assert!((s.score - 0.6).abs() < 1e-9 && !s.blocked, "{s:?}");
-    let s = trust.penalize("studio-42", "u-9", 0.4, 0.3).await.unwrap();
+    let s = trust
+        .penalize("studio-42", "u-9", 0.4, 0.3, ("hash_match", "test"))
+        .await
+        .unwrap();
     assert!(s.blocked && s.score < 0.3, "{s:?}");
     assert!(trust.status("studio-42", "u-9").await.unwrap().blocked);
     // Issue 17: the record is keyed by the user's pseudonymous key, never the id, and expires.
@@ -244,4 +250,62 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
     assert!(trust.status("studio-42", "old-user").await.unwrap().blocked);
     let keys = server.cli(&["KEYS", "gantry:{trust:*"]).unwrap();
     assert!(!keys.contains("old-user"), "the raw-id record moved: {keys}");
+
+    // Issue 25: an operator lifts the block with a reason; the history has every change, newest
+    // first, keyed by the pseudonymous key too, and expiring with the record.
+    use gantry_safety::TrustAction;
+    let s = trust
+        .administer(
+            "studio-42",
+            "u-9",
+            TrustAction::Unblock,
+            "operator:ops/ab12",
+            "appeal upheld",
+        )
+        .await
+        .unwrap();
+    assert!(!s.blocked && s.score < 0.3, "unblocked, the score kept: {s:?}");
+    let s = trust
+        .administer(
+            "studio-42",
+            "u-9",
+            TrustAction::Adjust(0.5),
+            "operator:ops/ab12",
+            "false positive",
+        )
+        .await
+        .unwrap();
+    assert!((s.score - 0.7).abs() < 1e-9, "{s:?}");
+    let h = trust.history("studio-42", "u-9").await.unwrap();
+    let seen: Vec<(&str, &str, &str)> = h
+        .iter()
+        .map(|c| (c.by.as_str(), c.action.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("operator:ops/ab12", "adjust", "false positive"),
+            ("operator:ops/ab12", "unblock", "appeal upheld"),
+            ("hash_match", "penalty", "test"),
+            ("hash_match", "penalty", "test"),
+        ]
+    );
+    assert!(h[2].blocked && !h[1].blocked && h[0].delta == Some(0.5));
+    let history_key = format!(
+        "gantry:{{trust:studio-42}}:history:{}",
+        gantry_core::user_key("studio-42", "u-9")
+    );
+    let ttl: i64 = server.cli(&["TTL", &history_key]).unwrap().trim().parse().unwrap();
+    assert!(ttl > 700 * 86_400, "{ttl}");
+    let s = trust
+        .administer(
+            "studio-42",
+            "u-9",
+            TrustAction::Reset,
+            "operator:ops/ab12",
+            "new account review",
+        )
+        .await
+        .unwrap();
+    assert_eq!((s.score, s.blocked), (1.0, false));
 }

@@ -8,6 +8,8 @@
 //! - `DELETE /v1/admin/hashlists/{name}`: the list stops matching at once
 //! - `GET    /v1/admin/moderation-events?limit=`: the newest moderation records
 //! - `GET    /v1/admin/audit?limit=`: the newest audit entries
+//! - `GET    /v1/admin/trust/{tenant}/{user}`: a user's standing and its history
+//! - `POST   /v1/admin/trust/{tenant}/{user}`: unblock, block, adjust or reset it, with a reason
 //!
 //! Every change is written to the audit log with the caller's tenant and key fingerprint.
 
@@ -42,6 +44,111 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/admin/moderation-events", get(moderation_events))
         .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/trust/{tenant}/{user}", get(trust_show).post(trust_change))
+}
+
+/// `GET /v1/admin/trust/{tenant}/{user}`: the user's standing and history (newest first). The
+/// answer names the user by the pseudonymous key the records are kept under.
+#[derive(serde::Serialize)]
+struct TrustView {
+    tenant: String,
+    user_key: String,
+    score: f64,
+    blocked: bool,
+    history: Vec<gantry_safety::TrustChange>,
+}
+
+/// `POST /v1/admin/trust/{tenant}/{user}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustChangeBody {
+    /// `unblock`, `block`, `adjust` (with `delta`) or `reset`.
+    action: String,
+    #[serde(default)]
+    delta: Option<f64>,
+    /// Why: required, kept in the user's history and the audit log.
+    reason: String,
+}
+
+/// The tenant (a configured one) and user of a trust route.
+fn trust_target(state: &AppState, tenant: &str, user: &str) -> Result<(), ApiError> {
+    if !state.cfg.tenants.contains_key(tenant) {
+        return Err(ApiError::NotFound);
+    }
+    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "user: 1-128 characters, no control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn trust_show(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path((tenant, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    trust_target(&state, &tenant, &user)?;
+    let now = state.trust.status(&tenant, &user).await?;
+    let history = state.trust.history(&tenant, &user).await?;
+    Ok(axum::Json(TrustView {
+        user_key: gantry_queue::user_key(&tenant, &user),
+        tenant,
+        score: now.score,
+        blocked: now.blocked,
+        history,
+    })
+    .into_response())
+}
+
+async fn trust_change(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path((tenant, user)): Path<(String, String)>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<TrustChangeBody>,
+) -> Result<Response, ApiError> {
+    use gantry_safety::TrustAction;
+    trust_target(&state, &tenant, &user)?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(ApiError::InvalidRequest(
+            "reason: required, at most 500 characters".into(),
+        ));
+    }
+    let action = match (body.action.as_str(), body.delta) {
+        ("unblock", None) => TrustAction::Unblock,
+        ("block", None) => TrustAction::Block,
+        ("reset", None) => TrustAction::Reset,
+        ("adjust", Some(d)) if d.is_finite() && d != 0.0 && (-1.0..=1.0).contains(&d) => TrustAction::Adjust(d),
+        ("adjust", _) => {
+            return Err(ApiError::InvalidRequest(
+                "delta: a non-zero number in -1..=1 is required with adjust".into(),
+            ));
+        }
+        ("unblock" | "block" | "reset", Some(_)) => {
+            return Err(ApiError::InvalidRequest("delta goes with adjust only".into()));
+        }
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "action: one of unblock, block, adjust, reset".into(),
+            ));
+        }
+    };
+    let by = format!("operator:{}", who.actor());
+    let now = state.trust.administer(&tenant, &user, action, &by, reason).await?;
+    let user_key = gantry_queue::user_key(&tenant, &user);
+    tracing::info!(tenant = %tenant, user_key = %user_key, action = action.name(), "trust changed by an operator");
+    audited(
+        &state,
+        &who,
+        &format!("trust.{}", action.name()),
+        format!("trust:{tenant}/{user_key}"),
+        serde_json::json!({
+            "reason": reason, "delta": body.delta, "score": now.score, "blocked": now.blocked,
+        }),
+    )
+    .await?;
+    Ok(axum::Json(now).into_response())
 }
 
 async fn list_lists(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {

@@ -135,6 +135,7 @@ impl Scheduler {
             loads,
             metrics,
             hashlists: gantry_safety::HashListStore::new(queue.connection()),
+            trust: gantry_safety::TrustRegistry::new(queue.connection()),
             moderation: gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
             audit: audit.clone(),
             dead_letters: crate::dead_letters::DeadLetters::new(queue.clone(), audit),

@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::SchedulerMetrics>,
     /// The abuse hash lists.
     pub hashlists: gantry_safety::HashListStore,
+    /// Users' trust standings and their history.
+    pub trust: gantry_safety::TrustRegistry,
     /// The moderation log.
     pub moderation: gantry_safety::ModerationLog,
     /// The audit log of operators' actions.

@@ -83,8 +83,14 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
         serde_json::json!({"csam_hash": 2, "generate": 10, "transcode": 2, "upscale": 3}),
         "{safety:#}"
     );
+    // The two hash matches, and the provider's refusal of the ninth generate job.
     let events = safety["moderation_events"].as_array().unwrap();
-    assert_eq!(events.len(), 2, "{safety:#}");
+    assert_eq!(events.len(), 3, "{safety:#}");
+    assert_eq!(
+        events.iter().filter(|e| e["action"] == "refused_by_provider").count(),
+        1,
+        "{events:?}"
+    );
     assert!(
         events
             .iter()

@@ -136,6 +136,56 @@ async fn every_provider_runs_through_the_fleet_and_is_charged_from_usage() {
     }
     assert!(event_of(&quota.id).is_none(), "a spent quota is not a moderation event");
     assert!(!body.contains("zq-refusal"), "no prompt text in moderation events");
+
+    // Trust administration: the operator sees the penalties in the user's history, and
+    // changes the standing only with a reason, audited; a tenant's key may not.
+    let admin = ("Authorization", "Bearer demo-admin-key");
+    let json_body = ("Content-Type", "application/json");
+    let trust = "/v1/admin/trust/studio-42/u-gen";
+    let (s, _, body) = http_request(&f.sched.addr, "GET", trust, &[admin], b"");
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["user_key"], gantry_queue::user_key("studio-42", "u-gen"));
+    let refusals = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["by"] == "provider_refusal" && c["action"] == "penalty")
+        .count();
+    assert_eq!(refusals, 2, "{v}");
+    assert!(
+        v["score"].as_f64().unwrap() < 1.0 && !body.contains("zq-refusal"),
+        "{v}"
+    );
+    let (s, _, b) = http_request(
+        &f.sched.addr,
+        "POST",
+        trust,
+        &[admin, json_body],
+        br#"{"action":"reset"}"#,
+    );
+    assert_eq!(s, 400, "a reason is required: {b}");
+    let (s, _, b) = http_request(
+        &f.sched.addr,
+        "POST",
+        trust,
+        &[("Authorization", "Bearer demo-studio-key"), json_body],
+        br#"{"action":"reset","reason":"mine"}"#,
+    );
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = http_request(
+        &f.sched.addr,
+        "POST",
+        trust,
+        &[admin, json_body],
+        br#"{"action":"adjust","delta":0.2,"reason":"refusals were the provider's false positives"}"#,
+    );
+    assert_eq!(s, 200, "{b}");
+    let (_, _, audit) = http_request(&f.sched.addr, "GET", "/v1/admin/audit?limit=10", &[admin], b"");
+    assert!(
+        audit.contains("trust.adjust") && audit.contains("false positives") && !audit.contains("u-gen"),
+        "audited under the pseudonymous key: {audit}"
+    );
     // Residency: a user who consented to EU only is never sent to OpenAI (US).
     let a = api
         .submit(&generate("openai", "gpt-image-1", &["EU"], "a lighthouse", json!({})))
@@ -193,8 +243,11 @@ async fn a_fault_storm_of_1000_jobs_all_succeed_and_honour_retry_after() {
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut charged = 0;
     let (mut span, mut attempts) = ((u64::MAX, 0u64), 0);
-    for (id, reserved) in &ids {
+    // Each prompt's job and its attempts (a job is submitted once per attempt at most).
+    let mut attempts_of: BTreeMap<String, u32> = BTreeMap::new();
+    for (i, (id, reserved)) in ids.iter().enumerate() {
         let j = settled(&api, id).await;
+        attempts_of.insert(gantry_mocks::prompt_key(&format!("storm {i}")), j.attempts);
         span = (span.0.min(j.enqueued_at_ms), span.1.max(j.finished_at_ms.unwrap_or(0)));
         attempts += j.attempts;
         *outcomes.entry(j.status.clone()).or_default() += 1;
@@ -258,21 +311,33 @@ async fn a_fault_storm_of_1000_jobs_all_succeed_and_honour_retry_after() {
         depth += d;
         deepest = deepest.max(depth);
     }
-    // Every accepted flux submit is one task, polled; no prompt was accepted twice. Besides
-    // the 200 flux jobs, a few OpenAI jobs may fall back to flux when the storm trips OpenAI's
-    // circuit breaker (US-consented, and flux serves the US).
+    // Every accepted flux submit is one task, polled; no prompt was accepted more often than
+    // its job had attempts (BFL cannot look a task up by our id, so an attempt that failed
+    // after its submit — polls refused past their retries — submits again on the next one).
+    // Besides the 200 flux jobs, a few OpenAI jobs may fall back to flux when the storm trips
+    // OpenAI's circuit breaker (US-consented, and flux serves the US).
     let accepted: Vec<&str> = log
         .iter()
         .filter(|e| e["provider"] == "flux" && e["method"] == "POST" && e["status"] == 200)
         .filter_map(|e| e["key"].as_str())
         .collect();
-    let prompts: std::collections::BTreeSet<&str> = accepted.iter().copied().collect();
+    let mut per_prompt: BTreeMap<&str, u32> = BTreeMap::new();
+    for k in &accepted {
+        *per_prompt.entry(k).or_default() += 1;
+    }
+    for (k, n) in &per_prompt {
+        let allowed = attempts_of.get(*k).copied().unwrap_or(1);
+        assert!(
+            *n <= allowed,
+            "prompt {k} accepted {n} times by flux in {allowed} attempt(s)"
+        );
+    }
     assert!(
-        spans.len() == accepted.len() && prompts.len() == accepted.len() && accepted.len() >= 200,
+        spans.len() == accepted.len() && per_prompt.len() >= 200,
         "{} flux tasks polled, {} accepted, {} prompts",
         spans.len(),
         accepted.len(),
-        prompts.len()
+        per_prompt.len()
     );
     assert!(deepest <= 24, "at most {deepest} flux tasks in flight");
 }

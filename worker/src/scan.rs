@@ -318,6 +318,10 @@ impl Scanner {
             Ok(n) => deleted += n as u32,
             Err(e) => return failed(ErrorClass::Retryable, format!("deleting the job's files: {e}")),
         }
+        let why = format!(
+            "job {} matched hash list {} v{} ({})",
+            spec.id, first.list, first.version, first.category
+        );
         let standing = match self
             .trust
             .penalize(
@@ -325,6 +329,7 @@ impl Scanner {
                 &spec.user,
                 self.policy.trust_penalty,
                 self.policy.block_below,
+                ("hash_match", &why),
             )
             .await
         {
@@ -414,6 +419,14 @@ impl Scanner {
                 &spec.user,
                 self.policy.refusal_penalty,
                 self.policy.block_below,
+                (
+                    "provider_refusal",
+                    &format!(
+                        "job {}: {provider} refused it for safety ({})",
+                        spec.id,
+                        code.unwrap_or("moderated")
+                    ),
+                ),
             )
             .await
         {
