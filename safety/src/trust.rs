@@ -47,10 +47,17 @@ pub struct TrustStatus {
     pub blocked: bool,
 }
 
+/// Days over which a lowered score recovers to 1.0 unless `GANTRY_TRUST_RECOVERY_DAYS` says
+/// otherwise (0: never).
+pub const DEFAULT_RECOVERY_DAYS: u64 = 90;
+
 /// See the module docs.
 #[derive(Clone, Debug)]
 pub struct TrustRegistry {
     conn: RedisConn,
+    /// How long a score takes to recover from 0 to 1.0 (linearly, from its last change); `None`:
+    /// penalties never fade. Blocks never lift by themselves: an operator lifts them.
+    recovery: Option<std::time::Duration>,
 }
 
 /// The user's trust history: a capped list of [`TrustChange`]s, newest first, beside the record.
@@ -85,22 +92,46 @@ if KEYS[1] ~= KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
   end
 end
 local op = ARGV[1]
+-- ARGV[4]: score recovered per ms since the last change (0: none), so penalties fade.
+local rate = tonumber(ARGV[4]) or 0
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local r = redis.call('HMGET', KEYS[1], 'score', 'at', 'blocked')
+local score = tonumber(r[1])
+if score and rate > 0 and r[2] and score < 1 then
+  score = math.min(1, score + (now - tonumber(r[2])) * rate)
+end
 if op == 'block' then
   redis.call('HSET', KEYS[1], 'blocked', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 elseif op == 'adjust' then
-  redis.call('HSETNX', KEYS[1], 'score', 1.0)
-  local s = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 'score', ARGV[2]))
-  if s < 0 then redis.call('HSET', KEYS[1], 'score', 0) elseif s > 1 then redis.call('HSET', KEYS[1], 'score', 1) end
+  score = math.max(0, math.min(1, (score or 1.0) + tonumber(ARGV[2])))
+  redis.call('HSET', KEYS[1], 'score', tostring(score), 'at', now)
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-return redis.call('HMGET', KEYS[1], 'score', 'blocked')
+local blocked = redis.call('HGET', KEYS[1], 'blocked')
+return { score and tostring(score) or false, blocked or false }
 ";
 
 impl TrustRegistry {
-    /// A registry on `conn`.
+    /// A registry on `conn`; scores recover over `GANTRY_TRUST_RECOVERY_DAYS` days
+    /// ([`DEFAULT_RECOVERY_DAYS`] when unset or unreadable; 0: never). Every process of a fleet
+    /// reads the same environment, so admission and penalties agree on a score.
     pub fn new(conn: RedisConn) -> Self {
-        Self { conn }
+        let days = std::env::var("GANTRY_TRUST_RECOVERY_DAYS")
+            .ok()
+            .and_then(|d| d.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_RECOVERY_DAYS);
+        Self {
+            conn,
+            recovery: (days > 0).then(|| std::time::Duration::from_secs(days * 86_400)),
+        }
+    }
+
+    /// The same registry with scores recovering over `recovery` (`None`: never).
+    pub fn with_recovery(mut self, recovery: Option<std::time::Duration>) -> Self {
+        self.recovery = recovery.filter(|d| !d.is_zero());
+        self
     }
 
     async fn run(&self, tenant: &str, user: &str, op: &str, arg: &str) -> Result<TrustStatus, QueueError> {
@@ -112,6 +143,7 @@ impl TrustRegistry {
             .arg(op)
             .arg(arg)
             .arg(TRUST_TTL_DAYS * 86_400)
+            .arg(self.recovery.map_or(0.0, |d| 1.0 / d.as_millis().max(1) as f64))
             .invoke_async(&mut c)
             .await?;
         Ok(TrustStatus {

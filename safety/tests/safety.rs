@@ -215,7 +215,8 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
     server.cli(&["DEL", "gantry:{moderation}:event:e2"]).unwrap();
     assert_eq!(log.recent(10).await.unwrap().len(), 1);
 
-    let trust = TrustRegistry::new(c);
+    // Exact scores here: no recovery (it is tested on its own below).
+    let trust = TrustRegistry::new(c.clone()).with_recovery(None);
     let s = trust
         .penalize("studio-42", "u-9", 0.4, 0.3, ("hash_match", "test"))
         .await
@@ -308,4 +309,24 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
         .await
         .unwrap();
     assert_eq!((s.score, s.blocked), (1.0, false));
+
+    // Penalties fade: a score recovers linearly from its last change, 1.0 per recovery period
+    // (4 s here, 90 days by default); a block stays until an operator lifts it.
+    let fading = TrustRegistry::new(c).with_recovery(Some(std::time::Duration::from_secs(4)));
+    let s = fading
+        .penalize("studio-42", "u-fade", 0.5, 0.3, ("hash_match", "test"))
+        .await
+        .unwrap();
+    assert!((s.score - 0.5).abs() < 0.01, "{s:?}");
+    fading.set_blocked("studio-42", "u-fade", true).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let s = fading.status("studio-42", "u-fade").await.unwrap();
+    assert!(s.score > 0.7 && s.score < 0.85, "a quarter back after a second: {s:?}");
+    assert!(s.blocked, "blocks do not fade");
+    // The next penalty starts from the recovered score.
+    let s = fading
+        .penalize("studio-42", "u-fade", 0.1, 0.3, ("hash_match", "test"))
+        .await
+        .unwrap();
+    assert!(s.score > 0.6 && s.score < 0.75, "{s:?}");
 }

@@ -82,7 +82,8 @@ async fn matched_content_is_blocked_deleted_recorded_and_costs_the_user_trust() 
     );
     let trust = TrustRegistry::new(conn.clone());
     let s = trust.status("studio-42", "u-bad").await.unwrap();
-    assert!((s.score - 0.5).abs() < 1e-9 && !s.blocked, "{s:?}");
+    // (The score recovers over 90 days: a few seconds add ~1e-7.)
+    assert!((s.score - 0.5).abs() < 1e-4 && !s.blocked, "{s:?}");
 
     // A second match blocks the user; the scheduler then refuses them.
     let b = studio
