@@ -377,6 +377,28 @@ impl Client {
         self.send(reqwest::Method::DELETE, &path, None::<&()>, None).await
     }
 
+    /// One of a job's released outputs (`name` as its result names the file: `output.png`),
+    /// its bytes whole (`GET /v1/jobs/{id}/outputs/{name}`). A job that has not released it
+    /// answers a `conflict` problem; another tenant's job `not_found`.
+    pub async fn output(&self, id: &str, name: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!(
+            "{}/v1/jobs/{}/outputs/{}",
+            self.base,
+            percent_encode(id),
+            percent_encode(name)
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, &self.auth)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            return Ok(resp.bytes().await?.to_vec());
+        }
+        Err(ClientError::Api(problem(resp).await?))
+    }
+
     /// The newest moderation events, newest first (an operator key).
     pub async fn moderation_events(&self, limit: usize) -> Result<Vec<serde_json::Value>, ClientError> {
         #[derive(Deserialize)]

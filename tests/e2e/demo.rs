@@ -102,6 +102,11 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
         "never the prompt"
     );
     assert_eq!(r["post_processing"]["upscaled"], 3, "{r:#}");
+    // The first upscale's output, downloaded through the API: the bytes its result describes.
+    let download = &r["post_processing"]["download"];
+    assert_eq!(download["sha256_matches"], true, "{download}");
+    assert!(download["bytes"].as_u64().unwrap() > 0, "{download}");
+    assert!(text.contains("download: GET /v1/jobs/"), "{text}");
     let erased = &r["erasure"];
     assert_eq!(
         (erased["user"].as_str(), erased["tenant"].as_str()),

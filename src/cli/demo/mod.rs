@@ -50,7 +50,7 @@ mod report;
 
 use fleet::Fleet;
 use jobs::Submissions;
-use report::{DemoReport, KilledWorker, Ledger, Metrics, PostProcessing};
+use report::{DemoReport, Download, KilledWorker, Ledger, Metrics, PostProcessing};
 
 /// The demo tenants' API keys (their SHA-256 is in the embedded scheduler configuration).
 const STUDIO_KEY: &str = "demo-studio-key";
@@ -350,14 +350,36 @@ async fn chain(s: &Stack, s_studio: &mut Submissions, s_video: &mut Submissions)
         .collect();
     if !ups.is_empty() {
         let admitted = s.studio.submit_batch(&ups).await?;
+        let mut first = None;
         for a in &admitted {
-            s.studio.wait(&a.id, WaitOptions::default()).await?;
+            let j = s.studio.wait(&a.id, WaitOptions::default()).await?;
+            first = first.or(Some(j));
         }
         post.upscaled = admitted.len();
         say!(
             "  post-processing: {} generated images upscaled 2x to WebP (upscale jobs)",
             post.upscaled
         );
+        // A platform fetches the result through the API rather than from the bucket.
+        if let Some(j) = first.filter(|j| j.status == "succeeded")
+            && let Some(r) = &j.result
+            && let Some(key) = r["object_key"].as_str()
+        {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            let bytes = s.studio.output(&j.id, name).await?;
+            let d = Download {
+                path: format!("/v1/jobs/{}/outputs/{name}", j.id),
+                bytes: bytes.len(),
+                sha256_matches: r["sha256"].as_str() == Some(gantry_worker::outputs::sha256_hex(&bytes).as_str()),
+            };
+            say!(
+                "  download: GET {} -> {} bytes, SHA-256 {} the job's result",
+                d.path,
+                d.bytes,
+                if d.sha256_matches { "matches" } else { "DOES NOT MATCH" }
+            );
+            post.download = Some(d);
+        }
         s_studio.admitted(admitted);
     }
     // The generated videos transcoded to 240p web-ready MP4; the first also gets a VP9 WebM,

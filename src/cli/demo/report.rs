@@ -125,6 +125,17 @@ pub(super) struct PostProcessing {
     /// The extra renditions (WebM, poster, preview) by file name.
     pub extras: Vec<String>,
     pub csam_checks: usize,
+    /// The first upscale's output, downloaded through the API.
+    pub download: Option<Download>,
+}
+
+/// An output downloaded through `GET /v1/jobs/{id}/outputs/{name}`.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Download {
+    pub path: String,
+    pub bytes: usize,
+    /// Whether its SHA-256 is the one the job's result records.
+    pub sha256_matches: bool,
 }
 
 /// The scans' results.
