@@ -156,13 +156,16 @@ def main():
                 check("{{ $labels." in rule["annotations"].get("summary", "") or rule["alert"] == "GantrySchedulerAbsent",
                       f"PrometheusRule {rule['alert']}: summary keeps its $labels template")
     # Logs are JSON for the cluster's log pipeline; traces only when a collector is named.
+    def env_of(d):
+        return {e["name"]: e.get("value") for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+
     for d in by_kind(default, "Deployment").values():
-        env = {e["name"]: e.get("value") for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+        env = env_of(d)
         check(env.get("GANTRY_LOG_FORMAT") == "json", f"{d['metadata']['name']}: JSON logs")
         check("OTEL_EXPORTER_OTLP_ENDPOINT" not in env, f"{d['metadata']['name']}: no traces unless asked")
     traced = render({**own, "observability": {"otlpEndpoint": "http://otel:4318"}}, "traces on")
     for d in by_kind(traced, "Deployment").values():
-        env = {e["name"]: e.get("value") for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+        env = env_of(d)
         check(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://otel:4318", f"{d['metadata']['name']}: traces to the collector")
     off = render({**own, "alerts": {"enabled": False}}, "alerts off")
     check(not by_kind(off, "PrometheusRule"), "alerts.enabled=false: no PrometheusRule")

@@ -175,29 +175,13 @@ impl TrustRegistry {
         block_below: f64,
         (by, reason): (&str, &str),
     ) -> Result<TrustStatus, QueueError> {
-        let score = self.adjust(tenant, user, -penalty.abs()).await?;
-        let blocked = score < block_below;
-        if blocked {
-            self.set_blocked(tenant, user, true).await?;
+        // The script answers the standing after the change: no second read for the block flag.
+        let mut standing = self.run(tenant, user, "adjust", &(-penalty.abs()).to_string()).await?;
+        if standing.score < block_below && !standing.blocked {
+            standing = self.run(tenant, user, "block", "1").await?;
         }
-        let standing = TrustStatus {
-            score,
-            blocked: blocked || self.status(tenant, user).await?.blocked,
-        };
-        self.record(
-            tenant,
-            user,
-            &TrustChange {
-                at_ms: now_ms(),
-                by: by.to_owned(),
-                action: "penalty".into(),
-                delta: Some(-penalty.abs()),
-                reason: reason.to_owned(),
-                score: standing.score,
-                blocked: standing.blocked,
-            },
-        )
-        .await?;
+        self.record_change(tenant, user, (by, "penalty", reason), Some(-penalty.abs()), standing)
+            .await?;
         Ok(standing)
     }
 
@@ -254,41 +238,40 @@ impl TrustRegistry {
         by: &str,
         reason: &str,
     ) -> Result<TrustStatus, QueueError> {
-        let delta = match action {
-            TrustAction::Unblock => {
-                self.set_blocked(tenant, user, false).await?;
-                None
-            }
-            TrustAction::Block => {
-                self.set_blocked(tenant, user, true).await?;
-                None
-            }
-            TrustAction::Adjust(d) => {
-                self.adjust(tenant, user, d).await?;
-                Some(d)
-            }
+        // Each script call answers the standing after it.
+        let (now, delta) = match action {
+            TrustAction::Unblock => (self.run(tenant, user, "block", "0").await?, None),
+            TrustAction::Block => (self.run(tenant, user, "block", "1").await?, None),
+            TrustAction::Adjust(d) => (self.run(tenant, user, "adjust", &d.to_string()).await?, Some(d)),
             TrustAction::Reset => {
-                self.adjust(tenant, user, 1.0).await?;
-                self.set_blocked(tenant, user, false).await?;
-                None
+                self.run(tenant, user, "adjust", "1").await?;
+                (self.run(tenant, user, "block", "0").await?, None)
             }
         };
-        let now = self.status(tenant, user).await?;
-        self.record(
-            tenant,
-            user,
-            &TrustChange {
-                at_ms: now_ms(),
-                by: by.to_owned(),
-                action: action.name().to_owned(),
-                delta,
-                reason: reason.to_owned(),
-                score: now.score,
-                blocked: now.blocked,
-            },
-        )
-        .await?;
+        self.record_change(tenant, user, (by, action.name(), reason), delta, now)
+            .await?;
         Ok(now)
+    }
+
+    /// Appends one change, stamped now, with the standing it left.
+    async fn record_change(
+        &self,
+        tenant: &str,
+        user: &str,
+        (by, action, reason): (&str, &str, &str),
+        delta: Option<f64>,
+        after: TrustStatus,
+    ) -> Result<(), QueueError> {
+        let change = TrustChange {
+            at_ms: now_ms(),
+            by: by.to_owned(),
+            action: action.to_owned(),
+            delta,
+            reason: reason.to_owned(),
+            score: after.score,
+            blocked: after.blocked,
+        };
+        self.record(tenant, user, &change).await
     }
 }
 

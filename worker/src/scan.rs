@@ -337,13 +337,8 @@ impl Scanner {
             Err(e) => return failed(ErrorClass::Retryable, format!("trust: {e}")),
         };
         let action = "blocked_deleted";
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let prompt_sha256 = match &spec.body {
-            gantry_queue::Payload::Generate(g) => Some(crate::outputs::sha256_hex(g.prompt.as_bytes())),
-            _ => None,
-        };
+        let now = gantry_safety::trust::now_ms();
+        let prompt_sha256 = prompt_digest(spec);
         // One record per matching list, at its first match.
         let mut seen = std::collections::BTreeSet::new();
         for m in matches {
@@ -438,15 +433,10 @@ impl Scanner {
         };
         let category = refusal_category(code);
         let action = "refused_by_provider";
-        let prompt_sha256 = match &spec.body {
-            gantry_queue::Payload::Generate(g) => Some(crate::outputs::sha256_hex(g.prompt.as_bytes())),
-            _ => None,
-        };
+        let prompt_sha256 = prompt_digest(spec);
         let event = ModerationEvent {
             id: format!("{}-provider", spec.id),
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            at_ms: gantry_safety::trust::now_ms(),
             category: category.into(),
             list: format!("provider:{provider}"),
             list_version: 0,
@@ -480,6 +470,14 @@ impl Scanner {
             user_blocked = standing.blocked,
             "the provider refused the generation for safety"
         );
+    }
+}
+
+/// A generate job's prompt as moderation records keep it: its SHA-256, never the text.
+fn prompt_digest(spec: &JobSpec) -> Option<String> {
+    match &spec.body {
+        gantry_queue::Payload::Generate(g) => Some(crate::outputs::sha256_hex(g.prompt.as_bytes())),
+        _ => None,
     }
 }
 

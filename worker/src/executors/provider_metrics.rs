@@ -155,11 +155,7 @@ impl ProviderMetrics {
         })
     }
 
-    fn observe<T>(&self, provider: &str, region: &str, call: &str, started: Instant, r: &Result<T, ProviderError>) {
-        let outcome = match r {
-            Ok(_) => "ok",
-            Err(e) => e.class.as_str(),
-        };
+    fn observe(&self, provider: &str, region: &str, call: &str, started: Instant, outcome: &str) {
         self.requests
             .get_or_create(&RequestLabels {
                 provider: provider.to_owned(),
@@ -198,14 +194,13 @@ impl Metered {
             outcome = tracing::field::Empty,
         );
         let r = f.instrument(span.clone()).await;
-        span.record(
-            "outcome",
-            match &r {
-                Ok(_) => "ok",
-                Err(e) => e.class.as_str(),
-            },
-        );
-        self.metrics.observe(&self.provider, &self.region, call, started, &r);
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.class.as_str(),
+        };
+        span.record("outcome", outcome);
+        self.metrics
+            .observe(&self.provider, &self.region, call, started, outcome);
         r
     }
 }
