@@ -52,9 +52,11 @@ pub mod job {
     pub const PRIORITY: &str = "prio";
     /// Attempts allowed.
     pub const MAX_ATTEMPTS: &str = "max";
+    /// Present when the tenant subscribes to events: the final outcome leaves a job event.
+    pub const EVENTS: &str = "ev";
 
     /// Every field above.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         SPEC,
         STATUS,
         ATTEMPTS,
@@ -78,6 +80,7 @@ pub mod job {
         KIND,
         PRIORITY,
         MAX_ATTEMPTS,
+        EVENTS,
     ];
 }
 
@@ -98,6 +101,30 @@ pub mod credit_event {
 
     /// Every field above.
     pub const ALL: [&str; 6] = [JOB, TENANT, OUTCOME, RESERVED, PRICE_RULE, USAGE];
+}
+
+/// Fields of a job event (the pool's `events` stream), written with a subscribed tenant's
+/// job's final outcome.
+pub mod job_event {
+    /// The job id.
+    pub const JOB: &str = "id";
+    /// The tenant.
+    pub const TENANT: &str = "ten";
+    /// The job's kind.
+    pub const KIND: &str = "kind";
+    /// The event type: `job.succeeded`, `job.dead`, `job.blocked`, `job.cancelled`.
+    pub const TYPE: &str = "type";
+    /// When it happened (ms since the Unix epoch, Redis's clock).
+    pub const AT: &str = "at";
+    /// The result (JSON), for a success that reported one.
+    pub const RESULT: &str = "result";
+    /// The error class, for the others.
+    pub const ERROR_CLASS: &str = "ec";
+    /// The error message, for the others.
+    pub const ERROR_MESSAGE: &str = "em";
+
+    /// Every field above.
+    pub const ALL: [&str; 8] = [JOB, TENANT, KIND, TYPE, AT, RESULT, ERROR_CLASS, ERROR_MESSAGE];
 }
 
 #[cfg(test)]
@@ -127,7 +154,11 @@ mod tests {
     #[test]
     fn every_field_rust_reads_is_one_the_scripts_write() {
         let lua = scripts();
-        for f in super::job::ALL.iter().chain(&super::credit_event::ALL) {
+        for f in super::job::ALL
+            .iter()
+            .chain(&super::credit_event::ALL)
+            .chain(&super::job_event::ALL)
+        {
             assert!(lua.contains(&format!("'{f}'")), "no script names the field {f:?}");
         }
         // The credit event is written in one XADD, with every field in it.

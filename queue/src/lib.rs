@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn;
 pub mod consumer;
 pub mod error;
+pub mod events;
 pub mod exposition;
 pub mod fields;
 pub mod fleet;

@@ -80,7 +80,7 @@ macro_rules! script {
     };
 }
 
-script!(ENQUEUE, "enqueue.lua", 3, Tail::Records(13));
+script!(ENQUEUE, "enqueue.lua", 3, Tail::Records(14));
 script!(CLAIM, "claim.lua", 5, Tail::List);
 script!(HEARTBEAT, "heartbeat.lua", 1, Tail::Records(3));
 script!(ACK, "ack.lua", 1, Tail::Records(5));

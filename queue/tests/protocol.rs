@@ -89,6 +89,7 @@ on_both!(
     a_panicking_executor_fails_the_attempt_not_the_worker,
     tenants_share_claims_by_weight,
     finished_jobs_with_reservations_leave_one_credit_event,
+    subscribed_tenants_jobs_leave_job_events,
     provider_slots_cap_holders_fleet_wide_and_expire,
     a_failure_can_ask_for_a_later_retry,
     a_blocked_job_ends_at_once_and_is_never_replayed,
@@ -1494,4 +1495,81 @@ async fn finished_jobs_with_reservations_leave_one_credit_event(f: Fixture) {
     assert!(backlog.oldest_ms.is_some_and(|ms| ms >= 60), "{backlog:?}");
     let empty = q.credit_backlog(&pool("no-credits")).await.unwrap();
     assert_eq!((empty.events, empty.oldest_ms), (0, None));
+}
+
+async fn subscribed_tenants_jobs_leave_job_events(f: Fixture) {
+    use gantry_queue::events::{self, EventType, StreamPos};
+    let q = f.client().await;
+    let p = pool("events");
+    let subscribed = |max: u32| {
+        let mut j = noop();
+        j.max_attempts = Some(max);
+        let acct = Accounting {
+            events: true,
+            ..Default::default()
+        };
+        (JobId::new(), j, acct)
+    };
+    let ok = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
+    let dead = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
+    let blocked = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
+    let cancelled = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
+    let quiet = q.enqueue(&p, noop()).await.unwrap().id;
+    assert_eq!(q.cancel(cancelled).await.unwrap(), CancelOutcome::Cancelled);
+    let b = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!(b.jobs.len(), 4);
+    let result = ResultRef {
+        object_key: "out/1.png".into(),
+        size_bytes: 3,
+        content_type: "image/png".into(),
+        sha256: "ab".repeat(32),
+        details: Default::default(),
+    };
+    for j in &b.jobs {
+        // An outbox to fill sets the token's low bit; a job nobody listens for has none.
+        assert_eq!(j.lease.token % 2 == 1, j.lease.id != quiet, "{:?}", j.lease);
+        if j.lease.id == ok || j.lease.id == quiet {
+            let done = Completion {
+                output: Some(result.clone()),
+                usage: None,
+            };
+            q.ack(&p, &[(j.lease.clone(), done)]).await.unwrap();
+        } else if j.lease.id == dead {
+            q.fail(&p, &[failure(j, ErrorClass::Retryable)]).await.unwrap();
+        } else {
+            q.fail(&p, &[failure(j, ErrorClass::Blocked)]).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let j = claim_one(&q, &p).await;
+    assert_eq!(j.lease.id, dead);
+    q.fail(&p, &[failure(&j, ErrorClass::Retryable)]).await.unwrap();
+
+    let conn = q.connection();
+    let (got, last) = events::read_after(&conn, &p, StreamPos::ZERO, 100).await.unwrap();
+    let seen: Vec<(JobId, EventType)> = got.iter().map(|e| (e.job, e.event_type)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (cancelled, EventType::Cancelled),
+            (ok, EventType::Succeeded),
+            (dead, EventType::Failed),
+            (blocked, EventType::Blocked),
+            (dead, EventType::Dead),
+        ]
+    );
+    assert!(got.iter().all(|e| e.tenant == "tenant-a" && e.kind == Some(JobKind::Noop)));
+    assert_eq!(got[1].result.as_ref(), Some(&result));
+    assert_eq!(got[4].error.as_ref().map(|e| e.class.as_str()), Some("retryable"));
+    assert_eq!(got[4].error.as_ref().map(|e| e.message.as_str()), Some("boom"));
+    // Positions are increasing; reading after the last one finds nothing more.
+    assert!(got.windows(2).all(|w| w[0].pos < w[1].pos));
+    assert_eq!(last, Some(got[4].pos));
+    let (rest, _) = events::read_after(&conn, &p, got[4].pos, 100).await.unwrap();
+    assert!(rest.is_empty());
+    let (first, newest) = events::bounds(&conn, &p).await.unwrap().expect("not empty");
+    assert_eq!((first, newest), (got[0].pos, got[4].pos));
+    // Retention: nothing is as old as an hour; a length of 0 trims (approximately) all.
+    assert_eq!(events::trim(&conn, &p, 3_600_000, 1_000).await.unwrap(), 0);
+    assert!(events::bounds(&conn, &pool("no-events")).await.unwrap().is_none());
 }

@@ -35,6 +35,10 @@ pub struct Accounting {
     /// The W3C `traceparent` of the span that admitted it, stored with the job so the worker's
     /// spans join that trace. Anything that is not a valid traceparent is left out.
     pub traceparent: Option<String>,
+    /// The tenant subscribes to events: the job's final outcome goes on its pool's events
+    /// stream (`gantry:{pool}:events`), for webhooks and the SSE stream. Off by default, so a
+    /// job nobody listens for costs the outcome script nothing.
+    pub events: bool,
 }
 
 impl Default for Accounting {
@@ -45,6 +49,7 @@ impl Default for Accounting {
             price_rule: String::new(),
             scan_outputs: true,
             traceparent: None,
+            events: false,
         }
     }
 }
@@ -273,7 +278,7 @@ pub(super) fn check_text(field: &'static str, v: &str, max: usize) -> Result<(),
     Ok(())
 }
 
-/// `enqueue.lua`'s record of 13: the prepared job, its tenant and its accounting.
+/// `enqueue.lua`'s record of 14: the prepared job, its tenant and its accounting.
 struct EnqueueArg {
     prepared: Prepared,
     tenant: String,
@@ -296,6 +301,7 @@ impl ToRedisArgs for EnqueueArg {
         out.write_arg(a.credits_reserved.max(0).to_string().as_bytes());
         out.write_arg(a.price_rule.as_bytes());
         out.write_arg(p.user_key.as_bytes());
+        out.write_arg(if a.events { b"1" } else { b"" });
     }
 }
 

@@ -2,8 +2,8 @@
   Record successes. The fencing check is the lease member '<id>:<token>': it exists only while
   this lease is current. Members are checked with one ZMSCORE and removed with one ZREM per
   kind, so a batch costs two lease-set calls however many jobs it holds. A token's low bit
-  (set by the claim) says the job holds a credit reservation: only those leave a credit event,
-  and only those cost a read of the record.
+  (set by the claim) says the job has an outbox (a credit reservation, events for its tenant):
+  only those leave a credit or job event, and only those cost a read of the record.
 
   Input:
     KEYS[1]    the pool prefix 'gantry:{pool}:'
@@ -45,8 +45,9 @@ for kind, g in pairs(by_kind) do
         if usage ~= '' then f[#f + 1] = 'usage'; f[#f + 1] = usage end
         redis.call('HSET', jk, unpack(f))
       end
-      -- Only a job with a credit reservation has an odd token (claim.lua).
-      if tonumber(ARGV[i + 2]) % 2 == 1 then credit_event(jk, id, 'succeeded', usage) end
+      -- Only a job with an outbox (a credit reservation or a subscribed tenant) has an odd
+      -- token (claim.lua); the others cost no read.
+      if tonumber(ARGV[i + 2]) % 2 == 1 then finished(jk, id, kind, 'succeeded', { usage = usage, result = result }) end
       redis.call('EXPIRE', jk, ttl)
       n = n + 1
       live[n] = g.members[j]

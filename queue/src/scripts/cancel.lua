@@ -28,7 +28,7 @@ else
 end
 if removed == 0 then return 'finished:' .. status end
 history(jk, { at = NOW, event = 'cancelled' })
-credit_event(jk, id, 'cancelled')
+finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = 'cancelled by request' })
 redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled by request', 'eat', NOW)
 redis.call('HDEL', jk, 'due')
 redis.call('EXPIRE', jk, ttl)

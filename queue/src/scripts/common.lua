@@ -134,8 +134,34 @@ local function credit_event(jk, id, outcome, usage)
     'id', id, 'ten', r[2] or '', 'out', outcome, 'cr', r[1], 'pr', r[3] or '', 'usage', usage or '')
 end
 
+-- Event outbox: a job whose tenant subscribes to events ('ev' on its hash, set at enqueue)
+-- leaves one entry per final outcome on the pool's events stream, in the same script as the
+-- outcome, for webhooks and the SSE stream to read. Never the prompt nor the user: the tenant
+-- gets its own job id, the kind, the type, and the result or the error class and message.
+-- The stream is capped here as a backstop; the scheduler trims it to its configured retention.
+local function job_event(id, tenant, kind, etype, x)
+  local f = { 'id', id, 'ten', tenant or '', 'kind', kind or '', 'type', etype, 'at', NOW }
+  if x then
+    if x.result and x.result ~= '' then f[#f + 1] = 'result'; f[#f + 1] = x.result end
+    if x.class then f[#f + 1] = 'ec'; f[#f + 1] = x.class end
+    if x.msg then f[#f + 1] = 'em'; f[#f + 1] = x.msg end
+  end
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', 1000000, '*', unpack(f))
+end
+
+-- A final outcome's outboxes: the credit event (a reservation) and the job event (a
+-- subscribed tenant), with one read of the record. `x` holds usage, result, class, msg.
+local function finished(jk, id, kind, outcome, x)
+  local r = redis.call('HMGET', jk, 'cr', 'ten', 'pr', 'ev', 'kind')
+  if r[1] then
+    redis.call('XADD', P .. 'credits', 'MAXLEN', '~', 1000000, '*',
+      'id', id, 'ten', r[2] or '', 'out', outcome, 'cr', r[1], 'pr', r[3] or '', 'usage', (x and x.usage) or '')
+  end
+  if r[4] then job_event(id, r[2], kind or r[5], 'job.' .. outcome, x) end
+end
+
 local function to_dead(jk, kind, id, class, msg, dead_ttl)
-  credit_event(jk, id, 'dead')
+  finished(jk, id, kind, 'dead', { class = class, msg = msg })
   redis.call('ZADD', qkey(kind, 'dead'), NOW, id)
   redis.call('HSET', jk, 'status', 'dead', 'fin', NOW, 'eclass', class, 'emsg', msg, 'eat', NOW)
   redis.call('HDEL', jk, 'worker', 'due')

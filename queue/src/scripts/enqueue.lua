@@ -6,10 +6,11 @@
     ARGV[1]    idem_ttl_s
     ARGV[2]    wake_cap
     ARGV[3]    user_index_ttl_s
-    ARGV[4..]  per job (stride 13): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
+    ARGV[4..]  per job (stride 14): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
                (compact, v2), max_attempts, shape ('' = CPU), tenant, weight (its fair share,
                > 0), credits reserved (0 = none), price rule ('' = none), user key (the user's
-               index of the day, so an erasure finds every record of the user)
+               index of the day, so an erasure finds every record of the user), events ('1' =
+               its tenant subscribes: its final outcome goes on the pool's events stream)
 
   Output:
     per duplicate (stride 2): its place in the batch (from 1), the first job's id. Every job
@@ -24,7 +25,7 @@ local weights = {}
 local users, users_order = {}, {}
 local lists, lists_order = {}, {}
 local shapes = {}
-for i = 4, #ARGV, 13 do
+for i = 4, #ARGV, 14 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local idem, shape, tenant = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
   local credits, rule, ukey = tonumber(ARGV[i + 10]), ARGV[i + 11], ARGV[i + 12]
@@ -33,7 +34,7 @@ for i = 4, #ARGV, 13 do
     local ik = P .. 'idem:' .. idem
     local prev = redis.call('GET', ik)
     if prev then
-      out[#out + 1] = (i - 4) / 13 + 1; out[#out + 1] = prev; dup = true
+      out[#out + 1] = (i - 4) / 14 + 1; out[#out + 1] = prev; dup = true
     else
       redis.call('SET', ik, id, 'EX', idem_ttl)
     end
@@ -56,6 +57,7 @@ for i = 4, #ARGV, 13 do
       f[#f + 1] = 'cr'; f[#f + 1] = credits; f[#f + 1] = 'pr'; f[#f + 1] = rule
     end
     if idem ~= '' then f[#f + 1] = 'ik'; f[#f + 1] = idem end
+    if ARGV[i + 13] == '1' then f[#f + 1] = 'ev'; f[#f + 1] = 1 end
     if shape ~= '' then
       local sk = qkey(kind, 'shapes')
       if not shapes[sk .. shape] then

@@ -18,18 +18,18 @@ for i = 3, #ARGV, 6 do
   local id, kind, token, class, msg, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local jk = jkey(id)
   if redis.call('ZREM', qkey(kind, 'leases'), id .. ':' .. token) == 1 then
-    local r = redis.call('HMGET', jk, 'lease', 'status', 'attempts', 'max', 'cancel')
+    local r = redis.call('HMGET', jk, 'lease', 'status', 'attempts', 'max', 'cancel', 'ev', 'ten')
     local attempts, maxa = tonumber(r[3]), tonumber(r[4])
     history(jk, { at = NOW, attempt = attempts, event = 'failed', class = class, message = msg })
     if class == 'blocked' then
       -- Matched prohibited content: final at once, never dead-lettered (so never replayed).
-      credit_event(jk, id, 'blocked')
+      finished(jk, id, kind, 'blocked', { class = 'blocked', msg = msg })
       redis.call('HSET', jk, 'status', 'blocked', 'fin', NOW, 'eclass', 'blocked', 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker', 'due')
       redis.call('EXPIRE', jk, fin_ttl)
       out[#out + 1] = 'blocked'
     elseif class == 'cancelled' or r[5] then
-      credit_event(jk, id, 'cancelled')
+      finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = msg })
       redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker')
       redis.call('EXPIRE', jk, fin_ttl)
@@ -41,6 +41,7 @@ for i = 3, #ARGV, 6 do
       redis.call('HSET', jk, 'status', 'retry_scheduled', 'due', NOW + delay, 'eclass', class, 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker')
       redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)
+      if r[6] then job_event(id, r[7], kind, 'job.failed', { class = class, msg = msg }) end
       out[#out + 1] = 'retry'
     end
   else

@@ -25,11 +25,11 @@ for k = 5, #ARGV do
     local sep = string.find(member, ':', 1, true)
     local id, token = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
     local jk = jkey(id)
-    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker', 'lease', 'shape', 'ten')
+    local r = redis.call('HMGET', jk, 'status', 'attempts', 'max', 'prio', 'cancel', 'worker', 'lease', 'shape', 'ten', 'ev')
     if r[1] == 'running' and r[7] == token then
       history(jk, { at = NOW, attempt = tonumber(r[2]), event = 'lease_expired', worker = r[6] })
       if r[5] then
-        credit_event(jk, id, 'cancelled')
+        finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = 'cancelled; lease expired' })
         redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled; lease expired', 'eat', NOW)
         redis.call('HDEL', jk, 'worker')
         redis.call('EXPIRE', jk, fin_ttl)
@@ -41,6 +41,7 @@ for k = 5, #ARGV do
         redis.call('HSET', jk, 'status', 'queued', 'ready', NOW, 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
         redis.call('HDEL', jk, 'worker')
         push_waiting(kind, r[4], r[8], r[9] or '', id, true)
+        if r[10] then job_event(id, r[9], kind, 'job.failed', { class = 'timed_out', msg = 'lease expired' }) end
         requeued = requeued + 1
         woken = woken + 1
       end
