@@ -8,6 +8,7 @@
 pub mod error;
 pub mod job;
 pub mod payload;
+pub mod time;
 pub mod trace;
 pub mod user;
 

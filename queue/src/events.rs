@@ -202,7 +202,93 @@ pub async fn read_after(
         .query_async(&mut c)
         .await?;
     let last = reply.ids.last().and_then(|e| e.id.parse().ok());
-    Ok((reply.ids.iter().filter_map(|e| JobEvent::parse(pool, e)).collect(), last))
+    Ok((
+        reply.ids.iter().filter_map(|e| JobEvent::parse(pool, e)).collect(),
+        last,
+    ))
+}
+
+/// Blocks on `conn` (a connection of its own, see [`crate::QueueClient::blocking_connection`])
+/// up to `block` for events of `pool` after `after`; returns them (up to `count`) with the
+/// position of the last entry read.
+pub async fn read_blocking(
+    conn: &mut RedisConn,
+    pool: &Pool,
+    after: StreamPos,
+    count: usize,
+    block: std::time::Duration,
+) -> Result<(Vec<JobEvent>, Option<StreamPos>), QueueError> {
+    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block.as_millis().max(1) as u64)
+        .arg("STREAMS")
+        .arg(events_key(pool))
+        .arg(after.to_string())
+        .query_async(conn)
+        .await?;
+    let ids: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+    let last = ids.last().and_then(|e| e.id.parse().ok());
+    Ok((ids.iter().filter_map(|e| JobEvent::parse(pool, e)).collect(), last))
+}
+
+/// Whether a reader that stopped after `after` may have missed events that retention removed
+/// since: `Some(first position still held)` when entries were trimmed and what the stream still
+/// holds begins after `after` (or it holds nothing, and entries newer than `after` were added).
+/// Trimming keeps no record of which ids it removed (Redis 7's `max-deleted-entry-id` follows
+/// `XDEL` only), so a reader whose last event was trimmed with nothing after it is told too.
+pub async fn gap_after(conn: &RedisConn, pool: &Pool, after: StreamPos) -> Result<Option<StreamPos>, QueueError> {
+    let mut c = conn.clone();
+    let info: redis::Value = match redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(events_key(pool))
+        .query_async(&mut c)
+        .await
+    {
+        Ok(v) => v,
+        // no such key: nothing was ever written, so nothing was missed
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let fields: Vec<(String, redis::Value)> = match info {
+        redis::Value::Map(m) => m
+            .into_iter()
+            .filter_map(|(k, v)| redis::from_redis_value::<String>(k).ok().map(|k| (k, v)))
+            .collect(),
+        redis::Value::Array(a) => a
+            .chunks(2)
+            .filter_map(|kv| match kv {
+                [k, v] => redis::from_redis_value::<String>(k.clone())
+                    .ok()
+                    .map(|k| (k, v.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let pos = |v: redis::Value| {
+        redis::from_redis_value::<String>(v)
+            .ok()
+            .and_then(|id| id.parse::<StreamPos>().ok())
+    };
+    let num = |name: &str| field(name).and_then(|v| redis::from_redis_value::<u64>(v).ok());
+    let first = field("first-entry").and_then(|v| match v {
+        redis::Value::Array(mut e) if !e.is_empty() => pos(e.swap_remove(0)),
+        _ => None,
+    });
+    let last_generated = field("last-generated-id").and_then(pos);
+    // Redis 7 counts every entry ever added; fewer held than added means some were removed.
+    let trimmed = match (num("entries-added"), num("length")) {
+        (Some(added), Some(len)) => added > len,
+        _ => true,
+    };
+    let missed = match first {
+        Some(f) => trimmed && f > after,
+        None => last_generated.is_some_and(|l| l > after),
+    };
+    Ok(missed.then(|| first.or(last_generated).unwrap_or(after)))
 }
 
 /// The stream's first and last positions (`None` when it is empty).

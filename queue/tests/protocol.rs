@@ -1558,7 +1558,10 @@ async fn subscribed_tenants_jobs_leave_job_events(f: Fixture) {
             (dead, EventType::Dead),
         ]
     );
-    assert!(got.iter().all(|e| e.tenant == "tenant-a" && e.kind == Some(JobKind::Noop)));
+    assert!(
+        got.iter()
+            .all(|e| e.tenant == "tenant-a" && e.kind == Some(JobKind::Noop))
+    );
     assert_eq!(got[1].result.as_ref(), Some(&result));
     assert_eq!(got[4].error.as_ref().map(|e| e.class.as_str()), Some("retryable"));
     assert_eq!(got[4].error.as_ref().map(|e| e.message.as_str()), Some("boom"));

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod dead_letters;
 pub mod erasure;
+pub mod events;
 pub mod extract;
 pub mod http;
 pub mod metrics;

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(crate::api::routes())
         .merge(crate::outputs::routes())
+        .merge(crate::events::sse::routes())
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
         .merge(crate::users::routes())

@@ -127,7 +127,17 @@ impl Scheduler {
                 Duration::from_secs(cfg.erasure_wait_secs),
             )
         });
+        let hub = crate::events::EventHub::new(
+            &queue,
+            cfg.pools
+                .keys()
+                .filter_map(|p| gantry_queue::Pool::new(p).ok())
+                .collect(),
+            shutdown.clone(),
+        );
+        hub.start(&queue, cfg.events.clone());
         let state = AppState {
+            events: Some(hub),
             eraser,
             outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),

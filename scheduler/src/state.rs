@@ -38,4 +38,7 @@ pub struct AppState {
     pub eraser: Option<crate::erasure::Eraser>,
     /// The output store tenants download their outputs from; `None` when not configured.
     pub outputs: Option<gantry_store::OutputStore>,
+    /// The event fan-out behind `GET /v1/events`; `None` where it is not running (tests that
+    /// build a state by hand).
+    pub events: Option<crate::events::EventHub>,
 }

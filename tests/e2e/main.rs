@@ -18,6 +18,7 @@ mod deletion_cost;
 mod demo;
 mod encryption;
 mod erasure;
+mod events;
 mod fairness;
 mod fleet;
 mod generate;

@@ -215,6 +215,7 @@ impl Admission {
             let acct = Accounting {
                 weight: tenant_cfg.weight,
                 scan_outputs: tenant_cfg.scan_outputs,
+                events: tenant_cfg.events,
                 credits_reserved: p.price,
                 price_rule: serde_json::to_string(&pricing::LockedPrice {
                     rule: p.rule,
