@@ -239,9 +239,23 @@ impl GuardedClient {
     /// A GET of `url`, if it may be fetched: http(s), and a literal address (which no resolver
     /// sees) public or allowed. Names are checked as they resolve.
     pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, String> {
+        Ok(self.client.get(self.check(url)?))
+    }
+
+    /// A POST to `url` (a webhook endpoint), under the same rules as [`GuardedClient::get`].
+    pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, String> {
+        Ok(self.client.post(self.check(url)?))
+    }
+
+    /// Whether `url` may be reached, as far as the text says: http(s), with no credentials in
+    /// it, and a literal address public or allowed (a name is checked when it resolves).
+    pub fn check(&self, url: &str) -> Result<Url, String> {
         let u = Url::parse(url).map_err(|_| "not a valid URL".to_owned())?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(format!("a {} URL is never fetched", u.scheme()));
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err("a URL with credentials in it is never fetched".to_owned());
         }
         let host = u.host_str().unwrap_or_default();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -253,7 +267,7 @@ impl GuardedClient {
                 return Err(format!("a {class} address is never fetched"));
             }
         }
-        Ok(self.client.get(u))
+        Ok(u)
     }
 }
 

@@ -84,6 +84,9 @@ pub struct SchedulerConfig {
     /// The job events streams behind webhooks and `GET /v1/events`.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Webhook delivery: retries, timeouts, which private addresses may receive.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// The retention policy: not in this file but in `GANTRY_RETENTION`, which every process
     /// of the fleet reads, so workers and scheduler apply the same TTLs.
     #[serde(skip)]
@@ -110,6 +113,88 @@ impl Default for EventsConfig {
             max_len: default_events_max_len(),
         }
     }
+}
+
+/// How webhooks are delivered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Keep retrying a delivery this long after its first attempt (default 24 h).
+    #[serde(default = "default_retry_for")]
+    pub retry_for_secs: u64,
+    /// The first retry's delay, ms (doubling each time, jittered; default 5 s).
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base_ms: u64,
+    /// The longest delay between retries (default 1 h), unless `Retry-After` asks for more.
+    #[serde(default = "default_backoff_cap")]
+    pub backoff_cap_secs: u64,
+    /// An endpoint whose every delivery failed for this long is disabled (default 5 days).
+    #[serde(default = "default_disable_after")]
+    pub disable_after_secs: u64,
+    /// Longest wait to connect to an endpoint.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for an endpoint's whole answer.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// Most bytes of an endpoint's answer read (the rest is dropped).
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    /// Deliveries in flight at once, per scheduler.
+    #[serde(default = "default_webhook_concurrency")]
+    pub concurrency: usize,
+    /// Endpoints a tenant may register.
+    #[serde(default = "default_max_endpoints")]
+    pub max_endpoints_per_tenant: usize,
+    /// Private, loopback or otherwise special addresses (`ip:port`) webhooks may be sent to
+    /// all the same (an operator's choice; empty by default: only public addresses).
+    #[serde(default)]
+    pub allow: Vec<SocketAddr>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            retry_for_secs: default_retry_for(),
+            backoff_base_ms: default_backoff_base(),
+            backoff_cap_secs: default_backoff_cap(),
+            disable_after_secs: default_disable_after(),
+            connect_timeout_secs: default_connect_timeout(),
+            timeout_secs: default_webhook_timeout(),
+            max_response_bytes: default_max_response(),
+            concurrency: default_webhook_concurrency(),
+            max_endpoints_per_tenant: default_max_endpoints(),
+            allow: Vec::new(),
+        }
+    }
+}
+
+fn default_retry_for() -> u64 {
+    86_400
+}
+fn default_backoff_base() -> u64 {
+    5_000
+}
+fn default_backoff_cap() -> u64 {
+    3_600
+}
+fn default_disable_after() -> u64 {
+    5 * 86_400
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_webhook_timeout() -> u64 {
+    15
+}
+fn default_max_response() -> usize {
+    64 * 1024
+}
+fn default_webhook_concurrency() -> usize {
+    32
+}
+fn default_max_endpoints() -> usize {
+    20
 }
 
 fn default_events_retention() -> u64 {
@@ -235,6 +320,10 @@ pub struct TenantConfig {
     /// (about 1 µs of Redis time each), and it receives no events.
     #[serde(default = "events_default")]
     pub events: bool,
+    /// Webhook endpoints defined here rather than through `POST /v1/webhooks` (ids
+    /// `cfg_<name>`; the API cannot change or delete them).
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, ConfigWebhook>,
     /// Its API keys.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
@@ -250,6 +339,20 @@ fn scan_outputs_default() -> bool {
 
 fn events_default() -> bool {
     true
+}
+
+/// A webhook endpoint in the configuration. Its secret is not in the file but in the
+/// environment variable it names.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigWebhook {
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Event types (`job.succeeded`, …); empty or absent means all.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// The environment variable holding its `whsec_…` secret.
+    pub secret_env: String,
 }
 
 /// One API key: only its SHA-256 is kept.

@@ -24,6 +24,7 @@ pub mod server;
 pub mod settler;
 pub mod state;
 pub mod users;
+pub mod webhooks;
 
 pub use config::SchedulerConfig;
 pub use problem::ApiError;

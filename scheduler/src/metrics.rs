@@ -101,6 +101,21 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// A webhook delivery attempt's endpoint and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// The endpoint id (a tenant has at most a handful).
+    pub endpoint: String,
+    /// `delivered`, `failed` (will retry), `gave_up` (retries over), `skipped` (endpoint gone
+    /// or disabled).
+    pub outcome: String,
+}
+
+/// Webhook delivery duration buckets: 5 ms to the 15 s timeout.
+const WEBHOOK_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
+
 /// The scheduler's metrics.
 #[derive(Debug)]
 pub struct SchedulerMetrics {
@@ -131,6 +146,18 @@ pub struct SchedulerMetrics {
     pub http_requests: Family<RequestLabels, Counter>,
     /// API request durations, by route and method.
     pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Webhook delivery attempts, by endpoint and outcome.
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    /// Webhook delivery attempt durations.
+    pub webhook_duration: Histogram,
+    /// How long the oldest due webhook delivery has waited past its due time.
+    pub webhook_backlog_age: FGauge,
+    /// Webhook deliveries due now.
+    pub webhook_backlog: Gauge,
+    /// Endpoints disabled for failing.
+    pub webhook_disabled: Counter,
+    /// SSE clients connected.
+    pub sse_clients: Gauge,
 }
 
 impl Default for SchedulerMetrics {
@@ -157,6 +184,12 @@ impl Default for SchedulerMetrics {
             hashlist_hashes: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS)),
+            webhook_deliveries: Family::default(),
+            webhook_duration: Histogram::new(WEBHOOK_BUCKETS),
+            webhook_backlog_age: FGauge::default(),
+            webhook_backlog: Gauge::default(),
+            webhook_disabled: Counter::default(),
+            sse_clients: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -246,6 +279,36 @@ impl Default for SchedulerMetrics {
             "gantry_http_request_duration_seconds",
             "API request duration, by route and method",
             m.http_duration.clone(),
+        );
+        registry.register(
+            "gantry_webhook_deliveries",
+            "Webhook delivery attempts, by tenant, endpoint and outcome",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "gantry_webhook_delivery_duration_seconds",
+            "Webhook delivery attempt duration (to the response's end or the error)",
+            m.webhook_duration.clone(),
+        );
+        registry.register(
+            "gantry_webhook_backlog_age_seconds",
+            "How long the oldest due webhook delivery has waited past its due time (0 when none)",
+            m.webhook_backlog_age.clone(),
+        );
+        registry.register(
+            "gantry_webhook_backlog_deliveries",
+            "Webhook deliveries due now and not yet sent",
+            m.webhook_backlog.clone(),
+        );
+        registry.register(
+            "gantry_webhook_endpoints_disabled",
+            "Webhook endpoints disabled because every delivery failed for too long",
+            m.webhook_disabled.clone(),
+        );
+        registry.register(
+            "gantry_sse_clients",
+            "Event-stream (SSE) clients connected to this scheduler",
+            m.sse_clients.clone(),
         );
         // Both families are shown from the start (at 0), so their series exist before the
         // first sweep or erasure.

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::routes())
         .merge(crate::outputs::routes())
         .merge(crate::events::sse::routes())
+        .merge(crate::webhooks::api::routes())
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
         .merge(crate::users::routes())
@@ -105,6 +106,24 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     state.metrics.observe_hashlists(lists.ok().as_deref(), now_ms);
+    if let Some(w) = &state.webhooks {
+        match w.store.backlog_age_ms().await {
+            Ok((age_ms, due)) => {
+                state.metrics.webhook_backlog_age.set(age_ms as f64 / 1000.0);
+                state
+                    .metrics
+                    .webhook_backlog
+                    .set(i64::try_from(due).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "webhook backlog unreadable; its gauges keep the last readings"),
+        }
+    }
+    if let Some(hub) = &state.events {
+        state
+            .metrics
+            .sse_clients
+            .set(i64::try_from(hub.clients()).unwrap_or(i64::MAX));
+    }
     let text = state.metrics.encode(&state.cfg, &state.loads);
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
     let (content_type, body) = gantry_queue::exposition::negotiate(text, accept);

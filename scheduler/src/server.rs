@@ -41,6 +41,9 @@ pub enum ServeError {
         /// Why, joined.
         reasons: String,
     },
+    /// Webhook delivery could not start (its HTTP client).
+    #[error("webhooks: {0}")]
+    Webhooks(String),
     /// The listen address could not be bound, or serving failed.
     #[error("http on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
@@ -81,6 +84,40 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
         .map_err(|e| ServeError::Http(addr, e))?;
     let local = listener.local_addr().map_err(|e| ServeError::Http(addr, e))?;
     Ok((listener, local))
+}
+
+/// Starts webhook delivery: the configured endpoints written to the store, one dispatcher
+/// and one sender.
+async fn start_webhooks(
+    queue: &QueueClient,
+    cfg: &Arc<SchedulerConfig>,
+    metrics: Arc<SchedulerMetrics>,
+    audit: gantry_safety::AuditLog,
+    shutdown: &CancellationToken,
+) -> Result<crate::webhooks::Webhooks, ServeError> {
+    let store = crate::webhooks::store::WebhookStore::new(queue.connection());
+    crate::webhooks::sync_config(&store, cfg).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let pools: Vec<_> = cfg
+        .pools
+        .keys()
+        .filter_map(|p| gantry_queue::Pool::new(p).ok())
+        .collect();
+    let dispatcher = crate::webhooks::delivery::Dispatcher::new(queue.connection(), pools, wake.clone());
+    tokio::spawn(dispatcher.run(shutdown.clone()));
+    let sender =
+        crate::webhooks::delivery::Sender::new(queue.connection(), cfg.webhooks.clone(), metrics, audit, wake.clone())
+            .map_err(|e| ServeError::Webhooks(e.to_string()))?;
+    tokio::spawn(sender.run(shutdown.clone()));
+    let guard =
+        gantry_providers::fetch::GuardedClient::new(cfg.webhooks.allow.clone(), std::time::Duration::from_secs(1))
+            .map_err(|e| ServeError::Webhooks(e.to_string()))?;
+    Ok(crate::webhooks::Webhooks {
+        store,
+        cfg: cfg.webhooks.clone(),
+        guard,
+        wake,
+    })
 }
 
 impl Scheduler {
@@ -136,8 +173,10 @@ impl Scheduler {
             shutdown.clone(),
         );
         hub.start(&queue, cfg.events.clone());
+        let webhooks = start_webhooks(&queue, &cfg, metrics.clone(), audit.clone(), &shutdown).await?;
         let state = AppState {
             events: Some(hub),
+            webhooks: Some(webhooks),
             eraser,
             outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),

@@ -41,4 +41,6 @@ pub struct AppState {
     /// The event fan-out behind `GET /v1/events`; `None` where it is not running (tests that
     /// build a state by hand).
     pub events: Option<crate::events::EventHub>,
+    /// Webhook endpoints and deliveries; `None` where delivery is not running.
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }

@@ -29,6 +29,18 @@ pub struct SchedulerArgs {
     /// overrides the configuration's `outputs`.
     #[arg(long, env = "GANTRY_OUTPUTS")]
     outputs: Option<String>,
+    /// A private or loopback address (`ip:port`) webhooks may be delivered to all the same
+    /// (repeatable; added to the configuration's `webhooks.allow`). By default only public
+    /// addresses receive webhooks.
+    #[arg(long = "webhook-allow", env = "GANTRY_WEBHOOK_ALLOW", value_delimiter = ',')]
+    webhook_allow: Vec<std::net::SocketAddr>,
+    /// The first webhook retry's delay in ms (overrides `webhooks.backoff_base_ms`; for drills).
+    #[arg(long, env = "GANTRY_WEBHOOK_BACKOFF_MS")]
+    webhook_backoff_ms: Option<u64>,
+    /// Disable an endpoint after this many seconds of failed deliveries (overrides
+    /// `webhooks.disable_after_secs`; for drills).
+    #[arg(long, env = "GANTRY_WEBHOOK_DISABLE_AFTER_SECS")]
+    webhook_disable_after_secs: Option<u64>,
 }
 
 /// What to say when there is no configuration.
@@ -71,6 +83,13 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     }
     if let Some(o) = a.outputs {
         cfg.outputs = Some(o);
+    }
+    cfg.webhooks.allow.extend(a.webhook_allow);
+    if let Some(ms) = a.webhook_backoff_ms {
+        cfg.webhooks.backoff_base_ms = ms;
+    }
+    if let Some(s) = a.webhook_disable_after_secs {
+        cfg.webhooks.disable_after_secs = s;
     }
     cfg.retention = gantry_queue::RetentionPolicy::from_env().map_err(super::refused)?;
     let shutdown = CancellationToken::new();

@@ -40,3 +40,4 @@ mod security;
 mod traces;
 mod transcode;
 mod upscale;
+mod webhooks;

@@ -1,0 +1,531 @@
+//! Turning job events into webhook deliveries, and sending them.
+//!
+//! - **Dispatch:** every scheduler replica reads the pools' events streams through one consumer
+//!   group (`webhooks`), expands each event into one delivery per endpoint of its tenant that
+//!   wants its type, creates them (each once: the delivery id is the event's place and the
+//!   endpoint, so an event read again after a crash creates nothing new), then acks the event.
+//!   Events another replica left pending are taken over, as the credit settler does.
+//! - **Sending:** due deliveries are leased (their due time moved a lease ahead), signed per
+//!   Standard Webhooks and POSTed through the SSRF-guarded client, with connect and total
+//!   timeouts and a cap on the answer read. A 2xx delivers. Anything else retries with
+//!   exponential backoff and jitter, never before a `Retry-After`, for `retry_for_secs`
+//!   after the first attempt. An endpoint whose every delivery failed for
+//!   `disable_after_secs` is disabled, with the reason stored on it and an audit entry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use gantry_providers::fetch::GuardedClient;
+use gantry_queue::events::JobEvent;
+use gantry_queue::{Pool, QueueError, RedisConn};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::signing;
+use super::store::{AttemptOutcome, Disabled, DueDelivery, Endpoint, NewDelivery, WebhookStore};
+use crate::config::WebhooksConfig;
+use crate::events::EventPayload;
+use crate::metrics::{SchedulerMetrics, WebhookLabels};
+
+/// The consumer group webhooks read events through.
+const GROUP: &str = "webhooks";
+const BATCH: usize = 256;
+const IDLE_POLL: Duration = Duration::from_millis(200);
+const TAKE_OVER_AFTER: Duration = Duration::from_secs(30);
+/// How long a sender holds a delivery before another may take it (past the request timeout).
+const LEASE_MS: u64 = 60_000;
+/// How long a tenant's endpoint list is reused by the dispatcher.
+const ENDPOINT_CACHE: Duration = Duration::from_secs(2);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The delivery id of `event` to endpoint `ep`: stable across retries and re-reads.
+pub fn delivery_id(e: &JobEvent, ep: &str) -> String {
+    format!("msg_{}_{}_{}_{ep}", e.pool.as_str(), e.pos.ms, e.pos.seq)
+}
+
+/// Reads events and creates deliveries. See the module docs.
+#[derive(Debug)]
+pub struct Dispatcher {
+    conn: RedisConn,
+    store: WebhookStore,
+    consumer: String,
+    pools: Vec<Pool>,
+    cache: HashMap<String, (Instant, Vec<Endpoint>)>,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `pools`' events streams; `wake` is notified when deliveries are made.
+    pub fn new(conn: RedisConn, pools: Vec<Pool>, wake: Arc<Notify>) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Self {
+            store: WebhookStore::new(conn.clone()),
+            conn,
+            consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
+            pools,
+            cache: HashMap::new(),
+            wake,
+        }
+    }
+
+    /// Dispatches until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut ready = std::collections::HashSet::new();
+        let mut last_take_over: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            let take_over = last_take_over.is_none_or(|t| t.elapsed() >= TAKE_OVER_AFTER / 2);
+            if take_over {
+                last_take_over = Some(Instant::now());
+            }
+            let mut busy = false;
+            for pool in self.pools.clone() {
+                let key = gantry_queue::events::events_key(&pool);
+                if !ready.contains(&key) {
+                    match self.create_group(&key).await {
+                        Ok(()) => {
+                            ready.insert(key.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, stream = %key, "events stream unavailable");
+                            continue;
+                        }
+                    }
+                }
+                let r = async {
+                    let mut n = 0;
+                    if take_over {
+                        n += self.take_over(&pool, &key).await?;
+                    }
+                    Ok::<_, QueueError>(n + self.read(&pool, &key).await?)
+                }
+                .await;
+                match r {
+                    Ok(n) => busy |= n > 0,
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream = %key, "dispatching webhooks failed; will retry");
+                        ready.remove(&key);
+                    }
+                }
+            }
+            if !busy {
+                tokio::select! {
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// The group starts at the stream's end: endpoints receive what happens after the
+    /// scheduler first ran, not the retained past (replay reaches that).
+    async fn create_group(&self, key: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg(GROUP)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match r {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read(&mut self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
+        let mut c = self.conn.clone();
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(">")
+            .query_async(&mut c)
+            .await?;
+        let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+        self.apply(pool, key, entries).await
+    }
+
+    async fn take_over(&mut self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
+        let mut c = self.conn.clone();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(key)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(TAKE_OVER_AFTER.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(&mut c)
+            .await?;
+        self.apply(pool, key, reply.claimed).await
+    }
+
+    async fn endpoints(&mut self, tenant: &str) -> Result<Vec<Endpoint>, QueueError> {
+        if let Some((at, eps)) = self.cache.get(tenant)
+            && at.elapsed() < ENDPOINT_CACHE
+        {
+            return Ok(eps.clone());
+        }
+        let eps = self.store.endpoints(tenant).await?;
+        self.cache.insert(tenant.to_owned(), (Instant::now(), eps.clone()));
+        Ok(eps)
+    }
+
+    /// Creates the deliveries of `entries`, then acks them (the stream keeps them for SSE).
+    async fn apply(&mut self, pool: &Pool, key: &str, entries: Vec<StreamId>) -> Result<usize, QueueError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut deliveries = Vec::new();
+        for entry in &entries {
+            let Some(e) = JobEvent::parse(pool, entry) else {
+                tracing::error!(stream = %key, event = %entry.id, "unreadable job event skipped");
+                continue;
+            };
+            for ep in self.endpoints(&e.tenant).await? {
+                if ep.wants(e.event_type) {
+                    deliveries.push(NewDelivery {
+                        id: delivery_id(&e, &ep.id),
+                        tenant: e.tenant.clone(),
+                        endpoint: ep.id.clone(),
+                        event_type: e.event_type.as_str().to_owned(),
+                        job: e.job.to_string(),
+                        body: EventPayload::of(&e).to_json(),
+                    });
+                }
+            }
+        }
+        if self.store.enqueue(&deliveries).await? > 0 {
+            self.wake.notify_one();
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let mut c = self.conn.clone();
+        redis::cmd("XACK")
+            .arg(key)
+            .arg(GROUP)
+            .arg(&ids)
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(entries.len())
+    }
+}
+
+/// Sends due deliveries. See the module docs.
+#[derive(Debug)]
+pub struct Sender {
+    store: WebhookStore,
+    http: GuardedClient,
+    cfg: WebhooksConfig,
+    metrics: Arc<SchedulerMetrics>,
+    audit: gantry_safety::AuditLog,
+    wake: Arc<Notify>,
+}
+
+/// What one POST came to.
+struct Sent {
+    outcome: AttemptOutcome,
+    latency: Duration,
+}
+
+impl Sender {
+    /// A sender under `cfg`.
+    pub fn new(
+        conn: RedisConn,
+        cfg: WebhooksConfig,
+        metrics: Arc<SchedulerMetrics>,
+        audit: gantry_safety::AuditLog,
+        wake: Arc<Notify>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = GuardedClient::new(cfg.allow.clone(), Duration::from_secs(cfg.connect_timeout_secs.max(1)))?;
+        Ok(Self {
+            store: WebhookStore::new(conn),
+            http,
+            cfg,
+            metrics,
+            audit,
+            wake,
+        })
+    }
+
+    /// Sends until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let this = Arc::new(self);
+        while !stop.is_cancelled() {
+            let n = this.cfg.concurrency.max(1);
+            let due = match this.store.claim(n, LEASE_MS).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking due webhook deliveries failed; will retry");
+                    Vec::new()
+                }
+            };
+            let got = due.len();
+            futures::stream::iter(due)
+                .for_each_concurrent(n, |d| {
+                    let this = this.clone();
+                    async move { this.deliver(d).await }
+                })
+                .await;
+            if got < n {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    () = this.wake.notified() => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, d: DueDelivery) {
+        let del = &d.delivery;
+        let ep = match self.store.endpoint(&del.tenant, &del.endpoint).await {
+            Ok(ep) => ep,
+            Err(e) => {
+                tracing::warn!(error = %e, delivery = %del.id, "reading a webhook endpoint failed; will retry");
+                return;
+            }
+        };
+        let now = now_ms();
+        let sent = match &ep {
+            None => Sent {
+                outcome: AttemptOutcome::Skipped {
+                    reason: "the endpoint was deleted".into(),
+                },
+                latency: Duration::ZERO,
+            },
+            Some(ep) if ep.disabled.is_some() => Sent {
+                outcome: AttemptOutcome::Skipped {
+                    reason: "the endpoint is disabled".into(),
+                },
+                latency: Duration::ZERO,
+            },
+            Some(ep) => self.post(ep, &d, now).await,
+        };
+        let outcome_label = match &sent.outcome {
+            AttemptOutcome::Delivered { .. } => "delivered",
+            AttemptOutcome::Failed {
+                retry_at_ms: Some(_), ..
+            } => "failed",
+            AttemptOutcome::Failed { retry_at_ms: None, .. } => "gave_up",
+            AttemptOutcome::Skipped { .. } => "skipped",
+        };
+        self.metrics
+            .webhook_deliveries
+            .get_or_create(&WebhookLabels {
+                tenant: del.tenant.clone(),
+                endpoint: del.endpoint.clone(),
+                outcome: outcome_label.to_owned(),
+            })
+            .inc();
+        let latency = (!matches!(sent.outcome, AttemptOutcome::Skipped { .. })).then(|| {
+            self.metrics.webhook_duration.observe(sent.latency.as_secs_f64());
+            sent.latency.as_millis() as u64
+        });
+        tracing::info!(
+            delivery = %del.id,
+            tenant = %del.tenant,
+            endpoint = %del.endpoint,
+            event_type = %del.event_type,
+            attempt = d.attempts + 1,
+            outcome = outcome_label,
+            latency_ms = latency.unwrap_or(0),
+            "webhook delivery attempt"
+        );
+        if let Err(e) = self.store.record(&del.id, &sent.outcome, latency).await {
+            tracing::warn!(error = %e, delivery = %del.id, "recording a webhook attempt failed; it will be sent again");
+        }
+        if let Some(ep) = ep {
+            self.track_endpoint(&del.tenant, ep, &sent.outcome, now).await;
+        }
+    }
+
+    async fn post(&self, ep: &Endpoint, d: &DueDelivery, now: u64) -> Sent {
+        let del = &d.delivery;
+        let ts = now / 1000;
+        let sig = signing::signature_header(ep.signing_secrets(now), &del.id, ts, del.body.as_bytes());
+        let began = Instant::now();
+        let req = match self.http.post(&ep.url) {
+            Ok(r) => r,
+            Err(why) => {
+                return Sent {
+                    outcome: self.failed(d, None, format!("refused to send: {why}"), None, now),
+                    latency: Duration::ZERO,
+                };
+            }
+        };
+        let res = req
+            .timeout(Duration::from_secs(self.cfg.timeout_secs.max(1)))
+            .header("content-type", "application/json")
+            .header("user-agent", concat!("gantry-webhooks/", env!("CARGO_PKG_VERSION")))
+            .header("webhook-id", &del.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(del.body.clone())
+            .send()
+            .await;
+        let outcome = match res {
+            Err(e) => self.failed(d, None, error_chain(&e), None, now),
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                // Read (a bounded part of) the answer, so the connection can be reused.
+                let mut read = 0usize;
+                while read < self.cfg.max_response_bytes {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => read += c.len(),
+                        _ => break,
+                    }
+                }
+                if (200..300).contains(&status) {
+                    AttemptOutcome::Delivered { status }
+                } else {
+                    self.failed(d, Some(status), format!("HTTP {status}"), retry_after, now)
+                }
+            }
+        };
+        Sent {
+            outcome,
+            latency: began.elapsed(),
+        }
+    }
+
+    /// A failed attempt: when to try again (backoff with jitter, at least `Retry-After`), or
+    /// not at all once `retry_for_secs` have passed since the delivery was created.
+    fn failed(
+        &self,
+        d: &DueDelivery,
+        status: Option<u16>,
+        error: String,
+        retry_after_secs: Option<u64>,
+        now: u64,
+    ) -> AttemptOutcome {
+        let retry_at_ms = next_attempt(&self.cfg, d.attempts + 1, retry_after_secs, now)
+            .filter(|_| now.saturating_sub(d.created_ms) < self.cfg.retry_for_secs.saturating_mul(1000));
+        AttemptOutcome::Failed {
+            status,
+            error,
+            retry_at_ms,
+        }
+    }
+
+    /// Keeps the endpoint's run of failures: cleared by a success, started by a first failure,
+    /// and the endpoint disabled once it has lasted `disable_after_secs`.
+    async fn track_endpoint(&self, tenant: &str, mut ep: Endpoint, outcome: &AttemptOutcome, now: u64) {
+        let changed = match outcome {
+            AttemptOutcome::Delivered { .. } => ep.failing_since_ms.take().is_some(),
+            AttemptOutcome::Failed { error, .. } => match ep.failing_since_ms {
+                None => {
+                    ep.failing_since_ms = Some(now);
+                    true
+                }
+                Some(since) if now.saturating_sub(since) >= self.cfg.disable_after_secs.saturating_mul(1000) => {
+                    let reason = format!(
+                        "every delivery failed since {} (last: {error}); disabled after {} s of failures",
+                        gantry_core::time::rfc3339_ms(since),
+                        self.cfg.disable_after_secs
+                    );
+                    tracing::warn!(tenant = %tenant, endpoint = %ep.id, %reason, "webhook endpoint disabled");
+                    self.metrics.webhook_disabled.inc();
+                    let entry = gantry_safety::AuditEntry::new("scheduler/webhooks", "webhook.disabled", &ep.id)
+                        .details(serde_json::json!({"tenant": tenant, "reason": reason}));
+                    if let Err(e) = self.audit.record(&entry).await {
+                        tracing::warn!(error = %e, "auditing a disabled webhook endpoint failed");
+                    }
+                    ep.disabled = Some(Disabled { at_ms: now, reason });
+                    true
+                }
+                Some(_) => false,
+            },
+            AttemptOutcome::Skipped { .. } => false,
+        };
+        if changed {
+            // Re-read so a concurrent change (a rotation, a deletion) is not undone.
+            match self.store.endpoint(tenant, &ep.id).await {
+                Ok(Some(mut current)) => {
+                    current.failing_since_ms = ep.failing_since_ms;
+                    if ep.disabled.is_some() {
+                        current.disabled = ep.disabled;
+                    }
+                    if let Err(e) = self.store.put(tenant, &current).await {
+                        tracing::warn!(error = %e, "updating a webhook endpoint failed");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reading a webhook endpoint failed"),
+            }
+        }
+    }
+}
+
+/// When attempt `attempt` (from 1) that failed at `now` is tried again: the base delay doubled
+/// per attempt up to the cap, jittered to between half and all of it, and never before a
+/// `Retry-After` (capped at a day). `None` never happens here; the caller decides when to stop.
+pub fn next_attempt(cfg: &WebhooksConfig, attempt: u32, retry_after_secs: Option<u64>, now: u64) -> Option<u64> {
+    let cap = cfg.backoff_cap_secs.saturating_mul(1000).max(cfg.backoff_base_ms);
+    let exp = cfg
+        .backoff_base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(32))
+        .min(cap);
+    let jittered = exp / 2 + rand::random_range(0..=exp / 2);
+    let floor = retry_after_secs.map_or(0, |s| s.min(86_400).saturating_mul(1000));
+    Some(now + jittered.max(floor))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_and_honour_retry_after() {
+        let cfg = WebhooksConfig::default();
+        for attempt in 1..=20u32 {
+            let exp = (5_000u64 << (attempt - 1).min(32)).min(3_600_000);
+            let at = next_attempt(&cfg, attempt, None, 1_000).unwrap_or(0) - 1_000;
+            assert!((exp / 2..=exp).contains(&at), "attempt {attempt}: {at} vs {exp}");
+        }
+        let at = next_attempt(&cfg, 1, Some(120), 0).unwrap_or(0);
+        assert_eq!(at, 120_000, "Retry-After beats a shorter backoff");
+        let at = next_attempt(&cfg, 1, Some(10 * 86_400), 0).unwrap_or(0);
+        assert_eq!(at, 86_400_000, "a Retry-After is honoured up to a day");
+        // Enough attempts fit in the first day that none waits more than the cap.
+        let mut t = 0;
+        let mut n = 0;
+        while t < 86_400_000 {
+            n += 1;
+            t = next_attempt(&cfg, n, None, t).unwrap_or(u64::MAX);
+        }
+        assert!(n > 20, "{n} attempts in 24 h");
+    }
+}
