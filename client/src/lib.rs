@@ -18,8 +18,11 @@
 //! with the problem document's stable `code`; `429` is retried after its `Retry-After` when
 //! [`Client::with_rate_limit_retries`] allows.
 
+mod events;
+
 use std::time::Duration;
 
+pub use events::{EventStream, ServerEvent, Webhook};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 

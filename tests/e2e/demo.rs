@@ -107,6 +107,32 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     assert_eq!(download["sha256_matches"], true, "{download}");
     assert!(download["bytes"].as_u64().unwrap() > 0, "{download}");
     assert!(text.contains("download: GET /v1/jobs/"), "{text}");
+    // The upscales were followed over the event stream, every one to its final event.
+    let sse = &r["post_processing"]["followed_over_sse"];
+    assert_eq!(
+        (sse["jobs"].as_u64(), sse["finished"].as_u64()),
+        (Some(3), Some(3)),
+        "{sse}"
+    );
+    assert!(sse["events"].as_u64().unwrap() >= 3, "{sse}");
+    // studio-42's webhook receiver got a signed final event for every one of its jobs, each
+    // signature verified.
+    let hooks = &r["webhooks"];
+    let received = hooks["received"].as_u64().unwrap();
+    assert!(received > 0 && hooks["verified"].as_u64() == Some(received), "{hooks}");
+    let studio_jobs: u64 = r["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["tenant"] == "studio-42")
+        .map(|o| o["jobs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hooks["jobs_finished"].as_u64(), Some(studio_jobs), "{hooks}");
+    assert!(hooks["by_type"]["job.succeeded"].as_u64().unwrap() > 0, "{hooks}");
+    assert!(
+        text.contains("webhooks: ") && text.contains("with a verified signature"),
+        "{text}"
+    );
     let erased = &r["erasure"];
     assert_eq!(
         (erased["user"].as_str(), erased["tenant"].as_str()),

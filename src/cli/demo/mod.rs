@@ -47,10 +47,11 @@ macro_rules! say {
 mod fleet;
 mod jobs;
 mod report;
+mod webhooks;
 
 use fleet::Fleet;
 use jobs::Submissions;
-use report::{DemoReport, Download, KilledWorker, Ledger, Metrics, PostProcessing};
+use report::{DemoReport, Download, KilledWorker, Ledger, Metrics, PostProcessing, SseFollow};
 
 /// The demo tenants' API keys (their SHA-256 is in the embedded scheduler configuration).
 const STUDIO_KEY: &str = "demo-studio-key";
@@ -103,6 +104,8 @@ struct Stack {
     ops: Client,
     /// Each tenant's balance before the first job.
     before: BTreeMap<&'static str, i64>,
+    /// studio-42's webhook receiver.
+    hooks: webhooks::Receiver,
 }
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -178,6 +181,11 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
     let outputs = log_dir.join("outputs");
     let outputs_arg = outputs.to_string_lossy();
     let scheduler_metrics = format!("127.0.0.1:{}", gantry_testkit::free_port());
+    // studio-42's webhook receiver, on loopback: the scheduler sends only to public addresses
+    // unless told otherwise, so it is told to allow this one.
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook_addr = hook_listener.local_addr()?.to_string();
+    let hooks = webhooks::Receiver::serve(hook_listener, format!("http://{hook_addr}/hooks"));
     let base = fleet.spawn_server(
         "scheduler",
         &[
@@ -191,6 +199,8 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
             &scheduler_metrics,
             "--outputs",
             &outputs_arg,
+            "--webhook-allow",
+            &hook_addr,
         ],
     )?;
     say!(
@@ -228,6 +238,13 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
         before["videos-7"]
     );
 
+    let hook = studio.create_webhook(&format!("http://{hook_addr}/hooks"), &[]).await?;
+    hooks.registered(&hook.id, &hook.secret);
+    say!(
+        "  webhook        studio-42's receiver at http://{hook_addr}/hooks, registered through POST /v1/webhooks as {} (every job event, signed per Standard Webhooks)",
+        hook.id
+    );
+
     let list = jobs::safety_fixtures(&outputs)?;
     let meta = ops.publish_hash_list(HASH_LIST, "csam", &list).await?;
     say!(
@@ -249,6 +266,7 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
         video_retrying,
         ops,
         before,
+        hooks,
     })
 }
 
@@ -349,9 +367,40 @@ async fn chain(s: &Stack, s_studio: &mut Submissions, s_video: &mut Submissions)
         .map(|k| json!({"user": "user-0010", "kind": "upscale", "payload": {"input": k, "scale": 2, "format": "webp"}}))
         .collect();
     if !ups.is_empty() {
+        // Followed over the event stream, not by polling: opened before the submission, so
+        // no event is missed.
+        let mut stream = s.studio.events(&[], &[], None).await?;
         let admitted = s.studio.submit_batch(&ups).await?;
+        let mut open: std::collections::BTreeSet<String> = admitted.iter().map(|a| a.id.clone()).collect();
+        let mut events = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !open.is_empty() && Instant::now() < deadline {
+            let e = match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.next()).await
+            {
+                Ok(Ok(Some(e))) => e,
+                _ => break,
+            };
+            if let Some(id) = e.job_id().filter(|id| open.contains(id)) {
+                events += 1;
+                if e.is_final() {
+                    open.remove(&id);
+                }
+            }
+        }
+        post.followed_over_sse = Some(SseFollow {
+            jobs: admitted.len(),
+            events,
+            finished: admitted.len() - open.len(),
+        });
+        say!(
+            "  event stream: followed the {} upscale jobs over GET /v1/events (Server-Sent Events, no polling): {} events, {} finished",
+            admitted.len(),
+            events,
+            admitted.len() - open.len()
+        );
         let mut first = None;
         for a in &admitted {
+            // Final already (or, if the stream fell short, waited for by polling).
             let j = s.studio.wait(&a.id, WaitOptions::default()).await?;
             first = first.or(Some(j));
         }
@@ -512,6 +561,14 @@ async fn report(
             charged_once: after == before - charged,
         });
     }
+    // Webhooks trail the outcomes by a moment: wait (up to 15 s) until a final event arrived
+    // for every finished studio-42 job.
+    let finished = v_studio.iter().filter(|j| j.is_final()).count();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.hooks.summary().jobs_finished < finished && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.webhooks = s.hooks.summary();
     let receipt = s.studio.erase_user("user-0010", None).await?;
     r.erasure = report::erasure("studio-42", "user-0010", &receipt);
     let outputs = s.log_dir.join("outputs");

@@ -41,6 +41,8 @@ pub(super) struct DemoReport {
     pub post_processing: PostProcessing,
     /// Submissions answered with the first job of their idempotency key.
     pub idempotent_duplicates: usize,
+    /// What studio-42's webhook receiver got.
+    pub webhooks: super::webhooks::WebhookSummary,
     /// Jobs whose lease expired with the killed worker and that ran again elsewhere.
     pub leases_recovered: u64,
     /// What the scans against the demo's hash list found.
@@ -127,6 +129,18 @@ pub(super) struct PostProcessing {
     pub csam_checks: usize,
     /// The first upscale's output, downloaded through the API.
     pub download: Option<Download>,
+    /// The upscale jobs, followed over the event stream.
+    pub followed_over_sse: Option<SseFollow>,
+}
+
+/// Jobs followed over `GET /v1/events` until each finished.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct SseFollow {
+    pub jobs: usize,
+    /// Their events received.
+    pub events: usize,
+    /// Of the jobs, those whose final event arrived.
+    pub finished: usize,
 }
 
 /// An output downloaded through `GET /v1/jobs/{id}/outputs/{name}`.
@@ -446,6 +460,21 @@ pub(super) fn print(r: &DemoReport) {
     say!(
         "  leases recovered after the SIGKILL: {} (their jobs ran again elsewhere)",
         r.leases_recovered
+    );
+
+    let w = &r.webhooks;
+    let types: Vec<String> = w.by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    say!(
+        "  webhooks: {} deliveries to studio-42's receiver ({}), {} with a verified signature; {}; final events for {} jobs",
+        w.received,
+        w.url,
+        w.verified,
+        if types.is_empty() {
+            "none".to_owned()
+        } else {
+            types.join(", ")
+        },
+        w.jobs_finished
     );
 
     let s = &r.safety;
