@@ -172,6 +172,32 @@ def fleet():
         width=8,
     )
     b.panel(
+        "Webhook deliveries by outcome",
+        [(f"sum by (outcome) ({rate('gantry_webhook_deliveries_total', NS)})", "{{outcome}}")],
+        "ops",
+        width=6,
+        description="Attempts: delivered, failed (will retry), gave_up (retries over), skipped (endpoint gone or disabled).",
+    )
+    b.panel(
+        "Webhook delivery latency",
+        [
+            (f"histogram_quantile({q}, sum by (le) ({rate('gantry_webhook_delivery_duration_seconds_bucket', NS)}))", f"p{int(q * 100)}")
+            for q in (0.5, 0.95, 0.99)
+        ],
+        "s",
+        width=6,
+    )
+    b.panel(
+        "Webhook backlog",
+        [
+            (f"max(gantry_webhook_backlog_age_seconds{{{NS}}})", "oldest due, s past due"),
+            (f"sum(gantry_webhook_backlog_deliveries{{{NS}}})", "due now"),
+        ],
+        width=6,
+        description="What the GantryWebhookBacklog alert reads.",
+    )
+    b.panel("Event-stream (SSE) clients", [(f"sum(gantry_sse_clients{{{NS}}})", "connected")], width=6)
+    b.panel(
         "Claim round trip p99",
         [(f"histogram_quantile(0.99, sum by (pool, le) ({rate('gantry_claim_duration_seconds_bucket')}))", "{{pool}}")],
         "s",

@@ -140,6 +140,16 @@ async fn workload(f: &Fleet, api: &Client, ops_addr: &str) {
         list.as_bytes(),
     );
     assert_eq!(s, 200, "{b}");
+    // A webhook endpoint whose host never resolves: every delivery to it fails (and is
+    // retried), which is what the webhook panels chart.
+    let (s, _, b) = http_request(
+        ops_addr,
+        "POST",
+        "/v1/webhooks",
+        &[("Authorization", "Bearer demo-studio-key"), ("Content-Type", "application/json")],
+        br#"{"url": "https://hooks.invalid/gantry"}"#,
+    );
+    assert_eq!(s, 201, "{b}");
     let uploads = f.logs.path().join("outputs/inputs/studio-42");
     std::fs::create_dir_all(&uploads).unwrap();
     std::fs::write(uploads.join("flagged.png"), png.as_slice()).unwrap();
