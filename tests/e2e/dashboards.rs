@@ -146,7 +146,10 @@ async fn workload(f: &Fleet, api: &Client, ops_addr: &str) {
         ops_addr,
         "POST",
         "/v1/webhooks",
-        &[("Authorization", "Bearer demo-studio-key"), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", "Bearer demo-studio-key"),
+            ("Content-Type", "application/json"),
+        ],
         br#"{"url": "https://hooks.invalid/gantry"}"#,
     );
     assert_eq!(s, 201, "{b}");
