@@ -156,11 +156,8 @@ impl Client {
     async fn open_stream(&self, path: &str, last_event_id: Option<&str>) -> Result<EventStream, ClientError> {
         // No total timeout (the stream is open-ended); the server's keep-alive comments every
         // 15 s keep the read timeout from firing on a quiet stream.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(60))
-            .build()?;
-        let mut req = http
+        let mut req = self
+            .sse
             .get(format!("{}{path}", self.base))
             .header(reqwest::header::AUTHORIZATION, &self.auth)
             .header(reqwest::header::ACCEPT, "text/event-stream");

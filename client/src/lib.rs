@@ -224,6 +224,8 @@ impl Default for WaitOptions {
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// For event streams: no total timeout, a read timeout past the server's keep-alives.
+    sse: reqwest::Client,
     base: String,
     auth: String,
     rate_limit_retries: u32,
@@ -250,8 +252,13 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()?;
+        let sse = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .build()?;
         Ok(Self {
             http,
+            sse,
             base: base.to_owned(),
             auth: format!("Bearer {api_key}"),
             rate_limit_retries: 0,

@@ -124,6 +124,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         window_secs: u64,
     },
+    /// SSE fan-out: CLIENTS event streams on a `gantry scheduler` process while events arrive
+    /// at RATE per second, against a plain XREAD reader on the same stream; latency and the
+    /// scheduler's memory per client.
+    Events {
+        /// Port of a redis-server on 127.0.0.1.
+        #[arg(long)]
+        redis_port: u16,
+        /// Concurrent SSE clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Events per second.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Seconds measured (after a 2 s warm-up).
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// Admission against raw enqueue: batches of 1,000 through `POST /v1/jobs:batch` of an
     /// in-process scheduler vs `enqueue_batch`, interleaved; then single `POST /v1/jobs`
     /// open-loop at RATE per second with latency percentiles.
@@ -196,6 +213,14 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             window_secs,
         } => {
             return super::bench_generate::generate_bench(redis_port, jobs, hold_secs, window_secs).await;
+        }
+        BenchCommand::Events {
+            redis_port,
+            clients,
+            rate,
+            secs,
+        } => {
+            return super::bench_events::events_bench(redis_port, clients, rate, secs).await;
         }
         BenchCommand::Scheduler {
             redis_port,
