@@ -70,7 +70,7 @@ async fn receive(
         got.iter().filter(|g| g.path == path).count()
     };
     match path.as_str() {
-        "ok" => StatusCode::NO_CONTENT.into_response(),
+        "ok" | "late" => StatusCode::NO_CONTENT.into_response(),
         "flaky" if n <= 2 => (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], "busy").into_response(),
         "flaky" => StatusCode::OK.into_response(),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "no").into_response(),
@@ -384,6 +384,33 @@ async fn signed_webhooks_are_delivered_retried_logged_replayed_and_disabled() {
     ] {
         assert!(metrics.contains(&want), "{want} in\n{metrics}");
     }
+
+    // An endpoint registered a moment after the tenant's last event gets the very next one
+    // (the dispatcher reads endpoints per batch, never a stale list).
+    let before = recv.on("ok").len();
+    let j = api
+        .submit(&json!({"user": "u-1", "kind": "noop", "payload": {}}))
+        .await
+        .unwrap()
+        .id;
+    wait_for("the dispatch before", &recv, "ok", before + 1).await;
+    let (s, _) = call(
+        &base,
+        key,
+        "POST",
+        "/v1/webhooks",
+        Some(json!({"url": format!("http://{raddr}/late")})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let k = api
+        .submit(&json!({"user": "u-1", "kind": "noop", "payload": {}}))
+        .await
+        .unwrap()
+        .id;
+    let late = wait_for("the new endpoint's first delivery", &recv, "late", 1).await;
+    let v: Value = serde_json::from_str(&late[0].body).unwrap();
+    assert_eq!(v["data"]["job_id"], k.as_str(), "not {j}");
 
     // Deleting: gone from the list.
     let (s, _) = call(&base, key, "DELETE", &format!("/v1/webhooks/{flaky_id}"), None).await;

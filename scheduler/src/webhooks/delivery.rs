@@ -37,8 +37,6 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 const TAKE_OVER_AFTER: Duration = Duration::from_secs(30);
 /// How long a sender holds a delivery before another may take it (past the request timeout).
 const LEASE_MS: u64 = 60_000;
-/// How long a tenant's endpoint list is reused by the dispatcher.
-const ENDPOINT_CACHE: Duration = Duration::from_secs(2);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -58,7 +56,6 @@ pub struct Dispatcher {
     store: WebhookStore,
     consumer: String,
     pools: Vec<Pool>,
-    cache: HashMap<String, (Instant, Vec<Endpoint>)>,
     wake: Arc<Notify>,
 }
 
@@ -74,13 +71,12 @@ impl Dispatcher {
             conn,
             consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
             pools,
-            cache: HashMap::new(),
             wake,
         }
     }
 
     /// Dispatches until `stop`.
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken) {
         let mut ready = std::collections::HashSet::new();
         let mut last_take_over: Option<Instant> = None;
         while !stop.is_cancelled() {
@@ -145,7 +141,7 @@ impl Dispatcher {
         }
     }
 
-    async fn read(&mut self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
+    async fn read(&self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
         let mut c = self.conn.clone();
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -162,7 +158,7 @@ impl Dispatcher {
         self.apply(pool, key, entries).await
     }
 
-    async fn take_over(&mut self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
+    async fn take_over(&self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
         let mut c = self.conn.clone();
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(key)
@@ -177,29 +173,25 @@ impl Dispatcher {
         self.apply(pool, key, reply.claimed).await
     }
 
-    async fn endpoints(&mut self, tenant: &str) -> Result<Vec<Endpoint>, QueueError> {
-        if let Some((at, eps)) = self.cache.get(tenant)
-            && at.elapsed() < ENDPOINT_CACHE
-        {
-            return Ok(eps.clone());
-        }
-        let eps = self.store.endpoints(tenant).await?;
-        self.cache.insert(tenant.to_owned(), (Instant::now(), eps.clone()));
-        Ok(eps)
-    }
-
     /// Creates the deliveries of `entries`, then acks them (the stream keeps them for SSE).
-    async fn apply(&mut self, pool: &Pool, key: &str, entries: Vec<StreamId>) -> Result<usize, QueueError> {
+    async fn apply(&self, pool: &Pool, key: &str, entries: Vec<StreamId>) -> Result<usize, QueueError> {
         if entries.is_empty() {
             return Ok(0);
         }
         let mut deliveries = Vec::new();
+        // Each tenant's endpoints, read once per batch: an endpoint registered a moment ago
+        // receives the next event, never a cached absence.
+        let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
         for entry in &entries {
             let Some(e) = JobEvent::parse(pool, entry) else {
                 tracing::error!(stream = %key, event = %entry.id, "unreadable job event skipped");
                 continue;
             };
-            for ep in self.endpoints(&e.tenant).await? {
+            if !endpoints.contains_key(&e.tenant) {
+                let eps = self.store.endpoints(&e.tenant).await?;
+                endpoints.insert(e.tenant.clone(), eps);
+            }
+            for ep in endpoints.get(&e.tenant).into_iter().flatten() {
                 if ep.wants(e.event_type) {
                     deliveries.push(NewDelivery {
                         id: delivery_id(&e, &ep.id),
