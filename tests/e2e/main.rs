@@ -36,6 +36,7 @@ mod residency;
 mod retention;
 mod s3;
 mod scheduler;
+mod sdk;
 mod security;
 mod traces;
 mod transcode;

@@ -1,0 +1,118 @@
+"""The API's answers as typed values (``TypedDict``-free dataclasses that keep the raw JSON)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+FINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled", "blocked"})
+FINAL_EVENTS = frozenset({"job.succeeded", "job.dead", "job.blocked", "job.cancelled"})
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A job the scheduler admitted."""
+
+    id: str
+    pool: str
+    credits_reserved: int
+    duplicate: bool
+    provider: Optional[str] = None
+    model: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Submitted":
+        return cls(
+            id=v["id"],
+            pool=v["pool"],
+            credits_reserved=int(v.get("credits_reserved", 0)),
+            duplicate=bool(v.get("duplicate", False)),
+            provider=v.get("provider"),
+            model=v.get("model"),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as ``GET /v1/jobs/{id}`` shows it."""
+
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    pool: str
+    result: Optional[dict[str, Any]] = None
+    error: Optional[dict[str, Any]] = None
+    usage: Optional[dict[str, Any]] = None
+    credits: Optional[dict[str, Any]] = None
+    provider: Optional[str] = None
+    model: Optional[str] = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def output_name(self) -> Optional[str]:
+        """The file name of its output, for :meth:`Client.download`."""
+        key = (self.result or {}).get("object_key")
+        return key.rsplit("/", 1)[-1] if key else None
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Job":
+        return cls(
+            id=v["id"],
+            kind=v["kind"],
+            status=v["status"],
+            attempts=int(v.get("attempts", 0)),
+            pool=v.get("pool", ""),
+            result=v.get("result"),
+            error=v.get("error"),
+            usage=v.get("usage"),
+            credits=v.get("credits"),
+            provider=v.get("provider"),
+            model=v.get("model"),
+            raw=v,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event: ``event`` is its type (``job.succeeded``… or ``gap``), ``id`` the
+    cursor to resume after it, ``data`` the JSON payload."""
+
+    event: str
+    data: str
+    id: Optional[str] = None
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.data) if self.data else {}
+
+    @property
+    def job_id(self) -> Optional[str]:
+        try:
+            return self.json().get("data", {}).get("job_id")
+        except ValueError:
+            return None
+
+    @property
+    def is_final(self) -> bool:
+        return self.event in FINAL_EVENTS
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A registered webhook endpoint; ``secret`` is only known right after registration."""
+
+    id: str
+    url: str
+    types: list[str]
+    secret: Optional[str] = None
+    disabled: Optional[dict[str, Any]] = None
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Webhook":
+        return cls(id=v["id"], url=v["url"], types=list(v.get("types", [])), secret=v.get("secret"),
+                   disabled=v.get("disabled"))

@@ -1,0 +1,14 @@
+export { Client, type ClientOptions, type EventsOptions } from "./client.js";
+export { GantryError, ProblemError, WaitTimeout, WebhookVerificationError } from "./errors.js";
+export { SseParser } from "./sse.js";
+export {
+  eventJobId,
+  type Job,
+  type JobEventPayload,
+  type JobRequest,
+  type ResultRef,
+  type ServerEvent,
+  type Submitted,
+  type Webhook,
+} from "./types.js";
+export { sign, verifyWebhook } from "./webhooks.js";
