@@ -235,6 +235,69 @@ impl Keyring {
     }
 }
 
+/// The tag of a sealed text ([`Keyring::seal_text`]).
+const TEXT_TAG: &str = "gkt1";
+
+impl Keyring {
+    /// Seals a short secret (a webhook signing secret) bound to `context` (what it belongs to:
+    /// a different context does not open it): `gkt1:<key id>:<nonce>:<ciphertext>`.
+    pub fn seal_text(&self, plain: &str, context: &[u8]) -> Result<String, SealError> {
+        let key = self
+            .keys
+            .get(&self.current)
+            .ok_or(SealError::UnknownKey(self.current.clone()))?;
+        let nonce: [u8; 12] = rand::random();
+        let ct = key
+            .siv
+            .encrypt(
+                aes_gcm_siv::Nonce::from_slice(&nonce),
+                AeadPayload {
+                    msg: plain.as_bytes(),
+                    aad: context,
+                },
+            )
+            .map_err(|_| SealError::Corrupt)?;
+        Ok(format!(
+            "{TEXT_TAG}:{}:{}:{}",
+            self.current,
+            B64.encode(nonce),
+            B64.encode(ct)
+        ))
+    }
+}
+
+/// Whether `text` is a sealed text.
+pub fn is_sealed_text(text: &str) -> bool {
+    text.starts_with(TEXT_TAG) && text.as_bytes().get(TEXT_TAG.len()) == Some(&b':')
+}
+
+/// Opens what [`Keyring::seal_text`] sealed for `context`.
+pub fn open_text(sealed: &str, context: &[u8], keys: Option<&Keyring>) -> Result<String, SealError> {
+    let keys = keys.ok_or(SealError::NoKeys)?;
+    let mut parts = sealed.splitn(4, ':');
+    let (Some(TEXT_TAG), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SealError::Corrupt);
+    };
+    let key = keys
+        .keys
+        .get(kid)
+        .ok_or_else(|| SealError::UnknownKey(kid.to_owned()))?;
+    let nonce = B64.decode(nonce).map_err(|_| SealError::Corrupt)?;
+    let ct = B64.decode(ct).map_err(|_| SealError::Corrupt)?;
+    if nonce.len() != 12 {
+        return Err(SealError::Corrupt);
+    }
+    let plain = key
+        .siv
+        .decrypt(
+            aes_gcm_siv::Nonce::from_slice(&nonce),
+            AeadPayload { msg: &ct, aad: context },
+        )
+        .map_err(|_| SealError::Corrupt)?;
+    String::from_utf8(plain).map_err(|_| SealError::Corrupt)
+}
+
 /// The key id a stored spec was sealed with, if it is sealed.
 pub fn sealed_with(spec: &Value) -> Option<&str> {
     let s = spec.get("payload")?.get("sealed")?.as_str()?;
@@ -438,5 +501,30 @@ mod tests {
             assert!(Keyring::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Keyring::parse(&format!("k1={},k1={}", key(1), key(2))).is_err());
+    }
+
+    #[test]
+    fn sealed_texts_open_only_for_their_context_and_keys() {
+        let keys = Keyring::parse("k1=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").expect("keys");
+        let sealed = keys.seal_text("whsec_abc", b"tenant-a/ep_1").expect("sealed");
+        assert!(is_sealed_text(&sealed) && !sealed.contains("whsec_abc"), "{sealed}");
+        assert_eq!(
+            open_text(&sealed, b"tenant-a/ep_1", Some(&keys)).expect("opens"),
+            "whsec_abc"
+        );
+        assert!(
+            open_text(&sealed, b"tenant-b/ep_1", Some(&keys)).is_err(),
+            "another context"
+        );
+        assert!(matches!(
+            open_text(&sealed, b"tenant-a/ep_1", None),
+            Err(SealError::NoKeys)
+        ));
+        let other = Keyring::parse("k2=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").expect("keys");
+        assert!(matches!(
+            open_text(&sealed, b"tenant-a/ep_1", Some(&other)),
+            Err(SealError::UnknownKey(_))
+        ));
+        assert!(!is_sealed_text("whsec_abc") && !is_sealed_text("gkt1x"));
     }
 }

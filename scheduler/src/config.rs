@@ -591,6 +591,31 @@ impl SchedulerConfig {
             if t.weight == 0 {
                 return bad(format!("tenant {id}: weight must be at least 1"));
             }
+            if !t.webhooks.is_empty() && !t.events {
+                return bad(format!(
+                    "tenant {id}: webhooks are sent from job events, which events = false turns off"
+                ));
+            }
+            for (name, w) in &t.webhooks {
+                let name_ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !name_ok {
+                    return bad(format!("tenant {id}: webhook name {name:?}: 1-64 of A-Z a-z 0-9 - _"));
+                }
+                if let Some(t) = w
+                    .types
+                    .iter()
+                    .find(|t| t.parse::<gantry_queue::events::EventType>().is_err())
+                {
+                    return bad(format!("tenant {id}: webhook {name}: unknown event type {t:?}"));
+                }
+                if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                    return bad(format!("tenant {id}: webhook {name}: the url must be http(s)"));
+                }
+            }
             for k in &t.api_keys {
                 if k.scopes.contains(&Scope::Admin) && !t.operator {
                     return bad(format!(
@@ -678,6 +703,25 @@ mod tests {
         let e = pool("queue_wait_slo_target = 1.0").unwrap_err();
         assert!(e.to_string().contains("between 0 and 1"), "{e}");
         assert!(SchedulerConfig::from_toml("bogus = 1").is_err());
+        // Webhooks need events; their names, types and URLs are checked.
+        let hook = |events: bool, name: &str, types: &str, url: &str| {
+            SchedulerConfig::from_toml(&format!(
+                "[plans.p]\njobs_per_second = 1\nburst = 1\n[tenants.a]\nplan = \"p\"\nevents = {events}\n\
+                 [tenants.a.webhooks.{name}]\nurl = \"{url}\"\ntypes = [{types}]\nsecret_env = \"S\"\n"
+            ))
+        };
+        assert!(hook(true, "ok", "\"job.dead\"", "https://x.example/h").is_ok());
+        for (e, why) in [
+            (hook(false, "ok", "", "https://x.example/h"), "events = false"),
+            (
+                hook(true, "ok", "\"job.nope\"", "https://x.example/h"),
+                "unknown event type",
+            ),
+            (hook(true, "ok", "", "ftp://x.example/h"), "http(s)"),
+        ] {
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
         let tenant_admin = format!(
             "[plans.p]\njobs_per_second = 1\nburst = 1\n[tenants.a]\nplan = \"p\"\napi_keys = [{{ sha256 = \"{}\", scopes = [\"admin\"] }}]\n",
             "a".repeat(64)

@@ -95,7 +95,7 @@ async fn start_webhooks(
     audit: gantry_safety::AuditLog,
     shutdown: &CancellationToken,
 ) -> Result<crate::webhooks::Webhooks, ServeError> {
-    let store = crate::webhooks::store::WebhookStore::new(queue.connection());
+    let store = crate::webhooks::store::WebhookStore::new(queue.connection(), queue.keys().cloned());
     crate::webhooks::sync_config(&store, cfg).await;
     let wake = Arc::new(tokio::sync::Notify::new());
     let pools: Vec<_> = cfg
@@ -103,10 +103,10 @@ async fn start_webhooks(
         .keys()
         .filter_map(|p| gantry_queue::Pool::new(p).ok())
         .collect();
-    let dispatcher = crate::webhooks::delivery::Dispatcher::new(queue.connection(), pools, wake.clone());
+    let dispatcher = crate::webhooks::delivery::Dispatcher::new(queue.connection(), store.clone(), pools, wake.clone());
     tokio::spawn(dispatcher.run(shutdown.clone()));
     let sender =
-        crate::webhooks::delivery::Sender::new(queue.connection(), cfg.webhooks.clone(), metrics, audit, wake.clone())
+        crate::webhooks::delivery::Sender::new(store.clone(), cfg.webhooks.clone(), metrics, audit, wake.clone())
             .map_err(|e| ServeError::Webhooks(e.to_string()))?;
     tokio::spawn(sender.run(shutdown.clone()));
     let guard =

@@ -97,6 +97,8 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
         &dir.path().join("worker.log"),
     );
     let api = Client::new(&format!("http://{addr}"), "demo-studio-key").unwrap();
+    // A webhook's signing secret is sealed at rest like a prompt.
+    let hook = api.create_webhook("https://hooks.invalid/gantry", &[]).await.unwrap();
     let extra = json!({"negative_prompt": format!("no {CANARY} blur"),
                        "reference_images": [format!("http://{}/_mock/refs/{CANARY}.png", mock.addr)]});
     let ok = generate(
@@ -125,12 +127,26 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
     assert!(n > 10, "{n} keys");
     assert!(!all.contains(CANARY), "the canary is in Redis:\n{all}");
     assert!(all.contains("gk2:k1:"), "sealed envelopes (AES-256-GCM-SIV) are stored");
+    assert!(
+        !all.contains(&hook.secret),
+        "a webhook secret is in Redis in plain text"
+    );
+    assert!(all.contains("gkt1:k1:"), "the webhook secret is sealed");
+    let (s, _, body) = http_request(
+        &addr,
+        "GET",
+        &format!("/v1/webhooks/{}", hook.id),
+        &[("Authorization", "Bearer demo-studio-key")],
+        b"",
+    );
+    assert_eq!(s, 200, "the sealed secret opens: {body}");
     // The platform's user id is sealed with them (records find the user by its digest).
     assert!(!all.contains("u-gen"), "the user id is in Redis in plain text:\n{all}");
     for log in ["scheduler.log", "worker.log"] {
         let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
         assert!(text.contains("DEBUG") || text.contains("INFO"), "{log} is empty");
         assert!(!text.contains(CANARY), "the canary is in {log}");
+        assert!(!text.contains(&hook.secret), "the webhook secret is in {log}");
     }
     for target in [sched_metrics.as_str(), metrics.as_str()] {
         let (status, text) = http_get(target, "/metrics");

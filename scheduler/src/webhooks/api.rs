@@ -122,6 +122,11 @@ async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let w = ctx(&state)?;
+    if state.cfg.tenants.get(&c.tenant).is_some_and(|t| !t.events) {
+        return Err(ApiError::Conflict(
+            "webhooks are sent from job events, which this tenant's configuration turns off (events = false)".into(),
+        ));
+    }
     if body.url.len() > 2048 {
         return Err(ApiError::InvalidRequest("url: at most 2048 bytes".into()));
     }

@@ -61,13 +61,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over `pools`' events streams; `wake` is notified when deliveries are made.
-    pub fn new(conn: RedisConn, pools: Vec<Pool>, wake: Arc<Notify>) -> Self {
+    pub fn new(conn: RedisConn, store: WebhookStore, pools: Vec<Pool>, wake: Arc<Notify>) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         Self {
-            store: WebhookStore::new(conn.clone()),
+            store,
             conn,
             consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
             pools,
@@ -239,7 +239,7 @@ struct Sent {
 impl Sender {
     /// A sender under `cfg`.
     pub fn new(
-        conn: RedisConn,
+        store: WebhookStore,
         cfg: WebhooksConfig,
         metrics: Arc<SchedulerMetrics>,
         audit: gantry_safety::AuditLog,
@@ -247,7 +247,7 @@ impl Sender {
     ) -> Result<Self, reqwest::Error> {
         let http = GuardedClient::new(cfg.allow.clone(), Duration::from_secs(cfg.connect_timeout_secs.max(1)))?;
         Ok(Self {
-            store: WebhookStore::new(conn),
+            store,
             http,
             cfg,
             metrics,

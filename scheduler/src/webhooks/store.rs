@@ -176,10 +176,17 @@ pub struct DeliveryView {
     pub next_attempt_ms: Option<u64>,
 }
 
-/// Endpoints and deliveries.
+/// Endpoints and deliveries. With data keys, signing secrets are sealed at rest (AES-256-GCM-SIV,
+/// bound to the tenant and endpoint), as job payloads are.
 #[derive(Clone, Debug)]
 pub struct WebhookStore {
     conn: RedisConn,
+    keys: Option<gantry_queue::seal::Keyring>,
+}
+
+/// What a sealed secret is bound to.
+fn secret_context(tenant: &str, ep: &str) -> Vec<u8> {
+    format!("gantry-webhook-secret/{}/{tenant}/{ep}", tenant.len()).into_bytes()
 }
 
 fn ep_key(tenant: &str) -> String {
@@ -197,9 +204,42 @@ fn log_key(tenant: &str, ep: &str) -> String {
 const DUE: &str = "gantry:{webhooks}:due";
 
 impl WebhookStore {
-    /// Over `conn`.
-    pub fn new(conn: RedisConn) -> Self {
-        Self { conn }
+    /// Over `conn`; secrets sealed with `keys` when there are keys.
+    pub fn new(conn: RedisConn, keys: Option<gantry_queue::seal::Keyring>) -> Self {
+        Self { conn, keys }
+    }
+
+    /// An endpoint as stored: its secrets sealed (with keys).
+    fn sealed(&self, tenant: &str, ep: &Endpoint) -> Result<Endpoint, QueueError> {
+        let mut out = ep.clone();
+        if let Some(keys) = &self.keys {
+            let ctx = secret_context(tenant, &ep.id);
+            for s in &mut out.secrets {
+                if !gantry_queue::seal::is_sealed_text(&s.value) {
+                    s.value = keys
+                        .seal_text(&s.value, &ctx)
+                        .map_err(|e| QueueError::Protocol(format!("sealing a webhook secret: {e}")))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// An endpoint as read: its secrets opened; `None` (logged) when one does not open.
+    fn opened(&self, tenant: &str, mut ep: Endpoint) -> Option<Endpoint> {
+        let ctx = secret_context(tenant, &ep.id);
+        for s in &mut ep.secrets {
+            if gantry_queue::seal::is_sealed_text(&s.value) {
+                match gantry_queue::seal::open_text(&s.value, &ctx, self.keys.as_ref()) {
+                    Ok(plain) => s.value = plain,
+                    Err(e) => {
+                        tracing::error!(tenant, endpoint = %ep.id, error = %e, "a webhook secret does not open; endpoint skipped");
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(ep)
     }
 
     /// The tenant's endpoints (unreadable entries are logged and left out).
@@ -209,7 +249,7 @@ impl WebhookStore {
         let mut out: Vec<Endpoint> = all
             .into_iter()
             .filter_map(|(id, json)| match serde_json::from_str(&json) {
-                Ok(e) => Some(e),
+                Ok(e) => self.opened(tenant, e),
                 Err(e) => {
                     tracing::error!(tenant, endpoint = %id, error = %e, "unreadable webhook endpoint");
                     None
@@ -228,12 +268,14 @@ impl WebhookStore {
             .arg(id)
             .query_async(&mut c)
             .await?;
-        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        Ok(json
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .and_then(|e| self.opened(tenant, e)))
     }
 
     /// Stores (creates or replaces) an endpoint.
     pub async fn put(&self, tenant: &str, ep: &Endpoint) -> Result<(), QueueError> {
-        let json = serde_json::to_string(ep).map_err(|e| QueueError::Protocol(e.to_string()))?;
+        let json = serde_json::to_string(&self.sealed(tenant, ep)?).map_err(|e| QueueError::Protocol(e.to_string()))?;
         let mut c = self.conn.clone();
         redis::cmd("HSET")
             .arg(ep_key(tenant))
