@@ -60,8 +60,12 @@ test("refusals are typed problems", live, async () => {
 
 test("rate limits are retried after Retry-After", live, async () => {
   const impatient = new Client(URL_, VIDEO, { maxRetries: 0 });
+  // The first batch spends the burst (100); a second at once would need 5 s of refill.
   await impatient.submitBatch(Array.from({ length: 100 }, () => noop()));
-  await assert.rejects(impatient.submit(noop()), (e) => e instanceof ProblemError && e.status === 429 && e.retryAfter !== undefined);
+  await assert.rejects(
+    impatient.submitBatch(Array.from({ length: 100 }, () => noop())),
+    (e) => e instanceof ProblemError && e.status === 429 && e.retryAfter !== undefined,
+  );
   const patient = new Client(URL_, VIDEO, { maxRetries: 5 });
   for (let i = 0; i < 5; i++) await patient.submit(noop());
 });
