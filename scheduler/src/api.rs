@@ -25,8 +25,38 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(submit_one))
         .route("/v1/jobs:batch", post(submit_batch))
-        .route("/v1/jobs/{id}", get(show).post(job_action))
+        .route(
+            "/v1/jobs/{id}",
+            get(show)
+                .post(job_action)
+                .layer(axum::middleware::from_fn(methods_by_action)),
+        )
         .route("/v1/credits", get(credits))
+}
+
+/// `/v1/jobs/{id}` and `/v1/jobs/{id}:cancel` share one route pattern (the action is part of
+/// the last segment) but not their methods: the job is read with GET, the action taken with
+/// POST. Anything else is `405` with the `Allow` of the resource the path names, as its
+/// OpenAPI entry documents it.
+async fn methods_by_action(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let action = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'));
+    let (ok, allow) = if action {
+        (req.method() == axum::http::Method::POST, "POST")
+    } else {
+        (
+            matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD),
+            "GET,HEAD",
+        )
+    };
+    if !ok {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(axum::http::header::ALLOW, allow)]).into_response();
+    }
+    next.run(req).await
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {

@@ -24,7 +24,7 @@ use gantry_store::{OutputError, OutputStore};
 #[derive(Debug, thiserror::Error)]
 pub enum ErasureError {
     /// The user id is empty, too long or has control characters.
-    #[error("user_id must be 1..=128 bytes without control characters")]
+    #[error("user_id must be 1..=128 characters without control characters")]
     InvalidUser,
     /// The queue failed (Redis).
     #[error(transparent)]
@@ -89,7 +89,8 @@ impl Eraser {
     /// Erases `user` of `tenant` for `actor` (`tenant/key:fingerprint` or `cli/USER`):
     /// idempotent; `complete: false` when a running job had not stopped within the wait.
     pub async fn erase(&self, actor: &str, tenant: &str, user: &str) -> Result<Receipt, ErasureError> {
-        let valid = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
+        // Characters, as the OpenAPI document's maxLength counts them.
+        let valid = |s: &str| !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control);
         if !valid(user) {
             return Err(ErasureError::InvalidUser);
         }

@@ -75,7 +75,8 @@ fn trust_target(state: &AppState, tenant: &str, user: &str) -> Result<(), ApiErr
     if !state.cfg.tenants.contains_key(tenant) {
         return Err(ApiError::NotFound);
     }
-    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+    // Counted in characters, as the OpenAPI document's maxLength counts them.
+    if user.is_empty() || user.chars().count() > 128 || user.chars().any(char::is_control) {
         return Err(ApiError::InvalidRequest(
             "user: 1-128 characters, no control characters".into(),
         ));
@@ -178,6 +179,11 @@ async fn publish(
     if !category_ok {
         return Err(ApiError::InvalidRequest(
             "category: 1-32 characters of a-z, 0-9, '_'".into(),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "no body: send the list, one hash per line (pdq:, md5: or sha256:)".into(),
         ));
     }
     let text =

@@ -475,3 +475,44 @@ async fn metrics_count_requests_by_route_and_keep_readings_while_redis_is_down()
     assert!(text.contains(r#"gantry_pool_backlog_jobs{pool="cpu"} 1"#), "{text}");
     assert!(text.contains(r#"gantry_pool_desired_workers{pool="cpu"} 1"#), "{text}");
 }
+
+/// The contract's edges: a job resource answers only its documented methods, with their
+/// `Allow`; a hash-list upload without a body is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_say_what_is_allowed_and_an_empty_upload_is_refused() {
+    let f = fixture();
+    let (s, _, a) = call(&f, "POST", "/v1/jobs", Some("key-a"), &noop("u1"));
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    let allow = |head: &str| {
+        head.lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("allow: ").map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for (method, path, want) in [
+        ("OPTIONS", format!("/v1/jobs/{id}"), "get,head"),
+        ("POST", format!("/v1/jobs/{id}"), "get,head"),
+        ("DELETE", format!("/v1/jobs/{id}"), "get,head"),
+        ("GET", format!("/v1/jobs/{id}:cancel"), "post"),
+        ("OPTIONS", format!("/v1/jobs/{id}:cancel"), "post"),
+    ] {
+        let (s, head, _) = call(&f, method, &path, Some("key-a"), "");
+        assert_eq!((s, allow(&head).as_str()), (405, want), "{method} {path}: {head}");
+    }
+    // The documented methods still work.
+    assert_eq!(call(&f, "GET", &format!("/v1/jobs/{id}"), Some("key-a"), "").0, 200);
+    let (s, _, b) = call(&f, "POST", &format!("/v1/jobs/{id}:cancel"), Some("key-a"), "");
+    assert!(s == 200 || s == 409, "{s} {b}");
+    // Unauthenticated is still 401 first.
+    assert_eq!(call(&f, "DELETE", &format!("/v1/jobs/{id}"), None, "").0, 401);
+
+    let (s, _, p) = call(
+        &f,
+        "PUT",
+        "/v1/admin/hashlists/empty?category=csam",
+        Some("key-ops"),
+        "",
+    );
+    assert_eq!((s, p["code"].as_str()), (400, Some("invalid_request")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("no body"), "{p}");
+}
