@@ -47,7 +47,8 @@ async fn erase(
         }
     };
     if !state.cfg.tenants.contains_key(&tenant) {
-        return Err(ApiError::InvalidRequest("unknown tenant".into()));
+        // No such tenant, so no such user of it.
+        return Err(ApiError::NotFound);
     }
     let eraser = state.eraser.as_ref().ok_or(ApiError::NotConfigured(
         "erasure needs the output store: set `outputs` in the scheduler config (or --outputs)",
