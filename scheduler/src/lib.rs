@@ -22,8 +22,10 @@ pub mod router;
 pub mod safety_admin;
 pub mod server;
 pub mod settler;
+pub mod sse;
 pub mod state;
 pub mod users;
+pub mod webhook_routes;
 pub mod webhooks;
 
 pub use config::SchedulerConfig;

@@ -1,8 +1,7 @@
-//! Webhooks: tenants' endpoints ([`store`]), the routes that manage them ([`api`]), signing per
-//! Standard Webhooks ([`signing`]), and the dispatcher and sender that deliver job events to
-//! them, durably and at least once ([`delivery`]).
+//! Webhooks: tenants' endpoints ([`store`]), signing per Standard Webhooks ([`signing`]), and
+//! the dispatcher and sender that deliver job events to them, durably and at least once
+//! ([`delivery`]). The routes that manage them are `crate::webhook_routes`.
 
-pub mod api;
 pub mod delivery;
 pub mod signing;
 pub mod store;

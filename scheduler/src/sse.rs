@@ -31,11 +31,9 @@ use gantry_queue::{JobId, JobRecord, JobStatus, Pool};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::cursor::Cursor;
-use super::hub::EventHub;
-use super::payload::EventPayload;
 use crate::api::{owned_job, parse_id};
 use crate::auth::JobsRead;
+use crate::events::{Cursor, EventHub, EventPayload};
 use crate::extract::ApiQuery;
 use crate::problem::ApiError;
 use crate::state::AppState;

@@ -22,13 +22,13 @@ use gantry_queue::events::EventType;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::signing;
-use super::store::{DeliveryView, Disabled, Endpoint, Secret, Source};
 use crate::audit::audited;
 use crate::auth::{JobsRead, JobsWrite};
 use crate::extract::{ApiJson, ApiQuery, list_limit};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use crate::webhooks::signing;
+use crate::webhooks::store::{DeliveryView, Disabled, Endpoint, Secret, Source};
 
 /// How long a rotated-out secret keeps signing.
 const ROTATION_OVERLAP_MS: u64 = 86_400_000;
@@ -47,7 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/webhooks/{id}/replay", post(replay_range))
 }
 
-fn ctx(state: &AppState) -> Result<&super::Webhooks, ApiError> {
+fn ctx(state: &AppState) -> Result<&crate::webhooks::Webhooks, ApiError> {
     state
         .webhooks
         .as_ref()
