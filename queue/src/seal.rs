@@ -271,12 +271,19 @@ pub fn is_sealed_text(text: &str) -> bool {
     text.starts_with(TEXT_TAG) && text.as_bytes().get(TEXT_TAG.len()) == Some(&b':')
 }
 
-/// Opens what [`Keyring::seal_text`] sealed for `context`.
-pub fn open_text(sealed: &str, context: &[u8], keys: Option<&Keyring>) -> Result<String, SealError> {
-    let keys = keys.ok_or(SealError::NoKeys)?;
+/// A sealed string's parts: `tag:key-id:nonce:ciphertext`.
+struct Envelope<'a> {
+    tag: &'a str,
+    key: &'a DataKey,
+    nonce: Vec<u8>,
+    ct: Vec<u8>,
+}
+
+/// The parts of a sealed string: its tag, the key it names (which `keys` must hold), the nonce
+/// and the ciphertext.
+fn envelope<'a>(sealed: &'a str, keys: &'a Keyring) -> Result<Envelope<'a>, SealError> {
     let mut parts = sealed.splitn(4, ':');
-    let (Some(TEXT_TAG), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(tag), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(SealError::Corrupt);
     };
     let key = keys
@@ -286,6 +293,16 @@ pub fn open_text(sealed: &str, context: &[u8], keys: Option<&Keyring>) -> Result
     let nonce = B64.decode(nonce).map_err(|_| SealError::Corrupt)?;
     let ct = B64.decode(ct).map_err(|_| SealError::Corrupt)?;
     if nonce.len() != 12 {
+        return Err(SealError::Corrupt);
+    }
+    Ok(Envelope { tag, key, nonce, ct })
+}
+
+/// Opens what [`Keyring::seal_text`] sealed for `context`.
+pub fn open_text(sealed: &str, context: &[u8], keys: Option<&Keyring>) -> Result<String, SealError> {
+    let keys = keys.ok_or(SealError::NoKeys)?;
+    let Envelope { tag, key, nonce, ct } = envelope(sealed, keys)?;
+    if tag != TEXT_TAG {
         return Err(SealError::Corrupt);
     }
     let plain = key
@@ -325,19 +342,7 @@ pub fn open(spec: &mut Value, ctx: &SealContext, keys: Option<&Keyring>) -> Resu
         return Ok(());
     };
     let keys = keys.ok_or(SealError::NoKeys)?;
-    let mut parts = sealed.splitn(4, ':');
-    let (Some(tag), Some(kid), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(SealError::Corrupt);
-    };
-    let key = keys
-        .keys
-        .get(kid)
-        .ok_or_else(|| SealError::UnknownKey(kid.to_owned()))?;
-    let nonce = B64.decode(nonce).map_err(|_| SealError::Corrupt)?;
-    let ct = B64.decode(ct).map_err(|_| SealError::Corrupt)?;
-    if nonce.len() != 12 {
-        return Err(SealError::Corrupt);
-    }
+    let Envelope { tag, key, nonce, ct } = envelope(&sealed, keys)?;
     let plain = match tag {
         TAG => key.siv.decrypt(
             aes_gcm_siv::Nonce::from_slice(&nonce),

@@ -24,6 +24,7 @@ pub mod server;
 pub mod settler;
 pub mod sse;
 pub mod state;
+mod stream_group;
 pub mod users;
 pub mod webhook_routes;
 pub mod webhooks;

@@ -8,26 +8,20 @@
 //! ledger makes that exactly once: each job's entry is charged at most once, whatever order or
 //! number of times its outcomes arrive.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use gantry_queue::{JobId, Pool, QueueError, RedisConn, Usage};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::StreamId;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::credits::CreditLedger;
 use crate::admission::pricing::{CreditLabels, LockedPrice, PriceRule};
 use crate::metrics::{SchedulerMetrics, SettleLabels};
+use crate::stream_group::{Handler, Start, StreamGroup};
 
 /// The consumer group every scheduler reads credit events through.
 const GROUP: &str = "settler";
-/// Events read per round trip.
-const BATCH: usize = 256;
-/// How long to wait when every stream was empty.
-const IDLE_POLL: Duration = Duration::from_millis(200);
-/// An event pending this long (its reader stopped or failed) is taken over.
-const TAKE_OVER_AFTER: Duration = Duration::from_secs(30);
 
 /// One finished job's credit event.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,9 +83,8 @@ impl CreditEvent {
 /// Settles credit events. See the module docs.
 #[derive(Debug)]
 pub struct CreditSettler {
-    conn: RedisConn,
+    group: StreamGroup,
     ledger: CreditLedger,
-    consumer: String,
     streams: Vec<String>,
     metrics: Arc<SchedulerMetrics>,
 }
@@ -99,14 +92,9 @@ pub struct CreditSettler {
 impl CreditSettler {
     /// A settler over the credit streams of `pools`.
     pub fn new(conn: RedisConn, pools: impl IntoIterator<Item = Pool>, metrics: Arc<SchedulerMetrics>) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
         Self {
             ledger: CreditLedger::new(conn.clone()),
-            conn,
-            consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
+            group: StreamGroup::new(conn, GROUP, Start::Beginning),
             streams: pools.into_iter().map(|p| format!("{}credits", p.prefix())).collect(),
             metrics,
         }
@@ -114,96 +102,7 @@ impl CreditSettler {
 
     /// Settles until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let mut ready = HashSet::new();
-        let mut last_take_over: Option<Instant> = None;
-        while !stop.is_cancelled() {
-            let take_over = last_take_over.is_none_or(|t| t.elapsed() >= TAKE_OVER_AFTER / 2);
-            if take_over {
-                last_take_over = Some(Instant::now());
-            }
-            let mut busy = false;
-            for key in &self.streams {
-                if !ready.contains(key) {
-                    match self.create_group(key).await {
-                        Ok(()) => {
-                            ready.insert(key.clone());
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, stream = %key, "credit stream unavailable");
-                            continue;
-                        }
-                    }
-                }
-                let round = async {
-                    let mut n = 0;
-                    if take_over {
-                        n += self.take_over(key).await?;
-                    }
-                    Ok::<_, QueueError>(n + self.read(key).await?)
-                };
-                match round.await {
-                    Ok(n) => busy |= n > 0,
-                    Err(e) => {
-                        tracing::warn!(error = %e, stream = %key, "settling credits failed; will retry");
-                        ready.remove(key);
-                    }
-                }
-            }
-            if !busy {
-                tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.cancelled() => {}
-                }
-            }
-        }
-    }
-
-    async fn create_group(&self, key: &str) -> Result<(), QueueError> {
-        let mut c = self.conn.clone();
-        let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(key)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match r {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
-
-    async fn read(&self, key: &str) -> Result<usize, QueueError> {
-        let mut c = self.conn.clone();
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(">")
-            .query_async(&mut c)
-            .await?;
-        let events = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
-        self.apply(key, events).await
-    }
-
-    async fn take_over(&self, key: &str) -> Result<usize, QueueError> {
-        let mut c = self.conn.clone();
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(key)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(TAKE_OVER_AFTER.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(BATCH)
-            .query_async(&mut c)
-            .await?;
-        self.apply(key, reply.claimed).await
+        self.group.run(&self.streams, &self, "settling credits", stop).await;
     }
 
     fn count(&self, ev: &CreditEvent, charge: Option<i64>) {
@@ -219,7 +118,9 @@ impl CreditSettler {
                 .inc_by(u64::try_from(c).unwrap_or(0));
         }
     }
+}
 
+impl Handler for CreditSettler {
     /// Settles `events`, then acks and deletes them. An event the ledger did not take stays
     /// pending (to be taken over); an unreadable one is logged and dropped.
     async fn apply(&self, key: &str, events: Vec<StreamId>) -> Result<usize, QueueError> {
@@ -255,21 +156,8 @@ impl CreditSettler {
                 Err(err) => failed = Some(err),
             }
         }
-        if !done.is_empty() {
-            let mut c = self.conn.clone();
-            redis::pipe()
-                .cmd("XACK")
-                .arg(key)
-                .arg(GROUP)
-                .arg(&done)
-                .ignore()
-                .cmd("XDEL")
-                .arg(key)
-                .arg(&done)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await?;
-        }
+        let done: Vec<&str> = done.iter().map(String::as_str).collect();
+        self.group.ack(key, &done, true).await?;
         match failed {
             Some(e) => Err(e),
             None => Ok(events.len()),

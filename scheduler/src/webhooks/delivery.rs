@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use gantry_providers::fetch::GuardedClient;
 use gantry_queue::events::JobEvent;
 use gantry_queue::{Pool, QueueError, RedisConn};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::StreamId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -29,12 +29,10 @@ use super::store::{AttemptOutcome, Disabled, DueDelivery, Endpoint, NewDelivery,
 use crate::config::WebhooksConfig;
 use crate::events::EventPayload;
 use crate::metrics::{SchedulerMetrics, WebhookLabels};
+use crate::stream_group::{Handler, Start, StreamGroup};
 
 /// The consumer group webhooks read events through.
 const GROUP: &str = "webhooks";
-const BATCH: usize = 256;
-const IDLE_POLL: Duration = Duration::from_millis(200);
-const TAKE_OVER_AFTER: Duration = Duration::from_secs(30);
 /// How long a sender holds a delivery before another may take it (past the request timeout).
 const LEASE_MS: u64 = 60_000;
 
@@ -52,132 +50,45 @@ pub fn delivery_id(e: &JobEvent, ep: &str) -> String {
 /// Reads events and creates deliveries. See the module docs.
 #[derive(Debug)]
 pub struct Dispatcher {
-    conn: RedisConn,
+    group: StreamGroup,
     store: WebhookStore,
-    consumer: String,
-    pools: Vec<Pool>,
+    /// Each events stream's key and its pool.
+    streams: Vec<(String, Pool)>,
     wake: Arc<Notify>,
 }
 
 impl Dispatcher {
     /// A dispatcher over `pools`' events streams; `wake` is notified when deliveries are made.
+    /// Its group starts at the streams' end: endpoints receive what happens after the
+    /// scheduler first ran, not the retained past (replay reaches the deliveries made since).
     pub fn new(conn: RedisConn, store: WebhookStore, pools: Vec<Pool>, wake: Arc<Notify>) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
         Self {
+            group: StreamGroup::new(conn, GROUP, Start::End),
             store,
-            conn,
-            consumer: format!("scheduler-{}-{nanos:08x}", std::process::id()),
-            pools,
+            streams: pools
+                .into_iter()
+                .map(|p| (gantry_queue::events::events_key(&p), p))
+                .collect(),
             wake,
         }
     }
 
     /// Dispatches until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let mut ready = std::collections::HashSet::new();
-        let mut last_take_over: Option<Instant> = None;
-        while !stop.is_cancelled() {
-            let take_over = last_take_over.is_none_or(|t| t.elapsed() >= TAKE_OVER_AFTER / 2);
-            if take_over {
-                last_take_over = Some(Instant::now());
-            }
-            let mut busy = false;
-            for pool in self.pools.clone() {
-                let key = gantry_queue::events::events_key(&pool);
-                if !ready.contains(&key) {
-                    match self.create_group(&key).await {
-                        Ok(()) => {
-                            ready.insert(key.clone());
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, stream = %key, "events stream unavailable");
-                            continue;
-                        }
-                    }
-                }
-                let r = async {
-                    let mut n = 0;
-                    if take_over {
-                        n += self.take_over(&pool, &key).await?;
-                    }
-                    Ok::<_, QueueError>(n + self.read(&pool, &key).await?)
-                }
-                .await;
-                match r {
-                    Ok(n) => busy |= n > 0,
-                    Err(e) => {
-                        tracing::warn!(error = %e, stream = %key, "dispatching webhooks failed; will retry");
-                        ready.remove(&key);
-                    }
-                }
-            }
-            if !busy {
-                tokio::select! {
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        }
+        let keys: Vec<String> = self.streams.iter().map(|(k, _)| k.clone()).collect();
+        self.group.run(&keys, &self, "dispatching webhooks", stop).await;
     }
+}
 
-    /// The group starts at the stream's end: endpoints receive what happens after the
-    /// scheduler first ran, not the retained past (replay reaches that).
-    async fn create_group(&self, key: &str) -> Result<(), QueueError> {
-        let mut c = self.conn.clone();
-        let r: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(key)
-            .arg(GROUP)
-            .arg("$")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match r {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
-
-    async fn read(&self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
-        let mut c = self.conn.clone();
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(">")
-            .query_async(&mut c)
-            .await?;
-        let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
-        self.apply(pool, key, entries).await
-    }
-
-    async fn take_over(&self, pool: &Pool, key: &str) -> Result<usize, QueueError> {
-        let mut c = self.conn.clone();
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(key)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(TAKE_OVER_AFTER.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(BATCH)
-            .query_async(&mut c)
-            .await?;
-        self.apply(pool, key, reply.claimed).await
-    }
-
+impl Handler for Dispatcher {
     /// Creates the deliveries of `entries`, then acks them (the stream keeps them for SSE).
-    async fn apply(&self, pool: &Pool, key: &str, entries: Vec<StreamId>) -> Result<usize, QueueError> {
+    async fn apply(&self, key: &str, entries: Vec<StreamId>) -> Result<usize, QueueError> {
         if entries.is_empty() {
             return Ok(0);
         }
+        let Some((_, pool)) = self.streams.iter().find(|(k, _)| k == key) else {
+            return Ok(0);
+        };
         let mut deliveries = Vec::new();
         // Each tenant's endpoints, read once per batch: an endpoint registered a moment ago
         // receives the next event, never a cached absence.
@@ -207,14 +118,9 @@ impl Dispatcher {
         if self.store.enqueue(&deliveries).await? > 0 {
             self.wake.notify_one();
         }
+        // Acked, never deleted: the SSE routes read the same stream.
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let mut c = self.conn.clone();
-        redis::cmd("XACK")
-            .arg(key)
-            .arg(GROUP)
-            .arg(&ids)
-            .query_async::<()>(&mut c)
-            .await?;
+        self.group.ack(key, &ids, false).await?;
         Ok(entries.len())
     }
 }
