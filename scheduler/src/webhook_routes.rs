@@ -246,7 +246,9 @@ async fn enable(
     let mut ep = owned(&state, &c.tenant, &id).await?;
     let was = ep.disabled.take();
     ep.failing_since_ms = None;
-    ctx(&state)?.store.put(&c.tenant, &ep).await?;
+    let w = ctx(&state)?;
+    w.store.put(&c.tenant, &ep).await?;
+    w.store.clear_disable(&c.tenant, &ep.id).await?;
     if let Some(d) = was {
         audited(
             &state,

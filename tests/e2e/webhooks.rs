@@ -325,6 +325,20 @@ async fn signed_webhooks_are_delivered_retried_logged_replayed_and_disabled() {
     .await;
     let reason = down["disabled"]["reason"].as_str().unwrap();
     assert!(reason.contains("HTTP 500"), "{reason}");
+    // Several failing attempts reached the threshold; it was disabled (and counted) once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, metrics) = http_get(&sched.metrics_addr, "/metrics");
+    assert!(
+        metrics.contains("gantry_webhook_endpoints_disabled_total 1\n"),
+        "{metrics}"
+    );
+    // Re-enabled by its tenant, it receives again (and may be disabled again later).
+    let (s, e) = call(&base, key, "POST", &format!("/v1/webhooks/{down_id}/enable"), None).await;
+    assert_eq!(s, 200, "{e}");
+    assert!(e.get("disabled").is_none() && e.get("failing_since").is_none(), "{e}");
+    // (Deleted now, so the later jobs' failed deliveries to it do not disable it again.)
+    let (s, _) = call(&base, key, "DELETE", &format!("/v1/webhooks/{down_id}"), None).await;
+    assert_eq!(s, 204);
 
     // Replay one delivery: the same webhook-id arrives again.
     let (_, log) = call(&base, key, "GET", &format!("/v1/webhooks/{ok_id}/deliveries"), None).await;
@@ -429,4 +443,39 @@ async fn eventually_json(base: &str, key: &str, path: &str, done: impl Fn(&Value
         assert!(Instant::now() < deadline, "{path}: {s} {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A tenant whose configuration turns events off has nothing to deliver: registering a webhook
+/// is refused, saying why, rather than accepted and silent.
+#[test]
+fn a_tenant_without_events_cannot_register_a_webhook() {
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let config = format!(
+        r#"
+require_data_keys = false
+[plans.p]
+jobs_per_second = 10
+burst = 10
+[tenants.quiet]
+plan = "p"
+events = false
+api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
+[pools.cpu]
+kinds = ["noop"]
+"#,
+        gantry_scheduler::auth::hash_key("key-quiet")
+    );
+    let sched = SchedulerProcess::with_config(&redis.url(), &config);
+    let (s, _, body) = http_request(
+        &sched.addr,
+        "POST",
+        "/v1/webhooks",
+        &[
+            ("Authorization", "Bearer key-quiet"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"url": "https://hooks.example/gantry"}"#,
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("events = false"), "{body}");
 }

@@ -249,8 +249,9 @@ impl Sender {
         if let Err(e) = self.store.record(&del.id, &sent.outcome, latency).await {
             tracing::warn!(error = %e, delivery = %del.id, "recording a webhook attempt failed; it will be sent again");
         }
-        if let Some(ep) = ep {
-            self.track_endpoint(&del.tenant, ep, &sent.outcome, now).await;
+        if ep.is_some() {
+            self.track_endpoint(&del.tenant, &del.endpoint, &sent.outcome, now)
+                .await;
         }
     }
 
@@ -328,50 +329,57 @@ impl Sender {
     }
 
     /// Keeps the endpoint's run of failures: cleared by a success, started by a first failure,
-    /// and the endpoint disabled once it has lasted `disable_after_secs`.
-    async fn track_endpoint(&self, tenant: &str, mut ep: Endpoint, outcome: &AttemptOutcome, now: u64) {
-        let changed = match outcome {
-            AttemptOutcome::Delivered { .. } => ep.failing_since_ms.take().is_some(),
-            AttemptOutcome::Failed { error, .. } => match ep.failing_since_ms {
-                None => {
-                    ep.failing_since_ms = Some(now);
-                    true
-                }
-                Some(since) if now.saturating_sub(since) >= self.cfg.disable_after_secs.saturating_mul(1000) => {
-                    let reason = format!(
-                        "every delivery failed since {} (last: {error}); disabled after {} s of failures",
-                        gantry_core::time::rfc3339_ms(since),
-                        self.cfg.disable_after_secs
-                    );
-                    tracing::warn!(tenant = %tenant, endpoint = %ep.id, %reason, "webhook endpoint disabled");
-                    self.metrics.webhook_disabled.inc();
-                    let entry = gantry_safety::AuditEntry::new("scheduler/webhooks", "webhook.disabled", &ep.id)
-                        .details(serde_json::json!({"tenant": tenant, "reason": reason}));
-                    if let Err(e) = self.audit.record(&entry).await {
-                        tracing::warn!(error = %e, "auditing a disabled webhook endpoint failed");
-                    }
-                    ep.disabled = Some(Disabled { at_ms: now, reason });
-                    true
-                }
-                Some(_) => false,
-            },
-            AttemptOutcome::Skipped { .. } => false,
-        };
-        if changed {
-            // Re-read so a concurrent change (a rotation, a deletion) is not undone.
-            match self.store.endpoint(tenant, &ep.id).await {
-                Ok(Some(mut current)) => {
-                    current.failing_since_ms = ep.failing_since_ms;
-                    if ep.disabled.is_some() {
-                        current.disabled = ep.disabled;
-                    }
-                    if let Err(e) = self.store.put(tenant, &current).await {
-                        tracing::warn!(error = %e, "updating a webhook endpoint failed");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "reading a webhook endpoint failed"),
+    /// and the endpoint disabled once it has lasted `disable_after_secs`. Decided on the
+    /// endpoint as stored now (so a concurrent rotation or re-enabling is not undone), and the
+    /// disabling claimed in Redis, so concurrent failures (or replicas) disable, count and audit
+    /// it once.
+    async fn track_endpoint(&self, tenant: &str, id: &str, outcome: &AttemptOutcome, now: u64) {
+        let current = match self.store.endpoint(tenant, id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a webhook endpoint failed");
+                return;
             }
+        };
+        let mut next = current.clone();
+        match outcome {
+            AttemptOutcome::Delivered { .. } => next.failing_since_ms = None,
+            AttemptOutcome::Failed { error, .. } => match current.failing_since_ms {
+                None => next.failing_since_ms = Some(now),
+                Some(since)
+                    if current.disabled.is_none()
+                        && now.saturating_sub(since) >= self.cfg.disable_after_secs.saturating_mul(1000) =>
+                {
+                    match self.store.claim_disable(tenant, id).await {
+                        Ok(true) => {
+                            let reason = format!(
+                                "every delivery failed since {} (last: {error}); disabled after {} s of failures",
+                                gantry_core::time::rfc3339_ms(since),
+                                self.cfg.disable_after_secs
+                            );
+                            tracing::warn!(tenant = %tenant, endpoint = %id, %reason, "webhook endpoint disabled");
+                            self.metrics.webhook_disabled.inc();
+                            let entry = gantry_safety::AuditEntry::new("scheduler/webhooks", "webhook.disabled", id)
+                                .details(serde_json::json!({"tenant": tenant, "reason": reason}));
+                            if let Err(e) = self.audit.record(&entry).await {
+                                tracing::warn!(error = %e, "auditing a disabled webhook endpoint failed");
+                            }
+                            next.disabled = Some(Disabled { at_ms: now, reason });
+                        }
+                        // Another attempt is disabling it.
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "claiming a webhook endpoint's disabling failed"),
+                    }
+                }
+                Some(_) => {}
+            },
+            AttemptOutcome::Skipped { .. } => {}
+        }
+        if next != current
+            && let Err(e) = self.store.put(tenant, &next).await
+        {
+            tracing::warn!(error = %e, "updating a webhook endpoint failed");
         }
     }
 }

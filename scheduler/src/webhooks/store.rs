@@ -301,6 +301,31 @@ impl WebhookStore {
         Ok(n > 0)
     }
 
+    /// Whether this caller is the one to disable endpoint `ep` now: the first to ask within
+    /// five minutes (concurrent failing attempts, or replicas, all reach the threshold).
+    pub async fn claim_disable(&self, tenant: &str, ep: &str) -> Result<bool, QueueError> {
+        let mut c = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{PREFIX}disabling:{tenant}:{ep}"))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(300)
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Forgets a disabling claim (the endpoint was re-enabled).
+    pub async fn clear_disable(&self, tenant: &str, ep: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(format!("{PREFIX}disabling:{tenant}:{ep}"))
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
     /// Creates deliveries not created before; returns how many were new.
     pub async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<u64, QueueError> {
         if deliveries.is_empty() {
