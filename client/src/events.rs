@@ -79,7 +79,7 @@ impl EventStream {
 
 /// Takes every complete event (ended by a blank line) off the front of `buf`; comments
 /// (keep-alives) are dropped, an incomplete event stays for the next chunk.
-fn take_events(buf: &mut String) -> Vec<ServerEvent> {
+pub fn take_events(buf: &mut String) -> Vec<ServerEvent> {
     if buf.contains('\r') {
         *buf = buf.replace("\r\n", "\n");
     }

@@ -22,7 +22,7 @@ mod events;
 
 use std::time::Duration;
 
-pub use events::{EventStream, ServerEvent, Webhook};
+pub use events::{EventStream, ServerEvent, Webhook, take_events as take_sse_events};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 

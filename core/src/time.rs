@@ -1,5 +1,12 @@
 //! Timestamps as text: RFC 3339 in UTC, for payloads that leave the fleet (webhooks, events).
 
+/// This host's clock, ms since the Unix epoch (0 if it reads before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds (`2026-12-07T06:46:12.345Z`).
 pub fn rfc3339_ms(ms: u64) -> String {
     let secs = ms / 1000;

@@ -319,10 +319,7 @@ pub async fn bounds(conn: &RedisConn, pool: &Pool) -> Result<Option<(StreamPos, 
 pub async fn trim(conn: &RedisConn, pool: &Pool, max_age_ms: u64, max_len: usize) -> Result<u64, QueueError> {
     let mut c = conn.clone();
     let key = events_key(pool);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = gantry_core::time::now_ms();
     let (by_age, by_len): (u64, u64) = redis::pipe()
         .cmd("XTRIM")
         .arg(&key)

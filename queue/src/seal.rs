@@ -204,34 +204,31 @@ impl Keyring {
             payload.insert("prompt".into(), Value::String(String::new()));
         }
         let plain = Value::Object(secret).to_string();
-        let nonce: [u8; 12] = rand::random();
+        let sealed = self.encrypt(TAG, plain.as_bytes(), &ctx.aad)?;
+        let Some(Value::Object(payload)) = spec.get_mut("payload") else {
+            return Ok(());
+        };
+        payload.insert("sealed".into(), Value::String(sealed));
+        Ok(())
+    }
+
+    /// `plain` sealed with the current key, bound to `aad`: `tag:key-id:nonce:ciphertext`.
+    fn encrypt(&self, tag: &str, plain: &[u8], aad: &[u8]) -> Result<String, SealError> {
         let key = self
             .keys
             .get(&self.current)
             .ok_or(SealError::UnknownKey(self.current.clone()))?;
+        let nonce: [u8; 12] = rand::random();
         let ct = key
             .siv
-            .encrypt(
-                aes_gcm_siv::Nonce::from_slice(&nonce),
-                AeadPayload {
-                    msg: plain.as_bytes(),
-                    aad: &ctx.aad,
-                },
-            )
+            .encrypt(aes_gcm_siv::Nonce::from_slice(&nonce), AeadPayload { msg: plain, aad })
             .map_err(|_| SealError::Corrupt)?;
-        let Some(Value::Object(payload)) = spec.get_mut("payload") else {
-            return Ok(());
-        };
-        payload.insert(
-            "sealed".into(),
-            Value::String(format!(
-                "{TAG}:{}:{}:{}",
-                self.current,
-                B64.encode(nonce),
-                B64.encode(ct)
-            )),
-        );
-        Ok(())
+        Ok(format!(
+            "{tag}:{}:{}:{}",
+            self.current,
+            B64.encode(nonce),
+            B64.encode(ct)
+        ))
     }
 }
 
@@ -242,27 +239,7 @@ impl Keyring {
     /// Seals a short secret (a webhook signing secret) bound to `context` (what it belongs to:
     /// a different context does not open it): `gkt1:<key id>:<nonce>:<ciphertext>`.
     pub fn seal_text(&self, plain: &str, context: &[u8]) -> Result<String, SealError> {
-        let key = self
-            .keys
-            .get(&self.current)
-            .ok_or(SealError::UnknownKey(self.current.clone()))?;
-        let nonce: [u8; 12] = rand::random();
-        let ct = key
-            .siv
-            .encrypt(
-                aes_gcm_siv::Nonce::from_slice(&nonce),
-                AeadPayload {
-                    msg: plain.as_bytes(),
-                    aad: context,
-                },
-            )
-            .map_err(|_| SealError::Corrupt)?;
-        Ok(format!(
-            "{TEXT_TAG}:{}:{}:{}",
-            self.current,
-            B64.encode(nonce),
-            B64.encode(ct)
-        ))
+        self.encrypt(TEXT_TAG, plain.as_bytes(), context)
     }
 }
 

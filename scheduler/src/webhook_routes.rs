@@ -18,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use gantry_core::time::now_ms;
 use gantry_queue::events::EventType;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -52,12 +53,6 @@ fn ctx(state: &AppState) -> Result<&crate::webhooks::Webhooks, ApiError> {
         .webhooks
         .as_ref()
         .ok_or(ApiError::NotConfigured("webhooks are not running on this scheduler"))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An endpoint as the API shows it: never its secrets.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use gantry_core::time::now_ms;
 use gantry_providers::fetch::GuardedClient;
 use gantry_queue::events::JobEvent;
 use gantry_queue::{Pool, QueueError, RedisConn};
@@ -35,12 +36,6 @@ use crate::stream_group::{Handler, Start, StreamGroup};
 const GROUP: &str = "webhooks";
 /// How long a sender holds a delivery before another may take it (past the request timeout).
 const LEASE_MS: u64 = 60_000;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The delivery id of `event` to endpoint `ep`: stable across retries and re-reads.
 pub fn delivery_id(e: &JobEvent, ep: &str) -> String {
@@ -249,7 +244,14 @@ impl Sender {
         if let Err(e) = self.store.record(&del.id, &sent.outcome, latency).await {
             tracing::warn!(error = %e, delivery = %del.id, "recording a webhook attempt failed; it will be sent again");
         }
-        if ep.is_some() {
+        // Only a failure, or a success that ends a run of failures, changes the endpoint: a
+        // delivery to a healthy endpoint costs no second read.
+        let changes = match (&ep, &sent.outcome) {
+            (Some(_), AttemptOutcome::Failed { .. }) => true,
+            (Some(e), AttemptOutcome::Delivered { .. }) => e.failing_since_ms.is_some(),
+            _ => false,
+        };
+        if changes {
             self.track_endpoint(&del.tenant, &del.endpoint, &sent.outcome, now)
                 .await;
         }

@@ -38,9 +38,7 @@ impl Webhooks {
 /// store as `cfg_<name>`, keeping the state of ones already there (failing, disabled). An
 /// endpoint whose secret variable is unset or not a secret is skipped, and said so.
 pub async fn sync_config(store: &WebhookStore, cfg: &SchedulerConfig) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = gantry_core::time::now_ms();
     for (tenant, t) in &cfg.tenants {
         for (name, w) in &t.webhooks {
             let id = format!("cfg_{name}");

@@ -1,5 +1,5 @@
-//! A Server-Sent Events client for the tests: reads `event`, `id` and `data` fields off a live
-//! response, as EventSource does.
+//! A Server-Sent Events client for the tests: the status and headers of a live response, and
+//! its events as `gantry-client` parses them.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -25,7 +25,6 @@ pub struct SseStream {
     resp: reqwest::Response,
     buf: String,
     ready: VecDeque<SseEvent>,
-    pub comments: usize,
 }
 
 impl SseStream {
@@ -45,7 +44,6 @@ impl SseStream {
             resp,
             buf: String::new(),
             ready: VecDeque::new(),
-            comments: 0,
         }
     }
 
@@ -88,38 +86,14 @@ impl SseStream {
         }
     }
 
+    /// Complete events off the buffer, parsed as the Rust client parses them.
     fn parse(&mut self) {
-        let text = self.buf.replace("\r\n", "\n");
-        let mut rest = text.as_str();
-        while let Some(end) = rest.find("\n\n") {
-            let block = &rest[..end];
-            rest = &rest[end + 2..];
-            let mut ev = SseEvent {
-                event: "message".into(),
-                ..Default::default()
-            };
-            let mut data = Vec::new();
-            let mut any = false;
-            for line in block.lines() {
-                if line.starts_with(':') {
-                    self.comments += 1;
-                    continue;
-                }
-                let (k, v) = line.split_once(':').unwrap_or((line, ""));
-                let v = v.strip_prefix(' ').unwrap_or(v);
-                any = true;
-                match k {
-                    "event" => ev.event = v.to_owned(),
-                    "id" => ev.id = Some(v.to_owned()),
-                    "data" => data.push(v.to_owned()),
-                    _ => {}
-                }
-            }
-            if any {
-                ev.data = data.join("\n");
-                self.ready.push_back(ev);
-            }
+        for e in gantry_client::take_sse_events(&mut self.buf) {
+            self.ready.push_back(SseEvent {
+                event: e.event,
+                id: e.id,
+                data: e.data,
+            });
         }
-        self.buf = rest.to_owned();
     }
 }
