@@ -147,6 +147,7 @@ mod tests {
             include_str!("scripts/register.lua"),
             include_str!("scripts/pause.lua"),
             include_str!("scripts/slots.lua"),
+            include_str!("scripts/search.lua"),
         ]
         .concat()
     }

@@ -20,8 +20,8 @@ pub mod trace;
 
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, CreditBacklog, DeadAction,
-    DeadFilter, DeadLetter, DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, LeaseRef, LeaseState,
-    QueueClient, QueueStats, ReapReport, ResealReport,
+    DeadFilter, DeadLetter, DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, JobPage, JobQuery,
+    JobSummary, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ResealReport,
 };
 pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};

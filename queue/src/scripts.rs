@@ -93,11 +93,12 @@ script!(DEAD_LETTERS, "dead_letters.lua", 5, Tail::List);
 script!(STATS, "stats.lua", 0, Tail::List);
 script!(REGISTER, "register.lua", 3, Tail::None);
 script!(PAUSE, "pause.lua", 3, Tail::None);
+script!(SEARCH, "search.lua", 12, Tail::None);
 
 /// Every protocol script (the provider-slot semaphore in `slots.rs` keys its own zset and is
 /// checked there).
 #[cfg(test)]
-pub(crate) fn all() -> [&'static Contract; 13] {
+pub(crate) fn all() -> [&'static Contract; 14] {
     [
         &ENQUEUE,
         &CLAIM,
@@ -112,6 +113,7 @@ pub(crate) fn all() -> [&'static Contract; 13] {
         &STATS,
         &REGISTER,
         &PAUSE,
+        &SEARCH,
     ]
 }
 

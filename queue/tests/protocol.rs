@@ -94,6 +94,8 @@ on_both!(
     a_failure_can_ask_for_a_later_retry,
     a_blocked_job_ends_at_once_and_is_never_replayed,
     records_written_by_protocol_v1_still_run,
+    search_lists_jobs_newest_first_across_pools,
+    search_with_a_rare_match_pages_through_without_loss,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -1575,4 +1577,200 @@ async fn subscribed_tenants_jobs_leave_job_events(f: Fixture) {
     // Retention: nothing is as old as an hour; a length of 0 trims (approximately) all.
     assert_eq!(events::trim(&conn, &p, 3_600_000, 1_000).await.unwrap(), 0);
     assert!(events::bounds(&conn, &pool("no-events")).await.unwrap().is_none());
+}
+
+/// Every page of a search, followed to its end: the jobs and how many pages it took.
+async fn search_all(q: &QueueClient, query: &JobQuery, limit: usize) -> (Vec<JobSummary>, usize) {
+    let (mut jobs, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = q.search(query, limit, cursor.as_deref()).await.unwrap();
+        pages += 1;
+        assert!(page.jobs.len() <= limit);
+        jobs.extend(page.jobs);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return (jobs, pages),
+        }
+        assert!(pages < 10_000, "the search does not end");
+    }
+}
+
+fn ids(jobs: &[JobSummary]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+async fn search_lists_jobs_newest_first_across_pools(f: Fixture) {
+    let q = f.client().await;
+    let (p1, p2) = (pool("search-a"), pool("search-b"));
+    let job = |tenant: &str, user: &str, kind: JobKind| {
+        let body = match kind {
+            JobKind::Upscale => {
+                Payload::Upscale(serde_json::from_value(serde_json::json!({"input": "in/a.png", "scale": 2})).unwrap())
+            }
+            _ => Payload::Noop(NoopPayload::default()),
+        };
+        NewJob::new(tenant, user, body)
+    };
+    // Enqueued one at a time, alternating pools, so creation times are distinct and known.
+    let mut made: Vec<(JobId, &str, &str, JobKind)> = Vec::new();
+    for i in 0..12 {
+        let (tenant, user) = if i % 3 == 2 {
+            ("tenant-b", "bob")
+        } else {
+            ("tenant-a", if i % 2 == 0 { "ann" } else { "al" })
+        };
+        let kind = if i % 4 == 1 { JobKind::Upscale } else { JobKind::Noop };
+        let p = if i % 2 == 0 { &p1 } else { &p2 };
+        let id = q.enqueue(p, job(tenant, user, kind)).await.unwrap().id;
+        made.push((id, tenant, user, kind));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let newest_first = |keep: &dyn Fn(&(JobId, &str, &str, JobKind)) -> bool| -> Vec<JobId> {
+        made.iter().rev().filter(|m| keep(m)).map(|m| m.0).collect()
+    };
+    let tenant_a = JobQuery {
+        tenant: Some("tenant-a".into()),
+        ..Default::default()
+    };
+    // Page sizes that split the pools' runs differently give the same list, newest first.
+    for limit in [1, 2, 3, 5, 200] {
+        let (jobs, _) = search_all(&q, &tenant_a, limit).await;
+        assert_eq!(ids(&jobs), newest_first(&|m| m.1 == "tenant-a"), "limit {limit}");
+    }
+    let (jobs, _) = search_all(&q, &tenant_a, 4).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j.tenant == "tenant-a" && j.status == JobStatus::Queued)
+    );
+    assert_eq!(
+        jobs[0].pool, "search-a",
+        "the newest of tenant A's jobs went to the first pool"
+    );
+    // Kind and user filters (their own indexes), and every tenant for an operator.
+    let upscales = JobQuery {
+        kind: Some(JobKind::Upscale),
+        ..tenant_a.clone()
+    };
+    assert_eq!(
+        ids(&search_all(&q, &upscales, 2).await.0),
+        newest_first(&|m| m.1 == "tenant-a" && m.3 == JobKind::Upscale)
+    );
+    let ann = JobQuery {
+        user: Some("ann".into()),
+        ..tenant_a.clone()
+    };
+    assert_eq!(ids(&search_all(&q, &ann, 2).await.0), newest_first(&|m| m.2 == "ann"));
+    let everyone = JobQuery::default();
+    assert_eq!(ids(&search_all(&q, &everyone, 5).await.0), newest_first(&|_| true));
+    // Status is the record's now: two of tenant A's jobs run and one succeeds.
+    let b = q.claim(&p1, "w1", &[JobKind::Noop], 2, LEASE, &cpu()).await.unwrap();
+    let done = b.jobs[0].lease.clone();
+    q.ack(&p1, &[(done.clone(), Completion::default())]).await.unwrap();
+    let succeeded = JobQuery {
+        status: Some(JobStatus::Succeeded),
+        ..Default::default()
+    };
+    let found = search_all(&q, &succeeded, 10).await.0;
+    assert_eq!(ids(&found), vec![done.id]);
+    assert!(found[0].finished_at_ms.is_some());
+    let running = JobQuery {
+        status: Some(JobStatus::Running),
+        ..Default::default()
+    };
+    assert_eq!(ids(&search_all(&q, &running, 10).await.0), vec![b.jobs[1].lease.id]);
+    // Creation time: the middle four.
+    let all = search_all(&q, &everyone, 200).await.0;
+    let (after, before) = (all[7].enqueued_at_ms, all[3].enqueued_at_ms);
+    let window = JobQuery {
+        created_after_ms: Some(after),
+        created_before_ms: Some(before),
+        ..Default::default()
+    };
+    assert_eq!(ids(&search_all(&q, &window, 3).await.0), ids(&all[4..8]));
+    // A cursor is only good for the search that made it; garbage is a typed refusal.
+    let page = q.search(&tenant_a, 2, None).await.unwrap();
+    let cursor = page.next_cursor.expect("more pages");
+    assert!(matches!(
+        q.search(&upscales, 2, Some(&cursor)).await,
+        Err(QueueError::Invalid(ValidationError::InvalidField {
+            field: "cursor",
+            ..
+        }))
+    ));
+    assert!(matches!(
+        q.search(&tenant_a, 2, Some("%%%")).await,
+        Err(QueueError::Invalid(_))
+    ));
+    assert!(matches!(
+        q.search(&tenant_a, 0, None).await,
+        Err(QueueError::Invalid(_))
+    ));
+    assert!(matches!(
+        q.search(
+            &JobQuery {
+                user: Some("ann".into()),
+                ..Default::default()
+            },
+            2,
+            None
+        )
+        .await,
+        Err(QueueError::Invalid(_))
+    ));
+    // An erased user's jobs are gone from every index's results.
+    q.erase_user(&p1, "tenant-a", "ann").await.unwrap();
+    q.erase_user(&p2, "tenant-a", "ann").await.unwrap();
+    let left = ids(&search_all(&q, &tenant_a, 3).await.0);
+    let anns: Vec<JobId> = made.iter().filter(|m| m.2 == "ann").map(|m| m.0).collect();
+    // (ann's job that runs stays until its worker stops it)
+    let left_anns: Vec<&JobId> = left.iter().filter(|id| anns.contains(id)).collect();
+    assert!(left_anns.iter().all(|id| **id == b.jobs[1].lease.id), "{left_anns:?}");
+    assert_eq!(
+        left.len() - left_anns.len(),
+        made.iter().filter(|m| m.2 == "al").count()
+    );
+}
+
+async fn search_with_a_rare_match_pages_through_without_loss(f: Fixture) {
+    let q = f.client().await;
+    let (p1, p2) = (pool("rare-a"), pool("rare-b"));
+    // 2,500 jobs in one pool, a few in the other; one job in all succeeds.
+    for _ in 0..5 {
+        q.enqueue_batch(&p1, (0..500).map(|_| noop()).collect()).await.unwrap();
+    }
+    let few: Vec<JobId> = q
+        .enqueue_batch(&p2, (0..3).map(|_| noop()).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let b = q.claim(&p1, "w1", &[JobKind::Noop], 1, LEASE, &cpu()).await.unwrap();
+    let first = b.jobs[0].lease.clone();
+    q.ack(&p1, &[(first.clone(), Completion::default())]).await.unwrap();
+    let succeeded = JobQuery {
+        tenant: Some("tenant-a".into()),
+        status: Some(JobStatus::Succeeded),
+        ..Default::default()
+    };
+    // The oldest job is the match: each page reads a bounded stretch of the index, so the
+    // search takes several (short, even empty) pages, and finds it exactly once.
+    let (jobs, pages) = search_all(&q, &succeeded, 50).await;
+    assert_eq!(ids(&jobs), vec![first.id]);
+    assert!(pages >= 3, "{pages} pages");
+    // Everything, in pages of 200: 2,503 jobs, no repeats, newest (the other pool's) first.
+    let (all, _) = search_all(
+        &q,
+        &JobQuery {
+            tenant: Some("tenant-a".into()),
+            ..Default::default()
+        },
+        200,
+    )
+    .await;
+    assert_eq!(all.len(), 2503);
+    let unique: std::collections::HashSet<JobId> = all.iter().map(|j| j.id).collect();
+    assert_eq!(unique.len(), 2503);
+    assert_eq!(ids(&all[..3]), few.iter().rev().copied().collect::<Vec<_>>());
+    assert!(all.windows(2).all(|w| w[0].enqueued_at_ms >= w[1].enqueued_at_ms));
 }

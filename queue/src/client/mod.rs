@@ -9,6 +9,7 @@ mod erasure;
 mod jobs;
 mod lease;
 mod record;
+mod search;
 mod stats;
 mod wire;
 
@@ -30,6 +31,7 @@ pub use jobs::{CancelOutcome, ResealReport};
 pub use lease::{
     AckOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, ReapReport,
 };
+pub use search::{JobPage, JobQuery, JobSummary, MAX_PAGE};
 pub use stats::{CreditBacklog, QueueStats};
 
 /// The client for producers, workers and admin tools. Cheap to clone.

@@ -176,6 +176,16 @@ local DAY_MS = 86400000
 local function user_day_key(ukey, day) return P .. 'user:' .. ukey .. ':' .. day end
 local function user_today_key(ukey) return user_day_key(ukey, math.floor(NOW / DAY_MS)) end
 
+-- The search indexes (search.lua): like a user's index, append-only day lists of job ids in
+-- arrival order, each expiring as a whole: a tenant's ('ix:<tenant digest>:<day>'), a tenant's
+-- of one kind ('ix:<tenant digest>:k:<kind>:<day>') and every tenant's ('ix:all:<day>'). The
+-- tenant is named by a digest, so no tenant name can spell another list's key. An entry is a
+-- hint: the search reads each record it reaches and checks it against the filters.
+local function tenant_digest(tenant) return string.sub(redis.sha1hex(tenant), 1, 16) end
+local function ix_tenant(td) return P .. 'ix:' .. td end
+local function ix_kind(td, kind) return P .. 'ix:' .. td .. ':k:' .. kind end
+local IX_ALL = P .. 'ix:all'
+
 -- Deletes a job record with what points at it: its idempotency key (while that still names
 -- this job) and its place in its user's index.
 local function delete_record(jk, id)

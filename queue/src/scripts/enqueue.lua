@@ -5,7 +5,7 @@
     KEYS[1]    the pool prefix 'gantry:{pool}:'
     ARGV[1]    idem_ttl_s
     ARGV[2]    wake_cap
-    ARGV[3]    user_index_ttl_s
+    ARGV[3]    user_index_ttl_s (also the search indexes': see common.lua)
     ARGV[4..]  per job (stride 14): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
                (compact, v2), max_attempts, shape ('' = CPU), tenant, weight (its fair share,
                > 0), credits reserved (0 = none), price rule ('' = none), user key (the user's
@@ -25,6 +25,13 @@ local weights = {}
 local users, users_order = {}, {}
 local lists, lists_order = {}, {}
 local shapes = {}
+local index, index_order, digests = {}, {}, {}
+local today = ':' .. math.floor(NOW / DAY_MS)
+local function to_index(base, id)
+  local l = index[base]
+  if not l then l = {}; index[base] = l; index_order[#index_order + 1] = base end
+  l[#l + 1] = id
+end
 for i = 4, #ARGV, 14 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local idem, shape, tenant = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
@@ -45,6 +52,11 @@ for i = 4, #ARGV, 14 do
     local u = users[ukey]
     if not u then u = {}; users[ukey] = u; users_order[#users_order + 1] = ukey end
     u[#u + 1] = id
+    local td = digests[tenant]
+    if not td then td = tenant_digest(tenant); digests[tenant] = td end
+    to_index(ix_tenant(td), id)
+    to_index(ix_kind(td, kind), id)
+    to_index(IX_ALL, id)
     -- The whole record in one HSET: the compact spec (protocol v2) and the fields it leaves
     -- out. Attempts and the lease token are absent until the first claim (read as 0). It knows
     -- its user's index and its idempotency key's name (a digest), so that deleting it takes
@@ -88,6 +100,11 @@ for _, ukey in ipairs(users_order) do
   local uk = user_today_key(ukey)
   call_many('RPUSH', uk, users[ukey])
   redis.call('EXPIRE', uk, uttl)
+end
+for _, base in ipairs(index_order) do
+  local k = base .. today
+  call_many('RPUSH', k, index[base])
+  redis.call('EXPIRE', k, uttl)
 end
 for _, lk in ipairs(lists_order) do
   local l = lists[lk]

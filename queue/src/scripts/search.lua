@@ -1,0 +1,109 @@
+--[[
+  One page of a job search in this pool, newest first. Walks one index (a family of day lists,
+  see common.lua) from a position towards older entries, reads each entry's record and keeps
+  those that match every filter; stops after `limit` matches, after `budget` entries looked at,
+  or when the oldest day (or an entry created before `after`) is reached. Entries whose record
+  has expired or been erased are skipped.
+
+  Input:
+    KEYS[1]    the pool prefix 'gantry:{pool}:'
+    ARGV[1]    the index: 't' (the tenant's), 'k' (the tenant's of the kind), 'a' (every
+               tenant's), 'u' (the user's: their erasure index)
+    ARGV[2]    start day (days since the Unix epoch; '' = today, or the day before `before`)
+    ARGV[3]    start position in that day's list: entries before it are read (-1 = its end)
+    ARGV[4]    days (how far back the index reaches: its TTL in days)
+    ARGV[5]    tenant ('' = any; required by 't', 'k' and 'u')
+    ARGV[6]    kind ('' = any; required by 'k')
+    ARGV[7]    status ('' = any)
+    ARGV[8]    user key ('' = any; required by 'u')
+    ARGV[9]    created at or after (Unix ms; 0 = any)
+    ARGV[10]   created before (Unix ms; 0 = any)
+    ARGV[11]   limit (matches)
+    ARGV[12]   budget (entries looked at)
+
+  Output:
+    { start day, start position (the first list's end, resolved), next day, next position
+      (-2 when the index is walked), watermark (no entry after the next position was created
+      later than this, Unix ms), then per match 16 values: its day, its position, id, kind,
+      status, priority, tenant, attempts, max attempts, enqueued, started, finished, error
+      class, error message, error at, result (JSON, or '') }
+]]
+local which, tenant, kind, status, ukey = ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local days = tonumber(ARGV[4])
+local after, before = tonumber(ARGV[9]), tonumber(ARGV[10])
+local limit, budget = tonumber(ARGV[11]), tonumber(ARGV[12])
+local today = math.floor(NOW / DAY_MS)
+
+local base
+if which == 't' then
+  base = ix_tenant(tenant_digest(tenant))
+elseif which == 'k' then
+  base = ix_kind(tenant_digest(tenant), kind)
+elseif which == 'a' then
+  base = IX_ALL
+elseif which == 'u' then
+  base = P .. 'user:' .. ukey
+else
+  return redis.error_reply('search: unknown index ' .. which)
+end
+
+local day, pos
+if ARGV[2] == '' then
+  day = today
+  if before > 0 then day = math.min(today, math.floor((before - 1) / DAY_MS)) end
+else
+  day = tonumber(ARGV[2])
+end
+pos = tonumber(ARGV[3])
+local oldest = today - days
+if after > 0 then oldest = math.max(oldest, math.floor(after / DAY_MS)) end
+
+local out = { 0, 0, 0, 0, 0 }
+local found, mark, first = 0, nil, true
+local function finish(d, p)
+  out[3] = d; out[4] = p
+  -- Entries not yet read are older than the last one read; with none read, older than the
+  -- end of the day being walked.
+  out[5] = mark or ((d + 1) * DAY_MS - 1)
+  return out
+end
+
+local CHUNK = 100
+while day >= oldest do
+  local lk = base .. ':' .. day
+  if pos < 0 then pos = redis.call('LLEN', lk) end
+  if first then out[1] = day; out[2] = pos; first = false end
+  while pos > 0 do
+    if found >= limit or budget <= 0 then return finish(day, pos) end
+    local n = math.min(CHUNK, budget, pos)
+    local ids = redis.call('LRANGE', lk, pos - n, pos - 1)
+    for j = #ids, 1, -1 do
+      local id = ids[j]
+      local at = pos - n + j - 1
+      budget = budget - 1
+      local r = redis.call('HMGET', jkey(id), 'kind', 'status', 'prio', 'ten', 'attempts', 'max', 'enq',
+        'started', 'fin', 'eclass', 'emsg', 'eat', 'uk', 'result')
+      if r[1] then
+        local enq = tonumber(r[7]) or 0
+        if after > 0 and enq < after then return finish(day, -2) end
+        mark = enq
+        local st = r[2] or 'queued'
+        if (tenant == '' or r[4] == tenant)
+            and (kind == '' or r[1] == kind)
+            and (status == '' or st == status)
+            and (ukey == '' or r[13] == ukey)
+            and (before == 0 or enq < before) then
+          local m = { day, at, id, r[1], st, r[3] or 'normal', r[4] or '', r[5] or '0', r[6] or '0', r[7] or '0',
+            r[8] or '', r[9] or '', r[10] or '', r[11] or '', r[12] or '', r[14] or '' }
+          for _, v in ipairs(m) do out[#out + 1] = v end
+          found = found + 1
+        end
+      end
+      if found >= limit or budget <= 0 then return finish(day, at) end
+    end
+    pos = pos - n
+  end
+  day = day - 1
+  pos = -1
+end
+return finish(day, -2)
