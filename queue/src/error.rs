@@ -32,6 +32,9 @@ pub enum QueueError {
         /// Its final status.
         status: String,
     },
+    /// A search cursor that names no page: garbled, or made by a search with other filters.
+    #[error("no such page: {0}")]
+    UnknownCursor(&'static str),
     /// Replay of a job that is not in the dead-letter queue.
     #[error("job {0} is not in the dead-letter queue")]
     NotDeadLettered(JobId),

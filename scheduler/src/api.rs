@@ -1,5 +1,6 @@
 //! The job routes a platform service calls:
 //! - `POST /v1/jobs`, `POST /v1/jobs:batch` (`jobs:write`): admit and enqueue;
+//! - `GET /v1/jobs` (`jobs:read`): search, see [`crate::job_search`];
 //! - `GET /v1/jobs/{id}` (`jobs:read`), `POST /v1/jobs/{id}:cancel` (`jobs:write`);
 //! - `GET /v1/credits` (`jobs:read`): the tenant's balance.
 //!
@@ -23,7 +24,7 @@ use crate::state::AppState;
 /// The job routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/jobs", post(submit_one))
+        .route("/v1/jobs", post(submit_one).get(crate::job_search::tenant_search))
         .route("/v1/jobs:batch", post(submit_batch))
         .route(
             "/v1/jobs/{id}",

@@ -12,6 +12,7 @@ pub mod erasure;
 pub mod events;
 pub mod extract;
 pub mod http;
+pub mod job_search;
 pub mod metrics;
 pub mod outputs;
 pub mod placement;

@@ -59,6 +59,9 @@ pub enum ApiError {
     /// No such job (or not this tenant's).
     #[error("job not found")]
     NotFound,
+    /// A search cursor that names no page (garbled, or another search's).
+    #[error("{0}")]
+    UnknownCursor(String),
     /// The job already ended.
     #[error("{0}")]
     Conflict(String),
@@ -106,6 +109,7 @@ impl ApiError {
             ApiError::NoAllowedProvider(_) => "no_allowed_provider",
             ApiError::Unplaceable(_) => "unplaceable",
             ApiError::NotFound => "not_found",
+            ApiError::UnknownCursor(_) => "unknown_cursor",
             ApiError::Conflict(_) => "conflict",
             ApiError::NoRoute => "no_route",
             ApiError::Unavailable => "unavailable",
@@ -127,7 +131,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::RateLimited(_) | ApiError::BatchExceedsBurst => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoAllowedProvider(_) | ApiError::Unplaceable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoRoute | ApiError::UnknownCursor(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,6 +153,7 @@ impl From<QueueError> for ApiError {
         match e {
             QueueError::Invalid(v) => v.into(),
             QueueError::NotFound(_) => ApiError::NotFound,
+            QueueError::UnknownCursor(_) => ApiError::UnknownCursor(e.to_string()),
             QueueError::AlreadyFinished { .. } | QueueError::NotDeadLettered(_) => ApiError::Conflict(e.to_string()),
             QueueError::Redis { .. } => {
                 tracing::warn!(error = %e, "redis failed during a request");

@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
     let authenticated = Router::new()
         .merge(crate::api::routes())
+        .merge(crate::job_search::routes())
         .merge(crate::outputs::routes())
         .merge(crate::sse::routes())
         .merge(crate::webhook_routes::routes())

@@ -516,3 +516,96 @@ async fn wrong_methods_say_what_is_allowed_and_an_empty_upload_is_refused() {
     assert_eq!((s, p["code"].as_str()), (400, Some("invalid_request")), "{p}");
     assert!(p["detail"].as_str().unwrap().contains("no body"), "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_search_their_own_jobs_and_operators_search_every_tenants() {
+    let f = fixture();
+    let mut a_ids = Vec::new();
+    for user in ["u1", "u2"] {
+        let (s, _, a) = call(&f, "POST", "/v1/jobs", Some("key-a"), &noop(user));
+        assert_eq!(s, 201, "{a}");
+        a_ids.push(a["id"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..3 {
+        let (s, _, a) = call(&f, "POST", "/v1/jobs", Some("key-b"), &noop("u1"));
+        assert_eq!(s, 201, "{a}");
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // A tenant's own jobs, newest first, with a read-only key; never another tenant's.
+    let (s, _, page) = call(&f, "GET", "/v1/jobs", Some("key-a-read"), "");
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(ids(&page), a_ids.iter().rev().cloned().collect::<Vec<_>>());
+    assert!(page["next_cursor"].is_null());
+    let j = &page["jobs"][0];
+    assert_eq!(
+        (j["tenant"].as_str(), j["status"].as_str(), j["kind"].as_str()),
+        (Some("a"), Some("queued"), Some("noop"))
+    );
+    assert!(
+        j.get("user").is_none() && j.get("spec").is_none(),
+        "no user id, no request: {j}"
+    );
+    let (_, _, page) = call(&f, "GET", "/v1/jobs?user=u1&status=queued&kind=noop", Some("key-a"), "");
+    assert_eq!(ids(&page), vec![a_ids[0].clone()]);
+    let (_, _, page) = call(&f, "GET", "/v1/jobs", Some("key-b"), "");
+    assert_eq!(ids(&page).len(), 3);
+    // Pages of one, and the cursor is refused with other filters.
+    let (_, _, first) = call(&f, "GET", "/v1/jobs?limit=1", Some("key-a"), "");
+    assert_eq!(ids(&first), vec![a_ids[1].clone()]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (_, _, second) = call(
+        &f,
+        "GET",
+        &format!("/v1/jobs?limit=1&cursor={cursor}"),
+        Some("key-a"),
+        "",
+    );
+    assert_eq!(ids(&second), vec![a_ids[0].clone()]);
+    for other in [format!("kind=noop&cursor={cursor}"), "cursor=garbage".into()] {
+        let (s, _, e) = call(&f, "GET", &format!("/v1/jobs?{other}"), Some("key-a"), "");
+        assert_eq!((s, e["code"].as_str()), (404, Some("unknown_cursor")), "{e}");
+    }
+    // A window that ends before it starts holds nothing.
+    let (s, _, page) = call(
+        &f,
+        "GET",
+        "/v1/jobs?created_after=9&created_before=5",
+        Some("key-a"),
+        "",
+    );
+    assert_eq!(
+        (s, ids(&page).len(), page["next_cursor"].is_null()),
+        (200, 0, true),
+        "{page}"
+    );
+    // Bad filters are typed refusals; a tenant cannot name another tenant.
+    for bad in [
+        "tenant=b",
+        "status=bogus",
+        "limit=0",
+        "limit=201",
+        "kind=",
+        "user=",
+        "created_before=-1",
+    ] {
+        let (s, _, e) = call(&f, "GET", &format!("/v1/jobs?{bad}"), Some("key-a"), "");
+        assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")), "{bad}: {e}");
+    }
+    // Operators: every tenant's, or one's; a tenant's key is not an operator's.
+    let (s, _, _) = call(&f, "GET", "/v1/admin/jobs", Some("key-a"), "");
+    assert_eq!(s, 403);
+    let (s, _, page) = call(&f, "GET", "/v1/admin/jobs", Some("key-ops"), "");
+    assert_eq!((s, ids(&page).len()), (200, 5), "{page}");
+    let (_, _, page) = call(&f, "GET", "/v1/admin/jobs?tenant=a&user=u2", Some("key-ops"), "");
+    assert_eq!(ids(&page), vec![a_ids[1].clone()]);
+    // Without a tenant, a user id names that id's user in each tenant.
+    let (_, _, page) = call(&f, "GET", "/v1/admin/jobs?user=u1", Some("key-ops"), "");
+    assert_eq!(ids(&page).len(), 4, "a's u1 and b's u1: {page}");
+}

@@ -36,8 +36,11 @@ const SCAN_BUDGET: usize = 1000;
 pub struct JobQuery {
     /// Only this tenant's jobs.
     pub tenant: Option<String>,
-    /// Only this user's (requires `tenant`: a user id is the tenant's own).
+    /// Only this user's. A user id is its tenant's own: without `tenant`, the user of that id
+    /// in each of `user_tenants`.
     pub user: Option<String>,
+    /// With `user` and no `tenant`: the tenants whose user of that id is meant.
+    pub user_tenants: Vec<String>,
     /// Only this kind.
     pub kind: Option<JobKind>,
     /// Only jobs in this status now.
@@ -53,9 +56,10 @@ impl JobQuery {
     /// the search that made it.
     fn digest(&self) -> String {
         let text = format!(
-            "{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
+            "{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
             self.tenant,
             self.user,
+            self.user_tenants,
             self.kind.map(JobKind::as_str),
             self.status.map(JobStatus::as_str),
             self.created_after_ms,
@@ -64,18 +68,29 @@ impl JobQuery {
         crate::keys::digest_hex(text.as_bytes())[..12].to_owned()
     }
 
+    /// The user keys a record must name (empty: any user).
+    fn user_keys(&self) -> Vec<String> {
+        let Some(user) = &self.user else { return Vec::new() };
+        match &self.tenant {
+            Some(t) => vec![crate::user_key(t, user)],
+            None => self.user_tenants.iter().map(|t| crate::user_key(t, user)).collect(),
+        }
+    }
+
+    /// Whether no job can match, whatever is stored: an empty time window (nothing is created
+    /// before the epoch, and an end at or before the start holds nothing).
+    fn selects_nothing(&self) -> bool {
+        self.created_before_ms == Some(0)
+            || matches!((self.created_after_ms, self.created_before_ms), (Some(a), Some(b)) if a >= b)
+    }
+
     fn validate(&self) -> Result<(), ValidationError> {
         let invalid = |field, reason: &str| ValidationError::InvalidField {
             field,
             reason: reason.into(),
         };
-        if self.user.is_some() && self.tenant.is_none() {
-            return Err(invalid("user", "a user filter needs a tenant"));
-        }
-        if let (Some(a), Some(b)) = (self.created_after_ms, self.created_before_ms)
-            && a >= b
-        {
-            return Err(invalid("created_after", "must be before created_before"));
+        if self.user.is_some() && self.tenant.is_none() && self.user_tenants.is_empty() {
+            return Err(invalid("user", "a user filter needs the user's tenant"));
         }
         for (field, v) in [("tenant", &self.tenant), ("user", &self.user)] {
             if v.as_deref().is_some_and(str::is_empty) {
@@ -157,22 +172,19 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(format!("v1.{}.{}", self.digest, pools.join(",")))
     }
 
-    fn decode(s: &str, digest: &str) -> Result<Self, ValidationError> {
-        let bad = |reason: &str| ValidationError::InvalidField {
-            field: "cursor",
-            reason: reason.into(),
-        };
+    fn decode(s: &str, digest: &str) -> Result<Self, QueueError> {
+        let bad = QueueError::UnknownCursor;
         let raw = URL_SAFE_NO_PAD
             .decode(s)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| bad("not a cursor this API gave"))?;
+            .ok_or(bad("not a cursor this API gave"))?;
         let mut parts = raw.splitn(3, '.');
         let (Some("v1"), Some(d), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("not a cursor this API gave"));
         };
         if d != digest {
-            return Err(bad("it belongs to a search with other filters"));
+            return Err(bad("the cursor belongs to a search with other filters"));
         }
         let mut pools = BTreeMap::new();
         for entry in rest.split(',').filter(|e| !e.is_empty()) {
@@ -305,6 +317,12 @@ impl QueueClient {
             }
             .into());
         }
+        if query.selects_nothing() {
+            return Ok(JobPage {
+                jobs: Vec::new(),
+                next_cursor: None,
+            });
+        }
         let digest = query.digest();
         let pools = self.pools().await?;
         let mut positions: BTreeMap<String, Position> = match cursor {
@@ -377,10 +395,7 @@ impl QueueClient {
     }
 
     async fn search_pool(&self, pool: &Pool, at: Position, q: &JobQuery, limit: usize) -> Result<PoolPage, QueueError> {
-        let user_key = match (&q.tenant, &q.user) {
-            (Some(t), Some(u)) => crate::user_key(t, u),
-            _ => String::new(),
-        };
+        let user_keys = q.user_keys().join(",");
         let index = match (&q.tenant, &q.user, q.kind) {
             (Some(_), Some(_), _) => "u",
             (Some(_), None, Some(_)) => "k",
@@ -401,7 +416,7 @@ impl QueueClient {
             .arg(q.tenant.as_deref().unwrap_or(""))
             .arg(q.kind.map_or("", JobKind::as_str))
             .arg(q.status.map_or("", JobStatus::as_str))
-            .arg(user_key)
+            .arg(user_keys)
             .arg(q.created_after_ms.unwrap_or(0))
             .arg(q.created_before_ms.unwrap_or(0))
             .arg(limit)
@@ -469,11 +484,20 @@ mod tests {
             ..Default::default()
         };
         assert!(user_alone.validate().is_err());
+        let in_tenants = JobQuery {
+            user_tenants: vec!["a".into(), "b".into()],
+            ..user_alone
+        };
+        assert!(in_tenants.validate().is_ok());
+        assert_eq!(
+            in_tenants.user_keys(),
+            vec![crate::user_key("a", "u"), crate::user_key("b", "u")]
+        );
         let backwards = JobQuery {
             created_after_ms: Some(10),
             created_before_ms: Some(5),
             ..q
         };
-        assert!(backwards.validate().is_err());
+        assert!(backwards.validate().is_ok() && backwards.selects_nothing());
     }
 }

@@ -15,7 +15,7 @@
     ARGV[5]    tenant ('' = any; required by 't', 'k' and 'u')
     ARGV[6]    kind ('' = any; required by 'k')
     ARGV[7]    status ('' = any)
-    ARGV[8]    user key ('' = any; required by 'u')
+    ARGV[8]    user keys, comma-separated ('' = any; 'u' walks the first)
     ARGV[9]    created at or after (Unix ms; 0 = any)
     ARGV[10]   created before (Unix ms; 0 = any)
     ARGV[11]   limit (matches)
@@ -28,7 +28,12 @@
       status, priority, tenant, attempts, max attempts, enqueued, started, finished, error
       class, error message, error at, result (JSON, or '') }
 ]]
-local which, tenant, kind, status, ukey = ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local which, tenant, kind, status = ARGV[1], ARGV[5], ARGV[6], ARGV[7]
+local ukeys, ukey = {}, nil
+for k in string.gmatch(ARGV[8], '[^,]+') do
+  ukeys[k] = true
+  ukey = ukey or k
+end
 local days = tonumber(ARGV[4])
 local after, before = tonumber(ARGV[9]), tonumber(ARGV[10])
 local limit, budget = tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -42,6 +47,7 @@ elseif which == 'k' then
 elseif which == 'a' then
   base = IX_ALL
 elseif which == 'u' then
+  if not ukey then return redis.error_reply('search: the user index needs a user key') end
   base = P .. 'user:' .. ukey
 else
   return redis.error_reply('search: unknown index ' .. which)
@@ -91,7 +97,7 @@ while day >= oldest do
         if (tenant == '' or r[4] == tenant)
             and (kind == '' or r[1] == kind)
             and (status == '' or st == status)
-            and (ukey == '' or r[13] == ukey)
+            and (not ukey or (r[13] and ukeys[r[13]]))
             and (before == 0 or enq < before) then
           local m = { day, at, id, r[1], st, r[3] or 'normal', r[4] or '', r[5] or '0', r[6] or '0', r[7] or '0',
             r[8] or '', r[9] or '', r[10] or '', r[11] or '', r[12] or '', r[14] or '' }
