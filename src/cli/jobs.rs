@@ -1,10 +1,10 @@
-//! `gantry jobs enqueue|show|cancel`.
+//! `gantry jobs enqueue|show|list|cancel`.
 
 use std::io::Read;
 
-use gantry_queue::{CancelOutcome, JobId, JobRecord, NewJob, Pool};
+use gantry_queue::{CancelOutcome, JobId, JobKind, JobQuery, JobRecord, JobStatus, NewJob, Pool};
 
-use super::time::fmt_ms;
+use super::time::{fmt_ms, now_ms, parse_when};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
@@ -28,6 +28,38 @@ pub enum JobsCommand {
         /// Job id.
         id: String,
         /// Print the whole record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs, newest first: a tenant's (or every tenant's), filtered.
+    List {
+        #[command(flatten)]
+        redis: super::RedisArgs,
+        /// Only this tenant's jobs.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this user's jobs (needs --tenant).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this kind (generate, upscale, transcode, csam_hash, noop).
+        #[arg(long)]
+        kind: Option<JobKind>,
+        /// Only jobs in this status now (queued, running, succeeded, dead, ...).
+        #[arg(long)]
+        status: Option<JobStatus>,
+        /// Created at or after: Unix ms or an age (15m, 6h, 2d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Created before: Unix ms or an age.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Go on from where an earlier listing stopped (its "next:" cursor), same filters.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// One JSON object per job.
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +112,29 @@ pub async fn run(c: JobsCommand) -> anyhow::Result<()> {
                 print_record(&rec);
             }
         }
+        JobsCommand::List {
+            redis,
+            tenant,
+            user,
+            kind,
+            status,
+            since,
+            until,
+            limit,
+            cursor,
+            json,
+        } => {
+            let query = JobQuery {
+                tenant,
+                user,
+                user_tenants: Vec::new(),
+                kind,
+                status,
+                created_after_ms: since.as_deref().map(parse_when).transpose()?,
+                created_before_ms: until.as_deref().map(parse_when).transpose()?,
+            };
+            list(&redis.client().await?, &query, limit, cursor, json).await?;
+        }
         JobsCommand::Cancel { redis, id } => {
             let id: JobId = id.parse().map_err(gantry_queue::QueueError::from)?;
             match redis.client().await?.cancel(id).await? {
@@ -89,6 +144,71 @@ pub async fn run(c: JobsCommand) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Prints up to `limit` jobs, following the search's pages (a sparse filter's pages can be
+/// short), and the cursor to go on from.
+async fn list(
+    client: &gantry_queue::QueueClient,
+    query: &JobQuery,
+    limit: usize,
+    mut cursor: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    let mut shown = 0;
+    let mut header_due = !json;
+    loop {
+        let page = client
+            .search(
+                query,
+                (limit - shown).min(gantry_queue::client::MAX_PAGE),
+                cursor.as_deref(),
+            )
+            .await?;
+        if header_due {
+            println!(
+                "{:<26}  {:<20}  {:<12}  {:<15}  {:>8}  {:>12}  ERROR",
+                "ID", "QUEUE", "TENANT", "STATUS", "ATTEMPTS", "CREATED"
+            );
+            header_due = false;
+        }
+        for j in &page.jobs {
+            if json {
+                println!("{}", serde_json::to_string(j)?);
+            } else {
+                println!(
+                    "{:<26}  {:<20}  {:<12}  {:<15}  {:>8}  {:>12}  {}",
+                    j.id,
+                    format!("{}/{}", j.pool, j.kind),
+                    j.tenant,
+                    j.status.as_str(),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    format!("{} ago", fmt_ms(now.saturating_sub(j.enqueued_at_ms))),
+                    j.error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("{}: {}", e.class, e.message)),
+                );
+            }
+        }
+        shown += page.jobs.len();
+        cursor = page.next_cursor;
+        if shown >= limit || cursor.is_none() {
+            break;
+        }
+    }
+    if let Some(c) = cursor {
+        // Times as resolved (an age like 1h moves; the cursor holds to the filters it had).
+        let mut next = String::new();
+        if let Some(ms) = query.created_after_ms {
+            next.push_str(&format!("--since {ms} "));
+        }
+        if let Some(ms) = query.created_before_ms {
+            next.push_str(&format!("--until {ms} "));
+        }
+        eprintln!("next: {next}--cursor {c}");
     }
     Ok(())
 }

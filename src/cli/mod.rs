@@ -234,7 +234,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             QueueError::Invalid(_)
             | QueueError::NotFound(_)
             | QueueError::AlreadyFinished { .. }
-            | QueueError::NotDeadLettered(_),
+            | QueueError::NotDeadLettered(_)
+            | QueueError::UnknownCursor(_),
         ) => 2,
         _ => 1,
     }

@@ -132,6 +132,39 @@ async fn enqueue_show_cancel_stats_and_dlq_round_trip() {
         "{}",
         stdout(&o)
     );
+    // Search: the three dead jobs (and the cancelled one), newest first, a page at a time.
+    let o = gantry(&url, &["jobs", "list", "--tenant", "t", "--status", "dead", "--json"]);
+    let dead: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 3, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        dead.iter()
+            .all(|j| j["status"] == "dead" && j["error"]["class"] == "permanent")
+    );
+    assert_eq!(
+        dead[2]["id"].as_str(),
+        Some(first.as_str()),
+        "the first enqueued is listed last"
+    );
+    let o = gantry(&url, &["jobs", "list", "--since", "1h", "--limit", "2"]);
+    assert_eq!(stdout(&o).lines().count(), 3, "a header and two jobs: {}", stdout(&o));
+    // It says how to go on: the cursor, with the age resolved to the time it meant.
+    let next = stderr(&o).trim().strip_prefix("next: ").unwrap_or_default().to_owned();
+    let mut args = vec!["jobs", "list"];
+    args.extend(next.split(' '));
+    assert_eq!(args.len(), 6, "{next}");
+    let cursor = args[5].to_owned();
+    let o = gantry(&url, &args);
+    assert!(
+        stdout(&o).contains(&delayed) && stdout(&o).contains("cancelled"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_refused(&gantry(&url, &["jobs", "list", "--cursor", &cursor]), "no such page");
+    assert_refused(
+        &gantry(&url, &["jobs", "list", "--user", "u"]),
+        "needs the user's tenant",
+    );
     let o = gantry(
         &url,
         &["dlq", "list", "--pool", "cpu", "--kind", "noop", "--class", "permanent"],
