@@ -1,6 +1,7 @@
 //! A small client for Gantry's scheduler API, for platform services: submit one job or a batch,
-//! read a job, wait for it to finish (polling with exponential backoff), cancel it, read the
-//! credit balance; and, with an operator key, the queues' counts.
+//! read a job, wait for it to finish (polling with exponential backoff, or over Server-Sent
+//! Events), search jobs ([`Client::jobs`]), cancel one, read the credit balance; and, with an
+//! operator key, the queues' counts and every tenant's jobs.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), gantry_client::ClientError> {
@@ -19,10 +20,12 @@
 //! [`Client::with_rate_limit_retries`] allows.
 
 mod events;
+mod jobs;
 
 use std::time::Duration;
 
 pub use events::{EventStream, ServerEvent, Webhook, take_events as take_sse_events};
+pub use jobs::{JobFilter, JobList, Jobs};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 

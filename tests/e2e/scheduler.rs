@@ -598,6 +598,22 @@ async fn tenants_search_their_own_jobs_and_operators_search_every_tenants() {
         let (s, _, e) = call(&f, "GET", &format!("/v1/jobs?{bad}"), Some("key-a"), "");
         assert_eq!((s, e["code"].as_str()), (400, Some("invalid_request")), "{bad}: {e}");
     }
+    // The Rust client pages through the same search.
+    let client = gantry_client::Client::new(&format!("http://{}", f.sched.addr), "key-a").unwrap();
+    let filter = gantry_client::JobFilter {
+        status: Some("queued".into()),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let all = client.jobs().list_all(&filter, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        a_ids.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let page = client.jobs().list(&filter).await.unwrap();
+    assert_eq!((page.jobs.len(), page.next_cursor.is_some()), (1, true));
+    let e = client.jobs().admin_list(&Default::default()).await.unwrap_err();
+    assert_eq!(e.code(), Some("forbidden"));
     // Operators: every tenant's, or one's; a tenant's key is not an operator's.
     let (s, _, _) = call(&f, "GET", "/v1/admin/jobs", Some("key-a"), "");
     assert_eq!(s, 403);
