@@ -44,6 +44,27 @@ def test_batches_and_idempotency_keys(base_url):
         assert all(gantry.wait(s.id, timeout=60).status == "succeeded" for s in batch)
 
 
+def test_jobs_are_searched_newest_first_a_page_at_a_time(base_url):
+    with Client(base_url, STUDIO_KEY) as gantry:
+        mine = [gantry.submit({**noop(), "user": "u-search"}) for _ in range(3)]
+        page = gantry.list_jobs(user="u-search", limit=2)
+        assert [j.id for j in page.jobs] == [mine[2].id, mine[1].id] and page.next_cursor
+        rest = gantry.list_jobs(user="u-search", limit=2, cursor=page.next_cursor)
+        assert [j.id for j in rest.jobs] == [mine[0].id] and rest.next_cursor is None
+        assert [j.id for j in gantry.iter_jobs(user="u-search", kind="noop", limit=1)] == [m.id for m in reversed(mine)]
+        with pytest.raises(ProblemError) as e:
+            gantry.list_jobs(user="u-search", kind="upscale", cursor=page.next_cursor)
+        assert (e.value.status, e.value.code) == (404, "unknown_cursor")
+
+
+async def test_async_client_searches_jobs(base_url):
+    async with AsyncClient(base_url, STUDIO_KEY) as gantry:
+        job = await gantry.submit({**noop(), "user": "u-search-async"})
+        found = [j.id async for j in gantry.iter_jobs(user="u-search-async")]
+        assert found == [job.id]
+        assert (await gantry.list_jobs(user="u-search-async", status="dead")).jobs == []
+
+
 def test_cancel_a_running_job(base_url):
     with Client(base_url, STUDIO_KEY) as gantry:
         job = gantry.submit(noop(sleep_ms=60000))

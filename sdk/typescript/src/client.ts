@@ -4,6 +4,8 @@ import {
   FINAL_EVENTS,
   FINAL_STATUSES,
   type Job,
+  type JobFilter,
+  type JobPage,
   type JobRequest,
   type ServerEvent,
   type Submitted,
@@ -101,6 +103,35 @@ export class Client {
 
   get(id: string): Promise<Job> {
     return this.json("GET", `/v1/jobs/${seg(id)}`);
+  }
+
+  /** One page of the tenant's own jobs, newest first, filtered; pass a page's `next_cursor`
+   * as `cursor` (with the same filters) for the next. */
+  listJobs(filter: JobFilter = {}): Promise<JobPage> {
+    const q = new URLSearchParams();
+    const put = (k: string, v: string | number | undefined) => {
+      if (v !== undefined) q.set(k, String(v));
+    };
+    put("status", filter.status);
+    put("kind", filter.kind);
+    put("user", filter.user);
+    put("created_after", filter.createdAfterMs);
+    put("created_before", filter.createdBeforeMs);
+    put("limit", filter.limit);
+    put("cursor", filter.cursor);
+    const qs = q.toString();
+    return this.json("GET", qs ? `/v1/jobs?${qs}` : "/v1/jobs");
+  }
+
+  /** Every job the filter selects, newest first, page after page. */
+  async *iterJobs(filter: JobFilter = {}): AsyncGenerator<Job> {
+    let cursor = filter.cursor;
+    for (;;) {
+      const page = await this.listJobs({ ...filter, cursor });
+      yield* page.jobs;
+      if (page.next_cursor === null) return;
+      cursor = page.next_cursor;
+    }
   }
 
   /** `cancelled` (it was waiting) or `cancel_requested` (running: it stops at its next

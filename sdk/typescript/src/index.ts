@@ -5,6 +5,8 @@ export {
   eventJobId,
   type Job,
   type JobEventPayload,
+  type JobFilter,
+  type JobPage,
   type JobRequest,
   type ResultRef,
   type ServerEvent,

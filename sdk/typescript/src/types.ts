@@ -46,6 +46,29 @@ export interface Job {
   [extra: string]: unknown;
 }
 
+/** What `Client.listJobs` selects, and which page. */
+export interface JobFilter {
+  status?: Job["status"];
+  kind?: string;
+  /** Only this user's jobs (the user id they were submitted with). */
+  user?: string;
+  /** Created at or after (Unix ms). */
+  createdAfterMs?: number;
+  /** Created before (Unix ms). */
+  createdBeforeMs?: number;
+  /** At most this many (1..200; the server's default is 50). */
+  limit?: number;
+  /** A previous page's `next_cursor`, with the same filters. */
+  cursor?: string;
+}
+
+/** A page of `GET /v1/jobs`, newest first. A page may hold fewer jobs than asked (even none)
+ * and still have a `next_cursor`: the server reads a bounded stretch of its index per page. */
+export interface JobPage {
+  jobs: Job[];
+  next_cursor: string | null;
+}
+
 /** The JSON of one job event (SSE data, and a webhook's body). */
 export interface JobEventPayload {
   type: "job.succeeded" | "job.failed" | "job.dead" | "job.blocked" | "job.cancelled";

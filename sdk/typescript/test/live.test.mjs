@@ -42,6 +42,22 @@ test("batches and idempotency keys", live, async () => {
   for (const s of batch) assert.equal((await gantry.wait(s.id, { timeoutMs: 60_000 })).status, "succeeded");
 });
 
+test("jobs are searched newest first, a page at a time", live, async () => {
+  const gantry = new Client(URL_, STUDIO);
+  const mine = [];
+  for (let i = 0; i < 3; i++) mine.push(await gantry.submit({ ...noop(), user: "u-search-ts" }));
+  const page = await gantry.listJobs({ user: "u-search-ts", limit: 2 });
+  assert.deepEqual(page.jobs.map((j) => j.id), [mine[2].id, mine[1].id]);
+  assert.ok(page.next_cursor);
+  const all = [];
+  for await (const j of gantry.iterJobs({ user: "u-search-ts", kind: "noop", limit: 1 })) all.push(j.id);
+  assert.deepEqual(all, mine.map((m) => m.id).reverse());
+  await assert.rejects(
+    gantry.listJobs({ user: "u-search-ts", kind: "upscale", cursor: page.next_cursor }),
+    (e) => e instanceof ProblemError && e.status === 404 && e.code === "unknown_cursor",
+  );
+});
+
 test("cancel a running job", live, async () => {
   const gantry = new Client(URL_, STUDIO);
   const job = await gantry.submit(noop({ sleep_ms: 60_000 }));

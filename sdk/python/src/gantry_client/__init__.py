@@ -10,7 +10,7 @@
 
 from ._async import AsyncClient
 from ._errors import GantryError, ProblemError, RateLimited, WaitTimeout, WebhookVerificationError
-from ._models import Event, Job, Submitted, Webhook
+from ._models import Event, Job, JobPage, Submitted, Webhook
 from ._sync import Client
 from . import webhooks
 
@@ -20,6 +20,7 @@ __all__ = [
     "Event",
     "GantryError",
     "Job",
+    "JobPage",
     "ProblemError",
     "RateLimited",
     "Submitted",

@@ -10,7 +10,7 @@ import httpx
 
 from . import _core as core
 from ._errors import GantryError, ProblemError, RateLimited, WaitTimeout
-from ._models import Event, Job, Submitted, Webhook
+from ._models import Event, Job, JobPage, Submitted, Webhook
 from ._sse import SseParser
 
 
@@ -58,6 +58,23 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> str:
         return str((await self._send(core.cancel(job_id))).json().get("outcome", ""))
+
+    async def list_jobs(self, *, status: Optional[str] = None, kind: Optional[str] = None,
+                        user: Optional[str] = None, created_after_ms: Optional[int] = None,
+                        created_before_ms: Optional[int] = None, limit: Optional[int] = None,
+                        cursor: Optional[str] = None) -> JobPage:
+        call = core.list_jobs(status, kind, user, created_after_ms, created_before_ms, limit, cursor)
+        return core.read_page((await self._send(call)).json())
+
+    async def iter_jobs(self, **filters: Any) -> AsyncIterator[Job]:
+        cursor = None
+        while True:
+            page = await self.list_jobs(cursor=cursor, **filters)
+            for job in page.jobs:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def balance(self) -> int:
         return int((await self._send(core.Call("GET", "/v1/credits"))).json()["balance"])

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import httpx
 
 from ._errors import ProblemError, RateLimited
-from ._models import Job, Submitted, Webhook
+from ._models import Job, JobPage, Submitted, Webhook
 
 USER_AGENT = "gantry-client-python/0.1.0"
 
@@ -80,6 +80,20 @@ def cancel(job_id: str) -> Call:
 
 def output(job_id: str, name: str) -> Call:
     return Call("GET", f"/v1/jobs/{seg(job_id)}/outputs/{seg(name)}")
+
+
+def list_jobs(status: Optional[str], kind: Optional[str], user: Optional[str],
+              created_after_ms: Optional[int], created_before_ms: Optional[int], limit: Optional[int],
+              cursor: Optional[str]) -> Call:
+    """``GET /v1/jobs``: one page of the tenant's own jobs, newest first."""
+    given = {"status": status, "kind": kind, "user": user, "created_after": created_after_ms,
+             "created_before": created_before_ms, "limit": limit, "cursor": cursor}
+    params = {k: str(v) for k, v in given.items() if v is not None}
+    return Call("GET", "/v1/jobs", params=params or None)
+
+
+def read_page(v: Any) -> JobPage:
+    return JobPage.from_json(v)
 
 
 def events(jobs: Optional[list[str]], types: Optional[list[str]], last_event_id: Optional[str]) -> Call:

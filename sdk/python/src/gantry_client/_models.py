@@ -79,6 +79,19 @@ class Job:
 
 
 @dataclass(frozen=True)
+class JobPage:
+    """A page of ``GET /v1/jobs``, newest first. A page may hold fewer jobs than asked (even
+    none) and still have a ``next_cursor``: the server reads a bounded stretch per page."""
+
+    jobs: list[Job]
+    next_cursor: Optional[str]
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "JobPage":
+        return cls(jobs=[Job.from_json(j) for j in v["jobs"]], next_cursor=v.get("next_cursor"))
+
+
+@dataclass(frozen=True)
 class Event:
     """One Server-Sent Event: ``event`` is its type (``job.succeeded``… or ``gap``), ``id`` the
     cursor to resume after it, ``data`` the JSON payload."""

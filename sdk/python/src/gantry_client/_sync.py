@@ -9,7 +9,7 @@ import httpx
 
 from . import _core as core
 from ._errors import GantryError, ProblemError, RateLimited, WaitTimeout
-from ._models import Event, Job, Submitted, Webhook
+from ._models import Event, Job, JobPage, Submitted, Webhook
 from ._sse import SseParser
 
 
@@ -66,6 +66,25 @@ class Client:
         """``cancelled`` (it was waiting) or ``cancel_requested`` (running: it stops at its
         next heartbeat)."""
         return str(self._send(core.cancel(job_id)).json().get("outcome", ""))
+
+    def list_jobs(self, *, status: Optional[str] = None, kind: Optional[str] = None,
+                  user: Optional[str] = None, created_after_ms: Optional[int] = None,
+                  created_before_ms: Optional[int] = None, limit: Optional[int] = None,
+                  cursor: Optional[str] = None) -> JobPage:
+        """One page of the tenant's own jobs, newest first, filtered; pass a page's
+        ``next_cursor`` as ``cursor`` (with the same filters) for the next."""
+        call = core.list_jobs(status, kind, user, created_after_ms, created_before_ms, limit, cursor)
+        return core.read_page(self._send(call).json())
+
+    def iter_jobs(self, **filters: Any) -> Iterator[Job]:
+        """Every job the filters select (``list_jobs``'s), newest first, page after page."""
+        cursor = None
+        while True:
+            page = self.list_jobs(cursor=cursor, **filters)
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def balance(self) -> int:
         return int(self._send(core.Call("GET", "/v1/credits")).json()["balance"])
