@@ -96,6 +96,7 @@ on_both!(
     records_written_by_protocol_v1_still_run,
     search_lists_jobs_newest_first_across_pools,
     search_with_a_rare_match_pages_through_without_loss,
+    search_of_a_time_window_starts_near_its_end,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -1780,4 +1781,56 @@ async fn search_with_a_rare_match_pages_through_without_loss(f: Fixture) {
     assert_eq!(unique.len(), 2503);
     assert_eq!(ids(&all[..3]), few.iter().rev().copied().collect::<Vec<_>>());
     assert!(all.windows(2).all(|w| w[0].enqueued_at_ms >= w[1].enqueued_at_ms));
+}
+
+/// A job id made at `ms` (a ULID's time part), as a scheduler with that clock would make it.
+fn id_at(ms: u64) -> JobId {
+    ulid::Ulid::from_parts(ms, rand_bits()).to_string().parse().unwrap()
+}
+
+fn rand_bits() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    u128::from(h.finish()) << 40 | u128::from(h.finish() >> 24)
+}
+
+async fn search_of_a_time_window_starts_near_its_end(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("window");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let batch = |ms: u64| {
+        (0..1000)
+            .map(move |_| (id_at(ms), noop(), Accounting::default()))
+            .collect::<Vec<_>>()
+    };
+    let old: Vec<JobId> = q
+        .enqueue_batch_with_ids(&p, batch(now))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The newer thousand come from a scheduler whose clock says ten minutes later.
+    q.enqueue_batch_with_ids(&p, batch(now + 600_000)).await.unwrap();
+    let boundary = search_all(&q, &JobQuery::default(), 1).await.0;
+    let before = boundary.iter().find(|j| !old.contains(&j.id)).unwrap().enqueued_at_ms;
+    let window = JobQuery {
+        created_before_ms: Some(before),
+        ..Default::default()
+    };
+    // The first page is full: the walk started at the older thousand's end, not the list's.
+    let first = q.search(&window, 50, None).await.unwrap();
+    assert_eq!(first.jobs.len(), 50);
+    assert!(first.jobs.iter().all(|j| old.contains(&j.id)));
+    let (all, _) = search_all(&q, &window, 200).await;
+    let mut got = ids(&all);
+    got.sort();
+    let mut want = old.clone();
+    want.sort();
+    assert_eq!(got, want);
 }

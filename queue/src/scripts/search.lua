@@ -74,10 +74,42 @@ local function finish(d, p)
   return out
 end
 
+-- A ULID's first ten characters are its creation time (ms, Crockford base32, by the clock of
+-- the scheduler that admitted it).
+local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function id_ms(id)
+  if #id < 10 then return nil end
+  local t = 0
+  for i = 1, 10 do
+    local c = string.find(B32, string.sub(id, i, i), 1, true)
+    if not c then return nil end
+    t = t * 32 + c - 1
+  end
+  return t
+end
+
+-- A window that ends before a day's list does: the list is in creation order, so its walk
+-- starts at the first entry whose id says it was made a minute or more after `before` (a binary
+-- search of LINDEX reads; the minute covers clocks that disagree), not at the list's end. The
+-- entries between are still checked against their records.
+local SKEW_MS = 60000
+local function window_end(lk, n)
+  local lo, hi = 0, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local t = id_ms(redis.call('LINDEX', lk, mid) or '')
+    if t and t >= before + SKEW_MS then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+
 local CHUNK = 100
 while day >= oldest do
   local lk = base .. ':' .. day
-  if pos < 0 then pos = redis.call('LLEN', lk) end
+  if pos < 0 then
+    pos = redis.call('LLEN', lk)
+    if before > 0 and pos > 256 then pos = window_end(lk, pos) end
+  end
   if first then out[1] = day; out[2] = pos; first = false end
   while pos > 0 do
     if found >= limit or budget <= 0 then return finish(day, pos) end
