@@ -141,6 +141,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         secs: u64,
     },
+    /// Job search over a large store: memory per job of the indexes (beside one sorted set per
+    /// tenant) and one page's latency per filter (beside reading its records directly), then
+    /// through `GET /v1/jobs`.
+    Search {
+        /// Port of a redis-server on 127.0.0.1 (fresh: the benchmark fills it).
+        #[arg(long)]
+        redis_port: u16,
+        /// Jobs stored.
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Pages measured per filter.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Admission against raw enqueue: batches of 1,000 through `POST /v1/jobs:batch` of an
     /// in-process scheduler vs `enqueue_batch`, interleaved; then single `POST /v1/jobs`
     /// open-loop at RATE per second with latency percentiles.
@@ -221,6 +235,13 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             secs,
         } => {
             return super::bench_events::events_bench(redis_port, clients, rate, secs).await;
+        }
+        BenchCommand::Search {
+            redis_port,
+            jobs,
+            samples,
+        } => {
+            return super::bench_search::search_bench(redis_port, jobs, samples).await;
         }
         BenchCommand::Scheduler {
             redis_port,

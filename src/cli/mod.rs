@@ -7,6 +7,7 @@ mod bench_generate;
 mod bench_pdq;
 mod bench_resize;
 mod bench_scheduler;
+mod bench_search;
 mod bench_transcode;
 #[cfg(feature = "dev-tools")]
 mod demo;

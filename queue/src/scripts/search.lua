@@ -74,31 +74,26 @@ local function finish(d, p)
   return out
 end
 
--- A ULID's first ten characters are its creation time (ms, Crockford base32, by the clock of
--- the scheduler that admitted it).
-local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-local function id_ms(id)
-  if #id < 10 then return nil end
-  local t = 0
-  for i = 1, 10 do
-    local c = string.find(B32, string.sub(id, i, i), 1, true)
-    if not c then return nil end
-    t = t * 32 + c - 1
+-- A window that ends before a day's list does: the list is in creation order (each entry was
+-- appended when its record's 'enq' was written), so its walk starts at the first entry created
+-- at or after `before`, found by a binary search (LINDEX, HGET), not at the list's end. An
+-- entry whose record is gone is judged by the next one that has a record, or taken as older:
+-- either way the start can only come out later, which reads more entries, never fewer.
+local function created_at(lk, i, limit)
+  for j = i, math.min(i + 8, limit - 1) do
+    local id = redis.call('LINDEX', lk, j)
+    local enq = id and tonumber(redis.call('HGET', jkey(id), 'enq'))
+    if enq then return enq, j end
   end
-  return t
+  return nil, i
 end
-
--- A window that ends before a day's list does: the list is in creation order, so its walk
--- starts at the first entry whose id says it was made a minute or more after `before` (a binary
--- search of LINDEX reads; the minute covers clocks that disagree), not at the list's end. The
--- entries between are still checked against their records.
-local SKEW_MS = 60000
 local function window_end(lk, n)
   local lo, hi = 0, n
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
-    local t = id_ms(redis.call('LINDEX', lk, mid) or '')
-    if t and t >= before + SKEW_MS then hi = mid else lo = mid + 1 end
+    -- (looked for below hi only, so each step narrows the range)
+    local enq, at = created_at(lk, mid, hi)
+    if enq and enq >= before then hi = at else lo = at + 1 end
   end
   return lo
 end
