@@ -574,3 +574,63 @@ fn playlists_and_lists_naming_other_files_are_refused_with_a_typed_error() {
     let mkv = make(d, "ok.mkv", "320x240", 25, &["-c:v", "libx264", "-preset", "ultrafast"]);
     assert!(probe(&mkv, &VideoLimits::default()).is_ok());
 }
+
+#[test]
+fn transcoding_and_frame_hashing_say_how_far_along_they_are() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let input = make(dir.path(), "in.mp4", "320x240", 25, &["-c:v", "libx264", "-c:a", "aac"]);
+    // Read from another thread while the work runs, as the worker's progress report does.
+    let watch = |work: &(dyn Fn(&AtomicU32) + Sync)| -> Vec<u32> {
+        let done = AtomicU32::new(0);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let finished = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !finished.load(Ordering::Relaxed) {
+                    seen.lock().unwrap().push(done.load(Ordering::Relaxed));
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+            work(&done);
+            finished.store(true, Ordering::Relaxed);
+        });
+        let mut seen = seen.into_inner().unwrap();
+        seen.push(done.load(Ordering::Relaxed));
+        seen
+    };
+    let out = dir.path().join("out.mp4");
+    let seen = watch(&|done| {
+        gantry_codecs::video::transcode_watched(
+            &input,
+            &out,
+            &fast(),
+            &VideoLimits::default(),
+            &AtomicBool::new(false),
+            60,
+            done,
+        )
+        .unwrap();
+    });
+    assert_eq!(seen.last(), Some(&1000), "finished is 1000");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "it only grows: {seen:?}");
+    let hashed = watch(&|done| {
+        let opts = gantry_codecs::pdq::video::VpdqOptions::default();
+        gantry_codecs::pdq::video::hash_video_watched(
+            &input,
+            &opts,
+            &VideoLimits::default(),
+            &AtomicBool::new(false),
+            60,
+            done,
+        )
+        .unwrap();
+    });
+    assert_eq!(hashed.last(), Some(&1000));
+    assert!(hashed.windows(2).all(|w| w[0] <= w[1]), "it only grows: {hashed:?}");
+    // Mid-way readings were seen: the last frame's time over the duration.
+    assert!(
+        seen.iter().chain(&hashed).any(|p| (1..1000).contains(p)),
+        "no reading between 0 and 1000"
+    );
+}

@@ -537,6 +537,10 @@ pub struct JobRecord {
     pub result: Option<ResultRef>,
     /// The usage its worker reported on success.
     pub usage: Option<Usage>,
+    /// What its current attempt reported doing last (absent before its first report, and once
+    /// another attempt began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::Progress>,
     /// Credits reserved for it at admission (`None`: not admitted through the scheduler).
     pub credits_reserved: Option<i64>,
     /// Failures, expired leases, releases, replays.

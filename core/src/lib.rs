@@ -8,6 +8,7 @@
 pub mod error;
 pub mod job;
 pub mod payload;
+pub mod progress;
 pub mod time;
 pub mod trace;
 pub mod user;
@@ -21,4 +22,5 @@ pub use payload::{
     CsamHashPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, PayloadContent, TranscodePayload,
     UpscalePayload,
 };
+pub use progress::{Progress, Stage};
 pub use user::user_key;

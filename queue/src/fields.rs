@@ -54,9 +54,13 @@ pub mod job {
     pub const MAX_ATTEMPTS: &str = "max";
     /// Present when the tenant subscribes to events: the final outcome leaves a job event.
     pub const EVENTS: &str = "ev";
+    /// The last progress its worker reported (JSON: stage, percent, attempt).
+    pub const PROGRESS: &str = "prog";
+    /// When that progress was stored (Unix ms).
+    pub const PROGRESS_AT: &str = "pat";
 
     /// Every field above.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 26] = [
         SPEC,
         STATUS,
         ATTEMPTS,
@@ -81,6 +85,8 @@ pub mod job {
         PRIORITY,
         MAX_ATTEMPTS,
         EVENTS,
+        PROGRESS,
+        PROGRESS_AT,
     ];
 }
 
@@ -148,6 +154,7 @@ mod tests {
             include_str!("scripts/pause.lua"),
             include_str!("scripts/slots.lua"),
             include_str!("scripts/search.lua"),
+            include_str!("scripts/progress.lua"),
         ]
         .concat()
     }

@@ -21,20 +21,21 @@ pub mod trace;
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, CreditBacklog, DeadAction,
     DeadFilter, DeadLetter, DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, JobPage, JobQuery,
-    JobSummary, LeaseRef, LeaseState, QueueClient, QueueStats, ReapReport, ResealReport,
+    JobSummary, LeaseRef, LeaseState, ProgressReport, QueueClient, QueueStats, ReapReport, ResealReport,
 };
 pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerEvents, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler,
-    JobOutcome, LeaseSource, Leased, Leases, NoEvents, QUEUE_WAIT_BUCKETS, Resources, Settlement, Ticket, job_span,
+    JobOutcome, LeaseSource, Leased, Leases, NoEvents, ProgressHandle, QUEUE_WAIT_BUCKETS, Resources, Settlement,
+    Ticket, job_span,
 };
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, WorkerRecord};
 pub use gantry_core::{
     Completion, CsamHashPayload, ErrorClass, GeneratePayload, GpuRequirement, HistoryEvent, JobError, JobId, JobKind,
-    JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Requirements, ResultRef, TranscodePayload,
-    UpscalePayload, Usage, user_key,
+    JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Progress, Requirements, ResultRef, Stage,
+    TranscodePayload, UpscalePayload, Usage, user_key,
 };
 /// The job model lives in `gantry-core`; these paths keep `gantry_queue::job::…` working.
 pub use gantry_core::{job, payload};

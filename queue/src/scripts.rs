@@ -94,11 +94,12 @@ script!(STATS, "stats.lua", 0, Tail::List);
 script!(REGISTER, "register.lua", 3, Tail::None);
 script!(PAUSE, "pause.lua", 3, Tail::None);
 script!(SEARCH, "search.lua", 12, Tail::None);
+script!(PROGRESS, "progress.lua", 0, Tail::Records(4));
 
 /// Every protocol script (the provider-slot semaphore in `slots.rs` keys its own zset and is
 /// checked there).
 #[cfg(test)]
-pub(crate) fn all() -> [&'static Contract; 14] {
+pub(crate) fn all() -> [&'static Contract; 15] {
     [
         &ENQUEUE,
         &CLAIM,
@@ -114,6 +115,7 @@ pub(crate) fn all() -> [&'static Contract; 14] {
         &REGISTER,
         &PAUSE,
         &SEARCH,
+        &PROGRESS,
     ]
 }
 

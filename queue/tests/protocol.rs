@@ -97,6 +97,8 @@ on_both!(
     search_lists_jobs_newest_first_across_pools,
     search_with_a_rare_match_pages_through_without_loss,
     search_of_a_time_window_starts_near_its_end,
+    progress_is_stored_under_the_lease_and_shown_for_the_running_attempt,
+    a_consumer_stores_its_jobs_latest_progress_once_a_tick,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -1844,4 +1846,113 @@ async fn search_of_a_time_window_starts_near_its_end(f: Fixture) {
     let mut want = old.clone();
     want.sort();
     assert_eq!(got, want);
+}
+
+async fn progress_is_stored_under_the_lease_and_shown_for_the_running_attempt(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("progress");
+    let mut job = noop();
+    job.max_attempts = Some(3);
+    let id = q.enqueue(&p, job).await.unwrap().id;
+    let first = claim_one(&q, &p).await;
+    let report = |lease: &LeaseRef, attempt: u32, stage: Stage, percent: Option<f32>| ProgressReport {
+        lease: lease.clone(),
+        attempt,
+        stage,
+        percent,
+    };
+    let stored = q
+        .report_progress(&p, &[report(&first.lease, 1, Stage::Encoding, Some(40.04))])
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![true]);
+    let shown = q.job(id).await.unwrap().progress.expect("progress");
+    assert_eq!(
+        (shown.stage, shown.percent, shown.attempt),
+        (Stage::Encoding, Some(40.0), 1)
+    );
+    assert!(shown.at_ms > 0);
+    // The next attempt has reported nothing yet: the first one's progress is not shown for it.
+    q.fail(&p, &[failure(&first, ErrorClass::Retryable)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let second = claim_one(&q, &p).await;
+    assert_eq!(second.attempt, 2);
+    assert!(q.job(id).await.unwrap().progress.is_none());
+    // The first attempt's lease is gone: its late report is not written.
+    let stale = q
+        .report_progress(
+            &p,
+            &[
+                report(&first.lease, 1, Stage::Uploading, None),
+                report(&second.lease, 2, Stage::Hashing, None),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, vec![false, true]);
+    assert_eq!(q.job(id).await.unwrap().progress.map(|p| p.stage), Some(Stage::Hashing));
+    // Search shows it too, while the job runs.
+    let page = q.search(&JobQuery::default(), 10, None).await.unwrap();
+    assert_eq!(
+        page.jobs[0].progress.map(|p| (p.stage, p.attempt)),
+        Some((Stage::Hashing, 2))
+    );
+    q.ack(&p, &[(second.lease.clone(), Completion::default())])
+        .await
+        .unwrap();
+    let late = q
+        .report_progress(&p, &[report(&second.lease, 2, Stage::Uploading, None)])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![false], "nothing is written after the ack");
+}
+
+async fn a_consumer_stores_its_jobs_latest_progress_once_a_tick(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("progress-consumer");
+    let ids: Vec<JobId> = q
+        .enqueue_batch(&p, vec![noop(), noop()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut cfg = ConsumerConfig::new(p.clone(), vec![JobKind::Noop], "progress-test");
+    cfg.progress_every = Duration::from_millis(200);
+    let release = tokio_util::sync::CancellationToken::new();
+    let gate = release.clone();
+    let handler = move |_job: ClaimedJob, ctx: JobContext| -> HandlerFuture {
+        let gate = gate.clone();
+        Box::pin(async move {
+            // A chatty executor: a thousand reports, of which the last is the one stored.
+            for i in 0..=1000 {
+                ctx.progress.report(Stage::Encoding, Some(i as f32 / 10.0));
+            }
+            gate.cancelled().await;
+            JobOutcome::Succeeded(Default::default())
+        })
+    };
+    let consumer = Consumer::new(q.clone(), cfg, handler);
+    let stats = consumer.stats();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(consumer.run(stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for id in &ids {
+        loop {
+            let progress = q.job(*id).await.unwrap().progress;
+            if let Some(pr) = progress {
+                assert_eq!((pr.stage, pr.percent, pr.attempt), (Stage::Encoding, Some(100.0), 1));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no progress stored");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    release.cancel();
+    while stats.succeeded.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+        assert!(std::time::Instant::now() < deadline, "consumer did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap();
 }

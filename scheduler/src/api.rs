@@ -156,6 +156,10 @@ async fn show(
         }),
         result: r.result.as_ref(),
         usage: r.usage.as_ref(),
+        progress: r
+            .progress
+            .as_ref()
+            .filter(|_| r.status == gantry_queue::JobStatus::Running),
         provider,
         model,
         credits,
@@ -180,6 +184,8 @@ struct JobView<'a> {
     error: Option<ErrorView<'a>>,
     result: Option<&'a gantry_queue::ResultRef>,
     usage: Option<&'a gantry_queue::Usage>,
+    /// What it is doing while it runs: its current attempt's last report.
+    progress: Option<&'a gantry_queue::Progress>,
     /// The provider and model a generate job was routed to.
     provider: Option<String>,
     model: Option<String>,

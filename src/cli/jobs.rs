@@ -230,6 +230,14 @@ pub fn print_record(r: &JobRecord) {
     if let Some(w) = &r.worker {
         println!("worker:    {w}");
     }
+    if let Some(p) = r
+        .progress
+        .as_ref()
+        .filter(|_| r.status == gantry_queue::JobStatus::Running)
+    {
+        let pct = p.percent.map(|v| format!(" {v:.1}%")).unwrap_or_default();
+        println!("progress:  {}{pct} (attempt {})", p.stage, p.attempt);
+    }
     if let Some(e) = &r.error {
         println!("error:     {} — {}", e.class, e.message);
     }

@@ -625,3 +625,40 @@ async fn tenants_search_their_own_jobs_and_operators_search_every_tenants() {
     let (_, _, page) = call(&f, "GET", "/v1/admin/jobs?user=u1", Some("key-ops"), "");
     assert_eq!(ids(&page).len(), 4, "a's u1 and b's u1: {page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_shows_its_progress_and_search_lists_it() {
+    let f = fixture();
+    let logs = tempfile::tempdir().unwrap();
+    let _w = WorkerProcess::start_in(&f.url, "cpu", "w-cpu", 2, 10.0, &["--gpus", "none"], logs.path());
+    let job = json!({"user": "u1", "kind": "noop", "payload": {"sleep_ms": 4000}}).to_string();
+    let (s, _, a) = call(&f, "POST", "/v1/jobs", Some("key-b"), &job);
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    // The no-op executor reports its sleep as it goes: stored at most once a second.
+    let mut seen = Vec::new();
+    eventually("progress past 25%", Duration::from_secs(20), || {
+        let (_, _, j) = call(&f, "GET", &format!("/v1/jobs/{id}"), Some("key-b"), "");
+        if let Some(p) = j["progress"]["percent"].as_f64() {
+            assert_eq!(
+                (j["status"].as_str(), j["progress"]["stage"].as_str()),
+                (Some("running"), Some("working")),
+                "{j}"
+            );
+            assert_eq!(j["progress"]["attempt"], 1);
+            seen.push(p);
+        }
+        let far = seen.last().is_some_and(|p| *p >= 25.0);
+        async move { far }
+    })
+    .await;
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen:?}");
+    let (_, _, page) = call(&f, "GET", "/v1/jobs?status=running", Some("key-b"), "");
+    assert_eq!(page["jobs"][0]["progress"]["stage"], "working", "{page}");
+    // Once it has succeeded, no progress is shown.
+    eventually("job succeeded", Duration::from_secs(20), || {
+        let (_, _, j) = call(&f, "GET", &format!("/v1/jobs/{id}"), Some("key-b"), "");
+        async move { j["status"] == "succeeded" && j["progress"].is_null() }
+    })
+    .await;
+}

@@ -13,10 +13,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use gantry_codecs::pdq::video::{VpdqOptions, hash_video};
+use gantry_codecs::pdq::video::{VpdqOptions, hash_video_watched};
 use gantry_codecs::pdq::{Hash256, MIN_QUALITY, Prescale, hash_dihedral, luma_from_image};
 use gantry_codecs::video::VideoLimits;
 use gantry_codecs::{ImageLimits, MediaError};
@@ -241,6 +241,17 @@ impl Scanner {
     /// unhashable file fails: the input's fault is `permanent`, ours `retryable`.
     #[tracing::instrument(name = "scan.hash", skip_all)]
     pub async fn hash(&self, path: &Path, media: Option<&str>) -> Result<Hashes, JobOutcome> {
+        self.hash_watched(path, media, Arc::default()).await
+    }
+
+    /// [`Scanner::hash`], keeping `done` at how far along a video's hashing is (thousandths of
+    /// its duration), for progress reports.
+    pub async fn hash_watched(
+        &self,
+        path: &Path,
+        media: Option<&str>,
+        done: Arc<AtomicU32>,
+    ) -> Result<Hashes, JobOutcome> {
         let (path, media, spf) = (path.to_owned(), media.map(str::to_owned), self.policy.seconds_per_frame);
         let cache = self.cache.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -251,7 +262,13 @@ impl Scanner {
             if let Some(h) = cached.filter(|h| media.as_deref().is_none_or(|m| m == h.media)) {
                 return Ok(h);
             }
-            let h = hash_file(&path, media.as_deref(), spf, (md5, sha256, head), (&flag, limit_secs))?;
+            let h = hash_file(
+                &path,
+                media.as_deref(),
+                spf,
+                (md5, sha256, head),
+                (&flag, limit_secs, &done),
+            )?;
             if let Ok(mut c) = cache.lock() {
                 c.put(&h);
             }
@@ -533,7 +550,7 @@ fn hash_file(
     media: Option<&str>,
     seconds_per_frame: f64,
     (md5, sha256, head): (String, String, Vec<u8>),
-    (stop, limit_secs): (&AtomicBool, u64),
+    (stop, limit_secs, done): (&AtomicBool, u64, &AtomicU32),
 ) -> Result<Hashes, MediaError> {
     let is_image = match media {
         Some("image") => true,
@@ -576,7 +593,7 @@ fn hash_file(
             seconds_per_hash: seconds_per_frame,
             downsample: None,
         };
-        let frames = hash_video(path, &opts, &VideoLimits::default(), stop, limit_secs)?;
+        let frames = hash_video_watched(path, &opts, &VideoLimits::default(), stop, limit_secs, done)?;
         Ok(Hashes {
             media: "video",
             md5,

@@ -108,9 +108,7 @@ fn generate(prompt: &str) -> Payload {
 }
 
 fn ctx() -> JobContext {
-    JobContext {
-        cancel: CancellationToken::new(),
-    }
+    JobContext::default()
 }
 
 struct Rig {

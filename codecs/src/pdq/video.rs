@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use ffmpeg_next as ff;
 
@@ -79,6 +79,19 @@ pub fn hash_video(
     stop: &AtomicBool,
     time_limit_secs: u64,
 ) -> Result<Vec<FrameHash>, MediaError> {
+    hash_video_watched(input, opts, limits, stop, time_limit_secs, &AtomicU32::new(0))
+}
+
+/// [`hash_video`], keeping `done` at how far along it is, in thousandths of the input's
+/// duration (1000 once finished), for a progress report read from another thread.
+pub fn hash_video_watched(
+    input: &Path,
+    opts: &VpdqOptions,
+    limits: &VideoLimits,
+    stop: &AtomicBool,
+    time_limit_secs: u64,
+    done: &AtomicU32,
+) -> Result<Vec<FrameHash>, MediaError> {
     if !(opts.seconds_per_hash >= 0.0 && opts.seconds_per_hash.is_finite()) {
         return Err(MediaError::InvalidRequest("seconds per hash must be 0 or more".into()));
     }
@@ -92,6 +105,7 @@ pub fn hash_video(
     let tb = src.v_tb;
     let secs_per_tick = f64::from(tb.numerator()) / f64::from(tb.denominator().max(1));
     let fps = src.fps();
+    let duration = src.duration;
     let mut scaler = None;
     let mut rgb = ff::frame::Video::empty();
     let (mut out, mut index, mut first, mut next_keep) = (Vec::new(), 0u64, None::<i64>, 0.0f64);
@@ -110,6 +124,9 @@ pub fn hash_video(
                 }
                 (None, _) => n as f64 / fps,
             };
+            if duration > 0.0 {
+                done.store((t / duration * 1000.0).clamp(0.0, 999.0) as u32, Ordering::Relaxed);
+            }
             if opts.seconds_per_hash > 0.0 {
                 if t + 1e-9 < next_keep {
                     return Ok(Flow::More);
@@ -134,6 +151,7 @@ pub fn hash_video(
     if out.is_empty() {
         return Err(MediaError::Corrupt("no decodable video frame".into()));
     }
+    done.store(1000, Ordering::Relaxed);
     Ok(out)
 }
 

@@ -19,7 +19,7 @@ mod source;
 
 use std::path::Path;
 use std::sync::Once;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use ffmpeg_next as ff;
 
@@ -354,6 +354,21 @@ pub fn transcode(
     stop: &AtomicBool,
     time_limit_secs: u64,
 ) -> Result<TranscodeReport, MediaError> {
+    transcode_watched(input, output, opts, limits, stop, time_limit_secs, &AtomicU32::new(0))
+}
+
+/// [`transcode`], keeping `done` at how far along it is, in thousandths of the input's
+/// duration (by the timestamp of the last frame read; 1000 once finished), for a progress
+/// report read from another thread.
+pub fn transcode_watched(
+    input: &Path,
+    output: &Path,
+    opts: &TranscodeOptions,
+    limits: &VideoLimits,
+    stop: &AtomicBool,
+    time_limit_secs: u64,
+    done: &AtomicU32,
+) -> Result<TranscodeReport, MediaError> {
     if opts.crf > 51 {
         return Err(MediaError::InvalidRequest(format!("crf {}: use 0..=51", opts.crf)));
     }
@@ -415,11 +430,19 @@ pub fn transcode(
     // The source lends its packets to the audio side while frames go to the encoder; the
     // output context is shared between the two callbacks.
     let octx_cell = std::cell::RefCell::new(&mut octx);
+    let (duration, tick) = (
+        src.duration,
+        f64::from(v_tb.numerator()) / f64::from(v_tb.denominator().max(1)),
+    );
     src.run(
         limits,
         stop,
         time_limit_secs,
         |frame| {
+            if let Some(pts) = frame.timestamp().filter(|_| duration > 0.0) {
+                let share = (pts as f64 * tick / duration * 1000.0).clamp(0.0, 999.0);
+                done.store(share as u32, Ordering::Relaxed);
+            }
             let mut o = octx_cell.borrow_mut();
             state.frame(frame, &mut video_encoder, &mut o)?;
             Ok(Flow::More)
@@ -439,6 +462,7 @@ pub fn transcode(
     }
     audio.finish(octx)?;
     octx.write_trailer().map_err(|e| internal("writing the trailer", e))?;
+    done.store(1000, Ordering::Relaxed);
     Ok(TranscodeReport {
         width: tw,
         height: th,

@@ -346,7 +346,7 @@ impl QueueClient {
 }
 
 /// `heartbeat.lua`'s and `release.lua`'s record: id, kind, token.
-struct LeaseArg<'a>(&'a LeaseRef);
+pub(super) struct LeaseArg<'a>(pub(super) &'a LeaseRef);
 
 impl ToRedisArgs for LeaseArg<'_> {
     fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {

@@ -8,6 +8,7 @@ mod enqueue;
 mod erasure;
 mod jobs;
 mod lease;
+mod progress;
 mod record;
 mod search;
 mod stats;
@@ -31,6 +32,7 @@ pub use jobs::{CancelOutcome, ResealReport};
 pub use lease::{
     AckOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, FailOutcome, Failure, LeaseRef, LeaseState, ReapReport,
 };
+pub use progress::ProgressReport;
 pub use search::{JobPage, JobQuery, JobSummary, MAX_PAGE};
 pub use stats::{CreditBacklog, QueueStats};
 
@@ -124,6 +126,14 @@ fn stored_status(s: &str) -> Result<JobStatus, QueueError> {
         .map_err(|e: crate::ValidationError| QueueError::Protocol(e.to_string()))
 }
 
+/// The stored progress (`prog`, `pat`), if the attempt now running reported it. A progress
+/// field that does not parse is dropped (it is advisory), not an error.
+pub(super) fn current_progress(json: &str, at_ms: Option<u64>, attempts: u32) -> Option<crate::Progress> {
+    let mut p: crate::Progress = serde_json::from_str(json).ok()?;
+    p.at_ms = at_ms.unwrap_or(0);
+    (p.attempt == attempts).then_some(p)
+}
+
 fn parse_record(
     id: JobId,
     pool: &Pool,
@@ -168,10 +178,12 @@ fn parse_record(
         .lines()
         .map(|l| serde_json::from_str::<HistoryEvent>(l).map_err(|e| unreadable("history", e)))
         .collect::<Result<_, _>>()?;
+    let attempts = n(f::ATTEMPTS).unwrap_or(0) as u32;
+    let progress = s(f::PROGRESS).and_then(|p| current_progress(p, n(f::PROGRESS_AT), attempts));
     Ok(JobRecord {
         spec,
         status,
-        attempts: n(f::ATTEMPTS).unwrap_or(0) as u32,
+        attempts,
         enqueued_at_ms: n(f::ENQUEUED_AT).unwrap_or(0),
         started_at_ms: n(f::STARTED_AT),
         finished_at_ms: n(f::FINISHED_AT),
@@ -181,6 +193,7 @@ fn parse_record(
         error,
         result,
         usage,
+        progress,
         credits_reserved: s(f::CREDITS_RESERVED).and_then(|v| v.parse().ok()),
         history,
     })

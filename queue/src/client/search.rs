@@ -130,6 +130,8 @@ pub struct JobSummary {
     pub error: Option<JobError>,
     /// Its result, once it succeeded.
     pub result: Option<ResultRef>,
+    /// What it is doing, while it runs (its current attempt's last report).
+    pub progress: Option<crate::Progress>,
 }
 
 /// A page of a search, newest first, and where the next one starts (`None`: none left).
@@ -225,7 +227,7 @@ struct SearchReply {
     rows: Vec<Vec<Value>>,
 }
 
-const ROW: usize = 16;
+const ROW: usize = 18;
 
 impl FromRedisValue for SearchReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
@@ -272,14 +274,22 @@ fn summary(pool: &Pool, r: &[Value]) -> Result<((i64, i64), JobSummary), QueueEr
     let id: JobId = t(2, "id")?.parse().map_err(protocol)?;
     let class = t(12, "error class")?;
     let result = t(15, "result")?;
+    let progress = t(16, "progress")?;
+    let status = super::stored_status(&t(4, "status")?)?;
+    let attempts = n(7, "attempts")?.unwrap_or(0) as u32;
+    let progress = if status == JobStatus::Running && !progress.is_empty() {
+        super::current_progress(&progress, n(17, "progress at")?, attempts)
+    } else {
+        None
+    };
     let summary = JobSummary {
         id,
         kind: t(3, "kind")?.parse().map_err(protocol)?,
         pool: pool.as_str().to_owned(),
-        status: super::stored_status(&t(4, "status")?)?,
+        status,
         priority: t(5, "priority")?.parse().map_err(protocol)?,
         tenant: t(6, "tenant")?,
-        attempts: n(7, "attempts")?.unwrap_or(0) as u32,
+        attempts,
         max_attempts: n(8, "max attempts")?.unwrap_or(0) as u32,
         enqueued_at_ms: n(9, "enqueued")?.unwrap_or(0),
         started_at_ms: n(10, "started")?,
@@ -301,6 +311,7 @@ fn summary(pool: &Pool, r: &[Value]) -> Result<((i64, i64), JobSummary), QueueEr
                     .map_err(|e| QueueError::Protocol(format!("job {id}: unreadable result: {e}")))?,
             )
         },
+        progress,
     };
     Ok((at, summary))
 }

@@ -152,6 +152,7 @@ impl LeaseSource {
             freed: Notify::new(),
             done: done_tx,
             events: events.clone(),
+            progress: Arc::default(),
         });
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         // Background tasks stop on `bg_stop`, after the drain.
@@ -168,6 +169,12 @@ impl LeaseSource {
             client.clone(),
             cfg.clone(),
             inflight.clone(),
+            bg_stop.clone(),
+        ));
+        let progress = tokio::spawn(super::progress::progress_loop(
+            client.clone(),
+            shared.progress.clone(),
+            cfg.progress_every,
             bg_stop.clone(),
         ));
         let reaper = tokio::spawn(reap_loop(client.clone(), cfg.clone(), stats.clone(), bg_stop.clone()));
@@ -330,6 +337,7 @@ impl LeaseSource {
         bg_stop.cancel();
         let _ = hb.await;
         let _ = reaper.await;
+        let _ = progress.await;
         stats
     }
 }

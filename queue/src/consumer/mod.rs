@@ -8,10 +8,12 @@
 
 mod lease_source;
 mod ledger;
+mod progress;
 mod settle;
 mod ticket;
 
 pub use lease_source::{LeaseSource, Leased, Leases, Settlement};
+pub use progress::ProgressHandle;
 pub use ticket::Ticket;
 
 use std::future::Future;
@@ -52,10 +54,12 @@ pub enum JobOutcome {
 }
 
 /// Handed to a handler with each job.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct JobContext {
     /// Cancelled when the job must stop: cancellation requested, lease lost, or drain timeout.
     pub cancel: CancellationToken,
+    /// Where the attempt reports what it is doing (stage, percent).
+    pub progress: ProgressHandle,
 }
 
 /// A boxed handler future.
@@ -138,6 +142,9 @@ pub struct ConsumerConfig {
     pub lease: Duration,
     /// Heartbeat period (default: a third of the lease).
     pub heartbeat_every: Duration,
+    /// How often running jobs' latest progress is stored (default: every second, so at most
+    /// one Redis write a second per job, batched across jobs).
+    pub progress_every: Duration,
     /// Reaper period.
     pub reap_every: Duration,
     /// Longest single blocking wait while idle.
@@ -162,6 +169,7 @@ impl ConsumerConfig {
             claim_batch: 100,
             lease: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(10),
+            progress_every: Duration::from_secs(1),
             reap_every: Duration::from_secs(1),
             idle_wait: Duration::from_secs(1),
             drain_grace: Duration::from_secs(30),

@@ -62,6 +62,7 @@ pub(crate) struct TicketShared {
     pub(crate) freed: Notify,
     pub(crate) done: mpsc::UnboundedSender<Settled>,
     pub(crate) events: Arc<dyn ConsumerEvents>,
+    pub(crate) progress: Arc<super::progress::ProgressBoard>,
 }
 
 /// The duty to settle one leased attempt, exactly once. See the module docs.
@@ -129,10 +130,20 @@ impl Ticket {
         self.state.as_ref().map(|s| s.lease.id)
     }
 
-    /// What the handler gets: the token that fires when the job must stop.
+    /// What the handler gets: the token that fires when the job must stop, and where it
+    /// reports its progress.
     pub fn context(&self) -> JobContext {
-        JobContext {
-            cancel: self.state.as_ref().map(|s| s.cancel.clone()).unwrap_or_default(),
+        match &self.state {
+            Some(s) => JobContext {
+                cancel: s.cancel.clone(),
+                progress: super::ProgressHandle::new(
+                    s.shared.progress.clone(),
+                    s.pool.clone(),
+                    s.lease.clone(),
+                    s.attempt,
+                ),
+            },
+            None => JobContext::default(),
         }
     }
 

@@ -24,9 +24,10 @@
   Output:
     { start day, start position (the first list's end, resolved), next day, next position
       (-2 when the index is walked), watermark (no entry after the next position was created
-      later than this, Unix ms), then per match 16 values: its day, its position, id, kind,
+      later than this, Unix ms), then per match 18 values: its day, its position, id, kind,
       status, priority, tenant, attempts, max attempts, enqueued, started, finished, error
-      class, error message, error at, result (JSON, or '') }
+      class, error message, error at, result (JSON, or ''), progress (JSON, or ''), progress
+      at ('') }
 ]]
 local which, tenant, kind, status = ARGV[1], ARGV[5], ARGV[6], ARGV[7]
 local ukeys, ukey = {}, nil
@@ -115,7 +116,7 @@ while day >= oldest do
       local at = pos - n + j - 1
       budget = budget - 1
       local r = redis.call('HMGET', jkey(id), 'kind', 'status', 'prio', 'ten', 'attempts', 'max', 'enq',
-        'started', 'fin', 'eclass', 'emsg', 'eat', 'uk', 'result')
+        'started', 'fin', 'eclass', 'emsg', 'eat', 'uk', 'result', 'prog', 'pat')
       if r[1] then
         local enq = tonumber(r[7]) or 0
         if after > 0 and enq < after then return finish(day, -2) end
@@ -127,7 +128,7 @@ while day >= oldest do
             and (not ukey or (r[13] and ukeys[r[13]]))
             and (before == 0 or enq < before) then
           local m = { day, at, id, r[1], st, r[3] or 'normal', r[4] or '', r[5] or '0', r[6] or '0', r[7] or '0',
-            r[8] or '', r[9] or '', r[10] or '', r[11] or '', r[12] or '', r[14] or '' }
+            r[8] or '', r[9] or '', r[10] or '', r[11] or '', r[12] or '', r[14] or '', r[15] or '', r[16] or '' }
           for _, v in ipairs(m) do out[#out + 1] = v end
           found = found + 1
         end

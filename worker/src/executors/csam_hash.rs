@@ -5,9 +5,14 @@
 //! otherwise the job succeeds with a `report.json` of the hashes. A file that cannot be hashed
 //! fails; it is never reported clean.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
 use bytes::Bytes;
 use gantry_queue::{
-    ClaimedJob, Completion, CsamHashPayload, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, Usage,
+    ClaimedJob, Completion, CsamHashPayload, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload,
+    ProgressHandle, Stage, Usage,
 };
 use prometheus_client::registry::Registry;
 
@@ -40,7 +45,7 @@ impl Executor for CsamHashExecutor {
                 return failed(ErrorClass::Permanent, "not a csam_hash payload");
             };
             tokio::select! {
-                out = this.hash_and_match(&job, p) => out,
+                out = this.hash_and_match(&job, p, &ctx.progress) => out,
                 _ = ctx.cancel.cancelled() => failed(ErrorClass::Cancelled, "stopped"),
             }
         })
@@ -52,20 +57,34 @@ impl Executor for CsamHashExecutor {
 }
 
 impl CsamHashExecutor {
-    async fn hash_and_match(&self, job: &ClaimedJob, p: &CsamHashPayload) -> JobOutcome {
+    async fn hash_and_match(&self, job: &ClaimedJob, p: &CsamHashPayload, progress: &ProgressHandle) -> JobOutcome {
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => return failed(ErrorClass::Retryable, format!("scratch space: {e}")),
         };
         let src = dir.path().join("input");
+        progress.report(Stage::Downloading, None);
         if let Err(out) = download_input(self.scanner.outputs(), &job.spec, &p.input, &src, 2 << 30).await {
             return out;
         }
-        // Unhashable media is never clean: the job fails with the reason.
-        let hashes = match self.scanner.hash(&src, p.media.as_deref()).await {
+        // Unhashable media is never clean: the job fails with the reason. A video's frames
+        // hashed so far are its progress, read twice a second.
+        let done = Arc::new(AtomicU32::new(0));
+        let report_hashing = async {
+            loop {
+                progress.report(Stage::Hashing, Some(done.load(Ordering::Relaxed) as f32 / 10.0));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let hashed = tokio::select! {
+            h = self.scanner.hash_watched(&src, p.media.as_deref(), done.clone()) => h,
+            never = report_hashing => never,
+        };
+        let hashes = match hashed {
             Ok(h) => h,
             Err(out) => return out,
         };
+        progress.report(Stage::Scanning, None);
         let verdict = match self.scanner.check(&[&hashes], &p.lists).await {
             Ok(v) => v,
             Err(out) => return out,

@@ -17,12 +17,12 @@ use gantry_providers::breaker::{BreakerConfig, BreakerState, Breakers};
 use gantry_providers::fetch::{FetchConfig, ReferenceFetcher};
 use gantry_providers::media::{self, Media, MediaLimits};
 use gantry_providers::retry::Backoff;
-use gantry_providers::run::{NoHooks, RunError, RunOptions, run};
+use gantry_providers::run::{RunError, RunHooks, RunOptions, run};
 use gantry_providers::webhook::{Delivery, WebhookError, WebhookInbox};
 use gantry_providers::{GenerateRequest, Observed, Provider, ProvidersConfig, Registry};
 use gantry_queue::{
     ClaimedJob, Completion, ErrorClass, GeneratePayload, HandlerFuture, JobContext, JobKind, JobOutcome, Payload,
-    ProviderSlots, ResultRef, Usage,
+    ProgressHandle, ProviderSlots, ResultRef, Stage, Usage,
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -187,7 +187,7 @@ impl Executor for GenerateExecutor {
 
     fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.run(job, ctx.cancel).await })
+        Box::pin(async move { inner.run(job, ctx.cancel, ctx.progress).await })
     }
 
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
@@ -218,7 +218,7 @@ impl Inner {
         (video, t)
     }
 
-    async fn run(&self, job: ClaimedJob, cancel: CancellationToken) -> JobOutcome {
+    async fn run(&self, job: ClaimedJob, cancel: CancellationToken, progress: ProgressHandle) -> JobOutcome {
         let Payload::Generate(g) = &job.spec.body else {
             return failed(ErrorClass::Permanent, "not a generate payload");
         };
@@ -297,7 +297,7 @@ impl Inner {
             };
             let began = std::time::Instant::now();
             let result = self
-                .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel)
+                .attempt(&job, client.as_ref(), &breaker, req, deadline, &cancel, &progress)
                 .await;
             let outcome = match &result {
                 Ok(_) => "ok",
@@ -319,7 +319,10 @@ impl Inner {
                     }
                     return outcome_of(e);
                 }
-                Ok((media, usage)) => return self.store(&job, media, usage, video, g).await,
+                Ok((media, usage)) => {
+                    progress.report(Stage::Uploading, None);
+                    return self.store(&job, media, usage, video, g).await;
+                }
             }
         }
         if open.is_empty() {
@@ -343,6 +346,7 @@ impl Inner {
     }
 
     /// Runs one provider for the job, holding an account slot while the task is in flight.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         job: &ClaimedJob,
@@ -351,6 +355,7 @@ impl Inner {
         req: GenerateRequest,
         deadline: tokio::time::Instant,
         cancel: &CancellationToken,
+        progress: &ProgressHandle,
     ) -> Result<(Vec<Media>, Usage), RunError> {
         let account = client.name();
         let cap = self.providers.providers.get(account).and_then(|p| p.max_in_flight);
@@ -390,9 +395,11 @@ impl Inner {
             if job.attempt > 1 && client.can_find() {
                 opts.resume = self.earlier_task(job, client, &req).await;
             }
-            let g = run(client, breaker, &req, &opts, cancel, &mut NoHooks).await?;
+            let g = run(client, breaker, &req, &opts, cancel, &mut ProgressHooks(progress)).await?;
             let mut out = Vec::with_capacity(g.artifacts.len());
-            for a in g.artifacts {
+            let n = g.artifacts.len().max(1);
+            for (i, a) in g.artifacts.into_iter().enumerate() {
+                progress.report(Stage::Downloading, Some(100.0 * i as f32 / n as f32));
                 let span = tracing::info_span!("provider.download", provider = client.name());
                 out.push(
                     media::fetch(client.name(), &self.downloads, a, &self.cfg.media)
@@ -544,6 +551,26 @@ impl Inner {
             output,
             usage: Some(usage),
         })
+    }
+}
+
+/// The provider task's states as the job's progress: waiting in the provider's queue, then
+/// generating. (The providers' APIs say how far along a task is inconsistently, where at all;
+/// the stage is what every one of them reports.)
+struct ProgressHooks<'a>(&'a ProgressHandle);
+
+impl RunHooks for ProgressHooks<'_> {
+    fn accepted(&mut self, _: &gantry_providers::task::TaskHandle) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn state(&mut self, state: gantry_providers::task::TaskState) {
+        use gantry_providers::task::TaskState;
+        match state {
+            TaskState::Queued => self.0.report(Stage::QueuedAtProvider, None),
+            TaskState::Running => self.0.report(Stage::Generating, None),
+            _ => {}
+        }
     }
 }
 

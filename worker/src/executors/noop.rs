@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use gantry_queue::{ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload};
+use gantry_queue::{
+    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, Stage,
+};
 
 use super::Executor;
 use crate::outputs::OutputStore;
@@ -39,10 +41,17 @@ impl Executor for NoopExecutor {
                 };
             };
             if p.sleep_ms > 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(p.sleep_ms)) => {}
-                    _ = ctx.cancel.cancelled() => {
-                        return JobOutcome::Failed { class: ErrorClass::Cancelled, message: "stopped".into() };
+                // The sleep in up to 20 steps (of 100 ms at least), its progress reported at each.
+                let steps = (p.sleep_ms / 100).clamp(1, 20);
+                for i in 0..steps {
+                    ctx.progress
+                        .report(Stage::Working, Some(100.0 * i as f32 / steps as f32));
+                    let step = p.sleep_ms / steps + u64::from(i == 0) * (p.sleep_ms % steps);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(step)) => {}
+                        _ = ctx.cancel.cancelled() => {
+                            return JobOutcome::Failed { class: ErrorClass::Cancelled, message: "stopped".into() };
+                        }
                     }
                 }
             }
@@ -138,9 +147,7 @@ mod tests {
     }
 
     fn ctx() -> JobContext {
-        JobContext {
-            cancel: CancellationToken::new(),
-        }
+        JobContext::default()
     }
 
     #[tokio::test]

@@ -62,7 +62,7 @@ impl Executor for Scanned {
         let (inner, scanner) = (self.inner.clone(), self.scanner.clone());
         Box::pin(async move {
             let spec = job.spec.clone();
-            let cancel = ctx.cancel.clone();
+            let (cancel, progress) = (ctx.cancel.clone(), ctx.progress.clone());
             let out = inner.run(job, ctx).await;
             let JobOutcome::Succeeded(done) = out else {
                 return out;
@@ -70,6 +70,7 @@ impl Executor for Scanned {
             if !spec.scan_outputs {
                 return JobOutcome::Succeeded(done);
             }
+            progress.report(gantry_queue::Stage::Scanning, None);
             let span = tracing::info_span!("scan", kind = %spec.kind());
             tokio::select! {
                 out = release(&scanner, &spec, done).instrument(span) => out,

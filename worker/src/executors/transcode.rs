@@ -7,15 +7,15 @@
 //! reports the input's duration for per-minute pricing. Bad media fails the job as `permanent`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gantry_codecs::MediaError;
 use gantry_codecs::video::{AnimatedOptions, Container, HwPlan, TranscodeOptions, TranscodeReport, VideoLimits};
 use gantry_queue::{
-    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, ResultRef,
-    TranscodePayload, Usage,
+    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, ProgressHandle,
+    ResultRef, Stage, TranscodePayload, Usage,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -96,7 +96,7 @@ impl Executor for TranscodeExecutor {
             };
             let stop = Arc::new(AtomicBool::new(false));
             let out = tokio::select! {
-                out = this.transcode(&job, p, stop.clone()) => out,
+                out = this.transcode(&job, p, stop.clone(), &ctx.progress) => out,
                 _ = ctx.cancel.cancelled() => failed(ErrorClass::Cancelled, "stopped"),
             };
             // Whatever ended the attempt, FFmpeg's loop stops at its next packet.
@@ -133,12 +133,19 @@ struct Made {
 }
 
 impl TranscodeExecutor {
-    async fn transcode(&self, job: &ClaimedJob, p: &TranscodePayload, stop: Arc<AtomicBool>) -> JobOutcome {
+    async fn transcode(
+        &self,
+        job: &ClaimedJob,
+        p: &TranscodePayload,
+        stop: Arc<AtomicBool>,
+        progress: &ProgressHandle,
+    ) -> JobOutcome {
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => return failed(ErrorClass::Retryable, format!("scratch space: {e}")),
         };
         let src = dir.path().join("input");
+        progress.report(Stage::Downloading, None);
         if let Err(out) = download_input(&self.outputs, &job.spec, &p.input, &src, self.limits.max_input_bytes).await {
             return out;
         }
@@ -152,21 +159,33 @@ impl TranscodeExecutor {
         };
         let (limits, secs, want_webm, previews) = (self.limits, self.time_limit.as_secs(), p.webm, p.previews);
         let (flag, work_dir) = (stop.clone(), dir.path().to_owned());
+        // How far along each output is (thousandths of the input), read twice a second.
+        let done = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let watched = done.clone();
         let work = move || -> Result<Made, MediaError> {
             let d = work_dir.as_path();
-            let mp4_report = gantry_codecs::video::transcode(&src, &d.join("output.mp4"), &mp4, &limits, &flag, secs)?;
+            let mp4_report = gantry_codecs::video::transcode_watched(
+                &src,
+                &d.join("output.mp4"),
+                &mp4,
+                &limits,
+                &flag,
+                secs,
+                &watched[0],
+            )?;
             let webm = if want_webm {
                 let opts = TranscodeOptions {
                     container: Container::WebM,
                     ..mp4.clone()
                 };
-                Some(gantry_codecs::video::transcode(
+                Some(gantry_codecs::video::transcode_watched(
                     &src,
                     &d.join("output.webm"),
                     &opts,
                     &limits,
                     &flag,
                     secs,
+                    &watched[1],
                 )?)
             } else {
                 None
@@ -193,10 +212,20 @@ impl TranscodeExecutor {
                 previews,
             })
         };
-        let made = match run_blocking(self.time_limit, work)
-            .instrument(tracing::info_span!("transcode.ffmpeg"))
-            .await
-        {
+        let outputs = if want_webm { 2 } else { 1 };
+        let report_encoding = async {
+            loop {
+                let sum: u32 = done.iter().take(outputs).map(|d| d.load(Ordering::Relaxed)).sum();
+                progress.report(Stage::Encoding, Some(sum as f32 / (outputs as f32 * 10.0)));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let made = tokio::select! {
+            made = run_blocking(self.time_limit, work).instrument(tracing::info_span!("transcode.ffmpeg")) => made,
+            never = report_encoding => never,
+        };
+        progress.report(Stage::Uploading, None);
+        let made = match made {
             Ok(r) => r,
             Err(out) => {
                 stop.store(true, Ordering::Relaxed);

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use gantry_codecs::{ImageFormat, ImageLimits, Resize};
 use gantry_queue::{
-    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, UpscalePayload, Usage,
+    ClaimedJob, Completion, ErrorClass, HandlerFuture, JobContext, JobKind, JobOutcome, Payload, ProgressHandle, Stage,
+    UpscalePayload, Usage,
 };
 
 use tracing::Instrument as _;
@@ -49,7 +50,7 @@ impl Executor for UpscaleExecutor {
                 return failed(ErrorClass::Permanent, "not an upscale payload");
             };
             tokio::select! {
-                out = this.upscale(&job, p) => out,
+                out = this.upscale(&job, p, &ctx.progress) => out,
                 _ = ctx.cancel.cancelled() => failed(ErrorClass::Cancelled, "stopped"),
             }
         })
@@ -57,7 +58,7 @@ impl Executor for UpscaleExecutor {
 }
 
 impl UpscaleExecutor {
-    async fn upscale(&self, job: &ClaimedJob, p: &UpscalePayload) -> JobOutcome {
+    async fn upscale(&self, job: &ClaimedJob, p: &UpscalePayload, progress: &ProgressHandle) -> JobOutcome {
         let size = match (p.scale, p.fit_within) {
             (Some(s), None) => Resize::Scale(s),
             (None, Some([w, h])) => Resize::FitWithin(w, h),
@@ -68,6 +69,7 @@ impl UpscaleExecutor {
             Err(e) => return failed(ErrorClass::Permanent, e.to_string()),
         };
         let max_bytes = self.limits.max_input_bytes as u64;
+        progress.report(Stage::Downloading, None);
         let input = match read_input(&self.outputs, &job.spec, &p.input, max_bytes).await {
             Ok(b) => b,
             Err(out) => return out,
@@ -76,12 +78,14 @@ impl UpscaleExecutor {
         let input_len = input.len();
         let work = move || gantry_codecs::upscale(&input, size, format, quality, &limits);
         let span = tracing::info_span!("upscale.resize", input_bytes = input_len);
+        progress.report(Stage::Upscaling, None);
         let encoded = match run_blocking(self.time_limit, work).instrument(span).await {
             Ok(e) => e,
             Err(out) => return out,
         };
         let name = format!("output.{}", encoded.format.extension());
         let (w, h) = (encoded.width, encoded.height);
+        progress.report(Stage::Uploading, None);
         match self
             .outputs
             .put(
