@@ -115,20 +115,24 @@ while day >= oldest do
       local id = ids[j]
       local at = pos - n + j - 1
       budget = budget - 1
-      local r = redis.call('HMGET', jkey(id), 'kind', 'status', 'prio', 'ten', 'attempts', 'max', 'enq',
-        'started', 'fin', 'eclass', 'emsg', 'eat', 'uk', 'result', 'prog', 'pat')
+      -- What the filters need first; the rest only for a match (most entries of a rare
+      -- filter are not one).
+      local jk = jkey(id)
+      local r = redis.call('HMGET', jk, 'kind', 'status', 'ten', 'enq', 'uk')
       if r[1] then
-        local enq = tonumber(r[7]) or 0
+        local enq = tonumber(r[4]) or 0
         if after > 0 and enq < after then return finish(day, -2) end
         mark = enq
         local st = r[2] or 'queued'
-        if (tenant == '' or r[4] == tenant)
+        if (tenant == '' or r[3] == tenant)
             and (kind == '' or r[1] == kind)
             and (status == '' or st == status)
-            and (not ukey or (r[13] and ukeys[r[13]]))
+            and (not ukey or (r[5] and ukeys[r[5]]))
             and (before == 0 or enq < before) then
-          local m = { day, at, id, r[1], st, r[3] or 'normal', r[4] or '', r[5] or '0', r[6] or '0', r[7] or '0',
-            r[8] or '', r[9] or '', r[10] or '', r[11] or '', r[12] or '', r[14] or '', r[15] or '', r[16] or '' }
+          local x = redis.call('HMGET', jk, 'prio', 'attempts', 'max', 'started', 'fin', 'eclass', 'emsg', 'eat',
+            'result', 'prog', 'pat')
+          local m = { day, at, id, r[1], st, x[1] or 'normal', r[3] or '', x[2] or '0', x[3] or '0', r[4] or '0',
+            x[4] or '', x[5] or '', x[6] or '', x[7] or '', x[8] or '', x[9] or '', x[10] or '', x[11] or '' }
           for _, v in ipairs(m) do out[#out + 1] = v end
           found = found + 1
         end
