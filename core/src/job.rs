@@ -296,6 +296,8 @@ impl JobSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// A pipeline step waiting for the steps it needs to succeed (on no queue yet).
+    Waiting,
     /// Waiting in its queue.
     Queued,
     /// Waiting for its run-at time.
@@ -319,6 +321,7 @@ impl JobStatus {
     /// Its name, as the API and Redis write it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Waiting => "waiting",
             Self::Queued => "queued",
             Self::Delayed => "delayed",
             Self::Running => "running",
@@ -343,6 +346,7 @@ impl FromStr for JobStatus {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
+            "waiting" => Self::Waiting,
             "queued" => Self::Queued,
             "delayed" => Self::Delayed,
             "running" => Self::Running,

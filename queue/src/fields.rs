@@ -58,9 +58,19 @@ pub mod job {
     pub const PROGRESS: &str = "prog";
     /// When that progress was stored (Unix ms).
     pub const PROGRESS_AT: &str = "pat";
+    /// A pipeline step's pipeline id.
+    pub const PIPELINE: &str = "pl";
+    /// A pipeline step's name.
+    pub const STEP: &str = "step";
+    /// A pipeline step's children (JSON `[[pool, id], ...]`).
+    pub const KIDS: &str = "kids";
+    /// A waiting pipeline step's parents still to succeed.
+    pub const NEED: &str = "need";
+    /// Present when a pipeline step's failure does not fail its pipeline.
+    pub const OPTIONAL: &str = "opt";
 
     /// Every field above.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 31] = [
         SPEC,
         STATUS,
         ATTEMPTS,
@@ -87,6 +97,11 @@ pub mod job {
         EVENTS,
         PROGRESS,
         PROGRESS_AT,
+        PIPELINE,
+        STEP,
+        KIDS,
+        NEED,
+        OPTIONAL,
     ];
 }
 
@@ -155,6 +170,7 @@ mod tests {
             include_str!("scripts/slots.lua"),
             include_str!("scripts/search.lua"),
             include_str!("scripts/progress.lua"),
+            include_str!("scripts/handoff.lua"),
         ]
         .concat()
     }

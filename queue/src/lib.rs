@@ -21,7 +21,7 @@ pub mod trace;
 pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, CreditBacklog, DeadAction,
     DeadFilter, DeadLetter, DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, JobPage, JobQuery,
-    JobSummary, LeaseRef, LeaseState, ProgressReport, QueueClient, QueueStats, ReapReport, ResealReport,
+    JobSummary, LeaseRef, LeaseState, ProgressReport, QueueClient, QueueStats, ReapReport, ResealReport, StepLink,
 };
 pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};

@@ -80,7 +80,7 @@ macro_rules! script {
     };
 }
 
-script!(ENQUEUE, "enqueue.lua", 3, Tail::Records(14));
+script!(ENQUEUE, "enqueue.lua", 3, Tail::Records(15));
 script!(CLAIM, "claim.lua", 5, Tail::List);
 script!(HEARTBEAT, "heartbeat.lua", 1, Tail::Records(3));
 script!(ACK, "ack.lua", 1, Tail::Records(5));
@@ -95,11 +95,12 @@ script!(REGISTER, "register.lua", 3, Tail::None);
 script!(PAUSE, "pause.lua", 3, Tail::None);
 script!(SEARCH, "search.lua", 12, Tail::None);
 script!(PROGRESS, "progress.lua", 0, Tail::Records(4));
+script!(HANDOFF, "handoff.lua", 0, Tail::Records(5));
 
 /// Every protocol script (the provider-slot semaphore in `slots.rs` keys its own zset and is
 /// checked there).
 #[cfg(test)]
-pub(crate) fn all() -> [&'static Contract; 15] {
+pub(crate) fn all() -> [&'static Contract; 16] {
     [
         &ENQUEUE,
         &CLAIM,
@@ -116,6 +117,7 @@ pub(crate) fn all() -> [&'static Contract; 15] {
         &PAUSE,
         &SEARCH,
         &PROGRESS,
+        &HANDOFF,
     ]
 }
 

@@ -99,6 +99,9 @@ on_both!(
     search_of_a_time_window_starts_near_its_end,
     progress_is_stored_under_the_lease_and_shown_for_the_running_attempt,
     a_consumer_stores_its_jobs_latest_progress_once_a_tick,
+    pipeline_steps_run_when_their_parents_succeed,
+    a_failed_step_skips_its_descendants_and_refunds_them,
+    a_step_in_another_pool_is_handed_off_once,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -1955,4 +1958,255 @@ async fn a_consumer_stores_its_jobs_latest_progress_once_a_tick(f: Fixture) {
     }
     stop.cancel();
     run.await.unwrap().unwrap();
+}
+
+/// A pipeline's steps as the scheduler would enqueue them: `steps` is (name, pool, parents).
+fn pipeline_jobs(steps: &[(&str, &Pool, &[&str])], credits: i64) -> Vec<(Pool, JobId, NewJob, Accounting)> {
+    let ids: std::collections::HashMap<&str, JobId> = steps.iter().map(|(n, _, _)| (*n, JobId::new())).collect();
+    let pl = JobId::new().to_string();
+    steps
+        .iter()
+        .map(|(name, pool, needs)| {
+            let kids = steps
+                .iter()
+                .filter(|(_, _, n)| n.contains(name))
+                .map(|(k, kp, _)| ((*kp).clone(), ids[k]))
+                .collect();
+            let acct = Accounting {
+                credits_reserved: credits,
+                events: true,
+                step: Some(StepLink {
+                    pipeline: pl.clone(),
+                    step: (*name).to_owned(),
+                    need: needs.len() as u32,
+                    kids,
+                    optional: false,
+                }),
+                ..Default::default()
+            };
+            ((*pool).clone(), ids[name], noop(), acct)
+        })
+        .collect()
+}
+
+async fn enqueue_pipeline(q: &QueueClient, jobs: &[(Pool, JobId, NewJob, Accounting)]) {
+    let mut by_pool: std::collections::BTreeMap<Pool, Vec<(JobId, NewJob, Accounting)>> = Default::default();
+    for (p, id, j, a) in jobs {
+        by_pool.entry(p.clone()).or_default().push((*id, j.clone(), a.clone()));
+    }
+    for (p, batch) in by_pool {
+        q.enqueue_batch_with_ids(&p, batch).await.unwrap();
+    }
+}
+
+async fn status_of(q: &QueueClient, id: JobId) -> JobStatus {
+    q.job(id).await.unwrap().status
+}
+
+async fn field(q: &QueueClient, p: &Pool, id: JobId, f: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(p.job_key(id))
+        .arg(f)
+        .query_async(&mut q.connection())
+        .await
+        .unwrap()
+}
+
+async fn pipeline_steps_run_when_their_parents_succeed(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("pipe");
+    // a -> (b, c) -> d: a fan-out and a fan-in, in one pool.
+    let jobs = pipeline_jobs(
+        &[
+            ("a", &p, &[]),
+            ("b", &p, &["a"]),
+            ("c", &p, &["a"]),
+            ("d", &p, &["b", "c"]),
+        ],
+        0,
+    );
+    let id = |i: usize| jobs[i].1;
+    enqueue_pipeline(&q, &jobs).await;
+    for i in 1..4 {
+        assert_eq!(status_of(&q, id(i)).await, JobStatus::Waiting);
+    }
+    let s = &q.stats(&p, &[JobKind::Noop]).await.unwrap()[0];
+    assert_eq!(s.waiting_total(), 1, "only the root is on a queue");
+    let a = claim_one(&q, &p).await;
+    assert_eq!(a.lease.id, id(0));
+    let result = ResultRef {
+        object_key: "t/u/a/output-0.png".into(),
+        size_bytes: 3,
+        content_type: "image/png".into(),
+        sha256: "ab".repeat(32),
+        details: Default::default(),
+    };
+    let done = |r: Option<ResultRef>| Completion { output: r, usage: None };
+    // Its outbox bit is set: it has children to tell.
+    assert_eq!(a.lease.token % 2, 1);
+    q.ack(&p, &[(a.lease.clone(), done(Some(result.clone())))])
+        .await
+        .unwrap();
+    // Both children are queued in the same call; each holds the parent's result.
+    assert_eq!(status_of(&q, id(1)).await, JobStatus::Queued);
+    assert_eq!(status_of(&q, id(2)).await, JobStatus::Queued);
+    assert_eq!(status_of(&q, id(3)).await, JobStatus::Waiting);
+    let noted: ResultRef = serde_json::from_str(&field(&q, &p, id(1), "in:a").await.unwrap()).unwrap();
+    assert_eq!(noted, result);
+    let b = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!(b.jobs.len(), 2);
+    q.ack(&p, &[(b.jobs[0].lease.clone(), done(None))]).await.unwrap();
+    assert_eq!(
+        status_of(&q, id(3)).await,
+        JobStatus::Waiting,
+        "the fan-in waits for both"
+    );
+    assert_eq!(field(&q, &p, id(3), "need").await.as_deref(), Some("1"));
+    q.ack(&p, &[(b.jobs[1].lease.clone(), done(None))]).await.unwrap();
+    assert_eq!(status_of(&q, id(3)).await, JobStatus::Queued);
+    let d = claim_one(&q, &p).await;
+    assert_eq!(d.lease.id, id(3));
+    q.ack(&p, &[(d.lease.clone(), done(None))]).await.unwrap();
+    // Every step succeeded once; nothing is left on the queue.
+    for i in 0..4 {
+        assert_eq!(status_of(&q, id(i)).await, JobStatus::Succeeded);
+    }
+    let s = &q.stats(&p, &[JobKind::Noop]).await.unwrap()[0];
+    assert_eq!((s.waiting_total(), s.in_flight), (0, 0));
+    // Cancelling a waiting step skips what needs it.
+    let more = pipeline_jobs(&[("x", &p, &[]), ("y", &p, &["x"]), ("z", &p, &["y"])], 0);
+    enqueue_pipeline(&q, &more).await;
+    assert_eq!(q.cancel(more[1].1).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(status_of(&q, more[2].1).await, JobStatus::Cancelled);
+    assert_eq!(
+        status_of(&q, more[0].1).await,
+        JobStatus::Queued,
+        "its parent is not its business"
+    );
+}
+
+async fn a_failed_step_skips_its_descendants_and_refunds_them(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("pipe-fail");
+    let jobs = pipeline_jobs(
+        &[("a", &p, &[]), ("b", &p, &["a"]), ("c", &p, &["b"]), ("d", &p, &[])],
+        7,
+    );
+    enqueue_pipeline(&q, &jobs).await;
+    let claimed = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 2, "the two roots");
+    let a = claimed.jobs.iter().find(|j| j.lease.id == jobs[0].1).unwrap();
+    q.fail(&p, &[failure(a, ErrorClass::Permanent)]).await.unwrap();
+    assert_eq!(status_of(&q, jobs[0].1).await, JobStatus::Dead);
+    for i in [1, 2] {
+        let r = q.job(jobs[i].1).await.unwrap();
+        assert_eq!(r.status, JobStatus::Cancelled);
+        let msg = r.error.unwrap().message;
+        assert!(msg.starts_with("skipped: step "), "{msg}");
+    }
+    assert!(
+        q.job(jobs[1].1)
+            .await
+            .unwrap()
+            .error
+            .unwrap()
+            .message
+            .contains("step a")
+    );
+    assert!(
+        q.job(jobs[2].1)
+            .await
+            .unwrap()
+            .error
+            .unwrap()
+            .message
+            .contains("step b")
+    );
+    // The other branch runs on.
+    assert_eq!(status_of(&q, jobs[3].1).await, JobStatus::Running);
+    // One credit event each: the dead step's and the two skipped ones' refunds.
+    let events = credit_events(&q, &p).await;
+    let refunded: std::collections::HashSet<String> = events.iter().map(|(id, _, _)| id.clone()).collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    for i in 0..3 {
+        assert!(refunded.contains(&jobs[i].1.to_string()));
+    }
+    assert!(
+        events
+            .iter()
+            .all(|(_, outcome, _)| outcome == "dead" || outcome == "cancelled")
+    );
+    // A late hand-off (a duplicate delivery) changes nothing.
+    q.apply_handoffs(
+        &p,
+        &[gantry_queue::client::handoff::HandOff {
+            pool: p.clone(),
+            child: jobs[1].1,
+            parent: "a".into(),
+            succeeded: true,
+            result: String::new(),
+            ttl_secs: 60,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(&q, jobs[1].1).await, JobStatus::Cancelled);
+    assert_eq!(credit_events(&q, &p).await.len(), 3);
+}
+
+async fn a_step_in_another_pool_is_handed_off_once(f: Fixture) {
+    let q = f.client().await;
+    let (cpu_pool, gpu_pool) = (pool("pipe-cpu"), pool("pipe-gpu"));
+    let jobs = pipeline_jobs(
+        &[
+            ("a", &cpu_pool, &[]),
+            ("b", &gpu_pool, &["a"]),
+            ("c", &cpu_pool, &["b"]),
+        ],
+        0,
+    );
+    enqueue_pipeline(&q, &jobs).await;
+    let a = claim_one(&q, &cpu_pool).await;
+    q.ack(&cpu_pool, &[(a.lease.clone(), Completion::default())])
+        .await
+        .unwrap();
+    // The child in the other pool waits until the hand-off is applied there.
+    assert_eq!(status_of(&q, jobs[1].1).await, JobStatus::Waiting);
+    let key = QueueClient::handoff_key(&cpu_pool);
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut q.connection())
+        .await
+        .unwrap();
+    assert_eq!(entries.ids.len(), 1);
+    let h = gantry_queue::client::handoff::HandOff::parse(|k| entries.ids[0].get::<String>(k)).unwrap();
+    assert_eq!(
+        (h.pool.clone(), h.child, h.parent.as_str(), h.succeeded),
+        (gpu_pool.clone(), jobs[1].1, "a", true)
+    );
+    // Applied twice (a mover killed before its ack, then the entry taken over): queued once.
+    q.apply_handoffs(&gpu_pool, &[h.clone()]).await.unwrap();
+    q.apply_handoffs(&gpu_pool, &[h.clone()]).await.unwrap();
+    assert_eq!(status_of(&q, jobs[1].1).await, JobStatus::Queued);
+    let s = &q.stats(&gpu_pool, &[JobKind::Noop]).await.unwrap()[0];
+    assert_eq!(s.waiting_total(), 1);
+    // Handed to the wrong pool, it is refused rather than misapplied.
+    assert!(q.apply_handoffs(&cpu_pool, &[h]).await.is_err());
+    // And back: b's success is handed to c in the first pool.
+    let b = claim_one(&q, &gpu_pool).await;
+    q.ack(&gpu_pool, &[(b.lease.clone(), Completion::default())])
+        .await
+        .unwrap();
+    let back: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(QueueClient::handoff_key(&gpu_pool))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut q.connection())
+        .await
+        .unwrap();
+    let h = gantry_queue::client::handoff::HandOff::parse(|k| back.ids[0].get::<String>(k)).unwrap();
+    q.apply_handoffs(&cpu_pool, &[h]).await.unwrap();
+    assert_eq!(status_of(&q, jobs[2].1).await, JobStatus::Queued);
 }

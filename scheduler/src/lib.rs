@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod erasure;
 pub mod events;
 pub mod extract;
+pub mod handoff;
 pub mod http;
 pub mod job_search;
 pub mod metrics;

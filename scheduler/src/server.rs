@@ -142,8 +142,11 @@ impl Scheduler {
         );
         let metrics = Arc::new(SchedulerMetrics::default());
         let pools = cfg.pools.keys().filter_map(|p| gantry_queue::Pool::new(p).ok());
-        let settler = CreditSettler::new(queue.connection(), pools, metrics.clone());
+        let pools: Vec<gantry_queue::Pool> = pools.collect();
+        let settler = CreditSettler::new(queue.connection(), pools.clone(), metrics.clone());
         tokio::spawn(settler.run(shutdown.clone()));
+        let mover = crate::handoff::HandOffMover::new(queue.clone(), pools);
+        tokio::spawn(mover.run(shutdown.clone()));
         let outputs = cfg
             .outputs
             .as_deref()

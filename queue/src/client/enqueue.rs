@@ -39,6 +39,65 @@ pub struct Accounting {
     /// stream (`gantry:{pool}:events`), for webhooks and the SSE stream. Off by default, so a
     /// job nobody listens for costs the outcome script nothing.
     pub events: bool,
+    /// The job is a pipeline step: with parents, it waits until they have succeeded; with
+    /// children, it tells them of its outcome (`common.lua` says how).
+    pub step: Option<StepLink>,
+}
+
+/// A pipeline step's place in its pipeline, as its job's record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepLink {
+    /// The pipeline's id.
+    pub pipeline: String,
+    /// The step's name (1..=64 of `a-z`, `0-9`, `-`, `_`).
+    pub step: String,
+    /// Parents to wait for (0: it runs at once).
+    pub need: u32,
+    /// Its children: each one's pool and job id.
+    pub kids: Vec<(Pool, JobId)>,
+    /// Its failure does not fail the pipeline (its own children are still skipped).
+    pub optional: bool,
+}
+
+impl StepLink {
+    /// The link as `enqueue.lua` reads it.
+    fn json(&self) -> String {
+        let kids: Vec<[String; 2]> = self
+            .kids
+            .iter()
+            .map(|(p, id)| [p.as_str().to_owned(), id.to_string()])
+            .collect();
+        serde_json::json!({
+            "pl": self.pipeline,
+            "step": self.step,
+            "need": self.need,
+            "kids": kids,
+            "opt": self.optional,
+        })
+        .to_string()
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        if !name_ok(&self.step) {
+            return Err(ValidationError::InvalidField {
+                field: "step",
+                reason: "1-64 characters of a-z, 0-9, '-', '_'".into(),
+            });
+        }
+        if self.pipeline.is_empty() || self.pipeline.len() > 64 || self.kids.len() > 64 || self.need > 64 {
+            return Err(ValidationError::InvalidField {
+                field: "pipeline",
+                reason: "a pipeline id of at most 64 characters, at most 64 children and parents".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for Accounting {
@@ -50,6 +109,7 @@ impl Default for Accounting {
             scan_outputs: true,
             traceparent: None,
             events: false,
+            step: None,
         }
     }
 }
@@ -252,6 +312,9 @@ impl QueueClient {
         let ids: Vec<JobId> = jobs.iter().map(|(id, _, _)| *id).collect();
         for (id, job, accounting) in jobs {
             let tenant = job.tenant.clone();
+            if let Some(link) = &accounting.step {
+                link.validate()?;
+            }
             let prepared = self.validate(pool, id, job, &accounting)?;
             inv.arg(EnqueueArg {
                 prepared,
@@ -278,7 +341,7 @@ pub(super) fn check_text(field: &'static str, v: &str, max: usize) -> Result<(),
     Ok(())
 }
 
-/// `enqueue.lua`'s record of 14: the prepared job, its tenant and its accounting.
+/// `enqueue.lua`'s record of 15: the prepared job, its tenant and its accounting.
 struct EnqueueArg {
     prepared: Prepared,
     tenant: String,
@@ -302,6 +365,7 @@ impl ToRedisArgs for EnqueueArg {
         out.write_arg(a.price_rule.as_bytes());
         out.write_arg(p.user_key.as_bytes());
         out.write_arg(if a.events { b"1" } else { b"" });
+        out.write_arg(a.step.as_ref().map(StepLink::json).unwrap_or_default().as_bytes());
     }
 }
 

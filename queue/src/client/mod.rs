@@ -6,6 +6,7 @@
 mod dead_letters;
 mod enqueue;
 mod erasure;
+pub mod handoff;
 mod jobs;
 mod lease;
 mod progress;
@@ -26,7 +27,7 @@ use crate::keys::{POOLS_KEY, Pool};
 use crate::seal::Keyring;
 
 pub use dead_letters::{DeadAction, DeadFilter, DeadLetter, DeadLetterOutcome};
-pub use enqueue::{Accounting, Enqueued};
+pub use enqueue::{Accounting, Enqueued, StepLink};
 pub use erasure::ErasureCounts;
 pub use jobs::{CancelOutcome, ResealReport};
 pub use lease::{

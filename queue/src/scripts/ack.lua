@@ -47,7 +47,7 @@ for kind, g in pairs(by_kind) do
       end
       -- Only a job with an outbox (a credit reservation or a subscribed tenant) has an odd
       -- token (claim.lua); the others cost no read.
-      if tonumber(ARGV[i + 2]) % 2 == 1 then finished(jk, id, kind, 'succeeded', { usage = usage, result = result }) end
+      if tonumber(ARGV[i + 2]) % 2 == 1 then finished(jk, id, kind, 'succeeded', { usage = usage, result = result, ttl = ttl }) end
       redis.call('EXPIRE', jk, ttl)
       n = n + 1
       live[n] = g.members[j]

@@ -20,6 +20,9 @@ if status == 'queued' then
   removed = remove_waiting(kind, prio, r[4], r[5] or '', id)
 elseif status == 'delayed' or status == 'retry_scheduled' then
   removed = redis.call('ZREM', qkey(kind, 'delayed'), id)
+elseif status == 'waiting' then
+  -- a pipeline step waiting for others: on no list
+  removed = 1
 elseif status == 'running' then
   redis.call('HSET', jk, 'cancel', 1)
   return 'requested'
@@ -28,7 +31,7 @@ else
 end
 if removed == 0 then return 'finished:' .. status end
 history(jk, { at = NOW, event = 'cancelled' })
-finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = 'cancelled by request' })
+finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = 'cancelled by request', ttl = ttl })
 redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled by request', 'eat', NOW)
 redis.call('HDEL', jk, 'due')
 redis.call('EXPIRE', jk, ttl)

@@ -6,7 +6,8 @@
   still holds it, so two 40 GiB jobs share one 80 GiB GPU before a second GPU is used.
   Due delayed jobs are promoted first (bounded). A lease is the member '<id>:<token>' of the
   queue's lease set. A token's low bit says whether the job has an outbox to fill when it
-  finishes (a credit reservation, or a tenant subscribed to events), so the ack reads the
+  finishes (a credit reservation, a tenant subscribed to events, pipeline steps waiting for
+  it), so the ack reads the
   record only for those; a worker cannot flip the bit, since an ack with any
   other token than the one issued fails the lease's fencing check.
 
@@ -142,7 +143,7 @@ for _, prio in ipairs(PRIOS) do
         local o, taken = head + 3, 0
         for i, id in ipairs(ids) do
           local jk = JOB .. id
-          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'cr', 'enq', 'ready', 'ev')
+          local r = redis.call('HMGET', jk, 'spec', 'max', 'attempts', 'cr', 'enq', 'ready', 'ev', 'kids')
           if r[1] then
             local gpu = -1
             if s.shape == '' then
@@ -153,7 +154,7 @@ for _, prio in ipairs(PRIOS) do
               gpu = g - 1
             end
             local attempts = tonumber(r[3] or '0') + 1
-            local token = (base + i) * 2 + ((r[4] or r[7]) and 1 or 0)
+            local token = (base + i) * 2 + ((r[4] or r[7] or r[8]) and 1 or 0)
             redis.call('HSET', jk, 'status', 'running', 'worker', worker, 'started', NOW, 'attempts', attempts, 'lease', token)
             zargs[#zargs + 1] = NOW + lease
             zargs[#zargs + 1] = id .. ':' .. token

@@ -149,19 +149,72 @@ local function job_event(id, tenant, kind, etype, x)
   redis.call('XADD', P .. 'events', 'MAXLEN', '~', 1000000, '*', unpack(f))
 end
 
--- A final outcome's outboxes: the credit event (a reservation) and the job event (a
--- subscribed tenant), with one read of the record. `x` holds usage, result, class, msg.
-local function finished(jk, id, kind, outcome, x)
-  local r = redis.call('HMGET', jk, 'cr', 'ten', 'pr', 'ev', 'kind')
+-- Pipelines. A step's job may need others: it waits (status 'waiting', 'need' = parents still
+-- to succeed, on no list) until its last parent succeeds. A parent knows its children ('kids':
+-- JSON [[pool, id], ...]) and, in the script that records its own final outcome, tells each:
+-- one in the same pool at once, in the same call; one in another pool (another hash tag on a
+-- Cluster) through this pool's hand-off stream, which the scheduler's mover applies there with
+-- handoff.lua. Telling is idempotent (a child notes each parent once, 'in:<parent step>' =
+-- the parent's result, or '!' when it did not succeed), so a hand-off applied twice changes
+-- nothing. A child whose parent did not succeed never runs: it ends cancelled ("skipped"), its
+-- reservation refunded, and tells its own children the same.
+local PIPELINE_WAKE_CAP = 256
+local DEFAULT_TTL = 604800
+local finished
+
+local function parent_done(id, parent, ok, result, ttl)
+  local jk = jkey(id)
+  local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten')
+  if not r[2] then return end
+  local noted = ok and ((result ~= nil and result ~= '') and result or '{}') or '!'
+  if redis.call('HSETNX', jk, 'in:' .. parent, noted) == 0 then return end
+  if r[1] ~= 'waiting' then return end
+  if ok then
+    if redis.call('HINCRBY', jk, 'need', -1) <= 0 then
+      redis.call('HSET', jk, 'status', 'queued', 'ready', NOW)
+      push_waiting(r[2], r[3], r[4] or '', r[5] or '', id, false)
+      wake(r[2], 1, PIPELINE_WAKE_CAP)
+    end
+  else
+    local msg = 'skipped: step ' .. parent .. ' did not succeed'
+    ttl = ttl or DEFAULT_TTL
+    history(jk, { at = NOW, event = 'cancelled' })
+    redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
+    finished(jk, id, r[2], 'cancelled', { class = 'cancelled', msg = msg, ttl = ttl })
+    redis.call('EXPIRE', jk, ttl)
+  end
+end
+
+-- Tells a finished step's children (see above).
+local function tell_kids(kids_json, step, ok, result, ttl)
+  local decoded, kids = pcall(cjson.decode, kids_json)
+  if not decoded or type(kids) ~= 'table' then return end
+  for _, k in ipairs(kids) do
+    local pool, id = k[1], k[2]
+    if P == 'gantry:{' .. pool .. '}:' then
+      parent_done(id, step, ok, result, ttl)
+    else
+      redis.call('XADD', P .. 'handoff', 'MAXLEN', '~', 1000000, '*', 'pool', pool, 'id', id, 'parent', step,
+        'ok', ok and 1 or 0, 'result', result or '', 'ttl', ttl or DEFAULT_TTL)
+    end
+  end
+end
+
+-- A final outcome's outboxes: the credit event (a reservation), the job event (a subscribed
+-- tenant) and the children (a pipeline step), with one read of the record. `x` holds usage,
+-- result, class, msg and ttl (how long a skipped child's record is kept).
+finished = function(jk, id, kind, outcome, x)
+  local r = redis.call('HMGET', jk, 'cr', 'ten', 'pr', 'ev', 'kind', 'kids', 'step')
   if r[1] then
     redis.call('XADD', P .. 'credits', 'MAXLEN', '~', 1000000, '*',
       'id', id, 'ten', r[2] or '', 'out', outcome, 'cr', r[1], 'pr', r[3] or '', 'usage', (x and x.usage) or '')
   end
   if r[4] then job_event(id, r[2], kind or r[5], 'job.' .. outcome, x) end
+  if r[6] then tell_kids(r[6], r[7] or '', outcome == 'succeeded', x and x.result, x and x.ttl) end
 end
 
 local function to_dead(jk, kind, id, class, msg, dead_ttl)
-  finished(jk, id, kind, 'dead', { class = class, msg = msg })
+  finished(jk, id, kind, 'dead', { class = class, msg = msg, ttl = dead_ttl })
   redis.call('ZADD', qkey(kind, 'dead'), NOW, id)
   redis.call('HSET', jk, 'status', 'dead', 'fin', NOW, 'eclass', class, 'emsg', msg, 'eat', NOW)
   redis.call('HDEL', jk, 'worker', 'due')

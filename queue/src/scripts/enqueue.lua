@@ -6,11 +6,14 @@
     ARGV[1]    idem_ttl_s
     ARGV[2]    wake_cap
     ARGV[3]    user_index_ttl_s (also the search indexes': see common.lua)
-    ARGV[4..]  per job (stride 14): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
+    ARGV[4..]  per job (stride 15): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
                (compact, v2), max_attempts, shape ('' = CPU), tenant, weight (its fair share,
                > 0), credits reserved (0 = none), price rule ('' = none), user key (the user's
                index of the day, so an erasure finds every record of the user), events ('1' =
-               its tenant subscribes: its final outcome goes on the pool's events stream)
+               its tenant subscribes: its final outcome goes on the pool's events stream), pipeline
+               step ('' = none; JSON {"pl": pipeline id, "step": name, "need": parents to wait
+               for, "kids": [[pool, id], ...], "opt": its failure does not fail the pipeline}:
+               a step with parents waits, on no list, until they have succeeded; see common.lua)
 
   Output:
     per duplicate (stride 2): its place in the batch (from 1), the first job's id. Every job
@@ -32,7 +35,7 @@ local function to_index(base, id)
   if not l then l = {}; index[base] = l; index_order[#index_order + 1] = base end
   l[#l + 1] = id
 end
-for i = 4, #ARGV, 14 do
+for i = 4, #ARGV, 15 do
   local id, kind, prio, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local idem, shape, tenant = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
   local credits, rule, ukey = tonumber(ARGV[i + 10]), ARGV[i + 11], ARGV[i + 12]
@@ -41,7 +44,7 @@ for i = 4, #ARGV, 14 do
     local ik = P .. 'idem:' .. idem
     local prev = redis.call('GET', ik)
     if prev then
-      out[#out + 1] = (i - 4) / 14 + 1; out[#out + 1] = prev; dup = true
+      out[#out + 1] = (i - 4) / 15 + 1; out[#out + 1] = prev; dup = true
     else
       redis.call('SET', ik, id, 'EX', idem_ttl)
     end
@@ -70,6 +73,14 @@ for i = 4, #ARGV, 14 do
     end
     if idem ~= '' then f[#f + 1] = 'ik'; f[#f + 1] = idem end
     if ARGV[i + 13] == '1' then f[#f + 1] = 'ev'; f[#f + 1] = 1 end
+    local need = 0
+    if ARGV[i + 14] ~= '' then
+      local link = cjson.decode(ARGV[i + 14])
+      f[#f + 1] = 'pl'; f[#f + 1] = link.pl; f[#f + 1] = 'step'; f[#f + 1] = link.step
+      if type(link.kids) == 'table' and #link.kids > 0 then f[#f + 1] = 'kids'; f[#f + 1] = cjson.encode(link.kids) end
+      if link.opt then f[#f + 1] = 'opt'; f[#f + 1] = 1 end
+      need = tonumber(link.need) or 0
+    end
     if shape ~= '' then
       local sk = qkey(kind, 'shapes')
       if not shapes[sk .. shape] then
@@ -78,7 +89,10 @@ for i = 4, #ARGV, 14 do
       end
       f[#f + 1] = 'shape'; f[#f + 1] = shape
     end
-    if delay > 0 then
+    if need > 0 then
+      f[#f + 1] = 'status'; f[#f + 1] = 'waiting'; f[#f + 1] = 'need'; f[#f + 1] = need
+      redis.call('HSET', jk, unpack(f))
+    elseif delay > 0 then
       f[#f + 1] = 'status'; f[#f + 1] = 'delayed'; f[#f + 1] = 'due'; f[#f + 1] = NOW + delay
       redis.call('HSET', jk, unpack(f))
       redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)

@@ -56,6 +56,8 @@ local function erase_id(id)
     waiting = remove_waiting(kind, r[3], r[4], r[5] or '', id)
   elseif status == 'delayed' or status == 'retry_scheduled' then
     waiting = redis.call('ZREM', qkey(kind, 'delayed'), id)
+  elseif status == 'waiting' then
+    waiting = 1
   end
   if waiting > 0 then
     credit_event(jk, id, 'cancelled')

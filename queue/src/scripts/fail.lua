@@ -23,13 +23,13 @@ for i = 3, #ARGV, 6 do
     history(jk, { at = NOW, attempt = attempts, event = 'failed', class = class, message = msg })
     if class == 'blocked' then
       -- Matched prohibited content: final at once, never dead-lettered (so never replayed).
-      finished(jk, id, kind, 'blocked', { class = 'blocked', msg = msg })
+      finished(jk, id, kind, 'blocked', { class = 'blocked', msg = msg, ttl = fin_ttl })
       redis.call('HSET', jk, 'status', 'blocked', 'fin', NOW, 'eclass', 'blocked', 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker', 'due')
       redis.call('EXPIRE', jk, fin_ttl)
       out[#out + 1] = 'blocked'
     elseif class == 'cancelled' or r[5] then
-      finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = msg })
+      finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = msg, ttl = fin_ttl })
       redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker')
       redis.call('EXPIRE', jk, fin_ttl)

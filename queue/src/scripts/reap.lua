@@ -29,7 +29,7 @@ for k = 5, #ARGV do
     if r[1] == 'running' and r[7] == token then
       history(jk, { at = NOW, attempt = tonumber(r[2]), event = 'lease_expired', worker = r[6] })
       if r[5] then
-        finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = 'cancelled; lease expired' })
+        finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = 'cancelled; lease expired', ttl = fin_ttl })
         redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', 'cancelled; lease expired', 'eat', NOW)
         redis.call('HDEL', jk, 'worker')
         redis.call('EXPIRE', jk, fin_ttl)

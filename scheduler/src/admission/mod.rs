@@ -223,6 +223,7 @@ impl Admission {
                 })
                 .map_err(|_| ApiError::Internal)?,
                 traceparent: None,
+                step: None,
             };
             by_pool.entry(p.pool).or_default().push((p.id, p.job, acct));
         }
