@@ -9,6 +9,7 @@ pub mod error;
 pub mod job;
 pub mod payload;
 pub mod progress;
+pub mod step_ref;
 pub mod time;
 pub mod trace;
 pub mod user;

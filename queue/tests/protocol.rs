@@ -102,6 +102,7 @@ on_both!(
     pipeline_steps_run_when_their_parents_succeed,
     a_failed_step_skips_its_descendants_and_refunds_them,
     a_step_in_another_pool_is_handed_off_once,
+    a_claimed_step_gets_its_parents_outputs_in_place_of_its_references,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -2209,4 +2210,55 @@ async fn a_step_in_another_pool_is_handed_off_once(f: Fixture) {
     let h = gantry_queue::client::handoff::HandOff::parse(|k| back.ids[0].get::<String>(k)).unwrap();
     q.apply_handoffs(&cpu_pool, &[h]).await.unwrap();
     assert_eq!(status_of(&q, jobs[2].1).await, JobStatus::Queued);
+}
+
+async fn a_claimed_step_gets_its_parents_outputs_in_place_of_its_references(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("pipe-refs");
+    let mut jobs = pipeline_jobs(&[("a", &p, &[]), ("big", &p, &["a"]), ("odd", &p, &["a"])], 0);
+    let upscale = |input: &str| {
+        NewJob::new(
+            "tenant-a",
+            "user-1",
+            Payload::Upscale(serde_json::from_value(serde_json::json!({"input": input, "scale": 2})).unwrap()),
+        )
+    };
+    jobs[1].2 = upscale("${steps.a.output}");
+    jobs[2].2 = upscale("${steps.a.outputs.poster}");
+    enqueue_pipeline(&q, &jobs).await;
+    let a = claim_one(&q, &p).await;
+    let mut details = std::collections::BTreeMap::new();
+    details.insert("webm".to_owned(), "tenant-a/x/output.webm".to_owned());
+    let result = ResultRef {
+        object_key: "tenant-a/x/output-0.png".into(),
+        size_bytes: 3,
+        content_type: "image/png".into(),
+        sha256: "ab".repeat(32),
+        details,
+    };
+    q.ack(
+        &p,
+        &[(
+            a.lease.clone(),
+            Completion {
+                output: Some(result),
+                usage: None,
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    let got = q.claim(&p, "w1", &[JobKind::Upscale], 10, LEASE, &cpu()).await.unwrap();
+    // The step with a resolvable reference runs with the parent's object key as its input...
+    assert_eq!(got.jobs.len(), 1);
+    assert_eq!(got.jobs[0].lease.id, jobs[1].1);
+    let Payload::Upscale(u) = &got.jobs[0].spec.body else {
+        panic!("an upscale")
+    };
+    assert_eq!(u.input, "tenant-a/x/output-0.png");
+    // ...the other (no output of that name) fails at once, saying why.
+    let odd = q.job(jobs[2].1).await.unwrap();
+    assert_eq!(odd.status, JobStatus::Dead);
+    let msg = odd.error.unwrap().message;
+    assert!(msg.contains("no output named \"poster\""), "{msg}");
 }

@@ -224,6 +224,13 @@ impl QueueClient {
                 }),
             }
         }
+        // Pipeline steps get their parents' outputs in place of their references.
+        let (ready, unresolved) = self.resolve_step_inputs(pool, std::mem::take(&mut batch.jobs)).await?;
+        batch.jobs = ready;
+        if !unresolved.is_empty() {
+            tracing::warn!(count = unresolved.len(), %pool, "failing pipeline steps whose inputs cannot be resolved");
+            self.fail(pool, &unresolved).await?;
+        }
         if !poisoned.is_empty() {
             batch.poisoned = poisoned.len();
             tracing::warn!(count = poisoned.len(), %pool, "dead-lettering unreadable job records");

@@ -13,6 +13,7 @@ mod progress;
 mod record;
 mod search;
 mod stats;
+mod step_inputs;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
