@@ -14,8 +14,11 @@ use crate::error::QueueError;
 use crate::job::{ErrorClass, ResultRef};
 use crate::keys::Pool;
 
-/// The parents a job's payload refers to (empty for a job that is not a pipeline step).
-fn parents_of(job: &ClaimedJob) -> Option<(serde_json::Value, Vec<String>)> {
+/// A step's payload as JSON and the parents it refers to.
+type Parents = (serde_json::Value, Vec<String>);
+
+/// The parents a job's payload refers to (`None` for a job that is not a pipeline step).
+fn parents_of(job: &ClaimedJob) -> Option<Parents> {
     let v = serde_json::to_value(&job.spec.body).ok()?;
     let steps: BTreeSet<String> = step_ref::find(&v)
         .into_iter()
@@ -51,7 +54,7 @@ impl QueueClient {
         pool: &Pool,
         jobs: Vec<ClaimedJob>,
     ) -> Result<(Vec<ClaimedJob>, Vec<Failure>), QueueError> {
-        let mut steps: Vec<(ClaimedJob, Option<(serde_json::Value, Vec<String>)>)> = jobs
+        let mut steps: Vec<(ClaimedJob, Option<Parents>)> = jobs
             .into_iter()
             .map(|j| {
                 let p = parents_of(&j);
