@@ -39,7 +39,7 @@ pub fn routes() -> Router<AppState> {
 /// the last segment) but not their methods: the job is read with GET, the action taken with
 /// POST. Anything else is `405` with the `Allow` of the resource the path names, as its
 /// OpenAPI entry documents it.
-async fn methods_by_action(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn methods_by_action(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let action = req
         .uri()
         .path()
@@ -60,7 +60,7 @@ async fn methods_by_action(req: axum::extract::Request, next: axum::middleware::
     next.run(req).await
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => v

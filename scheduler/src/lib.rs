@@ -16,6 +16,8 @@ pub mod http;
 pub mod job_search;
 pub mod metrics;
 pub mod outputs;
+pub mod pipeline_routes;
+pub mod pipelines;
 pub mod placement;
 pub mod problem;
 pub mod rate;

@@ -30,6 +30,16 @@ pub enum ApiError {
     /// The job (or a field of it) is invalid.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A pipeline that is not well formed: names the step (where there is one) and the field.
+    #[error("{}{field}: {reason}", step.as_deref().map(|s| format!("step {s}: ")).unwrap_or_default())]
+    InvalidPipeline {
+        /// The step.
+        step: Option<String>,
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
     /// Unknown provider or model.
     #[error("{0}")]
     UnknownModel(String),
@@ -101,6 +111,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidPipeline { .. } => "invalid_pipeline",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::RateLimited(_) => "rate_limited",
@@ -123,9 +134,10 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::UserBlocked => StatusCode::FORBIDDEN,
-            ApiError::MalformedJson(_) | ApiError::InvalidRequest(_) | ApiError::UnknownModel(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::InvalidPipeline { .. }
+            | ApiError::UnknownModel(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -170,13 +182,20 @@ impl From<QueueError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("https://gantry.dev/problems/{}", self.code()),
             "title": status.canonical_reason().unwrap_or("error"),
             "status": status.as_u16(),
             "detail": self.to_string(),
             "code": self.code(),
         });
+        // A pipeline's refusal names the step (where there is one) and the field.
+        if let (ApiError::InvalidPipeline { step, field, .. }, Some(o)) = (&self, body.as_object_mut()) {
+            if let Some(step) = step {
+                o.insert("step".into(), step.clone().into());
+            }
+            o.insert("field".into(), field.clone().into());
+        }
         let mut r = (status, body.to_string()).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(crate::api::routes())
         .merge(crate::job_search::routes())
+        .merge(crate::pipeline_routes::routes())
         .merge(crate::outputs::routes())
         .merge(crate::sse::routes())
         .merge(crate::webhook_routes::routes())

@@ -177,13 +177,15 @@ impl Scheduler {
         );
         hub.start(&queue, cfg.events.clone());
         let webhooks = start_webhooks(&queue, &cfg, metrics.clone(), audit.clone(), &shutdown).await?;
+        let admission = Admission::new(cfg.clone(), queue.clone(), loads.clone());
         let state = AppState {
             events: Some(hub),
             webhooks: Some(webhooks),
             eraser,
             outputs,
             keys: Arc::new(ApiKeys::from_config(&cfg)),
-            admission: Admission::new(cfg.clone(), queue.clone(), loads.clone()),
+            admission: admission.clone(),
+            pipelines: crate::pipelines::Pipelines::new(cfg.clone(), queue.clone(), admission),
             loads,
             metrics,
             hashlists: gantry_safety::HashListStore::new(queue.connection()),

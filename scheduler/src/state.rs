@@ -19,6 +19,8 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     /// Admission.
     pub admission: Admission,
+    /// Pipelines (admitted through `admission`).
+    pub pipelines: crate::pipelines::Pipelines,
     /// Pool loads (placement and the autoscaling signals).
     pub loads: crate::placement::PoolLoads,
     /// Metrics.

@@ -29,6 +29,7 @@ mod metrics;
 mod openapi_fuzz;
 mod output_scan;
 mod outputs;
+mod pipelines;
 mod placement;
 mod redaction;
 mod references;

@@ -58,12 +58,19 @@ pub struct Admission {
     loads: PoolLoads,
 }
 
-struct Planned {
-    id: JobId,
-    job: NewJob,
-    pool: String,
-    price: i64,
+/// A job admission has checked, priced and placed, not yet queued.
+pub(crate) struct Planned {
+    /// The id its reservation is made under.
+    pub(crate) id: JobId,
+    /// The job.
+    pub(crate) job: NewJob,
+    /// Its pool.
+    pub(crate) pool: String,
+    /// Credits reserved for it.
+    pub(crate) price: i64,
     rule: pricing::PriceRule,
+    /// Its place in a pipeline.
+    pub(crate) step: Option<gantry_queue::StepLink>,
 }
 
 impl Admission {
@@ -102,44 +109,65 @@ impl Admission {
     ) -> Result<Vec<Admitted>, ApiError> {
         let tenant_cfg = self.cfg.tenants.get(&caller.tenant).ok_or(ApiError::Unauthenticated)?;
         let mut planned = Vec::with_capacity(bodies.len());
+        let n = bodies.len();
         for (i, body) in bodies.into_iter().enumerate() {
-            let at = |m: String| {
-                if i == 0 && planned.is_empty() {
-                    m.clone()
-                } else {
-                    format!("jobs[{i}]: {m}")
-                }
-            };
-            let mut job = self.parse(caller, body, idempotency_key).map_err(|e| match e {
-                ApiError::InvalidRequest(m) => ApiError::InvalidRequest(at(m)),
-                other => other,
-            })?;
-            if let gantry_queue::Payload::Noop(n) = &job.body
-                && n.report_usage.is_some()
-                && !(tenant_cfg.operator || tenant_cfg.synthetic_usage)
-            {
-                return Err(ApiError::InvalidRequest(at(
-                    "payload.report_usage is for operators' drills: this tenant's configuration does not allow synthetic usage".into(),
-                )));
-            }
-            route_payload(&self.cfg, &mut job.body, &job.allowed_regions).map_err(|e| match e {
-                RouteError::UnknownModel { .. } => ApiError::UnknownModel(at(e.to_string())),
-                RouteError::NoAllowedProvider { .. } => ApiError::NoAllowedProvider(at(e.to_string())),
-            })?;
-            let rule = pricing::quote(&self.cfg, &job.body).map_err(|e| match e {
-                pricing::QuoteError::UnknownModel => ApiError::UnknownModel(at(e.to_string())),
-                pricing::QuoteError::Shape(_) => ApiError::InvalidRequest(at(e.to_string())),
-            })?;
-            let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
-                .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
-            planned.push(Planned {
-                id: JobId::new(),
-                job,
-                pool,
-                price: rule.estimate(),
-                rule,
-            });
+            let at = |m: String| if n == 1 { m } else { format!("jobs[{i}]: {m}") };
+            planned.push(self.plan(caller, tenant_cfg, body, idempotency_key, &at)?);
         }
+        self.reserve(caller, tenant_cfg, &planned).await?;
+        self.enqueue(&caller.tenant, tenant_cfg, planned).await
+    }
+
+    /// Plans one job: parses and validates it, routes it to an allowed provider, prices it and
+    /// picks its pool. `at` puts a refusal in context (`jobs[3]: …`, `step image: …`).
+    pub(crate) fn plan(
+        &self,
+        caller: &Caller,
+        tenant_cfg: &TenantConfig,
+        body: serde_json::Value,
+        idempotency_key: Option<&str>,
+        at: &dyn Fn(String) -> String,
+    ) -> Result<Planned, ApiError> {
+        let mut job = self.parse(caller, body, idempotency_key).map_err(|e| match e {
+            ApiError::InvalidRequest(m) => ApiError::InvalidRequest(at(m)),
+            other => other,
+        })?;
+        if let gantry_queue::Payload::Noop(n) = &job.body
+            && n.report_usage.is_some()
+            && !(tenant_cfg.operator || tenant_cfg.synthetic_usage)
+        {
+            return Err(ApiError::InvalidRequest(at(
+                "payload.report_usage is for operators' drills: this tenant's configuration does not allow synthetic usage".into(),
+            )));
+        }
+        route_payload(&self.cfg, &mut job.body, &job.allowed_regions).map_err(|e| match e {
+            RouteError::UnknownModel { .. } => ApiError::UnknownModel(at(e.to_string())),
+            RouteError::NoAllowedProvider { .. } => ApiError::NoAllowedProvider(at(e.to_string())),
+        })?;
+        let rule = pricing::quote(&self.cfg, &job.body).map_err(|e| match e {
+            pricing::QuoteError::UnknownModel => ApiError::UnknownModel(at(e.to_string())),
+            pricing::QuoteError::Shape(_) => ApiError::InvalidRequest(at(e.to_string())),
+        })?;
+        let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
+            .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
+        Ok(Planned {
+            id: JobId::new(),
+            job,
+            pool,
+            price: rule.estimate(),
+            rule,
+            step: None,
+        })
+    }
+
+    /// The checks that admit planned jobs together: no user of theirs is blocked, the tenant's
+    /// rate allows them all, and their credits are reserved (all or none).
+    pub(crate) async fn reserve(
+        &self,
+        caller: &Caller,
+        tenant_cfg: &TenantConfig,
+        planned: &[Planned],
+    ) -> Result<(), ApiError> {
         let users: BTreeSet<&str> = planned.iter().map(|p| p.job.user.as_str()).collect();
         for user in users {
             let t = self.trust.status(&caller.tenant, user).await?;
@@ -159,12 +187,9 @@ impl Admission {
             .reserve(&caller.tenant, tenant_cfg.initial_credits, &reservations)
             .await?
         {
-            Reservation::Reserved { .. } => {}
-            Reservation::Insufficient { balance, needed } => {
-                return Err(ApiError::InsufficientCredits { balance, needed });
-            }
+            Reservation::Reserved { .. } => Ok(()),
+            Reservation::Insufficient { balance, needed } => Err(ApiError::InsufficientCredits { balance, needed }),
         }
-        self.enqueue(&caller.tenant, tenant_cfg, planned).await
     }
 
     fn parse(&self, caller: &Caller, body: serde_json::Value, idem: Option<&str>) -> Result<NewJob, ApiError> {
@@ -196,7 +221,9 @@ impl Admission {
         })
     }
 
-    async fn enqueue(
+    /// Enqueues planned (and reserved) jobs, one batch per pool; gives back the reservations of
+    /// jobs that were not queued or were duplicates.
+    pub(crate) async fn enqueue(
         &self,
         tenant: &str,
         tenant_cfg: &TenantConfig,
@@ -223,7 +250,7 @@ impl Admission {
                 })
                 .map_err(|_| ApiError::Internal)?,
                 traceparent: None,
-                step: None,
+                step: p.step,
             };
             by_pool.entry(p.pool).or_default().push((p.id, p.job, acct));
         }

@@ -1,0 +1,350 @@
+//! Pipelines with real processes: a scheduler, a CPU worker and a (fake-)GPU worker, on a
+//! standalone redis-server and on a 3-master Cluster (where the two pools are different hash
+//! tags, so every hand-off between them goes through the mover). A five-step DAG across both
+//! pools runs each step once, after its parents; a failing step skips its dependents and
+//! refunds them; an optional branch's failure does not fail the pipeline; a cancel stops every
+//! step; a malformed pipeline is refused naming the step and the field.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::*;
+use gantry_testkit::{RedisCluster, RedisServer};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+require_data_keys = false
+[plans.big]
+jobs_per_second = 1000
+burst = 1000
+[tenants.studio]
+plan = "big"
+initial_credits = 100000
+api_keys = [{ sha256 = "KEY", scopes = ["jobs:write", "jobs:read"] }]
+[tenants.other]
+plan = "big"
+initial_credits = 100000
+api_keys = [{ sha256 = "OTHER", scopes = ["jobs:write", "jobs:read"] }]
+[prices]
+noop = 5
+[pools.cpu]
+kinds = ["noop", "upscale"]
+[pools.gpu]
+kinds = ["noop"]
+gpu_vram_gib = 80
+"#;
+
+struct Fleet {
+    sched: SchedulerProcess,
+    _workers: Vec<WorkerProcess>,
+    _logs: tempfile::TempDir,
+}
+
+fn fleet(url: &str) -> Fleet {
+    let cfg = CONFIG
+        .replace("KEY", &gantry_scheduler::auth::hash_key("key-studio"))
+        .replace("OTHER", &gantry_scheduler::auth::hash_key("key-other"));
+    let sched = SchedulerProcess::with_config(url, &cfg);
+    let logs = tempfile::tempdir().unwrap();
+    let workers = vec![
+        WorkerProcess::start_in(url, "cpu", "w-cpu", 4, 10.0, &["--gpus", "none"], logs.path()),
+        WorkerProcess::start_in(url, "gpu", "w-gpu", 4, 10.0, &["--gpus", "fake:1x80GiB"], logs.path()),
+    ];
+    Fleet {
+        sched,
+        _workers: workers,
+        _logs: logs,
+    }
+}
+
+fn call(f: &Fleet, method: &str, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {key}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, _, text) = http_request(&f.sched.addr, method, path, &headers, body.as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A no-op step; `gpu` places it in the GPU pool.
+fn step(name: &str, needs: &[&str], gpu: bool, payload: Value) -> Value {
+    let mut s =
+        json!({"name": name, "needs": needs, "user": "u-1", "kind": "noop", "payload": payload, "max_attempts": 1});
+    if gpu {
+        s["requirements"] = json!({"gpu": {"min_vram_bytes": 1u64 << 30}});
+    }
+    s
+}
+
+async fn wait_for(f: &Fleet, id: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    eventually(&format!("pipeline {want}"), Duration::from_secs(60), || {
+        let (_, p) = call(f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        let done = p["status"] == want;
+        last = p;
+        async move { done }
+    })
+    .await;
+    last
+}
+
+fn steps(p: &Value) -> std::collections::BTreeMap<String, Value> {
+    p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s.clone()))
+        .collect()
+}
+
+async fn five_steps_across_two_pools(url: &str) {
+    let f = fleet(url);
+    // a (cpu) -> b (gpu), c (cpu) -> d (gpu) -> e (cpu)
+    let body = json!({"steps": [
+        step("e", &["d"], false, json!({"sleep_ms": 50})),
+        step("a", &[], false, json!({"sleep_ms": 100})),
+        step("b", &["a"], true, json!({"sleep_ms": 100})),
+        step("c", &["a"], false, json!({"sleep_ms": 300})),
+        step("d", &["b", "c"], true, json!({"sleep_ms": 50})),
+    ]});
+    let (s, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["credits_reserved"], 25);
+    let order: Vec<&str> = created["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(order.first(), Some(&"a"), "parents first: {order:?}");
+    let pools: Vec<&str> = created["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pool"].as_str().unwrap())
+        .collect();
+    assert!(pools.contains(&"cpu") && pools.contains(&"gpu"), "{pools:?}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = wait_for(&f, &id, "succeeded").await;
+    let by_name = steps(&done);
+    // Each step ran once, and only after every step it needs had finished.
+    let times = |name: &str| {
+        let job = by_name[name]["job_id"].as_str().unwrap();
+        let (_, j) = call(&f, "GET", &format!("/v1/jobs/{job}"), "key-studio", &Value::Null);
+        assert_eq!(
+            (j["status"].as_str(), j["attempts"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{name}: {j}"
+        );
+        (
+            j["started_at_ms"].as_u64().unwrap(),
+            j["finished_at_ms"].as_u64().unwrap(),
+        )
+    };
+    for (child, parents) in [
+        ("b", vec!["a"]),
+        ("c", vec!["a"]),
+        ("d", vec!["b", "c"]),
+        ("e", vec!["d"]),
+    ] {
+        for parent in parents {
+            assert!(
+                times(child).0 >= times(parent).1,
+                "{child} started before {parent} finished"
+            );
+        }
+    }
+    // Credits: every step reserved 5 and, having succeeded, was charged 5.
+    eventually("credits settled", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        async move { p["credits"]["charged"] == 25 }
+    })
+    .await;
+    // Another tenant sees nothing of it.
+    let (s, _) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-other", &Value::Null);
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_step_pipeline_runs_across_two_pools() {
+    let redis = RedisServer::start().expect("redis");
+    five_steps_across_two_pools(&redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_step_pipeline_runs_across_two_pools_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("cluster");
+    five_steps_across_two_pools(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_skip_dependents_optional_branches_do_not_fail_and_cancel_stops_all() {
+    let redis = RedisServer::start().expect("redis");
+    let f = fleet(&redis.url());
+    let fails = json!({"fail_attempts": 1, "fail_class": "permanent"});
+    // A required step fails: what needs it is skipped and refunded; the other branch runs.
+    let body = json!({"steps": [
+        step("a", &[], false, json!({})),
+        step("bad", &["a"], true, fails.clone()),
+        step("after", &["bad"], false, json!({})),
+        step("side", &["a"], false, json!({})),
+    ]});
+    let (s, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let failed = wait_for(&f, &id, "failed").await;
+    assert_eq!(steps(&failed)["bad"]["status"], "dead");
+    // (the skip reaches the other pool through the mover)
+    eventually("its dependent skipped", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        let after = steps(&p)["after"].clone();
+        async move {
+            after["status"] == "cancelled"
+                && after["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("step bad"))
+        }
+    })
+    .await;
+    eventually("side branch done", Duration::from_secs(20), || {
+        let (_, p) = call(
+            &f,
+            "GET",
+            &format!("/v1/pipelines/{}", created["id"].as_str().unwrap()),
+            "key-studio",
+            &Value::Null,
+        );
+        async move {
+            steps(&p)["side"]["status"] == "succeeded"
+                && p["credits"]["refunded"] == 10
+                && p["credits"]["charged"] == 10
+        }
+    })
+    .await;
+    // An optional step fails: its own dependent is skipped, the pipeline still succeeds.
+    let body = json!({"steps": [
+        step("a", &[], false, json!({})),
+        {"name": "extra", "needs": ["a"], "continue_on_failure": true, "user": "u-1", "kind": "noop", "payload": fails, "max_attempts": 1},
+        step("extra-after", &["extra"], false, json!({})),
+        step("main", &["a"], true, json!({})),
+    ]});
+    let (_, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    let ok = wait_for(&f, created["id"].as_str().unwrap(), "succeeded").await;
+    let by = steps(&ok);
+    // (succeeded means every step has ended: the skip has arrived)
+    assert_eq!(
+        (by["extra"]["status"].as_str(), by["extra-after"]["status"].as_str()),
+        (Some("dead"), Some("cancelled"))
+    );
+    assert_eq!(by["main"]["status"], "succeeded");
+    // A cancel stops the running root and everything waiting for it.
+    let body = json!({"steps": [
+        step("slow", &[], false, json!({"sleep_ms": 60000})),
+        step("next", &["slow"], true, json!({})),
+        step("last", &["next"], false, json!({})),
+    ]});
+    let (_, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually("the root runs", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        async move { steps(&p)["slow"]["status"] == "running" }
+    })
+    .await;
+    let (s, c) = call(
+        &f,
+        "POST",
+        &format!("/v1/pipelines/{id}:cancel"),
+        "key-studio",
+        &Value::Null,
+    );
+    // The root and its waiting child are told; the last step is either told too or already
+    // skipped by its parent's cancellation (through the mover: the pools differ).
+    assert_eq!(s, 202, "{c}");
+    assert!((2..=3).contains(&c["steps_cancelled"].as_u64().unwrap_or(0)), "{c}");
+    let cancelled = wait_for(&f, &id, "cancelled").await;
+    eventually("every step ended cancelled", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        async move { steps(&p).values().all(|s| s["status"] == "cancelled") }
+    })
+    .await;
+    assert_eq!(cancelled["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_pipeline_is_refused_naming_the_step_and_field() {
+    let redis = RedisServer::start().expect("redis");
+    let cfg = CONFIG
+        .replace("KEY", &gantry_scheduler::auth::hash_key("key-studio"))
+        .replace("OTHER", &gantry_scheduler::auth::hash_key("key-other"));
+    let sched = SchedulerProcess::with_config(&redis.url(), &cfg);
+    let f = Fleet {
+        sched,
+        _workers: Vec::new(),
+        _logs: tempfile::tempdir().unwrap(),
+    };
+    for (body, step_name, field) in [
+        (
+            json!({"steps": [step("a", &["b"], false, json!({})), step("b", &["a"], false, json!({}))]}),
+            Some("a"),
+            "needs",
+        ),
+        (
+            json!({"steps": [step("a", &[], false, json!({})), step("b", &["nope"], false, json!({}))]}),
+            Some("b"),
+            "needs",
+        ),
+        (json!({"steps": []}), None, "steps"),
+        (
+            json!({"steps": [step("a", &[], false, json!({})), {"name": "b", "needs": ["a"], "user": "u", "kind": "upscale", "payload": {"input": "${steps.a.output}", "scale": 2}}]}),
+            Some("b"),
+            "payload.input",
+        ),
+    ] {
+        let (s, e) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+        assert_eq!((s, e["code"].as_str()), (400, Some("invalid_pipeline")), "{e}");
+        assert_eq!(
+            (e["step"].as_str(), e["field"].as_str()),
+            (step_name, Some(field)),
+            "{e}"
+        );
+    }
+    // A step's own job request is checked as POST /v1/jobs would, in the step's name.
+    let bad_job = json!({"steps": [{"name": "a", "user": "u", "kind": "paint", "payload": {}}]});
+    let (s, e) = call(&f, "POST", "/v1/pipelines", "key-studio", &bad_job);
+    assert_eq!(s, 400, "{e}");
+    assert!(e["detail"].as_str().unwrap().starts_with("step a: "), "{e}");
+    // Nothing was stored or reserved for any of them.
+    let (_, page) = call(&f, "GET", "/v1/jobs", "key-studio", &Value::Null);
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(0), "{page}");
+    // An idempotency key returns the first pipeline.
+    let once = json!({"steps": [step("a", &[], false, json!({}))]});
+    let headers_call = |key: &str| {
+        let auth = "Bearer key-studio".to_owned();
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Authorization", auth.as_str()),
+            ("Idempotency-Key", key),
+        ];
+        let (status, _, text) = http_request(
+            &f.sched.addr,
+            "POST",
+            "/v1/pipelines",
+            &headers,
+            once.to_string().as_bytes(),
+        );
+        (status, serde_json::from_str::<Value>(&text).unwrap())
+    };
+    let (s1, first) = headers_call("order-1");
+    let (s2, again) = headers_call("order-1");
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(
+        (again["id"].clone(), again["duplicate"].clone()),
+        (first["id"].clone(), json!(true))
+    );
+}
