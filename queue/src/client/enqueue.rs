@@ -134,6 +134,13 @@ struct Prepared {
 const MAX_VRAM_BYTES: u64 = 1 << 40;
 
 impl QueueClient {
+    /// Checks `job` as enqueueing it in `pool` would, storing nothing: for callers that must
+    /// know every job of a group is acceptable before they store any (a pipeline's steps).
+    pub fn check(&self, pool: &Pool, job: &NewJob) -> Result<(), QueueError> {
+        self.validate(pool, JobId::new(), job.clone(), &Accounting::default())
+            .map(|_| ())
+    }
+
     fn validate(&self, pool: &Pool, id: JobId, job: NewJob, acct: &Accounting) -> Result<Prepared, QueueError> {
         let scan_outputs = acct.scan_outputs;
         check_text("tenant", &job.tenant, 128)?;
@@ -332,10 +339,10 @@ impl QueueClient {
 }
 
 pub(super) fn check_text(field: &'static str, v: &str, max: usize) -> Result<(), ValidationError> {
-    if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {
+    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
         return Err(ValidationError::InvalidField {
             field,
-            reason: format!("must be 1..={max} bytes without control characters"),
+            reason: format!("must be 1..={max} characters, none of them a control character"),
         });
     }
     Ok(())

@@ -160,6 +160,16 @@ impl Admission {
         })
     }
 
+    /// Refuses now what the queue would refuse when `p` is enqueued: for groups whose jobs are
+    /// stored in several calls (a pipeline's steps), where nothing may be stored unless all can.
+    pub(crate) fn check(&self, p: &Planned, at: &dyn Fn(String) -> String) -> Result<(), ApiError> {
+        let pool = Pool::new(&p.pool).map_err(|e| ApiError::InvalidRequest(at(e.to_string())))?;
+        self.queue.check(&pool, &p.job).map_err(|e| match ApiError::from(e) {
+            ApiError::InvalidRequest(m) => ApiError::InvalidRequest(at(m)),
+            other => other,
+        })
+    }
+
     /// The checks that admit planned jobs together: no user of theirs is blocked, the tenant's
     /// rate allows them all, and their credits are reserved (all or none).
     pub(crate) async fn reserve(

@@ -259,7 +259,9 @@ impl Pipelines {
         for s in &spec.steps {
             let name = s.name.clone();
             let at = move |m: String| format!("step {name}: {m}");
-            planned.push(self.admission.plan(caller, tenant_cfg, s.job.clone(), None, &at)?);
+            let p = self.admission.plan(caller, tenant_cfg, s.job.clone(), None, &at)?;
+            self.admission.check(&p, &at)?;
+            planned.push(p);
         }
         let bodies: BTreeMap<String, (Payload, bool)> = spec
             .steps
