@@ -21,11 +21,13 @@
 
 mod events;
 mod jobs;
+mod pipelines;
 
 use std::time::Duration;
 
 pub use events::{EventStream, ServerEvent, Webhook, take_events as take_sse_events};
 pub use jobs::{JobFilter, JobList, Jobs};
+pub use pipelines::{CreatedStep, Pipeline, PipelineCreated, PipelineCredits, PipelineStep};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 

@@ -131,6 +131,11 @@ async fn five_steps_across_two_pools(url: &str) {
         .collect();
     assert!(pools.contains(&"cpu") && pools.contains(&"gpu"), "{pools:?}");
     let id = created["id"].as_str().unwrap().to_owned();
+    // The Rust client follows it over SSE to its end.
+    let client = gantry_client::Client::new(&format!("http://{}", f.sched.addr), "key-studio").unwrap();
+    let waited = client.wait_pipeline(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(waited.status, "succeeded", "{waited:?}");
+    assert!(waited.steps.iter().all(|s| s.status == "succeeded" && s.attempts == 1));
     let done = wait_for(&f, &id, "succeeded").await;
     let by_name = steps(&done);
     // Each step ran once, and only after every step it needs had finished.
