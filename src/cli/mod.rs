@@ -21,6 +21,7 @@ mod keys;
 mod media;
 #[cfg(feature = "dev-tools")]
 mod mock_providers;
+mod pipelines;
 mod queues;
 mod redis_cost;
 mod retention;
@@ -89,6 +90,9 @@ enum Command {
     /// Enqueue, show and cancel jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Pipelines: show one (every step's status, progress and credits), cancel one.
+    #[command(subcommand)]
+    Pipelines(pipelines::PipelinesCommand),
     /// Queue depths, in-flight counts and ages.
     #[command(subcommand)]
     Queues(queues::QueuesCommand),
@@ -248,6 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(a) => worker::run(*a).await,
         Command::Workers(c) => workers::run(c).await,
         Command::Jobs(c) => jobs::run(c).await,
+        Command::Pipelines(c) => pipelines::run(c).await,
         Command::Queues(c) => queues::run(c).await,
         Command::Dlq(c) => dlq::run(c).await,
         Command::Gpus(a) => gpus::run(a).await,

@@ -171,6 +171,19 @@ async fn five_steps_across_two_pools(url: &str) {
         async move { p["credits"]["charged"] == 25 }
     })
     .await;
+    // The CLI shows the same, straight from Redis.
+    let o = gantry(url, &["pipelines", "show", &id]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("pipeline:  {id}  succeeded")), "{out}");
+    for name in ["a", "b", "c", "d", "e"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains("succeeded")),
+            "{out}"
+        );
+    }
+    let o = gantry(url, &["pipelines", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(o.status.code(), Some(2), "an unknown pipeline is refused");
     // Another tenant sees nothing of it.
     let (s, _) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-other", &Value::Null);
     assert_eq!(s, 404);

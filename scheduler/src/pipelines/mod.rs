@@ -135,6 +135,15 @@ pub struct Pipelines {
     cfg: Arc<SchedulerConfig>,
     queue: QueueClient,
     admission: Admission,
+    store: PipelineStore,
+}
+
+/// Stored pipelines: reading one (with its steps' states and credits) and cancelling one;
+/// what the API and the CLI share.
+#[derive(Clone, Debug)]
+pub struct PipelineStore {
+    queue: QueueClient,
+    credits: crate::admission::credits::CreditLedger,
 }
 
 /// The record's fields.
@@ -168,7 +177,22 @@ impl From<PipelineError> for ApiError {
 impl Pipelines {
     /// Pipelines over `queue`, admitted by `admission`.
     pub fn new(cfg: Arc<SchedulerConfig>, queue: QueueClient, admission: Admission) -> Self {
-        Self { cfg, queue, admission }
+        Self {
+            store: PipelineStore::new(queue.clone()),
+            cfg,
+            queue,
+            admission,
+        }
+    }
+
+    /// A pipeline and every step's state; `tenant` (absent: an operator) must own it.
+    pub async fn get(&self, tenant: Option<&str>, id: &str) -> Result<PipelineView, ApiError> {
+        self.store.get(tenant, id).await
+    }
+
+    /// Cancels a pipeline: every step that has not ended. Returns how many steps were told.
+    pub async fn cancel(&self, tenant: Option<&str>, id: &str) -> Result<usize, ApiError> {
+        self.store.cancel(tenant, id).await
     }
 
     /// Admits and stores a pipeline for `caller` (see the module docs). With an idempotency
@@ -203,7 +227,7 @@ impl Pipelines {
                     .map_err(QueueError::from)?;
                 return match first.filter(|f| !f.is_empty()) {
                     Some(id) => {
-                        let view = self.get(Some(&caller.tenant), &id).await?;
+                        let view = self.store.get(Some(&caller.tenant), &id).await?;
                         Ok(Created {
                             id,
                             duplicate: true,
@@ -340,11 +364,11 @@ impl Pipelines {
             }
         }
         if !stored_ok {
-            self.cancel_steps(&stored).await;
-            self.set_state(&record, "cancelled").await?;
+            self.store.cancel_steps(&stored).await;
+            self.store.set_state(&record, "cancelled").await?;
             return Err(ApiError::Unavailable);
         }
-        self.set_state(&record, "created").await?;
+        self.store.set_state(&record, "created").await?;
         tracing::info!(pipeline = %pipeline_id, steps = created.len(), "pipeline admitted");
         Ok(Created {
             id: pipeline_id,
@@ -398,6 +422,16 @@ impl Pipelines {
             .await
             .map_err(QueueError::from)?;
         Ok(())
+    }
+}
+
+impl PipelineStore {
+    /// Stored pipelines in `queue`'s Redis.
+    pub fn new(queue: QueueClient) -> Self {
+        Self {
+            credits: crate::admission::credits::CreditLedger::new(queue.connection()),
+            queue,
+        }
     }
 
     async fn set_state(&self, key: &str, state: &str) -> Result<(), ApiError> {
@@ -478,7 +512,7 @@ impl Pipelines {
                 },
                 Err(_) => None,
             };
-            let entry = self.admission.credits.entry(&owner, s.job_id).await?;
+            let entry = self.credits.entry(&owner, s.job_id).await?;
             if let Some(e) = &entry {
                 credits.reserved += e.reserved;
                 credits.charged += e.charged;
