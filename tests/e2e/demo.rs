@@ -146,6 +146,21 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     assert_eq!(row("studio-42", "cancelled"), 3, "{r:#}");
     assert_eq!(row("videos-7", "succeeded"), 105, "{r:#}");
     assert_eq!(r["post_processing"]["transcoded"], 2, "{r:#}");
+    // The two flows submitted as one pipeline each ran every step, and settled exactly.
+    let pipelines = r["post_processing"]["pipelines"].as_array().unwrap();
+    assert_eq!(pipelines.len(), 2, "{r:#}");
+    for p in pipelines {
+        assert_eq!(p["status"], "succeeded", "{p:#}");
+        assert!(
+            p["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s.as_str().unwrap().ends_with("=succeeded")),
+            "{p:#}"
+        );
+        assert_eq!(p["credits_balanced"], true, "reserved = charged + refunded: {p:#}");
+    }
     assert!(
         r["dead_letter_example"]["error"]
             .as_str()

@@ -89,14 +89,16 @@ pub struct PipelineView {
     pub credits: CreditTotals,
 }
 
-/// Credits over a pipeline's steps.
+/// Credits over a pipeline's steps. Once every step has settled, reserved = charged +
+/// refunded.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct CreditTotals {
     /// Reserved at admission.
     pub reserved: i64,
     /// Charged at settlement (so far).
     pub charged: i64,
-    /// Refunded (so far).
+    /// Given back at settlement (so far): a refunded step's whole reservation, a charged
+    /// step's reservation less its charge.
     pub refunded: i64,
 }
 
@@ -516,8 +518,9 @@ impl PipelineStore {
             if let Some(e) = &entry {
                 credits.reserved += e.reserved;
                 credits.charged += e.charged;
-                if e.state == "refunded" {
-                    credits.refunded += e.reserved;
+                // Settled: what was not charged went back (all of it, for a refund).
+                if e.state != "reserved" {
+                    credits.refunded += e.reserved - e.charged;
                 }
             }
             views.push(StepView {

@@ -115,7 +115,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let (mut s_studio, mut s_video) = submit(&stack, &a, started).await?;
     let total = s_studio.ids.len() + s_video.ids.len();
     let killed = watch(&mut stack, total, started).await?;
-    let post = chain(&stack, &mut s_studio, &mut s_video).await?;
+    let mut post = chain(&stack, &mut s_studio, &mut s_video).await?;
+    post.pipelines = pipelines(&stack, &mut s_studio, &mut s_video).await?;
     let wall = started.elapsed();
     let (v_studio, v_video) = settle(&stack, &s_studio, &s_video).await?;
     let report = report(
@@ -494,6 +495,79 @@ async fn chain(s: &Stack, s_studio: &mut Submissions, s_video: &mut Submissions)
     Ok(post)
 }
 
+/// Phase 4b: the platform's real flows, each in one request: a studio's generate → upscale →
+/// scan, and a video generated, transcoded for the web and both renditions scanned. Followed
+/// over the event stream to their ends (no polling); their steps join the tenants' jobs.
+async fn pipelines(
+    s: &Stack,
+    s_studio: &mut Submissions,
+    s_video: &mut Submissions,
+) -> anyhow::Result<Vec<report::PipelineRun>> {
+    let studio = json!({"steps": [
+        {"name": "image", "user": "user-0030", "kind": "generate", "allowed_regions": ["US"],
+         "payload": {"provider": "openai", "model": "gpt-image-1", "prompt": "a paper boat on a pond"}},
+        {"name": "big", "needs": ["image"], "user": "user-0030", "kind": "upscale",
+         "payload": {"input": "${steps.image.output}", "scale": 2, "format": "webp"}},
+        {"name": "scan", "needs": ["big"], "user": "user-0030", "kind": "csam_hash",
+         "payload": {"input": "${steps.big.output}", "lists": [HASH_LIST]}},
+    ]});
+    let video = json!({"steps": [
+        {"name": "clip", "user": "viewer-9", "kind": "generate", "allowed_regions": ["US"],
+         "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "waves on a pier", "duration_secs": 4}},
+        {"name": "web", "needs": ["clip"], "user": "viewer-9", "kind": "transcode",
+         "payload": {"input": "${steps.clip.output}", "max_height": 240, "preset": "veryfast", "previews": true}},
+        {"name": "scan-video", "needs": ["web"], "user": "viewer-9", "kind": "csam_hash",
+         "payload": {"input": "${steps.web.output}"}},
+        {"name": "scan-poster", "needs": ["web"], "user": "viewer-9", "kind": "csam_hash",
+         "payload": {"input": "${steps.web.outputs.poster}"}},
+    ]});
+    let mut runs = Vec::new();
+    for (client, tenant, subs, body, what) in [
+        (
+            &s.studio,
+            "studio-42",
+            &mut *s_studio,
+            studio,
+            "generate -> upscale -> scan",
+        ),
+        (
+            &s.video_retrying,
+            "videos-7",
+            &mut *s_video,
+            video,
+            "generate video -> transcode -> scan video and poster",
+        ),
+    ] {
+        let created = client.pipeline(&body).await?;
+        subs.reserved += created.credits_reserved;
+        subs.ids.extend(created.steps.iter().map(|st| st.job_id.clone()));
+        let began = Instant::now();
+        let done = client.wait_pipeline(&created.id, Duration::from_secs(180)).await?;
+        say!(
+            "  pipeline {} ({what}): {} in {} steps, {:.1} s from submit to done, followed over SSE",
+            created.id,
+            done.status,
+            done.steps.len(),
+            began.elapsed().as_secs_f64()
+        );
+        runs.push(report::PipelineRun {
+            tenant: tenant.to_owned(),
+            credits_balanced: false,
+            id: created.id,
+            flow: what.to_owned(),
+            status: done.status,
+            steps: done
+                .steps
+                .iter()
+                .map(|st| format!("{}={}", st.name, st.status))
+                .collect(),
+            ms: began.elapsed().as_millis() as u64,
+            credits: done.credits,
+        });
+    }
+    Ok(runs)
+}
+
 /// Phase 5: the settler charges finished jobs from the credit stream; wait (up to 30 s) until
 /// no finished job's credits are still only reserved.
 async fn settle(
@@ -535,6 +609,12 @@ async fn report(
     r.refused = report::refusals([("studio-42", s_studio), ("videos-7", s_video)]);
     r.worker_killed = killed;
     r.post_processing = post;
+    // The pipelines' credits once settled: every step's reservation charged or given back.
+    for run in &mut r.post_processing.pipelines {
+        let client = if run.tenant == "studio-42" { &s.studio } else { &s.video };
+        run.credits = client.get_pipeline(&run.id).await?.credits;
+        run.credits_balanced = run.credits.reserved == run.credits.charged + run.credits.refunded;
+    }
     r.idempotent_duplicates = s_studio.duplicates + s_video.duplicates;
     let all: Vec<&JobView> = v_studio.iter().chain(v_video).collect();
     r.leases_recovered = report::recovered_leases(&s.url, &s.keyring, &all).await?;

@@ -131,6 +131,26 @@ pub(super) struct PostProcessing {
     pub download: Option<Download>,
     /// The upscale jobs, followed over the event stream.
     pub followed_over_sse: Option<SseFollow>,
+    /// Whole flows submitted as one pipeline each.
+    pub pipelines: Vec<PipelineRun>,
+}
+
+/// One pipeline the demo ran.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct PipelineRun {
+    pub id: String,
+    pub tenant: String,
+    /// What it does.
+    pub flow: String,
+    pub status: String,
+    /// `name=status` per step, parents first.
+    pub steps: Vec<String>,
+    /// From submit to done, followed over SSE.
+    pub ms: u64,
+    /// Its credits (re-read once settled, for the summary).
+    pub credits: gantry_client::PipelineCredits,
+    /// reserved = charged + refunded, once settled.
+    pub credits_balanced: bool,
 }
 
 /// Jobs followed over `GET /v1/events` until each finished.
@@ -443,6 +463,21 @@ pub(super) fn print(r: &DemoReport) {
         fmt_ms(l.max)
     );
     say!("  throughput: {:.0} jobs/s", r.throughput_jobs_per_s);
+    for p in &r.post_processing.pipelines {
+        say!(
+            "  pipeline {} ({}, {}): {} [{}] in {}; credits {} reserved = {} charged + {} refunded{}",
+            p.id,
+            p.tenant,
+            p.flow,
+            p.status,
+            p.steps.join(" "),
+            fmt_ms(p.ms),
+            p.credits.reserved,
+            p.credits.charged,
+            p.credits.refunded,
+            if p.credits_balanced { "" } else { " (NOT BALANCED)" }
+        );
+    }
     if let Some(d) = &r.dead_letter_example {
         say!(
             "  dead letter example: {} ({}, {} attempt(s)); replay: POST /v1/admin/dead-letters:replay {{\"id\": \"{}\"}} or `gantry dlq replay {}`",
