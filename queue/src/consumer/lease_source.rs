@@ -87,6 +87,11 @@ impl std::fmt::Debug for LeaseSource {
     }
 }
 
+/// A blocking wait for a push on its own connection, which it gives back when it ends.
+type WaitForWork = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (crate::conn::RedisConn, Result<bool, QueueError>)> + Send>,
+>;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -183,6 +188,11 @@ impl LeaseSource {
             .collect();
 
         let mut blocking = None;
+        // The blocking wait for a push, kept across the loop when something else (capacity
+        // freed) ends a round first: a BLPOP abandoned mid-flight would still pop the next wake
+        // token on the server, and the one after it on the same connection would wait its full
+        // timeout for a token that was already taken.
+        let mut pending: Option<WaitForWork> = None;
         let mut backoff = Backoff::default();
         'claim: loop {
             // Wait for a free slot, then take every other free slot, up to the batch size.
@@ -291,24 +301,37 @@ impl LeaseSource {
                 }
                 continue;
             }
-            if blocking.is_none() {
-                match client.blocking_connection(cfg.idle_wait).await {
-                    Ok(c) => blocking = Some(c),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "blocking connection failed");
-                        tokio::select! { _ = tokio::time::sleep(backoff.next_delay()) => continue, _ = shutdown.cancelled() => break 'claim }
-                    }
-                }
-            }
-            if let Some(conn) = blocking.as_mut() {
-                tokio::select! {
-                    r = client.wait_for_work(conn, &cfg.pool, &cfg.kinds, wait) => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "wait for work failed; reconnecting");
-                            blocking = None;
-                            tokio::time::sleep(backoff.next_delay()).await;
+            if pending.is_none() {
+                if blocking.is_none() {
+                    match client.blocking_connection(cfg.idle_wait).await {
+                        Ok(c) => blocking = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "blocking connection failed");
+                            tokio::select! { _ = tokio::time::sleep(backoff.next_delay()) => continue, _ = shutdown.cancelled() => break 'claim }
                         }
                     }
+                }
+                if let Some(mut conn) = blocking.take() {
+                    let (client, pool, kinds) = (client.clone(), cfg.pool.clone(), cfg.kinds.clone());
+                    pending = Some(Box::pin(async move {
+                        let r = client.wait_for_work(&mut conn, &pool, &kinds, wait).await;
+                        (conn, r)
+                    }));
+                }
+            }
+            if let Some(wait_for_work) = pending.as_mut() {
+                tokio::select! {
+                    (conn, r) = wait_for_work => {
+                        pending = None;
+                        match r {
+                            Ok(_) => blocking = Some(conn),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "wait for work failed; reconnecting");
+                                tokio::time::sleep(backoff.next_delay()).await;
+                            }
+                        }
+                    }
+                    // (the wait stays pending for the next round)
                     _ = shared.freed.notified() => {}
                     _ = shutdown.cancelled() => break 'claim,
                 }
