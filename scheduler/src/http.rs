@@ -7,6 +7,7 @@
 //! - **Connection limit**: at most [`HttpLimits::max_connections`] connections are served at
 //!   once; further ones wait in the kernel's accept backlog until one closes. HTTP/1 serves one
 //!   request at a time per connection, so this also bounds the requests in flight.
+//! - **No Nagle delay**: `TCP_NODELAY` on every connection, so streamed events leave at once.
 //! - **Graceful stop**: on shutdown, no new connections; open ones finish their request within
 //!   [`HttpLimits::drain`].
 
@@ -78,6 +79,11 @@ pub async fn serve(
                 }
             },
         };
+        // Small writes go out at once: an event on a Server-Sent Events stream must not wait
+        // for the client's delayed ACK of the one before (Nagle's algorithm: ~40 ms each).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
