@@ -155,6 +155,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// A 3-step pipeline of no-op jobs against the same three jobs chained by the client, both
+    /// through the API with one worker: first submit to last done, p50 and p99.
+    Pipeline {
+        /// Port of a redis-server on 127.0.0.1.
+        #[arg(long)]
+        redis_port: u16,
+        /// Rounds of each (interleaved).
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// Admission against raw enqueue: batches of 1,000 through `POST /v1/jobs:batch` of an
     /// in-process scheduler vs `enqueue_batch`, interleaved; then single `POST /v1/jobs`
     /// open-loop at RATE per second with latency percentiles.
@@ -235,6 +245,9 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             secs,
         } => {
             return super::bench_events::events_bench(redis_port, clients, rate, secs).await;
+        }
+        BenchCommand::Pipeline { redis_port, rounds } => {
+            return super::bench_pipeline::pipeline_bench(redis_port, rounds).await;
         }
         BenchCommand::Search {
             redis_port,

@@ -5,6 +5,7 @@ mod bench_events;
 #[cfg(feature = "dev-tools")]
 mod bench_generate;
 mod bench_pdq;
+mod bench_pipeline;
 mod bench_resize;
 mod bench_scheduler;
 mod bench_search;
