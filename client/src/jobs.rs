@@ -17,6 +17,8 @@ pub struct JobFilter {
     pub user: Option<String>,
     /// Only this tenant's (operators' searches only).
     pub tenant: Option<String>,
+    /// Only this pipeline's steps.
+    pub pipeline: Option<String>,
     /// Created at or after (Unix ms).
     pub created_after_ms: Option<u64>,
     /// Created before (Unix ms).
@@ -36,6 +38,7 @@ impl JobFilter {
             }
         };
         put("tenant", self.tenant.clone());
+        put("pipeline", self.pipeline.clone());
         put("status", self.status.clone());
         put("kind", self.kind.clone());
         put("user", self.user.clone());

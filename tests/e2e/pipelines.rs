@@ -171,6 +171,35 @@ async fn five_steps_across_two_pools(url: &str) {
         async move { p["credits"]["charged"] == 25 }
     })
     .await;
+    // Job search by pipeline: its five steps, newest first, a page at a time.
+    let (s, page) = call(
+        &f,
+        "GET",
+        &format!("/v1/jobs?pipeline={id}&limit=3"),
+        "key-studio",
+        &Value::Null,
+    );
+    assert_eq!((s, page["jobs"].as_array().unwrap().len()), (200, 3), "{page}");
+    let next = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, rest) = call(
+        &f,
+        "GET",
+        &format!("/v1/jobs?pipeline={id}&limit=3&cursor={next}"),
+        "key-studio",
+        &Value::Null,
+    );
+    assert_eq!(rest["jobs"].as_array().unwrap().len(), 2, "{rest}");
+    assert!(rest["next_cursor"].is_null());
+    let (_, none) = call(
+        &f,
+        "GET",
+        &format!("/v1/jobs?pipeline={id}&status=dead"),
+        "key-studio",
+        &Value::Null,
+    );
+    assert_eq!(none["jobs"].as_array().unwrap().len(), 0);
+    let (s, _) = call(&f, "GET", &format!("/v1/jobs?pipeline={id}"), "key-other", &Value::Null);
+    assert_eq!(s, 404, "another tenant's pipeline is not found");
     // The CLI shows the same, straight from Redis.
     let o = gantry(url, &["pipelines", "show", &id]);
     let out = String::from_utf8_lossy(&o.stdout);

@@ -134,6 +134,37 @@ pub struct JobSummary {
     pub progress: Option<crate::Progress>,
 }
 
+impl JobSummary {
+    /// A record as a search lists it (progress only while it runs).
+    pub fn of(r: &crate::JobRecord) -> Self {
+        Self {
+            id: r.spec.id,
+            kind: r.spec.kind(),
+            pool: r.spec.pool.clone(),
+            tenant: r.spec.tenant.clone(),
+            status: r.status,
+            priority: r.spec.priority,
+            attempts: r.attempts,
+            max_attempts: r.spec.max_attempts,
+            enqueued_at_ms: r.enqueued_at_ms,
+            started_at_ms: r.started_at_ms,
+            finished_at_ms: r.finished_at_ms,
+            error: r.error.clone(),
+            result: r.result.clone(),
+            progress: r.progress.filter(|_| r.status == JobStatus::Running),
+        }
+    }
+
+    /// Whether it passes `q`'s filters (its user is checked by the caller, who knows it).
+    pub fn matches(&self, q: &JobQuery) -> bool {
+        q.tenant.as_ref().is_none_or(|t| *t == self.tenant)
+            && q.kind.is_none_or(|k| k == self.kind)
+            && q.status.is_none_or(|s| s == self.status)
+            && q.created_after_ms.is_none_or(|a| self.enqueued_at_ms >= a)
+            && q.created_before_ms.is_none_or(|b| self.enqueued_at_ms < b)
+    }
+}
+
 /// A page of a search, newest first, and where the next one starts (`None`: none left).
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobPage {

@@ -88,9 +88,8 @@ impl std::fmt::Debug for LeaseSource {
 }
 
 /// A blocking wait for a push on its own connection, which it gives back when it ends.
-type WaitForWork = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (crate::conn::RedisConn, Result<bool, QueueError>)> + Send>,
->;
+type WaitForWork =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (crate::conn::RedisConn, Result<bool, QueueError>)> + Send>>;
 
 fn now_ms() -> u64 {
     SystemTime::now()

@@ -197,6 +197,11 @@ impl Pipelines {
         self.store.cancel(tenant, id).await
     }
 
+    /// The stored pipelines (reading, cancelling).
+    pub fn store(&self) -> &PipelineStore {
+        &self.store
+    }
+
     /// Admits and stores a pipeline for `caller` (see the module docs). With an idempotency
     /// key, a repeat returns the first pipeline.
     pub async fn create(
@@ -497,6 +502,11 @@ impl PipelineStore {
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or(ApiError::Internal)?;
         Ok((key, h, steps))
+    }
+
+    /// A pipeline's steps as stored; `tenant` (absent: an operator) must own it.
+    pub async fn steps(&self, tenant: Option<&str>, id: &str) -> Result<Vec<StoredStep>, ApiError> {
+        Ok(self.load(tenant, id).await?.2)
     }
 
     /// A pipeline and every step's state; `tenant` (absent: an operator) must own it.

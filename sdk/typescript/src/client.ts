@@ -115,6 +115,7 @@ export class Client {
     put("status", filter.status);
     put("kind", filter.kind);
     put("user", filter.user);
+    put("pipeline", filter.pipeline);
     put("created_after", filter.createdAfterMs);
     put("created_before", filter.createdBeforeMs);
     put("limit", filter.limit);

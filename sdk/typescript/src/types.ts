@@ -52,6 +52,8 @@ export interface JobFilter {
   kind?: string;
   /** Only this user's jobs (the user id they were submitted with). */
   user?: string;
+  /** Only this pipeline's steps. */
+  pipeline?: string;
   /** Created at or after (Unix ms). */
   createdAfterMs?: number;
   /** Created before (Unix ms). */

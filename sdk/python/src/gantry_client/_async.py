@@ -62,8 +62,8 @@ class AsyncClient:
     async def list_jobs(self, *, status: Optional[str] = None, kind: Optional[str] = None,
                         user: Optional[str] = None, created_after_ms: Optional[int] = None,
                         created_before_ms: Optional[int] = None, limit: Optional[int] = None,
-                        cursor: Optional[str] = None) -> JobPage:
-        call = core.list_jobs(status, kind, user, created_after_ms, created_before_ms, limit, cursor)
+                        cursor: Optional[str] = None, pipeline: Optional[str] = None) -> JobPage:
+        call = core.list_jobs(status, kind, user, created_after_ms, created_before_ms, limit, cursor, pipeline)
         return core.read_page((await self._send(call)).json())
 
     async def iter_jobs(self, **filters: Any) -> AsyncIterator[Job]:

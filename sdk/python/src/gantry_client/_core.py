@@ -84,9 +84,9 @@ def output(job_id: str, name: str) -> Call:
 
 def list_jobs(status: Optional[str], kind: Optional[str], user: Optional[str],
               created_after_ms: Optional[int], created_before_ms: Optional[int], limit: Optional[int],
-              cursor: Optional[str]) -> Call:
+              cursor: Optional[str], pipeline: Optional[str] = None) -> Call:
     """``GET /v1/jobs``: one page of the tenant's own jobs, newest first."""
-    given = {"status": status, "kind": kind, "user": user, "created_after": created_after_ms,
+    given = {"status": status, "kind": kind, "user": user, "pipeline": pipeline, "created_after": created_after_ms,
              "created_before": created_before_ms, "limit": limit, "cursor": cursor}
     params = {k: str(v) for k, v in given.items() if v is not None}
     return Call("GET", "/v1/jobs", params=params or None)

@@ -70,10 +70,10 @@ class Client:
     def list_jobs(self, *, status: Optional[str] = None, kind: Optional[str] = None,
                   user: Optional[str] = None, created_after_ms: Optional[int] = None,
                   created_before_ms: Optional[int] = None, limit: Optional[int] = None,
-                  cursor: Optional[str] = None) -> JobPage:
+                  cursor: Optional[str] = None, pipeline: Optional[str] = None) -> JobPage:
         """One page of the tenant's own jobs, newest first, filtered; pass a page's
         ``next_cursor`` as ``cursor`` (with the same filters) for the next."""
-        call = core.list_jobs(status, kind, user, created_after_ms, created_before_ms, limit, cursor)
+        call = core.list_jobs(status, kind, user, created_after_ms, created_before_ms, limit, cursor, pipeline)
         return core.read_page(self._send(call).json())
 
     def iter_jobs(self, **filters: Any) -> Iterator[Job]:
