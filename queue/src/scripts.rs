@@ -96,11 +96,12 @@ script!(PAUSE, "pause.lua", 3, Tail::None);
 script!(SEARCH, "search.lua", 12, Tail::None);
 script!(PROGRESS, "progress.lua", 0, Tail::Records(4));
 script!(HANDOFF, "handoff.lua", 0, Tail::Records(5));
+script!(PIPELINE, "pipeline.lua", 6, Tail::None);
 
 /// Every protocol script (the provider-slot semaphore in `slots.rs` keys its own zset and is
 /// checked there).
 #[cfg(test)]
-pub(crate) fn all() -> [&'static Contract; 16] {
+pub(crate) fn all() -> [&'static Contract; 17] {
     [
         &ENQUEUE,
         &CLAIM,
@@ -118,6 +119,7 @@ pub(crate) fn all() -> [&'static Contract; 16] {
         &SEARCH,
         &PROGRESS,
         &HANDOFF,
+        &PIPELINE,
     ]
 }
 

@@ -395,3 +395,47 @@ async fn a_malformed_pipeline_is_refused_naming_the_step_and_field() {
         (first["id"].clone(), json!(true))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_user_erases_their_pipelines() {
+    let redis = RedisServer::start().expect("redis");
+    let outputs = tempfile::tempdir().unwrap();
+    let cfg = format!("outputs = \"{}\"\n{CONFIG}", outputs.path().display())
+        .replace("KEY", &gantry_scheduler::auth::hash_key("key-studio"))
+        .replace("OTHER", &gantry_scheduler::auth::hash_key("key-other"));
+    let sched = SchedulerProcess::with_config(&redis.url(), &cfg);
+    let logs = tempfile::tempdir().unwrap();
+    let f = Fleet {
+        sched,
+        _workers: vec![WorkerProcess::start_in(
+            &redis.url(),
+            "cpu",
+            "w-cpu",
+            4,
+            10.0,
+            &["--gpus", "none"],
+            logs.path(),
+        )],
+        _logs: logs,
+    };
+    let body = json!({"steps": [step("a", &[], false, json!({})), step("b", &["a"], false, json!({}))]});
+    let (_, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_for(&f, &id, "succeeded").await;
+    let (s, receipt) = call(&f, "DELETE", "/v1/users/u-1/data", "key-studio", &Value::Null);
+    assert_eq!(s, 200, "{receipt}");
+    // The pipeline's record went with its steps' records.
+    let (s, _) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+    assert_eq!(s, 404);
+    let q = gantry_queue::QueueClient::connect(&redis.url(), gantry_queue::QueueConfig::default())
+        .await
+        .unwrap();
+    let pool = gantry_queue::Pool::new("cpu").unwrap();
+    let mut c = q.connection();
+    let left: bool = redis::cmd("EXISTS")
+        .arg(gantry_queue::QueueClient::pipeline_key(&pool, &id))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!left);
+}

@@ -9,6 +9,7 @@ mod erasure;
 pub mod handoff;
 mod jobs;
 mod lease;
+pub mod pipelines;
 mod progress;
 mod record;
 mod search;

@@ -1,5 +1,6 @@
 --[[
-  Erase one user's job records in this pool (GDPR/CCPA deletion), a bounded page at a time.
+  Erase one user's job records (and pipeline records) in this pool (GDPR/CCPA deletion), a
+  bounded page at a time.
   Waiting jobs are cancelled (their reserved credits refunded through the credit events) and
   deleted; running jobs are asked to stop (their worker learns at its next heartbeat) and left
   for a later call, once they have ended; finished and dead-lettered jobs are deleted with
@@ -36,7 +37,17 @@ local function erase_id(id)
   local jk = jkey(id)
   local r = redis.call('HMGET', jk, 'status', 'kind', 'prio', 'shape', 'ten', 'uk', 'spec')
   local status, kind = r[1], r[2]
-  if not kind then return 'gone' end
+  if not kind then
+    -- A pipeline's record is in its user's index too.
+    local pk = P .. 'pl:' .. id
+    local pr = redis.call('HMGET', pk, 'ten', 'uk')
+    if pr[1] == tenant and pr[2] == ukey then
+      redis.call('DEL', pk)
+      deleted = deleted + 1
+      return 'erased'
+    end
+    return 'gone'
+  end
   status = status or 'queued'
   -- The record is the user's when it names the user's key (the spec's user id is sealed);
   -- a record from before 'uk' existed is checked by its spec.

@@ -148,17 +148,10 @@ pub struct PipelineStore {
     credits: crate::admission::credits::CreditLedger,
 }
 
-/// The record's fields.
-mod field {
-    pub const TENANT: &str = "ten";
-    pub const USER_KEY: &str = "uk";
-    pub const CREATED: &str = "at";
-    pub const STATE: &str = "state";
-    pub const STEPS: &str = "steps";
-}
+use gantry_queue::client::pipelines::fields as field;
 
 fn record_key(pool: &Pool, id: &str) -> String {
-    format!("{}pl:{id}", pool.prefix())
+    QueueClient::pipeline_key(pool, id)
 }
 
 fn idempotency_key(tenant: &str, key: &str) -> String {
@@ -344,7 +337,8 @@ impl Pipelines {
         let home = Pool::new(&planned[0].pool)?;
         let user_key = gantry_queue::user_key(&caller.tenant, &planned[0].job.user);
         let record = record_key(&home, &pipeline_id);
-        self.write_record(&record, &caller.tenant, &user_key, &stored).await?;
+        self.write_record(&home, &pipeline_id, &caller.tenant, &user_key, &stored)
+            .await?;
         let created: Vec<CreatedStep> = stored
             .iter()
             .zip(&planned)
@@ -397,37 +391,14 @@ impl Pipelines {
 
     async fn write_record(
         &self,
-        key: &str,
+        pool: &Pool,
+        id: &str,
         tenant: &str,
         user_key: &str,
         steps: &[StoredStep],
     ) -> Result<(), ApiError> {
         let json = serde_json::to_string(steps).map_err(|_| ApiError::Internal)?;
-        let now = gantry_core::time::now_ms();
-        let ttl = self.queue.config().user_index_ttl().as_secs();
-        let mut c = self.queue.connection();
-        redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(key)
-            .arg(field::TENANT)
-            .arg(tenant)
-            .arg(field::USER_KEY)
-            .arg(user_key)
-            .arg(field::CREATED)
-            .arg(now)
-            .arg(field::STATE)
-            .arg("creating")
-            .arg(field::STEPS)
-            .arg(json)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(key)
-            .arg(ttl)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(QueueError::from)?;
+        self.queue.store_pipeline(pool, id, tenant, user_key, &json).await?;
         Ok(())
     }
 }
