@@ -77,6 +77,13 @@ impl Handler for HandOffMover {
                 Err(err) => failed = Some(err),
             }
         }
+        // The crash tests' fault point (debug builds only): die between applying and acking,
+        // the worst moment, so a takeover must apply the same entries again.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("GANTRY_TEST_ABORT_AFTER_HANDOFF").is_some() && !by_pool.is_empty() {
+            tracing::error!("GANTRY_TEST_ABORT_AFTER_HANDOFF: aborting between applying hand-offs and acking them");
+            std::process::abort();
+        }
         let done: Vec<&str> = done.iter().map(String::as_str).collect();
         self.group.ack(key, &done, true).await?;
         match failed {

@@ -18,6 +18,19 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// An entry pending this long (its reader stopped or failed) is taken over.
 pub(crate) const TAKE_OVER_AFTER: Duration = Duration::from_secs(30);
 
+/// [`TAKE_OVER_AFTER`], or in a debug build `GANTRY_TEST_TAKE_OVER_MS` (the crash tests'
+/// way to see a takeover without waiting half a minute).
+fn take_over_after() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("GANTRY_TEST_TAKE_OVER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    TAKE_OVER_AFTER
+}
+
 /// Where a new group starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Start {
@@ -100,7 +113,7 @@ impl StreamGroup {
             .arg(key)
             .arg(self.group)
             .arg(&self.consumer)
-            .arg(TAKE_OVER_AFTER.as_millis() as u64)
+            .arg(take_over_after().as_millis() as u64)
             .arg("0-0")
             .arg("COUNT")
             .arg(BATCH)
@@ -131,7 +144,7 @@ impl StreamGroup {
         let mut ready = HashSet::new();
         let mut last_take_over: Option<Instant> = None;
         while !stop.is_cancelled() {
-            let take_over = last_take_over.is_none_or(|t| t.elapsed() >= TAKE_OVER_AFTER / 2);
+            let take_over = last_take_over.is_none_or(|t| t.elapsed() >= take_over_after() / 2);
             if take_over {
                 last_take_over = Some(Instant::now());
             }

@@ -61,6 +61,10 @@ fn fleet(url: &str) -> Fleet {
 }
 
 fn call(f: &Fleet, method: &str, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    call_at(&f.sched.addr, method, path, key, body)
+}
+
+fn call_at(addr: &str, method: &str, path: &str, key: &str, body: &Value) -> (u16, Value) {
     let auth = format!("Bearer {key}");
     let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
     let body = if body.is_null() {
@@ -68,7 +72,7 @@ fn call(f: &Fleet, method: &str, path: &str, key: &str, body: &Value) -> (u16, V
     } else {
         body.to_string()
     };
-    let (status, _, text) = http_request(&f.sched.addr, method, path, &headers, body.as_bytes());
+    let (status, _, text) = http_request(addr, method, path, &headers, body.as_bytes());
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
@@ -438,4 +442,86 @@ async fn erasing_a_user_erases_their_pipelines() {
         .await
         .unwrap();
     assert!(!left);
+}
+
+/// The config with the test's keys.
+fn keyed_config() -> String {
+    CONFIG
+        .replace("KEY", &gantry_scheduler::auth::hash_key("key-studio"))
+        .replace("OTHER", &gantry_scheduler::auth::hash_key("key-other"))
+}
+
+fn job_of(p: &Value, step: &str) -> String {
+    steps(p)[step]["job_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_offs_survive_a_sigkill_at_each_point() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().unwrap();
+    let q = gantry_queue::QueueClient::connect(&url, gantry_queue::QueueConfig::default())
+        .await
+        .unwrap();
+    let attempts = |id: String| {
+        let q = q.clone();
+        async move { q.job(id.parse().unwrap()).await.unwrap().attempts }
+    };
+    let gpu = WorkerProcess::start_in(&url, "gpu", "w-gpu", 4, 10.0, &["--gpus", "fake:1x80GiB"], logs.path());
+    // 1. The worker running the parent is SIGKILLed before its ack: its lease expires, the
+    //    parent runs again elsewhere, and the child (in the other pool) runs once.
+    let f = Fleet {
+        sched: SchedulerProcess::with_config(&url, &keyed_config()),
+        _workers: Vec::new(),
+        _logs: tempfile::tempdir().unwrap(),
+    };
+    let mut w1 = WorkerProcess::start_in(&url, "cpu", "w-cpu-1", 4, 1.0, &["--gpus", "none"], logs.path());
+    let body = json!({"steps": [
+        {"name": "p", "user": "u-1", "kind": "noop", "payload": {"sleep_ms": 1500}},
+        step("c", &["p"], true, json!({})),
+    ]});
+    let (_, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually("the parent runs", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        async move { steps(&p)["p"]["status"] == "running" }
+    })
+    .await;
+    w1.sigkill();
+    let _w2 = WorkerProcess::start_in(&url, "cpu", "w-cpu-2", 4, 1.0, &["--gpus", "none"], logs.path());
+    let done = wait_for(&f, &id, "succeeded").await;
+    assert!(attempts(job_of(&done, "p")).await >= 2, "the parent ran again: {done}");
+    assert_eq!(attempts(job_of(&done, "c")).await, 1, "the child ran once: {done}");
+    drop(f);
+    // 2. The mover dies between applying a hand-off in the child's pool and acking it: the
+    //    next scheduler takes the entry over and applies it again, which changes nothing.
+    let mut dying =
+        SchedulerProcess::with_config_env(&url, &keyed_config(), &[("GANTRY_TEST_ABORT_AFTER_HANDOFF", "1")]);
+    let body = json!({"steps": [step("p", &[], false, json!({})), step("c", &["p"], true, json!({}))]});
+    let (s, created) = call_at(&dying.addr, "POST", "/v1/pipelines", "key-studio", &body);
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let child = created["steps"][1]["job_id"].as_str().unwrap().to_owned();
+    assert!(dying.exited_within(Duration::from_secs(30)), "the fault point fired");
+    let f = Fleet {
+        sched: SchedulerProcess::with_config_env(&url, &keyed_config(), &[("GANTRY_TEST_TAKE_OVER_MS", "500")]),
+        _workers: Vec::new(),
+        _logs: tempfile::tempdir().unwrap(),
+    };
+    let done = wait_for(&f, &id, "succeeded").await;
+    assert_eq!(attempts(child).await, 1, "the child ran once: {done}");
+    eventually("the entry taken over and acked", Duration::from_secs(20), || {
+        let mut c = q.connection();
+        async move {
+            let pending: (u64, Option<String>, Option<String>, Option<Vec<(String, String)>>) = redis::cmd("XPENDING")
+                .arg("gantry:{cpu}:handoff")
+                .arg("mover")
+                .query_async(&mut c)
+                .await
+                .unwrap_or((1, None, None, None));
+            pending.0 == 0
+        }
+    })
+    .await;
+    drop(gpu);
 }

@@ -257,6 +257,28 @@ pub struct SchedulerProcess {
 }
 
 impl SchedulerProcess {
+    /// Waits for the process to exit (a fault point's abort); returns whether it did.
+    pub fn exited_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// [`SchedulerProcess::with_config`] with environment variables `envs` set for it.
+    pub fn with_config_env(url: &str, toml: &str, envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("scheduler.toml");
+        std::fs::write(&path, toml).expect("write the scheduler config");
+        let mut s = Self::start_with_env(url, Some(&path), &[], None, envs);
+        s._config = Some(dir);
+        s
+    }
+
     /// Starts one on `url` with the configuration file `config` (the embedded demo's, with
     /// `--dev`, if `None`).
     pub fn start(url: &str, config: Option<&Path>) -> Self {
