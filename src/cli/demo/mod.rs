@@ -511,9 +511,17 @@ async fn pipelines(
         {"name": "scan", "needs": ["big"], "user": "user-0030", "kind": "csam_hash",
          "payload": {"input": "${steps.big.output}", "lists": [HASH_LIST]}},
     ]});
+    // The whole chain a video platform runs: an image, upscaled, animated into a clip (the
+    // upscaled image as the video model's reference), transcoded for the web, and both the
+    // video and its poster scanned.
     let video = json!({"steps": [
-        {"name": "clip", "user": "viewer-9", "kind": "generate", "allowed_regions": ["US"],
-         "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "waves on a pier", "duration_secs": 4}},
+        {"name": "image", "user": "viewer-9", "kind": "generate", "allowed_regions": ["US"],
+         "payload": {"provider": "openai", "model": "gpt-image-1", "prompt": "a pier at dusk"}},
+        {"name": "big", "needs": ["image"], "user": "viewer-9", "kind": "upscale",
+         "payload": {"input": "${steps.image.output}", "scale": 2, "format": "png"}},
+        {"name": "clip", "needs": ["big"], "user": "viewer-9", "kind": "generate", "allowed_regions": ["US"],
+         "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "waves on a pier", "duration_secs": 4,
+                     "reference_images": ["${steps.big.output}"]}},
         {"name": "web", "needs": ["clip"], "user": "viewer-9", "kind": "transcode",
          "payload": {"input": "${steps.clip.output}", "max_height": 240, "preset": "veryfast", "previews": true}},
         {"name": "scan-video", "needs": ["web"], "user": "viewer-9", "kind": "csam_hash",
@@ -535,7 +543,7 @@ async fn pipelines(
             "videos-7",
             &mut *s_video,
             video,
-            "generate video -> transcode -> scan video and poster",
+            "generate -> upscale -> image-to-video -> transcode -> scan",
         ),
     ] {
         let created = client.pipeline(&body).await?;

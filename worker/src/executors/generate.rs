@@ -233,7 +233,28 @@ impl Inner {
         // Reference URLs are fetched here, once, SSRF-safe: providers get the verified bytes,
         // never the user's (perhaps signed) URL, and a bad reference is the job's fault, not
         // the provider's (it must not open a circuit).
-        let references = match self.references.resolve(&g.reference_images).await {
+        // A reference that is an object key (a pipeline parent's output, or an earlier job's) is
+        // read from the store: only the tenant's own objects, and only images.
+        let mut refs = Vec::with_capacity(g.reference_images.len());
+        for r in &g.reference_images {
+            if r.starts_with("data:") || r.starts_with("http://") || r.starts_with("https://") {
+                refs.push(r.clone());
+                continue;
+            }
+            let bytes = match super::media_job::read_input(&self.outputs, &job.spec, r, MAX_STORED_REFERENCE).await {
+                Ok(b) => b,
+                Err(out) => return out,
+            };
+            let Ok(format) = gantry_codecs::images::sniff(&bytes) else {
+                return failed(ErrorClass::Permanent, format!("reference image {r}: not a PNG, JPEG or WebP image"));
+            };
+            refs.push(format!(
+                "data:{};base64,{}",
+                format.content_type(),
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes)
+            ));
+        }
+        let references = match self.references.resolve(&refs).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(job = %job.spec.id, error = %e, "reference image refused");
@@ -553,6 +574,9 @@ impl Inner {
         })
     }
 }
+
+/// Largest stored object a generate job takes as a reference image.
+const MAX_STORED_REFERENCE: u64 = 20 << 20;
 
 /// The provider task's states as the job's progress: waiting in the provider's queue, then
 /// generating. (The providers' APIs say how far along a task is inconsistently, where at all;
