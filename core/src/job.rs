@@ -492,7 +492,8 @@ pub struct JobError {
 pub struct HistoryEvent {
     /// Unix milliseconds (Redis server time).
     pub at: u64,
-    /// `failed`, `lease_expired`, `released`, `replayed`, `cancelled`.
+    /// `failed`, `lease_expired`, `released`, `replayed`, `cancelled`, `revived` (a pipeline
+    /// step skipped for a parent that was then replayed).
     pub event: String,
     /// Attempt number, where it applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -103,6 +103,7 @@ on_both!(
     a_failed_step_skips_its_descendants_and_refunds_them,
     a_step_in_another_pool_is_handed_off_once,
     a_claimed_step_gets_its_parents_outputs_in_place_of_its_references,
+    a_replayed_step_brings_back_the_steps_its_failure_skipped,
 );
 
 async fn a_blocked_job_ends_at_once_and_is_never_replayed(f: Fixture) {
@@ -2144,7 +2145,7 @@ async fn a_failed_step_skips_its_descendants_and_refunds_them(f: Fixture) {
             pool: p.clone(),
             child: jobs[1].1,
             parent: "a".into(),
-            succeeded: true,
+            outcome: gantry_queue::client::handoff::ParentOutcome::Succeeded,
             result: String::new(),
             ttl_secs: 60,
         }],
@@ -2184,8 +2185,13 @@ async fn a_step_in_another_pool_is_handed_off_once(f: Fixture) {
     assert_eq!(entries.ids.len(), 1);
     let h = gantry_queue::client::handoff::HandOff::parse(|k| entries.ids[0].get::<String>(k)).unwrap();
     assert_eq!(
-        (h.pool.clone(), h.child, h.parent.as_str(), h.succeeded),
-        (gpu_pool.clone(), jobs[1].1, "a", true)
+        (h.pool.clone(), h.child, h.parent.as_str(), h.outcome),
+        (
+            gpu_pool.clone(),
+            jobs[1].1,
+            "a",
+            gantry_queue::client::handoff::ParentOutcome::Succeeded
+        )
     );
     // Applied twice (a mover killed before its ack, then the entry taken over): queued once.
     q.apply_handoffs(&gpu_pool, &[h.clone()]).await.unwrap();
@@ -2261,4 +2267,86 @@ async fn a_claimed_step_gets_its_parents_outputs_in_place_of_its_references(f: F
     assert_eq!(odd.status, JobStatus::Dead);
     let msg = odd.error.unwrap().message;
     assert!(msg.contains("no output named \"poster\""), "{msg}");
+}
+
+/// Applies every entry of `from`'s hand-off stream (as the mover would) and empties it.
+async fn move_handoffs(q: &QueueClient, from: &Pool) {
+    let key = QueueClient::handoff_key(from);
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut q.connection())
+        .await
+        .unwrap();
+    for e in &entries.ids {
+        let h = gantry_queue::client::handoff::HandOff::parse(|k| e.get::<String>(k)).unwrap();
+        q.apply_handoffs(&h.pool.clone(), &[h]).await.unwrap();
+        redis::cmd("XDEL")
+            .arg(&key)
+            .arg(&e.id)
+            .query_async::<()>(&mut q.connection())
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_replayed_step_brings_back_the_steps_its_failure_skipped(f: Fixture) {
+    let q = f.client().await;
+    let (p, other) = (pool("revive"), pool("revive-other"));
+    // a -> b -> c (another pool); x and a -> y.
+    let jobs = pipeline_jobs(
+        &[
+            ("a", &p, &[]),
+            ("b", &p, &["a"]),
+            ("c", &other, &["b"]),
+            ("x", &p, &[]),
+            ("y", &p, &["a", "x"]),
+        ],
+        3,
+    );
+    let id = |name: &str| jobs[["a", "b", "c", "x", "y"].iter().position(|n| *n == name).unwrap()].1;
+    enqueue_pipeline(&q, &jobs).await;
+    // Both roots fail for good: everything below them is skipped (and refunded).
+    let roots = q.claim(&p, "w1", &[JobKind::Noop], 10, LEASE, &cpu()).await.unwrap();
+    assert_eq!(roots.jobs.len(), 2);
+    for j in &roots.jobs {
+        q.fail(&p, &[failure(j, ErrorClass::Permanent)]).await.unwrap();
+    }
+    move_handoffs(&q, &p).await;
+    for n in ["b", "c", "y"] {
+        assert_eq!(status_of(&q, id(n)).await, JobStatus::Cancelled, "{n}");
+    }
+    // Replaying a brings back b, and through b the step in the other pool; y still waits for
+    // x's replay.
+    q.replay_one(id("a")).await.unwrap();
+    move_handoffs(&q, &p).await;
+    assert_eq!(status_of(&q, id("b")).await, JobStatus::Waiting);
+    assert_eq!(status_of(&q, id("c")).await, JobStatus::Waiting);
+    assert_eq!(
+        status_of(&q, id("y")).await,
+        JobStatus::Cancelled,
+        "x has not been replayed"
+    );
+    let revived = q.job(id("b")).await.unwrap();
+    assert!(revived.error.is_none() && revived.history.iter().any(|h| h.event == "revived"));
+    // The pipeline runs on from there.
+    let a = claim_one(&q, &p).await;
+    assert_eq!(a.lease.id, id("a"));
+    q.ack(&p, &[(a.lease.clone(), Completion::default())]).await.unwrap();
+    let b = claim_one(&q, &p).await;
+    assert_eq!(b.lease.id, id("b"));
+    q.ack(&p, &[(b.lease.clone(), Completion::default())]).await.unwrap();
+    move_handoffs(&q, &p).await;
+    assert_eq!(status_of(&q, id("c")).await, JobStatus::Queued);
+    q.replay_one(id("x")).await.unwrap();
+    assert_eq!(
+        status_of(&q, id("y")).await,
+        JobStatus::Waiting,
+        "a succeeded; it waits for x alone"
+    );
+    let x = claim_one(&q, &p).await;
+    assert_eq!(x.lease.id, id("x"));
+    q.ack(&p, &[(x.lease.clone(), Completion::default())]).await.unwrap();
+    assert_eq!(status_of(&q, id("y")).await, JobStatus::Queued);
 }

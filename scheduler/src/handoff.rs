@@ -70,7 +70,7 @@ impl Handler for HandOffMover {
             match self.queue.apply_handoffs(pool, &handoffs).await {
                 Ok(()) => {
                     for (e, h) in hs {
-                        tracing::debug!(child = %h.child, parent = %h.parent, %pool, ok = h.succeeded, "pipeline hand-off applied");
+                        tracing::debug!(child = %h.child, parent = %h.parent, %pool, outcome = ?h.outcome, "pipeline hand-off applied");
                         done.push(e.id.clone());
                     }
                 }

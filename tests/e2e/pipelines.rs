@@ -35,6 +35,8 @@ kinds = ["noop", "upscale"]
 [pools.gpu]
 kinds = ["noop"]
 gpu_vram_gib = 80
+# (a CPU step always looks quicker in the CPU pool: only GPU steps land here)
+mean_service_secs = 1000
 "#;
 
 struct Fleet {
@@ -86,16 +88,19 @@ fn step(name: &str, needs: &[&str], gpu: bool, payload: Value) -> Value {
     s
 }
 
+/// Polls the pipeline until its status is `want` (a minute at most; the panic shows the last).
 async fn wait_for(f: &Fleet, id: &str, want: &str) -> Value {
     let mut last = Value::Null;
-    eventually(&format!("pipeline {want}"), Duration::from_secs(60), || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         let (_, p) = call(f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
-        let done = p["status"] == want;
+        if p["status"] == want {
+            return p;
+        }
         last = p;
-        async move { done }
-    })
-    .await;
-    last
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pipeline {id} did not become {want}: {last}");
 }
 
 fn steps(p: &Value) -> std::collections::BTreeMap<String, Value> {
@@ -467,7 +472,7 @@ async fn hand_offs_survive_a_sigkill_at_each_point() {
         let q = q.clone();
         async move { q.job(id.parse().unwrap()).await.unwrap().attempts }
     };
-    let gpu = WorkerProcess::start_in(&url, "gpu", "w-gpu", 4, 10.0, &["--gpus", "fake:1x80GiB"], logs.path());
+    let _cpu = WorkerProcess::start_in(&url, "cpu", "w-cpu", 4, 1.0, &["--gpus", "none"], logs.path());
     // 1. The worker running the parent is SIGKILLed before its ack: its lease expires, the
     //    parent runs again elsewhere, and the child (in the other pool) runs once.
     let f = Fleet {
@@ -475,11 +480,10 @@ async fn hand_offs_survive_a_sigkill_at_each_point() {
         _workers: Vec::new(),
         _logs: tempfile::tempdir().unwrap(),
     };
-    let mut w1 = WorkerProcess::start_in(&url, "cpu", "w-cpu-1", 4, 1.0, &["--gpus", "none"], logs.path());
-    let body = json!({"steps": [
-        {"name": "p", "user": "u-1", "kind": "noop", "payload": {"sleep_ms": 1500}},
-        step("c", &["p"], true, json!({})),
-    ]});
+    let mut g1 = WorkerProcess::start_in(&url, "gpu", "w-gpu-1", 4, 1.0, &["--gpus", "fake:1x80GiB"], logs.path());
+    let mut parent = step("p", &[], true, json!({"sleep_ms": 1500}));
+    parent["max_attempts"] = json!(3);
+    let body = json!({"steps": [parent, step("c", &["p"], false, json!({}))]});
     let (_, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
     let id = created["id"].as_str().unwrap().to_owned();
     eventually("the parent runs", Duration::from_secs(20), || {
@@ -487,8 +491,8 @@ async fn hand_offs_survive_a_sigkill_at_each_point() {
         async move { steps(&p)["p"]["status"] == "running" }
     })
     .await;
-    w1.sigkill();
-    let _w2 = WorkerProcess::start_in(&url, "cpu", "w-cpu-2", 4, 1.0, &["--gpus", "none"], logs.path());
+    g1.sigkill();
+    let gpu = WorkerProcess::start_in(&url, "gpu", "w-gpu-2", 4, 1.0, &["--gpus", "fake:1x80GiB"], logs.path());
     let done = wait_for(&f, &id, "succeeded").await;
     assert!(attempts(job_of(&done, "p")).await >= 2, "the parent ran again: {done}");
     assert_eq!(attempts(job_of(&done, "c")).await, 1, "the child ran once: {done}");
@@ -525,4 +529,44 @@ async fn hand_offs_survive_a_sigkill_at_each_point() {
     })
     .await;
     drop(gpu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_step_resumes_its_pipeline() {
+    let redis = RedisServer::start().expect("redis");
+    let f = fleet(&redis.url());
+    // The middle step fails until a moment from now (an outage that ends), once: dead.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1500;
+    let body = json!({"steps": [
+        step("a", &[], false, json!({})),
+        step("flaky", &["a"], true, json!({"fail_until_unix_ms": until, "fail_class": "permanent"})),
+        step("after", &["flaky"], false, json!({})),
+    ]});
+    let (_, created) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_for(&f, &id, "failed").await;
+    eventually("its dependent skipped", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        async move { steps(&p)["after"]["status"] == "cancelled" }
+    })
+    .await;
+    // The outage is over; the operator replays the dead step, and the pipeline resumes.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+    let flaky = job_of(&p, "flaky");
+    let o = gantry(&redis.url(), &["dlq", "replay", &flaky]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let done = wait_for(&f, &id, "succeeded").await;
+    assert!(steps(&done).values().all(|s| s["status"] == "succeeded"), "{done}");
+    // The skipped step was refunded, then charged when it ran: the credits still balance.
+    eventually("credits settled and balanced", Duration::from_secs(20), || {
+        let (_, p) = call(&f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        let c = p["credits"].clone();
+        async move { c["charged"] == 15 && c["reserved"] == 15 && c["refunded"] == 0 }
+    })
+    .await;
 }

@@ -21,7 +21,7 @@ pub mod fields {
     pub const CHILD: &str = "id";
     /// The parent's step name.
     pub const PARENT: &str = "parent";
-    /// `1` when the parent succeeded.
+    /// `1` when the parent succeeded, `0` when it did not, `r` when it was replayed.
     pub const OK: &str = "ok";
     /// The parent's result (JSON, or empty).
     pub const RESULT: &str = "result";
@@ -29,6 +29,27 @@ pub mod fields {
     pub const TTL: &str = "ttl";
     /// Every field.
     pub const ALL: [&str; 6] = [POOL, CHILD, PARENT, OK, RESULT, TTL];
+}
+
+/// What a parent tells a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentOutcome {
+    /// It succeeded: one parent fewer to wait for.
+    Succeeded,
+    /// It did not: the child is skipped.
+    Failed,
+    /// It was replayed after failing: a child skipped for it waits again.
+    Replayed,
+}
+
+impl ParentOutcome {
+    fn flag(self) -> &'static [u8] {
+        match self {
+            ParentOutcome::Succeeded => b"1",
+            ParentOutcome::Failed => b"0",
+            ParentOutcome::Replayed => b"r",
+        }
+    }
 }
 
 /// One parent's outcome for one child in another pool.
@@ -40,8 +61,8 @@ pub struct HandOff {
     pub child: JobId,
     /// The parent's step name.
     pub parent: String,
-    /// Whether the parent succeeded.
-    pub succeeded: bool,
+    /// What the parent tells.
+    pub outcome: ParentOutcome,
     /// The parent's result (JSON, or empty).
     pub result: String,
     /// How long a skipped child's record is kept.
@@ -55,7 +76,12 @@ impl HandOff {
             pool: Pool::new(&get(fields::POOL)?).ok()?,
             child: get(fields::CHILD)?.parse().ok()?,
             parent: get(fields::PARENT)?,
-            succeeded: get(fields::OK)? == "1",
+            outcome: match get(fields::OK)?.as_str() {
+                "1" => ParentOutcome::Succeeded,
+                "0" => ParentOutcome::Failed,
+                "r" => ParentOutcome::Replayed,
+                _ => return None,
+            },
             result: get(fields::RESULT).unwrap_or_default(),
             ttl_secs: get(fields::TTL).and_then(|t| t.parse().ok()).unwrap_or(604_800),
         })
@@ -70,7 +96,7 @@ impl ToRedisArgs for HandOffArg<'_> {
         let h = self.0;
         out.write_arg(h.child.to_string().as_bytes());
         out.write_arg(h.parent.as_bytes());
-        out.write_arg(if h.succeeded { b"1" } else { b"0" });
+        out.write_arg(h.outcome.flag());
         out.write_arg(h.result.as_bytes());
         out.write_arg(h.ttl_secs.to_string().as_bytes());
     }
@@ -114,7 +140,7 @@ mod tests {
             pool: Pool::new("gpu").expect("pool"),
             child: JobId::new(),
             parent: "image".into(),
-            succeeded: true,
+            outcome: ParentOutcome::Succeeded,
             result: "{}".into(),
             ttl_secs: 60,
         };

@@ -168,13 +168,16 @@ local function parent_done(id, parent, ok, result, ttl)
   if not r[2] then return end
   local noted = ok and ((result ~= nil and result ~= '') and result or '{}') or '!'
   if redis.call('HSETNX', jk, 'in:' .. parent, noted) == 0 then return end
-  if r[1] ~= 'waiting' then return end
   if ok then
-    if redis.call('HINCRBY', jk, 'need', -1) <= 0 then
+    -- Counted even while the child is skipped (another parent failed), so that a revived
+    -- child waits only for the parents that have not succeeded.
+    if redis.call('HINCRBY', jk, 'need', -1) <= 0 and r[1] == 'waiting' then
       redis.call('HSET', jk, 'status', 'queued', 'ready', NOW)
       push_waiting(r[2], r[3], r[4] or '', r[5] or '', id, false)
       wake(r[2], 1, PIPELINE_WAKE_CAP)
     end
+  elseif r[1] ~= 'waiting' then
+    return
   else
     local msg = 'skipped: step ' .. parent .. ' did not succeed'
     ttl = ttl or DEFAULT_TTL
@@ -185,19 +188,50 @@ local function parent_done(id, parent, ok, result, ttl)
   end
 end
 
--- Tells a finished step's children (see above).
+-- A replayed parent brings back the children its failure skipped: a child skipped for this
+-- parent alone (no other parent of its has failed) waits again, and brings back its own. Their
+-- reservations were refunded; a revived step that succeeds is charged from the balance (the
+-- ledger's refunded -> charged, as for any replayed job).
+local revive
+
+-- Tells a finished (or, `ok` = 'r', a replayed) step's children (see above).
 local function tell_kids(kids_json, step, ok, result, ttl)
   local decoded, kids = pcall(cjson.decode, kids_json)
   if not decoded or type(kids) ~= 'table' then return end
   for _, k in ipairs(kids) do
     local pool, id = k[1], k[2]
     if P == 'gantry:{' .. pool .. '}:' then
-      parent_done(id, step, ok, result, ttl)
+      if ok == 'r' then revive(id, step) else parent_done(id, step, ok, result, ttl) end
     else
+      local flag = ok == 'r' and 'r' or (ok and 1 or 0)
       redis.call('XADD', P .. 'handoff', 'MAXLEN', '~', 1000000, '*', 'pool', pool, 'id', id, 'parent', step,
-        'ok', ok and 1 or 0, 'result', result or '', 'ttl', ttl or DEFAULT_TTL)
+        'ok', flag, 'result', result or '', 'ttl', ttl or DEFAULT_TTL)
     end
   end
+end
+
+revive = function(id, parent)
+  local jk = jkey(id)
+  if redis.call('HGET', jk, 'in:' .. parent) ~= '!' then return end
+  local r = redis.call('HMGET', jk, 'status', 'kids', 'step')
+  if r[1] ~= 'cancelled' then return end
+  redis.call('HDEL', jk, 'in:' .. parent)
+  -- Another parent that failed keeps it skipped, until that one is replayed too.
+  local h = redis.call('HGETALL', jk)
+  for i = 1, #h, 2 do
+    if string.sub(h[i], 1, 3) == 'in:' and h[i + 1] == '!' then return end
+  end
+  history(jk, { at = NOW, event = 'revived', message = 'step ' .. parent .. ' was replayed' })
+  redis.call('HSET', jk, 'status', 'waiting')
+  redis.call('HDEL', jk, 'fin', 'eclass', 'emsg', 'eat')
+  redis.call('PERSIST', jk)
+  if tonumber(redis.call('HGET', jk, 'need') or '1') <= 0 then
+    local q = redis.call('HMGET', jk, 'kind', 'prio', 'shape', 'ten')
+    redis.call('HSET', jk, 'status', 'queued', 'ready', NOW)
+    push_waiting(q[1], q[2], q[3] or '', q[4] or '', id, false)
+    wake(q[1], 1, PIPELINE_WAKE_CAP)
+  end
+  if r[2] then tell_kids(r[2], r[3] or '', 'r') end
 end
 
 -- A final outcome's outboxes: the credit event (a reservation), the job event (a subscribed

@@ -1,6 +1,7 @@
 --[[
   Act on dead-lettered jobs: 'replay' moves each back onto its queue with attempts reset;
-  'purge' deletes it for good (record, idempotency key, place in the user's index). Only a job
+  'purge' deletes it for good (record, idempotency key, place in the user's index). A replayed
+  pipeline step brings back the steps its failure skipped. Only a job
   still in the dead-letter set is acted on, so a job is never replayed or purged twice. A
   replayed job lives on, so its user's index does too.
 
@@ -47,6 +48,9 @@ for i = 6, #ARGV do
         redis.call('EXPIRE', uk, uttl)
       end
       push_waiting(kind, r[3], r[4], r[5] or '', id, false)
+      -- A pipeline step: bring back the steps its failure skipped (common.lua).
+      local kids = redis.call('HMGET', jk, 'kids', 'step')
+      if kids[1] then tell_kids(kids[1], kids[2] or '', 'r') end
       n = n + 1
     end
     out[#out + 1] = 'done'

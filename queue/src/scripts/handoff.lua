@@ -6,7 +6,8 @@
 
   Input:
     KEYS[1]    the pool prefix 'gantry:{pool}:'
-    ARGV[1..]  per job (stride 5), one hand-off each: child id, parent step, ok ('1' succeeded, '0' did not),
+    ARGV[1..]  per job (stride 5), one hand-off each: child id, parent step, ok ('1' succeeded,
+               '0' did not, 'r' was replayed: a child it skipped waits again),
                parent's result (JSON, or ''), ttl_s (how long a skipped child's record is kept)
 
   Output:
@@ -14,7 +15,11 @@
 ]]
 local n = 0
 for i = 1, #ARGV, 5 do
-  parent_done(ARGV[i], ARGV[i + 1], ARGV[i + 2] == '1', ARGV[i + 3], tonumber(ARGV[i + 4]))
+  if ARGV[i + 2] == 'r' then
+    revive(ARGV[i], ARGV[i + 1])
+  else
+    parent_done(ARGV[i], ARGV[i + 1], ARGV[i + 2] == '1', ARGV[i + 3], tonumber(ARGV[i + 4]))
+  end
   n = n + 1
 end
 return n

@@ -562,11 +562,20 @@ fn status_of(state: &str, steps: &[StepView]) -> &'static str {
     if failed {
         return "failed";
     }
-    let ended = |s: &StepView| {
-        matches!(
-            s.status.as_str(),
-            "succeeded" | "dead" | "blocked" | "cancelled" | "expired"
-        )
+    let failed_step = |name: &str| {
+        steps
+            .iter()
+            .any(|p| p.name == name && matches!(p.status.as_str(), "dead" | "blocked" | "cancelled"))
+    };
+    // A skipped step has ended while a step it needs has failed; once that one is replayed,
+    // the skipped step is about to wait again.
+    let ended = |s: &StepView| match s.status.as_str() {
+        "succeeded" | "dead" | "blocked" | "expired" => true,
+        "cancelled" => {
+            let skipped = s.error.as_ref().is_some_and(|e| e.message.starts_with("skipped:"));
+            !skipped || s.needs.iter().any(|n| failed_step(n))
+        }
+        _ => false,
     };
     if state == "created" && steps.iter().all(ended) {
         "succeeded"

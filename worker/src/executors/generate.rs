@@ -246,7 +246,10 @@ impl Inner {
                 Err(out) => return out,
             };
             let Ok(format) = gantry_codecs::images::sniff(&bytes) else {
-                return failed(ErrorClass::Permanent, format!("reference image {r}: not a PNG, JPEG or WebP image"));
+                return failed(
+                    ErrorClass::Permanent,
+                    format!("reference image {r}: not a PNG, JPEG or WebP image"),
+                );
             };
             refs.push(format!(
                 "data:{};base64,{}",
