@@ -28,24 +28,10 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/admin/jobs", get(admin_search))
 }
 
-/// The filters both routes take.
+/// The filters both routes take (`tenant` only from operators).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct TenantParams {
-    pipeline: Option<String>,
-    status: Option<JobStatus>,
-    kind: Option<JobKind>,
-    user: Option<String>,
-    created_after: Option<u64>,
-    created_before: Option<u64>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// The operators' filters: the tenant's, and the tenant (absent: every tenant).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdminParams {
+pub(crate) struct Params {
     tenant: Option<String>,
     pipeline: Option<String>,
     status: Option<JobStatus>,
@@ -77,35 +63,38 @@ impl From<JobPage> for Page {
 pub(crate) async fn tenant_search(
     State(state): State<AppState>,
     JobsRead(c): JobsRead,
-    ApiQuery(p): ApiQuery<TenantParams>,
+    ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
-    let query = JobQuery {
-        tenant: Some(c.tenant),
-        user: p.user,
-        user_tenants: Vec::new(),
-        kind: p.kind,
-        status: p.status,
-        created_after_ms: p.created_after,
-        created_before_ms: p.created_before,
-    };
-    match p.pipeline {
-        Some(pl) => pipeline_page(&state, &query, &pl, p.limit, p.cursor.as_deref()).await,
-        None => search(&state, &query, p.limit, p.cursor.as_deref()).await,
+    if p.tenant.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "unknown field `tenant`: a tenant's search is its own (the tenant comes from the API key)".into(),
+        ));
     }
+    run(&state, Some(c.tenant), Vec::new(), p).await
 }
 
 async fn admin_search(
     State(state): State<AppState>,
     Admin(_): Admin,
-    ApiQuery(p): ApiQuery<AdminParams>,
+    ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
     // A user id is its tenant's own: without a tenant, the user of that id in every tenant.
     let user_tenants = match (&p.tenant, &p.user) {
         (None, Some(_)) => state.cfg.tenants.keys().cloned().collect(),
         _ => Vec::new(),
     };
+    let tenant = p.tenant.clone();
+    run(&state, tenant, user_tenants, p).await
+}
+
+async fn run(
+    state: &AppState,
+    tenant: Option<String>,
+    user_tenants: Vec<String>,
+    p: Params,
+) -> Result<Response, ApiError> {
     let query = JobQuery {
-        tenant: p.tenant,
+        tenant,
         user: p.user,
         user_tenants,
         kind: p.kind,
@@ -114,8 +103,8 @@ async fn admin_search(
         created_before_ms: p.created_before,
     };
     match p.pipeline {
-        Some(pl) => pipeline_page(&state, &query, &pl, p.limit, p.cursor.as_deref()).await,
-        None => search(&state, &query, p.limit, p.cursor.as_deref()).await,
+        Some(pl) => pipeline_page(state, &query, &pl, p.limit, p.cursor.as_deref()).await,
+        None => search(state, &query, p.limit, p.cursor.as_deref()).await,
     }
 }
 

@@ -14,6 +14,15 @@ use tokio::sync::mpsc;
 use super::redis_cost::{CostPerJob, InfoSnapshot, per_job};
 use tokio_util::sync::CancellationToken;
 
+/// The `q` quantile of `v` (sorted in place), nearest rank; 0 for none.
+pub(super) fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
 /// The median of side-by-side samples (0 for none), shared by every benchmark.
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

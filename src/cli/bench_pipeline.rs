@@ -36,10 +36,7 @@ kinds = ["noop"]
     )
 }
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
+use super::bench::quantile as pct;
 
 fn noop(user: &str) -> serde_json::Value {
     json!({"user": user, "kind": "noop", "payload": {}})

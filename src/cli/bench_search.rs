@@ -73,10 +73,7 @@ kinds = ["noop", "upscale"]
     )
 }
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
+use super::bench::quantile as pct;
 
 /// Sum of `MEMORY USAGE` over the keys matching `pattern`, and how many there are.
 async fn memory_of(q: &QueueClient, pattern: &str) -> anyhow::Result<(u64, usize)> {
