@@ -1633,9 +1633,9 @@ async fn search_lists_jobs_newest_first_across_pools(f: Fixture) {
         made.push((id, tenant, user, kind));
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    let newest_first = |keep: &dyn Fn(&(JobId, &str, &str, JobKind)) -> bool| -> Vec<JobId> {
-        made.iter().rev().filter(|m| keep(m)).map(|m| m.0).collect()
-    };
+    type Made<'a> = (JobId, &'a str, &'a str, JobKind);
+    let newest_first =
+        |keep: &dyn Fn(&Made) -> bool| -> Vec<JobId> { made.iter().rev().filter(|m| keep(m)).map(|m| m.0).collect() };
     let tenant_a = JobQuery {
         tenant: Some("tenant-a".into()),
         ..Default::default()
@@ -2130,8 +2130,8 @@ async fn a_failed_step_skips_its_descendants_and_refunds_them(f: Fixture) {
     let events = credit_events(&q, &p).await;
     let refunded: std::collections::HashSet<String> = events.iter().map(|(id, _, _)| id.clone()).collect();
     assert_eq!(events.len(), 3, "{events:?}");
-    for i in 0..3 {
-        assert!(refunded.contains(&jobs[i].1.to_string()));
+    for j in &jobs[..3] {
+        assert!(refunded.contains(&j.1.to_string()));
     }
     assert!(
         events
@@ -2194,8 +2194,8 @@ async fn a_step_in_another_pool_is_handed_off_once(f: Fixture) {
         )
     );
     // Applied twice (a mover killed before its ack, then the entry taken over): queued once.
-    q.apply_handoffs(&gpu_pool, &[h.clone()]).await.unwrap();
-    q.apply_handoffs(&gpu_pool, &[h.clone()]).await.unwrap();
+    q.apply_handoffs(&gpu_pool, std::slice::from_ref(&h)).await.unwrap();
+    q.apply_handoffs(&gpu_pool, std::slice::from_ref(&h)).await.unwrap();
     assert_eq!(status_of(&q, jobs[1].1).await, JobStatus::Queued);
     let s = &q.stats(&gpu_pool, &[JobKind::Noop]).await.unwrap()[0];
     assert_eq!(s.waiting_total(), 1);

@@ -24,7 +24,6 @@ use gantry_worker::executors::scanned::Scanned;
 use gantry_worker::outputs::OutputStore;
 use gantry_worker::scan::{CsamPolicy, Scanner};
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
 
 fn data(p: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

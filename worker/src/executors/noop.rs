@@ -113,7 +113,6 @@ impl Executor for NoopExecutor {
 mod tests {
     use super::*;
     use gantry_queue::{JobId, JobSpec, LeaseRef, NoopPayload, Pool, Priority, Requirements};
-    use tokio_util::sync::CancellationToken;
 
     fn job(attempt: u32, p: NoopPayload) -> ClaimedJob {
         let id = JobId::new();
