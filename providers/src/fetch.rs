@@ -52,7 +52,7 @@ impl Default for FetchConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FetchError {
     /// Not an http(s) URL or a `data:` URI.
-    #[error("reference image {0}: only http(s) URLs and data: URIs are accepted")]
+    #[error("reference image {0}: only http(s) URLs, data: URIs and the tenant's own object keys are accepted")]
     Scheme(usize),
     /// The URL does not parse or has no host.
     #[error("reference image {0}: not a valid URL")]

@@ -61,7 +61,8 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
     // upscales of generated images + 2 clean CSAM-hash checks for the studio (a ninth generate
     // job is refused by the provider's safety system, a tenth's image is on the demo's hash
-    // list); the video tenant's 100 + 1 no-ops and 2 videos.
+    // list), and the studio pipeline's 3 steps; the video tenant's 100 + 1 no-ops, 2 videos
+    // and its pipeline's 6 steps.
     let row = |tenant: &str, status: &str| -> u64 {
         list("outcomes")
             .iter()
@@ -69,7 +70,7 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
             .map(|o| o["jobs"].as_u64().unwrap())
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 109, "{r:#}");
+    assert_eq!(row("studio-42", "succeeded"), 112, "{r:#}");
     // Blocked before release: the flagged generated image and the flagged upload.
     assert_eq!(row("studio-42", "blocked"), 2, "{r:#}");
     let safety = &r["safety"];
@@ -80,7 +81,8 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     );
     assert_eq!(
         safety["clean"],
-        serde_json::json!({"csam_hash": 2, "generate": 10, "transcode": 2, "upscale": 3}),
+        // (the pipelines add 3 scans, 3 generations, 1 transcode and 2 upscales)
+        serde_json::json!({"csam_hash": 5, "generate": 13, "transcode": 3, "upscale": 5}),
         "{safety:#}"
     );
     // The two hash matches, and the provider's refusal of the ninth generate job.
@@ -144,7 +146,7 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     assert!(erased["outputs_deleted"].as_u64().unwrap() >= 1, "{erased}");
     assert_eq!(row("studio-42", "dead"), 4, "{r:#}");
     assert_eq!(row("studio-42", "cancelled"), 3, "{r:#}");
-    assert_eq!(row("videos-7", "succeeded"), 105, "{r:#}");
+    assert_eq!(row("videos-7", "succeeded"), 111, "{r:#}");
     assert_eq!(r["post_processing"]["transcoded"], 2, "{r:#}");
     // The two flows submitted as one pipeline each ran every step, and settled exactly.
     let pipelines = r["post_processing"]["pipelines"].as_array().unwrap();

@@ -70,7 +70,10 @@ async fn references_are_fetched_by_the_fleet_and_never_from_private_addresses() 
         ),
         (format!("http://{mock}/_mock/refs/text.png"), "reference image 1:"),
         (format!("http://{mock}/_mock/refs/gone.png"), "HTTP 404"),
-        ("file:///etc/passwd".to_owned(), "only http(s) URLs and data: URIs"),
+        (
+            "file:///etc/passwd".to_owned(),
+            "only http(s) URLs, data: URIs and the tenant's own object keys",
+        ),
     ];
     let before = f.mock.requests().await.len();
     for (url, why) in &cases {

@@ -237,7 +237,9 @@ impl Inner {
         // read from the store: only the tenant's own objects, and only images.
         let mut refs = Vec::with_capacity(g.reference_images.len());
         for r in &g.reference_images {
-            if r.starts_with("data:") || r.starts_with("http://") || r.starts_with("https://") {
+            // Anything with a scheme (data:, http(s):, and the ones the fetcher refuses, such as
+            // file:) goes to the fetcher; a bare key is an object.
+            if r.starts_with("data:") || r.contains("://") {
                 refs.push(r.clone());
                 continue;
             }
