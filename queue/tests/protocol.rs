@@ -2174,6 +2174,9 @@ async fn a_step_in_another_pool_is_handed_off_once(f: Fixture) {
         .unwrap();
     // The child in the other pool waits until the hand-off is applied there.
     assert_eq!(status_of(&q, jobs[1].1).await, JobStatus::Waiting);
+    let backlog = q.handoff_backlog(&cpu_pool).await.unwrap();
+    assert_eq!(backlog.events, 1);
+    assert!(backlog.oldest_ms.is_some());
     let key = QueueClient::handoff_key(&cpu_pool);
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(&key)

@@ -139,6 +139,8 @@ pub struct SchedulerMetrics {
     slo_target: Family<PoolLabels, FGauge>,
     unsettled: Family<PoolLabels, Gauge>,
     credit_lag: Family<PoolLabels, FGauge>,
+    handoffs: Family<PoolLabels, Gauge>,
+    handoff_lag: Family<PoolLabels, FGauge>,
     redis_up: Gauge,
     hashlist_age: Family<ListLabels, FGauge>,
     hashlist_hashes: Family<ListLabels, Gauge>,
@@ -179,6 +181,8 @@ impl Default for SchedulerMetrics {
             slo_target: Family::default(),
             unsettled: Family::default(),
             credit_lag: Family::default(),
+            handoffs: Family::default(),
+            handoff_lag: Family::default(),
             redis_up: Gauge::default(),
             hashlist_age: Family::default(),
             hashlist_hashes: Family::default(),
@@ -254,6 +258,16 @@ impl Default for SchedulerMetrics {
             "gantry_credit_settlement_lag_seconds",
             "Age of the pool's oldest unsettled credit event (0 when none)",
             m.credit_lag.clone(),
+        );
+        registry.register(
+            "gantry_pipeline_handoffs_pending",
+            "Pipeline hand-offs from this pool's steps to children in other pools the mover has not applied yet",
+            m.handoffs.clone(),
+        );
+        registry.register(
+            "gantry_pipeline_handoff_lag_seconds",
+            "Age of the pool's oldest pipeline hand-off not applied yet (0 when none): a child step waits that long",
+            m.handoff_lag.clone(),
         );
         registry.register(
             "gantry_redis_up",
@@ -389,6 +403,10 @@ impl SchedulerMetrics {
             self.slo_target.get_or_create(&l).set(p.queue_wait_slo_target);
             self.unsettled.get_or_create(&l).set(load.unsettled_credits as i64);
             self.credit_lag.get_or_create(&l).set(load.credit_lag_secs);
+            self.handoffs
+                .get_or_create(&l)
+                .set(i64::try_from(load.handoffs_pending).unwrap_or(i64::MAX));
+            self.handoff_lag.get_or_create(&l).set(load.handoff_lag_secs);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -41,6 +41,10 @@ pub struct PoolLoad {
     pub unsettled_credits: u64,
     /// Age of the oldest unsettled credit event, seconds (0 when none).
     pub credit_lag_secs: f64,
+    /// Pipeline hand-offs to other pools not applied yet.
+    pub handoffs_pending: u64,
+    /// Age of the oldest, seconds (0 when none).
+    pub handoff_lag_secs: f64,
 }
 
 /// The pools' loads, refreshed in the background.
@@ -122,6 +126,9 @@ async fn read_load(q: &QueueClient, pool: &Pool, kinds: &[JobKind]) -> Result<Po
     let credits = q.credit_backlog(pool).await?;
     load.unsettled_credits = credits.events;
     load.credit_lag_secs = credits.oldest_ms.unwrap_or(0) as f64 / 1000.0;
+    let handoffs = q.handoff_backlog(pool).await?;
+    load.handoffs_pending = handoffs.events;
+    load.handoff_lag_secs = handoffs.oldest_ms.unwrap_or(0) as f64 / 1000.0;
     Ok(load)
 }
 

@@ -451,6 +451,8 @@ async fn metrics_count_requests_by_route_and_keep_readings_while_redis_is_down()
         r#"gantry_pool_queue_wait_slo_target_ratio{pool="cpu"} 0.99"#,
         r#"gantry_pool_unsettled_credit_events{pool="cpu"} 0"#,
         r#"gantry_credit_settlement_lag_seconds{pool="cpu"} 0"#,
+        r#"gantry_pipeline_handoffs_pending{pool="cpu"} 0"#,
+        r#"gantry_pipeline_handoff_lag_seconds{pool="cpu"} 0"#,
         "gantry_redis_up 1",
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");

@@ -37,8 +37,9 @@ impl QueueStats {
     }
 }
 
-/// Credit events a pool's finished jobs left that the scheduler's settler has not settled yet
-/// (it deletes each one once the ledger has it, so whatever is on the stream is unsettled).
+/// Entries of a pool's stream its reader has not handled yet: credit events the scheduler's
+/// settler has not settled (it deletes each one once the ledger has it), or pipeline hand-offs
+/// the mover has not applied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CreditBacklog {
     /// Events waiting to be settled.
@@ -50,7 +51,19 @@ pub struct CreditBacklog {
 impl QueueClient {
     /// The pool's unsettled credit events: how many, and how old the oldest is.
     pub async fn credit_backlog(&self, pool: &Pool) -> Result<CreditBacklog, QueueError> {
-        let key = format!("{}credits", pool.prefix());
+        self.stream_backlog(pool, "credits", "credit backlog").await
+    }
+
+    /// The pool's pipeline hand-offs to other pools that the mover has not applied yet (it
+    /// deletes each once applied): how many, and how old the oldest is.
+    pub async fn handoff_backlog(&self, pool: &Pool) -> Result<CreditBacklog, QueueError> {
+        self.stream_backlog(pool, "handoff", "hand-off backlog").await
+    }
+
+    /// A stream of the pool whose reader deletes what it has handled: its length and the age
+    /// of its oldest entry.
+    async fn stream_backlog(&self, pool: &Pool, suffix: &str, op: &'static str) -> Result<CreditBacklog, QueueError> {
+        let key = format!("{}{suffix}", pool.prefix());
         let mut c = self.conn.clone();
         let ((secs, micros), events, first): ((u64, u64), u64, Vec<(String, Value)>) = redis::pipe()
             .cmd("TIME")
@@ -64,7 +77,7 @@ impl QueueClient {
             .arg(1)
             .query_async(&mut c)
             .await
-            .during("credit backlog", pool)?;
+            .during(op, pool)?;
         let now_ms = secs * 1000 + micros / 1000;
         // A stream entry's id is `<ms>-<seq>`, the time it was added.
         let oldest_ms = first
