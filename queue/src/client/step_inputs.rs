@@ -17,8 +17,24 @@ use crate::keys::Pool;
 /// A step's payload as JSON and the parents it refers to.
 type Parents = (serde_json::Value, Vec<String>);
 
+/// Whether a field that may hold a reference (the ones the scheduler accepts them in) looks
+/// like one: checked on the payload itself, so a claim serializes nothing for the jobs that
+/// are not pipeline steps.
+fn may_refer(body: &Payload) -> bool {
+    match body {
+        Payload::Upscale(p) => StepRef::looks_like(&p.input),
+        Payload::Transcode(p) => StepRef::looks_like(&p.input),
+        Payload::CsamHash(p) => StepRef::looks_like(&p.input),
+        Payload::Generate(g) => g.reference_images.iter().any(|r| StepRef::looks_like(r)),
+        Payload::Noop(_) => false,
+    }
+}
+
 /// The parents a job's payload refers to (`None` for a job that is not a pipeline step).
 fn parents_of(job: &ClaimedJob) -> Option<Parents> {
+    if !may_refer(&job.spec.body) {
+        return None;
+    }
     let v = serde_json::to_value(&job.spec.body).ok()?;
     let steps: BTreeSet<String> = step_ref::find(&v)
         .into_iter()
