@@ -88,6 +88,9 @@ pub struct PipelineStep {
     pub needs: Vec<String>,
     /// Its failure does not fail the pipeline.
     pub continue_on_failure: bool,
+    /// For a copy of a `for_each` step: that step's name as submitted.
+    #[serde(default)]
+    pub copy_of: Option<String>,
     /// Its job's status (`waiting` for its parents, …; `expired` once gone).
     pub status: String,
     /// Attempts started.

@@ -3,6 +3,10 @@
 //! `${steps.<name>.outputs.<label>}` (one it names in its result's details: a transcode's
 //! `webm`, `poster`, `preview`). The scheduler checks them when the pipeline is submitted; the
 //! queue puts the parent's object key in their place when the step is claimed.
+//!
+//! A step that runs once per output of a parent (`for_each`) says `${each.output}` for the
+//! output its copy takes; the scheduler rewrites it into one of the references above when it
+//! fans the step out, so no stored job holds it.
 
 use serde_json::Value;
 
@@ -45,7 +49,15 @@ impl StepRef {
     }
 }
 
-/// Every string in `v` that looks like a reference, with its JSON pointer (`/input`,
+/// The output a `for_each` step's copy takes.
+pub const EACH_OUTPUT: &str = "${each.output}";
+
+/// Whether `s` looks like a `for_each` reference, well formed or not (`${each` …).
+pub fn looks_like_each(s: &str) -> bool {
+    s.starts_with("${each")
+}
+
+/// Every string in `v` that looks like a reference (to a step or `${each…}`), with its JSON pointer (`/input`,
 /// `/reference_images/0`).
 pub fn find(v: &Value) -> Vec<(String, &str)> {
     let mut out = Vec::new();
@@ -55,7 +67,7 @@ pub fn find(v: &Value) -> Vec<(String, &str)> {
 
 fn walk<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
     match v {
-        Value::String(s) if StepRef::looks_like(s) => out.push((at, s)),
+        Value::String(s) if StepRef::looks_like(s) || looks_like_each(s) => out.push((at, s)),
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
                 walk(x, format!("{at}/{i}"), out);
@@ -66,6 +78,16 @@ fn walk<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
                 walk(x, format!("{at}/{k}"), out);
             }
         }
+        _ => {}
+    }
+}
+
+/// Replaces every `${each.output}` in `v` with `with`.
+pub fn replace_each(v: &mut Value, with: &str) {
+    match v {
+        Value::String(s) if s == EACH_OUTPUT => *s = with.to_owned(),
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_each(x, with)),
+        Value::Object(o) => o.values_mut().for_each(|x| replace_each(x, with)),
         _ => {}
     }
 }
@@ -124,6 +146,13 @@ mod tests {
             serde_json::json!({"input": "${steps.a.output}", "refs": ["x", "${steps.b.outputs.poster}"], "n": 2});
         let found: Vec<String> = find(&v).into_iter().map(|(at, _)| at).collect();
         assert_eq!(found, vec!["/input", "/refs/1"]);
+        let mut each = serde_json::json!({"input": "${each.output}", "refs": ["${each.output}", "${each.outptu}"]});
+        assert_eq!(find(&each).len(), 3, "a misspelt ${{each…}} is found, to be refused");
+        replace_each(&mut each, "${steps.a.outputs.0}");
+        assert_eq!(
+            each,
+            serde_json::json!({"input": "${steps.a.outputs.0}", "refs": ["${steps.a.outputs.0}", "${each.outptu}"]})
+        );
         substitute(&mut v, &|r: &StepRef| Ok::<_, ()>(format!("key-of-{}", r.step))).expect("resolves");
         assert_eq!(
             v,

@@ -333,8 +333,19 @@ async fn openai(s: &Arc<MockState>, call: &Call) -> Answer {
     }
     let n = body["n"].as_u64().unwrap_or(1).clamp(1, 10) as usize;
     let (w, h) = size_of(&body["size"], (1024, 1024));
-    let img = b64(&s.media.image(w, h, false, tint(&key, &d)));
-    let data: Vec<Value> = (0..n).map(|_| json!({"b64_json": img})).collect();
+    // Each sample its own picture (a flagged prompt's are all the flagged one), as a real
+    // model's differ.
+    let base = tint(&key, &d);
+    let data: Vec<Value> = (0..n)
+        .map(|i| {
+            let t = if d.flagged {
+                base
+            } else {
+                base.wrapping_add(7 * i as u8)
+            };
+            json!({"b64_json": b64(&s.media.image(w, h, false, t))})
+        })
+        .collect();
     let r = reply(
         200,
         json!({

@@ -76,6 +76,11 @@ pub struct SchedulerConfig {
     /// `audit_days`); one replica sweeps per interval.
     #[serde(default = "default_sweep_every")]
     pub retention_sweep_secs: u64,
+    /// A pipeline still being stored this long after it began (its scheduler died between
+    /// storing its record and queueing its roots) is cancelled whole, every reservation
+    /// refunded. Storing one takes milliseconds.
+    #[serde(default = "default_pipeline_stuck")]
+    pub pipeline_stuck_secs: u64,
     /// Refuse to start without data keys (`GANTRY_DATA_KEYS`), so no prompt or reference image
     /// is ever stored in plain text (default). Only a development configuration turns it off;
     /// the embedded demo configuration does, and says so at start.
@@ -211,6 +216,10 @@ fn default_sweep_every() -> u64 {
 
 fn require_keys_default() -> bool {
     true
+}
+
+fn default_pipeline_stuck() -> u64 {
+    60
 }
 
 fn default_erasure_wait() -> u64 {

@@ -145,8 +145,13 @@ impl Scheduler {
         let pools: Vec<gantry_queue::Pool> = pools.collect();
         let settler = CreditSettler::new(queue.connection(), pools.clone(), metrics.clone());
         tokio::spawn(settler.run(shutdown.clone()));
-        let mover = crate::handoff::HandOffMover::new(queue.clone(), pools);
+        let mover = crate::handoff::HandOffMover::new(queue.clone(), pools.clone());
         tokio::spawn(mover.run(shutdown.clone()));
+        tokio::spawn(crate::pipelines::PipelineStore::new(queue.clone()).run_sweeper(
+            pools,
+            Duration::from_secs(cfg.pipeline_stuck_secs.max(1)),
+            shutdown.clone(),
+        ));
         let outputs = cfg
             .outputs
             .as_deref()

@@ -90,10 +90,15 @@ fn step(name: &str, needs: &[&str], gpu: bool, payload: Value) -> Value {
 
 /// Polls the pipeline until its status is `want` (a minute at most; the panic shows the last).
 async fn wait_for(f: &Fleet, id: &str, want: &str) -> Value {
+    wait_at(&f.sched.addr, "key-studio", id, want).await
+}
+
+/// [`wait_for`] on the scheduler at `addr`, with `key`.
+async fn wait_at(addr: &str, key: &str, id: &str, want: &str) -> Value {
     let mut last = Value::Null;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
-        let (_, p) = call(f, "GET", &format!("/v1/pipelines/{id}"), "key-studio", &Value::Null);
+        let (_, p) = call_at(addr, "GET", &format!("/v1/pipelines/{id}"), key, &Value::Null);
         if p["status"] == want {
             return p;
         }
@@ -361,6 +366,11 @@ async fn a_malformed_pipeline_is_refused_naming_the_step_and_field() {
             Some("b"),
             "payload.input",
         ),
+        (
+            json!({"steps": [step("a", &[], false, json!({})), {"name": "b", "for_each": "a", "user": "u", "kind": "upscale", "payload": {"input": "${each.output}", "scale": 2}}]}),
+            Some("b"),
+            "for_each",
+        ),
     ] {
         let (s, e) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
         assert_eq!((s, e["code"].as_str()), (400, Some("invalid_pipeline")), "{e}");
@@ -569,4 +579,154 @@ async fn a_replayed_dead_step_resumes_its_pipeline() {
         async move { c["charged"] == 15 && c["reserved"] == 15 && c["refunded"] == 0 }
     })
     .await;
+}
+
+/// A generate of three samples; an upscale per sample (`for_each`), a scan per upscale (a
+/// fan-out of a fan-out), and a step that needs every scan (fan-in): each copy takes its own
+/// sample, the credits balance, and a step may not take a fanned-out step's output directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_fans_out_per_generated_sample_and_fans_back_in() {
+    let f = common::fleet(1, 8, &[]);
+    let key = "demo-studio-key";
+    let job = |name: &str, kind: &str, payload: Value| json!({"name": name, "user": "u-fan", "kind": kind, "allowed_regions": ["US"], "payload": payload, "max_attempts": 2});
+    let mut up = job("up", "upscale", json!({"input": "${each.output}", "scale": 2}));
+    up["for_each"] = json!("gen");
+    let mut scan = job("scan", "csam_hash", json!({"input": "${each.output}"}));
+    scan["for_each"] = json!("up");
+    let mut done = job("done", "noop", json!({}));
+    done["needs"] = json!(["scan"]);
+    let body = json!({"steps": [
+        job("gen", "generate", json!({"provider": "openai", "model": "gpt-image-1", "prompt": "three lighthouses", "samples": 3})),
+        up, scan, done,
+    ]});
+    let (s, created) = call_at(&f.sched.addr, "POST", "/v1/pipelines", key, &body);
+    assert_eq!(s, 201, "{created}");
+    let names: Vec<&str> = created["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["gen", "up-0", "up-1", "up-2", "scan-0", "scan-1", "scan-2", "done"]
+    );
+    let id = created["id"].as_str().unwrap();
+    let p = wait_at(&f.sched.addr, key, id, "succeeded").await;
+    let st = steps(&p);
+    assert_eq!(st["done"]["needs"], json!(["scan-0", "scan-1", "scan-2"]));
+    assert_eq!(st["scan-1"]["copy_of"], "scan");
+    assert_eq!(st["scan-1"]["needs"], json!(["up-1"]));
+    // Each upscale took its own sample: three different inputs, the generate's three outputs.
+    let samples: Vec<String> = (0..3)
+        .map(|i| {
+            st["gen"]["result"]["details"][i.to_string()]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = samples.iter().collect();
+    assert_eq!(distinct.len(), 3, "{samples:?}");
+    // (the mock's samples are different pictures, so their upscales differ too)
+    let mut upscaled = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        assert_eq!(st[&format!("up-{i}")]["status"], "succeeded", "{p:#}");
+        upscaled.insert(st[&format!("up-{i}")]["result"]["sha256"].as_str().unwrap().to_owned());
+        assert_eq!(
+            st[&format!("scan-{i}")]["result"]["details"]["verdict"],
+            "clean",
+            "{p:#}"
+        );
+    }
+    assert_eq!(upscaled.len(), 3, "each copy took its own sample: {p:#}");
+    // Once every step's credits settle (just after its job ends): reserved = charged + refunded.
+    let mut c = p["credits"].clone();
+    for _ in 0..100 {
+        let balanced = |c: &Value| {
+            c["reserved"].as_i64() == Some(c["charged"].as_i64().unwrap() + c["refunded"].as_i64().unwrap())
+        };
+        if balanced(&c) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c = call_at(&f.sched.addr, "GET", &format!("/v1/pipelines/{id}"), key, &Value::Null).1["credits"].clone();
+    }
+    assert_eq!(
+        c["reserved"].as_i64().unwrap(),
+        c["charged"].as_i64().unwrap() + c["refunded"].as_i64().unwrap(),
+        "{c}"
+    );
+    assert!(c["charged"].as_i64().unwrap() > 0, "{c}");
+}
+
+/// A scheduler that dies while storing a pipeline (its waiting steps queued, its roots not)
+/// leaves it `creating`; the next scheduler's sweep cancels it whole: the queued steps are
+/// cancelled and refunded at settlement, the root never queued is refunded directly, and the
+/// tenant's balance is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_left_half_stored_is_swept_and_refunded() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let cfg = format!("pipeline_stuck_secs = 1\n{}", keyed_config());
+    let dying = SchedulerProcess::with_config_env(&url, &cfg, &[("GANTRY_TEST_ABORT_CREATING_PIPELINE", "1")]);
+    let body = json!({"steps": [
+        step("a", &[], false, json!({})),
+        step("b", &["a"], false, json!({})),
+        step("c", &["b"], true, json!({})),
+    ]});
+    let (s, _) = call_at(&dying.addr, "POST", "/v1/pipelines", "key-studio", &body);
+    assert_eq!(s, 0, "the scheduler died answering");
+    drop(dying);
+    let q = gantry_queue::QueueClient::connect(&url, gantry_queue::QueueConfig::default())
+        .await
+        .unwrap();
+    let cpu = gantry_queue::Pool::new("cpu").unwrap();
+    let mut c = q.connection();
+    let stuck: Vec<String> = redis::cmd("ZRANGE")
+        .arg(gantry_queue::QueueClient::pipelines_creating_key(&cpu))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(stuck.len(), 1, "one pipeline left creating");
+    let id = stuck[0].clone();
+    let sched = SchedulerProcess::with_config(&url, &cfg);
+    let p = wait_at(&sched.addr, "key-studio", &id, "cancelled").await;
+    let st = steps(&p);
+    assert_eq!(st["a"]["status"], "expired", "the root was never queued: {p:#}");
+    for waiting in ["b", "c"] {
+        assert_eq!(st[waiting]["status"], "cancelled", "{p:#}");
+    }
+    eventually("every reservation refunded", Duration::from_secs(20), || {
+        let (_, b) = call_at(&sched.addr, "GET", "/v1/credits", "key-studio", &Value::Null);
+        let (_, p) = call_at(
+            &sched.addr,
+            "GET",
+            &format!("/v1/pipelines/{id}"),
+            "key-studio",
+            &Value::Null,
+        );
+        async move { b["balance"] == 100_000 && p["credits"]["refunded"] == 15 && p["credits"]["reserved"] == 15 }
+    })
+    .await;
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(gantry_queue::QueueClient::pipelines_creating_key(&cpu))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    // A pipeline stored whole is left alone by the sweep.
+    let (s, ok) = call_at(&sched.addr, "POST", "/v1/pipelines", "key-studio", &body);
+    assert_eq!(s, 201, "{ok}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, p) = call_at(
+        &sched.addr,
+        "GET",
+        &format!("/v1/pipelines/{}", ok["id"].as_str().unwrap()),
+        "key-studio",
+        &Value::Null,
+    );
+    assert_eq!(p["status"], "running", "no worker runs it, nothing cancels it: {p}");
 }

@@ -29,6 +29,11 @@ impl QueueClient {
         format!("{}pl:{id}", pool.prefix())
     }
 
+    /// The ids of `pool`'s pipelines still being stored, by when they began (ms).
+    pub fn pipelines_creating_key(pool: &Pool) -> String {
+        format!("{}pl-creating", pool.prefix())
+    }
+
     /// Stores a pipeline's record in `pool` (state `creating`, kept as long as the user's
     /// index) and puts its id in the user's index. Returns its creation time (ms).
     pub async fn store_pipeline(

@@ -2,6 +2,8 @@
   Store a pipeline's record ('pl:<id>', in its first step's pool) and put its id in its user's
   index of the day, so that erasing the user finds it (erase.lua deletes a pipeline record of
   the user's like a job record). The record expires with the index: it outlives every step.
+  Its id goes into 'pl-creating' (by creation time) until the scheduler has queued every step
+  and says so; one left there too long is swept (cancelled whole, refunded).
 
   Input:
     KEYS[1]    the pool prefix 'gantry:{pool}:'
@@ -19,6 +21,7 @@ local id, ukey, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local pk = P .. 'pl:' .. id
 redis.call('HSET', pk, 'ten', ARGV[4], 'uk', ukey, 'at', NOW, 'state', ARGV[5], 'steps', ARGV[6])
 redis.call('EXPIRE', pk, ttl)
+redis.call('ZADD', P .. 'pl-creating', NOW, id)
 local uk = user_today_key(ukey)
 redis.call('RPUSH', uk, id)
 redis.call('EXPIRE', uk, ttl)

@@ -17,6 +17,7 @@
 //!   `cancelled` after a cancel, `running` until then.
 
 pub mod spec;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub struct StoredStep {
     pub needs: Vec<String>,
     /// Its failure does not fail the pipeline.
     pub continue_on_failure: bool,
+    /// For a copy of a step that runs once per output of its parent: that step's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
 }
 
 /// A created pipeline (`POST /v1/pipelines`).
@@ -117,6 +121,9 @@ pub struct StepView {
     pub needs: Vec<String>,
     /// Its failure does not fail the pipeline.
     pub continue_on_failure: bool,
+    /// For a copy of a step that runs once per output of its parent: that step's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
     /// Its job's status (`expired` once its record is gone).
     pub status: String,
     /// Attempts started.
@@ -278,34 +285,62 @@ impl Pipelines {
         tenant_cfg: &crate::config::TenantConfig,
         spec: PipelineSpec,
     ) -> Result<Created, ApiError> {
-        // Every step planned: checked, routed, priced and placed.
+        // Every step planned (checked, routed, priced and placed), parents first, so that a
+        // step that fans out knows how many outputs its parent makes.
+        let mut steps: Vec<spec::StepSpec> = Vec::with_capacity(spec.steps.len());
         let mut planned: Vec<Planned> = Vec::with_capacity(spec.steps.len());
-        for s in &spec.steps {
-            let name = s.name.clone();
-            let at = move |m: String| format!("step {name}: {m}");
-            let p = self.admission.plan(caller, tenant_cfg, s.job.clone(), None, &at)?;
-            self.admission.check(&p, &at)?;
-            planned.push(p);
+        let mut bodies: BTreeMap<String, (Payload, bool)> = BTreeMap::new();
+        let mut fanned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut names: std::collections::BTreeSet<String> = spec.steps.iter().map(|s| s.name.clone()).collect();
+        for s in spec.steps {
+            let (original, fans) = (s.name.clone(), s.for_each.is_some());
+            let copies = spec::expand(s, &fanned, |parent| {
+                bodies
+                    .get(parent)
+                    .map(|(b, _)| spec::for_each_outputs(b))
+                    .unwrap_or_default()
+            })?;
+            if fans {
+                fanned.insert(original.clone(), copies.iter().map(|c| c.name.clone()).collect());
+            }
+            for c in copies {
+                if c.copy_of.is_some() && !names.insert(c.name.clone()) {
+                    return Err(PipelineError {
+                        step: Some(original),
+                        field: "for_each".into(),
+                        reason: format!("its copy {} has the name of another step", c.name),
+                    }
+                    .into());
+                }
+                if steps.len() == spec::MAX_STEPS {
+                    return Err(PipelineError {
+                        step: Some(original),
+                        field: "for_each".into(),
+                        reason: format!("a pipeline runs at most {} steps, copies included", spec::MAX_STEPS),
+                    }
+                    .into());
+                }
+                let name = c.name.clone();
+                let at = move |m: String| format!("step {name}: {m}");
+                let p = self.admission.plan(caller, tenant_cfg, c.job.clone(), None, &at)?;
+                self.admission.check(&p, &at)?;
+                bodies.insert(c.name.clone(), (p.job.body.clone(), self.makes_video(&p.job.body)));
+                steps.push(c);
+                planned.push(p);
+            }
         }
-        let bodies: BTreeMap<String, (Payload, bool)> = spec
-            .steps
-            .iter()
-            .zip(&planned)
-            .map(|(s, p)| (s.name.clone(), (p.job.body.clone(), self.makes_video(&p.job.body))))
-            .collect();
-        spec::check_types(&spec.steps, &bodies)?;
+        spec::check_types(&steps, &bodies)?;
         // The links: who waits for whom.
         let pipeline_id = JobId::new().to_string();
-        let by_name: BTreeMap<&str, (JobId, &str)> = spec
-            .steps
+        let by_name: BTreeMap<&str, (JobId, &str)> = steps
             .iter()
             .zip(&planned)
             .map(|(s, p)| (s.name.as_str(), (p.id, p.pool.as_str())))
             .collect();
         let mut links = Vec::with_capacity(planned.len());
-        for s in &spec.steps {
+        for s in &steps {
             let mut kids = Vec::new();
-            for k in spec.steps.iter().filter(|k| k.needs.contains(&s.name)) {
+            for k in steps.iter().filter(|k| k.needs.contains(&s.name)) {
                 let (id, pool) = by_name[k.name.as_str()];
                 kids.push((Pool::new(pool)?, id));
             }
@@ -321,8 +356,7 @@ impl Pipelines {
             p.step = Some(link);
         }
         self.admission.reserve(caller, tenant_cfg, &planned).await?;
-        let stored: Vec<StoredStep> = spec
-            .steps
+        let stored: Vec<StoredStep> = steps
             .iter()
             .zip(&planned)
             .map(|(s, p)| StoredStep {
@@ -332,11 +366,11 @@ impl Pipelines {
                 kind: p.job.kind(),
                 needs: s.needs.clone(),
                 continue_on_failure: s.optional,
+                copy_of: s.copy_of.clone(),
             })
             .collect();
         let home = Pool::new(&planned[0].pool)?;
         let user_key = gantry_queue::user_key(&caller.tenant, &planned[0].job.user);
-        let record = record_key(&home, &pipeline_id);
         self.write_record(&home, &pipeline_id, &caller.tenant, &user_key, &stored)
             .await?;
         let created: Vec<CreatedStep> = stored
@@ -354,10 +388,18 @@ impl Pipelines {
             .into_iter()
             .partition(|p| p.step.as_ref().is_some_and(|l| l.need > 0));
         let mut stored_ok = true;
-        for phase in [waiting, roots] {
+        for (i, phase) in [waiting, roots].into_iter().enumerate() {
             if phase.is_empty() {
                 continue;
             }
+            #[cfg(debug_assertions)]
+            if i == 1 && std::env::var_os("GANTRY_TEST_ABORT_CREATING_PIPELINE").is_some() {
+                // The crash tests' fault point (debug builds only): die with the waiting steps
+                // queued and the roots not, so only the sweep can finish the pipeline.
+                tracing::error!("GANTRY_TEST_ABORT_CREATING_PIPELINE: aborting before queueing a pipeline's roots");
+                std::process::abort();
+            }
+            let _ = i;
             if let Err(e) = self.admission.enqueue(&caller.tenant, tenant_cfg, phase).await {
                 tracing::warn!(pipeline = %pipeline_id, error = %e, "a pipeline could not be stored whole; cancelling it");
                 stored_ok = false;
@@ -365,11 +407,21 @@ impl Pipelines {
             }
         }
         if !stored_ok {
-            self.store.cancel_steps(&stored).await;
-            self.store.set_state(&record, "cancelled").await?;
+            // The steps never queued are refunded here (the phase that failed refunded its own).
+            self.store
+                .set_state(&home, &pipeline_id, "cancelled", Some("creating"))
+                .await?;
+            self.store.cancel_unfinished(&caller.tenant, &stored).await;
             return Err(ApiError::Unavailable);
         }
-        self.store.set_state(&record, "created").await?;
+        if !self
+            .store
+            .set_state(&home, &pipeline_id, "created", Some("creating"))
+            .await?
+        {
+            // Stalled past `pipeline_stuck_secs`: a sweep cancelled it whole meanwhile.
+            return Err(ApiError::Unavailable);
+        }
         tracing::info!(pipeline = %pipeline_id, steps = created.len(), "pipeline admitted");
         Ok(Created {
             id: pipeline_id,
@@ -412,18 +464,6 @@ impl PipelineStore {
         }
     }
 
-    async fn set_state(&self, key: &str, state: &str) -> Result<(), ApiError> {
-        let mut c = self.queue.connection();
-        redis::cmd("HSET")
-            .arg(key)
-            .arg(field::STATE)
-            .arg(state)
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(QueueError::from)?;
-        Ok(())
-    }
-
     /// Cancels every step that has not ended (waiting and queued ones at once, running ones at
     /// their next heartbeat); steps already gone or finished are left as they are.
     async fn cancel_steps(&self, steps: &[StoredStep]) -> usize {
@@ -439,7 +479,7 @@ impl PipelineStore {
     }
 
     /// Finds a pipeline's record: its key and fields.
-    async fn find(&self, id: &str) -> Result<(String, BTreeMap<String, String>), ApiError> {
+    async fn find(&self, id: &str) -> Result<(Pool, BTreeMap<String, String>), ApiError> {
         if id.parse::<JobId>().is_err() {
             return Err(ApiError::NotFound);
         }
@@ -452,7 +492,7 @@ impl PipelineStore {
                 .await
                 .map_err(QueueError::from)?;
             if !h.is_empty() {
-                return Ok((key, h));
+                return Ok((pool, h));
             }
         }
         Err(ApiError::NotFound)
@@ -462,8 +502,8 @@ impl PipelineStore {
         &self,
         tenant: Option<&str>,
         id: &str,
-    ) -> Result<(String, BTreeMap<String, String>, Vec<StoredStep>), ApiError> {
-        let (key, h) = self.find(id).await?;
+    ) -> Result<(Pool, BTreeMap<String, String>, Vec<StoredStep>), ApiError> {
+        let (pool, h) = self.find(id).await?;
         let owner = h.get(field::TENANT).map(String::as_str).unwrap_or_default();
         if tenant.is_some_and(|t| t != owner) {
             return Err(ApiError::NotFound);
@@ -472,7 +512,7 @@ impl PipelineStore {
             .get(field::STEPS)
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or(ApiError::Internal)?;
-        Ok((key, h, steps))
+        Ok((pool, h, steps))
     }
 
     /// A pipeline's steps as stored; `tenant` (absent: an operator) must own it.
@@ -522,6 +562,7 @@ impl PipelineStore {
                 pool: s.pool,
                 needs: s.needs,
                 continue_on_failure: s.continue_on_failure,
+                copy_of: s.copy_of,
             });
         }
         let state = h.get(field::STATE).map(String::as_str).unwrap_or_default();
@@ -536,11 +577,11 @@ impl PipelineStore {
 
     /// Cancels a pipeline: every step that has not ended. Returns how many steps were told.
     pub async fn cancel(&self, tenant: Option<&str>, id: &str) -> Result<usize, ApiError> {
-        let (key, h, steps) = self.load(tenant, id).await?;
+        let (pool, h, steps) = self.load(tenant, id).await?;
         if h.get(field::STATE).is_some_and(|s| s == "creating") {
             return Err(ApiError::Conflict("the pipeline is still being created; retry".into()));
         }
-        self.set_state(&key, "cancelled").await?;
+        self.set_state(&pool, id, "cancelled", None).await?;
         Ok(self.cancel_steps(&steps).await)
     }
 }

@@ -558,6 +558,13 @@ impl Inner {
         let output = if refs.len() == 1 {
             refs.pop()
         } else {
+            // Each sample by its index, as a pipeline step's `${steps.<name>.outputs.<i>}`
+            // (and a `for_each` step's copies) name them.
+            let samples: Vec<(String, String)> = refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i.to_string(), r.object_key.clone()))
+                .collect();
             let manifest = serde_json::json!({ "outputs": refs });
             match self
                 .outputs
@@ -569,7 +576,10 @@ impl Inner {
                 )
                 .await
             {
-                Ok(r) => Some(r),
+                Ok(mut r) => {
+                    r.details.extend(samples);
+                    Some(r)
+                }
                 Err(e) => return failed(ErrorClass::Retryable, format!("storing the manifest: {e}")),
             }
         };
