@@ -198,10 +198,19 @@ def fleet():
     )
     b.panel("Event-stream (SSE) clients", [(f"sum(gantry_sse_clients{{{NS}}})", "connected")], width=6)
     b.panel(
+        "Pipeline hand-offs (mover backlog)",
+        [
+            (f"max by (pool) (gantry_pipeline_handoffs_pending{{{SEL}}})", "{{pool}} pending"),
+            (f"max by (pool) (gantry_pipeline_handoff_lag_seconds{{{SEL}}})", "{{pool}} oldest, s"),
+        ],
+        width=12,
+        description="Pipeline steps released in another pool wait for the scheduler's mover: entries not applied yet, and how long the oldest has waited (the GantryPipelineHandoffLag alert).",
+    )
+    b.panel(
         "Claim round trip p99",
         [(f"histogram_quantile(0.99, sum by (pool, le) ({rate('gantry_claim_duration_seconds_bucket')}))", "{{pool}}")],
         "s",
-        width=24,
+        width=12,
     )
     return b
 

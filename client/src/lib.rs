@@ -141,6 +141,10 @@ pub struct JobView {
     /// Usage the worker reported.
     #[serde(default)]
     pub usage: Option<serde_json::Value>,
+    /// What it is doing while it runs: `{stage, percent, attempt, at_ms}` (its current
+    /// attempt's last report; `percent` where known).
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
     /// Credit entry (`None` once expired, or for free jobs).
     #[serde(default)]
     pub credits: Option<Credits>,

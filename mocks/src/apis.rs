@@ -385,7 +385,9 @@ fn bfl_task(s: &Arc<MockState>, t: &MockTask) -> Value {
     } else {
         "Ready"
     };
-    let mut v = json!({"id": id, "status": status, "progress": null});
+    // While pending, how far along (BFL reports a fraction): the polls so far of those it takes.
+    let progress = (status == "Pending").then(|| f64::from(t.polls) / f64::from(d.pending + 1));
+    let mut v = json!({"id": id, "status": status, "progress": progress});
     if status == "Ready" {
         let prefix = s.prefix(&t.provider, &t.region);
         v["result"] = json!({"sample": format!("{prefix}/files/{id}/0.png?se=expiring&sig=secret"), "seed": 42});

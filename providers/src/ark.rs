@@ -254,7 +254,7 @@ impl Ark {
 fn observe(provider: &'static str, t: TaskReply) -> Observed {
     match t.status.as_str() {
         "queued" => Observed::Queued,
-        "running" => Observed::Running,
+        "running" => Observed::Running(None),
         "succeeded" => match t.content.and_then(|c| c.video_url) {
             Some(url) => Observed::Succeeded(Generated {
                 artifacts: vec![Artifact::Url { url }],

@@ -64,6 +64,9 @@ struct PollReply {
     status: String,
     #[serde(default)]
     result: Option<PollResult>,
+    /// How far along a pending task is: a fraction (0–1), or null.
+    #[serde(default)]
+    progress: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -91,10 +94,18 @@ pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
     e
 }
 
-/// Maps a poll status.
-pub fn observe(provider: &'static str, status: &str, sample: Option<String>) -> Observed {
+/// A poll's `progress` as a percent: BFL reports a fraction; a value over 1 is taken as a
+/// percent already; anything else (negative, not finite) as unknown.
+fn percent(progress: Option<f64>) -> Option<u8> {
+    let p = progress.filter(|p| p.is_finite() && *p >= 0.0)?;
+    let p = if p <= 1.0 { p * 100.0 } else { p };
+    Some(p.min(100.0).round() as u8)
+}
+
+/// Maps a poll status (and, while pending, its progress).
+pub fn observe(provider: &'static str, status: &str, sample: Option<String>, progress: Option<f64>) -> Observed {
     match status {
-        "Pending" | "Queued" => Observed::Running,
+        "Pending" | "Queued" => Observed::Running(percent(progress)),
         "Ready" => match sample {
             Some(url) => Observed::Succeeded(Generated {
                 artifacts: vec![Artifact::Url { url }],
@@ -225,7 +236,7 @@ impl Provider for Bfl {
                 format!("webhook body: {e}"),
             )
         })?;
-        let seen = observe(self.ep.name, &c.status, c.result.and_then(|r| r.sample));
+        let seen = observe(self.ep.name, &c.status, c.result.and_then(|r| r.sample), None);
         Ok((c.id, seen))
     }
 
@@ -257,7 +268,12 @@ impl Provider for Bfl {
                 return Err(classify(self.ep.name, &r));
             }
             let p: PollReply = r.json(self.ep.name)?;
-            Ok(observe(self.ep.name, &p.status, p.result.and_then(|r| r.sample)))
+            Ok(observe(
+                self.ep.name,
+                &p.status,
+                p.result.and_then(|r| r.sample),
+                p.progress,
+            ))
         })
     }
 }
@@ -289,12 +305,38 @@ mod tests {
 
     #[test]
     fn statuses_map_onto_the_state_machine() {
-        assert_eq!(observe("flux", "Pending", None).state(), TaskState::Running);
-        assert_eq!(observe("flux", "Ready", Some("u".into())).state(), TaskState::Succeeded);
-        assert_eq!(observe("flux", "Content Moderated", None).state(), TaskState::Moderated);
-        assert_eq!(observe("flux", "Request Moderated", None).state(), TaskState::Moderated);
-        assert_eq!(observe("flux", "Error", None).state(), TaskState::Failed);
-        assert_eq!(observe("flux", "Ready", None).state(), TaskState::Failed);
+        assert_eq!(observe("flux", "Pending", None, None).state(), TaskState::Running);
+        assert_eq!(
+            observe("flux", "Pending", None, Some(0.42)),
+            Observed::Running(Some(42))
+        );
+        assert_eq!(
+            observe("flux", "Pending", None, Some(73.0)),
+            Observed::Running(Some(73))
+        );
+        assert_eq!(
+            observe("flux", "Pending", None, Some(1e9)),
+            Observed::Running(Some(100))
+        );
+        assert_eq!(observe("flux", "Pending", None, Some(-1.0)), Observed::Running(None));
+        assert_eq!(
+            observe("flux", "Pending", None, Some(f64::NAN)),
+            Observed::Running(None)
+        );
+        assert_eq!(
+            observe("flux", "Ready", Some("u".into()), None).state(),
+            TaskState::Succeeded
+        );
+        assert_eq!(
+            observe("flux", "Content Moderated", None, None).state(),
+            TaskState::Moderated
+        );
+        assert_eq!(
+            observe("flux", "Request Moderated", None, None).state(),
+            TaskState::Moderated
+        );
+        assert_eq!(observe("flux", "Error", None, None).state(), TaskState::Failed);
+        assert_eq!(observe("flux", "Ready", None, None).state(), TaskState::Failed);
     }
 
     #[test]

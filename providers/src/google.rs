@@ -271,7 +271,7 @@ impl Provider for Google {
                 )
                 .await?;
             if !v["done"].as_bool().unwrap_or(false) {
-                return Ok(Observed::Running);
+                return Ok(Observed::Running(None));
             }
             if v["error"].is_object() {
                 let r = Reply {

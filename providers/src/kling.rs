@@ -274,7 +274,7 @@ pub fn classify(provider: &'static str, r: &Reply) -> ProviderError {
 fn observe(provider: &'static str, d: TaskData) -> Observed {
     match d.task_status.as_str() {
         "submitted" => Observed::Queued,
-        "processing" => Observed::Running,
+        "processing" => Observed::Running(None),
         "succeed" => {
             let res = d.task_result.unwrap_or_default();
             let seconds: f64 = res

@@ -61,6 +61,10 @@ pub trait RunHooks: Send {
     fn state(&mut self, state: TaskState) {
         let _ = state;
     }
+    /// The running task is `percent` done, as the provider reports it.
+    fn percent(&mut self, percent: u8) {
+        let _ = percent;
+    }
     /// A call failed and will be retried after `wait`.
     fn retrying(&mut self, error: &ProviderError, wait: Duration) {
         let _ = (error, wait);
@@ -183,7 +187,8 @@ pub async fn run(
             hooks.state(task.state());
         }
         match seen {
-            Observed::Queued | Observed::Running => {}
+            Observed::Running(Some(percent)) => hooks.percent(percent),
+            Observed::Queued | Observed::Running(None) => {}
             Observed::Succeeded(g) => return Ok(g),
             Observed::Failed(e) => return Err(e.into()),
             Observed::Cancelled => {

@@ -155,8 +155,8 @@ pub enum Submitted {
 pub enum Observed {
     /// Waiting at the provider.
     Queued,
-    /// Running at the provider.
-    Running,
+    /// Running at the provider; with how far along, where the provider says (percent).
+    Running(Option<u8>),
     /// Finished with outputs.
     Succeeded(Generated),
     /// Finished without: the error's class says why (`moderated` for safety refusals).
@@ -206,7 +206,7 @@ impl Observed {
     pub fn state(&self) -> TaskState {
         match self {
             Observed::Queued => TaskState::Queued,
-            Observed::Running => TaskState::Running,
+            Observed::Running(_) => TaskState::Running,
             Observed::Succeeded(_) => TaskState::Succeeded,
             Observed::Failed(e) if e.class == ProviderErrorClass::Moderated => TaskState::Moderated,
             Observed::Failed(_) => TaskState::Failed,

@@ -468,3 +468,43 @@ async fn an_open_circuit_falls_back_to_another_consented_provider() {
         "an EU-only job reached no other region"
     );
 }
+
+/// A provider that reports how far along its task is (BFL's `progress`) shows through to the
+/// job: stage `generating` with a percent that only grows, then none once it has succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_percent_shows_as_the_jobs_progress() {
+    let f = fleet(1, 4, &[]);
+    let api = Client::new(&format!("http://{}", f.sched.addr), "demo-studio-key").unwrap();
+    let a = api
+        .submit(&generate(
+            "flux",
+            "flux-kontext-pro",
+            &["US"],
+            "[mock:pending=14] a harbour at dawn",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    let mut seen: Vec<f64> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let j = api.job(&a.id).await.unwrap();
+        if let Some(p) = j.progress.as_ref()
+            && p["stage"] == "generating"
+            && let Some(pct) = p["percent"].as_f64()
+        {
+            seen.push(pct);
+        }
+        if j.status == "succeeded" {
+            assert!(j.progress.is_none(), "{j:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j:?} {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.iter().any(|p| *p > 0.0 && *p < 100.0),
+        "a percent between: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "only grows: {seen:?}");
+}

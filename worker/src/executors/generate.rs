@@ -611,6 +611,10 @@ impl RunHooks for ProgressHooks<'_> {
             _ => {}
         }
     }
+
+    fn percent(&mut self, percent: u8) {
+        self.0.report(Stage::Generating, Some(f32::from(percent)));
+    }
 }
 
 /// `POST /webhooks/{provider}/{external_id}/{token}`: a provider reporting a task's end.
