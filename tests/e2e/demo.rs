@@ -61,7 +61,7 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
     // upscales of generated images + 2 clean CSAM-hash checks for the studio (a ninth generate
     // job is refused by the provider's safety system, a tenth's image is on the demo's hash
-    // list), and the studio pipeline's 3 steps; the video tenant's 100 + 1 no-ops, 2 videos
+    // list), and the studio pipeline's 5 steps (two samples, each upscaled and scanned); the video tenant's 100 + 1 no-ops, 2 videos
     // and its pipeline's 6 steps.
     let row = |tenant: &str, status: &str| -> u64 {
         list("outcomes")
@@ -70,7 +70,7 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
             .map(|o| o["jobs"].as_u64().unwrap())
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 112, "{r:#}");
+    assert_eq!(row("studio-42", "succeeded"), 114, "{r:#}");
     // Blocked before release: the flagged generated image and the flagged upload.
     assert_eq!(row("studio-42", "blocked"), 2, "{r:#}");
     let safety = &r["safety"];
@@ -81,8 +81,8 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
     );
     assert_eq!(
         safety["clean"],
-        // (the pipelines add 3 scans, 3 generations, 1 transcode and 2 upscales)
-        serde_json::json!({"csam_hash": 5, "generate": 13, "transcode": 3, "upscale": 5}),
+        // (the pipelines add 4 scans, 3 generations, 1 transcode and 3 upscales)
+        serde_json::json!({"csam_hash": 6, "generate": 13, "transcode": 3, "upscale": 6}),
         "{safety:#}"
     );
     // The two hash matches, and the provider's refusal of the ninth generate job.

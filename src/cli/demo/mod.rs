@@ -495,8 +495,8 @@ async fn chain(s: &Stack, s_studio: &mut Submissions, s_video: &mut Submissions)
     Ok(post)
 }
 
-/// Phase 4b: the platform's real flows, each in one request: a studio's generate → upscale →
-/// scan, and a video generated, transcoded for the web and both renditions scanned. Followed
+/// Phase 4b: the platform's real flows, each in one request: a studio's generate of two
+/// samples → an upscale of each → a scan of each (`for_each`), and a video generated, transcoded for the web and both renditions scanned. Followed
 /// over the event stream to their ends (no polling); their steps join the tenants' jobs.
 async fn pipelines(
     s: &Stack,
@@ -505,11 +505,11 @@ async fn pipelines(
 ) -> anyhow::Result<Vec<report::PipelineRun>> {
     let studio = json!({"steps": [
         {"name": "image", "user": "user-0030", "kind": "generate", "allowed_regions": ["US"],
-         "payload": {"provider": "openai", "model": "gpt-image-1", "prompt": "a paper boat on a pond"}},
-        {"name": "big", "needs": ["image"], "user": "user-0030", "kind": "upscale",
-         "payload": {"input": "${steps.image.output}", "scale": 2, "format": "webp"}},
-        {"name": "scan", "needs": ["big"], "user": "user-0030", "kind": "csam_hash",
-         "payload": {"input": "${steps.big.output}", "lists": [HASH_LIST]}},
+         "payload": {"provider": "openai", "model": "gpt-image-1", "prompt": "a paper boat on a pond", "samples": 2}},
+        {"name": "big", "for_each": "image", "user": "user-0030", "kind": "upscale",
+         "payload": {"input": "${each.output}", "scale": 2, "format": "webp"}},
+        {"name": "scan", "for_each": "big", "user": "user-0030", "kind": "csam_hash",
+         "payload": {"input": "${each.output}", "lists": [HASH_LIST]}},
     ]});
     // The whole chain a video platform runs: an image, upscaled, animated into a clip (the
     // upscaled image as the video model's reference), transcoded for the web, and both the
@@ -536,7 +536,7 @@ async fn pipelines(
             "studio-42",
             &mut *s_studio,
             studio,
-            "generate -> upscale -> scan",
+            "generate x2 -> upscale each -> scan each",
         ),
         (
             &s.video_retrying,
