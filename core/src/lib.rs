@@ -8,6 +8,7 @@
 pub mod error;
 pub mod job;
 pub mod payload;
+pub mod payload_rules;
 pub mod progress;
 pub mod step_ref;
 pub mod time;

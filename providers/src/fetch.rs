@@ -247,6 +247,18 @@ impl GuardedClient {
         Ok(self.client.post(self.check(url)?))
     }
 
+    /// Whether `url` names a literal address (`http://127.0.0.1:9000/…`) this client was told
+    /// to allow.
+    pub fn allows_literal(&self, url: &str) -> bool {
+        let Ok(u) = Url::parse(url) else { return false };
+        let host = u.host_str().unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>().is_ok_and(|ip| {
+            self.allow
+                .contains(&SocketAddr::new(ip, u.port_or_known_default().unwrap_or(0)))
+        })
+    }
+
     /// Whether `url` may be reached, as far as the text says: http(s), with no credentials in
     /// it, and a literal address public or allowed (a name is checked when it resolves).
     pub fn check(&self, url: &str) -> Result<Url, String> {

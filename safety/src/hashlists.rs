@@ -40,18 +40,20 @@ impl HashList {
     /// Parses a list file: one entry per line, `#` comments and blank lines ignored. An entry
     /// is `pdq:HEX64`, `md5:HEX32` or `sha256:HEX64`; a bare 64-hex value is PDQ (the
     /// reference lists' format, also `hash,quality,filename` lines) and a bare 32-hex one MD5.
-    /// Any other line fails the whole file with its line number.
+    /// Any other line fails the whole file with its line number. Whitespace is spaces, tabs
+    /// and carriage returns (the grammar the API's document states as a pattern).
     pub fn parse(text: &str) -> Result<Self, SafetyError> {
+        let ws: &[char] = &[' ', '\t', '\r'];
         let mut list = HashList::default();
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
+        for (n, raw) in text.split('\n').enumerate() {
+            let line = raw.trim_matches(ws);
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let bad = |reason: String| SafetyError::InvalidEntry { line: n + 1, reason };
             let (kind, value) = match line.split_once(':') {
-                Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim()),
-                None => (String::new(), line.split(',').next().unwrap_or(line).trim()),
+                Some((k, v)) => (k.trim_matches(ws).to_ascii_lowercase(), v.trim_matches(ws)),
+                None => (String::new(), line.split(',').next().unwrap_or(line).trim_matches(ws)),
             };
             let hex = |len: usize| -> Result<String, SafetyError> {
                 if value.len() == len && value.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -65,7 +67,7 @@ impl HashList {
             };
             match (kind.as_str(), value.len()) {
                 ("pdq", _) | ("", 64) => list.pdq.push(
-                    value
+                    hex(64)?
                         .parse()
                         .map_err(|e: gantry_codecs::pdq::HashError| bad(e.to_string()))?,
                 ),

@@ -66,7 +66,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiEr
         Some(v) => v
             .to_str()
             .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .filter(|k| !k.is_empty() && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic()))
             .map(Some)
             .ok_or_else(|| ApiError::InvalidRequest("Idempotency-Key must be 1-256 visible ASCII characters".into())),
     }

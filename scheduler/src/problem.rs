@@ -40,9 +40,13 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
-    /// Unknown provider or model.
+    /// Unknown provider or model (in this deployment: the request itself is well formed).
     #[error("{0}")]
     UnknownModel(String),
+    /// Well formed, but not something this deployment does: a model's limits (samples, clip
+    /// length, size), fields that contradict each other.
+    #[error("{0}")]
+    Unprocessable(String),
     /// Not enough credits.
     #[error("insufficient credits: {needed} needed, {balance} available")]
     InsufficientCredits {
@@ -113,6 +117,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidPipeline { .. } => "invalid_pipeline",
             ApiError::UnknownModel(_) => "unknown_model",
+            ApiError::Unprocessable(_) => "unprocessable",
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::BatchExceedsBurst => "batch_exceeds_burst",
@@ -134,15 +139,18 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::UserBlocked => StatusCode::FORBIDDEN,
-            ApiError::MalformedJson(_)
-            | ApiError::InvalidRequest(_)
-            | ApiError::InvalidPipeline { .. }
-            | ApiError::UnknownModel(_) => StatusCode::BAD_REQUEST,
+            // 400: the request does not match the API's document; 422: it does, but this
+            // deployment will not do it (see `openapi.json`'s info).
+            ApiError::MalformedJson(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::RateLimited(_) | ApiError::BatchExceedsBurst => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoAllowedProvider(_) | ApiError::Unplaceable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoAllowedProvider(_)
+            | ApiError::Unplaceable(_)
+            | ApiError::InvalidPipeline { .. }
+            | ApiError::UnknownModel(_)
+            | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound | ApiError::NoRoute | ApiError::UnknownCursor(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -155,6 +163,8 @@ impl From<ValidationError> for ApiError {
     fn from(v: ValidationError) -> Self {
         match v {
             ValidationError::MalformedJson(m) => ApiError::MalformedJson(m),
+            // Every field within its bounds, the whole too large: what no schema can say.
+            ValidationError::PayloadTooLarge { limit, .. } => ApiError::PayloadTooLarge { limit },
             other => ApiError::InvalidRequest(other.to_string()),
         }
     }

@@ -132,6 +132,15 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// The document as served: the committed one, its job schemas built from the rules
+/// admission enforces (the same, while the committed one is current: a test proves it).
+static DOCUMENT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::contract::document(OPENAPI).to_string());
+
 async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
 }

@@ -122,11 +122,17 @@ async fn create(
             "webhooks are sent from job events, which this tenant's configuration turns off (events = false)".into(),
         ));
     }
-    if body.url.len() > 2048 {
-        return Err(ApiError::InvalidRequest("url: at most 2048 bytes".into()));
+    if body.url.chars().count() > 2048 {
+        return Err(ApiError::InvalidRequest("url: at most 2048 characters".into()));
     }
     w.check_url(&body.url)
         .map_err(|why| ApiError::InvalidRequest(format!("url: {why}")))?;
+    // The document's pattern, exactly: a host name, or a literal address the operator allows.
+    if !w.url_shape_ok(&body.url) {
+        return Err(ApiError::InvalidRequest(
+            "url: http(s)://<host name>[:port][/path]; a literal address only where the operator allows it".into(),
+        ));
+    }
     if let Some(d) = &body.description
         && (d.chars().count() > 200 || d.chars().any(char::is_control))
     {

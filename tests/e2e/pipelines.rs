@@ -373,7 +373,7 @@ async fn a_malformed_pipeline_is_refused_naming_the_step_and_field() {
         ),
     ] {
         let (s, e) = call(&f, "POST", "/v1/pipelines", "key-studio", &body);
-        assert_eq!((s, e["code"].as_str()), (400, Some("invalid_pipeline")), "{e}");
+        assert_eq!((s, e["code"].as_str()), (422, Some("invalid_pipeline")), "{e}");
         assert_eq!(
             (e["step"].as_str(), e["field"].as_str()),
             (step_name, Some(field)),

@@ -195,7 +195,7 @@ async fn admission_refuses_with_typed_problems() {
             &json!({"user": "u", "kind": "generate", "payload": {"provider": "x", "model": "y", "prompt": "p"}})
                 .to_string()
         )),
-        (400, "unknown_model".into())
+        (422, "unknown_model".into())
     );
     // Placement: no pool has 200 GiB.
     let (s, _, e) = post(

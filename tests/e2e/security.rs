@@ -332,11 +332,17 @@ async fn billing_cannot_be_gamed_through_the_api() {
             "payload": {"provider": "veo", "model": "veo-3-fast", "prompt": "p", "duration_secs": secs, "samples": samples}})
     };
     // A zero-second video (the provider makes, and bills, its minimum) and absurd samples are
-    // refused, not priced at 0.
-    for (job, field) in [(video(0, 1), "duration_secs"), (video(8, 1_000_000), "samples")] {
+    // refused, not priced at 0: outside the API's bounds, 400; inside them but beyond what the
+    // model does (Veo: 4-8 s, 1-2 clips), 422.
+    for (job, field, want, code) in [
+        (video(0, 1), "duration_secs", 400, "invalid_request"),
+        (video(8, 1_000_000), "samples", 400, "invalid_request"),
+        (video(3, 1), "duration_secs", 422, "unprocessable"),
+        (video(8, 3), "samples", 422, "unprocessable"),
+    ] {
         let (status, body) = submit("key-rich", job);
-        assert_eq!(status, 400, "{body}");
-        assert!(body.contains("invalid_request") && body.contains(field), "{body}");
+        assert_eq!(status, want, "{body}");
+        assert!(body.contains(code) && body.contains(field), "{body}");
     }
     // A video with no length is reserved at the provider's default (8 s), not 5.
     let (status, body) = submit(
@@ -367,6 +373,6 @@ async fn billing_cannot_be_gamed_through_the_api() {
         "key-rich",
         serde_json::json!({"user": "u", "kind": "noop", "payload": {"report_usage": {"billed": false}}}),
     );
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 403, "{body}");
     assert!(body.contains("report_usage"), "{body}");
 }

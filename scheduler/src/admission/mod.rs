@@ -136,9 +136,9 @@ impl Admission {
             && n.report_usage.is_some()
             && !(tenant_cfg.operator || tenant_cfg.synthetic_usage)
         {
-            return Err(ApiError::InvalidRequest(at(
-                "payload.report_usage is for operators' drills: this tenant's configuration does not allow synthetic usage".into(),
-            )));
+            return Err(ApiError::Forbidden(
+                "payload.report_usage is for operators' drills: this tenant's configuration does not allow synthetic usage",
+            ));
         }
         route_payload(&self.cfg, &mut job.body, &job.allowed_regions).map_err(|e| match e {
             RouteError::UnknownModel { .. } => ApiError::UnknownModel(at(e.to_string())),
@@ -146,7 +146,7 @@ impl Admission {
         })?;
         let rule = pricing::quote(&self.cfg, &job.body).map_err(|e| match e {
             pricing::QuoteError::UnknownModel => ApiError::UnknownModel(at(e.to_string())),
-            pricing::QuoteError::Shape(_) => ApiError::InvalidRequest(at(e.to_string())),
+            pricing::QuoteError::Shape(_) => ApiError::Unprocessable(at(e.to_string())),
         })?;
         let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
             .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
@@ -211,11 +211,12 @@ impl Admission {
                 "tenant comes from the API key; remove the field".into(),
             ));
         }
+        objects_where_objects_go(&obj)?;
         obj.insert("tenant".into(), caller.tenant.clone().into());
         if let Some(k) = idem {
             match obj.get("idempotency_key") {
                 Some(v) if v.as_str() != Some(k) => {
-                    return Err(ApiError::InvalidRequest(
+                    return Err(ApiError::Unprocessable(
                         "Idempotency-Key header and idempotency_key field differ".into(),
                     ));
                 }
@@ -225,10 +226,12 @@ impl Admission {
             }
         }
         let bytes = serde_json::to_vec(&obj).map_err(|_| ApiError::Internal)?;
-        NewJob::from_json(&bytes).map_err(|e| match ApiError::from(e) {
+        let job = NewJob::from_json(&bytes).map_err(|e| match ApiError::from(e) {
             ApiError::MalformedJson(m) => ApiError::InvalidRequest(m),
             other => other,
-        })
+        })?;
+        job.body.check()?;
+        Ok(job)
     }
 
     /// Enqueues planned (and reserved) jobs, one batch per pool; gives back the reservations of
@@ -317,4 +320,32 @@ impl Admission {
             })
             .collect())
     }
+}
+
+/// Refuses an array where the document says an object (serde would read a struct from a
+/// sequence of its fields' values, `"requirements": [null, null]`, which the document does not
+/// allow).
+fn objects_where_objects_go(job: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let at = |v: Option<&Value>, nullable: bool| match v {
+        None | Some(Value::Object(_)) => true,
+        Some(Value::Null) => nullable,
+        Some(_) => false,
+    };
+    let requirements = job.get("requirements");
+    let payload = job.get("payload");
+    for (field, ok) in [
+        ("payload", at(payload, false)),
+        ("requirements", at(requirements, false)),
+        ("requirements.gpu", at(requirements.and_then(|r| r.get("gpu")), true)),
+        (
+            "payload.report_usage",
+            at(payload.and_then(|p| p.get("report_usage")), true),
+        ),
+    ] {
+        if !ok {
+            return Err(ApiError::InvalidRequest(format!("{field}: a JSON object is required")));
+        }
+    }
+    Ok(())
 }

@@ -32,6 +32,43 @@ impl Webhooks {
     pub fn check_url(&self, url: &str) -> Result<(), String> {
         self.guard.check(url).map(|_| ())
     }
+
+    /// Whether `url` has the shape the API's document gives an endpoint: `http(s)://`, a host
+    /// name (a letter, then letters, digits, `.` and `-`), a port up to 65535, a path without
+    /// whitespace; or a literal address the operator allows.
+    pub fn url_shape_ok(&self, url: &str) -> bool {
+        self.guard.allows_literal(url) || url_shape(url)
+    }
+}
+
+/// See [`Webhooks::url_shape_ok`] (the pattern in `openapi.json`).
+fn url_shape(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return false;
+    };
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    // (ASCII whitespace only: regex engines disagree on what else `\s` means.)
+    if path
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+    {
+        return false;
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let host_ok = host.starts_with(|c: char| c.is_ascii_alphabetic())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| n <= 65_535)
+    });
+    host_ok && port_ok
 }
 
 /// Writes the endpoints the configuration defines (`[tenants.<t>.webhooks.<name>]`) to the
@@ -68,6 +105,26 @@ pub async fn sync_config(store: &WebhookStore, cfg: &SchedulerConfig) {
             if let Err(e) = store.put(tenant, &ep).await {
                 tracing::error!(tenant, endpoint = %id, error = %e, "writing a configured webhook failed");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn endpoint_urls_have_the_documented_shape() {
+        for ok in ["https://hooks.example.com/x?y=1", "http://a:65535", "http://a-b.c/"] {
+            assert!(super::url_shape(ok), "{ok}");
+        }
+        for bad in [
+            "https://mHSUA0*",
+            "http://cV:71781",
+            "ftp://a",
+            "http://1.2.3.4/",
+            "http://a/b c",
+            "http://a:",
+        ] {
+            assert!(!super::url_shape(bad), "{bad}");
         }
     }
 }
