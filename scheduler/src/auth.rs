@@ -70,6 +70,14 @@ impl ApiKeys {
         Self { by_hash }
     }
 
+    /// The caller `key` names (the console's sign-in).
+    pub fn by_key(&self, key: &str) -> Option<Caller> {
+        if key.is_empty() {
+            return None;
+        }
+        self.by_hash.get(&hash_key(key)).cloned()
+    }
+
     /// The caller a request's headers name.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let key = headers

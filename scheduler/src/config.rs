@@ -92,6 +92,9 @@ pub struct SchedulerConfig {
     /// Webhook delivery: retries, timeouts, which private addresses may receive.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// The operator console at `/console`: its sessions.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// The retention policy: not in this file but in `GANTRY_RETENTION`, which every process
     /// of the fleet reads, so workers and scheduler apply the same TTLs.
     #[serde(skip)]
@@ -116,6 +119,40 @@ impl Default for EventsConfig {
         Self {
             retention_secs: default_events_retention(),
             max_len: default_events_max_len(),
+        }
+    }
+}
+
+/// The operator console's sessions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A session ends after this long without a request (default 30 minutes).
+    #[serde(default = "default_console_idle")]
+    pub idle_secs: u64,
+    /// A session ends this long after sign-in whatever happens (default 12 hours).
+    #[serde(default = "default_console_absolute")]
+    pub absolute_secs: u64,
+    /// Mark the session cookie `Secure` (set it wherever the console is reached over TLS,
+    /// directly or through a proxy).
+    #[serde(default)]
+    pub secure_cookies: bool,
+}
+
+fn default_console_idle() -> u64 {
+    1800
+}
+
+fn default_console_absolute() -> u64 {
+    12 * 3600
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            idle_secs: default_console_idle(),
+            absolute_secs: default_console_absolute(),
+            secure_cookies: false,
         }
     }
 }
@@ -386,6 +423,9 @@ pub enum Scope {
     /// SRE routes: queue stats, pause/resume, dead letters.
     #[serde(rename = "admin")]
     Admin,
+    /// The console, read-only: an operator who sees but cannot act.
+    #[serde(rename = "admin:read")]
+    AdminRead,
 }
 
 impl Scope {
@@ -395,6 +435,7 @@ impl Scope {
             Scope::JobsWrite => "jobs:write",
             Scope::JobsRead => "jobs:read",
             Scope::Admin => "admin",
+            Scope::AdminRead => "admin:read",
         }
     }
 }
@@ -626,9 +667,9 @@ impl SchedulerConfig {
                 }
             }
             for k in &t.api_keys {
-                if k.scopes.contains(&Scope::Admin) && !t.operator {
+                if (k.scopes.contains(&Scope::Admin) || k.scopes.contains(&Scope::AdminRead)) && !t.operator {
                     return bad(format!(
-                        "tenant {id}: the admin scope acts on every tenant's jobs; only an operator tenant (operator = true) may hold it"
+                        "tenant {id}: the admin scopes see (admin:read) or act on (admin) every tenant's jobs; only an operator tenant (operator = true) may hold them"
                     ));
                 }
                 if k.sha256.len() != 64

@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod dead_letters;
 pub mod erasure;

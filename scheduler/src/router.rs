@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(authenticated)
+        .merge(crate::console::routes())
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NoRoute })

@@ -198,13 +198,14 @@ impl Scheduler {
             moderation: gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
             audit: audit.clone(),
             dead_letters: crate::dead_letters::DeadLetters::new(queue.clone(), audit),
+            console: crate::console::session::Sessions::new(queue.connection(), cfg.console.clone()),
             queue,
             cfg: cfg.clone(),
         };
         let (listener, addr) = bind(cfg.listen).await?;
         let (metrics_listener, metrics_addr) = bind(cfg.metrics_listen).await?;
         tracing::info!(
-            "scheduler API on http://{addr} (OpenAPI at /openapi.json), metrics on http://{metrics_addr}/metrics"
+            "scheduler API on http://{addr} (OpenAPI at /openapi.json, console at /console), metrics on http://{metrics_addr}/metrics"
         );
         let limits = cfg.http.limits();
         let metrics = crate::http::serve(

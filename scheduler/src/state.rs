@@ -45,4 +45,6 @@ pub struct AppState {
     pub events: Option<crate::events::EventHub>,
     /// Webhook endpoints and deliveries; `None` where delivery is not running.
     pub webhooks: Option<crate::webhooks::Webhooks>,
+    /// The operator console's sessions.
+    pub console: crate::console::session::Sessions,
 }

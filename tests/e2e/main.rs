@@ -10,6 +10,7 @@ mod common;
 mod alerts;
 mod cli;
 mod cluster;
+mod console;
 mod crash_recovery;
 mod credits;
 mod csam_hash;

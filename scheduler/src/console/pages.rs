@@ -1,0 +1,168 @@
+//! The console's pages, rendered on the server (maud escapes every value). Each works as plain
+//! HTML forms and links; the stylesheet is embedded in the binary.
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::session::Session;
+use gantry_queue::QueueStats;
+
+/// The stylesheet (`/console/assets/console.css`).
+pub const CSS: &str = include_str!("console.css");
+
+/// A page: the layout around `body`; `session` adds the navigation and the sign-out form.
+pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Gantry console" }
+                link rel="stylesheet" href="/console/assets/console.css";
+            }
+            body {
+                header {
+                    a.brand href="/console" { "Gantry" }
+                    @if let Some(s) = session {
+                        nav aria-label="Console" {
+                            a href="/console" { "Overview" }
+                        }
+                        span.who {
+                            (s.caller.actor())
+                            @if !s.may_act() { " (read-only)" }
+                        }
+                        form method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The sign-in page; `error` says why the last try failed.
+pub fn login(error: Option<&str>) -> Markup {
+    page(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            p { "Sign in with an operator API key (scope " code { "admin" } ", or " code { "admin:read" } " to look without acting)." }
+            @if let Some(e) = error {
+                p.error role="alert" { (e) }
+            }
+            form method="post" action="/console/login" {
+                label for="key" { "Operator API key" }
+                input #key type="password" name="key" autocomplete="current-password" required;
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// One pool's row data.
+#[derive(Debug)]
+pub struct PoolRow {
+    /// Its name.
+    pub pool: String,
+    /// Its queues, one per kind.
+    pub queues: Vec<QueueStats>,
+    /// Live workers.
+    pub live_workers: u32,
+    /// What autoscaling asks for.
+    pub desired_workers: u32,
+}
+
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "—".to_owned(),
+        Some(ms) if ms < 1_000 => format!("{ms} ms"),
+        Some(ms) if ms < 120_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        Some(ms) => format!("{:.1} min", ms as f64 / 60_000.0),
+    }
+}
+
+/// The overview: every pool's queues, with pause and resume for those who may act.
+pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>) -> Markup {
+    page(
+        "Overview",
+        Some(session),
+        html! {
+            h1 { "Overview" }
+            @if let Some(n) = notice {
+                p.notice role="status" { (n) }
+            }
+            @for p in pools {
+                section aria-labelledby=(format!("pool-{}", p.pool)) {
+                    h2 id=(format!("pool-{}", p.pool)) { "Pool " (p.pool) }
+                    p { "Workers: " strong { (p.live_workers) } " live, " (p.desired_workers) " desired" }
+                    table {
+                        caption { "Queues of pool " (p.pool) }
+                        thead {
+                            tr {
+                                th scope="col" { "Kind" }
+                                th scope="col" { "High" }
+                                th scope="col" { "Normal" }
+                                th scope="col" { "Bulk" }
+                                th scope="col" { "Running" }
+                                th scope="col" { "Delayed" }
+                                th scope="col" { "Dead" }
+                                th scope="col" { "Oldest waiting" }
+                                th scope="col" { "State" }
+                            }
+                        }
+                        tbody {
+                            @for q in &p.queues {
+                                tr data-queue=(format!("{}/{}", q.pool, q.kind)) {
+                                    th scope="row" { (q.kind) }
+                                    td { (q.waiting[0]) }
+                                    td { (q.waiting[1]) }
+                                    td { (q.waiting[2]) }
+                                    td { (q.in_flight) }
+                                    td { (q.delayed) }
+                                    td { (q.dead) }
+                                    td { (age(q.oldest_waiting_ms)) }
+                                    td {
+                                        @if q.paused { span.paused { "paused" } } @else { "running" }
+                                        @if session.may_act() {
+                                            (pause_form(session, q))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn pause_form(session: &Session, q: &QueueStats) -> Markup {
+    let verb = if q.paused { "resume" } else { "pause" };
+    let id = format!("reason-{}-{}", q.pool, q.kind);
+    html! {
+        form.inline method="post" action=(format!("/console/queues/{}/{}/{verb}", q.pool, q.kind)) {
+            input type="hidden" name="csrf" value=(session.csrf);
+            label for=(id) { "Reason" }
+            input id=(id) type="text" name="reason" required maxlength="200";
+            button type="submit" { (verb) " " (q.pool) "/" (q.kind) }
+        }
+    }
+}
+
+/// A refusal, as a page.
+pub fn refused(session: Option<&Session>, status: u16, why: &str) -> Markup {
+    page(
+        "Refused",
+        session,
+        html! {
+            h1 { "Refused" }
+            p.error role="alert" { (status) ": " (why) }
+            p { a href="/console" { "Back to the overview" } }
+        },
+    )
+}

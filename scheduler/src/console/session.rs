@@ -1,0 +1,205 @@
+//! Console sessions: an operator signs in with an operator API key; the console keeps a session
+//! in Redis and gives the browser only a random token, in a cookie (`HttpOnly`,
+//! `SameSite=Strict`, `Path=/console`, `Secure` when configured). The session names the
+//! operator (tenant, key fingerprint, scopes, as the audit log names API callers) and holds the
+//! CSRF token every state-changing form carries. It ends after `idle_secs` without a request
+//! (its key's TTL, renewed by each one) or `absolute_secs` after sign-in, whichever comes first.
+//! Only the token's SHA-256 names the Redis key, so a read of Redis yields no usable session.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use rand::RngCore as _;
+
+use crate::auth::{Caller, hash_key};
+use crate::config::{ConsoleConfig, Scope};
+use gantry_queue::QueueError;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "gantry_console";
+
+/// A signed-in operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Who: as an API caller, for scopes and the audit log.
+    pub caller: Caller,
+    /// The CSRF token its forms carry.
+    pub csrf: String,
+    /// Signed in at (Unix ms).
+    pub created_ms: u64,
+}
+
+impl Session {
+    /// Whether it may act (pause, replay, purge…), not only look: the `admin` scope.
+    pub fn may_act(&self) -> bool {
+        self.caller.scopes.contains(&Scope::Admin)
+    }
+
+    /// Whether `token` is this session's CSRF token (compared in constant time).
+    pub fn csrf_ok(&self, token: &str) -> bool {
+        let (a, b) = (self.csrf.as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Sessions in Redis.
+#[derive(Clone)]
+pub struct Sessions {
+    conn: gantry_queue::RedisConn,
+    cfg: ConsoleConfig,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(token: &str) -> String {
+    format!("gantry:{{console}}:session:{}", hash_key(token))
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+impl Sessions {
+    /// Sessions on `conn`, timed out as `cfg` says.
+    pub fn new(conn: gantry_queue::RedisConn, cfg: ConsoleConfig) -> Self {
+        Self { conn, cfg }
+    }
+
+    /// Starts a session for `caller`; returns its token (the cookie's value).
+    pub async fn create(&self, caller: &Caller) -> Result<String, QueueError> {
+        let token = random_token();
+        let scopes: Vec<&str> = caller.scopes.iter().map(|s| s.as_str()).collect();
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(key(&token))
+            .arg("tenant")
+            .arg(&caller.tenant)
+            .arg("key_id")
+            .arg(&caller.key_id)
+            .arg("scopes")
+            .arg(scopes.join(","))
+            .arg("csrf")
+            .arg(random_token())
+            .arg("created")
+            .arg(gantry_core::time::now_ms())
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(key(&token))
+            .arg(self.cfg.idle_secs.max(1))
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(token)
+    }
+
+    /// The live session `token` names, its idle timeout renewed; `None` when there is none (or
+    /// it is past its absolute lifetime, when it is ended now).
+    pub async fn get(&self, token: &str) -> Result<Option<Session>, QueueError> {
+        let mut c = self.conn.clone();
+        let (h, _): (BTreeMap<String, String>, i64) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(key(token))
+            .cmd("EXPIRE")
+            .arg(key(token))
+            .arg(self.cfg.idle_secs.max(1))
+            .query_async(&mut c)
+            .await?;
+        let created_ms: u64 = h.get("created").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let (Some(tenant), Some(key_id), Some(csrf)) = (h.get("tenant"), h.get("key_id"), h.get("csrf")) else {
+            return Ok(None);
+        };
+        if gantry_core::time::now_ms().saturating_sub(created_ms) > self.cfg.absolute_secs.saturating_mul(1000) {
+            self.end(token).await?;
+            return Ok(None);
+        }
+        let scopes = h
+            .get("scopes")
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|n| serde_json::from_value(serde_json::Value::String(n.to_owned())).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(Session {
+            caller: Caller {
+                tenant: tenant.clone(),
+                scopes,
+                key_id: key_id.clone(),
+            },
+            csrf: csrf.clone(),
+            created_ms,
+        }))
+    }
+
+    /// Ends the session `token` names.
+    pub async fn end(&self, token: &str) -> Result<(), QueueError> {
+        let mut c = self.conn.clone();
+        redis::cmd("DEL").arg(key(token)).query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// The `Set-Cookie` value that gives the browser `token`.
+    pub fn cookie(&self, token: &str) -> String {
+        let secure = if self.cfg.secure_cookies { "; Secure" } else { "" };
+        format!(
+            "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            self.cfg.absolute_secs
+        )
+    }
+
+    /// The `Set-Cookie` value that clears it.
+    pub fn cleared(&self) -> String {
+        let secure = if self.cfg.secure_cookies { "; Secure" } else { "" };
+        format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    }
+}
+
+/// The session token a request's cookies carry.
+pub fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_the_cookie_and_csrf_compares_exactly() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::COOKIE,
+            "a=1; gantry_console=tok; b=2".parse().expect("header"),
+        );
+        assert_eq!(token_of(&h).as_deref(), Some("tok"));
+        let s = Session {
+            caller: Caller {
+                tenant: "ops".into(),
+                scopes: vec![Scope::AdminRead],
+                key_id: "k".into(),
+            },
+            csrf: "abc".into(),
+            created_ms: 0,
+        };
+        assert!(s.csrf_ok("abc") && !s.csrf_ok("abd") && !s.csrf_ok("ab") && !s.csrf_ok(""));
+        assert!(!s.may_act(), "read-only");
+        assert_ne!(random_token(), random_token());
+    }
+}

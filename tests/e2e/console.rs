@@ -1,0 +1,231 @@
+//! The operator console over HTTP, against a real scheduler and redis-server: sign-in with an
+//! operator key (a tenant's key refused), the session cookie's flags, the overview, pausing a
+//! queue with a reason (audited), a POST without the CSRF token or from another origin refused,
+//! a read-only operator who sees but cannot act, sign-out ending the session.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use crate::common;
+
+use common::*;
+use gantry_testkit::RedisServer;
+use serde_json::Value;
+
+fn config() -> String {
+    format!(
+        r#"
+require_data_keys = false
+[plans.big]
+jobs_per_second = 1000
+burst = 1000
+[tenants.ops]
+plan = "big"
+operator = true
+api_keys = [
+  {{ sha256 = "{}", scopes = ["admin", "jobs:read"] }},
+  {{ sha256 = "{}", scopes = ["admin:read"] }},
+]
+[tenants.acme]
+plan = "big"
+api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
+[pools.cpu]
+kinds = ["noop", "upscale"]
+"#,
+        gantry_scheduler::auth::hash_key("key-ops"),
+        gantry_scheduler::auth::hash_key("key-ro"),
+        gantry_scheduler::auth::hash_key("key-acme"),
+    )
+}
+
+/// A browser-like request: `cookie` and a same-origin `Origin` on POSTs (`origin` overrides).
+fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+    origin: Option<&str>,
+) -> (u16, String, String) {
+    let own = format!("http://{addr}");
+    let mut headers: Vec<(&str, String)> = vec![("Content-Type", "application/x-www-form-urlencoded".into())];
+    if let Some(c) = cookie {
+        headers.push(("Cookie", format!("gantry_console={c}")));
+    }
+    if method == "POST" {
+        headers.push(("Origin", origin.unwrap_or(&own).to_owned()));
+    }
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    http_request(addr, method, path, &h, form.as_bytes())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// Signs in with `key`; the session token.
+fn sign_in(addr: &str, key: &str) -> String {
+    let (s, head, body) = send(addr, "POST", "/console/login", None, &format!("key={key}"), None);
+    assert_eq!(s, 303, "{head}\n{body}");
+    let cookie = header(&head, "set-cookie").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+fn paused(addr: &str) -> bool {
+    let (_, _, body) = http_request(
+        addr,
+        "GET",
+        "/v1/admin/queues",
+        &[("Authorization", "Bearer key-ops")],
+        b"",
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["pool"] == "cpu" && q["kind"] == "noop")
+        .unwrap()["paused"]
+        .as_bool()
+        .unwrap()
+}
+
+#[test]
+fn operators_sign_in_see_the_pools_and_pause_a_queue_with_csrf_and_audit() {
+    let redis = RedisServer::start().expect("redis");
+    let sched = SchedulerProcess::with_config(&redis.url(), &config());
+    let addr = sched.addr.as_str();
+
+    // No session: the sign-in page, never data.
+    let (s, head, _) = send(addr, "GET", "/console", None, "", None);
+    assert_eq!((s, header(&head, "location")), (303, Some("/console/login")));
+    let (s, _, page) = send(addr, "GET", "/console/login", None, "", None);
+    assert_eq!(s, 200);
+    assert!(page.contains("Operator API key"), "{page}");
+    // A tenant's key and an unknown key are refused.
+    for (key, want) in [("key-acme", 403), ("nope", 401)] {
+        let (s, head, body) = send(addr, "POST", "/console/login", None, &format!("key={key}"), None);
+        assert_eq!(s, want, "{body}");
+        assert!(header(&head, "set-cookie").is_none());
+    }
+    // A sign-in posted from another site is refused.
+    let (s, _, _) = send(
+        addr,
+        "POST",
+        "/console/login",
+        None,
+        "key=key-ops",
+        Some("http://evil.example"),
+    );
+    assert_eq!(s, 403);
+
+    let ops = sign_in(addr, "key-ops");
+    let (s, head, page) = send(addr, "GET", "/console", Some(&ops), "", None);
+    assert_eq!(s, 200, "{page}");
+    assert!(header(&head, "content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")));
+    assert!(
+        page.contains("Pool cpu") && page.contains("data-queue=\"cpu/noop\""),
+        "{page}"
+    );
+    assert!(page.contains("ops/key:"), "the operator is named: {page}");
+    let csrf = csrf_of(&page);
+
+    // Without the CSRF token, with a wrong one, or from another origin: refused, nothing changes.
+    for (form, origin) in [
+        ("reason=maintenance".to_owned(), None),
+        (format!("reason=maintenance&csrf={}x", csrf), None),
+        (format!("reason=maintenance&csrf={csrf}"), Some("http://evil.example")),
+    ] {
+        let (s, _, _) = send(
+            addr,
+            "POST",
+            "/console/queues/cpu/noop/pause",
+            Some(&ops),
+            &form,
+            origin,
+        );
+        assert_eq!(s, 403, "{form} {origin:?}");
+    }
+    assert!(!paused(addr));
+    // A reason is required.
+    let (s, _, _) = send(
+        addr,
+        "POST",
+        "/console/queues/cpu/noop/pause",
+        Some(&ops),
+        &format!("csrf={csrf}&reason="),
+        None,
+    );
+    assert_eq!(s, 400);
+    // Paused, with the reason in the audit log under the operator's name.
+    let (s, head, _) = send(
+        addr,
+        "POST",
+        "/console/queues/cpu/noop/pause",
+        Some(&ops),
+        &format!("csrf={csrf}&reason=disk+swap+on+node+7"),
+        None,
+    );
+    assert_eq!((s, header(&head, "location")), (303, Some("/console")));
+    assert!(paused(addr));
+    let (_, _, page) = send(addr, "GET", "/console", Some(&ops), "", None);
+    assert!(page.contains("paused") && page.contains("resume cpu/noop"), "{page}");
+    let (_, _, audit) = http_request(
+        addr,
+        "GET",
+        "/v1/admin/audit",
+        &[("Authorization", "Bearer key-ops")],
+        b"",
+    );
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let entry = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "console.queue.pause")
+        .unwrap_or_else(|| panic!("{audit:#}"));
+    assert_eq!(entry["target"], "cpu/noop");
+    assert_eq!(entry["details"]["reason"], "disk swap on node 7");
+    assert!(entry["actor"].as_str().unwrap().starts_with("ops/key:"), "{entry}");
+
+    // A read-only operator sees the pools but has no forms, and a forged action is refused.
+    let ro = sign_in(addr, "key-ro");
+    let (_, _, page) = send(addr, "GET", "/console", Some(&ro), "", None);
+    assert!(page.contains("Pool cpu") && page.contains("(read-only)"), "{page}");
+    assert!(!page.contains("/console/queues/"), "no action forms: {page}");
+    let ro_csrf = csrf_of(&page);
+    let (s, _, _) = send(
+        addr,
+        "POST",
+        "/console/queues/cpu/noop/resume",
+        Some(&ro),
+        &format!("csrf={ro_csrf}&reason=try"),
+        None,
+    );
+    assert_eq!(s, 403);
+    assert!(paused(addr), "still paused");
+
+    // Signing out ends the session: the old cookie no longer opens a page.
+    let (s, head, _) = send(
+        addr,
+        "POST",
+        "/console/logout",
+        Some(&ops),
+        &format!("csrf={csrf}"),
+        None,
+    );
+    assert_eq!(s, 303);
+    assert!(header(&head, "set-cookie").is_some_and(|c| c.contains("Max-Age=0")));
+    let (s, _, _) = send(addr, "GET", "/console", Some(&ops), "", None);
+    assert_eq!(s, 303);
+}
