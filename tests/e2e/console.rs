@@ -229,3 +229,37 @@ fn operators_sign_in_see_the_pools_and_pause_a_queue_with_csrf_and_audit() {
     let (s, _, _) = send(addr, "GET", "/console", Some(&ops), "", None);
     assert_eq!(s, 303);
 }
+
+/// A one-time sign-in link (what the demo prints): it opens a session once; a second use, or a
+/// made-up token, gets the sign-in page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_time_link_signs_in_once() {
+    let redis = RedisServer::start().expect("redis");
+    let sched = SchedulerProcess::with_config(&redis.url(), &config());
+    let addr = sched.addr.clone();
+    let keys = gantry_scheduler::auth::ApiKeys::from_config(
+        &gantry_scheduler::config::SchedulerConfig::from_toml(&config()).unwrap(),
+    );
+    let operator = keys.by_key("key-ro").unwrap();
+    let q = gantry_queue::QueueClient::connect(&redis.url(), gantry_queue::QueueConfig::default())
+        .await
+        .unwrap();
+    let sessions = gantry_scheduler::console::session::Sessions::new(q.connection(), Default::default());
+    let token = sessions.one_time(&operator, 60).await.unwrap();
+    let path = format!("/console/login/once?token={token}");
+    let (s, head, _) = send(&addr, "GET", &path, None, "", None);
+    assert_eq!((s, header(&head, "location")), (303, Some("/console")));
+    let cookie = header(&head, "set-cookie").unwrap();
+    let session = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let (s, _, page) = send(&addr, "GET", "/console", Some(&session), "", None);
+    assert_eq!(s, 200);
+    assert!(
+        page.contains("(read-only)"),
+        "the link's operator, with its scopes: {page}"
+    );
+    for used in [path.as_str(), "/console/login/once?token=made-up"] {
+        let (s, head, _) = send(&addr, "GET", used, None, "", None);
+        assert_eq!(s, 401, "{used}");
+        assert!(header(&head, "set-cookie").is_none());
+    }
+}

@@ -57,6 +57,20 @@ fn demo_runs_through_the_api_and_charges_each_job_once() {
         r["metrics"]["scheduler"].as_str().unwrap().ends_with("/metrics"),
         "{r:#}"
     );
+    // The console's address and a one-time sign-in link for the demo operator.
+    let console = r["metrics"]["console"].as_str().unwrap();
+    assert!(
+        console.starts_with("http://127.0.0.1:") && console.ends_with("/console"),
+        "{r:#}"
+    );
+    assert!(
+        r["metrics"]["console_sign_in"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{console}/login/once?token=")),
+        "{r:#}"
+    );
+    assert!(text.contains("operator console: "), "{text}");
 
     // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
     // upscales of generated images + 2 clean CSAM-hash checks for the studio (a ninth generate

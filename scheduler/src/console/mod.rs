@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console", get(overview))
         .route("/console/login", get(login_page).post(login))
+        .route("/console/login/once", get(login_once))
         .route("/console/logout", post(logout))
         .route("/console/queues/{pool}/{kind}/{verb}", post(queue_action))
         .route("/console/assets/console.css", get(css))
@@ -132,7 +133,43 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<
             pages::login(Some("that key is not an operator's (scope admin or admin:read)")),
         );
     }
-    let token = match state.console.create(&caller).await {
+    start_session(&state, &caller, "key").await
+}
+
+#[derive(Deserialize)]
+struct OnceQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /console/login/once?token=`: a one-time sign-in link (the demo prints one for its
+/// operator). The token works once, for minutes, and only for the operator it was made for.
+async fn login_once(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<OnceQuery>,
+) -> Response {
+    let caller = match state.console.redeem(q.token.trim()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(Some("that sign-in link was used already or has expired")),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "redeeming a console sign-in link failed");
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::login(Some("the store is unavailable; retry")),
+            );
+        }
+    };
+    start_session(&state, &caller, "link").await
+}
+
+/// Starts a session for a signed-in operator: audited, cookie set, on to the overview.
+async fn start_session(state: &AppState, caller: &crate::auth::Caller, how: &str) -> Response {
+    let token = match state.console.create(caller).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "creating a console session failed");
@@ -142,7 +179,15 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<
             );
         }
     };
-    if let Err(e) = audited(&state, &caller, "console.sign_in", "console", serde_json::json!({})).await {
+    if let Err(e) = audited(
+        state,
+        caller,
+        "console.sign_in",
+        "console",
+        serde_json::json!({"with": how}),
+    )
+    .await
+    {
         tracing::warn!(error = %e, "auditing a console sign-in failed");
     }
     (

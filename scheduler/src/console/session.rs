@@ -61,6 +61,10 @@ fn key(token: &str) -> String {
     format!("gantry:{{console}}:session:{}", hash_key(token))
 }
 
+fn once_key(token: &str) -> String {
+    format!("gantry:{{console}}:once:{}", hash_key(token))
+}
+
 fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
@@ -138,6 +142,48 @@ impl Sessions {
             },
             csrf: csrf.clone(),
             created_ms,
+        }))
+    }
+
+    /// A one-time sign-in link's token for `caller`, good for `ttl_secs` and one use (the
+    /// demo prints one for its operator).
+    pub async fn one_time(&self, caller: &Caller, ttl_secs: u64) -> Result<String, QueueError> {
+        let token = random_token();
+        let scopes: Vec<&str> = caller.scopes.iter().map(|s| s.as_str()).collect();
+        let who = serde_json::json!({"tenant": caller.tenant, "key_id": caller.key_id, "scopes": scopes});
+        let mut c = self.conn.clone();
+        redis::cmd("SET")
+            .arg(once_key(&token))
+            .arg(who.to_string())
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(token)
+    }
+
+    /// Uses up a one-time sign-in token: the operator it was made for, once.
+    pub async fn redeem(&self, token: &str) -> Result<Option<Caller>, QueueError> {
+        let mut c = self.conn.clone();
+        let who: Option<String> = redis::cmd("GETDEL").arg(once_key(token)).query_async(&mut c).await?;
+        let Some(v) = who.and_then(|w| serde_json::from_str::<serde_json::Value>(&w).ok()) else {
+            return Ok(None);
+        };
+        let (Some(tenant), Some(key_id)) = (v["tenant"].as_str(), v["key_id"].as_str()) else {
+            return Ok(None);
+        };
+        let scopes = v["scopes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| serde_json::from_value(s.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(Caller {
+            tenant: tenant.to_owned(),
+            scopes,
+            key_id: key_id.to_owned(),
         }))
     }
 

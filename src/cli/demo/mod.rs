@@ -672,8 +672,25 @@ async fn report(
             .map(|(name, port)| (name.clone(), format!("http://127.0.0.1:{port}/metrics")))
             .collect(),
         traces: s.fleet.otlp_endpoint.clone(),
+        console: format!("{}/console", s.base),
+        console_sign_in: console_link(s).await?,
     };
     r.outputs_dir = outputs.display().to_string();
     r.logs_dir = s.log_dir.display().to_string();
     Ok(r)
+}
+
+/// A one-time console sign-in link for the demo's operator key.
+async fn console_link(s: &Stack) -> anyhow::Result<String> {
+    let keys = gantry_scheduler::auth::ApiKeys::from_config(&gantry_scheduler::config::SchedulerConfig::demo());
+    let operator = keys
+        .by_key(ADMIN_KEY)
+        .ok_or_else(|| anyhow::anyhow!("the demo configuration has no operator key"))?;
+    let q = gantry_queue::QueueClient::connect(&s.url, gantry_queue::QueueConfig::default()).await?;
+    let sessions = gantry_scheduler::console::session::Sessions::new(
+        q.connection(),
+        gantry_scheduler::config::ConsoleConfig::default(),
+    );
+    let token = sessions.one_time(&operator, 15 * 60).await?;
+    Ok(format!("{}/console/login/once?token={token}", s.base))
 }

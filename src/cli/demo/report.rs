@@ -247,6 +247,10 @@ pub(super) struct Metrics {
     pub workers: Vec<(String, String)>,
     /// The OTLP collector every process sent its traces to, when one was given.
     pub traces: Option<String>,
+    /// The operator console.
+    pub console: String,
+    /// A one-time sign-in link to it for the demo operator (15 minutes, one use).
+    pub console_sign_in: String,
 }
 
 /// Jobs per kind and outcome, attempts, latency and routes, from the API's view of each job.
@@ -593,6 +597,11 @@ pub(super) fn print(r: &DemoReport) {
     }
 
     say!("\nWhere to look");
+    say!("  operator console: {}", r.metrics.console);
+    say!(
+        "    one-time sign-in for the demo operator (15 minutes, one use, while the fleet runs): {}",
+        r.metrics.console_sign_in
+    );
     if let Some(p) = &r.metrics.prometheus {
         say!("  prometheus: {p}/graph (e.g. sum by (kind) (rate(gantry_jobs_succeeded_total[1m])));");
         say!("    Grafana dashboards to point at it: dashboards/*.json");
