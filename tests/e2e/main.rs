@@ -11,6 +11,7 @@ mod alerts;
 mod cli;
 mod cluster;
 mod console;
+mod console_browser;
 mod crash_recovery;
 mod credits;
 mod csam_hash;
