@@ -81,18 +81,19 @@ async fn queue_action(
     Ok(axum::Json(PauseState { paused: pause, changed }).into_response())
 }
 
-/// The CLI's dead-letter filter.
+/// A dead-letter filter as the API and the console take it.
 #[derive(Debug, Default)]
-struct Filter {
-    pool: Option<String>,
-    kind: Option<String>,
-    class: Option<String>,
-    since_ms: Option<u64>,
-    until_ms: Option<u64>,
+pub(crate) struct Filter {
+    pub(crate) pool: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) class: Option<String>,
+    pub(crate) since_ms: Option<u64>,
+    pub(crate) until_ms: Option<u64>,
 }
 
 impl Filter {
-    fn resolve(&self, state: &AppState) -> Result<(Vec<QueueName>, DeadFilter), ApiError> {
+    /// The queues it covers (declared pools only) and the filter within them.
+    pub(crate) fn resolve(&self, state: &AppState) -> Result<(Vec<QueueName>, DeadFilter), ApiError> {
         let pools = match &self.pool {
             Some(p) => vec![declared_pool(state, p)?],
             None => state
@@ -149,28 +150,8 @@ async fn list_dead(
             "offset must be at most {MAX_OFFSET}; narrow the time range (since_ms, until_ms) instead"
         )));
     }
-    // Oldest first within each queue; the offset and limit run over the queues in order.
-    let (mut skip, mut out) = (q.offset, Vec::new());
-    for queue in &queues {
-        if skip > 0 {
-            // Skip whole queues by their count (one ZCOUNT without a class filter).
-            let n = usize::try_from(state.queue.count_dead(queue, &filter).await?).unwrap_or(usize::MAX);
-            if skip >= n {
-                skip -= n;
-                continue;
-            }
-        }
-        let page = state
-            .queue
-            .dead_letters(queue, &filter, skip, limit - out.len())
-            .await?;
-        out.extend(page.into_iter().map(|d| (queue.pool.to_string(), d)));
-        skip = 0;
-        if out.len() >= limit {
-            break;
-        }
-    }
-    let dead_letters = out
+    let dead_letters = dead_page(&state, &queues, &filter, q.offset, limit)
+        .await?
         .into_iter()
         .map(|(pool, d)| DeadLetterView {
             id: d.id,
@@ -183,6 +164,36 @@ async fn list_dead(
         })
         .collect();
     Ok(axum::Json(DeadLetters { dead_letters }).into_response())
+}
+
+/// A page of the dead letters `filter` selects in `queues`, each with its pool: oldest first
+/// within each queue, the offset and limit running over the queues in order (the admin API's
+/// listing and the console's).
+pub(crate) async fn dead_page(
+    state: &AppState,
+    queues: &[QueueName],
+    filter: &DeadFilter,
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<(String, gantry_queue::DeadLetter)>, ApiError> {
+    let (mut skip, mut out) = (offset, Vec::new());
+    for queue in queues {
+        if skip > 0 {
+            // Skip whole queues by their count (one ZCOUNT without a class filter).
+            let n = usize::try_from(state.queue.count_dead(queue, filter).await?).unwrap_or(usize::MAX);
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+        }
+        let page = state.queue.dead_letters(queue, filter, skip, limit - out.len()).await?;
+        out.extend(page.into_iter().map(|d| (queue.pool.to_string(), d)));
+        skip = 0;
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /v1/admin/queues`: every declared pool's queues.

@@ -27,6 +27,7 @@ api_keys = [
 ]
 [tenants.acme]
 plan = "big"
+initial_credits = 1000
 api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
 [pools.cpu]
 kinds = ["noop", "upscale"]
@@ -262,4 +263,180 @@ async fn a_one_time_link_signs_in_once() {
         assert_eq!(s, 401, "{used}");
         assert!(header(&head, "set-cookie").is_none());
     }
+}
+
+/// Dead letters: found by filter, one replayed (and it then succeeds), the rest purged after a
+/// dry-run count and a confirmation; a read-only operator sees them but cannot act.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
+    let redis = RedisServer::start().expect("redis");
+    let sched = SchedulerProcess::with_config(&redis.url(), &config());
+    let addr = sched.addr.clone();
+    let logs = tempfile::tempdir().unwrap();
+    let _w = WorkerProcess::start_in(&redis.url(), "cpu", "w-cpu", 4, 10.0, &["--gpus", "none"], logs.path());
+    // They fail until a moment from now (an outage that ends), permanently: dead at once.
+    let until = now_ms() + 1500;
+    let job = format!(
+        r#"{{"user": "u1", "kind": "noop", "max_attempts": 1, "payload": {{"fail_until_unix_ms": {until}, "fail_class": "permanent"}}}}"#
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (s, _, body) = http_request(
+            &addr,
+            "POST",
+            "/v1/jobs",
+            &[
+                ("Authorization", "Bearer key-acme"),
+                ("Content-Type", "application/json"),
+            ],
+            job.as_bytes(),
+        );
+        assert_eq!(s, 201, "{body}");
+        ids.push(
+            serde_json::from_str::<Value>(&body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let dead = || {
+        let (_, _, body) = http_request(
+            &addr,
+            "GET",
+            "/v1/admin/dead-letters",
+            &[("Authorization", "Bearer key-ops")],
+            b"",
+        );
+        serde_json::from_str::<Value>(&body).unwrap()["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    eventually("three dead letters", std::time::Duration::from_secs(20), || {
+        let n = dead();
+        async move { n == 3 }
+    })
+    .await;
+
+    let ops = sign_in(&addr, "key-ops");
+    let (s, _, page) = send(
+        &addr,
+        "GET",
+        "/console/dead-letters?class=permanent&pool=cpu",
+        Some(&ops),
+        "",
+        None,
+    );
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("<strong>3</strong> dead letters match"), "{page}");
+    for id in &ids {
+        assert!(page.contains(&format!("data-job=\"{id}\"")), "{id}: {page}");
+    }
+    let csrf = csrf_of(&page);
+    // The outage is over. Replay one: it runs again, and succeeds.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        until.saturating_sub(now_ms()) + 100,
+    ))
+    .await;
+    let (s, head, _) = send(
+        &addr,
+        "POST",
+        &format!("/console/dead-letters/{}/replay", ids[0]),
+        Some(&ops),
+        &format!("csrf={csrf}"),
+        None,
+    );
+    assert_eq!(s, 303);
+    assert!(header(&head, "location").unwrap().contains("done=replay&n=1"));
+    eventually("the replayed job succeeded", std::time::Duration::from_secs(20), || {
+        let (_, _, body) = http_request(
+            &addr,
+            "GET",
+            &format!("/v1/jobs/{}", ids[0]),
+            &[("Authorization", "Bearer key-acme")],
+            b"",
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        async move { v["status"] == "succeeded" }
+    })
+    .await;
+    // Purge all matching: the count first, then the confirmed action.
+    let filter = "pool=cpu&kind=noop&class=permanent&hours=";
+    let (s, _, confirm) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/preview",
+        Some(&ops),
+        &format!("csrf={csrf}&action=purge&{filter}"),
+        None,
+    );
+    assert_eq!(s, 200, "{confirm}");
+    assert!(
+        confirm.contains("This would purge <strong>2</strong> dead letters"),
+        "{confirm}"
+    );
+    assert_eq!(dead(), 2, "a preview changes nothing");
+    // Without the confirmed count, nothing happens.
+    let (s, _, _) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/act",
+        Some(&ops),
+        &format!("csrf={csrf}&action=purge&{filter}"),
+        None,
+    );
+    assert_eq!(s, 400);
+    let (s, head, _) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/act",
+        Some(&ops),
+        &format!("csrf={csrf}&action=purge&expected=2&{filter}"),
+        None,
+    );
+    assert_eq!(s, 303);
+    assert!(header(&head, "location").unwrap().contains("done=purge&n=2"));
+    assert_eq!(dead(), 0);
+    let (_, _, audit) = http_request(
+        &addr,
+        "GET",
+        "/v1/admin/audit",
+        &[("Authorization", "Bearer key-ops")],
+        b"",
+    );
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    assert!(
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"].as_str().unwrap_or_default().contains("purge")
+                && e["actor"].as_str().unwrap_or_default().starts_with("ops/key:")),
+        "{audit:#}"
+    );
+
+    // Read-only: the page without action forms; a forged preview refused.
+    let ro = sign_in(&addr, "key-ro");
+    let (_, _, page) = send(&addr, "GET", "/console/dead-letters", Some(&ro), "", None);
+    assert!(
+        page.contains("Dead letters") && !page.contains("/console/dead-letters/preview"),
+        "{page}"
+    );
+    let ro_csrf = csrf_of(&page);
+    let (s, _, _) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/preview",
+        Some(&ro),
+        &format!("csrf={ro_csrf}&action=purge"),
+        None,
+    );
+    assert_eq!(s, 403);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

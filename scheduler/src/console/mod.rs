@@ -11,8 +11,10 @@
 //! - A tenant's key, or no session, gets the sign-in page, never a page of data.
 //!
 //! Pages: the overview (every pool's queues, workers live and desired; pause and resume with a
-//! reason).
+//! reason); dead letters (filter; replay or purge one, or all matching after a dry-run count
+//! and a confirmation).
 
+mod dead_letters;
 pub mod pages;
 pub mod session;
 
@@ -36,6 +38,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/login/once", get(login_once))
         .route("/console/logout", post(logout))
         .route("/console/queues/{pool}/{kind}/{verb}", post(queue_action))
+        .route("/console/dead-letters", get(dead_letters::list))
+        .route("/console/dead-letters/preview", post(dead_letters::preview))
+        .route("/console/dead-letters/act", post(dead_letters::act))
+        .route("/console/dead-letters/{id}/{verb}", post(dead_letters::act_on_one))
         .route("/console/assets/console.css", get(css))
 }
 

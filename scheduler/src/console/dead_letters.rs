@@ -1,0 +1,350 @@
+//! The dead-letters page: filter by pool, kind, error class and time; replay or purge one; or
+//! take "all matching": a dry-run count first, then a confirmation that names the count, then
+//! the action (audited as the API's are, under the operator's name).
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::session::Session;
+use super::{acting, html as page_response, pages, redirect, session_of, to_login};
+use crate::admin::{Filter, dead_page};
+use crate::dead_letters::Selection;
+use crate::state::AppState;
+use gantry_queue::{DeadAction, DeadLetter, JobId};
+
+/// Rows a page shows.
+const PAGE: usize = 50;
+
+/// The filter as the page's form and links carry it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(super) struct FilterForm {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    class: String,
+    /// Dead within the last this-many hours (empty: any time).
+    #[serde(default)]
+    hours: String,
+    #[serde(default)]
+    offset: usize,
+    /// What the last action did (`replay`, `purge`) and to how many (`n`).
+    #[serde(default)]
+    done: String,
+    #[serde(default)]
+    n: u64,
+}
+
+fn some(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl FilterForm {
+    fn filter(&self) -> Result<Filter, &'static str> {
+        let since_ms = match some(&self.hours) {
+            None => None,
+            Some(h) => {
+                let h: u64 = h.parse().map_err(|_| "hours: a whole number")?;
+                Some(gantry_core::time::now_ms().saturating_sub(h.saturating_mul(3_600_000)))
+            }
+        };
+        Ok(Filter {
+            pool: some(&self.pool),
+            kind: some(&self.kind),
+            class: some(&self.class),
+            since_ms,
+            until_ms: None,
+        })
+    }
+
+    /// The filter as a query string (for links that keep it).
+    fn query(&self) -> String {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        format!(
+            "pool={}&kind={}&class={}&hours={}",
+            enc(&self.pool),
+            enc(&self.kind),
+            enc(&self.class),
+            enc(&self.hours)
+        )
+    }
+}
+
+fn action_of(s: &str) -> Option<DeadAction> {
+    match s {
+        "replay" => Some(DeadAction::Replay),
+        "purge" => Some(DeadAction::Purge),
+        _ => None,
+    }
+}
+
+/// `GET /console/dead-letters`.
+pub(super) async fn list(State(state): State<AppState>, headers: HeaderMap, Query(f): Query<FilterForm>) -> Response {
+    let Some(s) = session_of(&state, &headers).await else {
+        return to_login();
+    };
+    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    let filter = match f.filter() {
+        Ok(filter) => filter,
+        Err(why) => return refused(StatusCode::BAD_REQUEST, why),
+    };
+    let (queues, dead_filter) = match filter.resolve(&state) {
+        Ok(r) => r,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let rows = match dead_page(&state, &queues, &dead_filter, f.offset.min(1_000_000), PAGE + 1).await {
+        Ok(r) => r,
+        Err(e) => return refused(e.status(), &e.to_string()),
+    };
+    let total = state.dead_letters.count(&queues, &dead_filter).await.unwrap_or(0);
+    page_response(StatusCode::OK, view(&state, &s, &f, &rows, total))
+}
+
+fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLetter)], total: u64) -> Markup {
+    let more = rows.len() > PAGE;
+    let pools: Vec<&String> = state.cfg.pools.keys().collect();
+    let notice = match f.done.as_str() {
+        "replay" => Some(format!("Replayed {}.", f.n)),
+        "purge" => Some(format!("Purged {}.", f.n)),
+        _ => None,
+    };
+    pages::page(
+        "Dead letters",
+        Some(s),
+        html! {
+            h1 { "Dead letters" }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            form.filters method="get" action="/console/dead-letters" {
+                label for="f-pool" { "Pool" }
+                select #f-pool name="pool" {
+                    option value="" selected[f.pool.is_empty()] { "any" }
+                    @for p in &pools { option value=(p) selected[f.pool == **p] { (p) } }
+                }
+                label for="f-kind" { "Kind" }
+                select #f-kind name="kind" {
+                    option value="" selected[f.kind.is_empty()] { "any" }
+                    @for k in ["generate", "upscale", "transcode", "csam_hash", "noop"] {
+                        option value=(k) selected[f.kind == k] { (k) }
+                    }
+                }
+                label for="f-class" { "Error class" }
+                select #f-class name="class" {
+                    option value="" selected[f.class.is_empty()] { "any" }
+                    @for c in ["retryable", "permanent", "cancelled", "timed_out"] {
+                        option value=(c) selected[f.class == c] { (c) }
+                    }
+                }
+                label for="f-hours" { "Dead within (hours)" }
+                input #f-hours type="number" min="1" name="hours" value=(f.hours);
+                button type="submit" { "Filter" }
+            }
+            p #dead-total { strong { (total) } " dead letters match." }
+            @if s.may_act() && total > 0 {
+                form.inline method="post" action="/console/dead-letters/preview" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    (hidden_filter(f))
+                    button type="submit" name="action" value="replay" { "Replay all matching…" }
+                    button type="submit" name="action" value="purge" { "Purge all matching…" }
+                }
+            }
+            table {
+                caption { "Dead letters, oldest first" }
+                thead { tr {
+                    th scope="col" { "Job" } th scope="col" { "Pool" } th scope="col" { "Kind" }
+                    th scope="col" { "Dead at (UTC)" } th scope="col" { "Class" } th scope="col" { "Attempts" }
+                    th scope="col" { "Last error" }
+                    @if s.may_act() { th scope="col" { "Act" } }
+                } }
+                tbody {
+                    @for (pool, d) in rows.iter().take(PAGE) {
+                        tr data-job=(d.id) {
+                            td { code { (d.id) } }
+                            td { (pool) } td { (d.kind) }
+                            td { (gantry_core::time::rfc3339_ms(d.dead_at_ms)) }
+                            td { (d.class) } td { (d.attempts) } td { (d.message) }
+                            @if s.may_act() {
+                                td {
+                                    @for verb in ["replay", "purge"] {
+                                        form.inline method="post" action=(format!("/console/dead-letters/{}/{verb}", d.id)) {
+                                            input type="hidden" name="csrf" value=(s.csrf);
+                                            button type="submit" aria-label=(format!("{verb} {}", d.id)) { (verb) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if f.offset > 0 || more {
+                nav aria-label="Pages" {
+                    @if f.offset > 0 {
+                        a href=(format!("/console/dead-letters?{}&offset={}", f.query(), f.offset.saturating_sub(PAGE))) { "← newer page" }
+                        " "
+                    }
+                    @if more {
+                        a href=(format!("/console/dead-letters?{}&offset={}", f.query(), f.offset + PAGE)) { "next page →" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn hidden_filter(f: &FilterForm) -> Markup {
+    html! {
+        input type="hidden" name="pool" value=(f.pool);
+        input type="hidden" name="kind" value=(f.kind);
+        input type="hidden" name="class" value=(f.class);
+        input type="hidden" name="hours" value=(f.hours);
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct OneForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /console/dead-letters/{id}/{replay|purge}`.
+pub(super) async fn act_on_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, verb)): Path<(String, String)>,
+    Form(f): Form<OneForm>,
+) -> Response {
+    let s = match acting(&state, &headers, &f.csrf).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    if !s.may_act() {
+        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
+    }
+    let (Some(action), Ok(id)) = (action_of(&verb), id.parse::<JobId>()) else {
+        return refused(StatusCode::NOT_FOUND, "no such dead letter or action");
+    };
+    match state.dead_letters.act_on_one(&s.caller.actor(), id, action).await {
+        Ok(()) => redirect(&format!("/console/dead-letters?done={verb}&n=1")),
+        Err(e) => refused(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct BulkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action: String,
+    #[serde(flatten)]
+    filter: FilterForm,
+    /// The count the confirmation showed (the act step only).
+    #[serde(default)]
+    expected: Option<u64>,
+}
+
+/// `POST /console/dead-letters/preview`: how many an action on "all matching" would take,
+/// and a form to confirm it.
+pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<BulkForm>) -> Response {
+    let s = match acting(&state, &headers, &f.csrf).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    if !s.may_act() {
+        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
+    }
+    let Some(action) = action_of(&f.action) else {
+        return refused(StatusCode::NOT_FOUND, "no such action");
+    };
+    let resolved = f
+        .filter
+        .filter()
+        .map_err(str::to_owned)
+        .and_then(|x| x.resolve(&state).map_err(|e| e.to_string()));
+    let (queues, filter) = match resolved {
+        Ok(r) => r,
+        Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
+    };
+    let n = match state.dead_letters.count(&queues, &filter).await {
+        Ok(n) => n,
+        Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let verb = action.as_str();
+    page_response(
+        StatusCode::OK,
+        pages::page(
+            "Confirm",
+            Some(&s),
+            html! {
+                h1 { "Confirm: " (verb) " " (n) " dead letters" }
+                p #would { "This would " (verb) " " strong { (n) } " dead letters (pool " (or_any(&f.filter.pool))
+                    ", kind " (or_any(&f.filter.kind)) ", class " (or_any(&f.filter.class)) ")." }
+                form method="post" action="/console/dead-letters/act" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    input type="hidden" name="action" value=(verb);
+                    input type="hidden" name="expected" value=(n);
+                    (hidden_filter(&f.filter))
+                    button type="submit" { (verb) " " (n) }
+                }
+                p { a href=(format!("/console/dead-letters?{}", f.filter.query())) { "Cancel" } }
+            },
+        ),
+    )
+}
+
+fn or_any(s: &str) -> &str {
+    if s.trim().is_empty() { "any" } else { s }
+}
+
+/// `POST /console/dead-letters/act`: the confirmed action on every dead letter that matches.
+pub(super) async fn act(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<BulkForm>) -> Response {
+    let s = match acting(&state, &headers, &f.csrf).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    if !s.may_act() {
+        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
+    }
+    let (Some(action), Some(_)) = (action_of(&f.action), f.expected) else {
+        return refused(StatusCode::BAD_REQUEST, "confirm the count first");
+    };
+    let resolved = f
+        .filter
+        .filter()
+        .map_err(str::to_owned)
+        .and_then(|x| x.resolve(&state).map_err(|e| e.to_string()));
+    let (queues, filter) = match resolved {
+        Ok(r) => r,
+        Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
+    };
+    let selection = Selection {
+        pool: some(&f.filter.pool).as_deref().map(|_| f.filter.pool.as_str()),
+        kind: some(&f.filter.kind).as_deref().map(|_| f.filter.kind.as_str()),
+    };
+    match state
+        .dead_letters
+        .act_on_matching(&s.caller.actor(), &queues, &filter, &selection, action, |_| {})
+        .await
+    {
+        Ok(n) => redirect(&format!(
+            "/console/dead-letters?{}&done={}&n={n}",
+            f.filter.query(),
+            action.as_str()
+        )),
+        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
