@@ -32,22 +32,22 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Params {
-    tenant: Option<String>,
-    pipeline: Option<String>,
-    status: Option<JobStatus>,
-    kind: Option<JobKind>,
-    user: Option<String>,
-    created_after: Option<u64>,
-    created_before: Option<u64>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) pipeline: Option<String>,
+    pub(crate) status: Option<JobStatus>,
+    pub(crate) kind: Option<JobKind>,
+    pub(crate) user: Option<String>,
+    pub(crate) created_after: Option<u64>,
+    pub(crate) created_before: Option<u64>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// `GET /v1/jobs` and `GET /v1/admin/jobs`: a page of jobs.
 #[derive(serde::Serialize)]
-struct Page {
-    jobs: Vec<JobSummary>,
-    next_cursor: Option<String>,
+pub(crate) struct Page {
+    pub(crate) jobs: Vec<JobSummary>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 impl From<JobPage> for Page {
@@ -70,7 +70,7 @@ pub(crate) async fn tenant_search(
             "unknown field `tenant`: a tenant's search is its own (the tenant comes from the API key)".into(),
         ));
     }
-    run(&state, Some(c.tenant), Vec::new(), p).await
+    Ok(axum::Json(run(&state, Some(c.tenant), Vec::new(), p).await?).into_response())
 }
 
 async fn admin_search(
@@ -78,21 +78,21 @@ async fn admin_search(
     Admin(_): Admin,
     ApiQuery(p): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
-    // A user id is its tenant's own: without a tenant, the user of that id in every tenant.
+    Ok(axum::Json(operator_search(&state, p).await?).into_response())
+}
+
+/// An operator's search (the admin API's and the console's): any tenant, or every tenant; a
+/// user id without a tenant is that id's user in every tenant.
+pub(crate) async fn operator_search(state: &AppState, p: Params) -> Result<Page, ApiError> {
     let user_tenants = match (&p.tenant, &p.user) {
         (None, Some(_)) => state.cfg.tenants.keys().cloned().collect(),
         _ => Vec::new(),
     };
     let tenant = p.tenant.clone();
-    run(&state, tenant, user_tenants, p).await
+    run(state, tenant, user_tenants, p).await
 }
 
-async fn run(
-    state: &AppState,
-    tenant: Option<String>,
-    user_tenants: Vec<String>,
-    p: Params,
-) -> Result<Response, ApiError> {
+async fn run(state: &AppState, tenant: Option<String>, user_tenants: Vec<String>, p: Params) -> Result<Page, ApiError> {
     let query = JobQuery {
         tenant,
         user: p.user,
@@ -116,7 +116,7 @@ async fn pipeline_page(
     pipeline: &str,
     limit: Option<usize>,
     cursor: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Page, ApiError> {
     use base64::Engine as _;
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > gantry_queue::client::MAX_PAGE {
@@ -162,7 +162,7 @@ async fn pipeline_page(
     let more = rest.len() > limit;
     let next_cursor = more.then(|| b64.encode(format!("pl1.{digest}.{}", offset + limit)));
     let jobs = rest.into_iter().take(limit).collect();
-    Ok(axum::Json(Page { jobs, next_cursor }).into_response())
+    Ok(Page { jobs, next_cursor })
 }
 
 async fn search(
@@ -170,10 +170,10 @@ async fn search(
     query: &JobQuery,
     limit: Option<usize>,
     cursor: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Page, ApiError> {
     let page = state
         .queue
         .search(query, limit.unwrap_or(DEFAULT_LIMIT), cursor)
         .await?;
-    Ok(axum::Json(Page::from(page)).into_response())
+    Ok(Page::from(page))
 }

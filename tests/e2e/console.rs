@@ -334,10 +334,7 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
     }
     let csrf = csrf_of(&page);
     // The outage is over. Replay one: it runs again, and succeeds.
-    tokio::time::sleep(std::time::Duration::from_millis(
-        until.saturating_sub(now_ms()) + 100,
-    ))
-    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(until.saturating_sub(now_ms()) + 100)).await;
     let (s, head, _) = send(
         &addr,
         "POST",
@@ -439,4 +436,131 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Jobs: found by tenant and status; a dead one's page shows its history and replays it (it
+/// succeeds, and its page then shows the result's metadata); a delayed one is cancelled; a
+/// read-only operator's job page has no actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_searched_shown_with_their_history_replayed_and_cancelled() {
+    let redis = RedisServer::start().expect("redis");
+    let sched = SchedulerProcess::with_config(&redis.url(), &config());
+    let addr = sched.addr.clone();
+    let logs = tempfile::tempdir().unwrap();
+    let _w = WorkerProcess::start_in(&redis.url(), "cpu", "w-cpu", 4, 10.0, &["--gpus", "none"], logs.path());
+    let until = now_ms() + 1500;
+    let submit = |body: String| {
+        let (s, _, r) = http_request(
+            &addr,
+            "POST",
+            "/v1/jobs",
+            &[
+                ("Authorization", "Bearer key-acme"),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(s, 201, "{r}");
+        serde_json::from_str::<Value>(&r).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dead = submit(format!(
+        r#"{{"user": "u7", "kind": "noop", "max_attempts": 1, "payload": {{"fail_until_unix_ms": {until}, "fail_class": "permanent"}}}}"#
+    ));
+    let later = submit(r#"{"user": "u7", "kind": "noop", "delay_ms": 600000, "payload": {}}"#.to_owned());
+    let status_of = |id: &str| {
+        let (_, _, body) = http_request(
+            &addr,
+            "GET",
+            &format!("/v1/jobs/{id}"),
+            &[("Authorization", "Bearer key-acme")],
+            b"",
+        );
+        serde_json::from_str::<Value>(&body).unwrap()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    eventually("a dead job", std::time::Duration::from_secs(20), || {
+        let s = status_of(&dead);
+        async move { s == "dead" }
+    })
+    .await;
+
+    let ops = sign_in(&addr, "key-ops");
+    let (s, _, page) = send(
+        &addr,
+        "GET",
+        "/console/jobs?tenant=acme&status=dead",
+        Some(&ops),
+        "",
+        None,
+    );
+    assert_eq!(s, 200, "{page}");
+    assert!(
+        page.contains(&format!("data-job=\"{dead}\"")) && !page.contains(&format!("data-job=\"{later}\"")),
+        "{page}"
+    );
+    let (_, _, page) = send(&addr, "GET", "/console/jobs?user=u7", Some(&ops), "", None);
+    assert!(
+        page.contains(&format!("data-job=\"{later}\"")),
+        "a user id across tenants: {page}"
+    );
+    let (s, _, job) = send(&addr, "GET", &format!("/console/jobs/{dead}"), Some(&ops), "", None);
+    assert_eq!(s, 200, "{job}");
+    assert!(
+        job.contains("id=\"job-status\">dead") && job.contains("permanent"),
+        "{job}"
+    );
+    assert!(
+        job.contains("Replay this job") && !job.contains("Cancel this job"),
+        "{job}"
+    );
+    let csrf = csrf_of(&job);
+    tokio::time::sleep(std::time::Duration::from_millis(until.saturating_sub(now_ms()) + 100)).await;
+    let (s, head, _) = send(
+        &addr,
+        "POST",
+        &format!("/console/jobs/{dead}/replay"),
+        Some(&ops),
+        &format!("csrf={csrf}"),
+        None,
+    );
+    assert_eq!(
+        (s, header(&head, "location")),
+        (303, Some(format!("/console/jobs/{dead}").as_str()))
+    );
+    eventually("the replayed job succeeded", std::time::Duration::from_secs(20), || {
+        let s = status_of(&dead);
+        async move { s == "succeeded" }
+    })
+    .await;
+    let (_, _, job) = send(&addr, "GET", &format!("/console/jobs/{dead}"), Some(&ops), "", None);
+    assert!(
+        job.contains("id=\"job-status\">succeeded") && job.contains("replay"),
+        "the timeline shows the replay: {job}"
+    );
+    // The delayed one, cancelled from its page.
+    let (_, _, page) = send(&addr, "GET", &format!("/console/jobs/{later}"), Some(&ops), "", None);
+    assert!(page.contains("Cancel this job"), "{page}");
+    let (s, _, _) = send(
+        &addr,
+        "POST",
+        &format!("/console/jobs/{later}/cancel"),
+        Some(&ops),
+        &format!("csrf={csrf}"),
+        None,
+    );
+    assert_eq!(s, 303);
+    assert_eq!(status_of(&later), "cancelled");
+    // Read-only: no actions on a job's page.
+    let ro = sign_in(&addr, "key-ro");
+    let (_, _, page) = send(&addr, "GET", &format!("/console/jobs/{dead}"), Some(&ro), "", None);
+    assert!(page.contains("id=\"job-status\""), "{page}");
+    assert!(
+        !page.contains("Replay this job") && !page.contains("Cancel this job"),
+        "{page}"
+    );
 }

@@ -11,10 +11,11 @@
 //! - A tenant's key, or no session, gets the sign-in page, never a page of data.
 //!
 //! Pages: the overview (every pool's queues, workers live and desired; pause and resume with a
-//! reason); dead letters (filter; replay or purge one, or all matching after a dry-run count
+//! reason); jobs (search; a job's timeline, result metadata and credits; cancel, replay); dead letters (filter; replay or purge one, or all matching after a dry-run count
 //! and a confirmation).
 
 mod dead_letters;
+mod jobs;
 pub mod pages;
 pub mod session;
 
@@ -38,6 +39,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/login/once", get(login_once))
         .route("/console/logout", post(logout))
         .route("/console/queues/{pool}/{kind}/{verb}", post(queue_action))
+        .route("/console/jobs", get(jobs::search))
+        .route("/console/jobs/{id}", get(jobs::show))
+        .route("/console/jobs/{id}/{verb}", post(jobs::act))
         .route("/console/dead-letters", get(dead_letters::list))
         .route("/console/dead-letters/preview", post(dead_letters::preview))
         .route("/console/dead-letters/act", post(dead_letters::act))

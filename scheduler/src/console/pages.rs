@@ -26,6 +26,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     @if let Some(s) = session {
                         nav aria-label="Console" {
                             a href="/console" { "Overview" }
+                            a href="/console/jobs" { "Jobs" }
                             a href="/console/dead-letters" { "Dead letters" }
                         }
                         span.who {
