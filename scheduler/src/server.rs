@@ -183,6 +183,8 @@ impl Scheduler {
         hub.start(&queue, cfg.events.clone());
         let webhooks = start_webhooks(&queue, &cfg, metrics.clone(), audit.clone(), &shutdown).await?;
         let admission = Admission::new(cfg.clone(), queue.clone(), loads.clone());
+        let console_live =
+            crate::console::live::Live::start(queue.clone(), cfg.clone(), loads.clone(), shutdown.clone());
         let state = AppState {
             events: Some(hub),
             webhooks: Some(webhooks),
@@ -199,6 +201,7 @@ impl Scheduler {
             audit: audit.clone(),
             dead_letters: crate::dead_letters::DeadLetters::new(queue.clone(), audit),
             console: crate::console::session::Sessions::new(queue.connection(), cfg.console.clone()),
+            console_live,
             queue,
             cfg: cfg.clone(),
         };

@@ -47,4 +47,6 @@ pub struct AppState {
     pub webhooks: Option<crate::webhooks::Webhooks>,
     /// The operator console's sessions.
     pub console: crate::console::session::Sessions,
+    /// The console overview's shared live snapshot.
+    pub console_live: crate::console::live::Live,
 }

@@ -1,7 +1,7 @@
 //! The console in a real browser: Debian's headless Chromium, driven through chromedriver
 //! (WebDriver), against a real scheduler and redis-server. An operator types a tenant's key
-//! and is refused, types theirs and lands on the overview, pauses a queue by filling in the
-//! reason and pressing the button, and signs out. Each page is captured as a screenshot under
+//! and is refused, types theirs and lands on the overview, sees a new job appear in it live
+//! (no reload), pauses a queue by filling in the reason and pressing the button, and signs out. Each page is captured as a screenshot under
 //! the target directory; `GANTRY_SCREENSHOTS=docs/console` writes them there instead.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
@@ -174,6 +174,39 @@ async fn an_operator_signs_in_and_pauses_a_queue_in_a_real_browser() {
     assert!(c.current_url().await.unwrap().as_str().ends_with("/console"));
     assert!(row.contains("noop") && row.contains('3'), "{row}");
     screenshot(&c, "overview").await;
+
+    // Live: a job submitted now shows up in the open page without a reload.
+    let (st, _, body) = http_request(
+        &sched.addr,
+        "POST",
+        "/v1/jobs",
+        &[
+            ("Authorization", "Bearer key-acme"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"user": "u1", "kind": "noop", "payload": {}}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let normal = c
+            .find(Locator::Css("tr[data-queue='cpu/noop'] [data-field='normal']"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if normal == "4" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the overview did not update live: {normal}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stamp = c.find(Locator::Css("#live-stamp")).await.unwrap().text().await.unwrap();
+    assert!(stamp.starts_with("Live: updated"), "{stamp}");
 
     // Pause with a reason, as a person would: type it, press the button.
     c.find(Locator::Css("input#reason-cpu-noop"))

@@ -16,6 +16,7 @@
 
 mod dead_letters;
 mod jobs;
+pub mod live;
 pub mod pages;
 pub mod session;
 
@@ -47,6 +48,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/dead-letters/act", post(dead_letters::act))
         .route("/console/dead-letters/{id}/{verb}", post(dead_letters::act_on_one))
         .route("/console/assets/console.css", get(css))
+        .route("/console/assets/console.js", get(js))
+        .route("/console/overview/stream", get(live::stream))
 }
 
 fn html(status: StatusCode, m: maud::Markup) -> Response {
@@ -110,6 +113,17 @@ async fn css() -> Response {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         pages::CSS,
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        live::SCRIPT,
     )
         .into_response()
 }

@@ -19,6 +19,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Gantry console" }
                 link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
             }
             body {
                 header {
@@ -97,10 +98,11 @@ pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>) -> M
             @if let Some(n) = notice {
                 p.notice role="status" { (n) }
             }
+            p #live-stamp.muted aria-live="polite" { "Numbers as of loading the page." }
             @for p in pools {
-                section aria-labelledby=(format!("pool-{}", p.pool)) {
+                section data-live-overview aria-labelledby=(format!("pool-{}", p.pool)) {
                     h2 id=(format!("pool-{}", p.pool)) { "Pool " (p.pool) }
-                    p { "Workers: " strong { (p.live_workers) } " live, " (p.desired_workers) " desired" }
+                    p { "Workers: " span data-pool-workers=(p.pool) { (p.live_workers) " live, " (p.desired_workers) " desired" } }
                     table {
                         caption { "Queues of pool " (p.pool) }
                         thead {
@@ -120,15 +122,15 @@ pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>) -> M
                             @for q in &p.queues {
                                 tr data-queue=(format!("{}/{}", q.pool, q.kind)) {
                                     th scope="row" { (q.kind) }
-                                    td { (q.waiting[0]) }
-                                    td { (q.waiting[1]) }
-                                    td { (q.waiting[2]) }
-                                    td { (q.in_flight) }
-                                    td { (q.delayed) }
-                                    td { (q.dead) }
-                                    td { (age(q.oldest_waiting_ms)) }
+                                    td data-field="high" { (q.waiting[0]) }
+                                    td data-field="normal" { (q.waiting[1]) }
+                                    td data-field="bulk" { (q.waiting[2]) }
+                                    td data-field="running" { (q.in_flight) }
+                                    td data-field="delayed" { (q.delayed) }
+                                    td data-field="dead" { (q.dead) }
+                                    td data-field="oldest" { (age(q.oldest_waiting_ms)) }
                                     td {
-                                        @if q.paused { span.paused { "paused" } } @else { "running" }
+                                        @if q.paused { span.paused data-field="state" { "paused" } } @else { span data-field="state" { "running" } }
                                         @if session.may_act() {
                                             (pause_form(session, q))
                                         }
