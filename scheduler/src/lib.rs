@@ -8,6 +8,8 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod console_feed;
+pub mod console_session;
 pub mod contract;
 pub mod dead_letters;
 pub mod erasure;

@@ -184,7 +184,7 @@ impl Scheduler {
         let webhooks = start_webhooks(&queue, &cfg, metrics.clone(), audit.clone(), &shutdown).await?;
         let admission = Admission::new(cfg.clone(), queue.clone(), loads.clone());
         let console_live =
-            crate::console::live::Live::start(queue.clone(), cfg.clone(), loads.clone(), shutdown.clone());
+            crate::console_feed::Live::start(queue.clone(), cfg.clone(), loads.clone(), shutdown.clone());
         let state = AppState {
             events: Some(hub),
             webhooks: Some(webhooks),
@@ -200,7 +200,7 @@ impl Scheduler {
             moderation: gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
             audit: audit.clone(),
             dead_letters: crate::dead_letters::DeadLetters::new(queue.clone(), audit),
-            console: crate::console::session::Sessions::new(queue.connection(), cfg.console.clone()),
+            console: crate::console_session::Sessions::new(queue.connection(), cfg.console.clone()),
             console_live,
             queue,
             cfg: cfg.clone(),

@@ -46,7 +46,7 @@ pub struct AppState {
     /// Webhook endpoints and deliveries; `None` where delivery is not running.
     pub webhooks: Option<crate::webhooks::Webhooks>,
     /// The operator console's sessions.
-    pub console: crate::console::session::Sessions,
+    pub console: crate::console_session::Sessions,
     /// The console overview's shared live snapshot.
-    pub console_live: crate::console::live::Live,
+    pub console_live: crate::console_feed::Live,
 }

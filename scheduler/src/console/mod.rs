@@ -16,9 +16,9 @@
 
 mod dead_letters;
 mod jobs;
-pub mod live;
+mod live;
 pub mod pages;
-pub mod session;
+pub use crate::console_session as session;
 
 use axum::Router;
 use axum::extract::{Form, Path, State};

@@ -1,4 +1,4 @@
-//! Console sessions: an operator signs in with an operator API key; the console keeps a session
+//! The operator console's sessions: an operator signs in with an operator API key; the console keeps a session
 //! in Redis and gives the browser only a random token, in a cookie (`HttpOnly`,
 //! `SameSite=Strict`, `Path=/console`, `Secure` when configured). The session names the
 //! operator (tenant, key fingerprint, scopes, as the audit log names API callers) and holds the
