@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::session::Session;
-use super::{acting, html as page_response, pages, redirect, session_of, to_login};
+use super::{html as page_response, operator_acting, pages, query_value, redirect, refusal, session_of, to_login};
 use crate::admin::{Filter, dead_page};
 use crate::dead_letters::Selection;
 use crate::state::AppState;
@@ -62,22 +62,21 @@ impl FilterForm {
         })
     }
 
+    /// The queues and filter it selects.
+    fn resolved(&self, state: &AppState) -> Result<(Vec<gantry_queue::QueueName>, gantry_queue::DeadFilter), String> {
+        self.filter()
+            .map_err(str::to_owned)
+            .and_then(|x| x.resolve(state).map_err(|e| e.to_string()))
+    }
+
     /// The filter as a query string (for links that keep it).
     fn query(&self) -> String {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
         format!(
             "pool={}&kind={}&class={}&hours={}",
-            enc(&self.pool),
-            enc(&self.kind),
-            enc(&self.class),
-            enc(&self.hours)
+            query_value(&self.pool),
+            query_value(&self.kind),
+            query_value(&self.class),
+            query_value(&self.hours)
         )
     }
 }
@@ -95,7 +94,7 @@ pub(super) async fn list(State(state): State<AppState>, headers: HeaderMap, Quer
     let Some(s) = session_of(&state, &headers).await else {
         return to_login();
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let filter = match f.filter() {
         Ok(filter) => filter,
         Err(why) => return refused(StatusCode::BAD_REQUEST, why),
@@ -225,14 +224,11 @@ pub(super) async fn act_on_one(
     Path((id, verb)): Path<(String, String)>,
     Form(f): Form<OneForm>,
 ) -> Response {
-    let s = match acting(&state, &headers, &f.csrf).await {
+    let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
-    if !s.may_act() {
-        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
-    }
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let (Some(action), Ok(id)) = (action_of(&verb), id.parse::<JobId>()) else {
         return refused(StatusCode::NOT_FOUND, "no such dead letter or action");
     };
@@ -258,22 +254,15 @@ pub(super) struct BulkForm {
 /// `POST /console/dead-letters/preview`: how many an action on "all matching" would take,
 /// and a form to confirm it.
 pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<BulkForm>) -> Response {
-    let s = match acting(&state, &headers, &f.csrf).await {
+    let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
-    if !s.may_act() {
-        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
-    }
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let Some(action) = action_of(&f.action) else {
         return refused(StatusCode::NOT_FOUND, "no such action");
     };
-    let resolved = f
-        .filter
-        .filter()
-        .map_err(str::to_owned)
-        .and_then(|x| x.resolve(&state).map_err(|e| e.to_string()));
+    let resolved = f.filter.resolved(&state);
     let (queues, filter) = match resolved {
         Ok(r) => r,
         Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
@@ -311,22 +300,15 @@ fn or_any(s: &str) -> &str {
 
 /// `POST /console/dead-letters/act`: the confirmed action on every dead letter that matches.
 pub(super) async fn act(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<BulkForm>) -> Response {
-    let s = match acting(&state, &headers, &f.csrf).await {
+    let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
-    if !s.may_act() {
-        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
-    }
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let (Some(action), Some(_)) = (action_of(&f.action), f.expected) else {
         return refused(StatusCode::BAD_REQUEST, "confirm the count first");
     };
-    let resolved = f
-        .filter
-        .filter()
-        .map_err(str::to_owned)
-        .and_then(|x| x.resolve(&state).map_err(|e| e.to_string()));
+    let resolved = f.filter.resolved(&state);
     let (queues, filter) = match resolved {
         Ok(r) => r,
         Err(why) => return refused(StatusCode::BAD_REQUEST, &why),

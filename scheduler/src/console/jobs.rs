@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::session::Session;
-use super::{acting, html as page_response, pages, redirect, session_of, to_login};
+use super::{html as page_response, operator_acting, pages, query_value, redirect, refusal, session_of, to_login};
 use crate::audit::audited;
 use crate::job_search::{Params, operator_search};
 use crate::state::AppState;
@@ -43,15 +43,6 @@ fn some(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl SearchForm {
     fn params(&self) -> Result<Params, String> {
         let status = some(&self.status)
@@ -82,12 +73,12 @@ impl SearchForm {
     fn query(&self) -> String {
         format!(
             "tenant={}&status={}&kind={}&user={}&pipeline={}&hours={}",
-            enc(&self.tenant),
-            enc(&self.status),
-            enc(&self.kind),
-            enc(&self.user),
-            enc(&self.pipeline),
-            enc(&self.hours)
+            query_value(&self.tenant),
+            query_value(&self.status),
+            query_value(&self.kind),
+            query_value(&self.user),
+            query_value(&self.pipeline),
+            query_value(&self.hours)
         )
     }
 }
@@ -97,7 +88,7 @@ pub(super) async fn search(State(state): State<AppState>, headers: HeaderMap, Qu
     let Some(s) = session_of(&state, &headers).await else {
         return to_login();
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let params = match f.params() {
         Ok(p) => p,
         Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
@@ -177,7 +168,7 @@ fn list_view(state: &AppState, s: &Session, f: &SearchForm, jobs: &[JobSummary],
             @if jobs.is_empty() { p { "No job matches." } }
             @if let Some(c) = next {
                 nav aria-label="Pages" {
-                    a href=(format!("/console/jobs?{}&cursor={}", f.query(), enc(c))) { "older jobs →" }
+                    a href=(format!("/console/jobs?{}&cursor={}", f.query(), query_value(c))) { "older jobs →" }
                 }
             }
         },
@@ -189,7 +180,7 @@ pub(super) async fn show(State(state): State<AppState>, headers: HeaderMap, Path
     let Some(s) = session_of(&state, &headers).await else {
         return to_login();
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let Ok(id) = id.parse::<JobId>() else {
         return refused(StatusCode::NOT_FOUND, "no such job");
     };
@@ -293,14 +284,11 @@ pub(super) async fn act(
     Path((id, verb)): Path<(String, String)>,
     Form(f): Form<ActForm>,
 ) -> Response {
-    let s = match acting(&state, &headers, &f.csrf).await {
+    let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let refused = |status: StatusCode, why: &str| page_response(status, pages::refused(Some(&s), status.as_u16(), why));
-    if !s.may_act() {
-        return refused(StatusCode::FORBIDDEN, "a read-only operator cannot act");
-    }
+    let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
     let Ok(job) = id.parse::<JobId>() else {
         return refused(StatusCode::NOT_FOUND, "no such job");
     };

@@ -248,6 +248,30 @@ async fn acting(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Ses
     Ok(s)
 }
 
+/// A refusal as a page, for a signed-in operator.
+fn refusal(s: &Session, status: StatusCode, why: &str) -> Response {
+    html(status, pages::refused(Some(s), status.as_u16(), why))
+}
+
+/// The session of an action, as [`acting`] checks it, whose operator may act (`admin`).
+async fn operator_acting(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+    let s = acting(state, headers, csrf).await?;
+    if !s.may_act() {
+        return Err(refusal(&s, StatusCode::FORBIDDEN, "a read-only operator cannot act"));
+    }
+    Ok(s)
+}
+
+/// `s` percent-encoded for a query string (links that keep a page's filters).
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
     if let Err(r) = acting(&state, &headers, &f.csrf).await {
         return r;
@@ -311,16 +335,10 @@ async fn queue_action(
     Path((pool, kind, verb)): Path<(String, String, String)>,
     Form(f): Form<PauseForm>,
 ) -> Response {
-    let s = match acting(&state, &headers, &f.csrf).await {
+    let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !s.may_act() {
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::refused(Some(&s), 403, "a read-only operator cannot act"),
-        );
-    }
     let reason = f.reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
         return html(
