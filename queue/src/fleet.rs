@@ -32,6 +32,29 @@ pub struct FleetGpu {
     pub memory_free_bytes: u64,
     /// Whether an NVENC session was proven (or declared, for a fake).
     pub nvenc: bool,
+    /// Memory in use by anything (NVML's reading), bytes.
+    #[serde(default)]
+    pub memory_used_bytes: u64,
+    /// Memory Gantry's running jobs reserve here, bytes.
+    #[serde(default)]
+    pub reserved_bytes: u64,
+    /// Whether video decoding may use NVDEC here.
+    #[serde(default)]
+    pub nvdec: bool,
+    /// Its MIG instances, when MIG is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mig: Vec<FleetMig>,
+}
+
+/// A MIG instance of a GPU, as the registry shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetMig {
+    /// Index under its GPU.
+    pub index: u32,
+    /// UUID.
+    pub uuid: String,
+    /// Memory, bytes.
+    pub memory_total_bytes: u64,
 }
 
 /// What a worker says of itself at each heartbeat.
@@ -110,27 +133,34 @@ impl QueueClient {
             .arg("WITHSCORES")
             .query_async(&mut c)
             .await?;
-        let mut out = Vec::new();
-        for (id, seen) in index {
-            let raw: Option<String> = redis::cmd("GET")
-                .arg(format!("{}worker:{id}", pool.prefix()))
-                .query_async(&mut c)
-                .await?;
-            match raw.map(|r| serde_json::from_str::<WorkerRecord>(&r)) {
-                Some(Ok(mut rec)) => {
-                    rec.last_seen_ms = seen as u64;
-                    out.push(rec);
-                }
-                Some(Err(e)) => tracing::warn!(worker = %id, error = %e, "unreadable worker record"),
-                None => {
-                    // Expired: three heartbeats missed. Drop it from the index.
-                    redis::cmd("ZREM")
-                        .arg(format!("{}workers", pool.prefix()))
-                        .arg(&id)
-                        .query_async::<()>(&mut c)
-                        .await?;
+        let mut out = Vec::with_capacity(index.len());
+        let mut expired = Vec::new();
+        // One MGET per few hundred workers (all keys share the pool's hash tag).
+        for chunk in index.chunks(256) {
+            let mut get = redis::cmd("MGET");
+            for (id, _) in chunk {
+                get.arg(format!("{}worker:{id}", pool.prefix()));
+            }
+            let raws: Vec<Option<String>> = get.query_async(&mut c).await?;
+            for ((id, seen), raw) in chunk.iter().zip(raws) {
+                match raw.map(|r| serde_json::from_str::<WorkerRecord>(&r)) {
+                    Some(Ok(mut rec)) => {
+                        rec.last_seen_ms = *seen as u64;
+                        out.push(rec);
+                    }
+                    Some(Err(e)) => tracing::warn!(worker = %id, error = %e, "unreadable worker record"),
+                    // Expired: three heartbeats missed.
+                    None => expired.push(id.clone()),
                 }
             }
+        }
+        if !expired.is_empty() {
+            // Drop them from the index.
+            redis::cmd("ZREM")
+                .arg(format!("{}workers", pool.prefix()))
+                .arg(&expired)
+                .query_async::<()>(&mut c)
+                .await?;
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)

@@ -31,7 +31,7 @@ pub use consumer::{
     Ticket, job_span,
 };
 pub use error::{QueueError, ValidationError};
-pub use fleet::{FleetGpu, WorkerRecord};
+pub use fleet::{FleetGpu, FleetMig, WorkerRecord};
 pub use gantry_core::{
     Completion, CsamHashPayload, ErrorClass, GeneratePayload, GpuRequirement, HistoryEvent, JobError, JobId, JobKind,
     JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Progress, Requirements, ResultRef, Stage,

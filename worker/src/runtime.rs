@@ -8,8 +8,8 @@ use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::layers::tracing::{DefaultOnFailure, TraceLayer};
 use apalis::prelude::{ParallelizeExt, Task, WorkerBuilder, WorkerBuilderExt};
 use gantry_queue::{
-    ConsumerConfig, ConsumerStats, FleetGpu, GpuResource, JobKind, LeaseSource, Pool, QueueClient, QueueConfig,
-    QueueError, Resources, WorkerRecord,
+    ConsumerConfig, ConsumerStats, FleetGpu, FleetMig, GpuResource, JobKind, LeaseSource, Pool, QueueClient,
+    QueueConfig, QueueError, Resources, WorkerRecord,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +157,7 @@ pub async fn run_worker(
     };
     let source = LeaseSource::new(client.clone(), ccfg).with_events(metrics.clone());
     let in_flight = source.in_flight_gauge();
+    let reserved_vram = source.reserved_vram_gauge();
     let stats = source.stats();
 
     let registry_stop = CancellationToken::new();
@@ -167,6 +168,7 @@ pub async fn run_worker(
             kinds,
             monitor,
             in_flight: Box::new(in_flight),
+            reserved_vram: Box::new(reserved_vram),
             metrics,
             redis_ok,
             metrics_addr,
@@ -234,14 +236,15 @@ fn panicked(_: &Box<dyn std::any::Any + Send>) -> ExecutorPanicked {
 }
 
 fn record(
-    cfg: &WorkerConfig,
+    ctx: &RegistryCtx,
     hostname: &str,
-    kinds: &[JobKind],
     inv: &GpuInventory,
     in_flight: usize,
+    reserved: &[u64],
     started_at_ms: u64,
     draining: bool,
 ) -> WorkerRecord {
+    let (cfg, kinds) = (&ctx.cfg, &ctx.kinds);
     WorkerRecord {
         id: cfg.worker_id.clone(),
         pool: cfg.pool.as_str().to_owned(),
@@ -254,13 +257,28 @@ fn record(
         gpus: inv
             .gpus
             .iter()
-            .map(|g| FleetGpu {
+            .enumerate()
+            .map(|(i, g)| FleetGpu {
                 index: g.index,
                 uuid: g.uuid.clone(),
                 name: g.name.clone(),
                 memory_total_bytes: g.memory_total_bytes,
                 memory_free_bytes: g.memory_free_bytes,
                 nvenc: g.nvenc.usable(),
+                memory_used_bytes: g.memory_used_bytes,
+                reserved_bytes: reserved.get(i).copied().unwrap_or(0),
+                // The decoder opens NVDEC on a real GPU (falling back to software if its
+                // session does not open); declared GPUs decode nothing.
+                nvdec: inv.source == crate::gpu::InventorySource::Nvml,
+                mig: g
+                    .mig_devices
+                    .iter()
+                    .map(|m| FleetMig {
+                        index: m.index,
+                        uuid: m.uuid.clone(),
+                        memory_total_bytes: m.memory_total_bytes,
+                    })
+                    .collect(),
             })
             .collect(),
         warm_models: cfg.warm_models.clone(),
@@ -273,12 +291,14 @@ fn record(
 }
 
 type Gauge = Box<dyn Fn() -> usize + Send + Sync>;
+type VramGauge = Box<dyn Fn() -> Vec<u64> + Send + Sync>;
 
 struct RegistryCtx {
     cfg: WorkerConfig,
     kinds: Vec<JobKind>,
     monitor: Arc<GpuMonitor>,
     in_flight: Gauge,
+    reserved_vram: VramGauge,
     metrics: Arc<WorkerMetrics>,
     redis_ok: Arc<AtomicBool>,
     metrics_addr: Option<String>,
@@ -311,11 +331,11 @@ async fn registry_loop(client: QueueClient, ctx: RegistryCtx, shutdown: Cancella
             t.observe(in_flight).await;
         }
         let mut rec = record(
-            &ctx.cfg,
+            &ctx,
             &hostname,
-            &ctx.kinds,
             &inv,
             in_flight,
+            &(ctx.reserved_vram)(),
             started,
             shutdown.is_cancelled(),
         );

@@ -77,6 +77,8 @@ pub struct LeaseSource {
     stats: Arc<ConsumerStats>,
     inflight: Arc<Mutex<HashMap<JobId, InFlight>>>,
     events: Arc<dyn ConsumerEvents>,
+    /// What running jobs reserve; shared with the tickets, read by the fleet registry.
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl std::fmt::Debug for LeaseSource {
@@ -103,10 +105,11 @@ impl LeaseSource {
     pub fn new(client: QueueClient, cfg: ConsumerConfig) -> Self {
         Self {
             client,
-            cfg,
             stats: Arc::default(),
             inflight: Arc::default(),
             events: Arc::new(NoEvents),
+            ledger: Arc::new(Mutex::new(Ledger::new(&cfg.resources, cfg.concurrency))),
+            cfg,
         }
     }
 
@@ -132,6 +135,13 @@ impl LeaseSource {
         move || m.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// A handle that reads the VRAM running jobs reserve on each GPU, in bytes (as jobs ask,
+    /// whole GiB), in the order of the configured GPUs.
+    pub fn reserved_vram_gauge(&self) -> impl Fn() -> Vec<u64> + Send + Sync + 'static {
+        let l = self.ledger.clone();
+        move || l.lock().map(|l| l.reserved_bytes()).unwrap_or_default()
+    }
+
     /// Starts claiming. Runs until `shutdown` is cancelled, then drains: stops claiming, lets
     /// running jobs finish within `drain_grace`, stops the rest (their tickets release their
     /// leases), and flushes every outcome; then [`Settlement`] completes.
@@ -148,11 +158,12 @@ impl LeaseSource {
             stats,
             inflight,
             events,
+            ledger,
         } = self;
         let cfg = Arc::new(cfg);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(TicketShared {
-            ledger: Mutex::new(Ledger::new(&cfg.resources, cfg.concurrency)),
+            ledger,
             freed: Notify::new(),
             done: done_tx,
             events: events.clone(),

@@ -43,6 +43,11 @@ impl Ledger {
         }
     }
 
+    /// What running jobs reserve on each GPU, in bytes.
+    pub(crate) fn reserved_bytes(&self) -> Vec<u64> {
+        self.gpu_reserved_gib.iter().map(|g| g << 30).collect()
+    }
+
     /// The VRAM a job reserves, in whole GiB (rounded up).
     pub(crate) fn vram_gib(job: &ClaimedJob) -> u64 {
         job.spec

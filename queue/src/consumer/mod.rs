@@ -269,6 +269,11 @@ impl Consumer {
         self.source.in_flight_gauge()
     }
 
+    /// A handle that reads the VRAM running jobs reserve per GPU, bytes.
+    pub fn reserved_vram_gauge(&self) -> impl Fn() -> Vec<u64> + Send + Sync + 'static {
+        self.source.reserved_vram_gauge()
+    }
+
     /// Runs until `shutdown` is cancelled, then drains: stops claiming, lets running jobs finish
     /// within `drain_grace`, releases the leases of those that did not, flushes acks.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Arc<ConsumerStats>, QueueError> {

@@ -58,7 +58,7 @@ pub(crate) struct Settled {
 
 /// What every ticket of one consumer shares.
 pub(crate) struct TicketShared {
-    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
     pub(crate) freed: Notify,
     pub(crate) done: mpsc::UnboundedSender<Settled>,
     pub(crate) events: Arc<dyn ConsumerEvents>,
