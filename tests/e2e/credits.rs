@@ -194,5 +194,27 @@ async fn every_job_is_charged_exactly_once() {
     })
     .await;
     assert_eq!(balance().await, INITIAL - charged, "a redelivered event charged twice");
+    // The totals the console shows agree: nothing reserved, each charge counted once (in the
+    // hourly and daily counters too), the refunded jobs' reservations given back.
+    let mut c = q.connection();
+    let totals: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg("gantry:{credits:a}:totals")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let refunded = PRICE * (unbilled.len() as i64 + 1);
+    assert_eq!(
+        (totals.get("reserved"), totals.get("charged"), totals.get("refunded")),
+        (Some(&0), Some(&charged), Some(&refunded)),
+        "{totals:?}"
+    );
+    for pattern in ["gantry:{credits:a}:charged:h:*", "gantry:{credits:a}:charged:d:*"] {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut c).await.unwrap();
+        let mut sum = 0;
+        for k in keys {
+            sum += redis::cmd("GET").arg(&k).query_async::<i64>(&mut c).await.unwrap();
+        }
+        assert_eq!(sum, charged, "{pattern}");
+    }
     assert_eq!(charged, PRICE * 31);
 }

@@ -54,6 +54,49 @@ fn balance_key(tenant: &str) -> String {
     format!("gantry:{{credits:{tenant}}}:balance")
 }
 
+fn totals_key(tenant: &str) -> String {
+    format!("gantry:{{credits:{tenant}}}:totals")
+}
+
+/// The counter of credits charged in hour `hour` (hours since the Unix epoch).
+fn hour_key(tenant: &str, hour: u64) -> String {
+    format!("gantry:{{credits:{tenant}}}:charged:h:{hour}")
+}
+
+/// The counter of credits charged on day `day` (days since the Unix epoch, UTC).
+fn day_key(tenant: &str, day: u64) -> String {
+    format!("gantry:{{credits:{tenant}}}:charged:d:{day}")
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+/// Hours of hourly counters kept (two days: the chart shows the last 24).
+const HOURS_KEPT: u64 = 48;
+/// Days of daily counters kept (the chart shows the last 30).
+const DAYS_KEPT: u64 = 32;
+
+/// A tenant's credits beyond its balance: open reservations, what was charged, what refunded
+/// jobs were given back (counted from when the ledger started keeping totals).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TenantCredits {
+    /// Reserved by jobs not yet settled.
+    pub reserved: i64,
+    /// Charged, ever.
+    pub charged: i64,
+    /// Given back by jobs refunded (and not charged after a replay since).
+    pub refunded: i64,
+}
+
+/// Credits charged over time: the last 24 hours by hour and the last 30 days by day, oldest
+/// first; each entry is (start of the period, Unix ms; credits).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChargedSeries {
+    /// By hour.
+    pub hourly: Vec<(u64, i64)>,
+    /// By day (UTC).
+    pub daily: Vec<(u64, i64)>,
+}
+
 fn entry_key(tenant: &str, job: JobId) -> String {
     format!("gantry:{{credits:{tenant}}}:job:{job}")
 }
@@ -67,7 +110,10 @@ impl CreditLedger {
     /// Reserves `credits` for each job, all or none; a new tenant starts at `initial`.
     pub async fn reserve(&self, tenant: &str, initial: i64, jobs: &[(JobId, i64)]) -> Result<Reservation, QueueError> {
         let mut inv = RESERVE.prepare_invoke();
-        inv.key(balance_key(tenant)).arg(initial).arg(ENTRY_TTL.as_secs());
+        inv.key(balance_key(tenant))
+            .key(totals_key(tenant))
+            .arg(initial)
+            .arg(ENTRY_TTL.as_secs());
         for (id, credits) in jobs {
             inv.key(entry_key(tenant, *id)).arg(*credits);
         }
@@ -98,8 +144,14 @@ impl CreditLedger {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        let now = gantry_core::time::now_ms();
         let mut inv = SETTLE.prepare_invoke();
-        inv.key(balance_key(tenant));
+        inv.key(balance_key(tenant))
+            .key(totals_key(tenant))
+            .key(hour_key(tenant, now / HOUR_MS))
+            .key(day_key(tenant, now / DAY_MS))
+            .arg(HOURS_KEPT * 3600)
+            .arg(DAYS_KEPT * 24 * 3600);
         for (job, credits) in jobs {
             inv.key(entry_key(tenant, *job)).arg(credits.map_or(-1, |c| c.max(0)));
         }
@@ -112,6 +164,49 @@ impl CreditLedger {
     pub async fn balance(&self, tenant: &str) -> Result<Option<i64>, QueueError> {
         let mut c = self.conn.clone();
         Ok(c.get(balance_key(tenant)).await?)
+    }
+
+    /// The tenant's open reservations and its charged and refunded totals.
+    pub async fn totals(&self, tenant: &str) -> Result<TenantCredits, QueueError> {
+        let mut c = self.conn.clone();
+        let (reserved, charged, refunded): (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(totals_key(tenant))
+            .arg("reserved")
+            .arg("charged")
+            .arg("refunded")
+            .query_async(&mut c)
+            .await?;
+        Ok(TenantCredits {
+            // Reservations made before totals were kept settle against none: never below 0.
+            reserved: reserved.unwrap_or(0).max(0),
+            charged: charged.unwrap_or(0),
+            refunded: refunded.unwrap_or(0),
+        })
+    }
+
+    /// Credits charged over the last 24 hours (by hour) and 30 days (by day), as of `now_ms`.
+    pub async fn charged_series(&self, tenant: &str, now_ms: u64) -> Result<ChargedSeries, QueueError> {
+        let (hour, day) = (now_ms / HOUR_MS, now_ms / DAY_MS);
+        let hours: Vec<u64> = (0..24).map(|i| hour.saturating_sub(23 - i)).collect();
+        let days: Vec<u64> = (0..30).map(|i| day.saturating_sub(29 - i)).collect();
+        let mut get = redis::cmd("MGET");
+        for h in &hours {
+            get.arg(hour_key(tenant, *h));
+        }
+        for d in &days {
+            get.arg(day_key(tenant, *d));
+        }
+        let mut c = self.conn.clone();
+        let values: Vec<Option<i64>> = get.query_async(&mut c).await?;
+        let (hv, dv) = values.split_at(hours.len().min(values.len()));
+        Ok(ChargedSeries {
+            hourly: hours
+                .iter()
+                .zip(hv)
+                .map(|(h, v)| (h * HOUR_MS, v.unwrap_or(0)))
+                .collect(),
+            daily: days.iter().zip(dv).map(|(d, v)| (d * DAY_MS, v.unwrap_or(0))).collect(),
+        })
     }
 
     /// Adds credits (a top-up; negative to take some away).

@@ -52,7 +52,8 @@ pub struct Admission {
     queue: QueueClient,
     /// The credit ledger.
     pub credits: CreditLedger,
-    limiter: RateLimiter,
+    /// Rate limits.
+    pub limiter: RateLimiter,
     /// User trust.
     pub trust: TrustRegistry,
     loads: PoolLoads,

@@ -22,6 +22,17 @@ pub enum RateDecision {
     ExceedsBurst,
 }
 
+/// A tenant's rate-limit state.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Allowance {
+    /// Jobs it could submit at once now.
+    pub available: u32,
+    /// Its plan's burst (the most at once, from idle).
+    pub burst: u32,
+    /// Its plan's sustained rate.
+    pub jobs_per_second: f64,
+}
+
 /// See the module docs.
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
@@ -32,6 +43,28 @@ impl RateLimiter {
     /// A limiter on `conn`.
     pub fn new(conn: RedisConn) -> Self {
         Self { conn }
+    }
+
+    /// How many jobs `tenant` could submit at once now under `plan` (read only).
+    pub async fn allowance(&self, tenant: &str, plan: &PlanConfig) -> Result<Allowance, QueueError> {
+        let interval_us = (1_000_000.0 / plan.jobs_per_second).max(1.0);
+        let burst = plan.burst.max(1);
+        let tolerance_us = interval_us * f64::from(burst);
+        let mut c = self.conn.clone();
+        let (tat, time): (Option<String>, (String, String)) = redis::pipe()
+            .cmd("GET")
+            .arg(format!("gantry:{{rate:{tenant}}}:tat"))
+            .cmd("TIME")
+            .query_async(&mut c)
+            .await?;
+        let now_us = time.0.parse::<f64>().unwrap_or(0.0) * 1e6 + time.1.parse::<f64>().unwrap_or(0.0);
+        let tat_us = tat.and_then(|t| t.parse::<f64>().ok()).unwrap_or(now_us).max(now_us);
+        let free = ((tolerance_us - (tat_us - now_us)) / interval_us).floor();
+        Ok(Allowance {
+            available: free.clamp(0.0, f64::from(burst)) as u32,
+            burst,
+            jobs_per_second: plan.jobs_per_second,
+        })
     }
 
     /// Takes `jobs` units from `tenant`'s allowance under `plan`.
