@@ -550,6 +550,9 @@ pub struct JobRecord {
     pub credits_reserved: Option<i64>,
     /// Failures, expired leases, releases, replays.
     pub history: Vec<HistoryEvent>,
+    /// For a pipeline step: its pipeline's id and its step's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_of: Option<(String, String)>,
 }
 
 #[cfg(test)]

@@ -50,12 +50,12 @@ pub fn routes() -> Router<AppState> {
 /// `GET /v1/admin/trust/{tenant}/{user}`: the user's standing and history (newest first). The
 /// answer names the user by the pseudonymous key the records are kept under.
 #[derive(serde::Serialize)]
-struct TrustView {
-    tenant: String,
-    user_key: String,
-    score: f64,
-    blocked: bool,
-    history: Vec<gantry_safety::TrustChange>,
+pub(crate) struct TrustView {
+    pub(crate) tenant: String,
+    pub(crate) user_key: String,
+    pub(crate) score: f64,
+    pub(crate) blocked: bool,
+    pub(crate) history: Vec<gantry_safety::TrustChange>,
 }
 
 /// `POST /v1/admin/trust/{tenant}/{user}`.
@@ -89,17 +89,7 @@ async fn trust_show(
     Admin(_): Admin,
     Path((tenant, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    trust_target(&state, &tenant, &user)?;
-    let now = state.trust.status(&tenant, &user).await?;
-    let history = state.trust.history(&tenant, &user).await?;
-    Ok(axum::Json(TrustView {
-        user_key: gantry_queue::user_key(&tenant, &user),
-        tenant,
-        score: now.score,
-        blocked: now.blocked,
-        history,
-    })
-    .into_response())
+    Ok(axum::Json(trust_of(&state, &tenant, &user).await?).into_response())
 }
 
 async fn trust_change(
@@ -108,48 +98,79 @@ async fn trust_change(
     Path((tenant, user)): Path<(String, String)>,
     crate::extract::ApiJson(body): crate::extract::ApiJson<TrustChangeBody>,
 ) -> Result<Response, ApiError> {
+    let action = trust_action(&body.action, body.delta)?;
+    let now = change_trust(&state, &who, &tenant, &user, action, &body.reason).await?;
+    Ok(axum::Json(now).into_response())
+}
+
+/// The trust action `action` (with `delta` for `adjust`) names.
+pub(crate) fn trust_action(action: &str, delta: Option<f64>) -> Result<gantry_safety::TrustAction, ApiError> {
     use gantry_safety::TrustAction;
-    trust_target(&state, &tenant, &user)?;
-    let reason = body.reason.trim();
+    match (action, delta) {
+        ("unblock", None) => Ok(TrustAction::Unblock),
+        ("block", None) => Ok(TrustAction::Block),
+        ("reset", None) => Ok(TrustAction::Reset),
+        ("adjust", Some(d)) if d.is_finite() && d != 0.0 && (-1.0..=1.0).contains(&d) => Ok(TrustAction::Adjust(d)),
+        ("adjust", _) => Err(ApiError::InvalidRequest(
+            "delta: a non-zero number in -1..=1 is required with adjust".into(),
+        )),
+        ("unblock" | "block" | "reset", Some(_)) => Err(ApiError::InvalidRequest("delta goes with adjust only".into())),
+        _ => Err(ApiError::InvalidRequest(
+            "action: one of unblock, block, adjust, reset".into(),
+        )),
+    }
+}
+
+/// Changes a user's trust standing for an operator, with a required reason (at most 500
+/// characters), kept in the user's history and audited.
+pub(crate) async fn change_trust(
+    state: &AppState,
+    who: &crate::auth::Caller,
+    tenant: &str,
+    user: &str,
+    action: gantry_safety::TrustAction,
+    reason: &str,
+) -> Result<gantry_safety::TrustStatus, ApiError> {
+    trust_target(state, tenant, user)?;
+    let reason = reason.trim();
     if reason.is_empty() || reason.len() > 500 {
         return Err(ApiError::InvalidRequest(
             "reason: required, at most 500 characters".into(),
         ));
     }
-    let action = match (body.action.as_str(), body.delta) {
-        ("unblock", None) => TrustAction::Unblock,
-        ("block", None) => TrustAction::Block,
-        ("reset", None) => TrustAction::Reset,
-        ("adjust", Some(d)) if d.is_finite() && d != 0.0 && (-1.0..=1.0).contains(&d) => TrustAction::Adjust(d),
-        ("adjust", _) => {
-            return Err(ApiError::InvalidRequest(
-                "delta: a non-zero number in -1..=1 is required with adjust".into(),
-            ));
-        }
-        ("unblock" | "block" | "reset", Some(_)) => {
-            return Err(ApiError::InvalidRequest("delta goes with adjust only".into()));
-        }
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "action: one of unblock, block, adjust, reset".into(),
-            ));
-        }
-    };
     let by = format!("operator:{}", who.actor());
-    let now = state.trust.administer(&tenant, &user, action, &by, reason).await?;
-    let user_key = gantry_queue::user_key(&tenant, &user);
+    let now = state.trust.administer(tenant, user, action, &by, reason).await?;
+    let user_key = gantry_queue::user_key(tenant, user);
     tracing::info!(tenant = %tenant, user_key = %user_key, action = action.name(), "trust changed by an operator");
+    let delta = match action {
+        gantry_safety::TrustAction::Adjust(d) => Some(d),
+        _ => None,
+    };
     audited(
-        &state,
-        &who,
+        state,
+        who,
         &format!("trust.{}", action.name()),
         format!("trust:{tenant}/{user_key}"),
         serde_json::json!({
-            "reason": reason, "delta": body.delta, "score": now.score, "blocked": now.blocked,
+            "reason": reason, "delta": delta, "score": now.score, "blocked": now.blocked,
         }),
     )
     .await?;
-    Ok(axum::Json(now).into_response())
+    Ok(now)
+}
+
+/// A user's standing and its history, for an operator.
+pub(crate) async fn trust_of(state: &AppState, tenant: &str, user: &str) -> Result<TrustView, ApiError> {
+    trust_target(state, tenant, user)?;
+    let now = state.trust.status(tenant, user).await?;
+    let history = state.trust.history(tenant, user).await?;
+    Ok(TrustView {
+        user_key: gantry_queue::user_key(tenant, user),
+        tenant: tenant.to_owned(),
+        score: now.score,
+        blocked: now.blocked,
+        history,
+    })
 }
 
 async fn list_lists(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
@@ -171,6 +192,25 @@ async fn publish(
     LimitedBody(bytes): LimitedBody<MAX_LIST_BYTES>,
 ) -> Result<Response, ApiError> {
     let category = q.category.unwrap_or_else(|| "csam".into());
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "no body: send the list, one hash per line (pdq:, md5: or sha256:)".into(),
+        ));
+    }
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidRequest("the list must be UTF-8 text".into()))?;
+    let meta = publish_list(&state, &who, &name, &category, text).await?;
+    Ok(axum::Json(meta).into_response())
+}
+
+/// Publishes `text` (a list file's text) as list `name`'s next version, for an operator, audited.
+pub(crate) async fn publish_list(
+    state: &AppState,
+    who: &crate::auth::Caller,
+    name: &str,
+    category: &str,
+    text: &str,
+) -> Result<gantry_safety::hashlists::ListMeta, ApiError> {
     let category_ok = !category.is_empty()
         && category.len() <= 32
         && category
@@ -181,23 +221,16 @@ async fn publish(
             "category: 1-32 characters of a-z, 0-9, '_'".into(),
         ));
     }
-    if bytes.is_empty() {
-        return Err(ApiError::InvalidRequest(
-            "no body: send the list, one hash per line (pdq:, md5: or sha256:)".into(),
-        ));
-    }
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidRequest("the list must be UTF-8 text".into()))?;
     let list = HashList::parse(text).map_err(safety_error)?;
     let meta = state
         .hashlists
-        .publish(&name, &category, &list)
+        .publish(name, category, &list)
         .await
         .map_err(safety_error)?;
     tracing::info!(list = %meta.name, version = meta.version, category = %meta.category, "hash list published by an operator");
     audited(
-        &state,
-        &who,
+        state,
+        who,
         "hashlist.publish",
         &meta.name,
         serde_json::json!({
@@ -206,7 +239,17 @@ async fn publish(
         }),
     )
     .await?;
-    Ok(axum::Json(meta).into_response())
+    Ok(meta)
+}
+
+/// Removes list `name` for an operator, audited; `NotFound` if there is none.
+pub(crate) async fn remove_list(state: &AppState, who: &crate::auth::Caller, name: &str) -> Result<(), ApiError> {
+    gantry_safety::hashlists::check_name(name).map_err(safety_error)?;
+    if !state.hashlists.remove(name).await.map_err(safety_error)? {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(list = %name, "hash list removed by an operator");
+    audited(state, who, "hashlist.remove", name, serde_json::Value::Null).await
 }
 
 async fn remove(
@@ -214,12 +257,7 @@ async fn remove(
     Admin(who): Admin,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    gantry_safety::hashlists::check_name(&name).map_err(safety_error)?;
-    if !state.hashlists.remove(&name).await.map_err(safety_error)? {
-        return Err(ApiError::NotFound);
-    }
-    tracing::info!(list = %name, "hash list removed by an operator");
-    audited(&state, &who, "hashlist.remove", &name, serde_json::Value::Null).await?;
+    remove_list(&state, &who, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod console;
 mod console_browser;
+mod console_pages;
 mod crash_recovery;
 mod credits;
 mod csam_hash;

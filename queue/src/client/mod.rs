@@ -199,6 +199,7 @@ fn parse_record(
         progress,
         credits_reserved: s(f::CREDITS_RESERVED).and_then(|v| v.parse().ok()),
         history,
+        step_of: s(f::PIPELINE).map(|p| (p.to_owned(), s(f::STEP).unwrap_or_default().to_owned())),
     })
 }
 

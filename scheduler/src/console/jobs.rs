@@ -12,6 +12,7 @@ use super::session::Session;
 use super::{html as page_response, operator_acting, pages, query_value, redirect, refusal, session_of, to_login};
 use crate::audit::audited;
 use crate::job_search::{Params, operator_search};
+use crate::pipelines::{PipelineView, StepView};
 use crate::state::AppState;
 use gantry_core::time::rfc3339_ms;
 use gantry_queue::{DeadAction, JobId, JobKind, JobRecord, JobStatus, JobSummary};
@@ -196,10 +197,112 @@ pub(super) async fn show(State(state): State<AppState>, headers: HeaderMap, Path
         .await
         .ok()
         .flatten();
-    page_response(StatusCode::OK, job_view(&s, id, &record, credits.as_ref()))
+    let pipeline = match &record.step_of {
+        Some((pl, _)) => state.pipelines.get(None, pl).await.ok(),
+        None => None,
+    };
+    page_response(
+        StatusCode::OK,
+        job_view(&s, id, &record, credits.as_ref(), pipeline.as_ref()),
+    )
 }
 
-fn job_view(s: &Session, id: JobId, r: &JobRecord, credits: Option<&crate::admission::credits::CreditEntry>) -> Markup {
+/// Each step's column in the graph: 0 for a step that needs none, else one more than the
+/// furthest step it needs.
+fn columns(steps: &[StepView]) -> Vec<usize> {
+    let mut col = vec![0usize; steps.len()];
+    // Steps come parents first, so one pass in order settles every column.
+    for (i, st) in steps.iter().enumerate() {
+        col[i] = st
+            .needs
+            .iter()
+            .filter_map(|n| steps.iter().position(|p| &p.name == n))
+            .filter(|&p| p < i)
+            .map(|p| col[p] + 1)
+            .max()
+            .unwrap_or(0);
+    }
+    col
+}
+
+/// The pipeline as a graph (inline SVG, each step a link to its job, arrows from the steps it
+/// needs), with the same facts as a list under it.
+fn pipeline_graph(p: &PipelineView, current: JobId) -> Markup {
+    const W: usize = 170;
+    const H: usize = 44;
+    const GX: usize = 50;
+    const GY: usize = 16;
+    let col = columns(&p.steps);
+    let mut row = vec![0usize; p.steps.len()];
+    let mut used = vec![0usize; col.iter().max().map_or(1, |m| m + 1)];
+    for (i, c) in col.iter().enumerate() {
+        row[i] = used[*c];
+        used[*c] += 1;
+    }
+    let width = used.len() * (W + GX);
+    let height = used.iter().max().copied().unwrap_or(1) * (H + GY) + GY;
+    let at = |i: usize| (col[i] * (W + GX) + 4, row[i] * (H + GY) + GY);
+    html! {
+        figure.graph {
+            figcaption { "Pipeline " code { (p.id) } " (" (p.status) "): " (p.steps.len()) " steps" }
+            svg role="img" aria-label=(format!("Pipeline {} as a graph of {} steps", p.id, p.steps.len()))
+                viewBox=(format!("0 0 {width} {height}")) width=(width) height=(height) {
+                defs {
+                    marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse" {
+                        path d="M 0 0 L 10 5 L 0 10 z" fill="#3d3d3d" {}
+                    }
+                }
+                @for (i, st) in p.steps.iter().enumerate() {
+                    @for n in &st.needs {
+                        @if let Some(j) = p.steps.iter().position(|q| &q.name == n) {
+                            @let ((x1, y1), (x2, y2)) = (at(j), at(i));
+                            line x1=(x1 + W) y1=(y1 + H / 2) x2=(x2) y2=(y2 + H / 2)
+                                stroke="#3d3d3d" stroke-width="1.5" marker-end="url(#arrow)" {}
+                        }
+                    }
+                }
+                @for (i, st) in p.steps.iter().enumerate() {
+                    @let (x, y) = at(i);
+                    a href=(format!("/console/jobs/{}", st.job_id)) {
+                        rect x=(x) y=(y) width=(W) height=(H) rx="4"
+                            fill=(if st.job_id == current { "#fff4c2" } else { "#ffffff" })
+                            stroke=(status_colour(&st.status)) stroke-width=(if st.job_id == current { "3" } else { "2" }) {}
+                        text x=(x + 8) y=(y + 18) font-size="13" font-weight="600" fill="#111111" { (st.name) }
+                        text x=(x + 8) y=(y + 35) font-size="12" fill="#3d3d3d" { (st.kind) " · " (st.status) }
+                    }
+                }
+            }
+            ol.steps {
+                @for st in &p.steps {
+                    li data-step=(st.name) {
+                        a href=(format!("/console/jobs/{}", st.job_id)) { (st.name) }
+                        " — " (st.kind) ", " (st.status)
+                        @if !st.needs.is_empty() { "; needs " (st.needs.join(", ")) }
+                        @if st.job_id == current { " (this job)" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A step's outline colour by status (each ≥ 3:1 against white, as graphics need).
+fn status_colour(status: &str) -> &'static str {
+    match status {
+        "succeeded" => "#1a7f37",
+        "dead" | "blocked" | "skipped" => "#8f1010",
+        "cancelled" | "expired" => "#5c5c5c",
+        _ => "#0b4f9c",
+    }
+}
+
+fn job_view(
+    s: &Session,
+    id: JobId,
+    r: &JobRecord,
+    credits: Option<&crate::admission::credits::CreditEntry>,
+    pipeline: Option<&PipelineView>,
+) -> Markup {
     let ended = matches!(
         r.status,
         JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled | JobStatus::Blocked
@@ -225,6 +328,13 @@ fn job_view(s: &Session, id: JobId, r: &JobRecord, credits: Option<&crate::admis
                 @if let Some(e) = &r.error { dt { "Last error" } dd { (e.class.as_str()) ": " (e.message) } }
                 @if let Some(c) = credits {
                     dt { "Credits" } dd { (c.reserved) " reserved, " (c.charged) " charged (" (c.state) ")" }
+                }
+            }
+            @if let Some((pl, step)) = &r.step_of {
+                h2 { "Pipeline" }
+                @match pipeline {
+                    Some(p) => (pipeline_graph(p, id)),
+                    None => p { "Step " (step) " of pipeline " code { (pl) } " (its record is gone)." },
                 }
             }
             h2 { "Result" }

@@ -18,6 +18,9 @@ mod dead_letters;
 mod jobs;
 mod live;
 pub mod pages;
+mod safety;
+mod tenants;
+mod workers;
 pub use crate::console_session as session;
 
 use axum::Router;
@@ -47,6 +50,19 @@ pub fn routes() -> Router<AppState> {
         .route("/console/dead-letters/preview", post(dead_letters::preview))
         .route("/console/dead-letters/act", post(dead_letters::act))
         .route("/console/dead-letters/{id}/{verb}", post(dead_letters::act_on_one))
+        .route("/console/workers", get(workers::list))
+        .route("/console/tenants", get(tenants::list))
+        .route("/console/tenants/{tenant}", get(tenants::show))
+        .route("/console/tenants/{tenant}/top-up", post(tenants::top_up))
+        .route("/console/safety", get(safety::overview))
+        .route(
+            "/console/safety/hashlists",
+            post(safety::publish).layer(axum::extract::DefaultBodyLimit::max(safety::MAX_LIST_BYTES)),
+        )
+        .route("/console/safety/hashlists/{name}/remove", post(safety::remove))
+        .route("/console/safety/trust", get(safety::trust_show))
+        .route("/console/safety/trust/change", post(safety::trust_change))
+        .route("/console/audit", get(safety::audit))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .route("/console/overview/stream", get(live::stream))
@@ -262,6 +278,12 @@ async fn operator_acting(state: &AppState, headers: &HeaderMap, csrf: &str) -> R
     Ok(s)
 }
 
+/// A reason an operator gave, trimmed: 1 to 200 characters, no control characters.
+fn reason(raw: &str) -> Option<&str> {
+    let r = raw.trim();
+    (!r.is_empty() && r.chars().count() <= 200 && !r.chars().any(char::is_control)).then_some(r)
+}
+
 /// `s` percent-encoded for a query string (links that keep a page's filters).
 fn query_value(s: &str) -> String {
     s.bytes()
@@ -339,13 +361,12 @@ async fn queue_action(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let reason = f.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+    let Some(reason) = reason(&f.reason) else {
         return html(
             StatusCode::BAD_REQUEST,
             pages::refused(Some(&s), 400, "a reason of 1 to 200 characters is required"),
         );
-    }
+    };
     let pause = match verb.as_str() {
         "pause" => true,
         "resume" => false,

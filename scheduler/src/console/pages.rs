@@ -29,6 +29,10 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/console" { "Overview" }
                             a href="/console/jobs" { "Jobs" }
                             a href="/console/dead-letters" { "Dead letters" }
+                            a href="/console/workers" { "Workers" }
+                            a href="/console/safety" { "Safety" }
+                            a href="/console/tenants" { "Tenants" }
+                            a href="/console/audit" { "Audit log" }
                         }
                         span.who {
                             (s.caller.actor())
@@ -154,6 +158,36 @@ fn pause_form(session: &Session, q: &QueueStats) -> Markup {
             label for=(id) { "Reason" }
             input id=(id) type="text" name="reason" required maxlength="200";
             button type="submit" { (verb) " " (q.pool) "/" (q.kind) }
+        }
+    }
+}
+
+/// A bar chart of `bars` (label, value), oldest first, drawn as inline SVG (no script), with
+/// its numbers in a table under it for screen readers and for copying.
+pub fn bar_chart(caption: &str, bars: &[(String, i64)]) -> Markup {
+    let max = bars.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+    let total: i64 = bars.iter().map(|(_, v)| *v).sum();
+    let (w, h) = (10 * bars.len().max(1), 60);
+    html! {
+        figure.chart {
+            figcaption { (caption) ": " (total) " in all, at most " (bars.iter().map(|(_, v)| *v).max().unwrap_or(0)) " in one" }
+            svg role="img" aria-label=(format!("{caption}: {total} in all")) viewBox=(format!("0 0 {w} {h}"))
+                preserveAspectRatio="none" width="100%" height="80" {
+                @for (i, (label, v)) in bars.iter().enumerate() {
+                    @let bh = ((*v).max(0) * (h as i64 - 2) / max) as usize;
+                    rect x=(i * 10 + 1) y=(h - bh) width="8" height=(bh) fill="#0b4f9c" {
+                        title { (label) ": " (v) }
+                    }
+                }
+                line x1="0" y1=(h) x2=(w) y2=(h) stroke="#8a8a8a" stroke-width="1" {}
+            }
+            details {
+                summary { "The numbers" }
+                table {
+                    thead { tr { th scope="col" { "From" } th scope="col" { "Credits" } } }
+                    tbody { @for (label, v) in bars { tr { td { (label) } td { (v) } } } }
+                }
+            }
         }
     }
 }
