@@ -811,7 +811,7 @@ async fn replay_by_class_filter(f: Fixture) {
         .collect();
     let r = q.replay(&queue, &ids, Some(ErrorClass::Permanent)).await.unwrap();
     assert_eq!(r.iter().filter(|o| **o == DeadLetterOutcome::Done).count(), 2);
-    assert_eq!(r.iter().filter(|o| **o == DeadLetterOutcome::ClassMismatch).count(), 1);
+    assert_eq!(r.iter().filter(|o| **o == DeadLetterOutcome::Unmatched).count(), 1);
     let r = q.replay(&queue, &ids, None).await.unwrap();
     assert_eq!(
         r.iter().filter(|o| **o == DeadLetterOutcome::Done).count(),

@@ -87,6 +87,7 @@ pub(crate) struct Filter {
     pub(crate) pool: Option<String>,
     pub(crate) kind: Option<String>,
     pub(crate) class: Option<String>,
+    pub(crate) tenant: Option<String>,
     pub(crate) since_ms: Option<u64>,
     pub(crate) until_ms: Option<u64>,
 }
@@ -104,6 +105,9 @@ impl Filter {
                 .collect::<Result<_, _>>()?,
         };
         let queues = QueueName::across(&pools, self.kind.as_deref()).map_err(invalid)?;
+        if self.tenant.as_ref().is_some_and(|t| t.chars().count() > 64) {
+            return Err(invalid("tenant: at most 64 characters"));
+        }
         let filter = DeadFilter {
             class: self
                 .class
@@ -113,6 +117,7 @@ impl Filter {
                 .map_err(invalid)?,
             since_ms: self.since_ms,
             until_ms: self.until_ms,
+            tenant: self.tenant.clone(),
         };
         Ok((queues, filter))
     }
@@ -124,6 +129,7 @@ struct ListQuery {
     pool: Option<String>,
     kind: Option<String>,
     class: Option<String>,
+    tenant: Option<String>,
     since_ms: Option<u64>,
     until_ms: Option<u64>,
     #[serde(default)]
@@ -141,6 +147,7 @@ async fn list_dead(
         pool: q.pool,
         kind: q.kind,
         class: q.class,
+        tenant: q.tenant,
         since_ms: q.since_ms,
         until_ms: q.until_ms,
     }
@@ -161,6 +168,7 @@ async fn list_dead(
             class: d.class,
             message: d.message,
             attempts: d.attempts,
+            tenant: d.tenant,
         })
         .collect();
     Ok(axum::Json(DeadLetters { dead_letters }).into_response())
@@ -225,6 +233,7 @@ struct DeadLetterView {
     class: String,
     message: String,
     attempts: u32,
+    tenant: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +243,7 @@ struct DeadLetterRequest {
     pool: Option<String>,
     kind: Option<String>,
     class: Option<String>,
+    tenant: Option<String>,
     since_ms: Option<u64>,
     until_ms: Option<u64>,
     #[serde(default)]
@@ -288,6 +298,7 @@ async fn act_on_dead(
         pool: req.pool.clone(),
         kind: req.kind.clone(),
         class: req.class.clone(),
+        tenant: req.tenant.clone(),
         since_ms: req.since_ms,
         until_ms: req.until_ms,
     }

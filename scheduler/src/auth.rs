@@ -22,8 +22,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Who this is, as the audit log names callers: `tenant/key:fingerprint`.
+    /// Who this is, as the audit log names callers: `tenant/key:fingerprint` (or
+    /// `tenant/oidc:email` for a person signed in to the console through OpenID Connect).
     pub fn actor(&self) -> String {
+        // A person signed in to the console through OpenID Connect is named by their email.
+        if self.key_id.starts_with("oidc:") {
+            return format!("{}/{}", self.tenant, self.key_id);
+        }
         format!("{}/key:{}", self.tenant, self.key_id)
     }
 

@@ -137,6 +137,66 @@ pub struct ConsoleConfig {
     /// directly or through a proxy).
     #[serde(default)]
     pub secure_cookies: bool,
+    /// Sign-in through an OpenID Connect provider (authorization code + PKCE), beside operator
+    /// keys.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// The console's OpenID Connect provider. A signed-in person acts as the operator tenant
+/// `tenant`, with `admin` if their (verified) email is in `admins`, `admin:read` if in
+/// `readers`; anyone else is refused. The audit log names them `tenant/oidc:<email>`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer (its discovery document is `<issuer>/.well-known/openid-configuration`):
+    /// `https://`, or `http://` on a loopback address only.
+    pub issuer: String,
+    /// The console's client id at the provider.
+    pub client_id: String,
+    /// The environment variable holding the client secret, for a confidential client (PKCE
+    /// is used either way).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Where the provider sends the browser back: the console's
+    /// `…/console/oidc/callback`, as registered at the provider.
+    pub redirect_url: String,
+    /// The operator tenant signed-in people act as.
+    pub tenant: String,
+    /// Emails that may act (`admin`).
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Emails that may look (`admin:read`).
+    #[serde(default)]
+    pub readers: Vec<String>,
+    /// The scopes asked for.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: String,
+}
+
+fn default_oidc_scopes() -> String {
+    "openid email".into()
+}
+
+/// Whether `url` is `https://…`, or `http://` to a loopback host.
+pub fn https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn default_console_idle() -> u64 {
@@ -153,6 +213,7 @@ impl Default for ConsoleConfig {
             idle_secs: default_console_idle(),
             absolute_secs: default_console_absolute(),
             secure_cookies: false,
+            oidc: None,
         }
     }
 }
@@ -680,6 +741,23 @@ impl SchedulerConfig {
                 {
                     return bad(format!("tenant {id}: api key sha256 must be 64 lowercase hex digits"));
                 }
+            }
+        }
+        if let Some(o) = &self.console.oidc {
+            if !https_or_loopback(&o.issuer) || !https_or_loopback(&o.redirect_url) {
+                return bad("console.oidc: the issuer and the redirect_url must be https:// (http:// only on a loopback address)".into());
+            }
+            if !o.redirect_url.ends_with("/console/oidc/callback") {
+                return bad("console.oidc.redirect_url must be the console's …/console/oidc/callback".into());
+            }
+            if !self.tenants.get(&o.tenant).is_some_and(|t| t.operator) {
+                return bad(format!(
+                    "console.oidc.tenant {:?} must be an operator tenant (operator = true)",
+                    o.tenant
+                ));
+            }
+            if o.client_id.is_empty() || !o.scopes.split(' ').any(|s| s == "openid") {
+                return bad("console.oidc: a client_id is required, and the scopes must include openid".into());
             }
         }
         if !(1..=30).contains(&self.http.header_read_timeout_secs) {

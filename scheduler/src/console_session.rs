@@ -210,17 +210,70 @@ impl Sessions {
     }
 }
 
-/// The session token a request's cookies carry.
-pub fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+/// The cookie that ties an OpenID Connect sign-in's return to the browser that began it.
+pub const OIDC_COOKIE: &str = "gantry_console_oidc";
+
+/// How long an OpenID Connect sign-in may take at the provider.
+const OIDC_TTL_SECS: u64 = 600;
+
+fn oidc_key(state: &str) -> String {
+    format!("gantry:{{console}}:oidc:{}", hash_key(state))
+}
+
+impl Sessions {
+    /// Keeps an OpenID Connect sign-in's PKCE verifier and nonce under its `state`, for ten
+    /// minutes.
+    pub async fn begin_oidc(&self, state: &str, verifier: &str, nonce: &str) -> Result<(), QueueError> {
+        let v = serde_json::json!({"verifier": verifier, "nonce": nonce});
+        let mut c = self.conn.clone();
+        redis::cmd("SET")
+            .arg(oidc_key(state))
+            .arg(v.to_string())
+            .arg("EX")
+            .arg(OIDC_TTL_SECS)
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes (once) the verifier and nonce kept under `state`.
+    pub async fn take_oidc(&self, state: &str) -> Result<Option<(String, String)>, QueueError> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = redis::cmd("GETDEL").arg(oidc_key(state)).query_async(&mut c).await?;
+        Ok(v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .and_then(|v| Some((v["verifier"].as_str()?.to_owned(), v["nonce"].as_str()?.to_owned()))))
+    }
+
+    /// The `Set-Cookie` value holding a sign-in's `state` while the browser is at the
+    /// provider: `SameSite=Lax`, as the provider's redirect back is a cross-site navigation.
+    pub fn oidc_cookie(&self, state: &str) -> String {
+        let secure = if self.cfg.secure_cookies { "; Secure" } else { "" };
+        format!("{OIDC_COOKIE}={state}; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age={OIDC_TTL_SECS}{secure}")
+    }
+
+    /// The `Set-Cookie` value that clears it.
+    pub fn oidc_cookie_cleared(&self) -> String {
+        let secure = if self.cfg.secure_cookies { "; Secure" } else { "" };
+        format!("{OIDC_COOKIE}=; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
+    }
+}
+
+/// The value of cookie `name` in a request.
+pub fn cookie_of(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The session token a request's cookies carry.
+pub fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    cookie_of(headers, COOKIE)
 }
 
 #[cfg(test)]

@@ -108,10 +108,11 @@ impl DeadLetters {
             n += self.queue.act_on_matching(q, filter, action, &mut progress).await?;
         }
         let target = format!(
-            "pool={} kind={} class={}",
+            "pool={} kind={} class={} tenant={}",
             selection.pool.unwrap_or("*"),
             selection.kind.unwrap_or("*"),
-            filter.class.map_or("*", |c| c.as_str())
+            filter.class.map_or("*", |c| c.as_str()),
+            filter.tenant.as_deref().unwrap_or("*")
         );
         let details =
             serde_json::json!({ done_word(action): n, "since_ms": filter.since_ms, "until_ms": filter.until_ms });

@@ -19,6 +19,7 @@ pub mod handoff;
 pub mod http;
 pub mod job_search;
 pub mod metrics;
+pub mod oidc;
 pub mod outputs;
 pub mod pipeline_routes;
 pub mod pipelines;

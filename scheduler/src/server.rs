@@ -22,6 +22,9 @@ pub enum ServeError {
     /// Redis unusable.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The console's OpenID Connect provider cannot be set up (its secret is missing).
+    #[error("console.oidc: {0}")]
+    Oidc(#[from] crate::oidc::OidcError),
     /// No data keys, and the configuration requires them.
     #[error(
         "no data keys: set GANTRY_DATA_KEYS (or GANTRY_DATA_KEYS_FILE) so prompts and reference images are sealed at rest; only a development configuration may set require_data_keys = false"
@@ -202,6 +205,7 @@ impl Scheduler {
             dead_letters: crate::dead_letters::DeadLetters::new(queue.clone(), audit),
             console: crate::console_session::Sessions::new(queue.connection(), cfg.console.clone()),
             console_live,
+            oidc: cfg.console.oidc.clone().map(crate::oidc::OidcClient::new).transpose()?,
             queue,
             cfg: cfg.clone(),
         };

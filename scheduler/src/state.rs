@@ -47,6 +47,8 @@ pub struct AppState {
     pub webhooks: Option<crate::webhooks::Webhooks>,
     /// The operator console's sessions.
     pub console: crate::console_session::Sessions,
+    /// The console's OpenID Connect provider, when one is configured.
+    pub oidc: Option<crate::oidc::OidcClient>,
     /// The console overview's shared live snapshot.
     pub console_live: crate::console_feed::Live,
 }

@@ -17,6 +17,9 @@ pub struct FilterArgs {
     /// Error class: retryable, permanent, cancelled, timed_out.
     #[arg(long)]
     class: Option<String>,
+    /// Only this tenant's.
+    #[arg(long)]
+    tenant: Option<String>,
     /// Dead-lettered at or after: Unix ms or an age (15m, 6h, 2d).
     #[arg(long)]
     since: Option<String>,
@@ -38,6 +41,7 @@ impl FilterArgs {
                 .map_err(gantry_queue::QueueError::from)?,
             since_ms: self.since.as_deref().map(parse_when).transpose()?,
             until_ms: self.until.as_deref().map(parse_when).transpose()?,
+            tenant: self.tenant.clone(),
         };
         Ok((queues, filter))
     }

@@ -263,6 +263,41 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
         assert!(page.contains(&format!("data-job=\"{id}\"")), "{id}: {page}");
     }
     let csrf = csrf_of(&page);
+    // By tenant: acme's three, none of the operators'.
+    for (tenant, want) in [("acme", 3), ("ops", 0)] {
+        let (_, _, page) = send(
+            &addr,
+            "GET",
+            &format!("/console/dead-letters?tenant={tenant}"),
+            Some(&ops),
+            "",
+            None,
+        );
+        assert!(
+            page.contains(&format!("<strong>{want}</strong> dead letters match")),
+            "{tenant}: {page}"
+        );
+    }
+    // Rows ticked: the confirmation counts the selection.
+    let (s, _, confirm) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/preview",
+        Some(&ops),
+        &format!("csrf={csrf}&scope=selected&action=replay&ids={}&ids={}", ids[1], ids[2]),
+        None,
+    );
+    assert_eq!(s, 200, "{confirm}");
+    assert!(confirm.contains("This would replay the 2 selected"), "{confirm}");
+    let (s, _, _) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/preview",
+        Some(&ops),
+        &format!("csrf={csrf}&scope=selected&action=replay"),
+        None,
+    );
+    assert_eq!(s, 400, "nothing ticked");
     // The outage is over. Replay one: it runs again, and succeeds.
     tokio::time::sleep(std::time::Duration::from_millis(until.saturating_sub(now_ms()) + 100)).await;
     let (s, head, _) = send(
@@ -322,7 +357,18 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
         None,
     );
     assert_eq!(s, 303);
-    assert!(header(&head, "location").unwrap().contains("done=purge&n=2"));
+    // It runs in the background; its progress page says when it is done, and how many.
+    let progress = header(&head, "location").unwrap().to_owned();
+    assert!(progress.starts_with("/console/dead-letters/bulk/"), "{progress}");
+    let mut page = String::new();
+    eventually("the bulk purge is done", std::time::Duration::from_secs(20), || {
+        let (_, _, p) = send(&addr, "GET", &progress, Some(&ops), "", None);
+        page = p;
+        let done = page.contains("data-state=\"done\"");
+        async move { done }
+    })
+    .await;
+    assert!(page.contains("purge <strong>2</strong> of the 2 counted"), "{page}");
     assert_eq!(dead(), 0);
     let (_, _, audit) = http_request(
         &addr,

@@ -18,6 +18,8 @@ pub struct DeadFilter {
     pub since_ms: Option<u64>,
     /// Dead-lettered at or before (Unix ms).
     pub until_ms: Option<u64>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
 }
 
 impl DeadFilter {
@@ -27,6 +29,16 @@ impl DeadFilter {
             self.since_ms.map(|v| v.to_string()).unwrap_or_else(|| "-inf".into()),
             self.until_ms.map(|v| v.to_string()).unwrap_or_else(|| "+inf".into()),
         )
+    }
+
+    /// Whether it filters on more than time (so Redis cannot count or page it alone).
+    fn by_record(&self) -> bool {
+        self.class.is_some() || self.tenant.is_some()
+    }
+
+    /// Whether `d` passes the class and tenant filters.
+    fn matches(&self, d: &DeadLetter) -> bool {
+        self.class.is_none_or(|c| c.as_str() == d.class) && self.tenant.as_deref().is_none_or(|t| t == d.tenant)
     }
 }
 
@@ -41,6 +53,8 @@ pub struct DeadLetter {
     pub dead_at_ms: u64,
     /// Last error class.
     pub class: String,
+    /// Its tenant.
+    pub tenant: String,
     /// Last error message.
     pub message: String,
     /// Attempts made.
@@ -73,9 +87,12 @@ pub enum DeadLetterOutcome {
     Done,
     /// Not (or no longer) dead-lettered: left alone.
     NotDead,
-    /// Dead-lettered with another error class than the filter asked.
-    ClassMismatch,
+    /// Dead-lettered, but of another error class or tenant than the filter asked.
+    Unmatched,
 }
+
+/// A dead letter's fields as read: error class, message, attempts, tenant.
+type DeadRow = (Option<String>, Option<String>, Option<u32>, Option<String>);
 
 impl QueueClient {
     /// Lists dead-lettered jobs of a queue, oldest first: `limit` from `offset` among those
@@ -88,14 +105,14 @@ impl QueueClient {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let Some(class) = filter.class else {
+        if !filter.by_record() {
             return Ok(self.dead_page(queue, filter, offset, limit).await?.0);
-        };
+        }
         const PAGE: usize = 1000;
         let (mut skip, mut from, mut out) = (offset, 0, Vec::new());
         while out.len() < limit {
             let (page, read) = self.dead_page(queue, filter, from, PAGE).await?;
-            for d in page.into_iter().filter(|d| d.class == class.as_str()) {
+            for d in page.into_iter().filter(|d| filter.matches(d)) {
                 if skip > 0 {
                     skip -= 1;
                 } else if out.len() < limit {
@@ -148,29 +165,31 @@ impl QueueClient {
                 .arg(queue.pool.job_key(*id))
                 .arg("eclass")
                 .arg("emsg")
-                .arg(crate::fields::job::ATTEMPTS);
+                .arg(crate::fields::job::ATTEMPTS)
+                .arg(crate::fields::job::TENANT);
         }
-        let rows: Vec<(Option<String>, Option<String>, Option<u32>)> = pipe.query_async(&mut c).await?;
+        let rows: Vec<DeadRow> = pipe.query_async(&mut c).await?;
         let page = page
             .into_iter()
             .zip(rows)
-            .map(|((id, score), (class, message, attempts))| DeadLetter {
+            .map(|((id, score), (class, message, attempts, tenant))| DeadLetter {
                 id,
                 kind: queue.kind,
                 dead_at_ms: score as u64,
                 class: class.unwrap_or_default(),
                 message: message.unwrap_or_default(),
                 attempts: attempts.unwrap_or(0),
+                tenant: tenant.unwrap_or_default(),
             })
             .collect();
         Ok((page, read))
     }
 
     /// How many dead-lettered jobs of a queue `filter` selects: one `ZCOUNT` without a class
-    /// filter, else a walk over the time range's pages.
+    /// or tenant filter, else a walk over the time range's pages.
     pub async fn count_dead(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64, QueueError> {
         const PAGE: usize = 1000;
-        if filter.class.is_none() {
+        if !filter.by_record() {
             let (min, max) = filter.score_range();
             let mut c = self.conn.clone();
             let n: u64 = redis::cmd("ZCOUNT")
@@ -184,10 +203,7 @@ impl QueueClient {
         let (mut total, mut offset) = (0u64, 0);
         loop {
             let (page, read) = self.dead_page(queue, filter, offset, PAGE).await?;
-            total += page
-                .iter()
-                .filter(|d| filter.class.is_none_or(|c| c.as_str() == d.class))
-                .count() as u64;
+            total += page.iter().filter(|d| filter.matches(d)).count() as u64;
             if read < PAGE {
                 return Ok(total);
             }
@@ -203,29 +219,35 @@ impl QueueClient {
         ids: &[JobId],
         class: Option<ErrorClass>,
     ) -> Result<Vec<DeadLetterOutcome>, QueueError> {
-        self.act_on_dead(queue, ids, class, DeadAction::Replay).await
+        let filter = DeadFilter {
+            class,
+            ..DeadFilter::default()
+        };
+        self.act_on_dead(queue, ids, &filter, DeadAction::Replay).await
     }
 
     /// Replays or purges dead-lettered jobs of one queue (only those still dead-lettered, and
-    /// of `class` when given), atomically per call.
+    /// of `filter`'s class and tenant when it names them; its time range is not checked),
+    /// atomically per call.
     pub async fn act_on_dead(
         &self,
         queue: &QueueName,
         ids: &[JobId],
-        class: Option<ErrorClass>,
+        filter: &DeadFilter,
         action: DeadAction,
     ) -> Result<Vec<DeadLetterOutcome>, QueueError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let class = class.map(ErrorClass::as_str).unwrap_or("");
+        let class = filter.class.map(ErrorClass::as_str).unwrap_or("");
         let mut inv = scripts::DEAD_LETTERS.prepare_invoke();
         inv.key(queue.pool.prefix())
             .arg(action.as_str())
             .arg(queue.kind.as_str())
             .arg(self.cfg.wake_cap)
             .arg(class)
-            .arg(self.cfg.user_index_ttl().as_secs());
+            .arg(self.cfg.user_index_ttl().as_secs())
+            .arg(filter.tenant.as_deref().unwrap_or(""));
         for id in ids {
             inv.arg(id.to_string());
         }
@@ -258,11 +280,12 @@ impl QueueClient {
         const PAGE: usize = 500;
         let by_time = DeadFilter {
             class: None,
+            tenant: None,
             ..filter.clone()
         };
         let mut replayed = 0;
         // Replayed jobs leave the dead set, so re-reading from offset 0 pages through it; jobs
-        // of another class stay and are skipped past.
+        // of another class or tenant stay and are skipped past.
         let mut skip = 0;
         loop {
             let (page, read) = self.dead_page(queue, &by_time, skip, PAGE).await?;
@@ -270,12 +293,9 @@ impl QueueClient {
                 break;
             }
             let ids: Vec<JobId> = page.iter().map(|d| d.id).collect();
-            let outcomes = self.act_on_dead(queue, &ids, filter.class, action).await?;
+            let outcomes = self.act_on_dead(queue, &ids, filter, action).await?;
             let n = outcomes.iter().filter(|o| **o == DeadLetterOutcome::Done).count();
-            skip += outcomes
-                .iter()
-                .filter(|o| **o == DeadLetterOutcome::ClassMismatch)
-                .count();
+            skip += outcomes.iter().filter(|o| **o == DeadLetterOutcome::Unmatched).count();
             replayed += n as u64;
             progress(n as u64);
             if n == 0 && page.len() < PAGE {
@@ -302,7 +322,11 @@ impl QueueClient {
             .await?;
         let kind = kind.ok_or(QueueError::NotFound(id))?.parse::<JobKind>()?;
         let queue = QueueName { pool, kind };
-        match self.act_on_dead(&queue, &[id], None, action).await?.first() {
+        match self
+            .act_on_dead(&queue, &[id], &DeadFilter::default(), action)
+            .await?
+            .first()
+        {
             Some(DeadLetterOutcome::Done) => Ok(()),
             _ => Err(QueueError::NotDeadLettered(id)),
         }
@@ -317,7 +341,7 @@ impl FromRedisValue for DeadLettersReply {
         str_codes(v, "dead_letters", |c| match c {
             "done" => Some(DeadLetterOutcome::Done),
             "not_dead" => Some(DeadLetterOutcome::NotDead),
-            "class_mismatch" => Some(DeadLetterOutcome::ClassMismatch),
+            "unmatched" => Some(DeadLetterOutcome::Unmatched),
             _ => None,
         })
         .map(Self)

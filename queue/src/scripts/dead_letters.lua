@@ -12,15 +12,17 @@
     ARGV[3]    wake_cap
     ARGV[4]    class_filter ('' = any)
     ARGV[5]    user_index_ttl_s
-    ARGV[6..]  id...
+    ARGV[6]    tenant_filter ('' = any)
+    ARGV[7..]  id...
 
   Output:
-    one code per id: 'done', 'not_dead' or 'class_mismatch'
+    one code per id: 'done', 'not_dead' or 'unmatched' (of another class or tenant)
 ]]
 local action, kind, cap, want_class, uttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local want_tenant = ARGV[6]
 local dk = qkey(kind, 'dead')
 local out, n = {}, 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
   local r = redis.call('HMGET', jk, 'status', 'eclass', 'prio', 'shape', 'ten', 'uk')
@@ -30,8 +32,8 @@ for i = 6, #ARGV do
     -- an orphan entry (record expired or erased): drop it so paging over the set ends
     redis.call('ZREM', dk, id)
     out[#out + 1] = 'not_dead'
-  elseif want_class ~= '' and r[2] ~= want_class then
-    out[#out + 1] = 'class_mismatch'
+  elseif (want_class ~= '' and r[2] ~= want_class) or (want_tenant ~= '' and r[5] ~= want_tenant) then
+    out[#out + 1] = 'unmatched'
   else
     redis.call('ZREM', dk, id)
     if action == 'purge' then

@@ -2,16 +2,17 @@
 //! take "all matching": a dry-run count first, then a confirmation that names the count, then
 //! the action (audited as the API's are, under the operator's name).
 
+use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::bulk;
 use super::session::Session;
 use super::{html as page_response, operator_acting, pages, query_value, redirect, refusal, session_of, to_login};
 use crate::admin::{Filter, dead_page};
-use crate::dead_letters::Selection;
 use crate::state::AppState;
 use gantry_queue::{DeadAction, DeadLetter, JobId};
 
@@ -27,6 +28,8 @@ pub(super) struct FilterForm {
     kind: String,
     #[serde(default)]
     class: String,
+    #[serde(default)]
+    tenant: String,
     /// Dead within the last this-many hours (empty: any time).
     #[serde(default)]
     hours: String,
@@ -57,6 +60,7 @@ impl FilterForm {
             pool: some(&self.pool),
             kind: some(&self.kind),
             class: some(&self.class),
+            tenant: some(&self.tenant),
             since_ms,
             until_ms: None,
         })
@@ -72,10 +76,11 @@ impl FilterForm {
     /// The filter as a query string (for links that keep it).
     fn query(&self) -> String {
         format!(
-            "pool={}&kind={}&class={}&hours={}",
+            "pool={}&kind={}&class={}&tenant={}&hours={}",
             query_value(&self.pool),
             query_value(&self.kind),
             query_value(&self.class),
+            query_value(&self.tenant),
             query_value(&self.hours)
         )
     }
@@ -114,6 +119,7 @@ pub(super) async fn list(State(state): State<AppState>, headers: HeaderMap, Quer
 fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLetter)], total: u64) -> Markup {
     let more = rows.len() > PAGE;
     let pools: Vec<&String> = state.cfg.pools.keys().collect();
+    let tenants: Vec<&String> = state.cfg.tenants.keys().collect();
     let notice = match f.done.as_str() {
         "replay" => Some(format!("Replayed {}.", f.n)),
         "purge" => Some(format!("Purged {}.", f.n)),
@@ -145,6 +151,11 @@ fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLett
                         option value=(c) selected[f.class == c] { (c) }
                     }
                 }
+                label for="f-tenant" { "Tenant" }
+                select #f-tenant name="tenant" {
+                    option value="" selected[f.tenant.is_empty()] { "any" }
+                    @for t in &tenants { option value=(t) selected[f.tenant == **t] { (t) } }
+                }
                 label for="f-hours" { "Dead within (hours)" }
                 input #f-hours type="number" min="1" name="hours" value=(f.hours);
                 button type="submit" { "Filter" }
@@ -158,10 +169,21 @@ fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLett
                     button type="submit" name="action" value="purge" { "Purge all matching…" }
                 }
             }
+            @if s.may_act() && !rows.is_empty() {
+                // The rows' checkboxes belong to this form (by its id), so each row keeps its own
+                // one-job forms.
+                form #dl-selected.inline method="post" action="/console/dead-letters/preview" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    input type="hidden" name="scope" value="selected";
+                    button type="submit" name="action" value="replay" { "Replay selected…" }
+                    button type="submit" name="action" value="purge" { "Purge selected…" }
+                }
+            }
             table {
                 caption { "Dead letters, oldest first" }
                 thead { tr {
-                    th scope="col" { "Job" } th scope="col" { "Pool" } th scope="col" { "Kind" }
+                    @if s.may_act() { th scope="col" { "Select" } }
+                    th scope="col" { "Job" } th scope="col" { "Tenant" } th scope="col" { "Pool" } th scope="col" { "Kind" }
                     th scope="col" { "Dead at (UTC)" } th scope="col" { "Class" } th scope="col" { "Attempts" }
                     th scope="col" { "Last error" }
                     @if s.may_act() { th scope="col" { "Act" } }
@@ -169,8 +191,11 @@ fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLett
                 tbody {
                     @for (pool, d) in rows.iter().take(PAGE) {
                         tr data-job=(d.id) {
-                            td { code { (d.id) } }
-                            td { (pool) } td { (d.kind) }
+                            @if s.may_act() {
+                                td { input type="checkbox" name="ids" value=(d.id) form="dl-selected" aria-label=(format!("select {}", d.id)); }
+                            }
+                            td { a href=(format!("/console/jobs/{}", d.id)) { code { (d.id) } } }
+                            td { (d.tenant) } td { (pool) } td { (d.kind) }
                             td { (gantry_core::time::rfc3339_ms(d.dead_at_ms)) }
                             td { (d.class) } td { (d.attempts) } td { (d.message) }
                             @if s.may_act() {
@@ -207,6 +232,7 @@ fn hidden_filter(f: &FilterForm) -> Markup {
         input type="hidden" name="pool" value=(f.pool);
         input type="hidden" name="kind" value=(f.kind);
         input type="hidden" name="class" value=(f.class);
+        input type="hidden" name="tenant" value=(f.tenant);
         input type="hidden" name="hours" value=(f.hours);
     }
 }
@@ -238,22 +264,64 @@ pub(super) async fn act_on_one(
     }
 }
 
-#[derive(Deserialize)]
+/// The bulk forms' fields (several `ids` when rows are selected, so it is read by hand).
+#[derive(Debug, Default)]
 pub(super) struct BulkForm {
-    #[serde(default)]
     csrf: String,
-    #[serde(default)]
     action: String,
-    #[serde(flatten)]
+    /// `selected` (the rows ticked, `ids`) or all matching (the filter).
+    scope: String,
+    ids: Vec<String>,
     filter: FilterForm,
     /// The count the confirmation showed (the act step only).
-    #[serde(default)]
     expected: Option<u64>,
 }
 
-/// `POST /console/dead-letters/preview`: how many an action on "all matching" would take,
-/// and a form to confirm it.
-pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<BulkForm>) -> Response {
+/// Most rows one selection takes (a page's).
+const MAX_SELECTED: usize = PAGE;
+
+impl BulkForm {
+    fn parse(body: &[u8]) -> Self {
+        let mut f = Self::default();
+        for (k, v) in form_urlencoded::parse(body) {
+            let v = v.into_owned();
+            match k.as_ref() {
+                "csrf" => f.csrf = v,
+                "action" => f.action = v,
+                "scope" => f.scope = v,
+                "ids" if f.ids.len() <= MAX_SELECTED => f.ids.push(v),
+                "expected" => f.expected = v.parse().ok(),
+                "pool" => f.filter.pool = v,
+                "kind" => f.filter.kind = v,
+                "class" => f.filter.class = v,
+                "tenant" => f.filter.tenant = v,
+                "hours" => f.filter.hours = v,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn selected(&self) -> bool {
+        self.scope == "selected"
+    }
+
+    /// The selected ids, each a job id (at most a page of them).
+    fn ids(&self) -> Result<Vec<JobId>, &'static str> {
+        if self.ids.is_empty() {
+            return Err("tick the dead letters to act on");
+        }
+        if self.ids.len() > MAX_SELECTED {
+            return Err("at most a page of dead letters at once; use all matching for more");
+        }
+        self.ids.iter().map(|i| i.parse().map_err(|_| "not a job id")).collect()
+    }
+}
+
+/// `POST /console/dead-letters/preview`: how many an action on the selected rows or on "all
+/// matching" would take, and a form to confirm it.
+pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let f = BulkForm::parse(&body);
     let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -262,16 +330,29 @@ pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, F
     let Some(action) = action_of(&f.action) else {
         return refused(StatusCode::NOT_FOUND, "no such action");
     };
-    let resolved = f.filter.resolved(&state);
-    let (queues, filter) = match resolved {
-        Ok(r) => r,
-        Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
-    };
-    let n = match state.dead_letters.count(&queues, &filter).await {
-        Ok(n) => n,
-        Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
     let verb = action.as_str();
+    let (n, what) = if f.selected() {
+        match f.ids() {
+            Ok(ids) => (ids.len() as u64, html! { "the " (ids.len()) " selected" }),
+            Err(why) => return refused(StatusCode::BAD_REQUEST, why),
+        }
+    } else {
+        let (queues, filter) = match f.filter.resolved(&state) {
+            Ok(r) => r,
+            Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
+        };
+        match state.dead_letters.count(&queues, &filter).await {
+            Ok(n) => (
+                n,
+                html! {
+                    strong { (n) } " dead letters (pool " (or_any(&f.filter.pool))
+                    ", kind " (or_any(&f.filter.kind)) ", class " (or_any(&f.filter.class))
+                    ", tenant " (or_any(&f.filter.tenant)) ")"
+                },
+            ),
+            Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    };
     page_response(
         StatusCode::OK,
         pages::page(
@@ -279,12 +360,13 @@ pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, F
             Some(&s),
             html! {
                 h1 { "Confirm: " (verb) " " (n) " dead letters" }
-                p #would { "This would " (verb) " " strong { (n) } " dead letters (pool " (or_any(&f.filter.pool))
-                    ", kind " (or_any(&f.filter.kind)) ", class " (or_any(&f.filter.class)) ")." }
+                p #would { "This would " (verb) " " (what) "." }
                 form method="post" action="/console/dead-letters/act" {
                     input type="hidden" name="csrf" value=(s.csrf);
                     input type="hidden" name="action" value=(verb);
                     input type="hidden" name="expected" value=(n);
+                    input type="hidden" name="scope" value=(f.scope);
+                    @for id in &f.ids { input type="hidden" name="ids" value=(id); }
                     (hidden_filter(&f.filter))
                     button type="submit" { (verb) " " (n) }
                 }
@@ -294,39 +376,40 @@ pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, F
     )
 }
 
-fn or_any(s: &str) -> &str {
-    if s.trim().is_empty() { "any" } else { s }
-}
-
-/// `POST /console/dead-letters/act`: the confirmed action on every dead letter that matches.
-pub(super) async fn act(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<BulkForm>) -> Response {
+/// `POST /console/dead-letters/act`: the confirmed action, run in the background; the browser
+/// goes to its progress page.
+pub(super) async fn act(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let f = BulkForm::parse(&body);
     let s = match operator_acting(&state, &headers, &f.csrf).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let refused = |status: StatusCode, why: &str| refusal(&s, status, why);
-    let (Some(action), Some(_)) = (action_of(&f.action), f.expected) else {
+    let (Some(action), Some(expected)) = (action_of(&f.action), f.expected) else {
         return refused(StatusCode::BAD_REQUEST, "confirm the count first");
     };
-    let resolved = f.filter.resolved(&state);
-    let (queues, filter) = match resolved {
-        Ok(r) => r,
-        Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
+    let work = if f.selected() {
+        match f.ids() {
+            Ok(ids) => bulk::Work::Selected(ids),
+            Err(why) => return refused(StatusCode::BAD_REQUEST, why),
+        }
+    } else {
+        match f.filter.resolved(&state) {
+            Ok((queues, filter)) => bulk::Work::Matching {
+                queues,
+                filter,
+                pool: some(&f.filter.pool),
+                kind: some(&f.filter.kind),
+            },
+            Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
+        }
     };
-    let selection = Selection {
-        pool: some(&f.filter.pool).as_deref().map(|_| f.filter.pool.as_str()),
-        kind: some(&f.filter.kind).as_deref().map(|_| f.filter.kind.as_str()),
-    };
-    match state
-        .dead_letters
-        .act_on_matching(&s.caller.actor(), &queues, &filter, &selection, action, |_| {})
-        .await
-    {
-        Ok(n) => redirect(&format!(
-            "/console/dead-letters?{}&done={}&n={n}",
-            f.filter.query(),
-            action.as_str()
-        )),
+    match bulk::start(&state, &s.caller.actor(), action, expected, work, f.filter.query()).await {
+        Ok(id) => redirect(&format!("/console/dead-letters/bulk/{id}")),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+fn or_any(s: &str) -> &str {
+    if s.trim().is_empty() { "any" } else { s }
 }

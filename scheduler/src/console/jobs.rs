@@ -312,18 +312,21 @@ fn job_view(
         Some(s),
         html! {
             h1 { "Job " code { (id) } }
+            p #live-stamp.muted aria-live="polite" data-live-job=(id) data-status=(r.status.as_str()) { "As of loading the page." }
             dl.facts {
                 dt { "Status" } dd #job-status { (r.status.as_str()) }
                 dt { "Tenant" } dd { (r.spec.tenant) }
                 dt { "User id" } dd { (r.spec.user) }
                 dt { "Kind" } dd { (r.spec.body.kind()) }
                 dt { "Pool" } dd { (r.spec.pool) }
-                dt { "Attempts" } dd { (r.attempts) " of " (r.spec.max_attempts) }
+                dt { "Attempts" } dd { span #job-attempts { (r.attempts) } " of " (r.spec.max_attempts) }
                 dt { "Created (UTC)" } dd { (rfc3339_ms(r.enqueued_at_ms)) }
                 @if let Some(t) = r.finished_at_ms { dt { "Ended (UTC)" } dd { (rfc3339_ms(t)) } }
                 @if let Some(w) = &r.worker { dt { "Worker" } dd { (w) } }
-                @if let Some(p) = &r.progress {
-                    dt { "Progress" } dd { (p.stage.as_str()) @if let Some(pc) = p.percent { " " (format!("{pc:.0}")) "%" } }
+                dt { "Progress" }
+                dd #job-progress {
+                    @if let Some(p) = &r.progress { (p.stage.as_str()) @if let Some(pc) = p.percent { " " (format!("{pc:.0}")) "%" } }
+                    @else { "—" }
                 }
                 @if let Some(e) = &r.error { dt { "Last error" } dd { (e.class.as_str()) ": " (e.message) } }
                 @if let Some(c) = credits {

@@ -14,9 +14,11 @@
 //! reason); jobs (search; a job's timeline, result metadata and credits; cancel, replay); dead letters (filter; replay or purge one, or all matching after a dry-run count
 //! and a confirmation).
 
+mod bulk;
 mod dead_letters;
 mod jobs;
 mod live;
+mod oidc;
 pub mod pages;
 mod safety;
 mod tenants;
@@ -41,14 +43,18 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(overview))
         .route("/console/login", get(login_page).post(login))
         .route("/console/login/once", get(login_once))
+        .route("/console/oidc/start", get(oidc::start))
+        .route("/console/oidc/callback", get(oidc::callback))
         .route("/console/logout", post(logout))
         .route("/console/queues/{pool}/{kind}/{verb}", post(queue_action))
         .route("/console/jobs", get(jobs::search))
         .route("/console/jobs/{id}", get(jobs::show))
         .route("/console/jobs/{id}/{verb}", post(jobs::act))
+        .route("/console/jobs/{id}/stream", get(live::job_stream))
         .route("/console/dead-letters", get(dead_letters::list))
         .route("/console/dead-letters/preview", post(dead_letters::preview))
         .route("/console/dead-letters/act", post(dead_letters::act))
+        .route("/console/dead-letters/bulk/{id}", get(bulk::progress))
         .route("/console/dead-letters/{id}/{verb}", post(dead_letters::act_on_one))
         .route("/console/workers", get(workers::list))
         .route("/console/tenants", get(tenants::list))
@@ -148,7 +154,7 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if session_of(&state, &headers).await.is_some() {
         return redirect("/console");
     }
-    html(StatusCode::OK, pages::login(None))
+    html(StatusCode::OK, pages::login(None, state.oidc.is_some()))
 }
 
 #[derive(Deserialize)]
@@ -160,17 +166,23 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<
     if !same_origin(&headers) {
         return html(
             StatusCode::FORBIDDEN,
-            pages::login(Some("sign-in from another site refused")),
+            pages::login(Some("sign-in from another site refused"), state.oidc.is_some()),
         );
     }
     let Some(caller) = state.keys.by_key(f.key.trim()) else {
-        return html(StatusCode::UNAUTHORIZED, pages::login(Some("that key is not known")));
+        return html(
+            StatusCode::UNAUTHORIZED,
+            pages::login(Some("that key is not known"), state.oidc.is_some()),
+        );
     };
     let operator = state.cfg.tenants.get(&caller.tenant).is_some_and(|t| t.operator);
     if !operator || !(caller.scopes.contains(&Scope::Admin) || caller.scopes.contains(&Scope::AdminRead)) {
         return html(
             StatusCode::FORBIDDEN,
-            pages::login(Some("that key is not an operator's (scope admin or admin:read)")),
+            pages::login(
+                Some("that key is not an operator's (scope admin or admin:read)"),
+                state.oidc.is_some(),
+            ),
         );
     }
     start_session(&state, &caller, "key").await
@@ -193,14 +205,17 @@ async fn login_once(
         Ok(None) => {
             return html(
                 StatusCode::UNAUTHORIZED,
-                pages::login(Some("that sign-in link was used already or has expired")),
+                pages::login(
+                    Some("that sign-in link was used already or has expired"),
+                    state.oidc.is_some(),
+                ),
             );
         }
         Err(e) => {
             tracing::warn!(error = %e, "redeeming a console sign-in link failed");
             return html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                pages::login(Some("the store is unavailable; retry")),
+                pages::login(Some("the store is unavailable; retry"), state.oidc.is_some()),
             );
         }
     };
@@ -215,7 +230,7 @@ async fn start_session(state: &AppState, caller: &crate::auth::Caller, how: &str
             tracing::warn!(error = %e, "creating a console session failed");
             return html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                pages::login(Some("the store is unavailable; retry")),
+                pages::login(Some("the store is unavailable; retry"), state.oidc.is_some()),
             );
         }
     };

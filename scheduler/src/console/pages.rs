@@ -50,8 +50,9 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
-/// The sign-in page; `error` says why the last try failed.
-pub fn login(error: Option<&str>) -> Markup {
+/// The sign-in page; `error` says why the last try failed; `sso` offers the OpenID Connect
+/// provider.
+pub fn login(error: Option<&str>, sso: bool) -> Markup {
     page(
         "Sign in",
         None,
@@ -65,6 +66,9 @@ pub fn login(error: Option<&str>) -> Markup {
                 label for="key" { "Operator API key" }
                 input #key type="password" name="key" autocomplete="current-password" required;
                 button type="submit" { "Sign in" }
+            }
+            @if sso {
+                p { a.button href="/console/oidc/start" { "Sign in with single sign-on" } }
             }
         },
     )
