@@ -22,6 +22,7 @@ struct PoolSnapshot {
     live_workers: u32,
     desired_workers: u32,
     queues: Vec<gantry_queue::QueueStats>,
+    last_hour: LastHour,
 }
 
 /// The shared snapshot: subscribe to follow it. Cheap to clone.
@@ -40,6 +41,8 @@ impl Live {
     ) -> Self {
         let (tx, rx) = watch::channel(String::new());
         tokio::spawn(async move {
+            // The pools as last sent: a snapshot goes out only when they change.
+            let mut last = String::new();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -49,15 +52,15 @@ impl Live {
                 if tx.receiver_count() <= 1 {
                     continue;
                 }
+                // When the read began: a page rendered later than this ignores the snapshot (its
+                // own numbers are at least as new).
+                let at_ms = gantry_core::time::now_ms();
                 match snapshot(&queue, &cfg, &loads).await {
-                    Ok(s) => {
-                        tx.send_if_modified(|old| {
-                            let changed = *old != s;
-                            if changed {
-                                *old = s;
-                            }
-                            changed
-                        });
+                    Ok(pools) => {
+                        if pools != last {
+                            tx.send_replace(format!(r#"{{"at_ms":{at_ms},"pools":{pools}}}"#));
+                            last = pools;
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the console's overview failed"),
                 }
@@ -70,6 +73,84 @@ impl Live {
     pub fn follow(&self) -> watch::Receiver<String> {
         self.rx.clone()
     }
+}
+
+/// The width of the buckets finished jobs are counted in.
+const BUCKET_MS: u64 = 5 * 60_000;
+/// Buckets kept (a little over the hour shown).
+const BUCKET_TTL_SECS: u64 = 2 * 3600;
+
+fn bucket_key(prefix: &str, bucket: u64) -> String {
+    format!("{prefix}outcomes:{bucket}")
+}
+
+/// Counts finished jobs of the pool whose keys begin `prefix` by outcome, in the current
+/// five-minute bucket (the credit settler calls this once per batch it settles, so each job is
+/// counted once, fleet-wide).
+pub async fn count_outcomes(
+    conn: &gantry_queue::RedisConn,
+    prefix: &str,
+    outcomes: &std::collections::BTreeMap<&str, u64>,
+) -> Result<(), gantry_queue::QueueError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let key = bucket_key(prefix, gantry_core::time::now_ms() / BUCKET_MS);
+    let mut pipe = redis::pipe();
+    for (outcome, n) in outcomes {
+        pipe.cmd("HINCRBY").arg(&key).arg(*outcome).arg(*n).ignore();
+    }
+    pipe.cmd("EXPIRE").arg(&key).arg(BUCKET_TTL_SECS).ignore();
+    let mut c = conn.clone();
+    pipe.query_async::<()>(&mut c).await?;
+    Ok(())
+}
+
+/// A pool's finished jobs over about the last hour (the current five-minute bucket and the
+/// twelve before it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LastHour {
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Dead-lettered (failed for good).
+    pub dead: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Blocked by the safety scan.
+    pub blocked: u64,
+}
+
+impl LastHour {
+    /// Finished, whatever the outcome.
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.dead + self.cancelled + self.blocked
+    }
+
+    /// Dead-lettered per job that succeeded or died, in percent (`None` with neither).
+    pub fn failure_percent(&self) -> Option<f64> {
+        let n = self.succeeded + self.dead;
+        (n > 0).then(|| self.dead as f64 * 100.0 / n as f64)
+    }
+}
+
+/// [`LastHour`] of `pool`.
+pub async fn last_hour(queue: &QueueClient, pool: &gantry_queue::Pool) -> Result<LastHour, gantry_queue::QueueError> {
+    let now = gantry_core::time::now_ms() / BUCKET_MS;
+    let mut pipe = redis::pipe();
+    for b in now.saturating_sub(12)..=now {
+        pipe.cmd("HGETALL").arg(bucket_key(&pool.prefix(), b));
+    }
+    let mut c = queue.connection();
+    let buckets: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut c).await?;
+    let mut out = LastHour::default();
+    for b in buckets {
+        let n = |k: &str| b.get(k).copied().unwrap_or(0);
+        out.succeeded += n("succeeded");
+        out.dead += n("dead");
+        out.cancelled += n("cancelled");
+        out.blocked += n("blocked");
+    }
+    Ok(out)
 }
 
 async fn snapshot(
@@ -86,7 +167,8 @@ async fn snapshot(
             live_workers: load.live_workers,
             desired_workers: crate::metrics::desired_workers(p, &load),
             queues: queue.stats(&pool, &p.kinds).await?,
+            last_hour: last_hour(queue, &pool).await?,
         });
     }
-    Ok(serde_json::json!({ "pools": pools }).to_string())
+    serde_json::to_string(&pools).map_err(|e| gantry_queue::QueueError::Protocol(format!("overview snapshot: {e}")))
 }

@@ -83,6 +83,29 @@ impl DeadLetters {
             .await
     }
 
+    /// [`DeadLetters::count`] reading at most `budget` records over all `queues` for a class
+    /// or tenant filter: the count, and whether it is complete (else a lower bound).
+    pub async fn count_within(
+        &self,
+        queues: &[QueueName],
+        filter: &DeadFilter,
+        budget: usize,
+    ) -> Result<(u64, bool), DeadLetterError> {
+        let (mut n, mut left) = (0, budget);
+        for q in queues {
+            if left == 0 {
+                return Ok((n, false));
+            }
+            let (count, read, complete) = self.queue.count_dead_within(q, filter, left).await?;
+            n += count;
+            left = left.saturating_sub(read);
+            if !complete {
+                return Ok((n, false));
+            }
+        }
+        Ok((n, true))
+    }
+
     /// How many dead letters `filter` selects in `queues` (a dry run).
     pub async fn count(&self, queues: &[QueueName], filter: &DeadFilter) -> Result<u64, DeadLetterError> {
         let mut n = 0;

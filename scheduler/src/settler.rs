@@ -29,6 +29,8 @@ struct CreditEvent {
     job: JobId,
     tenant: String,
     succeeded: bool,
+    /// `succeeded`, `dead`, `cancelled`, `blocked`…
+    outcome: String,
     reserved: i64,
     rule: Option<PriceRule>,
     labels: CreditLabels,
@@ -44,6 +46,7 @@ impl CreditEvent {
             job: s(f::JOB)?.parse().ok()?,
             tenant: non_empty(f::TENANT)?,
             succeeded: s(f::OUTCOME)? == "succeeded",
+            outcome: s(f::OUTCOME)?,
             reserved: s(f::RESERVED)?.parse().ok()?,
             rule: non_empty(f::PRICE_RULE).and_then(|r| serde_json::from_str(&r).ok()),
             labels: non_empty(f::PRICE_RULE)
@@ -87,6 +90,7 @@ pub struct CreditSettler {
     ledger: CreditLedger,
     streams: Vec<String>,
     metrics: Arc<SchedulerMetrics>,
+    conn: RedisConn,
 }
 
 impl CreditSettler {
@@ -94,7 +98,8 @@ impl CreditSettler {
     pub fn new(conn: RedisConn, pools: impl IntoIterator<Item = Pool>, metrics: Arc<SchedulerMetrics>) -> Self {
         Self {
             ledger: CreditLedger::new(conn.clone()),
-            group: StreamGroup::new(conn, GROUP, Start::Beginning),
+            group: StreamGroup::new(conn.clone(), GROUP, Start::Beginning),
+            conn,
             streams: pools.into_iter().map(|p| format!("{}credits", p.prefix())).collect(),
             metrics,
         }
@@ -140,6 +145,7 @@ impl Handler for CreditSettler {
             }
         }
         let mut failed = None;
+        let mut outcomes: BTreeMap<&str, u64> = BTreeMap::new();
         for (tenant, evs) in &by_tenant {
             let jobs: Vec<(JobId, Option<i64>)> = evs.iter().map(|(_, ev)| (ev.job, ev.charge())).collect();
             match self.ledger.settle(tenant, &jobs).await {
@@ -148,6 +154,7 @@ impl Handler for CreditSettler {
                         tracing::debug!(job_id = %ev.job, ?charge, moved, "credits settled");
                         if moved {
                             self.count(ev, *charge);
+                            *outcomes.entry(ev.outcome.as_str()).or_default() += 1;
                         }
                         done.push(e.id.clone());
                     }
@@ -155,6 +162,12 @@ impl Handler for CreditSettler {
                 // The rest stay pending, to be taken over.
                 Err(err) => failed = Some(err),
             }
+        }
+        if let Some(prefix) = key.strip_suffix("credits")
+            && let Err(e) = crate::console_feed::count_outcomes(&self.conn, prefix, &outcomes).await
+        {
+            // Only the console's last-hour numbers miss them.
+            tracing::warn!(error = %e, "counting finished jobs for the console failed");
         }
         let done: Vec<&str> = done.iter().map(String::as_str).collect();
         self.group.ack(key, &done, true).await?;

@@ -164,6 +164,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// The operator console at scale: each page's time over loopback HTTP (beside the admin
+    /// API's JSON for the same data), and the CPU of open consoles' live overviews.
+    Console {
+        /// Port of a redis-server on 127.0.0.1 (fresh: the benchmark fills it).
+        #[arg(long)]
+        redis_port: u16,
+        /// Jobs stored.
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Of them, dead-lettered.
+        #[arg(long, default_value_t = 100_000)]
+        dead: usize,
+        /// Workers in the fleet registry.
+        #[arg(long, default_value_t = 500)]
+        workers: usize,
+        /// Requests per page.
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
+        /// Consoles following the overview.
+        #[arg(long, default_value_t = 20)]
+        consoles: usize,
+        /// Seconds of each CPU measurement.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+    },
     /// A 3-step pipeline of no-op jobs against the same three jobs chained by the client, both
     /// through the API with one worker: first submit to last done, p50 and p99.
     Pipeline {
@@ -257,6 +282,17 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Pipeline { redis_port, rounds } => {
             return super::bench_pipeline::pipeline_bench(redis_port, rounds).await;
+        }
+        BenchCommand::Console {
+            redis_port,
+            jobs,
+            dead,
+            workers,
+            samples,
+            consoles,
+            secs,
+        } => {
+            return super::bench_console::console_bench(redis_port, jobs, dead, workers, samples, consoles, secs).await;
         }
         BenchCommand::Search {
             redis_port,

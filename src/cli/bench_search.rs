@@ -99,12 +99,14 @@ async fn memory_of(q: &QueueClient, pattern: &str) -> anyhow::Result<(u64, usize
     }
 }
 
-struct Stored {
-    ids: Vec<(Pool, JobId, String)>,
+/// The jobs a fill stored: pool, id and tenant of each, and a window of their creation times.
+pub(super) struct Stored {
+    pub(super) ids: Vec<(Pool, JobId, String)>,
     window: (u64, u64),
 }
 
-async fn fill(q: &QueueClient, jobs: usize) -> anyhow::Result<Stored> {
+/// Stores `jobs` jobs through `enqueue.lua` (two pools, 61 tenants, two kinds).
+pub(super) async fn fill(q: &QueueClient, jobs: usize) -> anyhow::Result<Stored> {
     let (cpu, gpu) = (Pool::new("cpu")?, Pool::new("gpu")?);
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let mut ids = Vec::with_capacity(jobs);
@@ -171,7 +173,7 @@ async fn fill(q: &QueueClient, jobs: usize) -> anyhow::Result<Stored> {
 }
 
 /// Gives the records a spread of statuses, as their outcomes would have.
-async fn set_statuses(q: &QueueClient, stored: &Stored) -> anyhow::Result<()> {
+pub(super) async fn set_statuses(q: &QueueClient, stored: &Stored) -> anyhow::Result<()> {
     let mut r = Rng(42);
     let mut conn = q.connection();
     let now = super::time::now_ms();

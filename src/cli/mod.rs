@@ -1,6 +1,7 @@
 //! Command-line interface. Each subcommand lives in its own module.
 
 mod bench;
+mod bench_console;
 mod bench_events;
 #[cfg(feature = "dev-tools")]
 mod bench_generate;

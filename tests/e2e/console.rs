@@ -407,13 +407,6 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
     assert_eq!(s, 403);
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Jobs: found by tenant and status; a dead one's page shows its history and replays it (it
 /// succeeds, and its page then shows the result's metadata); a delayed one is cancelled; a
 /// read-only operator's job page has no actions.

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use gantry_client::{Client, JobView, WaitOptions};
@@ -43,10 +43,6 @@ kinds = ["noop"]
 
 fn noop(payload: Value, max_attempts: u32) -> Value {
     json!({"user": "u1", "kind": "noop", "max_attempts": max_attempts, "payload": payload})
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 async fn settled(api: &Client, id: &str) -> JobView {

@@ -10,21 +10,96 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-#[test]
-fn demo_runs_through_the_api_and_charges_each_job_once() {
-    let logs = tempfile::tempdir().unwrap();
-    let out = Command::new(common::GANTRY)
-        .args(["demo", "--jobs", "60", "--json", "--log-dir"])
-        .arg(logs.path())
+/// The demo's fleet, kept running (`--keep`) until the test is done with it.
+struct KeptDemo {
+    child: std::process::Child,
+    /// Its text on stderr, as read so far.
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl KeptDemo {
+    /// Stops it as Ctrl-C would; its whole text.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the demo did not stop on SIGINT");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.text.lock().unwrap().clone()
+    }
+}
+
+impl Drop for KeptDemo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `gantry demo --keep --json`; its JSON report (read from stdout as it finishes).
+fn keep_demo(logs: &std::path::Path) -> (KeptDemo, String) {
+    use std::io::{BufRead as _, Read as _};
+    let mut child = Command::new(common::GANTRY)
+        .args(["demo", "--jobs", "60", "--json", "--keep", "--log-dir"])
+        .arg(logs)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let json = String::from_utf8_lossy(&out.stdout);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {json}\n{text}");
-    let r: Value =
-        serde_json::from_str(&json).unwrap_or_else(|e| panic!("stdout is not the JSON report ({e}):\n{json}"));
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut json = String::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The report is pretty-printed: it ends with a line that is just "}".
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        json.push_str(&line);
+        json.push('\n');
+        if line == "}" {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (KeptDemo { child, text }, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_through_the_api_and_charges_each_job_once() {
+    let logs = tempfile::tempdir().unwrap();
+    let (demo, json) = keep_demo(logs.path());
+    let r: Value = serde_json::from_str(&json).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not the JSON report ({e}):\n{json}\n{}",
+            demo.text.lock().unwrap()
+        )
+    });
+    // The console, on the demo's fleet while it is kept running: each page, as an operator
+    // sees it, through the one-time sign-in link the demo prints (screenshots, axe checks).
+    let pipeline = r["post_processing"]["pipelines"][0]["id"].as_str().map(str::to_owned);
+    crate::console_browser::tour(
+        r["metrics"]["console_sign_in"].as_str().unwrap(),
+        pipeline.as_deref(),
+        "studio-42",
+    )
+    .await;
+    let text = demo.stop();
     let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
 
     let refused: Vec<String> = list("refused")

@@ -188,6 +188,18 @@ impl QueueClient {
     /// How many dead-lettered jobs of a queue `filter` selects: one `ZCOUNT` without a class
     /// or tenant filter, else a walk over the time range's pages.
     pub async fn count_dead(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64, QueueError> {
+        Ok(self.count_dead_within(queue, filter, usize::MAX).await?.0)
+    }
+
+    /// [`QueueClient::count_dead`], reading at most `budget` records for a class or tenant
+    /// filter (a time-only filter is one `ZCOUNT` whatever the budget). Returns the count, how
+    /// many records were read, and whether the count is complete (else it is a lower bound).
+    pub async fn count_dead_within(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        budget: usize,
+    ) -> Result<(u64, usize, bool), QueueError> {
         const PAGE: usize = 1000;
         if !filter.by_record() {
             let (min, max) = filter.score_range();
@@ -198,16 +210,20 @@ impl QueueClient {
                 .arg(max)
                 .query_async(&mut c)
                 .await?;
-            return Ok(n);
+            return Ok((n, 0, true));
         }
         let (mut total, mut offset) = (0u64, 0);
         loop {
-            let (page, read) = self.dead_page(queue, filter, offset, PAGE).await?;
+            let want = PAGE.min(budget - offset);
+            let (page, read) = self.dead_page(queue, filter, offset, want).await?;
             total += page.iter().filter(|d| filter.matches(d)).count() as u64;
-            if read < PAGE {
-                return Ok(total);
+            offset += read;
+            if read < want {
+                return Ok((total, offset, true));
             }
-            offset += PAGE;
+            if offset >= budget {
+                return Ok((total, offset, false));
+            }
         }
     }
 

@@ -112,11 +112,21 @@ pub(super) async fn list(State(state): State<AppState>, headers: HeaderMap, Quer
         Ok(r) => r,
         Err(e) => return refused(e.status(), &e.to_string()),
     };
-    let total = state.dead_letters.count(&queues, &dead_filter).await.unwrap_or(0);
+    // A class or tenant filter is counted by reading records: the page counts among the first
+    // few thousand only (the confirmation of an action on all matching counts them all).
+    let total = state
+        .dead_letters
+        .count_within(&queues, &dead_filter, COUNT_BUDGET)
+        .await
+        .unwrap_or((0, true));
     page_response(StatusCode::OK, view(&state, &s, &f, &rows, total))
 }
 
-fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLetter)], total: u64) -> Markup {
+/// Records the list page reads at most to count a class or tenant filter's matches.
+const COUNT_BUDGET: usize = 2_000;
+
+fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLetter)], total: (u64, bool)) -> Markup {
+    let (total, complete) = total;
     let more = rows.len() > PAGE;
     let pools: Vec<&String> = state.cfg.pools.keys().collect();
     let tenants: Vec<&String> = state.cfg.tenants.keys().collect();
@@ -160,7 +170,13 @@ fn view(state: &AppState, s: &Session, f: &FilterForm, rows: &[(String, DeadLett
                 input #f-hours type="number" min="1" name="hours" value=(f.hours);
                 button type="submit" { "Filter" }
             }
-            p #dead-total { strong { (total) } " dead letters match." }
+            p #dead-total {
+                @if complete { strong { (total) } " dead letters match." }
+                @else {
+                    "At least " strong { (total) } " dead letters match (counted among the first "
+                    (COUNT_BUDGET) "; the confirmation of an action on all matching counts them all)."
+                }
+            }
             @if s.may_act() && total > 0 {
                 form.inline method="post" action="/console/dead-letters/preview" {
                     input type="hidden" name="csrf" value=(s.csrf);

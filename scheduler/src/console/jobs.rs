@@ -245,7 +245,8 @@ fn pipeline_graph(p: &PipelineView, current: JobId) -> Markup {
     html! {
         figure.graph {
             figcaption { "Pipeline " code { (p.id) } " (" (p.status) "): " (p.steps.len()) " steps" }
-            svg role="img" aria-label=(format!("Pipeline {} as a graph of {} steps", p.id, p.steps.len()))
+            // A group, not an image: its steps are links.
+            svg role="group" aria-label=(format!("Pipeline {} as a graph of {} steps", p.id, p.steps.len()))
                 viewBox=(format!("0 0 {width} {height}")) width=(width) height=(height) {
                 defs {
                     marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse" {

@@ -332,6 +332,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
     let Some(s) = session_of(&state, &headers).await else {
         return to_login();
     };
+    let rendered_ms = gantry_core::time::now_ms();
     let mut rows = Vec::with_capacity(state.cfg.pools.len());
     for (name, p) in &state.cfg.pools {
         let Ok(pool) = gantry_queue::Pool::new(name) else {
@@ -347,15 +348,23 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
                 );
             }
         };
+        let last_hour = match crate::console_feed::last_hour(&state.queue, &pool).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a pool's last hour for the console failed");
+                crate::console_feed::LastHour::default()
+            }
+        };
         let load = state.loads.get(name);
         rows.push(pages::PoolRow {
+            last_hour,
             pool: name.clone(),
             queues,
             live_workers: load.live_workers,
             desired_workers: crate::metrics::desired_workers(p, &load),
         });
     }
-    html(StatusCode::OK, pages::overview(&s, &rows, None))
+    html(StatusCode::OK, pages::overview(&s, &rows, None, rendered_ms))
 }
 
 #[derive(Deserialize)]

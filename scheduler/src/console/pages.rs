@@ -85,6 +85,25 @@ pub struct PoolRow {
     pub live_workers: u32,
     /// What autoscaling asks for.
     pub desired_workers: u32,
+    /// Its finished jobs over the last hour.
+    pub last_hour: crate::console_feed::LastHour,
+}
+
+/// A pool's last hour in words: throughput and failure rate.
+pub fn last_hour_text(h: &crate::console_feed::LastHour) -> String {
+    let rate = match h.failure_percent() {
+        Some(p) => format!("{p:.1}% failed"),
+        None => "no failure rate yet".to_owned(),
+    };
+    format!(
+        "{} finished ({:.1}/min): {} succeeded, {} dead ({rate}), {} cancelled, {} blocked",
+        h.finished(),
+        h.finished() as f64 / 60.0,
+        h.succeeded,
+        h.dead,
+        h.cancelled,
+        h.blocked
+    )
 }
 
 fn age(ms: Option<u64>) -> String {
@@ -97,7 +116,8 @@ fn age(ms: Option<u64>) -> String {
 }
 
 /// The overview: every pool's queues, with pause and resume for those who may act.
-pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>) -> Markup {
+/// `rendered_ms`: when reading its numbers began (live snapshots older than that are ignored).
+pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>, rendered_ms: u64) -> Markup {
     page(
         "Overview",
         Some(session),
@@ -106,11 +126,12 @@ pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>) -> M
             @if let Some(n) = notice {
                 p.notice role="status" { (n) }
             }
-            p #live-stamp.muted aria-live="polite" { "Numbers as of loading the page." }
+            p #live-stamp.muted aria-live="polite" data-rendered-ms=(rendered_ms) { "Numbers as of loading the page." }
             @for p in pools {
                 section data-live-overview aria-labelledby=(format!("pool-{}", p.pool)) {
                     h2 id=(format!("pool-{}", p.pool)) { "Pool " (p.pool) }
                     p { "Workers: " span data-pool-workers=(p.pool) { (p.live_workers) " live, " (p.desired_workers) " desired" } }
+                    p { "Last hour: " span data-pool-hour=(p.pool) { (last_hour_text(&p.last_hour)) } }
                     table {
                         caption { "Queues of pool " (p.pool) }
                         thead {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod idp;
 pub mod otlp;
 pub mod sse;
 
@@ -292,6 +293,22 @@ impl SchedulerProcess {
         Self::start_with_env(url, config, extra, log, &[])
     }
 
+    /// Starts one whose configuration needs its own address (a redirect URL): `toml` is given
+    /// `127.0.0.1:PORT`, a port free a moment ago, and the scheduler listens there.
+    pub fn with_config_for_addr(url: &str, toml: impl FnOnce(&str) -> String) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("scheduler.toml");
+        std::fs::write(&path, toml(&listen)).expect("write the scheduler config");
+        let mut s = Self::start_on(url, Some(&path), &[], None, &[], &listen);
+        s._config = Some(dir);
+        s
+    }
+
     /// [`SchedulerProcess::start_with`] with environment variables `envs` set for it.
     pub fn start_with_env(
         url: &str,
@@ -300,12 +317,23 @@ impl SchedulerProcess {
         log: Option<&Path>,
         envs: &[(&str, &str)],
     ) -> Self {
+        Self::start_on(url, config, extra, log, envs, "127.0.0.1:0")
+    }
+
+    fn start_on(
+        url: &str,
+        config: Option<&Path>,
+        extra: &[&str],
+        log: Option<&Path>,
+        envs: &[(&str, &str)],
+        listen: &str,
+    ) -> Self {
         let mut args: Vec<std::ffi::OsString> = [
             "scheduler",
             "--redis-url",
             url,
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--metrics-listen",
             "127.0.0.1:0",
         ]
@@ -443,6 +471,13 @@ impl MockProvidersProcess {
             .expect("mock script");
         assert!(r.status().is_success(), "mock script: {}", r.status());
     }
+}
+
+/// Now, Unix ms (this machine's clock, which the workers share).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `bin` of a Python virtualenv under the target directory named `venv`, with `packages`
