@@ -89,7 +89,7 @@ script!(RELEASE, "release.lua", 1, Tail::Records(3));
 script!(REAP, "reap.lua", 4, Tail::List);
 script!(CANCEL, "cancel.lua", 2, Tail::None);
 script!(ERASE, "erase.lua", 6, Tail::None);
-script!(DEAD_LETTERS, "dead_letters.lua", 5, Tail::List);
+script!(DEAD_LETTERS, "dead_letters.lua", 6, Tail::List);
 script!(STATS, "stats.lua", 0, Tail::List);
 script!(REGISTER, "register.lua", 3, Tail::None);
 script!(PAUSE, "pause.lua", 3, Tail::None);

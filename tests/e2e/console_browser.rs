@@ -284,17 +284,49 @@ async fn an_operator_signs_in_and_pauses_a_queue_in_a_real_browser() {
     let stamp = c.find(Locator::Css("#live-stamp")).await.unwrap().text().await.unwrap();
     assert!(stamp.starts_with("Live: updated"), "{stamp}");
 
-    // Pause with a reason, as a person would: type it, press the button.
+    // A form whose CSRF token is gone (as a forged one would be): refused, nothing paused.
+    c.execute(
+        "document.querySelector(\"form[action='/console/queues/cpu/noop/pause'] input[name='csrf']\").remove(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
     c.find(Locator::Css("input#reason-cpu-noop"))
         .await
         .unwrap()
-        .send_keys("draining node 7")
+        .send_keys("forged")
         .await
         .unwrap();
-    c.find(Locator::Css("form[action='/console/queues/cpu/noop/pause'] button"))
-        .await
-        .unwrap()
-        .click()
+    click_css(&c, "form[action='/console/queues/cpu/noop/pause'] button").await;
+    let alert = wait_text(&c, "[role=alert]", "403").await;
+    assert!(alert.contains("CSRF"), "{alert}");
+    assert!(!noop_paused(&sched.addr));
+    c.goto(&format!("{base}/console")).await.unwrap();
+    wait_for(&c, "tr[data-queue='cpu/noop']").await;
+
+    // Pause with a reason, as a person would, with the keyboard alone: Tab to the reason
+    // field, type it, Tab to the button, press Enter.
+    let mut focused = false;
+    for _ in 0..80 {
+        let el = c.active_element().await.unwrap();
+        if el.attr("id").await.unwrap().as_deref() == Some("reason-cpu-noop") {
+            focused = true;
+            break;
+        }
+        el.send_keys(&fantoccini::key::Key::Tab.to_string()).await.unwrap();
+    }
+    assert!(focused, "the reason field is reachable with Tab");
+    let field = c.active_element().await.unwrap();
+    field.send_keys("draining node 7").await.unwrap();
+    field.send_keys(&fantoccini::key::Key::Tab.to_string()).await.unwrap();
+    let button = c.active_element().await.unwrap();
+    assert_eq!(
+        button.text().await.unwrap(),
+        "pause cpu/noop",
+        "Tab moves on to the button"
+    );
+    button
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
         .await
         .unwrap();
     let state = wait_for(&c, "tr[data-queue='cpu/noop'] .paused")
@@ -417,6 +449,16 @@ readers = ["bob@example.com"]
     via_sso("bob@example.com").await;
     let who = wait_text(&c, "header .who", "bob@example.com").await;
     assert!(who.contains("(read-only)"), "{who}");
+    // The read-only scope sees the queues and has nothing to act with.
+    wait_for(&c, "tr[data-queue='cpu/noop']").await;
+    assert!(c.find(Locator::Css("form[action$='/pause']")).await.is_err());
+    c.goto(&format!("{base}/console/dead-letters")).await.unwrap();
+    wait_for(&c, "#dead-total").await;
+    assert!(
+        c.find(Locator::Css("form[action='/console/dead-letters/preview']"))
+            .await
+            .is_err()
+    );
     click_css(&c, "form[action='/console/logout'] button").await;
     wait_for(&c, "input#key").await;
 
