@@ -21,6 +21,7 @@ pub mod job_search;
 pub mod metrics;
 pub mod oidc;
 pub mod outputs;
+pub mod percent;
 pub mod pipeline_routes;
 pub mod pipelines;
 pub mod placement;

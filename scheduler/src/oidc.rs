@@ -129,15 +129,6 @@ pub fn challenge(verifier: &str) -> String {
     b64(&Sha256::digest(verifier.as_bytes()))
 }
 
-fn query(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl OidcClient {
     /// A client for `cfg`; the secret is read from `client_secret_env` now.
     pub fn new(cfg: OidcConfig) -> Result<Self, OidcError> {
@@ -215,12 +206,12 @@ impl OidcClient {
         let url = format!(
             "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}&code_challenge={}&code_challenge_method=S256",
             d.authorization_endpoint,
-            query(&self.cfg.client_id),
-            query(&self.cfg.redirect_url),
-            query(&self.cfg.scopes),
-            query(&state),
-            query(&nonce),
-            query(&challenge(&verifier)),
+            crate::percent::encode(&self.cfg.client_id),
+            crate::percent::encode(&self.cfg.redirect_url),
+            crate::percent::encode(&self.cfg.scopes),
+            crate::percent::encode(&state),
+            crate::percent::encode(&nonce),
+            crate::percent::encode(&challenge(&verifier)),
         );
         Ok(Authorization {
             url,
@@ -252,7 +243,7 @@ impl OidcClient {
         }
         let body: String = form
             .iter()
-            .map(|(k, v)| format!("{k}={}", query(v)))
+            .map(|(k, v)| format!("{k}={}", crate::percent::encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         let r = self

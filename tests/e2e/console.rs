@@ -12,25 +12,6 @@ use common::*;
 use gantry_testkit::RedisServer;
 use serde_json::Value;
 
-fn paused(addr: &str) -> bool {
-    let (_, _, body) = http_request(
-        addr,
-        "GET",
-        "/v1/admin/queues",
-        &[("Authorization", "Bearer key-ops")],
-        b"",
-    );
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["pool"] == "cpu" && q["kind"] == "noop")
-        .unwrap()["paused"]
-        .as_bool()
-        .unwrap()
-}
-
 #[test]
 fn operators_sign_in_see_the_pools_and_pause_a_queue_with_csrf_and_audit() {
     let redis = RedisServer::start().expect("redis");
@@ -87,7 +68,7 @@ fn operators_sign_in_see_the_pools_and_pause_a_queue_with_csrf_and_audit() {
         );
         assert_eq!(s, 403, "{form} {origin:?}");
     }
-    assert!(!paused(addr));
+    assert!(!noop_paused(addr));
     // A reason is required.
     let (s, _, _) = send(
         addr,
@@ -108,23 +89,14 @@ fn operators_sign_in_see_the_pools_and_pause_a_queue_with_csrf_and_audit() {
         None,
     );
     assert_eq!((s, header(&head, "location")), (303, Some("/console")));
-    assert!(paused(addr));
+    assert!(noop_paused(addr));
     let (_, _, page) = send(addr, "GET", "/console", Some(&ops), "", None);
     assert!(page.contains("paused") && page.contains("resume cpu/noop"), "{page}");
-    let (_, _, audit) = http_request(
-        addr,
-        "GET",
-        "/v1/admin/audit",
-        &[("Authorization", "Bearer key-ops")],
-        b"",
-    );
-    let audit: Value = serde_json::from_str(&audit).unwrap();
-    let entry = audit["audit"]
-        .as_array()
-        .unwrap()
+    let audit = audit_entries(addr);
+    let entry = audit
         .iter()
         .find(|e| e["action"] == "console.queue.pause")
-        .unwrap_or_else(|| panic!("{audit:#}"));
+        .unwrap_or_else(|| panic!("{audit:#?}"));
     assert_eq!(entry["target"], "cpu/noop");
     assert_eq!(entry["details"]["reason"], "disk swap on node 7");
     assert!(entry["actor"].as_str().unwrap().starts_with("ops/key:"), "{entry}");
@@ -144,7 +116,7 @@ fn operators_sign_in_see_the_pools_and_pause_a_queue_with_csrf_and_audit() {
         None,
     );
     assert_eq!(s, 403);
-    assert!(paused(addr), "still paused");
+    assert!(noop_paused(addr), "still paused");
 
     // Signing out ends the session: the old cookie no longer opens a page.
     let (s, head, _) = send(
@@ -229,19 +201,7 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
                 .to_owned(),
         );
     }
-    let dead = || {
-        let (_, _, body) = http_request(
-            &addr,
-            "GET",
-            "/v1/admin/dead-letters",
-            &[("Authorization", "Bearer key-ops")],
-            b"",
-        );
-        serde_json::from_str::<Value>(&body).unwrap()["dead_letters"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
+    let dead = || dead_letter_count(&addr);
     eventually("three dead letters", std::time::Duration::from_secs(20), || {
         let n = dead();
         async move { n == 3 }
@@ -370,22 +330,13 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
     .await;
     assert!(page.contains("purge <strong>2</strong> of the 2 counted"), "{page}");
     assert_eq!(dead(), 0);
-    let (_, _, audit) = http_request(
-        &addr,
-        "GET",
-        "/v1/admin/audit",
-        &[("Authorization", "Bearer key-ops")],
-        b"",
-    );
-    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let audit = audit_entries(&addr);
     assert!(
-        audit["audit"]
-            .as_array()
-            .unwrap()
+        audit
             .iter()
             .any(|e| e["action"].as_str().unwrap_or_default().contains("purge")
                 && e["actor"].as_str().unwrap_or_default().starts_with("ops/key:")),
-        "{audit:#}"
+        "{audit:#?}"
     );
 
     // Read-only: the page without action forms; a forged preview refused.

@@ -11,6 +11,7 @@ use crate::common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::console::{audit_entries, config, dead_letter_count, noop_paused};
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use gantry_testkit::RedisServer;
@@ -150,47 +151,6 @@ pub(crate) async fn assert_accessible(c: &Client, page: &str) {
         found["passes"].as_u64().unwrap_or(0) >= 5,
         "{page}: axe checked too little: {found}"
     );
-}
-
-fn config() -> String {
-    format!(
-        r#"
-require_data_keys = false
-[plans.big]
-jobs_per_second = 1000
-burst = 1000
-[tenants.ops]
-plan = "big"
-operator = true
-api_keys = [{{ sha256 = "{}", scopes = ["admin", "jobs:read"] }}]
-[tenants.acme]
-plan = "big"
-initial_credits = 1000
-api_keys = [{{ sha256 = "{}", scopes = ["jobs:write", "jobs:read"] }}]
-[prices]
-noop = 1
-[pools.cpu]
-kinds = ["noop", "upscale"]
-"#,
-        gantry_scheduler::auth::hash_key("key-ops"),
-        gantry_scheduler::auth::hash_key("key-acme"),
-    )
-}
-
-fn noop_paused(addr: &str) -> bool {
-    let (_, _, body) = http_request(
-        addr,
-        "GET",
-        "/v1/admin/queues",
-        &[("Authorization", "Bearer key-ops")],
-        b"",
-    );
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|q| q["kind"] == "noop" && q["paused"] == true)
 }
 
 /// The element `css` names once the page shows it (a navigation may still be under way).
@@ -424,23 +384,12 @@ readers = ["bob@example.com"]
         "one code exchanged, with the PKCE verifier"
     );
     screenshot(&c, "sign-in-sso").await;
-    let (_, _, audit) = http_request(
-        &sched.addr,
-        "GET",
-        "/v1/admin/audit",
-        &[("Authorization", "Bearer key-ops")],
-        b"",
-    );
-    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let audit = audit_entries(&sched.addr);
     assert!(
-        audit["audit"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["action"] == "console.sign_in"
-                && e["actor"] == "ops/oidc:alice@example.com"
-                && e["details"]["with"] == "oidc"),
-        "{audit:#}"
+        audit.iter().any(|e| e["action"] == "console.sign_in"
+            && e["actor"] == "ops/oidc:alice@example.com"
+            && e["details"]["with"] == "oidc"),
+        "{audit:#?}"
     );
     click_css(&c, "form[action='/console/logout'] button").await;
     wait_for(&c, "input#key").await;
@@ -515,19 +464,7 @@ async fn a_dead_job_is_found_replayed_live_and_the_rest_purged_in_a_real_browser
     };
     let wanted = submit("permanent");
     let rest = [submit("retryable"), submit("retryable")];
-    let dead = || {
-        let (_, _, body) = http_request(
-            &sched.addr,
-            "GET",
-            "/v1/admin/dead-letters",
-            &[("Authorization", "Bearer key-ops")],
-            b"",
-        );
-        serde_json::from_str::<Value>(&body).unwrap()["dead_letters"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
+    let dead = || dead_letter_count(&sched.addr);
     eventually("three dead letters", Duration::from_secs(20), || {
         let n = dead();
         async move { n == 3 }

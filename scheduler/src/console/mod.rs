@@ -301,12 +301,7 @@ fn reason(raw: &str) -> Option<&str> {
 
 /// `s` percent-encoded for a query string (links that keep a page's filters).
 fn query_value(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::percent::encode(s)
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {

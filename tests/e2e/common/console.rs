@@ -77,3 +77,50 @@ pub fn csrf_of(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
     page[at..].split('"').next().unwrap().to_owned()
 }
+
+/// Whether the `cpu/noop` queue is paused, as the admin API says.
+pub fn noop_paused(addr: &str) -> bool {
+    let (_, _, body) = http_request(
+        addr,
+        "GET",
+        "/v1/admin/queues",
+        &[("Authorization", "Bearer key-ops")],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["pool"] == "cpu" && q["kind"] == "noop" && q["paused"] == true)
+}
+
+/// How many dead letters the admin API lists (its first page).
+pub fn dead_letter_count(addr: &str) -> usize {
+    let (_, _, body) = http_request(
+        addr,
+        "GET",
+        "/v1/admin/dead-letters",
+        &[("Authorization", "Bearer key-ops")],
+        b"",
+    );
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["dead_letters"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// The audit log's newest entries, as the admin API lists them.
+pub fn audit_entries(addr: &str) -> Vec<serde_json::Value> {
+    let (_, _, body) = http_request(
+        addr,
+        "GET",
+        "/v1/admin/audit",
+        &[("Authorization", "Bearer key-ops")],
+        b"",
+    );
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["audit"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
