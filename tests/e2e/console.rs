@@ -284,7 +284,9 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
     .await;
     // Purge all matching: the count first, then the confirmed action.
     let filter = "pool=cpu&kind=noop&class=permanent&hours=";
-    let (s, _, confirm) = send(
+    // A class filter is counted record by record, in the background: the page shows the
+    // progress, then the count and the confirmation.
+    let (s, head, _) = send(
         &addr,
         "POST",
         "/console/dead-letters/preview",
@@ -292,10 +294,34 @@ async fn dead_letters_are_found_replayed_and_purged_with_a_count_first() {
         &format!("csrf={csrf}&action=purge&{filter}"),
         None,
     );
-    assert_eq!(s, 200, "{confirm}");
+    assert_eq!(s, 303);
+    let counting = header(&head, "location").unwrap().to_owned();
+    assert!(counting.starts_with("/console/dead-letters/bulk/"), "{counting}");
+    let mut confirm = String::new();
+    eventually("the dry-run count", std::time::Duration::from_secs(20), || {
+        let (_, _, p) = send(&addr, "GET", &counting, Some(&ops), "", None);
+        confirm = p;
+        let done = confirm.contains("id=\"would\"");
+        async move { done }
+    })
+    .await;
     assert!(
         confirm.contains("This would purge <strong>2</strong> dead letters"),
         "{confirm}"
+    );
+    // A time-only filter is one count per queue: the confirmation at once.
+    let (s, _, now) = send(
+        &addr,
+        "POST",
+        "/console/dead-letters/preview",
+        Some(&ops),
+        &format!("csrf={csrf}&action=purge&pool=cpu&kind=noop"),
+        None,
+    );
+    assert_eq!(s, 200, "{now}");
+    assert!(
+        now.contains("This would purge <strong>2</strong> dead letters"),
+        "{now}"
     );
     assert_eq!(dead(), 2, "a preview changes nothing");
     // Without the confirmed count, nothing happens.

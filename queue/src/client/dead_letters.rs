@@ -227,6 +227,21 @@ impl QueueClient {
         }
     }
 
+    /// Of `limit` entries of a queue's dead set from `offset` (by time, within `filter`'s
+    /// range), how many `filter`'s class and tenant select, and how many entries were read (fewer
+    /// than `limit`: the range ended). A count a page at a time, for a caller that reports
+    /// progress.
+    pub async fn count_dead_range(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(u64, usize), QueueError> {
+        let (page, read) = self.dead_page(queue, filter, offset, limit).await?;
+        Ok((page.iter().filter(|d| filter.matches(d)).count() as u64, read))
+    }
+
     /// Replays dead-lettered jobs of one queue, attempts reset. A job is replayed at most once
     /// per dead-lettering, however many replays race.
     pub async fn replay(

@@ -1,8 +1,11 @@
-//! Bulk dead-letter actions with progress: the confirmed action runs in the scheduler's
-//! background, a page at a time, writing how far it got to Redis
-//! (`gantry:{console}:bulk:<id>`, a hash kept a day) so its progress page, served by any
-//! replica, shows it: a progress bar that refreshes itself each second while the action runs
-//! (a `<meta refresh>`, so it needs no script).
+//! Bulk dead-letter work with progress, in the scheduler's background, a page at a time,
+//! writing how far it got to Redis (`gantry:{console}:bulk:<id>`, a hash kept a day) so its
+//! page, served by any replica, shows it: a progress bar that refreshes itself each second
+//! while the work runs (a `<meta refresh>`, so it needs no script).
+//! - **A confirmed action** (replay, purge) on a selection or on all matching.
+//! - **The dry-run count** before an action on all matching, when the filter names a class or a
+//!   tenant: Redis indexes dead letters by time alone, so such a count reads every record in
+//!   the range. The page then shows the count and the confirmation.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +42,91 @@ pub(super) enum Work {
 
 fn key(id: &str) -> String {
     format!("gantry:{{console}}:bulk:{id}")
+}
+
+/// Starts counting what `filter` selects in `queues` before `action` (`back`: the filter as a
+/// query, for the confirmation); returns the count's id, for its page.
+pub(super) async fn start_count(
+    state: &AppState,
+    action: DeadAction,
+    queues: Vec<QueueName>,
+    filter: DeadFilter,
+    back: String,
+) -> Result<String, QueueError> {
+    let id = gantry_queue::JobId::new().to_string();
+    // What the time range holds, for the progress bar (one ZCOUNT per queue).
+    let by_time = DeadFilter {
+        class: None,
+        tenant: None,
+        ..filter.clone()
+    };
+    let mut total = 0;
+    for q in &queues {
+        total += state.queue.count_dead(q, &by_time).await?;
+    }
+    let mut c = state.queue.connection();
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(key(&id))
+        .arg(&[
+            "work",
+            "count",
+            "state",
+            "running",
+            "action",
+            action.as_str(),
+            "back",
+            back.as_str(),
+        ])
+        .arg("total")
+        .arg(total)
+        .arg("read")
+        .arg(0)
+        .arg("matched")
+        .arg(0)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(key(&id))
+        .arg(KEPT_SECS)
+        .ignore()
+        .query_async::<()>(&mut c)
+        .await?;
+    let (state, count) = (state.clone(), id.clone());
+    tokio::spawn(async move { run_count(state, count, queues, filter).await });
+    Ok(id)
+}
+
+async fn run_count(state: AppState, id: String, queues: Vec<QueueName>, filter: DeadFilter) {
+    const PAGE: usize = 1000;
+    let (mut read, mut matched) = (0u64, 0u64);
+    for q in &queues {
+        let mut offset = 0;
+        loop {
+            match state.queue.count_dead_range(q, &filter, offset, PAGE).await {
+                Ok((m, n)) => {
+                    matched += m;
+                    read += n as u64;
+                    offset += n;
+                    write(
+                        &state,
+                        &id,
+                        &[("read", read.to_string()), ("matched", matched.to_string())],
+                    )
+                    .await;
+                    if n < PAGE {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting dead letters failed");
+                    let fields = [("state", "failed".to_owned()), ("error", e.to_string())];
+                    return write(&state, &id, &fields).await;
+                }
+            }
+        }
+    }
+    write(&state, &id, &[("state", "done".to_owned())]).await;
 }
 
 /// Starts `action` on `work` for `actor` (the count the confirmation showed is `expected`);
@@ -195,6 +283,9 @@ pub(super) async fn progress(State(state): State<AppState>, headers: HeaderMap, 
         return refusal(&s, StatusCode::NOT_FOUND, "no such bulk action (they are kept a day)");
     };
     let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    if h.get("work").is_some_and(|w| w == "count") {
+        return count_page(&s, &h, action, num("read"), num("total"), num("matched"));
+    }
     let (done, expected, skipped) = (num("done"), num("expected"), num("skipped"));
     let st = h.get("state").map_or("running", String::as_str);
     let running = st == "running";
@@ -217,6 +308,47 @@ pub(super) async fn progress(State(state): State<AppState>, headers: HeaderMap, 
                 }
             }
             p { a href=(format!("/console/dead-letters?{back}")) { "Back to the dead letters" } }
+        },
+    );
+    page_response(StatusCode::OK, page)
+}
+
+/// A dry-run count's page: its progress while it runs, then the confirmation.
+fn count_page(
+    s: &super::session::Session,
+    h: &std::collections::HashMap<String, String>,
+    action: &str,
+    read: u64,
+    total: u64,
+    matched: u64,
+) -> Response {
+    let st = h.get("state").map_or("running", String::as_str);
+    let back = h.get("back").cloned().unwrap_or_default();
+    if st == "done" {
+        let f = super::dead_letters::BulkForm::parse(back.as_bytes());
+        let action = match action {
+            "replay" => DeadAction::Replay,
+            _ => DeadAction::Purge,
+        };
+        return page_response(
+            StatusCode::OK,
+            super::dead_letters::confirm_view(s, action, matched, &f),
+        );
+    }
+    let page = pages::page(
+        "Counting",
+        Some(s),
+        html! {
+            @if st == "running" { meta http-equiv="refresh" content="1"; }
+            h1 { "Counting before " (action) }
+            p { "A class or tenant filter is checked against each dead letter's record." }
+            label for="count-progress" { "Dead letters read" }
+            progress #count-progress max=(total.max(read).max(1)) value=(read) { (read) " of " (total) }
+            p #bulk-state role="status" aria-live="polite" data-state=(st) {
+                @if st == "failed" { "The count stopped: " (h.get("error").map_or("", String::as_str)) }
+                @else { "Read " (read) " of " (total) "; " (matched) " match so far…" }
+            }
+            p { a href=(format!("/console/dead-letters?{back}")) { "Cancel" } }
         },
     );
     page_response(StatusCode::OK, page)

@@ -297,7 +297,7 @@ pub(super) struct BulkForm {
 const MAX_SELECTED: usize = PAGE;
 
 impl BulkForm {
-    fn parse(body: &[u8]) -> Self {
+    pub(super) fn parse(body: &[u8]) -> Self {
         let mut f = Self::default();
         for (k, v) in form_urlencoded::parse(body) {
             let v = v.into_owned();
@@ -346,10 +346,9 @@ pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, b
     let Some(action) = action_of(&f.action) else {
         return refused(StatusCode::NOT_FOUND, "no such action");
     };
-    let verb = action.as_str();
-    let (n, what) = if f.selected() {
+    let n = if f.selected() {
         match f.ids() {
-            Ok(ids) => (ids.len() as u64, html! { "the " (ids.len()) " selected" }),
+            Ok(ids) => ids.len() as u64,
             Err(why) => return refused(StatusCode::BAD_REQUEST, why),
         }
     } else {
@@ -357,26 +356,41 @@ pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, b
             Ok(r) => r,
             Err(why) => return refused(StatusCode::BAD_REQUEST, &why),
         };
+        if filter.class.is_some() || filter.tenant.is_some() {
+            // Counted record by record: in the background, with its progress shown.
+            return match bulk::start_count(&state, action, queues, filter, f.filter.query()).await {
+                Ok(id) => redirect(&format!("/console/dead-letters/bulk/{id}")),
+                Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            };
+        }
         match state.dead_letters.count(&queues, &filter).await {
-            Ok(n) => (
-                n,
-                html! {
-                    strong { (n) } " dead letters (pool " (or_any(&f.filter.pool))
-                    ", kind " (or_any(&f.filter.kind)) ", class " (or_any(&f.filter.class))
-                    ", tenant " (or_any(&f.filter.tenant)) ")"
-                },
-            ),
+            Ok(n) => n,
             Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     };
-    page_response(
-        StatusCode::OK,
-        pages::page(
-            "Confirm",
-            Some(&s),
-            html! {
-                h1 { "Confirm: " (verb) " " (n) " dead letters" }
-                p #would { "This would " (verb) " " (what) "." }
+    page_response(StatusCode::OK, confirm_view(&s, action, n, &f))
+}
+
+/// The confirmation of `action` on `n` dead letters: the selection `f` names, or all that its
+/// filter matches.
+pub(super) fn confirm_view(s: &Session, action: DeadAction, n: u64, f: &BulkForm) -> Markup {
+    let verb = action.as_str();
+    pages::page(
+        "Confirm",
+        Some(s),
+        html! {
+            h1 { "Confirm: " (verb) " " (n) " dead letters" }
+            p #would {
+                "This would " (verb) " "
+                @if f.selected() { "the " (n) " selected" }
+                @else {
+                    strong { (n) } " dead letters (pool " (or_any(&f.filter.pool))
+                    ", kind " (or_any(&f.filter.kind)) ", class " (or_any(&f.filter.class))
+                    ", tenant " (or_any(&f.filter.tenant)) ")"
+                }
+                "."
+            }
+            @if s.may_act() {
                 form method="post" action="/console/dead-letters/act" {
                     input type="hidden" name="csrf" value=(s.csrf);
                     input type="hidden" name="action" value=(verb);
@@ -386,9 +400,9 @@ pub(super) async fn preview(State(state): State<AppState>, headers: HeaderMap, b
                     (hidden_filter(&f.filter))
                     button type="submit" { (verb) " " (n) }
                 }
-                p { a href=(format!("/console/dead-letters?{}", f.filter.query())) { "Cancel" } }
-            },
-        ),
+            }
+            p { a href=(format!("/console/dead-letters?{}", f.filter.query())) { "Cancel" } }
+        },
     )
 }
 
