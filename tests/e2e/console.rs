@@ -510,3 +510,41 @@ async fn jobs_are_searched_shown_with_their_history_replayed_and_cancelled() {
         "{page}"
     );
 }
+
+/// An action the audit log cannot record is reported as failed (it is made, as the API's would
+/// be), and no one signs in unaudited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauditable_action_is_reported_and_an_unauditable_sign_in_refused() {
+    let redis = RedisServer::start().expect("redis");
+    let sched = SchedulerProcess::with_config(&redis.url(), &config());
+    let addr = sched.addr.clone();
+    let ops = sign_in(&addr, "key-ops");
+    let (_, _, page) = send(&addr, "GET", "/console", Some(&ops), "", None);
+    let csrf = csrf_of(&page);
+    // The audit log's stream, made a string: every append fails (WRONGTYPE).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("gantry:{audit}:log")
+        .arg("not a stream")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let (s, _, page) = send(
+        &addr,
+        "POST",
+        "/console/queues/cpu/noop/pause",
+        Some(&ops),
+        &format!("csrf={csrf}&reason=node+7"),
+        None,
+    );
+    assert_eq!(s, 503, "{page}");
+    assert!(page.contains("writing the audit log failed"), "{page}");
+    assert!(noop_paused(&addr), "the change itself was made");
+    let (s, head, page) = send(&addr, "POST", "/console/login", None, "key=key-ops", None);
+    assert_eq!(s, 503, "{page}");
+    assert!(
+        header(&head, "set-cookie").is_none(),
+        "no session without its audit entry"
+    );
+}

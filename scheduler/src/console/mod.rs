@@ -222,8 +222,24 @@ async fn login_once(
     start_session(&state, &caller, "link").await
 }
 
-/// Starts a session for a signed-in operator: audited, cookie set, on to the overview.
+/// Starts a session for a signed-in operator: audited first (no unaudited session), cookie
+/// set, on to the overview.
 async fn start_session(state: &AppState, caller: &crate::auth::Caller, how: &str) -> Response {
+    if let Err(e) = audited(
+        state,
+        caller,
+        "console.sign_in",
+        "console",
+        serde_json::json!({"with": how}),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "auditing a console sign-in failed; refused");
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::login(Some("the audit log is unavailable; retry"), state.oidc.is_some()),
+        );
+    }
     let token = match state.console.create(caller).await {
         Ok(t) => t,
         Err(e) => {
@@ -234,17 +250,6 @@ async fn start_session(state: &AppState, caller: &crate::auth::Caller, how: &str
             );
         }
     };
-    if let Err(e) = audited(
-        state,
-        caller,
-        "console.sign_in",
-        "console",
-        serde_json::json!({"with": how}),
-    )
-    .await
-    {
-        tracing::warn!(error = %e, "auditing a console sign-in failed");
-    }
     (
         StatusCode::SEE_OTHER,
         [
@@ -418,7 +423,13 @@ async fn queue_action(
     };
     let details = serde_json::json!({"changed": changed, "reason": reason});
     if let Err(e) = audited(&state, &s.caller, action, format!("{pool}/{kind}"), details).await {
+        // As the API does: the change is made, and reported as failed (repeating it is safe).
         tracing::warn!(error = %e, "auditing a console action failed");
+        return refusal(
+            &s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{verb} done, but writing the audit log failed ({e}); repeating it is safe"),
+        );
     }
     tracing::info!(pool = %pool, kind = %kind, paused = pause, "queue pause state set from the console");
     redirect("/console")

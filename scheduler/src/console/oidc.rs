@@ -118,6 +118,12 @@ pub(super) async fn callback(State(state): State<AppState>, headers: HeaderMap, 
         scopes: vec![scope],
         key_id: format!("oidc:{}", who.email),
     };
+    // Audited first: no unaudited session.
+    let details = serde_json::json!({"with": "oidc", "subject": who.subject});
+    if let Err(e) = crate::audit::audited(&state, &caller, "console.sign_in", "console", details).await {
+        tracing::warn!(error = %e, "auditing a console sign-in failed; refused");
+        return refused(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable; retry");
+    }
     let token = match state.console.create(&caller).await {
         Ok(t) => t,
         Err(e) => {
@@ -125,10 +131,6 @@ pub(super) async fn callback(State(state): State<AppState>, headers: HeaderMap, 
             return refused(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry");
         }
     };
-    let details = serde_json::json!({"with": "oidc", "subject": who.subject});
-    if let Err(e) = crate::audit::audited(&state, &caller, "console.sign_in", "console", details).await {
-        tracing::warn!(error = %e, "auditing a console sign-in failed");
-    }
     let page = pages::page(
         "Signed in",
         None,

@@ -230,7 +230,16 @@ pub(super) async fn top_up(
     )
     .await
     {
+        // As the API does: the change is made, and reported as failed. A top-up is not
+        // idempotent, so the page says not to repeat it.
         tracing::warn!(error = %e, "auditing a console action failed");
+        return refusal(
+            &s,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "topped up (the balance is now {balance}), but writing the audit log failed ({e}); do not repeat it"
+            ),
+        );
     }
     redirect(&format!("/console/tenants/{}", super::query_value(&name)))
 }
