@@ -83,6 +83,15 @@ impl ApiKeys {
         self.by_hash.get(&hash_key(key)).cloned()
     }
 
+    /// Whether a key with `caller`'s tenant and fingerprint is still configured and still holds
+    /// every scope `caller` has (a console session made from a key is checked against this on
+    /// each request, so a key removed or narrowed since takes its sessions with it).
+    pub fn still_grants(&self, caller: &Caller) -> bool {
+        self.by_hash.values().any(|c| {
+            c.tenant == caller.tenant && c.key_id == caller.key_id && caller.scopes.iter().all(|s| c.scopes.contains(s))
+        })
+    }
+
     /// The caller a request's headers name.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let key = headers

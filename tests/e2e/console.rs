@@ -548,3 +548,25 @@ async fn an_unauditable_action_is_reported_and_an_unauditable_sign_in_refused() 
         "no session without its audit entry"
     );
 }
+
+/// A session lives in Redis, across restarts; it lasts only while the configuration still
+/// grants its key (removed or narrowed since: the session ends at its next request).
+#[test]
+fn a_session_ends_when_the_configuration_no_longer_grants_its_key() {
+    let redis = RedisServer::start().expect("redis");
+    let before = SchedulerProcess::with_config(&redis.url(), &config());
+    let (ops, ro) = (sign_in(&before.addr, "key-ops"), sign_in(&before.addr, "key-ro"));
+    drop(before);
+    // The read-only key is gone from the configuration the next scheduler starts with.
+    let ro_line = format!(
+        "  {{ sha256 = \"{}\", scopes = [\"admin:read\"] }},\n",
+        gantry_scheduler::auth::hash_key("key-ro")
+    );
+    let without_ro = config().replace(&ro_line, "");
+    assert_ne!(without_ro, config());
+    let after = SchedulerProcess::with_config(&redis.url(), &without_ro);
+    let (s, _, _) = send(&after.addr, "GET", "/console", Some(&ops), "", None);
+    assert_eq!(s, 200, "the operator's key is still configured");
+    let (s, head, _) = send(&after.addr, "GET", "/console", Some(&ro), "", None);
+    assert_eq!((s, header(&head, "location")), (303, Some("/console/login")));
+}

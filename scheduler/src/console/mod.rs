@@ -98,15 +98,48 @@ fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
 }
 
-/// The session a request carries, if it is live.
+/// The session a request carries, if it is live and the configuration still grants what it
+/// holds (else it is ended now).
 async fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     let token = session::token_of(headers)?;
-    match state.console.get(&token).await {
-        Ok(s) => s,
+    let s = match state.console.get(&token).await {
+        Ok(s) => s?,
         Err(e) => {
             tracing::warn!(error = %e, "reading a console session failed");
-            None
+            return None;
         }
+    };
+    if !still_granted(state, &s.caller) {
+        tracing::info!(actor = %s.caller.actor(), "a console session the configuration no longer grants was ended");
+        if let Err(e) = state.console.end(&token).await {
+            tracing::warn!(error = %e, "ending a console session failed");
+        }
+        return None;
+    }
+    Some(s)
+}
+
+/// Whether the configuration still grants a session's operator what the session holds: an
+/// operator tenant, and the key (or, signed in through OpenID Connect, the listed email) with
+/// those scopes.
+fn still_granted(state: &AppState, caller: &crate::auth::Caller) -> bool {
+    if !state.cfg.tenants.get(&caller.tenant).is_some_and(|t| t.operator) {
+        return false;
+    }
+    match caller.key_id.strip_prefix("oidc:") {
+        Some(email) => state.oidc.as_ref().is_some_and(|o| {
+            let cfg = o.config();
+            let listed = |list: &[String]| list.iter().any(|e| e.eq_ignore_ascii_case(email));
+            let allowed: &[Scope] = if listed(&cfg.admins) {
+                &[Scope::Admin, Scope::AdminRead]
+            } else if listed(&cfg.readers) {
+                &[Scope::AdminRead]
+            } else {
+                &[]
+            };
+            cfg.tenant == caller.tenant && caller.scopes.iter().all(|s| allowed.contains(s))
+        }),
+        None => state.keys.still_grants(caller),
     }
 }
 
