@@ -22,7 +22,8 @@ struct PoolSnapshot {
     live_workers: u32,
     desired_workers: u32,
     queues: Vec<gantry_queue::QueueStats>,
-    last_hour: LastHour,
+    /// The last hour, in the overview's words.
+    last_hour: String,
 }
 
 /// The shared snapshot: subscribe to follow it. Cheap to clone.
@@ -126,6 +127,23 @@ impl LastHour {
         self.succeeded + self.dead + self.cancelled + self.blocked
     }
 
+    /// In words, as the overview shows it (and its live updates write it).
+    pub fn describe(&self) -> String {
+        let rate = match self.failure_percent() {
+            Some(p) => format!("{p:.1}% failed"),
+            None => "no failure rate yet".to_owned(),
+        };
+        format!(
+            "{} finished ({:.1}/min): {} succeeded, {} dead ({rate}), {} cancelled, {} blocked",
+            self.finished(),
+            self.finished() as f64 / 60.0,
+            self.succeeded,
+            self.dead,
+            self.cancelled,
+            self.blocked
+        )
+    }
+
     /// Dead-lettered per job that succeeded or died, in percent (`None` with neither).
     pub fn failure_percent(&self) -> Option<f64> {
         let n = self.succeeded + self.dead;
@@ -167,7 +185,7 @@ async fn snapshot(
             live_workers: load.live_workers,
             desired_workers: crate::metrics::desired_workers(p, &load),
             queues: queue.stats(&pool, &p.kinds).await?,
-            last_hour: last_hour(queue, &pool).await?,
+            last_hour: last_hour(queue, &pool).await?.describe(),
         });
     }
     serde_json::to_string(&pools).map_err(|e| gantry_queue::QueueError::Protocol(format!("overview snapshot: {e}")))

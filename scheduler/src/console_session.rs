@@ -65,7 +65,8 @@ fn once_key(token: &str) -> String {
     format!("gantry:{{console}}:once:{}", hash_key(token))
 }
 
-fn random_token() -> String {
+/// A random 256-bit token, base64url (session tokens, CSRF tokens, OIDC state and PKCE).
+pub(crate) fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)

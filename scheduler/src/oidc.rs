@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::config::OidcConfig;
+use crate::console_session::random_token;
 
 /// Why a sign-in through the provider failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +118,6 @@ fn unb64(s: &str) -> Result<Vec<u8>, OidcError> {
         .map_err(|_| OidcError::Token("not base64url".into()))
 }
 
-fn random() -> String {
-    use rand::RngCore as _;
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    b64(&b)
-}
-
 /// The S256 PKCE challenge of `verifier`.
 pub fn challenge(verifier: &str) -> String {
     b64(&Sha256::digest(verifier.as_bytes()))
@@ -197,7 +191,7 @@ impl OidcClient {
     /// browser to.
     pub async fn authorize(&self) -> Result<Authorization, OidcError> {
         let d = self.discovery().await?;
-        let (state, nonce, verifier) = (random(), random(), random());
+        let (state, nonce, verifier) = (random_token(), random_token(), random_token());
         let sep = if d.authorization_endpoint.contains('?') {
             '&'
         } else {

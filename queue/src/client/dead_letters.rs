@@ -215,8 +215,8 @@ impl QueueClient {
         let (mut total, mut offset) = (0u64, 0);
         loop {
             let want = PAGE.min(budget - offset);
-            let (page, read) = self.dead_page(queue, filter, offset, want).await?;
-            total += page.iter().filter(|d| filter.matches(d)).count() as u64;
+            let (matched, read) = self.count_dead_range(queue, filter, offset, want).await?;
+            total += matched;
             offset += read;
             if read < want {
                 return Ok((total, offset, true));

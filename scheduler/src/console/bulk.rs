@@ -64,34 +64,16 @@ pub(super) async fn start_count(
     for q in &queues {
         total += state.queue.count_dead(q, &by_time).await?;
     }
-    let mut c = state.queue.connection();
-    redis::pipe()
-        .atomic()
-        .cmd("HSET")
-        .arg(key(&id))
-        .arg(&[
-            "work",
-            "count",
-            "state",
-            "running",
-            "action",
-            action.as_str(),
-            "back",
-            back.as_str(),
-        ])
-        .arg("total")
-        .arg(total)
-        .arg("read")
-        .arg(0)
-        .arg("matched")
-        .arg(0)
-        .ignore()
-        .cmd("EXPIRE")
-        .arg(key(&id))
-        .arg(KEPT_SECS)
-        .ignore()
-        .query_async::<()>(&mut c)
-        .await?;
+    let fields = [
+        ("work", "count".to_owned()),
+        ("state", "running".to_owned()),
+        ("action", action.as_str().to_owned()),
+        ("back", back),
+        ("total", total.to_string()),
+        ("read", "0".to_owned()),
+        ("matched", "0".to_owned()),
+    ];
+    create(state, &id, &fields).await?;
     let (state, count) = (state.clone(), id.clone());
     tokio::spawn(async move { run_count(state, count, queues, filter).await });
     Ok(id)
@@ -141,33 +123,39 @@ pub(super) async fn start(
     back: String,
 ) -> Result<String, QueueError> {
     let id = gantry_queue::JobId::new().to_string();
+    let fields = [
+        ("action", action.as_str().to_owned()),
+        ("expected", expected.to_string()),
+        ("done", "0".to_owned()),
+        ("state", "running".to_owned()),
+        ("actor", actor.to_owned()),
+        ("back", back),
+    ];
+    create(state, &id, &fields).await?;
+    let (state, actor, bulk) = (state.clone(), actor.to_owned(), id.clone());
+    tokio::spawn(async move { run(state, actor, bulk, action, work).await });
+    Ok(id)
+}
+
+/// Creates bulk work `id`'s record with `fields`, kept a day.
+async fn create(state: &AppState, id: &str, fields: &[(&str, String)]) -> Result<(), QueueError> {
+    let mut hset = redis::cmd("HSET");
+    hset.arg(key(id));
+    for (k, v) in fields {
+        hset.arg(*k).arg(v);
+    }
     let mut c = state.queue.connection();
     redis::pipe()
         .atomic()
-        .cmd("HSET")
-        .arg(key(&id))
-        .arg("action")
-        .arg(action.as_str())
-        .arg("expected")
-        .arg(expected)
-        .arg("done")
-        .arg(0)
-        .arg("state")
-        .arg("running")
-        .arg("actor")
-        .arg(actor)
-        .arg("back")
-        .arg(&back)
+        .add_command(hset)
         .ignore()
         .cmd("EXPIRE")
-        .arg(key(&id))
+        .arg(key(id))
         .arg(KEPT_SECS)
         .ignore()
         .query_async::<()>(&mut c)
         .await?;
-    let (state, actor, bulk) = (state.clone(), actor.to_owned(), id.clone());
-    tokio::spawn(async move { run(state, actor, bulk, action, work).await });
-    Ok(id)
+    Ok(())
 }
 
 async fn write(state: &AppState, id: &str, fields: &[(&str, String)]) {

@@ -27,15 +27,6 @@
     return (ms / 60000).toFixed(1) + " min";
   }
 
-  // As the page writes it (pages::last_hour_text).
-  function lastHour(h) {
-    var finished = h.succeeded + h.dead + h.cancelled + h.blocked;
-    var settled = h.succeeded + h.dead;
-    var rate = settled > 0 ? (h.dead * 100 / settled).toFixed(1) + "% failed" : "no failure rate yet";
-    return finished + " finished (" + (finished / 60).toFixed(1) + "/min): " + h.succeeded + " succeeded, " +
-      h.dead + " dead (" + rate + "), " + h.cancelled + " cancelled, " + h.blocked + " blocked";
-  }
-
   if (document.querySelector("[data-live-overview]")) {
     var rendered = stamp ? Number(stamp.getAttribute("data-rendered-ms") || 0) : 0;
     var overview = new EventSource("/console/overview/stream");
@@ -51,7 +42,7 @@
         var workers = document.querySelector('[data-pool-workers="' + CSS.escape(p.pool) + '"]');
         if (workers) workers.textContent = p.live_workers + " live, " + p.desired_workers + " desired";
         var hour = document.querySelector('[data-pool-hour="' + CSS.escape(p.pool) + '"]');
-        if (hour) hour.textContent = lastHour(p.last_hour);
+        if (hour) hour.textContent = p.last_hour;
         p.queues.forEach(function (q) {
           var row = document.querySelector('tr[data-queue="' + CSS.escape(q.pool + "/" + q.kind) + '"]');
           if (!row) return;

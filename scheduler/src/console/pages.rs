@@ -89,23 +89,6 @@ pub struct PoolRow {
     pub last_hour: crate::console_feed::LastHour,
 }
 
-/// A pool's last hour in words: throughput and failure rate.
-pub fn last_hour_text(h: &crate::console_feed::LastHour) -> String {
-    let rate = match h.failure_percent() {
-        Some(p) => format!("{p:.1}% failed"),
-        None => "no failure rate yet".to_owned(),
-    };
-    format!(
-        "{} finished ({:.1}/min): {} succeeded, {} dead ({rate}), {} cancelled, {} blocked",
-        h.finished(),
-        h.finished() as f64 / 60.0,
-        h.succeeded,
-        h.dead,
-        h.cancelled,
-        h.blocked
-    )
-}
-
 fn age(ms: Option<u64>) -> String {
     match ms {
         None => "—".to_owned(),
@@ -131,7 +114,7 @@ pub fn overview(session: &Session, pools: &[PoolRow], notice: Option<&str>, rend
                 section data-live-overview aria-labelledby=(format!("pool-{}", p.pool)) {
                     h2 id=(format!("pool-{}", p.pool)) { "Pool " (p.pool) }
                     p { "Workers: " span data-pool-workers=(p.pool) { (p.live_workers) " live, " (p.desired_workers) " desired" } }
-                    p { "Last hour: " span data-pool-hour=(p.pool) { (last_hour_text(&p.last_hour)) } }
+                    p { "Last hour: " span data-pool-hour=(p.pool) { (p.last_hour.describe()) } }
                     table {
                         caption { "Queues of pool " (p.pool) }
                         thead {
