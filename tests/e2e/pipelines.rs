@@ -693,12 +693,31 @@ async fn a_pipeline_left_half_stored_is_swept_and_refunded() {
     assert_eq!(stuck.len(), 1, "one pipeline left creating");
     let id = stuck[0].clone();
     let sched = SchedulerProcess::with_config(&url, &cfg);
-    let p = wait_at(&sched.addr, "key-studio", &id, "cancelled").await;
-    let st = steps(&p);
-    assert_eq!(st["a"]["status"], "expired", "the root was never queued: {p:#}");
-    for waiting in ["b", "c"] {
-        assert_eq!(st[waiting]["status"], "cancelled", "{p:#}");
+    // The sweep marks the pipeline cancelled first, then its steps: wait for both.
+    let mut p = wait_at(&sched.addr, "key-studio", &id, "cancelled").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = |p: &Value, name: &str| {
+        p["steps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .map(|s| s["status"].clone())
+    };
+    while status(&p, "b") != Some(json!("cancelled")) || status(&p, "c") != Some(json!("cancelled")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiting steps were not cancelled: {p:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p = call_at(
+            &sched.addr,
+            "GET",
+            &format!("/v1/pipelines/{id}"),
+            "key-studio",
+            &Value::Null,
+        )
+        .1;
     }
+    assert_eq!(steps(&p)["a"]["status"], "expired", "the root was never queued: {p:#}");
     eventually("every reservation refunded", Duration::from_secs(20), || {
         let (_, b) = call_at(&sched.addr, "GET", "/v1/credits", "key-studio", &Value::Null);
         let (_, p) = call_at(
