@@ -152,6 +152,9 @@ pub struct JobEvent {
     pub result: Option<ResultRef>,
     /// The error, for the others.
     pub error: Option<EventError>,
+    /// The W3C traceparent of the span that enqueued the job, when it was traced: the work
+    /// the event causes (a webhook delivery) joins that trace. Never sent to the tenant.
+    pub traceparent: Option<String>,
 }
 
 impl JobEvent {
@@ -175,6 +178,7 @@ impl JobEvent {
             at_ms: s(f::AT)?.parse().ok()?,
             result: s(f::RESULT).and_then(|r| serde_json::from_str(&r).ok()),
             error,
+            traceparent: s(f::TRACEPARENT),
         })
     }
 }

@@ -143,9 +143,21 @@ pub mod job_event {
     pub const ERROR_CLASS: &str = "ec";
     /// The error message, for the others.
     pub const ERROR_MESSAGE: &str = "em";
+    /// The W3C traceparent of the span that enqueued the job, when it was traced.
+    pub const TRACEPARENT: &str = "tp";
 
     /// Every field above.
-    pub const ALL: [&str; 8] = [JOB, TENANT, KIND, TYPE, AT, RESULT, ERROR_CLASS, ERROR_MESSAGE];
+    pub const ALL: [&str; 9] = [
+        JOB,
+        TENANT,
+        KIND,
+        TYPE,
+        AT,
+        RESULT,
+        ERROR_CLASS,
+        ERROR_MESSAGE,
+        TRACEPARENT,
+    ];
 }
 
 #[cfg(test)]

@@ -1521,7 +1521,11 @@ async fn subscribed_tenants_jobs_leave_job_events(f: Fixture) {
         (JobId::new(), j, acct)
     };
     let ok = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
-    let dead = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
+    // A traced job: its events carry its trace context (its webhook deliveries join the trace).
+    const TP: &str = "00-5e1f0c2a9b8d47e3a6c1d2e3f4a5b6c7-1a2b3c4d5e6f7081-01";
+    let mut traced = subscribed(2);
+    traced.2.traceparent = Some(TP.into());
+    let dead = q.enqueue_batch_with_ids(&p, vec![traced]).await.unwrap()[0].id;
     let blocked = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
     let cancelled = q.enqueue_batch_with_ids(&p, vec![subscribed(2)]).await.unwrap()[0].id;
     let quiet = q.enqueue(&p, noop()).await.unwrap().id;
@@ -1575,6 +1579,10 @@ async fn subscribed_tenants_jobs_leave_job_events(f: Fixture) {
     assert_eq!(got[1].result.as_ref(), Some(&result));
     assert_eq!(got[4].error.as_ref().map(|e| e.class.as_str()), Some("retryable"));
     assert_eq!(got[4].error.as_ref().map(|e| e.message.as_str()), Some("boom"));
+    for e in &got {
+        let want = (e.job == dead).then_some(TP);
+        assert_eq!(e.traceparent.as_deref(), want, "{e:?}");
+    }
     // Positions are increasing; reading after the last one finds nothing more.
     assert!(got.windows(2).all(|w| w[0].pos < w[1].pos));
     assert_eq!(last, Some(got[4].pos));

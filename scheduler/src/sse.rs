@@ -216,6 +216,7 @@ fn record_event(pool: &Pool, job: &JobRecord) -> JobEvent {
             class: e.class.as_str().to_owned(),
             message: e.message.clone(),
         }),
+        traceparent: None,
     }
 }
 

@@ -223,3 +223,218 @@ async fn one_trace_runs_from_each_request_to_the_workers_steps_and_carries_no_pr
         }
     }
 }
+
+/// A generate→upscale pipeline, as a platform submits it under its own trace: one trace runs
+/// from `POST /v1/pipelines` through enqueue to both steps' job spans (the second released by
+/// the first's outcome, in Redis), each job's steps and its ack, and on to the webhook
+/// deliveries its events make (the trace context travels in the job's record, its events and
+/// the delivery's record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_trace_runs_through_both_steps_their_acks_and_webhook_deliveries() {
+    let (endpoint, got) = receiver().await;
+    // A webhook endpoint on loopback that takes everything.
+    let hooks = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks_addr = hooks.local_addr().unwrap().to_string();
+    let delivered: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let seen = delivered.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                seen.lock().unwrap().push(id.to_owned());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(hooks, app).await });
+
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let mock = MockProvidersProcess::start(&[]);
+    let logs = tempfile::tempdir().unwrap();
+    let outputs = logs.path().join("outputs");
+    let outputs = outputs.to_str().unwrap();
+    let sched = SchedulerProcess::start_with(
+        &redis.url(),
+        None,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--outputs",
+            outputs,
+            "--webhook-allow",
+            &hooks_addr,
+        ],
+        None,
+    );
+    let _worker = WorkerProcess::start(
+        &redis.url(),
+        "traced-pipeline",
+        4,
+        10.0,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--mock-providers",
+            &mock.url(),
+            "--outputs",
+            outputs,
+        ],
+        logs.path(),
+    );
+    let auth = [
+        ("Authorization", "Bearer demo-studio-key"),
+        ("Content-Type", "application/json"),
+    ];
+    let (s, _, body) = http_request(
+        &sched.addr,
+        "POST",
+        "/v1/webhooks",
+        &auth,
+        json!({"url": format!("http://{hooks_addr}/hook"), "types": ["job.succeeded"]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(s, 201, "{body}");
+
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let pipeline = json!({"steps": [
+        {"name": "image", "user": USER, "kind": "generate", "allowed_regions": ["US"],
+         "payload": {"provider": "openai", "model": "gpt-image-1", "prompt": PROMPT}},
+        {"name": "big", "needs": ["image"], "user": USER, "kind": "upscale",
+         "payload": {"input": "${steps.image.output}", "scale": 2}},
+    ]});
+    let mut headers = auth.to_vec();
+    headers.push(("traceparent", traceparent.as_str()));
+    let (s, _, body) = http_request(
+        &sched.addr,
+        "POST",
+        "/v1/pipelines",
+        &headers,
+        pipeline.to_string().as_bytes(),
+    );
+    assert_eq!(s, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut last = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while last["status"] != "succeeded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline did not succeed: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, _, b) = http_request(&sched.addr, "GET", &format!("/v1/pipelines/{id}"), &auth, b"");
+        last = serde_json::from_str(&b).unwrap_or(Value::Null);
+    }
+    let job_of = |name: &str| -> String {
+        last["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (image_job, big_job) = (job_of("image"), job_of("big"));
+
+    // Spans arrive in batches (every 5 s): wait for both acks and both deliveries.
+    let ours = || -> Vec<Got> {
+        let all = got.lock().unwrap();
+        all.iter().filter(|s| s.trace == TRACE_ID).cloned().collect()
+    };
+    eventually(
+        "both steps' acks and deliveries in the trace",
+        Duration::from_secs(40),
+        || {
+            let spans = ours();
+            async move {
+                let n = |name: &str| spans.iter().filter(|s| s.name == name).count();
+                n("queue.ack") >= 2 && n("webhook.deliver") >= 2
+            }
+        },
+    )
+    .await;
+    let spans = ours();
+    let request = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/pipelines")
+        .unwrap_or_else(|| panic!("no request span: {spans:#?}"));
+    assert_eq!(
+        (request.service.as_str(), request.parent.as_str()),
+        ("gantry-scheduler", CLIENT_SPAN)
+    );
+    let under_request = subtree(&spans, &request.id);
+    for (job_id, kind, steps) in [
+        (
+            &image_job,
+            "generate",
+            &["provider.submit", "store.put", "scan", "queue.ack"][..],
+        ),
+        (
+            &big_job,
+            "upscale",
+            &["store.get", "upscale.resize", "store.put", "queue.ack"][..],
+        ),
+    ] {
+        let job = spans
+            .iter()
+            .find(|s| s.name == format!("job {kind}") && s.attrs.get("job_id") == Some(job_id))
+            .unwrap_or_else(|| panic!("no job span for {kind} {job_id}: {spans:#?}"));
+        // Both steps were enqueued by the request; the second waited in Redis for the first.
+        let enqueue = spans.iter().find(|s| s.id == job.parent).expect("the job's parent");
+        assert_eq!(
+            (enqueue.name.as_str(), enqueue.service.as_str()),
+            ("enqueue", "gantry-scheduler")
+        );
+        assert!(
+            under_request.iter().any(|s| s.id == enqueue.id),
+            "{kind}'s enqueue span is not under the request"
+        );
+        let names: Vec<&str> = subtree(&spans, &job.id).iter().map(|s| s.name.as_str()).collect();
+        for step in steps {
+            assert!(names.contains(step), "{kind}: no {step} among {names:?}");
+        }
+        let ack = child(&spans, job, "queue.ack");
+        assert_eq!(ack.service, "gantry-worker");
+        // Its success event's delivery joins the trace under the job's enqueue span.
+        let delivery = spans
+            .iter()
+            .find(|s| {
+                s.name == "webhook.deliver"
+                    && s.parent == enqueue.id
+                    && s.attrs.get("event_type").map(String::as_str) == Some("job.succeeded")
+                    && delivered
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|d| s.attrs.get("delivery") == Some(d))
+                    && under_request.iter().any(|u| u.id == s.parent)
+            })
+            .unwrap_or_else(|| panic!("no delivery span for {kind} under {}: {spans:#?}", enqueue.id));
+        assert_eq!(delivery.service, "gantry-scheduler");
+        assert_eq!(delivery.attrs.get("outcome").map(String::as_str), Some("delivered"));
+        assert_eq!(
+            delivery.attrs.get("http.response.status_code").map(String::as_str),
+            Some("200")
+        );
+    }
+    // Two deliveries, one per step's success; the pipeline's jobs and nothing else.
+    assert_eq!(delivered.lock().unwrap().len(), 2, "{:?}", delivered.lock().unwrap());
+    for s in &spans {
+        for t in s.text.iter().chain([&s.name]) {
+            assert!(
+                !t.contains("zq-trace-canary") && !t.contains(USER) && !t.contains("lighthouse"),
+                "{} span {} carries {t:?}",
+                s.service,
+                s.name
+            );
+        }
+    }
+}

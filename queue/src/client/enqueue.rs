@@ -128,6 +128,8 @@ struct Prepared {
     shape: String,
     /// The user's pseudonymous key ([`crate::user_key`]): the job joins that user's index.
     user_key: String,
+    /// The (valid) traceparent the spec carries: its events carry it too.
+    traceparent: Option<String>,
 }
 
 /// Largest VRAM a job may ask for.
@@ -248,6 +250,7 @@ impl QueueClient {
             max_attempts,
             shape,
             user_key,
+            traceparent: spec.traceparent,
         })
     }
 
@@ -371,7 +374,13 @@ impl ToRedisArgs for EnqueueArg {
         out.write_arg(a.credits_reserved.max(0).to_string().as_bytes());
         out.write_arg(a.price_rule.as_bytes());
         out.write_arg(p.user_key.as_bytes());
-        out.write_arg(if a.events { b"1" } else { b"" });
+        // Events: '' none; '1', or the job's traceparent, which its events then carry.
+        let events: &[u8] = match (a.events, p.traceparent.as_deref()) {
+            (false, _) => b"",
+            (true, Some(tp)) => tp.as_bytes(),
+            (true, None) => b"1",
+        };
+        out.write_arg(events);
         out.write_arg(a.step.as_ref().map(StepLink::json).unwrap_or_default().as_bytes());
     }
 }
@@ -432,6 +441,7 @@ mod wire_tests {
                 max_attempts: 3,
                 shape: String::new(),
                 user_key: "k".into(),
+                traceparent: None,
             },
             tenant: "t".into(),
             accounting: Accounting::default(),

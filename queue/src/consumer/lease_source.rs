@@ -286,6 +286,7 @@ impl LeaseSource {
                     Ledger::vram_gib(&job),
                     cancel,
                     reason,
+                    job.spec.traceparent.is_some(),
                     shared.clone(),
                     permit,
                 );

@@ -37,7 +37,11 @@ pub(crate) async fn ack_loop(
     while rx.recv_many(&mut buf, MAX).await > 0 {
         let mut by_pool: HashMap<Pool, PoolBatch> = HashMap::new();
         let mut settled = Vec::with_capacity(buf.len());
+        // Closed once the batch is recorded: each traced job's span covers its wait for the
+        // batch and the round trip.
+        let mut spans = Vec::new();
         for c in buf.drain(..) {
+            spans.extend(c.span);
             let b = by_pool.entry(c.pool).or_default();
             match c.outcome {
                 Outcome::Ack(l, r) => {
@@ -58,6 +62,7 @@ pub(crate) async fn ack_loop(
         for (pool, b) in by_pool {
             settle(&client, &pool, b, &stats, events.as_ref(), &hard_stop).await;
         }
+        drop(spans);
         // Only now stop heartbeating them: the outcome is durable. Where recording it failed for
         // good, stopping the heartbeats lets the leases expire, and the reaper runs them again.
         if let Ok(mut m) = inflight.lock() {

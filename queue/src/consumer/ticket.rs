@@ -54,6 +54,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Settled {
     pub(crate) pool: Pool,
     pub(crate) outcome: Outcome,
+    /// For a traced job: the span of recording its outcome (`queue.ack`, `queue.fail`,
+    /// `queue.release`), a child of the job's span, closed once the outcome is durable.
+    pub(crate) span: Option<tracing::Span>,
 }
 
 /// What every ticket of one consumer shares.
@@ -81,6 +84,8 @@ struct TicketState {
     cancel: CancellationToken,
     reason: Arc<AtomicU8>,
     began: Instant,
+    /// The job carries a trace context: recording its outcome is a span of that trace.
+    traced: bool,
     shared: Arc<TicketShared>,
     _slot: OwnedSemaphorePermit,
 }
@@ -105,6 +110,7 @@ impl Ticket {
         gib: u64,
         cancel: CancellationToken,
         reason: Arc<AtomicU8>,
+        traced: bool,
         shared: Arc<TicketShared>,
         slot: OwnedSemaphorePermit,
     ) -> Self {
@@ -119,6 +125,7 @@ impl Ticket {
                 cancel,
                 reason,
                 began: Instant::now(),
+                traced,
                 shared,
                 _slot: slot,
             }),
@@ -235,9 +242,20 @@ impl TicketState {
         }
         // The completion goes out before the slot is given back, so the drain, which waits for
         // every slot, never finishes ahead of an outcome it has to flush.
+        // Made here, inside the job's span (the runner's), so it is that span's child.
+        let step = match &outcome {
+            Outcome::Ack(..) => Some("queue.ack"),
+            Outcome::Fail(_) => Some("queue.fail"),
+            Outcome::Release(_) => Some("queue.release"),
+            Outcome::Drop(_) => None,
+        };
+        let span = step
+            .filter(|_| self.traced)
+            .map(|name| tracing::info_span!("queue.settle", otel.name = name, otel.kind = "client"));
         let _ = shared.done.send(Settled {
             pool: self.pool,
             outcome,
+            span,
         });
         drop(self._slot);
         shared.freed.notify_one();

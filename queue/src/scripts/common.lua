@@ -139,8 +139,11 @@ end
 -- outcome, for webhooks and the SSE stream to read. Never the prompt nor the user: the tenant
 -- gets its own job id, the kind, the type, and the result or the error class and message.
 -- The stream is capped here as a backstop; the scheduler trims it to its configured retention.
-local function job_event(id, tenant, kind, etype, x)
+-- `ev` is the record's 'ev' field: '1', or the traceparent of the span that enqueued the job,
+-- which the event carries ('tp') so the webhook deliveries it makes join the job's trace.
+local function job_event(id, tenant, kind, etype, x, ev)
   local f = { 'id', id, 'ten', tenant or '', 'kind', kind or '', 'type', etype, 'at', NOW }
+  if ev and ev ~= '1' then f[#f + 1] = 'tp'; f[#f + 1] = ev end
   if x then
     if x.result and x.result ~= '' then f[#f + 1] = 'result'; f[#f + 1] = x.result end
     if x.class then f[#f + 1] = 'ec'; f[#f + 1] = x.class end
@@ -243,7 +246,7 @@ finished = function(jk, id, kind, outcome, x)
     redis.call('XADD', P .. 'credits', 'MAXLEN', '~', 1000000, '*',
       'id', id, 'ten', r[2] or '', 'out', outcome, 'cr', r[1], 'pr', r[3] or '', 'usage', (x and x.usage) or '')
   end
-  if r[4] then job_event(id, r[2], kind or r[5], 'job.' .. outcome, x) end
+  if r[4] then job_event(id, r[2], kind or r[5], 'job.' .. outcome, x, r[4]) end
   if r[6] then tell_kids(r[6], r[7] or '', outcome == 'succeeded', x and x.result, x and x.ttl) end
 end
 

@@ -9,8 +9,10 @@
     ARGV[4..]  per job (stride 15): id, kind, prio, delay_ms, idem_key ('' = none), spec_json
                (compact, v2), max_attempts, shape ('' = CPU), tenant, weight (its fair share,
                > 0), credits reserved (0 = none), price rule ('' = none), user key (the user's
-               index of the day, so an erasure finds every record of the user), events ('1' =
-               its tenant subscribes: its final outcome goes on the pool's events stream), pipeline
+               index of the day, so an erasure finds every record of the user), events ('' =
+               its tenant does not subscribe; '1' = it does: its final outcome goes on the pool's
+               events stream; a W3C traceparent = it does, and its events carry that trace
+               context, so the webhook deliveries they make join the job's trace), pipeline
                step ('' = none; JSON {"pl": pipeline id, "step": name, "need": parents to wait
                for, "kids": [[pool, id], ...], "opt": its failure does not fail the pipeline}:
                a step with parents waits, on no list, until they have succeeded; see common.lua)
@@ -72,7 +74,7 @@ for i = 4, #ARGV, 15 do
       f[#f + 1] = 'cr'; f[#f + 1] = credits; f[#f + 1] = 'pr'; f[#f + 1] = rule
     end
     if idem ~= '' then f[#f + 1] = 'ik'; f[#f + 1] = idem end
-    if ARGV[i + 13] == '1' then f[#f + 1] = 'ev'; f[#f + 1] = 1 end
+    if ARGV[i + 13] ~= '' then f[#f + 1] = 'ev'; f[#f + 1] = ARGV[i + 13] end
     local need = 0
     if ARGV[i + 14] ~= '' then
       local link = cjson.decode(ARGV[i + 14])

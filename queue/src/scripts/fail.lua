@@ -41,7 +41,7 @@ for i = 3, #ARGV, 6 do
       redis.call('HSET', jk, 'status', 'retry_scheduled', 'due', NOW + delay, 'eclass', class, 'emsg', msg, 'eat', NOW)
       redis.call('HDEL', jk, 'worker')
       redis.call('ZADD', qkey(kind, 'delayed'), NOW + delay, id)
-      if r[6] then job_event(id, r[7], kind, 'job.failed', { class = class, msg = msg }) end
+      if r[6] then job_event(id, r[7], kind, 'job.failed', { class = class, msg = msg }, r[6]) end
       out[#out + 1] = 'retry'
     end
   else

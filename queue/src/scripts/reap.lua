@@ -41,7 +41,7 @@ for k = 5, #ARGV do
         redis.call('HSET', jk, 'status', 'queued', 'ready', NOW, 'eclass', 'timed_out', 'emsg', 'lease expired', 'eat', NOW)
         redis.call('HDEL', jk, 'worker')
         push_waiting(kind, r[4], r[8], r[9] or '', id, true)
-        if r[10] then job_event(id, r[9], kind, 'job.failed', { class = 'timed_out', msg = 'lease expired' }) end
+        if r[10] then job_event(id, r[9], kind, 'job.failed', { class = 'timed_out', msg = 'lease expired' }, r[10]) end
         requeued = requeued + 1
         woken = woken + 1
       end

@@ -24,6 +24,7 @@ use gantry_queue::{Pool, QueueError, RedisConn};
 use redis::streams::StreamId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::signing;
 use super::store::{AttemptOutcome, Disabled, DueDelivery, Endpoint, NewDelivery, WebhookStore};
@@ -106,6 +107,7 @@ impl Handler for Dispatcher {
                         event_type: e.event_type.as_str().to_owned(),
                         job: e.job.to_string(),
                         body: EventPayload::of(&e).to_json(),
+                        traceparent: e.traceparent.clone(),
                     });
                 }
             }
@@ -186,7 +188,25 @@ impl Sender {
         }
     }
 
+    /// One attempt at `d`, in a span of the job's trace when the job was traced.
     async fn deliver(&self, d: DueDelivery) {
+        let span = tracing::info_span!(
+            "webhook.deliver",
+            otel.kind = "client",
+            delivery = %d.delivery.id,
+            endpoint = %d.delivery.endpoint,
+            event_type = %d.delivery.event_type,
+            attempt = d.attempts + 1,
+            outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        if let Some(tp) = &d.delivery.traceparent {
+            gantry_queue::trace::set_parent(&span, tp);
+        }
+        self.attempt(d).instrument(span).await;
+    }
+
+    async fn attempt(&self, d: DueDelivery) {
         let del = &d.delivery;
         let ep = match self.store.endpoint(&del.tenant, &del.endpoint).await {
             Ok(ep) => ep,
@@ -219,6 +239,15 @@ impl Sender {
             AttemptOutcome::Failed { retry_at_ms: None, .. } => "gave_up",
             AttemptOutcome::Skipped { .. } => "skipped",
         };
+        let span = tracing::Span::current();
+        span.record("outcome", outcome_label);
+        if let AttemptOutcome::Delivered { status }
+        | AttemptOutcome::Failed {
+            status: Some(status), ..
+        } = &sent.outcome
+        {
+            span.record("http.response.status_code", status);
+        }
         self.metrics
             .webhook_deliveries
             .get_or_create(&WebhookLabels {

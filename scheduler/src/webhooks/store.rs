@@ -110,6 +110,9 @@ pub struct NewDelivery {
     pub job: String,
     /// The JSON body.
     pub body: String,
+    /// The trace context of the job the event is about (its `traceparent`), when it was
+    /// traced: each attempt's span joins that trace. Never sent.
+    pub traceparent: Option<String>,
 }
 
 /// A delivery taken to send.
@@ -339,7 +342,8 @@ impl WebhookStore {
                 .arg(&d.endpoint)
                 .arg(&d.event_type)
                 .arg(&d.job)
-                .arg(&d.body);
+                .arg(&d.body)
+                .arg(d.traceparent.as_deref().unwrap_or_default());
         }
         let mut c = self.conn.clone();
         Ok(inv.invoke_async(&mut c).await?)
@@ -352,7 +356,7 @@ impl WebhookStore {
         let mut c = self.conn.clone();
         let flat: Vec<Option<String>> = inv.invoke_async(&mut c).await?;
         Ok(flat
-            .chunks(8)
+            .chunks(9)
             .filter_map(|r| {
                 let s = |i: usize| r.get(i).cloned().flatten();
                 Some(DueDelivery {
@@ -363,6 +367,7 @@ impl WebhookStore {
                         event_type: s(3)?,
                         job: s(4)?,
                         body: s(5)?,
+                        traceparent: s(8).filter(|t| !t.is_empty()),
                     },
                     attempts: s(6).and_then(|a| a.parse().ok()).unwrap_or(0),
                     created_ms: s(7).and_then(|a| a.parse().ok()).unwrap_or(0),

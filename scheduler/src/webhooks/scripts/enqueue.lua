@@ -5,7 +5,8 @@
   Input:
     KEYS[1]    the webhooks prefix 'gantry:{webhooks}:'
     ARGV[1]    the delivery log's length per endpoint
-    ARGV[2..]  per delivery (stride 6): id, tenant, endpoint id, event type, job id, body
+    ARGV[2..]  per delivery (stride 7): id, tenant, endpoint id, event type, job id, body,
+               the job's traceparent ('' = none)
 
   Output:
     how many were created
@@ -15,12 +16,13 @@ local T = redis.call('TIME')
 local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 local keep = tonumber(ARGV[1])
 local created = 0
-for i = 2, #ARGV, 6 do
+for i = 2, #ARGV, 7 do
   local id, ten, ep = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local dk = P .. 'd:' .. id
   if redis.call('EXISTS', dk) == 0 then
     redis.call('HSET', dk, 'ten', ten, 'ep', ep, 'type', ARGV[i + 3], 'job', ARGV[i + 4], 'body', ARGV[i + 5],
       'created', NOW, 'attempts', 0, 'status', 'pending', 'next', NOW)
+    if ARGV[i + 6] ~= '' then redis.call('HSET', dk, 'tp', ARGV[i + 6]) end
     redis.call('ZADD', P .. 'due', NOW, id)
     local lk = P .. 'log:' .. ten .. ':' .. ep
     redis.call('ZADD', lk, NOW, id)
