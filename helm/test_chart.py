@@ -169,6 +169,10 @@ def main():
     for d in by_kind(traced, "Deployment").values():
         env = env_of(d)
         check(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://otel:4318", f"{d['metadata']['name']}: traces to the collector")
+        check(env.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "http/protobuf", f"{d['metadata']['name']}: over OTLP/HTTP by default")
+    grpc = render({**own, "observability": {"otlpEndpoint": "http://otel:4317", "otlpProtocol": "grpc"}}, "traces over gRPC")
+    for d in by_kind(grpc, "Deployment").values():
+        check(env_of(d).get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc", f"{d['metadata']['name']}: traces over gRPC")
     off = render({**own, "alerts": {"enabled": False}}, "alerts off")
     check(not by_kind(off, "PrometheusRule"), "alerts.enabled=false: no PrometheusRule")
     validate(default, "defaults")

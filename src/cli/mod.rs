@@ -49,15 +49,19 @@ pub struct Cli {
     /// the spans it happened in, e.g. the job's id) for log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GANTRY_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Send traces over OTLP/HTTP (protobuf) to this collector (its base URL, e.g.
-    /// http://127.0.0.1:4318); no traces when unset.
+    /// Send traces over OTLP to this collector (its base URL: http://127.0.0.1:4318 for
+    /// OTLP/HTTP, http://127.0.0.1:4317 for OTLP/gRPC); no traces when unset.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// How traces reach the collector: `http/protobuf` (OTLP/HTTP, port 4318) or `grpc`
+    /// (OTLP/gRPC, port 4317).
+    #[arg(long, global = true, value_enum, default_value_t = OtlpProtocol::HttpProtobuf, env = "OTEL_EXPORTER_OTLP_PROTOCOL")]
+    pub otlp_protocol: OtlpProtocol,
     #[command(subcommand)]
     command: Command,
 }
 
-pub use telemetry::{LogFormat, Telemetry, TraceExport};
+pub use telemetry::{LogFormat, OtlpProtocol, Telemetry, TraceExport};
 
 impl Cli {
     /// Where this process's traces go, if anywhere: `service.name` is `OTEL_SERVICE_NAME`, or
@@ -76,7 +80,11 @@ impl Cli {
             };
             format!("gantry-{command}")
         });
-        Some(TraceExport { endpoint, service })
+        Some(TraceExport {
+            endpoint,
+            protocol: self.otlp_protocol,
+            service,
+        })
     }
 }
 
@@ -262,6 +270,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "dev-tools")]
         Command::Demo(mut a) => {
             a.otlp_endpoint = cli.otlp_endpoint.clone();
+            a.otlp_protocol = cli.otlp_protocol;
             demo::run(a).await
         }
         #[cfg(feature = "dev-tools")]

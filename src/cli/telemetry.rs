@@ -1,6 +1,7 @@
 //! The process's logs and traces. Logs go to stderr (text or JSON, see [`LogFormat`]). Traces
-//! go over OTLP/HTTP (protobuf) to `--otlp-endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT` (a
-//! collector's base URL; `/v1/traces` is appended) and are off when neither is set. Spans are
+//! go over OTLP/HTTP (protobuf; `/v1/traces` is appended to the base URL) or OTLP/gRPC
+//! ([`OtlpProtocol`]) to `--otlp-endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT` (a collector's base
+//! URL) and are off when neither is set. Spans are
 //! batched on the SDK's own thread (`OTEL_BSP_SCHEDULE_DELAY`, default 5 s) and flushed when the
 //! process ends ([`Telemetry::shutdown`]).
 //!
@@ -26,11 +27,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// The OTLP transport (the values of `OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (a collector's port 4318).
+    #[default]
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/gRPC (a collector's port 4317), over the process's Tokio runtime.
+    Grpc,
+}
+
+impl OtlpProtocol {
+    /// The value `OTEL_EXPORTER_OTLP_PROTOCOL` spells it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HttpProtobuf => "http/protobuf",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
 /// Where traces go.
 #[derive(Clone, Debug)]
 pub struct TraceExport {
-    /// The collector's base URL (`http://127.0.0.1:4318`).
+    /// The collector's base URL (`http://127.0.0.1:4318`, or `:4317` for gRPC).
     pub endpoint: String,
+    /// How.
+    pub protocol: OtlpProtocol,
     /// `service.name` of this process's spans.
     pub service: String,
 }
@@ -98,12 +122,20 @@ impl Telemetry {
 
 fn tracer_provider(t: &TraceExport) -> anyhow::Result<SdkTracerProvider> {
     let base = t.endpoint.trim_end_matches('/');
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(format!("{base}/v1/traces"))
-        .build()
-        .with_context(|| format!("the OTLP exporter for {base}"))?;
+    let exporter = match t.protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(format!("{base}/v1/traces"))
+            .build(),
+        // The channel is made here, on the runtime `main` runs in (it must be), and carries
+        // the SDK thread's exports on that runtime.
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(base)
+            .build(),
+    }
+    .with_context(|| format!("the OTLP exporter ({}) for {base}", t.protocol.as_str()))?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(t.service.clone())
         .with_attribute(opentelemetry::KeyValue::new(

@@ -438,3 +438,57 @@ async fn a_pipelines_trace_runs_through_both_steps_their_acks_and_webhook_delive
         }
     }
 }
+
+/// The same traces over OTLP/gRPC (`--otlp-protocol grpc`), to a receiver serving the
+/// collector's `TraceService` from the official definitions: the scheduler's and the worker's
+/// spans arrive, and the tree holds from the request to the job's ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_go_over_otlp_grpc_too() {
+    let (endpoint, got) = common::otlp::grpc_receiver().await;
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let mock = MockProvidersProcess::start(&[]);
+    let grpc = ["--otlp-endpoint", endpoint.as_str(), "--otlp-protocol", "grpc"];
+    let sched = SchedulerProcess::start_with(&redis.url(), None, &grpc, None);
+    let logs = tempfile::tempdir().unwrap();
+    let outputs = logs.path().join("outputs");
+    let mut args = grpc.to_vec();
+    let mock_url = mock.url();
+    args.extend(["--mock-providers", &mock_url, "--outputs", outputs.to_str().unwrap()]);
+    let _worker = WorkerProcess::start(&redis.url(), "traced-grpc", 2, 10.0, &args, logs.path());
+    let api = Client::new(&format!("http://{}", sched.addr), "demo-studio-key").unwrap();
+    let mut job = generate("openai", "gpt-image-1", &["US"], PROMPT, json!({}));
+    job["user"] = USER.into();
+    let id = submit(&sched, &job);
+    assert_eq!(settled(&api, &id).await.status, "succeeded");
+    let ours = || -> Vec<Got> {
+        let all = got.lock().unwrap();
+        all.iter().filter(|s| s.trace == TRACE_ID).cloned().collect()
+    };
+    eventually("the job's ack arrives over gRPC", Duration::from_secs(30), || {
+        let spans = ours();
+        async move { spans.iter().any(|s| s.name == "queue.ack") }
+    })
+    .await;
+    let spans = ours();
+    let job = spans
+        .iter()
+        .find(|s| s.name == "job generate" && s.attrs.get("job_id") == Some(&id))
+        .unwrap_or_else(|| panic!("no job span: {spans:#?}"));
+    assert_eq!(job.service, "gantry-worker");
+    child(&spans, job, "provider.submit");
+    child(&spans, job, "queue.ack");
+    let enqueue = spans.iter().find(|s| s.id == job.parent).expect("the job's parent");
+    assert_eq!(
+        (enqueue.name.as_str(), enqueue.service.as_str()),
+        ("enqueue", "gantry-scheduler")
+    );
+    let admission = spans.iter().find(|s| s.id == enqueue.parent).expect("enqueue's parent");
+    let request = spans
+        .iter()
+        .find(|s| s.id == admission.parent)
+        .expect("admission's parent");
+    assert_eq!(
+        (request.name.as_str(), request.parent.as_str()),
+        ("POST /v1/jobs", CLIENT_SPAN)
+    );
+}

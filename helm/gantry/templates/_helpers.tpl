@@ -84,6 +84,8 @@ first wherever a pod is rendered, so it is the error a values file without one g
 {{- with .Values.observability.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $.Values.observability.otlpProtocol | default "http/protobuf" | quote }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}

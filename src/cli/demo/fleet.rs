@@ -26,9 +26,22 @@ pub(super) struct Fleet {
     pub(super) data_keys: String,
     /// Where every process sends its traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), if anywhere.
     pub(super) otlp_endpoint: Option<String>,
+    /// How (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub(super) otlp_protocol: crate::cli::OtlpProtocol,
 }
 
 impl Fleet {
+    /// The environment that sends a process's traces where the demo's go.
+    fn otlp_env(&self) -> Vec<(&'static str, String)> {
+        match &self.otlp_endpoint {
+            Some(e) => vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", e.clone()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", self.otlp_protocol.as_str().to_owned()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     pub(super) fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
         Ok(std::fs::File::create(self.log_dir.join(format!("{name}.log")))?)
     }
@@ -38,7 +51,7 @@ impl Fleet {
         let mut child = Command::new(&self.exe)
             .args(args)
             .env("GANTRY_DATA_KEYS", &self.data_keys)
-            .envs(self.otlp_endpoint.iter().map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", e)))
+            .envs(self.otlp_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(self.log(name)?)
@@ -66,7 +79,7 @@ impl Fleet {
         let port = gantry_testkit::free_port();
         let child = Command::new(&self.exe)
             .env("GANTRY_DATA_KEYS", &self.data_keys)
-            .envs(self.otlp_endpoint.iter().map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", e)))
+            .envs(self.otlp_env())
             .args(["worker", "--redis-url", &self.url, "--pool", "cpu", "--worker-id", name])
             .args([
                 "--metrics-addr",

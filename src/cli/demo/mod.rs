@@ -86,6 +86,9 @@ pub struct DemoArgs {
     /// fleet sends its traces there.
     #[arg(skip)]
     pub otlp_endpoint: Option<String>,
+    /// The global `--otlp-protocol` (or `OTEL_EXPORTER_OTLP_PROTOCOL`), passed on the same way.
+    #[arg(skip)]
+    pub otlp_protocol: super::OtlpProtocol,
 }
 
 /// The running fleet and the API clients of its tenants and operator.
@@ -173,6 +176,7 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
         scheduler_metrics_addr: String::new(),
         data_keys: fleet::demo_keys(),
         otlp_endpoint: a.otlp_endpoint.clone(),
+        otlp_protocol: a.otlp_protocol,
     };
     let keyring = gantry_queue::seal::Keyring::parse(&fleet.data_keys)?;
     say!(
@@ -672,6 +676,7 @@ async fn report(
             .map(|(name, port)| (name.clone(), format!("http://127.0.0.1:{port}/metrics")))
             .collect(),
         traces: s.fleet.otlp_endpoint.clone(),
+        traces_protocol: s.fleet.otlp_protocol.as_str(),
         console: format!("{}/console", s.base),
         console_sign_in: console_link(s).await?,
     };

@@ -247,6 +247,8 @@ pub(super) struct Metrics {
     pub workers: Vec<(String, String)>,
     /// The OTLP collector every process sent its traces to, when one was given.
     pub traces: Option<String>,
+    /// How they went (`http/protobuf` or `grpc`).
+    pub traces_protocol: &'static str,
     /// The operator console.
     pub console: String,
     /// A one-time sign-in link to it for the demo operator (15 minutes, one use).
@@ -615,9 +617,16 @@ pub(super) fn print(r: &DemoReport) {
     }
     match &r.metrics.traces {
         Some(ep) => say!(
-            "  traces: sent over OTLP/HTTP to {ep} (services gantry-scheduler, gantry-worker): one trace per request, from POST /v1/jobs through admission and enqueue to each job's steps on its worker"
+            "  traces: sent over {} to {ep} (services gantry-scheduler, gantry-worker): one trace per request, from POST /v1/jobs and POST /v1/pipelines through admission and enqueue to each job's steps and ack on its worker, and its webhook deliveries",
+            if r.metrics.traces_protocol == "grpc" {
+                "OTLP/gRPC"
+            } else {
+                "OTLP/HTTP"
+            }
         ),
-        None => say!("  traces: off (give --otlp-endpoint http://COLLECTOR:4318 to send them)"),
+        None => say!(
+            "  traces: off (give --otlp-endpoint http://COLLECTOR:4318, or :4317 with --otlp-protocol grpc, to send them)"
+        ),
     }
     say!("  outputs under {}; logs in {}", r.outputs_dir, r.logs_dir);
 }
