@@ -2,7 +2,7 @@
 # on Debian 12 with the FFmpeg 5.1 libraries it links. Build: docker build -t gantry .
 FROM debian:12 AS build
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      ca-certificates curl build-essential pkg-config clang libclang-dev \
+      ca-certificates curl build-essential pkg-config clang libclang-dev protobuf-compiler libprotobuf-dev \
       libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev libswscale-dev libswresample-dev \
  && curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
 WORKDIR /src

@@ -187,9 +187,9 @@ impl Default for SchedulerMetrics {
             hashlist_age: Family::default(),
             hashlist_hashes: Family::default(),
             http_requests: Family::default(),
-            http_duration: Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS)),
+            http_duration: Family::new_with_constructor(|| gantry_queue::exposition::histogram(HTTP_BUCKETS)),
             webhook_deliveries: Family::default(),
-            webhook_duration: Histogram::new(WEBHOOK_BUCKETS),
+            webhook_duration: gantry_queue::exposition::histogram(WEBHOOK_BUCKETS),
             webhook_backlog_age: FGauge::default(),
             webhook_backlog: Gauge::default(),
             webhook_disabled: Counter::default(),
@@ -381,8 +381,9 @@ impl SchedulerMetrics {
             .inc();
     }
 
-    /// The OpenMetrics text, with the pool gauges set from the latest loads.
-    pub fn encode(&self, cfg: &SchedulerConfig, loads: &PoolLoads) -> String {
+    /// The registry as a scraper whose `Accept` is `accept` asks (content type, body), with the
+    /// pool gauges set from the latest loads.
+    pub fn render(&self, cfg: &SchedulerConfig, loads: &PoolLoads, accept: Option<&str>) -> (&'static str, Vec<u8>) {
         self.redis_up.set(i64::from(loads.redis_up()));
         let all = loads.all();
         for (name, p) in &cfg.pools {
@@ -408,11 +409,7 @@ impl SchedulerMetrics {
                 .set(i64::try_from(load.handoffs_pending).unwrap_or(i64::MAX));
             self.handoff_lag.get_or_create(&l).set(load.handoff_lag_secs);
         }
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        gantry_queue::exposition::render(&self.registry, accept)
     }
 }
 

@@ -127,9 +127,8 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .sse_clients
             .set(i64::try_from(hub.clients()).unwrap_or(i64::MAX));
     }
-    let text = state.metrics.encode(&state.cfg, &state.loads);
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = gantry_queue::exposition::negotiate(text, accept);
+    let (content_type, body) = state.metrics.render(&state.cfg, &state.loads, accept);
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 

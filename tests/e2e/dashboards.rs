@@ -36,6 +36,11 @@ impl Drop for Prometheus {
 }
 
 fn start_prometheus(targets: &[&str]) -> Prometheus {
+    start_prometheus_with(targets, &[])
+}
+
+/// [`start_prometheus`] with more command-line flags (`--enable-feature=…`).
+fn start_prometheus_with(targets: &[&str], flags: &[&str]) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/gantry/alerts/gantry-rules.yml");
@@ -51,6 +56,7 @@ fn start_prometheus(targets: &[&str]) -> Prometheus {
         .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
         .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address={addr}"))
+        .args(flags)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -352,4 +358,84 @@ async fn every_dashboard_expression_returns_series_from_a_real_prometheus() {
             );
         }
     }
+}
+
+/// A Prometheus that supports native histograms asks for the protobuf format and gets them;
+/// their counts agree with the classic buckets the text formats carry, and PromQL's
+/// native-histogram functions read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histograms_reach_a_prometheus_that_asks_for_them() {
+    use gantry_queue::{NewJob, NoopPayload, Payload};
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let logs = tempfile::tempdir().unwrap();
+    let q = client(&url).await;
+    let jobs = (0..12)
+        .map(|i| {
+            NewJob::new(
+                "t",
+                "u",
+                Payload::Noop(NoopPayload {
+                    sleep_ms: 5 * i,
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect();
+    q.enqueue_batch(&cpu(), jobs).await.unwrap();
+    let _w = WorkerProcess::start(
+        &url,
+        "native",
+        4,
+        10.0,
+        &["--metrics-addr", "127.0.0.1:0", "--registry-heartbeat-secs", "0.2"],
+        logs.path(),
+    );
+    eventually("jobs done", Duration::from_secs(20), || async { drained(&q).await }).await;
+    let addr = worker_metrics_addr(&url).await;
+    // What the text format says: the classic count of each histogram.
+    let (_, text) = http_get(&addr, "/metrics");
+    let classic = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}_count{{")) && l.contains("kind=\"noop\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}_count in\n{text}"))
+    };
+    let waits = classic("gantry_job_queue_wait_seconds");
+    let runs = classic("gantry_job_duration_seconds");
+    assert_eq!(waits, 12.0, "{text}");
+
+    let prom = start_prometheus_with(&[&addr], &["--enable-feature=native-histograms"]);
+    let value = |r: &[Value]| -> f64 { r[0]["value"][1].as_str().unwrap().parse().unwrap() };
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "no native histogram was scraped");
+        std::thread::sleep(Duration::from_millis(300));
+        got = query(
+            &prom.addr,
+            "histogram_count(gantry_job_queue_wait_seconds{kind=\"noop\"})",
+        )
+        .unwrap();
+    }
+    assert_eq!(value(&got), waits, "{got:?}");
+    let r = query(
+        &prom.addr,
+        "histogram_count(gantry_job_duration_seconds{kind=\"noop\"})",
+    )
+    .unwrap();
+    assert_eq!(value(&r), runs, "{r:?}");
+    // The median run: the jobs slept 0 to 55 ms, so it lies near the middle of that (the
+    // native buckets grow by at most 1.1; a run also has its own overhead).
+    let r = query(
+        &prom.addr,
+        "histogram_quantile(0.5, gantry_job_duration_seconds{kind=\"noop\"})",
+    )
+    .unwrap();
+    let median = value(&r);
+    assert!((0.015..0.1).contains(&median), "median {median}");
+    // Native, not classic: the protobuf carried the sparse buckets, so no `_bucket` series.
+    let r = query(&prom.addr, "gantry_job_duration_seconds_bucket").unwrap();
+    assert!(r.is_empty(), "{r:?}");
 }

@@ -55,24 +55,7 @@ async fn worker_exports_job_and_gpu_metrics() {
         logs.path(),
     );
     eventually("jobs done", Duration::from_secs(20), || async { drained(&q).await }).await;
-    let addr = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let o = gantry(&url, &["workers", "list", "--json"]);
-            let found = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| serde_json::from_str::<gantry_queue::WorkerRecord>(l).ok())
-                .find_map(|w| w.metrics_addr);
-            if let Some(a) = found {
-                break a;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the worker never published its metrics address"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
+    let addr = worker_metrics_addr(&url).await;
 
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     assert_eq!(http_get(&addr, "/readyz").0, 200);

@@ -34,10 +34,11 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// OpenMetrics for Prometheus (its `Accept` asks for it), the classic text format otherwise.
+/// In the format the scraper's `Accept` asks for most (`gantry_queue::exposition`): the
+/// protobuf one with native histograms, OpenMetrics, or the classic text.
 async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = gantry_queue::exposition::negotiate(s.metrics.encode(), accept);
+    let (content_type, body) = s.metrics.render(accept);
     ([(header::CONTENT_TYPE, content_type)], body)
 }
 

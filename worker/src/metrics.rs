@@ -109,11 +109,11 @@ impl WorkerMetrics {
         let retried = Family::<JobLabels, Counter>::default();
         let dead_lettered = Family::<JobLabels, Counter>::default();
         let duration: Family<JobLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+            Family::new_with_constructor(|| gantry_queue::exposition::histogram(DURATION_BUCKETS));
         let queue_wait: Family<JobLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(gantry_queue::QUEUE_WAIT_BUCKETS));
+            Family::new_with_constructor(|| gantry_queue::exposition::histogram(gantry_queue::QUEUE_WAIT_BUCKETS));
         let claim_latency: Family<PoolLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(CLAIM_BUCKETS));
+            Family::new_with_constructor(|| gantry_queue::exposition::histogram(CLAIM_BUCKETS));
         let in_flight = Family::<PoolLabels, Gauge>::default();
         registry.register("gantry_jobs_started", "Job attempts started", started.clone());
         registry.register(
@@ -276,6 +276,11 @@ impl WorkerMetrics {
             out.clear();
         }
         out
+    }
+
+    /// The registry as a scraper whose `Accept` is `accept` asks (content type, body).
+    pub fn render(&self, accept: Option<&str>) -> (&'static str, Vec<u8>) {
+        gantry_queue::exposition::render(&self.registry, accept)
     }
 }
 

@@ -100,7 +100,7 @@ impl Default for Metrics {
             events: Family::default(),
             scans: Family::default(),
             scan_seconds: Family::new_with_constructor(|| {
-                Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+                gantry_queue::exposition::histogram([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
             }),
             registered: Arc::default(),
         }

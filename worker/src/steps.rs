@@ -39,7 +39,8 @@ pub struct StepLabels {
 
 type StepFamily = Family<StepLabels, Histogram, fn() -> Histogram>;
 
-static STEPS: LazyLock<StepFamily> = LazyLock::new(|| Family::new_with_constructor(|| Histogram::new(STEP_BUCKETS)));
+static STEPS: LazyLock<StepFamily> =
+    LazyLock::new(|| Family::new_with_constructor(|| gantry_queue::exposition::histogram(STEP_BUCKETS)));
 
 /// Registers the step histogram in a worker's registry.
 pub fn register(registry: &mut Registry) {

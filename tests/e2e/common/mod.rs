@@ -663,3 +663,24 @@ pub async fn everything_in(url: &str) -> (usize, String) {
     }
     (keys.len(), all)
 }
+
+/// The metrics address a live worker published in the fleet registry of the Redis at `url`
+/// (ten seconds at most).
+pub async fn worker_metrics_addr(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = gantry(url, &["workers", "list", "--json"]);
+        let found = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<gantry_queue::WorkerRecord>(l).ok())
+            .find_map(|w| w.metrics_addr);
+        if let Some(a) = found {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never published its metrics address"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -79,13 +79,13 @@ impl Default for ProviderMetrics {
         Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| {
-                Histogram::new([
+                gantry_queue::exposition::histogram([
                     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                 ])
             }),
             circuit: Family::default(),
             task: Family::new_with_constructor(|| {
-                Histogram::new([
+                gantry_queue::exposition::histogram([
                     0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
                 ])
             }),
