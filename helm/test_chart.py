@@ -225,7 +225,7 @@ def main():
     check(ref == {"name": "gantry-redis", "key": "url"}, f"existing Redis secret: {ref}")
     check(not by_kind(three, "Secret"), "no Secret made when one exists")
     env = {e["name"]: e.get("value") for e in worker(default, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    check(env.get("GANTRY_RETENTION") == 'audit_days = 365;critical_categories = ["csam"];dead_letters_days = 30;idempotency_days = 7;job_records_days = 7;moderation_critical_days = 2557;moderation_days = 90;outputs_days = 30',
+    check(env.get("GANTRY_RETENTION") == 'audit_days = 365;critical_categories = ["csam"];dead_letters_days = 30;exports_days = 7;idempotency_days = 7;job_records_days = 7;moderation_critical_days = 2557;moderation_days = 90;outputs_days = 30',
           f"the retention policy reaches every pod: {env.get('GANTRY_RETENTION')}")
     keys = {e["name"]: e.get("valueFrom") for e in worker(three, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
     check(keys.get("GANTRY_DATA_KEYS") == {"secretKeyRef": {"name": "gantry-data-keys", "key": "keys"}},

@@ -57,16 +57,20 @@ pub enum JobKind {
     CsamHash,
     /// Does nothing but optionally sleep or fail: benchmarks, canaries and tests.
     Noop,
+    /// A user's data, exported as one archive (access and portability requests). Made by the
+    /// scheduler's exports route, never submitted as a job.
+    Export,
 }
 
 impl JobKind {
     /// Every kind, in a stable order.
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Generate,
         JobKind::Upscale,
         JobKind::Transcode,
         JobKind::CsamHash,
         JobKind::Noop,
+        JobKind::Export,
     ];
 
     /// The name used on the wire, in Redis keys and in metric labels.
@@ -77,6 +81,7 @@ impl JobKind {
             JobKind::Transcode => "transcode",
             JobKind::CsamHash => "csam_hash",
             JobKind::Noop => "noop",
+            JobKind::Export => "export",
         }
     }
 }

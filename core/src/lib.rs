@@ -21,8 +21,8 @@ pub use job::{
     NewJob, Priority, Requirements, ResultRef, Usage,
 };
 pub use payload::{
-    CsamHashPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, PayloadContent, TranscodePayload,
-    UpscalePayload,
+    CsamHashPayload, ExportPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, PayloadContent,
+    TranscodePayload, UpscalePayload,
 };
 pub use progress::{Progress, Stage};
 pub use user::user_key;

@@ -23,6 +23,8 @@ pub enum Payload {
     CsamHash(CsamHashPayload),
     /// See [`NoopPayload`].
     Noop(NoopPayload),
+    /// See [`ExportPayload`].
+    Export(ExportPayload),
 }
 
 impl Payload {
@@ -34,6 +36,7 @@ impl Payload {
             Payload::Transcode(_) => JobKind::Transcode,
             Payload::CsamHash(_) => JobKind::CsamHash,
             Payload::Noop(_) => JobKind::Noop,
+            Payload::Export(_) => JobKind::Export,
         }
     }
 
@@ -52,6 +55,7 @@ impl Payload {
             JobKind::Transcode => Payload::Transcode(serde_json::from_str(json)?),
             JobKind::CsamHash => Payload::CsamHash(serde_json::from_str(json)?),
             JobKind::Noop => Payload::Noop(serde_json::from_str(json)?),
+            JobKind::Export => Payload::Export(serde_json::from_str(json)?),
         })
     }
 }
@@ -68,6 +72,7 @@ impl Serialize for PayloadContent<'_> {
             Payload::Transcode(p) => p.serialize(s),
             Payload::CsamHash(p) => p.serialize(s),
             Payload::Noop(p) => p.serialize(s),
+            Payload::Export(p) => p.serialize(s),
         }
     }
 }
@@ -164,6 +169,24 @@ pub struct CsamHashPayload {
     /// Hash lists to match; every configured list when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lists: Vec<String>,
+}
+
+/// Export the job's user's data (of the job's tenant) as one archive: every job of theirs the
+/// fleet still holds (its metadata, its prompts opened, its released outputs and the reference
+/// images it took from the store), their pipelines, and what the tenant's policy lets them
+/// see of their trust standing and moderation records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPayload {
+    /// The request's id (the `X-Request-Id` it came with), named in the manifest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+    /// Include the user's trust standing and its history.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trust: bool,
+    /// Include the user's moderation records (category, time, action; never prompt text).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moderation: bool,
 }
 
 /// A job that does nothing, for benchmarks, canaries and tests.

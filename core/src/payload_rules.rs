@@ -113,6 +113,7 @@ impl Payload {
             Payload::Transcode(t) => check_transcode(t),
             Payload::CsamHash(c) => check_csam(c),
             Payload::Noop(n) => check_noop(n),
+            Payload::Export(e) => text("payload.request_id", &e.request_id, 0, 128),
         }
     }
 }

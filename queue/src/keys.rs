@@ -106,6 +106,12 @@ impl std::fmt::Display for QueueName {
     }
 }
 
+/// The key of a job's entry in its tenant's credit ledger (the scheduler's): a hash of `state`
+/// (`reserved`, then how it settled), `reserved` and `charged`.
+pub fn credit_entry_key(tenant: &str, job: impl std::fmt::Display) -> String {
+    format!("gantry:{{credits:{tenant}}}:job:{job}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

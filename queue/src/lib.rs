@@ -22,6 +22,7 @@ pub use client::{
     Accounting, AckOutcome, CancelOutcome, ClaimBatch, ClaimCapacity, ClaimedJob, CreditBacklog, DeadAction,
     DeadFilter, DeadLetter, DeadLetterOutcome, Enqueued, ErasureCounts, FailOutcome, Failure, JobPage, JobQuery,
     JobSummary, LeaseRef, LeaseState, ProgressReport, QueueClient, QueueStats, ReapReport, ResealReport, StepLink,
+    UserCursor, UserItem, UserPage, UserPipeline,
 };
 pub use config::{QueueConfig, RecordFormat};
 pub use conn::{RedisConn, RedisTarget};
@@ -33,12 +34,12 @@ pub use consumer::{
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, FleetMig, WorkerRecord};
 pub use gantry_core::{
-    Completion, CsamHashPayload, ErrorClass, GeneratePayload, GpuRequirement, HistoryEvent, JobError, JobId, JobKind,
-    JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Progress, Requirements, ResultRef, Stage,
-    TranscodePayload, UpscalePayload, Usage, user_key,
+    Completion, CsamHashPayload, ErrorClass, ExportPayload, GeneratePayload, GpuRequirement, HistoryEvent, JobError,
+    JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Progress, Requirements,
+    ResultRef, Stage, TranscodePayload, UpscalePayload, Usage, user_key,
 };
 /// The job model lives in `gantry-core`; these paths keep `gantry_queue::job::…` working.
 pub use gantry_core::{job, payload};
-pub use keys::{Pool, QueueName};
+pub use keys::{Pool, QueueName, credit_entry_key};
 pub use retention::RetentionPolicy;
 pub use slots::ProviderSlots;

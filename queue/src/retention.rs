@@ -13,6 +13,7 @@
 //! dead_letters_days = 30
 //! idempotency_days = 7
 //! outputs_days = 30
+//! exports_days = 7
 //! moderation_days = 90
 //! moderation_critical_days = 2557
 //! critical_categories = ["csam"]
@@ -58,6 +59,9 @@ pub struct RetentionPolicy {
     /// Outputs and intermediate files in the object store, from when they were written
     /// (default 30).
     pub outputs_days: u32,
+    /// A user's data export (its archive in the object store), from when it was made
+    /// (default 7; an archive is an output too, so `outputs_days` caps it).
+    pub exports_days: u32,
     /// Moderation events (category, list, action, time, the prompt's SHA-256; default 90).
     pub moderation_days: u32,
     /// Moderation events of the critical categories (default 2557, seven years).
@@ -75,6 +79,7 @@ impl Default for RetentionPolicy {
             dead_letters_days: 30,
             idempotency_days: 7,
             outputs_days: 30,
+            exports_days: 7,
             moderation_days: 90,
             moderation_critical_days: 7 * 365 + 2,
             critical_categories: vec!["csam".into()],
@@ -92,6 +97,11 @@ pub fn days(days: u32) -> Duration {
 }
 
 impl RetentionPolicy {
+    /// Days an export's archive is kept: `exports_days`, or `outputs_days` if that is shorter.
+    pub fn export_days(&self) -> u32 {
+        self.exports_days.min(self.outputs_days)
+    }
+
     /// Parses and checks a policy in TOML.
     pub fn from_toml(text: &str) -> Result<Self, RetentionError> {
         let p: Self = toml::from_str(text).map_err(RetentionError::Parse)?;
@@ -128,6 +138,7 @@ impl RetentionPolicy {
             ("dead_letters_days", self.dead_letters_days),
             ("idempotency_days", self.idempotency_days),
             ("outputs_days", self.outputs_days),
+            ("exports_days", self.exports_days),
             ("moderation_days", self.moderation_days),
             ("moderation_critical_days", self.moderation_critical_days),
             ("audit_days", self.audit_days),
@@ -181,7 +192,7 @@ mod tests {
             (1, 30, 7)
         );
         // The line the Helm chart renders from its defaults.
-        let helm = "audit_days = 365;critical_categories = [\"csam\"];dead_letters_days = 30;idempotency_days = 7;job_records_days = 7;moderation_critical_days = 2557;moderation_days = 90;outputs_days = 30";
+        let helm = "audit_days = 365;critical_categories = [\"csam\"];dead_letters_days = 30;exports_days = 7;idempotency_days = 7;job_records_days = 7;moderation_critical_days = 2557;moderation_days = 90;outputs_days = 30";
         assert_eq!(RetentionPolicy::from_line(helm).ok(), Some(p.clone()));
         for bad in [
             "outputs_days = 0",

@@ -78,6 +78,7 @@ on_both!(
     replay_by_class_filter,
     purge_deletes_dead_letters_for_good,
     erase_user_removes_every_record_of_one_user,
+    a_users_index_reads_back_every_record_of_theirs_and_no_other,
     unreadable_record_does_not_poison_queue,
     placement_vram_fit_and_best_fit_sharing,
     placement_nvenc_gating,
@@ -960,6 +961,86 @@ async fn erase_user_removes_every_record_of_one_user(f: Fixture) {
     assert_eq!((e.cancelled, e.deleted), (1, 1), "{e:?}");
     assert!(matches!(q.job(old).await, Err(QueueError::NotFound(_))));
     assert!(user_index(&q, &p, "t", "dave").await.is_empty());
+}
+
+async fn a_users_index_reads_back_every_record_of_theirs_and_no_other(f: Fixture) {
+    use gantry_queue::{UserCursor, UserItem};
+    let q = f.client().await;
+    let p = pool("cpu");
+    // 1,203 of erin's jobs, one of them finished; bob's and another tenant's erin's beside them.
+    let mut ids = std::collections::BTreeSet::new();
+    for n in [600, 600, 3] {
+        let jobs = (0..n)
+            .map(|_| NewJob::new("t", "erin", Payload::Noop(NoopPayload::default())))
+            .collect();
+        for e in q.enqueue_batch(&p, jobs).await.unwrap() {
+            ids.insert(e.id);
+        }
+    }
+    let done = claim_one(&q, &p).await;
+    let out = ResultRef {
+        object_key: "jobs/t/x/out.png".into(),
+        size_bytes: 1,
+        content_type: "image/png".into(),
+        sha256: "ab".repeat(32),
+        details: Default::default(),
+    };
+    let completion = Completion {
+        output: Some(out.clone()),
+        usage: None,
+    };
+    q.ack(&p, &[(done.lease.clone(), completion)]).await.unwrap();
+    q.enqueue(&p, NewJob::new("t", "bob", Payload::Noop(NoopPayload::default())))
+        .await
+        .unwrap();
+    q.enqueue(&p, NewJob::new("t2", "erin", Payload::Noop(NoopPayload::default())))
+        .await
+        .unwrap();
+    let walk = |user: &'static str, tenant: &'static str| {
+        let q = q.clone();
+        let p = p.clone();
+        async move {
+            let (mut got, mut cursor, mut pages) = (Vec::new(), None::<UserCursor>, 0);
+            loop {
+                let page = q.user_page(&p, tenant, user, cursor, 500).await.unwrap();
+                assert!(page.read <= 500);
+                pages += 1;
+                for item in page.items {
+                    match item {
+                        UserItem::Job(r) => got.push(*r),
+                        UserItem::Pipeline(pl) => panic!("no pipeline here: {pl:?}"),
+                    }
+                }
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => return (got, pages),
+                }
+            }
+        }
+    };
+    let (got, pages) = walk("erin", "t").await;
+    assert!(pages >= 3, "{pages} pages");
+    let seen: std::collections::BTreeSet<JobId> = got.iter().map(|r| r.spec.id).collect();
+    assert_eq!(seen, ids, "every job of erin's, once each");
+    assert_eq!(got.len(), ids.len());
+    assert!(got.iter().all(|r| r.spec.tenant == "t" && r.spec.user == "erin"));
+    let finished = got.iter().find(|r| r.spec.id == done.spec.id).unwrap();
+    assert_eq!(
+        (finished.status, finished.result.as_ref()),
+        (JobStatus::Succeeded, Some(&out))
+    );
+    // Another tenant's user of the same name is another user; one with nothing is empty.
+    let (theirs, _) = walk("erin", "t2").await;
+    assert_eq!(theirs.len(), 1);
+    assert!(walk("nobody", "t").await.0.is_empty());
+    // After an erasure there is nothing left to read.
+    q.erase_user(&p, "t", "erin").await.unwrap();
+    q.erase_user(&p, "t", "erin").await.unwrap();
+    assert!(walk("erin", "t").await.0.is_empty());
+    assert!(
+        q.user_page(&p, "t", "", None, 10).await.is_err(),
+        "an empty user id is refused"
+    );
 }
 
 /// The keys of a user's index in a pool (its day lists, or a set written before them).

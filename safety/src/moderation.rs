@@ -3,8 +3,10 @@
 //! whose job it was (tenant, user id, job id, the prompt's SHA-256) — never the prompt and never
 //! the media. Records expire after 90 days, or 7 years for categories configured as critical.
 //!
-//! Keys: `gantry:{moderation}:event:{id}` (JSON, with its TTL) and `gantry:{moderation}:index`
-//! (sorted set of ids by time, for listing; ids whose record expired are dropped as they are met).
+//! Keys: `gantry:{moderation}:event:{id}` (JSON, with its TTL), `gantry:{moderation}:index`
+//! (sorted set of ids by time, for listing; ids whose record expired are dropped as they are met)
+//! and `gantry:{moderation}:user:<user key>` (a set of the user's record ids, for an export of
+//! their data; keyed by the pseudonymous user key, kept as long as their longest-lived record).
 
 use gantry_queue::RedisConn;
 use redis::AsyncCommands;
@@ -15,6 +17,10 @@ const INDEX: &str = "gantry:{moderation}:index";
 
 fn event_key(id: &str) -> String {
     format!("gantry:{{moderation}}:event:{id}")
+}
+
+fn user_index_key(tenant: &str, user: &str) -> String {
+    format!("gantry:{{moderation}}:user:{}", gantry_queue::user_key(tenant, user))
 }
 
 /// How long records are kept.
@@ -123,7 +129,44 @@ impl ModerationLog {
         let ttl = self.retention.ttl_secs(&event.category);
         let _: () = c.set_ex(event_key(&event.id), json, ttl).await?;
         let _: () = c.zadd(INDEX, &event.id, event.at_ms).await?;
+        let user = user_index_key(&event.tenant, &event.user);
+        redis::pipe()
+            .cmd("SADD")
+            .arg(&user)
+            .arg(&event.id)
+            .ignore()
+            // Never shortened: the index lives as long as the user's longest-lived record.
+            .cmd("EXPIRE")
+            .arg(&user)
+            .arg(ttl)
+            .arg("GT")
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&user)
+            .arg(ttl)
+            .arg("NX")
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
         Ok(())
+    }
+
+    /// Every record of `user` of `tenant` still kept (recorded since per-user indexes exist),
+    /// oldest first.
+    pub async fn for_user(&self, tenant: &str, user: &str) -> Result<Vec<ModerationEvent>, SafetyError> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.smembers(user_index_key(tenant, user)).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.get(&id).await?
+                && e.tenant == tenant
+                && e.user == user
+            {
+                out.push(e);
+            }
+        }
+        out.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+        Ok(out)
     }
 
     /// One record, if it has not expired.

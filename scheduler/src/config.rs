@@ -434,6 +434,37 @@ pub struct TenantConfig {
     /// Its API keys.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// What an export of a user's data includes beyond their jobs and pipelines (the
+    /// platform's policy).
+    #[serde(default)]
+    pub exports: ExportPolicy,
+}
+
+/// What an export of a user's data (`POST /v1/users/{user_id}/exports`) includes beyond their
+/// jobs, outputs, references and pipelines.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPolicy {
+    /// Their trust standing and its history (on by default).
+    #[serde(default = "trust_in_exports_default")]
+    pub trust: bool,
+    /// The moderation records about them (off by default: the law may forbid telling a user
+    /// about a report).
+    #[serde(default)]
+    pub moderation: bool,
+}
+
+impl Default for ExportPolicy {
+    fn default() -> Self {
+        Self {
+            trust: trust_in_exports_default(),
+            moderation: false,
+        }
+    }
+}
+
+fn trust_in_exports_default() -> bool {
+    true
 }
 
 fn default_weight() -> u32 {

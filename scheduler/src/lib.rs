@@ -14,6 +14,7 @@ pub mod contract;
 pub mod dead_letters;
 pub mod erasure;
 pub mod events;
+pub mod exports;
 pub mod extract;
 pub mod handoff;
 pub mod http;

@@ -67,8 +67,24 @@ async fn download(
         .as_ref()
         .and_then(|r| r.details.get("scan"))
         .is_some_and(|s| s == "clean");
-    if job.spec.scan_outputs && !scanned_clean {
+    // An export's archive holds only outputs that were released, and references the tenant
+    // itself supplied: it is not scanned again.
+    let export = job.spec.kind() == gantry_queue::JobKind::Export;
+    if job.spec.scan_outputs && !scanned_clean && !export {
         return Err(ApiError::Conflict("the job's outputs were not released".into()));
+    }
+    if export {
+        let entry = gantry_safety::AuditEntry::new(
+            c.actor(),
+            "users.export.download",
+            format!(
+                "{}/{}",
+                job.spec.tenant,
+                gantry_queue::user_key(&job.spec.tenant, &job.spec.user)
+            ),
+        )
+        .details(serde_json::json!({ "export": id.to_string(), "name": name }));
+        state.audit.record(&entry).await.map_err(crate::problem::safety_error)?;
     }
     let not_found = |e: OutputError| {
         if e.is_not_found() {

@@ -49,6 +49,8 @@ pub struct SweepOutcome {
     pub audit_entries: u64,
     /// Moderation index ids whose record had expired.
     pub moderation_index: u64,
+    /// Users' data export archives older than `exports_days` (counted among `outputs` too).
+    pub exports: u64,
     /// Whether anything was left as it was (a dry run).
     pub dry_run: bool,
 }
@@ -93,9 +95,20 @@ impl Sweeper {
         };
         if let Some(store) = &self.outputs {
             let cutoff = now.saturating_sub(days(self.policy.outputs_days).as_millis() as u64);
-            let r = store.sweep(cutoff as i64, dry_run).await?;
+            let exports = now.saturating_sub(days(self.policy.export_days()).as_millis() as u64);
+            let r = store.sweep(cutoff as i64, exports as i64, dry_run).await?;
             out.outputs = r.expired;
             out.output_bytes = r.expired_bytes;
+            out.exports = r.exports_expired;
+            if !dry_run && r.exports_expired > 0 {
+                // Users were told their archive would be deleted; the log says when it was.
+                let entry = gantry_safety::AuditEntry::new("retention", "users.export.expire", "outputs").details(
+                    serde_json::json!({ "archives": r.exports_expired, "exports_days": self.policy.exports_days }),
+                );
+                if let Err(e) = self.audit.record(&entry).await {
+                    tracing::error!(error = %e, "auditing expired export archives failed");
+                }
+            }
         }
         if !dry_run {
             out.audit_entries = self.audit.trim(now).await?;
@@ -246,7 +259,14 @@ pub async fn report(
     let mut classes = vec![records, dead, idem, moderation, audit_report];
     if let Some(store) = outputs {
         let keep_ms = days(policy.outputs_days).as_millis() as u64;
-        let r = store.sweep(now.saturating_sub(keep_ms) as i64, true).await?;
+        let exports_ms = days(policy.export_days()).as_millis() as u64;
+        let r = store
+            .sweep(
+                now.saturating_sub(keep_ms) as i64,
+                now.saturating_sub(exports_ms) as i64,
+                true,
+            )
+            .await?;
         classes.push(ClassReport {
             class: "outputs",
             kept: format!("{} after they were written", d(policy.outputs_days)),

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
         .merge(crate::users::routes())
+        .merge(crate::exports::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.keys.clone(),
             crate::auth::authenticate,

@@ -142,7 +142,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .with(NoopExecutor::with_outputs(outputs.clone()))
         .with(Scanned::new(UpscaleExecutor::new(outputs.clone()), scanner.clone()))
         .with(Scanned::new(TranscodeExecutor::new(outputs.clone()), scanner.clone()))
-        .with(CsamHashExecutor::new(scanner.clone()));
+        .with(CsamHashExecutor::new(scanner.clone()))
+        .with(export_executor(&a.redis.redis_url, conn.clone(), outputs.clone(), &retention).await?);
     let breaker = BreakerConfig {
         threshold: a.breaker_threshold.max(1),
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)
@@ -300,4 +301,22 @@ fn parse_timeouts(flags: &[String]) -> anyhow::Result<KindTimeouts> {
         t = t.with(kind, limit);
     }
     Ok(t)
+}
+
+/// The executor of users' data exports: its own queue client (with the data keys, to open the
+/// prompts it exports), the store, trust and moderation records.
+async fn export_executor(
+    url: &str,
+    conn: RedisConn,
+    outputs: OutputStore,
+    retention: &gantry_queue::RetentionPolicy,
+) -> anyhow::Result<gantry_worker::executors::export::ExportExecutor> {
+    let queue = gantry_queue::QueueClient::connect(url, retention.apply(gantry_queue::QueueConfig::default())).await?;
+    Ok(gantry_worker::executors::export::ExportExecutor::new(
+        queue,
+        outputs,
+        conn.clone(),
+        TrustRegistry::new(conn.clone()),
+        ModerationLog::new(conn, Retention::from(retention)),
+    ))
 }

@@ -78,7 +78,13 @@ pub struct SweepReport {
     pub expired_bytes: u64,
     /// When the oldest object kept was written (ms since the epoch).
     pub oldest_kept_ms: Option<i64>,
+    /// Of the expired objects, users' data export archives (kept by their own cutoff).
+    pub exports_expired: u64,
 }
+
+/// The name of a user's data export archive among its export job's outputs: swept by its own
+/// (shorter) retention.
+pub const EXPORT_ARCHIVE: &str = "export.tar";
 
 /// Outputs up to this size are written in one request; larger ones in parts of this size
 /// (S3 wants parts of at least 5 MiB).
@@ -524,18 +530,26 @@ impl OutputStore {
         Ok(objects.len())
     }
 
-    /// Deletes every job output written before `cutoff_ms` (ms since the epoch), or with
+    /// Deletes every job output written before `cutoff_ms` (ms since the epoch), and every
+    /// export archive ([`EXPORT_ARCHIVE`]) written before `exports_cutoff_ms`, or with
     /// `dry_run` only counts them: the retention sweep.
-    pub async fn sweep(&self, cutoff_ms: i64, dry_run: bool) -> Result<SweepReport, OutputError> {
+    pub async fn sweep(
+        &self,
+        cutoff_ms: i64,
+        exports_cutoff_ms: i64,
+        dry_run: bool,
+    ) -> Result<SweepReport, OutputError> {
         let mut report = SweepReport::default();
         let mut listing = self.store.list(Some(&Path::from("jobs")));
         let mut expired = Vec::new();
         while let Some(o) = listing.try_next().await? {
             report.scanned += 1;
             let at = o.last_modified.timestamp_millis();
-            if at < cutoff_ms {
+            let export = o.location.filename() == Some(EXPORT_ARCHIVE);
+            if at < cutoff_ms || (export && at < exports_cutoff_ms) {
                 report.expired += 1;
                 report.expired_bytes += o.size;
+                report.exports_expired += u64::from(export);
                 expired.push(o.location);
             } else {
                 report.oldest_kept_ms = Some(report.oldest_kept_ms.map_or(at, |m| m.min(at)));
@@ -808,15 +822,15 @@ mod tests {
             .put(&new, "c.png", Bytes::from_static(b"new"), "image/png")
             .await
             .expect("put");
-        let dry = store.sweep(cutoff, true).await.expect("dry run");
+        let dry = store.sweep(cutoff, i64::MIN, true).await.expect("dry run");
         assert_eq!((dry.scanned, dry.expired, dry.expired_bytes), (3, 2, 7));
         assert!(dry.oldest_kept_ms.is_some_and(|t| t >= cutoff));
         assert_eq!(walk(dir.path()).len(), 3, "a dry run removes nothing");
-        let r = store.sweep(cutoff, false).await.expect("sweep");
+        let r = store.sweep(cutoff, i64::MIN, false).await.expect("sweep");
         assert_eq!(r.expired, 2);
         assert!(store.list_job(&old).await.expect("list").is_empty());
         assert_eq!(store.list_job(&new).await.expect("list").len(), 1);
-        assert_eq!(store.sweep(cutoff, false).await.expect("again").expired, 0);
+        assert_eq!(store.sweep(cutoff, i64::MIN, false).await.expect("again").expired, 0);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ mod demo;
 mod encryption;
 mod erasure;
 mod events;
+mod exports;
 mod fairness;
 mod fleet;
 mod generate;

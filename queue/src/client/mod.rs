@@ -15,6 +15,7 @@ mod record;
 mod search;
 mod stats;
 mod step_inputs;
+mod user_data;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,7 @@ pub use lease::{
 pub use progress::ProgressReport;
 pub use search::{JobPage, JobQuery, JobSummary, MAX_PAGE};
 pub use stats::{CreditBacklog, QueueStats};
+pub use user_data::{UserCursor, UserItem, UserPage, UserPipeline};
 
 /// The client for producers, workers and admin tools. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -26,7 +26,7 @@ fn may_refer(body: &Payload) -> bool {
         Payload::Transcode(p) => StepRef::looks_like(&p.input),
         Payload::CsamHash(p) => StepRef::looks_like(&p.input),
         Payload::Generate(g) => g.reference_images.iter().any(|r| StepRef::looks_like(r)),
-        Payload::Noop(_) => false,
+        Payload::Noop(_) | Payload::Export(_) => false,
     }
 }
 

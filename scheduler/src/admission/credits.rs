@@ -98,7 +98,7 @@ pub struct ChargedSeries {
 }
 
 fn entry_key(tenant: &str, job: JobId) -> String {
-    format!("gantry:{{credits:{tenant}}}:job:{job}")
+    gantry_queue::credit_entry_key(tenant, job)
 }
 
 impl CreditLedger {

@@ -133,6 +133,11 @@ impl Admission {
             ApiError::InvalidRequest(m) => ApiError::InvalidRequest(at(m)),
             other => other,
         })?;
+        if matches!(job.body, gantry_queue::Payload::Export(_)) {
+            return Err(ApiError::InvalidRequest(at(
+                "kind export is not submitted as a job: POST /v1/users/{user_id}/exports starts one".into(),
+            )));
+        }
         if let gantry_queue::Payload::Noop(n) = &job.body
             && n.report_usage.is_some()
             && !(tenant_cfg.operator || tenant_cfg.synthetic_usage)
@@ -159,6 +164,54 @@ impl Admission {
             rule,
             step: None,
         })
+    }
+
+    /// Admits an export of `user`'s data (of `tenant`) as a job of its own: free, on the
+    /// tenant's rate like any request, and *not* refused for the user's trust standing — a
+    /// blocked user is still owed a copy of their data.
+    pub(crate) async fn admit_export(
+        &self,
+        tenant: &str,
+        user: &str,
+        payload: gantry_queue::ExportPayload,
+    ) -> Result<Admitted, ApiError> {
+        let tenant_cfg = self.cfg.tenants.get(tenant).ok_or(ApiError::NotFound)?;
+        let job = NewJob {
+            max_attempts: Some(3),
+            ..NewJob::new(tenant, user, gantry_queue::Payload::Export(payload))
+        };
+        job.body.check()?;
+        let rule = pricing::quote(&self.cfg, &job.body).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
+            .map_err(|e| ApiError::Unplaceable(e.to_string()))?;
+        let planned = Planned {
+            id: JobId::new(),
+            job,
+            pool,
+            price: rule.estimate(),
+            rule,
+            step: None,
+        };
+        let plan = self.cfg.plans.get(&tenant_cfg.plan).ok_or(ApiError::Internal)?;
+        match self.limiter.take(tenant, plan, 1).await? {
+            RateDecision::Allowed => {}
+            RateDecision::RetryAfter(d) => return Err(ApiError::RateLimited(d)),
+            RateDecision::ExceedsBurst => return Err(ApiError::BatchExceedsBurst),
+        }
+        match self
+            .credits
+            .reserve(tenant, tenant_cfg.initial_credits, &[(planned.id, planned.price)])
+            .await?
+        {
+            Reservation::Reserved { .. } => {}
+            Reservation::Insufficient { balance, needed } => {
+                return Err(ApiError::InsufficientCredits { balance, needed });
+            }
+        }
+        self.enqueue(tenant, tenant_cfg, vec![planned])
+            .await?
+            .pop()
+            .ok_or(ApiError::Internal)
     }
 
     /// Refuses now what the queue would refuse when `p` is enqueued: for groups whose jobs are

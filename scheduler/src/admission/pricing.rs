@@ -157,6 +157,8 @@ pub fn quote(cfg: &SchedulerConfig, body: &Payload) -> Result<PriceRule, QuoteEr
         },
         Payload::CsamHash(_) => flat(cfg.prices.csam_hash),
         Payload::Noop(_) => flat(cfg.prices.noop),
+        // A user's own data, on request: free.
+        Payload::Export(_) => flat(0),
     })
 }
 

@@ -373,7 +373,7 @@ pub fn for_each_outputs(body: &Payload) -> Vec<Option<String>> {
             }
             out
         }
-        Payload::CsamHash(_) | Payload::Noop(_) => Vec::new(),
+        Payload::CsamHash(_) | Payload::Noop(_) | Payload::Export(_) => Vec::new(),
     }
 }
 

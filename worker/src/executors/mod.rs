@@ -1,6 +1,7 @@
 //! Executors: one per job kind. A worker claims only the kinds it has an executor for.
 
 pub mod csam_hash;
+pub mod export;
 pub mod generate;
 pub(crate) mod media_job;
 pub mod noop;

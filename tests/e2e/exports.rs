@@ -1,0 +1,374 @@
+//! A user's data, exported on request, through real processes: a scheduler and a worker that
+//! share data keys (so prompts are sealed in Redis), the mock providers, a directory store. A
+//! user of `studio-42` generates an image, runs a generate→upscale pipeline and has a job that
+//! dies; another user and another tenant's user of the same id have jobs beside theirs. The
+//! export's archive must hold exactly the user's jobs, their released outputs, their
+//! pipeline, their prompts *opened*, a manifest whose sizes and digests match every file;
+//! another tenant cannot see it; every step is audited; an erasure deletes the archive, and an
+//! export made after the erasure finds nothing and says so.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+const USER: &str = "u-export-1";
+const PROMPT: &str = "a lighthouse in fog, zq-export-canary";
+const NEGATIVE: &str = "no boats, zq-export-negative";
+
+fn call(addr: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value, String) {
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+        ("X-Request-Id", "req-export-7"),
+    ];
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, _, text) = http_request(addr, method, path, &headers, body.as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+}
+
+/// The raw bytes of a GET (the archive).
+fn download(addr: &str, key: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Waits for a job (or an export, by its route) to reach a final status.
+async fn settled_at(addr: &str, key: &str, path: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, v, _) = call(addr, key, "GET", path, None);
+        if matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "dead" | "cancelled" | "blocked" | "failed")
+        ) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} did not settle: {v}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Starts an export of `user` and waits for it; returns its view.
+async fn export(addr: &str, key: &str, user: &str) -> Value {
+    let (s, v, text) = call(addr, key, "POST", &format!("/v1/users/{user}/exports"), None);
+    assert_eq!(s, 202, "{text}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    settled_at(addr, key, &format!("/v1/users/{user}/exports/{id}")).await
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The archive's files, by path, in order.
+fn untar(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(bytes);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (path, data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let mock = MockProvidersProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = dir.path().join("outputs");
+    let out = outputs.to_str().unwrap();
+    let keys = format!("k1={}", base64::engine::general_purpose::STANDARD.encode([9u8; 32]));
+    let env = [("GANTRY_DATA_KEYS", keys.as_str())];
+    let sched = SchedulerProcess::start_with_env(&url, None, &["--outputs", out], None, &env);
+    let _worker = WorkerProcess::start_in_env(
+        &url,
+        "cpu",
+        "exporter",
+        4,
+        10.0,
+        &["--gpus", "none", "--mock-providers", &mock.url(), "--outputs", out],
+        dir.path(),
+        &env,
+    );
+    let addr = sched.addr.as_str();
+    let studio = "demo-studio-key";
+
+    // The user's jobs: a generate, a generate→upscale pipeline, a job that dies.
+    let mut gen_job = generate(
+        "openai",
+        "gpt-image-1",
+        &["US"],
+        PROMPT,
+        json!({"negative_prompt": NEGATIVE}),
+    );
+    gen_job["user"] = USER.into();
+    let (s, g, text) = call(addr, studio, "POST", "/v1/jobs", Some(gen_job.clone()));
+    assert_eq!(s, 201, "{text}");
+    let gen_id = g["id"].as_str().unwrap().to_owned();
+    let pipeline = json!({"steps": [
+        {"name": "image", "user": USER, "kind": "generate", "allowed_regions": ["US"],
+         "payload": {"provider": "openai", "model": "gpt-image-1", "prompt": PROMPT}},
+        {"name": "big", "needs": ["image"], "user": USER, "kind": "upscale",
+         "payload": {"input": "${steps.image.output}", "scale": 2}},
+    ]});
+    let (s, pl, text) = call(addr, studio, "POST", "/v1/pipelines", Some(pipeline));
+    assert_eq!(s, 201, "{text}");
+    let pipeline_id = pl["id"].as_str().unwrap().to_owned();
+    let dies = json!({"user": USER, "kind": "noop", "max_attempts": 1,
+                      "payload": {"fail_attempts": 1, "fail_class": "permanent"}});
+    let (s, d, text) = call(addr, studio, "POST", "/v1/jobs", Some(dies));
+    assert_eq!(s, 201, "{text}");
+    let dead_id = d["id"].as_str().unwrap().to_owned();
+    // Beside them: another user's job, and another tenant's user of the same id.
+    let mut other = gen_job.clone();
+    other["user"] = "u-someone-else".into();
+    let (s, o, _) = call(addr, studio, "POST", "/v1/jobs", Some(other));
+    assert_eq!(s, 201);
+    let other_id = o["id"].as_str().unwrap().to_owned();
+    let (s, t, text) = call(
+        addr,
+        "demo-video-key",
+        "POST",
+        "/v1/jobs",
+        Some(json!({"user": USER, "kind": "noop", "payload": {}})),
+    );
+    assert_eq!(s, 201, "{text}");
+    let other_tenant_id = t["id"].as_str().unwrap().to_owned();
+    for id in [&gen_id, &dead_id, &other_id] {
+        settled_at(addr, studio, &format!("/v1/jobs/{id}")).await;
+    }
+    let p = settled_at(addr, studio, &format!("/v1/pipelines/{pipeline_id}")).await;
+    assert_eq!(p["status"], "succeeded", "{p:#}");
+    let steps: BTreeMap<String, String> = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["job_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+
+    // Kind export is not a job a tenant submits.
+    let (s, _, text) = call(
+        addr,
+        studio,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"user": USER, "kind": "export", "payload": {}})),
+    );
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("/exports"), "{text}");
+
+    // The export.
+    let v = export(addr, studio, USER).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(
+        (v["includes"]["trust"].as_bool(), v["includes"]["moderation"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let export_id = v["id"].as_str().unwrap().to_owned();
+    let link = v["archive"]["download"].as_str().unwrap().to_owned();
+    assert_eq!(link, format!("/v1/jobs/{export_id}/outputs/export.tar"));
+    assert!(v["archive"]["expires_at_ms"].as_u64().unwrap() > v["finished_at_ms"].as_u64().unwrap());
+    let (s, bytes) = download(addr, studio, &link);
+    assert_eq!(s, 200);
+    assert_eq!(bytes.len() as u64, v["archive"]["size_bytes"].as_u64().unwrap());
+    assert_eq!(
+        hex(&sha2::Sha256::digest(&bytes)),
+        v["archive"]["sha256"].as_str().unwrap()
+    );
+    let files = untar(&bytes);
+    let (last, manifest) = files.last().unwrap();
+    assert_eq!(last, "manifest.json", "the manifest comes last");
+    let manifest: Value = serde_json::from_slice(manifest).unwrap();
+    assert_eq!(manifest["format"], "gantry-export/1");
+    assert_eq!(
+        (
+            manifest["tenant"].as_str(),
+            manifest["user"].as_str(),
+            manifest["request_id"].as_str()
+        ),
+        (Some("studio-42"), Some(USER), Some("req-export-7"))
+    );
+    assert_eq!(manifest["empty"], false);
+    // Every file but the manifest is listed, with its size and digest, and nothing else is.
+    let listed: BTreeMap<String, (u64, String)> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                (
+                    f["size_bytes"].as_u64().unwrap(),
+                    f["sha256"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), files.len() - 1);
+    for (path, data) in &files[..files.len() - 1] {
+        let (size, sha) = listed
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is not in the manifest"));
+        assert_eq!(*size, data.len() as u64, "{path}");
+        assert_eq!(sha, &hex(&sha2::Sha256::digest(data)), "{path}");
+    }
+    let file = |p: &str| -> &[u8] {
+        &files
+            .iter()
+            .find(|(path, _)| path == p)
+            .unwrap_or_else(|| panic!("no {p} in {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>()))
+            .1
+    };
+    // Exactly the user's jobs: the generate, both steps, the dead one.
+    let jobs: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|(p, _)| p.strip_suffix("/job.json").and_then(|p| p.strip_prefix("jobs/")))
+        .map(str::to_owned)
+        .collect();
+    let want: std::collections::BTreeSet<String> = [&gen_id, &steps["image"], &steps["big"], &dead_id]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(jobs, want);
+    assert!(
+        !files
+            .iter()
+            .any(|(p, _)| p.contains(&other_id) || p.contains(&other_tenant_id))
+    );
+    assert_eq!(manifest["counts"]["jobs"], 4);
+    assert_eq!(manifest["counts"]["pipelines"], 1);
+    // The prompts, opened (they are sealed in Redis).
+    let job: Value = serde_json::from_slice(file(&format!("jobs/{gen_id}/job.json"))).unwrap();
+    assert_eq!(job["request"]["payload"]["prompt"], PROMPT);
+    assert_eq!(job["request"]["payload"]["negative_prompt"], NEGATIVE);
+    assert_eq!(
+        job["request"]["payload"]["provider"], "openai",
+        "the provider as routed"
+    );
+    assert_eq!(job["status"], "succeeded");
+    assert!(job["credits"]["charged"].as_i64().unwrap() > 0, "{job:#}");
+    // Released outputs, byte for byte as the outputs route serves them.
+    let out = job["outputs"][0]["path"].as_str().unwrap();
+    let name = job["outputs"][0]["name"].as_str().unwrap();
+    let (s, served) = download(addr, studio, &format!("/v1/jobs/{gen_id}/outputs/{name}"));
+    assert_eq!(s, 200);
+    assert_eq!(file(out), served.as_slice());
+    let big: Value = serde_json::from_slice(file(&format!("jobs/{}/job.json", steps["big"]))).unwrap();
+    assert_eq!(big["pipeline"]["id"], pipeline_id.as_str());
+    assert_eq!(big["outputs"].as_array().unwrap().len(), 1);
+    // A job that did not succeed has no outputs.
+    let dead: Value = serde_json::from_slice(file(&format!("jobs/{dead_id}/job.json"))).unwrap();
+    assert_eq!(dead["status"], "dead");
+    assert!(dead["outputs"].as_array().unwrap().is_empty());
+    assert!(
+        !files
+            .iter()
+            .any(|(p, _)| p.starts_with(&format!("jobs/{dead_id}/outputs/")))
+    );
+    let pipeline: Value = serde_json::from_slice(file(&format!("pipelines/{pipeline_id}.json"))).unwrap();
+    assert_eq!(pipeline["state"], "created");
+    let trust: Value = serde_json::from_slice(file("trust.json")).unwrap();
+    assert_eq!(trust["blocked"], false);
+    assert!(
+        !files.iter().any(|(p, _)| p == "moderation.json"),
+        "moderation records are off by default"
+    );
+
+    // Another tenant sees neither the export nor its archive.
+    let (s, _, _) = call(
+        addr,
+        "demo-video-key",
+        "GET",
+        &format!("/v1/users/{USER}/exports/{export_id}"),
+        None,
+    );
+    assert_eq!(s, 404);
+    assert_eq!(download(addr, "demo-video-key", &link).0, 404);
+    // Nor does another user's path reach it.
+    let (s, _, _) = call(
+        addr,
+        studio,
+        "GET",
+        &format!("/v1/users/u-someone-else/exports/{export_id}"),
+        None,
+    );
+    assert_eq!(s, 404);
+    // An operator may export for a tenant.
+    let (s, _, text) = call(
+        addr,
+        "demo-admin-key",
+        "GET",
+        &format!("/v1/users/{USER}/exports/{export_id}?tenant=studio-42"),
+        None,
+    );
+    assert_eq!(s, 200, "{text}");
+
+    // Audited: who asked, and each download.
+    let (_, audit, _) = call(addr, "demo-admin-key", "GET", "/v1/admin/audit?limit=100", None);
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"users.export"), "{audit:#}");
+    assert!(actions.contains(&"users.export.download"), "{audit:#}");
+    assert!(
+        !audit.to_string().contains(USER),
+        "the audit log names the user by key only"
+    );
+
+    // An erasure deletes the archive with everything else; an export after it finds nothing.
+    let (s, _, text) = call(addr, studio, "DELETE", &format!("/v1/users/{USER}/data"), None);
+    assert!(s == 200 || s == 202, "{text}");
+    assert_eq!(download(addr, studio, &link).0, 404);
+    let after = export(addr, studio, USER).await;
+    assert_eq!(after["status"], "succeeded", "{after:#}");
+    let (s, bytes) = download(addr, studio, after["archive"]["download"].as_str().unwrap());
+    assert_eq!(s, 200);
+    let files = untar(&bytes);
+    let manifest: Value = serde_json::from_slice(&files.last().unwrap().1).unwrap();
+    assert_eq!(manifest["empty"], true, "{manifest:#}");
+    assert_eq!(manifest["counts"]["jobs"], 0);
+    assert!(manifest["note"].as_str().unwrap().contains("erased"));
+    // The other user's and the other tenant's jobs are untouched.
+    let (s, _, _) = call(addr, studio, "GET", &format!("/v1/jobs/{other_id}"), None);
+    assert_eq!(s, 200);
+}

@@ -1,0 +1,498 @@
+//! The `export` executor: a user's data, on their request, as one tar archive in the store (the
+//! export job's output `export.tar`, under the user's folder, so an erasure deletes it too).
+//!
+//! It walks the user's index in every pool ([`QueueClient::user_page`]) a page at a time and
+//! writes, as it goes, to a scratch file — never the whole archive, nor a whole output, in
+//! memory:
+//! - `jobs/<id>/job.json` for each job: kind, status, times, attempts, the request as the
+//!   scheduler admitted it (provider and model as routed, the prompt and negative prompt
+//!   *opened*: the user's own data), its credits, its error, its pipeline step;
+//! - `jobs/<id>/outputs/<name>`: every file a *succeeded* job released (a withheld or blocked
+//!   job's files were deleted before release, and are never read);
+//! - `jobs/<id>/references/<n>-<name>`: reference images the job took from the store (a
+//!   reference by URL is named in `job.json`, never fetched again);
+//! - `pipelines/<id>.json`: the user's pipelines;
+//! - `trust.json` and `moderation.json`, only when the request asked (the tenant's policy);
+//! - `manifest.json`, last: what is included, counts, and the size and SHA-256 of every file.
+//!
+//! Another export job of the user's is not exported (nor its archive). A retried attempt
+//! starts over and overwrites the archive; its progress is the share of the user's index read.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use gantry_queue::{
+    ClaimedJob, Completion, ErrorClass, ExportPayload, HandlerFuture, JobContext, JobKind, JobOutcome, JobRecord,
+    JobStatus, Payload, Pool, ProgressHandle, QueueClient, RedisConn, Stage, UserCursor, UserItem,
+};
+use gantry_safety::{ModerationLog, TrustRegistry};
+use gantry_store::OutputStore;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Executor, failed};
+
+/// The archive's name among the export job's outputs.
+pub const ARCHIVE: &str = "export.tar";
+/// The manifest's format.
+pub const FORMAT: &str = "gantry-export/1";
+/// Ids of a user's index read per page.
+const PAGE: usize = 500;
+/// Largest output or reference copied into an archive.
+const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Runs `export` jobs.
+#[derive(Clone, Debug)]
+pub struct ExportExecutor {
+    queue: QueueClient,
+    store: OutputStore,
+    conn: RedisConn,
+    trust: TrustRegistry,
+    moderation: ModerationLog,
+}
+
+impl ExportExecutor {
+    /// Reads records through `queue` (which must hold the data keys, to open prompts), outputs
+    /// from and the archive to `store`, credits, trust and moderation records through `conn`.
+    pub fn new(
+        queue: QueueClient,
+        store: OutputStore,
+        conn: RedisConn,
+        trust: TrustRegistry,
+        moderation: ModerationLog,
+    ) -> Self {
+        Self {
+            queue,
+            store,
+            conn,
+            trust,
+            moderation,
+        }
+    }
+}
+
+impl Executor for ExportExecutor {
+    fn kind(&self) -> JobKind {
+        JobKind::Export
+    }
+
+    fn run(&self, job: ClaimedJob, ctx: JobContext) -> HandlerFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let Payload::Export(p) = &job.spec.body else {
+                return failed(ErrorClass::Permanent, "not an export payload");
+            };
+            tokio::select! {
+                out = this.export(&job, p, &ctx.progress) => out,
+                _ = ctx.cancel.cancelled() => failed(ErrorClass::Cancelled, "stopped"),
+            }
+        })
+    }
+}
+
+/// An error of one export attempt, with the class it fails as.
+struct Failed(ErrorClass, String);
+
+impl<E: std::fmt::Display> From<(ErrorClass, &str, E)> for Failed {
+    fn from((class, what, e): (ErrorClass, &str, E)) -> Self {
+        Self(class, format!("{what}: {e}"))
+    }
+}
+
+impl ExportExecutor {
+    async fn export(&self, job: &ClaimedJob, p: &ExportPayload, progress: &ProgressHandle) -> JobOutcome {
+        match self.build(job, p, progress).await {
+            Ok(c) => JobOutcome::Succeeded(c),
+            Err(Failed(class, m)) => failed(class, m),
+        }
+    }
+
+    async fn build(
+        &self,
+        job: &ClaimedJob,
+        p: &ExportPayload,
+        progress: &ProgressHandle,
+    ) -> Result<Completion, Failed> {
+        use ErrorClass::Retryable;
+        let spec = &job.spec;
+        let dir = tempfile::tempdir().map_err(|e| Failed::from((Retryable, "scratch space", e)))?;
+        let path = dir.path().join(ARCHIVE);
+        let mut archive = Archive::create(&path).map_err(|e| Failed::from((Retryable, "the archive", e)))?;
+        let pools = self
+            .queue
+            .pools()
+            .await
+            .map_err(|e| Failed::from((Retryable, "listing pools", e)))?;
+        // The share of the user's index read is the progress.
+        let mut total = 0u64;
+        for pool in &pools {
+            total += self
+                .queue
+                .user_index_len(pool, &spec.tenant, &spec.user)
+                .await
+                .map_err(|e| Failed::from((Retryable, "the user's index", e)))?;
+        }
+        progress.report(Stage::Working, Some(0.0));
+        let mut seen = HashSet::new();
+        let mut counts = Counts::default();
+        let mut read = 0u64;
+        for pool in &pools {
+            let mut cursor: Option<UserCursor> = None;
+            loop {
+                let page = self
+                    .queue
+                    .user_page(pool, &spec.tenant, &spec.user, cursor, PAGE)
+                    .await
+                    .map_err(|e| Failed::from((Retryable, "reading the user's records", e)))?;
+                read += page.read as u64;
+                for item in page.items {
+                    match item {
+                        UserItem::Job(r) => {
+                            // Exports are not exported, this one least of all.
+                            if r.spec.kind() == JobKind::Export || !seen.insert(r.spec.id.to_string()) {
+                                continue;
+                            }
+                            self.add_job(&mut archive, pool, &r, dir.path(), &mut counts).await?;
+                        }
+                        UserItem::Pipeline(pl) => {
+                            if !seen.insert(pl.id.clone()) {
+                                continue;
+                            }
+                            let doc = json!({
+                                "id": pl.id,
+                                "pool": pool.as_str(),
+                                "created_at_ms": pl.created_at_ms,
+                                "state": pl.state,
+                                "steps": pl.steps,
+                            });
+                            archive.add_json(&format!("pipelines/{}.json", pl.id), &doc)?;
+                            counts.pipelines += 1;
+                        }
+                    }
+                }
+                if total > 0 {
+                    progress.report(Stage::Working, Some((read as f32 / total as f32 * 100.0).min(99.0)));
+                }
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        if p.trust {
+            let status = self
+                .trust
+                .status(&spec.tenant, &spec.user)
+                .await
+                .map_err(|e| Failed::from((Retryable, "trust standing", e)))?;
+            let history = self
+                .trust
+                .history(&spec.tenant, &spec.user)
+                .await
+                .map_err(|e| Failed::from((Retryable, "trust history", e)))?;
+            // Who changed it is the platform's business: an operator is named as one.
+            let history: Vec<Value> = history
+                .into_iter()
+                .map(|h| {
+                    let by = if h.by.starts_with("operator") {
+                        "operator".to_owned()
+                    } else {
+                        h.by
+                    };
+                    json!({"at_ms": h.at_ms, "by": by, "action": h.action, "delta": h.delta,
+                           "reason": h.reason, "score": h.score, "blocked": h.blocked})
+                })
+                .collect();
+            archive.add_json(
+                "trust.json",
+                &json!({"score": status.score, "blocked": status.blocked, "history": history}),
+            )?;
+        }
+        if p.moderation {
+            let events = self
+                .moderation
+                .for_user(&spec.tenant, &spec.user)
+                .await
+                .map_err(|e| Failed::from((Retryable, "moderation records", e)))?;
+            counts.moderation = events.len() as u64;
+            let events: Vec<Value> = events
+                .into_iter()
+                .map(|e| {
+                    json!({"at_ms": e.at_ms, "job_id": e.job_id, "category": e.category,
+                           "action": e.action, "list": e.list})
+                })
+                .collect();
+            archive.add_json("moderation.json", &json!({ "events": events }))?;
+        }
+        let manifest = json!({
+            "format": FORMAT,
+            "export_id": spec.id.to_string(),
+            "request_id": p.request_id,
+            "tenant": spec.tenant,
+            "user": spec.user,
+            "created_at_ms": gantry_core::time::now_ms(),
+            "included": {
+                "jobs": true, "outputs": "released outputs of succeeded jobs",
+                "references": "reference images held in the store; URLs are named, not fetched",
+                "pipelines": true, "trust": p.trust, "moderation": p.moderation,
+            },
+            "counts": counts.json(),
+            "empty": counts.jobs == 0 && counts.pipelines == 0,
+            "note": if counts.jobs == 0 && counts.pipelines == 0 {
+                "the fleet holds no job or pipeline of this user (none was made, all have expired, or the user's data was erased)"
+            } else {
+                "every job and pipeline of this user the fleet still holds"
+            },
+            "files": archive.files,
+        });
+        let files = archive.files.len();
+        archive.finish(&manifest)?;
+        progress.report(Stage::Uploading, Some(99.0));
+        let mut out = self
+            .store
+            .put_file(spec, ARCHIVE, &path, "application/x-tar")
+            .await
+            .map_err(|e| Failed::from((Retryable, "storing the archive", e)))?;
+        out.details.insert("jobs".into(), counts.jobs.to_string());
+        out.details.insert("pipelines".into(), counts.pipelines.to_string());
+        out.details.insert("files".into(), (files + 1).to_string());
+        out.details.insert("outputs".into(), counts.outputs.to_string());
+        out.details.insert("references".into(), counts.references.to_string());
+        tracing::info!(
+            jobs = counts.jobs,
+            pipelines = counts.pipelines,
+            files = files + 1,
+            bytes = out.size_bytes,
+            "user data exported"
+        );
+        Ok(Completion {
+            output: Some(out),
+            usage: None,
+        })
+    }
+
+    /// One job's `job.json`, outputs and references.
+    async fn add_job(
+        &self,
+        archive: &mut Archive,
+        pool: &Pool,
+        r: &JobRecord,
+        scratch: &Path,
+        counts: &mut Counts,
+    ) -> Result<(), Failed> {
+        use ErrorClass::Retryable;
+        let id = r.spec.id.to_string();
+        counts.jobs += 1;
+        *counts.by_kind.entry(r.spec.kind().as_str()).or_default() += 1;
+        let credits = self.credits(&r.spec.tenant, &id).await?;
+        let mut outputs = Vec::new();
+        if r.status == JobStatus::Succeeded {
+            let listed = self
+                .store
+                .list_job(&r.spec)
+                .await
+                .map_err(|e| Failed::from((Retryable, "listing outputs", e)))?;
+            for (key, _) in listed {
+                let name = key.rsplit('/').next().unwrap_or("output").to_owned();
+                // An earlier export's archive is not copied into this one.
+                if name == ARCHIVE {
+                    continue;
+                }
+                let at = format!("jobs/{id}/outputs/{name}");
+                let file = scratch.join("copy");
+                match self.store.download(&key, &file, MAX_FILE_BYTES).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(Failed::from((Retryable, "reading an output", e))),
+                }
+                archive.add_file(&at, &file)?;
+                outputs.push(json!({"name": name, "path": at}));
+                counts.outputs += 1;
+            }
+        }
+        let mut references = Vec::new();
+        if let Payload::Generate(g) = &r.spec.body {
+            let own = format!("inputs/{}/", r.spec.tenant);
+            for (n, reference) in g.reference_images.iter().enumerate() {
+                if reference.starts_with(&own) && !reference.contains("..") {
+                    let name = reference.rsplit('/').next().unwrap_or("reference");
+                    let at = format!("jobs/{id}/references/{n}-{name}");
+                    let file = scratch.join("copy");
+                    match self.store.download(reference, &file, MAX_FILE_BYTES).await {
+                        Ok(_) => {
+                            archive.add_file(&at, &file)?;
+                            references.push(json!({"source": "store", "object_key": reference, "path": at}));
+                            counts.references += 1;
+                        }
+                        Err(e) if e.is_not_found() => {
+                            references.push(json!({"source": "store", "object_key": reference, "path": null, "note": "no longer stored"}));
+                        }
+                        Err(e) => return Err(Failed::from((Retryable, "reading a reference", e))),
+                    }
+                } else if reference.starts_with("http://") || reference.starts_with("https://") {
+                    references.push(json!({"source": "url", "url": reference}));
+                } else {
+                    references.push(json!({"source": "other", "reference": reference}));
+                }
+            }
+        }
+        let doc = json!({
+            "id": id,
+            "kind": r.spec.kind().as_str(),
+            "pool": pool.as_str(),
+            "status": r.status.as_str(),
+            "priority": r.spec.priority.as_str(),
+            "attempts": r.attempts,
+            "enqueued_at_ms": r.enqueued_at_ms,
+            "started_at_ms": r.started_at_ms,
+            "finished_at_ms": r.finished_at_ms,
+            // The request as admitted: a generate's provider and model as routed, its prompts
+            // opened.
+            "request": r.spec.body,
+            "allowed_regions": r.spec.allowed_regions,
+            "credits": credits,
+            "usage": r.usage,
+            "error": r.error,
+            "result": r.result.as_ref().map(|res| json!({"content_type": res.content_type,
+                "size_bytes": res.size_bytes, "sha256": res.sha256, "details": res.details})),
+            "pipeline": r.step_of.as_ref().map(|(pl, step)| json!({"id": pl, "step": step})),
+            "outputs": outputs,
+            "references": references,
+        });
+        archive.add_json(&format!("jobs/{id}/job.json"), &doc)
+    }
+
+    /// A job's credits as the ledger holds them (`null` when it never held any).
+    async fn credits(&self, tenant: &str, job: &str) -> Result<Value, Failed> {
+        let mut c = self.conn.clone();
+        let (state, reserved, charged): (Option<String>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(gantry_queue::credit_entry_key(tenant, job))
+            .arg("state")
+            .arg("reserved")
+            .arg("charged")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "credits", e)))?;
+        Ok(match state {
+            Some(state) => json!({"state": state, "reserved": reserved.unwrap_or(0), "charged": charged.unwrap_or(0)}),
+            None => Value::Null,
+        })
+    }
+}
+
+/// What an archive holds.
+#[derive(Debug, Default)]
+struct Counts {
+    jobs: u64,
+    by_kind: BTreeMap<&'static str, u64>,
+    pipelines: u64,
+    outputs: u64,
+    references: u64,
+    moderation: u64,
+}
+
+impl Counts {
+    fn json(&self) -> Value {
+        json!({
+            "jobs": self.jobs, "jobs_by_kind": self.by_kind, "pipelines": self.pipelines,
+            "outputs": self.outputs, "references": self.references, "moderation_events": self.moderation,
+        })
+    }
+}
+
+/// One file of the archive, as the manifest lists it.
+#[derive(Debug, serde::Serialize)]
+struct ArchivedFile {
+    path: String,
+    size_bytes: u64,
+    sha256: String,
+}
+
+/// A tar archive written to a file as it is made, each entry digested as it is copied in.
+struct Archive {
+    builder: tar::Builder<std::fs::File>,
+    files: Vec<ArchivedFile>,
+    mtime: u64,
+}
+
+/// A reader that digests what is read through it.
+struct Digesting<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl Archive {
+    fn create(path: &PathBuf) -> std::io::Result<Self> {
+        let mut builder = tar::Builder::new(std::fs::File::create(path)?);
+        builder.mode(tar::HeaderMode::Deterministic);
+        Ok(Self {
+            builder,
+            files: Vec::new(),
+            mtime: gantry_core::time::now_ms() / 1000,
+        })
+    }
+
+    /// Appends `len` bytes read from `from` as `path`; returns its digest.
+    fn append(&mut self, path: &str, len: u64, from: impl Read) -> Result<(), Failed> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(len);
+        header.set_mode(0o644);
+        header.set_mtime(self.mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        let mut digesting = Digesting {
+            inner: from,
+            hasher: Sha256::new(),
+            read: 0,
+        };
+        tokio::task::block_in_place(|| self.builder.append_data(&mut header, path, &mut digesting))
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the archive", e)))?;
+        self.files.push(ArchivedFile {
+            path: path.to_owned(),
+            size_bytes: digesting.read,
+            sha256: gantry_store::hex(&digesting.hasher.finalize()),
+        });
+        Ok(())
+    }
+
+    fn add_json(&mut self, path: &str, doc: &Value) -> Result<(), Failed> {
+        let bytes = serde_json::to_vec_pretty(doc).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
+        self.append(path, bytes.len() as u64, bytes.as_slice())
+    }
+
+    fn add_file(&mut self, path: &str, file: &Path) -> Result<(), Failed> {
+        let f = std::fs::File::open(file).map_err(|e| Failed::from((ErrorClass::Retryable, "a copied file", e)))?;
+        let len = f
+            .metadata()
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "a copied file", e)))?
+            .len();
+        self.append(path, len, f)
+    }
+
+    /// Writes the manifest, last, and closes the archive.
+    fn finish(mut self, manifest: &Value) -> Result<(), Failed> {
+        let bytes =
+            serde_json::to_vec_pretty(manifest).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(self.mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        tokio::task::block_in_place(|| {
+            self.builder
+                .append_data(&mut header, "manifest.json", bytes.as_slice())?;
+            self.builder.into_inner().and_then(|f| f.sync_all())
+        })
+        .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the archive", e)))
+    }
+}
