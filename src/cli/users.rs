@@ -1,5 +1,7 @@
 //! `gantry users erase`: erasure on request from the command line, through the same audited
 //! service as `DELETE /v1/users/{user_id}/data` (`gantry_scheduler::erasure::Eraser`).
+//! `gantry users export`: a user's data to a local archive, written by the same code as the
+//! `export` jobs of `POST /v1/users/{user_id}/exports` (`gantry_worker::executors::export`).
 
 use std::time::Duration;
 
@@ -15,6 +17,40 @@ pub enum UsersCommand {
     /// output; moderation records and trust standing are kept. Idempotent; audited as
     /// users.erase under the user's pseudonymous key.
     Erase(EraseArgs),
+    /// Export a user's data (access and portability) to a local tar archive: every job of
+    /// theirs the fleet holds (its request with its prompts opened — the data keys must be in
+    /// the environment —, its released outputs, its store-held references), their pipelines,
+    /// their trust standing and (with --moderation) moderation records, and a manifest of every
+    /// file's size and SHA-256, last. Audited as users.export under the user's pseudonymous key.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// The user's tenant.
+    #[arg(long)]
+    tenant: String,
+    /// The user id, as the tenant submits it.
+    #[arg(long)]
+    user: String,
+    /// The workers' output store (as their --outputs): a directory, file:///dir,
+    /// s3://bucket[/prefix].
+    #[arg(long, env = "GANTRY_OUTPUTS")]
+    outputs: String,
+    /// Leave the user's trust standing out.
+    #[arg(long)]
+    no_trust: bool,
+    /// Include the moderation records about the user (the law may forbid telling a user
+    /// about a report: check before you hand this archive over).
+    #[arg(long)]
+    moderation: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Where to write the archive (a new file).
+    out: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +77,75 @@ pub struct EraseArgs {
 pub async fn run(c: UsersCommand) -> anyhow::Result<()> {
     match c {
         UsersCommand::Erase(a) => erase(a).await,
+        UsersCommand::Export(a) => export(a).await,
     }
+}
+
+async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    use gantry_worker::executors::export::ExportExecutor;
+    if a.tenant.trim().is_empty() || a.user.trim().is_empty() {
+        return Err(super::UsageError("--tenant and --user must not be empty".into()).into());
+    }
+    if a.out.exists() {
+        return Err(super::UsageError(format!("{} exists: name a new file", a.out.display())).into());
+    }
+    let store = OutputStore::open(&a.outputs).map_err(refused)?;
+    let retention = gantry_queue::RetentionPolicy::from_env().map_err(refused)?;
+    let conn = a.redis.conn().await?;
+    let executor = ExportExecutor::new(
+        a.redis.client().await?,
+        store,
+        conn.clone(),
+        gantry_safety::TrustRegistry::new(conn.clone()),
+        gantry_safety::ModerationLog::new(conn, gantry_safety::moderation::Retention::from(&retention)),
+    );
+    let payload = gantry_queue::ExportPayload {
+        request_id: String::new(),
+        trust: !a.no_trust,
+        moderation: a.moderation,
+    };
+    let export_id = gantry_queue::JobId::new().to_string();
+    let summary = executor
+        .write_archive(
+            &a.tenant,
+            &a.user,
+            &export_id,
+            &payload,
+            &a.out,
+            &gantry_queue::ProgressHandle::default(),
+        )
+        .await;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&a.out);
+            return Err(anyhow::anyhow!("the export failed: {e}"));
+        }
+    };
+    a.redis
+        .audit(
+            "users.export",
+            &format!("{}/{}", a.tenant, gantry_queue::user_key(&a.tenant, &a.user)),
+            serde_json::json!({"export": export_id, "to": "cli", "jobs": summary.jobs,
+                               "trust": payload.trust, "moderation": payload.moderation}),
+        )
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "exported user {} of {} to {}: {} jobs, {} pipelines, {} outputs, {} references, {} files (manifest.json last)",
+            a.user,
+            a.tenant,
+            a.out.display(),
+            summary.jobs,
+            summary.pipelines,
+            summary.outputs,
+            summary.references,
+            summary.files
+        );
+    }
+    Ok(())
 }
 
 async fn erase(a: EraseArgs) -> anyhow::Result<()> {

@@ -834,6 +834,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_export_archive_is_swept_by_its_own_shorter_cutoff() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = OutputStore::open(dir.path().to_str().expect("utf8")).expect("open");
+        let export = spec("studio-1");
+        let other = spec("studio-1");
+        store
+            .put(&export, EXPORT_ARCHIVE, Bytes::from_static(b"tar"), "application/x-tar")
+            .await
+            .expect("put");
+        store
+            .put(&other, "out.png", Bytes::from_static(b"png"), "image/png")
+            .await
+            .expect("put");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        // Outputs are kept (their cutoff is long past); archives are due (theirs is ahead).
+        let dry = store
+            .sweep(now - 86_400_000, now + 60_000, true)
+            .await
+            .expect("dry run");
+        assert_eq!((dry.scanned, dry.expired, dry.exports_expired), (2, 1, 1));
+        let r = store.sweep(now - 86_400_000, now + 60_000, false).await.expect("sweep");
+        assert_eq!((r.expired, r.exports_expired), (1, 1));
+        assert!(store.list_job(&export).await.expect("list").is_empty());
+        assert_eq!(store.list_job(&other).await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_user_folder_holds_every_job_of_that_user_and_no_other() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = OutputStore::open(dir.path().to_str().expect("utf8")).expect("open");

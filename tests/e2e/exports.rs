@@ -108,17 +108,24 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     let mock = MockProvidersProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let outputs = dir.path().join("outputs");
-    let out = outputs.to_str().unwrap();
+    let store_dir = outputs.to_str().unwrap();
     let keys = format!("k1={}", base64::engine::general_purpose::STANDARD.encode([9u8; 32]));
     let env = [("GANTRY_DATA_KEYS", keys.as_str())];
-    let sched = SchedulerProcess::start_with_env(&url, None, &["--outputs", out], None, &env);
+    let sched = SchedulerProcess::start_with_env(&url, None, &["--outputs", store_dir], None, &env);
     let _worker = WorkerProcess::start_in_env(
         &url,
         "cpu",
         "exporter",
         4,
         10.0,
-        &["--gpus", "none", "--mock-providers", &mock.url(), "--outputs", out],
+        &[
+            "--gpus",
+            "none",
+            "--mock-providers",
+            &mock.url(),
+            "--outputs",
+            store_dir,
+        ],
         dir.path(),
         &env,
     );
@@ -353,6 +360,78 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     assert!(
         !audit.to_string().contains(USER),
         "the audit log names the user by key only"
+    );
+
+    // Operators export from the command line, through the same code: the same jobs, prompts
+    // opened with the data keys from the environment, the moderation records when asked.
+    let local = dir.path().join("cli-export.tar");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "users",
+            "export",
+            "--tenant",
+            "studio-42",
+            "--user",
+            USER,
+            "--outputs",
+            store_dir,
+        ])
+        .arg("--moderation")
+        .arg(&local)
+        .env("REDIS_URL", &url)
+        .env("GANTRY_DATA_KEYS", &keys)
+        .env("USER", "sre-ann")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("4 jobs, 1 pipelines"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let cli_files = untar(&std::fs::read(&local).unwrap());
+    let cli_manifest: Value = serde_json::from_slice(&cli_files.last().unwrap().1).unwrap();
+    assert_eq!(cli_manifest["counts"], manifest["counts"]);
+    assert!(cli_files.iter().any(|(p, _)| p == "moderation.json"));
+    let cli_job: Value = serde_json::from_slice(
+        &cli_files
+            .iter()
+            .find(|(p, _)| *p == format!("jobs/{gen_id}/job.json"))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(cli_job["request"]["payload"]["prompt"], PROMPT);
+    // It refuses to overwrite a file.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "users",
+            "export",
+            "--tenant",
+            "studio-42",
+            "--user",
+            USER,
+            "--outputs",
+            store_dir,
+        ])
+        .arg(&local)
+        .env("REDIS_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let (_, audit, _) = call(addr, "demo-admin-key", "GET", "/v1/admin/audit?limit=100", None);
+    assert!(
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "users.export" && e["actor"] == "cli/sre-ann"),
+        "{audit:#}"
     );
 
     // An erasure deletes the archive with everything else; an export after it finds nothing.

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gantry_queue::{
     ClaimedJob, Completion, ErrorClass, ExportPayload, HandlerFuture, JobContext, JobKind, JobOutcome, JobRecord,
@@ -92,7 +92,31 @@ impl Executor for ExportExecutor {
 }
 
 /// An error of one export attempt, with the class it fails as.
-struct Failed(ErrorClass, String);
+#[derive(Debug)]
+pub struct Failed(pub ErrorClass, pub String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.1, self.0.as_str())
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// What an archive holds, in numbers.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExportSummary {
+    /// Jobs.
+    pub jobs: u64,
+    /// Pipelines.
+    pub pipelines: u64,
+    /// Outputs copied in.
+    pub outputs: u64,
+    /// Reference images copied in.
+    pub references: u64,
+    /// Files, the manifest included.
+    pub files: u64,
+}
 
 impl<E: std::fmt::Display> From<(ErrorClass, &str, E)> for Failed {
     fn from((class, what, e): (ErrorClass, &str, E)) -> Self {
@@ -114,11 +138,51 @@ impl ExportExecutor {
         p: &ExportPayload,
         progress: &ProgressHandle,
     ) -> Result<Completion, Failed> {
-        use ErrorClass::Retryable;
         let spec = &job.spec;
-        let dir = tempfile::tempdir().map_err(|e| Failed::from((Retryable, "scratch space", e)))?;
+        let dir = tempfile::tempdir().map_err(|e| Failed::from((ErrorClass::Retryable, "scratch space", e)))?;
         let path = dir.path().join(ARCHIVE);
-        let mut archive = Archive::create(&path).map_err(|e| Failed::from((Retryable, "the archive", e)))?;
+        let counts = self
+            .write_archive(&spec.tenant, &spec.user, &spec.id.to_string(), p, &path, progress)
+            .await?;
+        progress.report(Stage::Uploading, Some(99.0));
+        let mut out = self
+            .store
+            .put_file(spec, ARCHIVE, &path, "application/x-tar")
+            .await
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "storing the archive", e)))?;
+        out.details.insert("jobs".into(), counts.jobs.to_string());
+        out.details.insert("pipelines".into(), counts.pipelines.to_string());
+        out.details.insert("files".into(), counts.files.to_string());
+        out.details.insert("outputs".into(), counts.outputs.to_string());
+        out.details.insert("references".into(), counts.references.to_string());
+        tracing::info!(
+            jobs = counts.jobs,
+            pipelines = counts.pipelines,
+            files = counts.files,
+            bytes = out.size_bytes,
+            "user data exported"
+        );
+        Ok(Completion {
+            output: Some(out),
+            usage: None,
+        })
+    }
+
+    /// Writes the archive of `user` of `tenant`'s data to `path` (the export `export_id`;
+    /// see the module docs): what the job does before it stores the archive, and what
+    /// `gantry users export` does to a local file.
+    pub async fn write_archive(
+        &self,
+        tenant: &str,
+        user: &str,
+        export_id: &str,
+        p: &ExportPayload,
+        path: &Path,
+        progress: &ProgressHandle,
+    ) -> Result<ExportSummary, Failed> {
+        use ErrorClass::Retryable;
+        let scratch = tempfile::tempdir().map_err(|e| Failed::from((Retryable, "scratch space", e)))?;
+        let mut archive = Archive::create(path).map_err(|e| Failed::from((Retryable, "the archive", e)))?;
         let pools = self
             .queue
             .pools()
@@ -129,7 +193,7 @@ impl ExportExecutor {
         for pool in &pools {
             total += self
                 .queue
-                .user_index_len(pool, &spec.tenant, &spec.user)
+                .user_index_len(pool, tenant, user)
                 .await
                 .map_err(|e| Failed::from((Retryable, "the user's index", e)))?;
         }
@@ -142,7 +206,7 @@ impl ExportExecutor {
             loop {
                 let page = self
                     .queue
-                    .user_page(pool, &spec.tenant, &spec.user, cursor, PAGE)
+                    .user_page(pool, tenant, user, cursor, PAGE)
                     .await
                     .map_err(|e| Failed::from((Retryable, "reading the user's records", e)))?;
                 read += page.read as u64;
@@ -153,7 +217,8 @@ impl ExportExecutor {
                             if r.spec.kind() == JobKind::Export || !seen.insert(r.spec.id.to_string()) {
                                 continue;
                             }
-                            self.add_job(&mut archive, pool, &r, dir.path(), &mut counts).await?;
+                            self.add_job(&mut archive, pool, &r, scratch.path(), &mut counts)
+                                .await?;
                         }
                         UserItem::Pipeline(pl) => {
                             if !seen.insert(pl.id.clone()) {
@@ -183,12 +248,12 @@ impl ExportExecutor {
         if p.trust {
             let status = self
                 .trust
-                .status(&spec.tenant, &spec.user)
+                .status(tenant, user)
                 .await
                 .map_err(|e| Failed::from((Retryable, "trust standing", e)))?;
             let history = self
                 .trust
-                .history(&spec.tenant, &spec.user)
+                .history(tenant, user)
                 .await
                 .map_err(|e| Failed::from((Retryable, "trust history", e)))?;
             // Who changed it is the platform's business: an operator is named as one.
@@ -212,7 +277,7 @@ impl ExportExecutor {
         if p.moderation {
             let events = self
                 .moderation
-                .for_user(&spec.tenant, &spec.user)
+                .for_user(tenant, user)
                 .await
                 .map_err(|e| Failed::from((Retryable, "moderation records", e)))?;
             counts.moderation = events.len() as u64;
@@ -227,10 +292,10 @@ impl ExportExecutor {
         }
         let manifest = json!({
             "format": FORMAT,
-            "export_id": spec.id.to_string(),
+            "export_id": export_id,
             "request_id": p.request_id,
-            "tenant": spec.tenant,
-            "user": spec.user,
+            "tenant": tenant,
+            "user": user,
             "created_at_ms": gantry_core::time::now_ms(),
             "included": {
                 "jobs": true, "outputs": "released outputs of succeeded jobs",
@@ -246,29 +311,14 @@ impl ExportExecutor {
             },
             "files": archive.files,
         });
-        let files = archive.files.len();
+        let files = archive.files.len() as u64 + 1;
         archive.finish(&manifest)?;
-        progress.report(Stage::Uploading, Some(99.0));
-        let mut out = self
-            .store
-            .put_file(spec, ARCHIVE, &path, "application/x-tar")
-            .await
-            .map_err(|e| Failed::from((Retryable, "storing the archive", e)))?;
-        out.details.insert("jobs".into(), counts.jobs.to_string());
-        out.details.insert("pipelines".into(), counts.pipelines.to_string());
-        out.details.insert("files".into(), (files + 1).to_string());
-        out.details.insert("outputs".into(), counts.outputs.to_string());
-        out.details.insert("references".into(), counts.references.to_string());
-        tracing::info!(
-            jobs = counts.jobs,
-            pipelines = counts.pipelines,
-            files = files + 1,
-            bytes = out.size_bytes,
-            "user data exported"
-        );
-        Ok(Completion {
-            output: Some(out),
-            usage: None,
+        Ok(ExportSummary {
+            jobs: counts.jobs,
+            pipelines: counts.pipelines,
+            outputs: counts.outputs,
+            references: counts.references,
+            files,
         })
     }
 
@@ -433,7 +483,7 @@ impl<R: Read> Read for Digesting<R> {
 }
 
 impl Archive {
-    fn create(path: &PathBuf) -> std::io::Result<Self> {
+    fn create(path: &Path) -> std::io::Result<Self> {
         let mut builder = tar::Builder::new(std::fs::File::create(path)?);
         builder.mode(tar::HeaderMode::Deterministic);
         Ok(Self {
