@@ -20,12 +20,14 @@
 //! [`Client::with_rate_limit_retries`] allows.
 
 mod events;
+mod exports;
 mod jobs;
 mod pipelines;
 
 use std::time::Duration;
 
 pub use events::{EventStream, ServerEvent, Webhook, take_events as take_sse_events};
+pub use exports::{Export, ExportArchive, ExportIncludes};
 pub use jobs::{JobFilter, JobList, Jobs};
 pub use pipelines::{CreatedStep, Pipeline, PipelineCreated, PipelineCredits, PipelineStep};
 use reqwest::StatusCode;

@@ -224,6 +224,15 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
         text.contains("webhooks: ") && text.contains("with a verified signature"),
         "{text}"
     );
+    // The user's data, exported before their erasure: the archive downloaded and its digest
+    // checked; the erasure took the archive along.
+    let export = &r["export"];
+    assert_eq!(export["status"], "succeeded", "{export}");
+    assert_eq!(export["verified"], true, "{export}");
+    assert!(export["counts"]["jobs"].as_u64().unwrap() >= 2, "{export}");
+    assert!(export["counts"]["outputs"].as_u64().unwrap() >= 1, "{export}");
+    assert_eq!(export["deleted_by_erasure"], true, "{export}");
+    assert!(text.contains("exported user-0010 of studio-42"), "{text}");
     let erased = &r["erasure"];
     assert_eq!(
         (erased["user"].as_str(), erased["tenant"].as_str()),

@@ -661,8 +661,13 @@ async fn report(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     r.webhooks = s.hooks.summary();
+    r.export = export_user(s, "user-0010").await?;
     let receipt = s.studio.erase_user("user-0010", None).await?;
     r.erasure = report::erasure("studio-42", "user-0010", &receipt);
+    r.export.deleted_by_erasure = matches!(
+        s.studio.get_export("user-0010", &r.export.id, None).await,
+        Err(gantry_client::ClientError::Api(p)) if p.status == 404
+    );
     let outputs = s.log_dir.join("outputs");
     r.retention = report::retention(&s.url, &outputs).await?;
     r.metrics = Metrics {
@@ -683,6 +688,34 @@ async fn report(
     r.outputs_dir = outputs.display().to_string();
     r.logs_dir = s.log_dir.display().to_string();
     Ok(r)
+}
+
+/// Exports `user`'s data (a studio-42 user), downloads the archive beside the logs and checks
+/// its digest.
+async fn export_user(s: &Stack, user: &str) -> anyhow::Result<report::ExportRun> {
+    let started = s.studio.export_user(user, None).await?;
+    let done = s
+        .studio
+        .wait_export(user, &started.id, None, Duration::from_secs(60))
+        .await?;
+    let mut run = report::ExportRun {
+        tenant: "studio-42".into(),
+        user: user.into(),
+        id: done.id.clone(),
+        status: done.status.clone(),
+        ..Default::default()
+    };
+    if let Some(a) = &done.archive {
+        let path = s.log_dir.join(format!("export-{user}.tar"));
+        s.studio.download_export(&done, &path).await?;
+        let bytes = std::fs::read(&path)?;
+        let digest = gantry_worker::outputs::sha256_hex(&bytes);
+        run.counts = a.counts.clone();
+        run.size_bytes = a.size_bytes;
+        run.verified = digest == a.sha256 && bytes.len() as u64 == a.size_bytes;
+        run.saved_to = path.display().to_string();
+    }
+    Ok(run)
 }
 
 /// A one-time console sign-in link for the demo's operator key.

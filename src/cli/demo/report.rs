@@ -49,6 +49,8 @@ pub(super) struct DemoReport {
     pub safety: Safety,
     /// Each tenant's ledger.
     pub credits: Vec<Ledger>,
+    /// The export of one user's data, made before their erasure.
+    pub export: ExportRun,
     /// The erasure one user asked for.
     pub erasure: Erasure,
     /// `gantry retention report`, one row per data class.
@@ -214,6 +216,24 @@ pub(super) struct Ledger {
     pub expected: i64,
     /// `after == expected`: each job charged once.
     pub charged_once: bool,
+}
+
+/// One user's data, exported (`POST /v1/users/{user}/exports`), downloaded and checked.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct ExportRun {
+    pub tenant: String,
+    pub user: String,
+    pub id: String,
+    pub status: String,
+    /// The manifest's counts: jobs, pipelines, outputs, references, files.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub size_bytes: u64,
+    /// The downloaded archive's SHA-256 matched the one the API gave.
+    pub verified: bool,
+    /// Where the archive was saved.
+    pub saved_to: String,
+    /// The user's erasure deleted the archive too (its route answers `404` afterwards).
+    pub deleted_by_erasure: bool,
 }
 
 /// The erasure receipt.
@@ -574,8 +594,25 @@ pub(super) fn print(r: &DemoReport) {
         );
     }
 
-    let e = &r.erasure;
+    let x = &r.export;
+    let n = |k: &str| x.counts.get(k).copied().unwrap_or(0);
     say!("\nPrivacy");
+    say!(
+        "  exported {} of {} (POST /v1/users/{}/exports): {}; {} jobs, {} pipelines, {} outputs, {} references, {} files ({} bytes, SHA-256 {}); saved to {}; audited as users.export and users.export.download",
+        x.user,
+        x.tenant,
+        x.user,
+        x.status,
+        n("jobs"),
+        n("pipelines"),
+        n("outputs"),
+        n("references"),
+        n("files"),
+        x.size_bytes,
+        if x.verified { "verified" } else { "MISMATCH" },
+        x.saved_to
+    );
+    let e = &r.erasure;
     say!(
         "  erased {} of {} (DELETE /v1/users/{}/data): {} job records and {} outputs deleted, {} jobs cancelled; complete: {}; audited as users.erase",
         e.user,
@@ -585,6 +622,10 @@ pub(super) fn print(r: &DemoReport) {
         e.outputs_deleted,
         e.jobs_cancelled,
         e.complete
+    );
+    say!(
+        "  the erasure deleted the export's archive too: {}",
+        if r.export.deleted_by_erasure { "yes" } else { "NO" }
     );
     say!("  kept by retention: moderation records (no prompt text) and trust standing");
     say!("  retention (`gantry retention report`; GANTRY_RETENTION sets the days):");
