@@ -186,3 +186,43 @@ def test_webhooks_arrive_signed_and_verify(base_url, webhook_port):
             assert hook.id not in {w.id for w in gantry.webhooks()}
     finally:
         server.shutdown()
+
+
+def test_a_users_data_is_exported_downloaded_and_erased(base_url, tmp_path):
+    with Client(base_url, STUDIO_KEY) as gantry:
+        job = gantry.submit({**generate("a paper boat"), "user": "u-sdk-export"})
+        assert gantry.wait(job.id, timeout=120).status == "succeeded"
+        started = gantry.export_user("u-sdk-export")
+        assert started.includes == {"trust": True, "moderation": False}
+        done = gantry.wait_export("u-sdk-export", started.id, timeout=120)
+        assert done.status == "succeeded", done
+        assert done.archive["counts"]["jobs"] == 1 and done.archive["counts"]["outputs"] == 1
+        path = tmp_path / "export.tar"
+        assert gantry.download_export(done, str(path)) == done.archive["size_bytes"]
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == done.archive["sha256"]
+        import tarfile
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+            assert names[-1] == "manifest.json"
+            manifest = json.load(tar.extractfile("manifest.json"))
+            job_doc = json.load(tar.extractfile(f"jobs/{job.id}/job.json"))
+        assert manifest["counts"]["jobs"] == 1 and manifest["user"] == "u-sdk-export"
+        assert job_doc["request"]["payload"]["prompt"] == "a paper boat"
+        # Another tenant's key does not reach it.
+        with Client(base_url, VIDEO_KEY) as other:
+            with pytest.raises(ProblemError) as e:
+                other.get_export("u-sdk-export", done.id)
+            assert e.value.status == 404
+        receipt = gantry.erase_user("u-sdk-export")
+        assert receipt["complete"] is True
+        with pytest.raises(ProblemError) as e:
+            gantry.get_export("u-sdk-export", done.id)
+        assert e.value.status == 404
+
+
+async def test_async_client_exports(base_url):
+    async with AsyncClient(base_url, STUDIO_KEY) as gantry:
+        started = await gantry.export_user("u-sdk-nobody")
+        done = await gantry.wait_export("u-sdk-nobody", started.id, timeout=120)
+        assert done.status == "succeeded" and done.archive["counts"]["jobs"] == 0

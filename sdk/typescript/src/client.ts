@@ -3,6 +3,7 @@ import { SseParser } from "./sse.js";
 import {
   FINAL_EVENTS,
   FINAL_STATUSES,
+  type Export,
   type Job,
   type JobFilter,
   type JobPage,
@@ -249,5 +250,46 @@ export class Client {
 
   async webhookDeliveries(id: string): Promise<Array<Record<string, unknown>>> {
     return (await this.json<{ deliveries: Array<Record<string, unknown>> }>("GET", `/v1/webhooks/${seg(id)}/deliveries`)).deliveries;
+  }
+
+  private userPath(user: string, tail: string, tenant?: string): string {
+    const q = tenant === undefined ? "" : `?tenant=${seg(tenant)}`;
+    return `/v1/users/${seg(user)}${tail}${q}`;
+  }
+
+  /** Starts an export of `user`'s data (an operator key names the `tenant`). */
+  exportUser(user: string, opts: { tenant?: string } = {}): Promise<Export> {
+    return this.json<Export>("POST", this.userPath(user, "/exports", opts.tenant));
+  }
+
+  getExport(user: string, id: string, opts: { tenant?: string } = {}): Promise<Export> {
+    return this.json<Export>("GET", this.userPath(user, `/exports/${seg(id)}`, opts.tenant));
+  }
+
+  /** Polls an export until it ends; throws `WaitTimeout`. */
+  async waitExport(user: string, id: string, opts: { tenant?: string; timeoutMs?: number } = {}): Promise<Export> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 600_000);
+    let pause = 200;
+    let e = await this.getExport(user, id, opts);
+    while (!FINAL_STATUSES.has(e.status)) {
+      if (Date.now() > deadline) throw new WaitTimeout(id, opts.timeoutMs ?? 600_000, e.status);
+      await sleep(pause);
+      pause = Math.min(pause * 2, 5_000);
+      e = await this.getExport(user, id, opts);
+    }
+    return e;
+  }
+
+  /** A made export's archive, as a stream of bytes (compare `archive.sha256`). */
+  async downloadExport(e: Export): Promise<ReadableStream<Uint8Array>> {
+    if (!e.archive) throw new GantryError(`export ${e.id} has no archive: it is ${e.status}`);
+    const resp = await this.send("GET", e.archive.download);
+    if (!resp.body) throw new GantryError("the archive's answer has no body");
+    return resp.body;
+  }
+
+  /** Erases `user`'s data; the receipt (`complete` false: call again). */
+  eraseUser(user: string, opts: { tenant?: string } = {}): Promise<Record<string, unknown>> {
+    return this.json<Record<string, unknown>>("DELETE", this.userPath(user, "/data", opts.tenant));
   }
 }

@@ -3,6 +3,8 @@ export { GantryError, ProblemError, WaitTimeout, WebhookVerificationError } from
 export { SseParser } from "./sse.js";
 export {
   eventJobId,
+  type Export,
+  type ExportArchive,
   type Job,
   type JobEventPayload,
   type JobFilter,

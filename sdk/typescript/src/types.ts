@@ -116,3 +116,29 @@ export function eventJobId(e: ServerEvent): string | undefined {
     return undefined;
   }
 }
+
+/** A made export's archive. */
+export interface ExportArchive {
+  /** Its download route (GET, the tenant's key). */
+  download: string;
+  size_bytes: number;
+  sha256: string;
+  /** jobs, pipelines, outputs, references and files in it. */
+  counts: Record<string, number>;
+  /** When it is deleted (Unix ms). */
+  expires_at_ms: number;
+}
+
+/** An export of a user's data (`POST /v1/users/{user_id}/exports`). */
+export interface Export {
+  id: string;
+  status: string;
+  created_at_ms: number;
+  finished_at_ms?: number;
+  /** Percent of the user's index read, while it runs. */
+  progress?: number;
+  /** What it includes beyond the user's jobs and pipelines (the tenant's policy). */
+  includes: { trust: boolean; moderation: boolean };
+  archive?: ExportArchive;
+  error?: string;
+}

@@ -151,3 +151,26 @@ test("webhooks arrive signed and verify", { skip: URL_ && HOOK_PORT ? false : "n
     server.close();
   }
 });
+
+test("a user's data is exported, downloaded and erased", live, async () => {
+  const gantry = new Client(URL_, STUDIO);
+  const job = await gantry.submit({ ...generate("a green lantern"), user: "u-ts-export" });
+  assert.equal((await gantry.wait(job.id, { timeoutMs: 120_000 })).status, "succeeded");
+  const started = await gantry.exportUser("u-ts-export");
+  assert.deepEqual(started.includes, { trust: true, moderation: false });
+  const done = await gantry.waitExport("u-ts-export", started.id, { timeoutMs: 120_000 });
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.archive.counts.jobs, 1);
+  const chunks = [];
+  for await (const c of await gantry.downloadExport(done)) chunks.push(c);
+  const tar = Buffer.concat(chunks);
+  assert.equal(tar.length, done.archive.size_bytes);
+  assert.equal(createHash("sha256").update(tar).digest("hex"), done.archive.sha256);
+  // The job's record is in it (a ustar entry name at the start of a 512-byte header).
+  assert.ok(tar.includes(Buffer.from(`jobs/${job.id}/job.json`)));
+  const other = new Client(URL_, VIDEO);
+  await assert.rejects(other.getExport("u-ts-export", done.id), (e) => e instanceof ProblemError && e.status === 404);
+  const receipt = await gantry.eraseUser("u-ts-export");
+  assert.equal(receipt.complete, true);
+  await assert.rejects(gantry.getExport("u-ts-export", done.id), (e) => e instanceof ProblemError && e.status === 404);
+});

@@ -10,7 +10,7 @@
 
 from ._async import AsyncClient
 from ._errors import GantryError, ProblemError, RateLimited, WaitTimeout, WebhookVerificationError
-from ._models import Event, Job, JobPage, Submitted, Webhook
+from ._models import Event, Export, Job, JobPage, Submitted, Webhook
 from ._sync import Client
 from . import webhooks
 
@@ -18,6 +18,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Event",
+    "Export",
     "GantryError",
     "Job",
     "JobPage",

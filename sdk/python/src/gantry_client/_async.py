@@ -10,7 +10,7 @@ import httpx
 
 from . import _core as core
 from ._errors import GantryError, ProblemError, RateLimited, WaitTimeout
-from ._models import Event, Job, JobPage, Submitted, Webhook
+from ._models import Event, Export, Job, JobPage, Submitted, Webhook
 from ._sse import SseParser
 
 
@@ -150,3 +150,27 @@ class AsyncClient:
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self._send(core.Call("DELETE", f"/v1/webhooks/{core.seg(webhook_id)}"))
+
+    async def export_user(self, user: str, *, tenant: Optional[str] = None) -> Export:
+        """Starts an export of ``user``'s data (an operator key names the ``tenant``)."""
+        return core.read_export((await self._send(core.export_user(user, tenant))).json())
+
+    async def get_export(self, user: str, export_id: str, *, tenant: Optional[str] = None) -> Export:
+        return core.read_export((await self._send(core.get_export(user, export_id, tenant))).json())
+
+    async def wait_export(self, user: str, export_id: str, *, tenant: Optional[str] = None,
+                          timeout: float = 600.0, poll: float = 0.2) -> Export:
+        """Polls an export until it ends. Raises :class:`WaitTimeout`."""
+        deadline = time.monotonic() + timeout
+        e = await self.get_export(user, export_id, tenant=tenant)
+        while not e.is_final:
+            if time.monotonic() > deadline:
+                raise WaitTimeout(export_id, timeout, e.status)
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, 5.0)
+            e = await self.get_export(user, export_id, tenant=tenant)
+        return e
+
+    async def erase_user(self, user: str, *, tenant: Optional[str] = None) -> dict[str, Any]:
+        """Erases ``user``'s data; the receipt (``complete`` false: call again)."""
+        return dict((await self._send(core.erase_user(user, tenant))).json())

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import httpx
 
 from ._errors import ProblemError, RateLimited
-from ._models import Job, JobPage, Submitted, Webhook
+from ._models import Export, Job, JobPage, Submitted, Webhook
 
 USER_AGENT = "gantry-client-python/0.1.0"
 
@@ -133,3 +133,28 @@ def read_job(v: Any) -> Job:
 
 def read_webhook(v: Any) -> Webhook:
     return Webhook.from_json(v)
+
+
+def _user_path(user: str, tail: str, tenant: Optional[str]) -> tuple[str, Optional[dict[str, str]]]:
+    return f"/v1/users/{seg(user)}{tail}", ({"tenant": tenant} if tenant else None)
+
+
+def export_user(user: str, tenant: Optional[str]) -> Call:
+    """``POST /v1/users/{user_id}/exports``: starts an export of the user's data."""
+    path, params = _user_path(user, "/exports", tenant)
+    return Call("POST", path, params=params)
+
+
+def get_export(user: str, export_id: str, tenant: Optional[str]) -> Call:
+    path, params = _user_path(user, f"/exports/{seg(export_id)}", tenant)
+    return Call("GET", path, params=params)
+
+
+def erase_user(user: str, tenant: Optional[str]) -> Call:
+    """``DELETE /v1/users/{user_id}/data``: erases the user's data (idempotent)."""
+    path, params = _user_path(user, "/data", tenant)
+    return Call("DELETE", path, params=params)
+
+
+def read_export(v: Any) -> Export:
+    return Export.from_json(v)

@@ -129,3 +129,27 @@ class Webhook:
     def from_json(cls, v: dict[str, Any]) -> "Webhook":
         return cls(id=v["id"], url=v["url"], types=list(v.get("types", [])), secret=v.get("secret"),
                    disabled=v.get("disabled"))
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export of a user's data (``POST /v1/users/{user_id}/exports``): its status and,
+    once made, its ``archive`` (``download`` route, ``size_bytes``, ``sha256``, ``counts``,
+    ``expires_at_ms``)."""
+
+    id: str
+    status: str
+    includes: dict[str, bool]
+    archive: Optional[dict[str, Any]] = None
+    progress: Optional[float] = None
+    error: Optional[str] = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> "Export":
+        return cls(id=v["id"], status=v["status"], includes=dict(v.get("includes", {})), archive=v.get("archive"),
+                   progress=v.get("progress"), error=v.get("error"), raw=v)

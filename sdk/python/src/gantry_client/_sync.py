@@ -9,7 +9,7 @@ import httpx
 
 from . import _core as core
 from ._errors import GantryError, ProblemError, RateLimited, WaitTimeout
-from ._models import Event, Job, JobPage, Submitted, Webhook
+from ._models import Event, Export, Job, JobPage, Submitted, Webhook
 from ._sse import SseParser
 
 
@@ -170,3 +170,43 @@ class Client:
     def webhook_deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
         path = f"/v1/webhooks/{core.seg(webhook_id)}/deliveries"
         return list(self._send(core.Call("GET", path)).json()["deliveries"])
+
+    def export_user(self, user: str, *, tenant: Optional[str] = None) -> Export:
+        """Starts an export of ``user``'s data (an operator key names the ``tenant``)."""
+        return core.read_export(self._send(core.export_user(user, tenant)).json())
+
+    def get_export(self, user: str, export_id: str, *, tenant: Optional[str] = None) -> Export:
+        return core.read_export(self._send(core.get_export(user, export_id, tenant)).json())
+
+    def wait_export(self, user: str, export_id: str, *, tenant: Optional[str] = None, timeout: float = 600.0,
+                    poll: float = 0.2) -> Export:
+        """Polls an export until it ends. Raises :class:`WaitTimeout`."""
+        deadline = time.monotonic() + timeout
+        e = self.get_export(user, export_id, tenant=tenant)
+        while not e.is_final:
+            if time.monotonic() > deadline:
+                raise WaitTimeout(export_id, timeout, e.status)
+            time.sleep(poll)
+            poll = min(poll * 2, 5.0)
+            e = self.get_export(user, export_id, tenant=tenant)
+        return e
+
+    def download_export(self, export: Export, path: str) -> int:
+        """Streams a made export's archive to the file ``path``; returns its size. Compare
+        ``export.archive["sha256"]`` to check it."""
+        if not export.archive:
+            raise GantryError(f"export {export.id} has no archive: it is {export.status}")
+        written = 0
+        with self._http.stream("GET", export.archive["download"]) as resp:
+            if not resp.is_success:
+                resp.read()
+                raise core.problem(resp)
+            with open(path, "wb") as f:
+                for chunk in resp.iter_bytes():
+                    f.write(chunk)
+                    written += len(chunk)
+        return written
+
+    def erase_user(self, user: str, *, tenant: Optional[str] = None) -> dict[str, Any]:
+        """Erases ``user``'s data; the receipt (``complete`` false: call again)."""
+        return dict(self._send(core.erase_user(user, tenant)).json())
