@@ -81,14 +81,24 @@ impl Client {
     /// Starts an export of `user`'s data (this key's tenant's user; an operator key names the
     /// tenant with `tenant`).
     pub async fn export_user(&self, user: &str, tenant: Option<&str>) -> Result<Export, ClientError> {
-        self.send(reqwest::Method::POST, &export_path(user, None, tenant), None::<&()>, None)
-            .await
+        self.send(
+            reqwest::Method::POST,
+            &export_path(user, None, tenant),
+            None::<&()>,
+            None,
+        )
+        .await
     }
 
     /// An export of `user`'s data.
     pub async fn get_export(&self, user: &str, id: &str, tenant: Option<&str>) -> Result<Export, ClientError> {
-        self.send(reqwest::Method::GET, &export_path(user, Some(id), tenant), None::<&()>, None)
-            .await
+        self.send(
+            reqwest::Method::GET,
+            &export_path(user, Some(id), tenant),
+            None::<&()>,
+            None,
+        )
+        .await
     }
 
     /// Polls an export (every 100 ms, doubling to 2 s) until it ends or `timeout` passes.

@@ -150,6 +150,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         secs: u64,
     },
+    /// One user's data export at scale: the export job's streaming archive beside a naive
+    /// exporter that holds every document in memory (jobs per second, peak memory).
+    Export {
+        /// Port of a redis-server on 127.0.0.1 (fresh: the benchmark fills it).
+        #[arg(long)]
+        redis_port: u16,
+        /// Jobs of the large user (the small one has a tenth).
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        /// One job in this many succeeded with a 4 KiB output.
+        #[arg(long, default_value_t = 100)]
+        outputs_every: usize,
+    },
     /// Job search over a large store: memory per job of the indexes (beside one sorted set per
     /// tenant) and one page's latency per filter (beside reading its records directly), then
     /// through `GET /v1/jobs`.
@@ -293,6 +306,13 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             secs,
         } => {
             return super::bench_console::console_bench(redis_port, jobs, dead, workers, samples, consoles, secs).await;
+        }
+        BenchCommand::Export {
+            redis_port,
+            jobs,
+            outputs_every,
+        } => {
+            return super::bench_export::export_bench(redis_port, jobs, outputs_every).await;
         }
         BenchCommand::Search {
             redis_port,

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_console;
 mod bench_events;
+mod bench_export;
 #[cfg(feature = "dev-tools")]
 mod bench_generate;
 mod bench_pdq;

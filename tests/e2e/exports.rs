@@ -132,13 +132,55 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     let addr = sched.addr.as_str();
     let studio = "demo-studio-key";
 
-    // The user's jobs: a generate, a generate→upscale pipeline, a job that dies.
+    // The platform's uploads for the user: a reference image and a clip.
+    let uploads = outputs.join("inputs/studio-42");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let reference = gantry_mocks::media::MediaCache::default().image(64, 64, false, 9);
+    std::fs::write(uploads.join("ref.png"), reference.as_slice()).unwrap();
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .args([
+            "testsrc2=size=320x240:rate=15",
+            "-t",
+            "1",
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+        ])
+        .arg(uploads.join("clip.webm"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A hash list that holds the mocks' flagged picture, so a job of the user's is blocked.
+    let flagged = {
+        use gantry_codecs::pdq::{Prescale, hash_dihedral, luma_from_image};
+        let png =
+            gantry_mocks::media::MediaCache::default().image(1024, 1024, false, gantry_mocks::media::FLAGGED_TINT);
+        let img = image::load_from_memory(&png).unwrap();
+        let (luma, w, h) = luma_from_image(&img, Prescale::None);
+        hash_dihedral(&luma, w, h).0[0].to_string()
+    };
+    let (s, _, b) = http_request(
+        &sched.addr,
+        "PUT",
+        "/v1/admin/hashlists/known-bad?category=csam",
+        &[
+            ("Authorization", "Bearer demo-admin-key"),
+            ("Content-Type", "text/plain"),
+        ],
+        format!("pdq:{flagged}\n").as_bytes(),
+    );
+    assert_eq!(s, 200, "{b}");
+
+    // The user's jobs: a generate with a stored reference, a generate→upscale pipeline, a
+    // transcode, a job that dies, one that is blocked.
     let mut gen_job = generate(
         "openai",
         "gpt-image-1",
         &["US"],
         PROMPT,
-        json!({"negative_prompt": NEGATIVE}),
+        json!({"negative_prompt": NEGATIVE, "reference_images": ["inputs/studio-42/ref.png"]}),
     );
     gen_job["user"] = USER.into();
     let (s, g, text) = call(addr, studio, "POST", "/v1/jobs", Some(gen_job.clone()));
@@ -158,6 +200,15 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     let (s, d, text) = call(addr, studio, "POST", "/v1/jobs", Some(dies));
     assert_eq!(s, 201, "{text}");
     let dead_id = d["id"].as_str().unwrap().to_owned();
+    let clip = json!({"user": USER, "kind": "transcode", "payload": {"input": "inputs/studio-42/clip.webm"}});
+    let (s, t, text) = call(addr, studio, "POST", "/v1/jobs", Some(clip));
+    assert_eq!(s, 201, "{text}");
+    let transcode_id = t["id"].as_str().unwrap().to_owned();
+    let mut bad = generate("openai", "gpt-image-1", &["US"], "[mock:flagged] a portrait", json!({}));
+    bad["user"] = USER.into();
+    let (s, bl, text) = call(addr, studio, "POST", "/v1/jobs", Some(bad));
+    assert_eq!(s, 201, "{text}");
+    let blocked_id = bl["id"].as_str().unwrap().to_owned();
     // Beside them: another user's job, and another tenant's user of the same id.
     let mut other = gen_job.clone();
     other["user"] = "u-someone-else".into();
@@ -173,9 +224,13 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     );
     assert_eq!(s, 201, "{text}");
     let other_tenant_id = t["id"].as_str().unwrap().to_owned();
-    for id in [&gen_id, &dead_id, &other_id] {
+    for id in [&gen_id, &dead_id, &other_id, &transcode_id, &blocked_id] {
         settled_at(addr, studio, &format!("/v1/jobs/{id}")).await;
     }
+    let (_, blocked, _) = call(addr, studio, "GET", &format!("/v1/jobs/{blocked_id}"), None);
+    assert_eq!(blocked["status"], "blocked", "{blocked:#}");
+    let (_, transcoded, _) = call(addr, studio, "GET", &format!("/v1/jobs/{transcode_id}"), None);
+    assert_eq!(transcoded["status"], "succeeded", "{transcoded:#}");
     let p = settled_at(addr, studio, &format!("/v1/pipelines/{pipeline_id}")).await;
     assert_eq!(p["status"], "succeeded", "{p:#}");
     let steps: BTreeMap<String, String> = p["steps"]
@@ -269,17 +324,24 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
         .filter_map(|(p, _)| p.strip_suffix("/job.json").and_then(|p| p.strip_prefix("jobs/")))
         .map(str::to_owned)
         .collect();
-    let want: std::collections::BTreeSet<String> = [&gen_id, &steps["image"], &steps["big"], &dead_id]
-        .into_iter()
-        .cloned()
-        .collect();
+    let want: std::collections::BTreeSet<String> = [
+        &gen_id,
+        &steps["image"],
+        &steps["big"],
+        &dead_id,
+        &transcode_id,
+        &blocked_id,
+    ]
+    .into_iter()
+    .cloned()
+    .collect();
     assert_eq!(jobs, want);
     assert!(
         !files
             .iter()
             .any(|(p, _)| p.contains(&other_id) || p.contains(&other_tenant_id))
     );
-    assert_eq!(manifest["counts"]["jobs"], 4);
+    assert_eq!(manifest["counts"]["jobs"], 6);
     assert_eq!(manifest["counts"]["pipelines"], 1);
     // The prompts, opened (they are sealed in Redis).
     let job: Value = serde_json::from_slice(file(&format!("jobs/{gen_id}/job.json"))).unwrap();
@@ -300,6 +362,25 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     let big: Value = serde_json::from_slice(file(&format!("jobs/{}/job.json", steps["big"]))).unwrap();
     assert_eq!(big["pipeline"]["id"], pipeline_id.as_str());
     assert_eq!(big["outputs"].as_array().unwrap().len(), 1);
+    // The stored reference, byte for byte.
+    assert_eq!(job["references"][0]["source"], "store");
+    assert_eq!(
+        file(job["references"][0]["path"].as_str().unwrap()),
+        reference.as_slice()
+    );
+    // The transcode's renditions.
+    let clip: Value = serde_json::from_slice(file(&format!("jobs/{transcode_id}/job.json"))).unwrap();
+    assert_eq!(clip["kind"], "transcode");
+    assert!(!clip["outputs"].as_array().unwrap().is_empty(), "{clip:#}");
+    // A blocked job: its record, none of its content.
+    let blocked: Value = serde_json::from_slice(file(&format!("jobs/{blocked_id}/job.json"))).unwrap();
+    assert_eq!(blocked["status"], "blocked");
+    assert!(blocked["outputs"].as_array().unwrap().is_empty());
+    assert!(
+        !files
+            .iter()
+            .any(|(p, _)| p.starts_with(&format!("jobs/{blocked_id}/outputs/")))
+    );
     // A job that did not succeed has no outputs.
     let dead: Value = serde_json::from_slice(file(&format!("jobs/{dead_id}/job.json"))).unwrap();
     assert_eq!(dead["status"], "dead");
@@ -385,14 +466,21 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("4 jobs, 1 pipelines"),
+        String::from_utf8_lossy(&o.stdout).contains("6 jobs, 1 pipelines"),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
     let cli_files = untar(&std::fs::read(&local).unwrap());
     let cli_manifest: Value = serde_json::from_slice(&cli_files.last().unwrap().1).unwrap();
-    assert_eq!(cli_manifest["counts"], manifest["counts"]);
-    assert!(cli_files.iter().any(|(p, _)| p == "moderation.json"));
+    for k in ["jobs", "jobs_by_kind", "pipelines", "outputs", "references"] {
+        assert_eq!(cli_manifest["counts"][k], manifest["counts"][k], "{k}");
+    }
+    // With --moderation: the blocked job's moderation record (category, action; no prompt).
+    assert_eq!(cli_manifest["counts"]["moderation_events"], 1);
+    let moderation: Value =
+        serde_json::from_slice(&cli_files.iter().find(|(p, _)| p == "moderation.json").unwrap().1).unwrap();
+    assert_eq!(moderation["events"][0]["job_id"], blocked_id.as_str(), "{moderation:#}");
+    assert_eq!(moderation["events"][0]["category"], "csam");
     let cli_job: Value = serde_json::from_slice(
         &cli_files
             .iter()

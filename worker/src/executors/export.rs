@@ -182,7 +182,8 @@ impl ExportExecutor {
     ) -> Result<ExportSummary, Failed> {
         use ErrorClass::Retryable;
         let scratch = tempfile::tempdir().map_err(|e| Failed::from((Retryable, "scratch space", e)))?;
-        let mut archive = Archive::create(path).map_err(|e| Failed::from((Retryable, "the archive", e)))?;
+        let mut archive =
+            Archive::create(path, scratch.path()).map_err(|e| Failed::from((Retryable, "the archive", e)))?;
         let pools = self
             .queue
             .pools()
@@ -198,7 +199,8 @@ impl ExportExecutor {
                 .map_err(|e| Failed::from((Retryable, "the user's index", e)))?;
         }
         progress.report(Stage::Working, Some(0.0));
-        let mut seen = HashSet::new();
+        // Ids seen (16 bytes each): an id indexed twice is exported once.
+        let mut seen: HashSet<gantry_queue::JobId> = HashSet::new();
         let mut counts = Counts::default();
         let mut read = 0u64;
         for pool in &pools {
@@ -210,18 +212,29 @@ impl ExportExecutor {
                     .await
                     .map_err(|e| Failed::from((Retryable, "reading the user's records", e)))?;
                 read += page.read as u64;
+                // The page's jobs' credits, in one round trip.
+                let jobs: Vec<String> = page
+                    .items
+                    .iter()
+                    .filter_map(|i| match i {
+                        UserItem::Job(r) => Some(r.spec.id.to_string()),
+                        UserItem::Pipeline(_) => None,
+                    })
+                    .collect();
+                let mut credits = self.credits(tenant, &jobs).await?.into_iter();
                 for item in page.items {
                     match item {
                         UserItem::Job(r) => {
+                            let credits = credits.next().unwrap_or(Value::Null);
                             // Exports are not exported, this one least of all.
-                            if r.spec.kind() == JobKind::Export || !seen.insert(r.spec.id.to_string()) {
+                            if r.spec.kind() == JobKind::Export || !seen.insert(r.spec.id) {
                                 continue;
                             }
-                            self.add_job(&mut archive, pool, &r, scratch.path(), &mut counts)
+                            self.add_job(&mut archive, pool, &r, credits, scratch.path(), &mut counts)
                                 .await?;
                         }
                         UserItem::Pipeline(pl) => {
-                            if !seen.insert(pl.id.clone()) {
+                            if pl.id.parse().is_ok_and(|id| !seen.insert(id)) {
                                 continue;
                             }
                             let doc = json!({
@@ -309,9 +322,8 @@ impl ExportExecutor {
             } else {
                 "every job and pipeline of this user the fleet still holds"
             },
-            "files": archive.files,
         });
-        let files = archive.files.len() as u64 + 1;
+        let files = archive.files + 1;
         archive.finish(&manifest)?;
         Ok(ExportSummary {
             jobs: counts.jobs,
@@ -328,6 +340,7 @@ impl ExportExecutor {
         archive: &mut Archive,
         pool: &Pool,
         r: &JobRecord,
+        credits: Value,
         scratch: &Path,
         counts: &mut Counts,
     ) -> Result<(), Failed> {
@@ -335,7 +348,6 @@ impl ExportExecutor {
         let id = r.spec.id.to_string();
         counts.jobs += 1;
         *counts.by_kind.entry(r.spec.kind().as_str()).or_default() += 1;
-        let credits = self.credits(&r.spec.tenant, &id).await?;
         let mut outputs = Vec::new();
         if r.status == JobStatus::Succeeded {
             let listed = self
@@ -380,10 +392,27 @@ impl ExportExecutor {
                         }
                         Err(e) => return Err(Failed::from((Retryable, "reading a reference", e))),
                     }
-                } else if reference.starts_with("http://") || reference.starts_with("https://") {
+                } else if let Some(data) = reference.strip_prefix("data:") {
+                    // Bytes the request carried inline: the user's own, written out as a file.
+                    let decoded = data.split_once(";base64,").and_then(|(_, b64)| {
+                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()
+                    });
+                    match decoded {
+                        Some(bytes) => {
+                            let at = format!("jobs/{id}/references/{n}-inline");
+                            archive.append(&at, bytes.len() as u64, bytes.as_slice())?;
+                            references.push(json!({"source": "inline", "path": at}));
+                            counts.references += 1;
+                        }
+                        None => references.push(json!({"source": "inline", "path": null, "note": "not base64"})),
+                    }
+                } else if reference.contains("://") {
                     references.push(json!({"source": "url", "url": reference}));
                 } else {
-                    references.push(json!({"source": "other", "reference": reference}));
+                    // Another object of the tenant's (a pipeline parent's output): that job's
+                    // own entry holds it, if it is the user's.
+                    references.push(json!({"source": "store", "object_key": reference, "path": null,
+                                           "note": "another job's output"}));
                 }
             }
         }
@@ -414,20 +443,35 @@ impl ExportExecutor {
     }
 
     /// A job's credits as the ledger holds them (`null` when it never held any).
-    async fn credits(&self, tenant: &str, job: &str) -> Result<Value, Failed> {
+    /// `jobs`' credits as the tenant's ledger holds them, in one round trip (`null` for a job
+    /// that never held any).
+    async fn credits(&self, tenant: &str, jobs: &[String]) -> Result<Vec<Value>, Failed> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut c = self.conn.clone();
-        let (state, reserved, charged): (Option<String>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(gantry_queue::credit_entry_key(tenant, job))
-            .arg("state")
-            .arg("reserved")
-            .arg("charged")
+        let mut p = redis::pipe();
+        for job in jobs {
+            p.cmd("HMGET")
+                .arg(gantry_queue::credit_entry_key(tenant, job))
+                .arg("state")
+                .arg("reserved")
+                .arg("charged");
+        }
+        type Entry = (Option<String>, Option<i64>, Option<i64>);
+        let entries: Vec<Entry> = p
             .query_async(&mut c)
             .await
             .map_err(|e| Failed::from((ErrorClass::Retryable, "credits", e)))?;
-        Ok(match state {
-            Some(state) => json!({"state": state, "reserved": reserved.unwrap_or(0), "charged": charged.unwrap_or(0)}),
-            None => Value::Null,
-        })
+        Ok(entries
+            .into_iter()
+            .map(|(state, reserved, charged)| match state {
+                Some(state) => {
+                    json!({"state": state, "reserved": reserved.unwrap_or(0), "charged": charged.unwrap_or(0)})
+                }
+                None => Value::Null,
+            })
+            .collect())
     }
 }
 
@@ -459,10 +503,15 @@ struct ArchivedFile {
     sha256: String,
 }
 
-/// A tar archive written to a file as it is made, each entry digested as it is copied in.
+/// A tar archive written to a file as it is made, each entry digested as it is copied in. The
+/// manifest's list of files goes to a scratch file as it grows (one JSON object a line), so a
+/// user with a hundred thousand jobs costs no more memory than one with ten.
 struct Archive {
     builder: tar::Builder<std::fs::File>,
-    files: Vec<ArchivedFile>,
+    /// The files so far, one JSON line each.
+    listed: std::io::BufWriter<std::fs::File>,
+    listed_path: std::path::PathBuf,
+    files: u64,
     mtime: u64,
 }
 
@@ -483,12 +532,15 @@ impl<R: Read> Read for Digesting<R> {
 }
 
 impl Archive {
-    fn create(path: &Path) -> std::io::Result<Self> {
+    fn create(path: &Path, scratch: &Path) -> std::io::Result<Self> {
         let mut builder = tar::Builder::new(std::fs::File::create(path)?);
         builder.mode(tar::HeaderMode::Deterministic);
+        let listed_path = scratch.join("files.jsonl");
         Ok(Self {
             builder,
-            files: Vec::new(),
+            listed: std::io::BufWriter::new(std::fs::File::create(&listed_path)?),
+            listed_path,
+            files: 0,
             mtime: gantry_core::time::now_ms() / 1000,
         })
     }
@@ -507,11 +559,16 @@ impl Archive {
         };
         tokio::task::block_in_place(|| self.builder.append_data(&mut header, path, &mut digesting))
             .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the archive", e)))?;
-        self.files.push(ArchivedFile {
+        let entry = ArchivedFile {
             path: path.to_owned(),
             size_bytes: digesting.read,
             sha256: gantry_store::hex(&digesting.hasher.finalize()),
-        });
+        };
+        let line = serde_json::to_vec(&entry).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
+        std::io::Write::write_all(&mut self.listed, &line)
+            .and_then(|()| std::io::Write::write_all(&mut self.listed, b"\n"))
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "listing the archive's files", e)))?;
+        self.files += 1;
         Ok(())
     }
 
@@ -529,18 +586,39 @@ impl Archive {
         self.append(path, len, f)
     }
 
-    /// Writes the manifest, last, and closes the archive.
-    fn finish(mut self, manifest: &Value) -> Result<(), Failed> {
-        let bytes =
-            serde_json::to_vec_pretty(manifest).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
+    /// Writes the manifest, last — `head` with the list of every file as `files` — and closes
+    /// the archive. The manifest is written to a scratch file first, the list streamed into it.
+    fn finish(mut self, head: &Value) -> Result<(), Failed> {
+        use std::io::{BufRead, Write};
+        let io = |e: std::io::Error| Failed::from((ErrorClass::Retryable, "writing the manifest", e));
+        let mut text =
+            serde_json::to_string_pretty(head).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
+        // `head` is an object: reopen it to add the list.
+        text.truncate(text.trim_end().trim_end_matches('}').trim_end().len());
+        let manifest_path = self.listed_path.with_file_name("manifest.json");
+        tokio::task::block_in_place(|| -> Result<(), std::io::Error> {
+            self.listed.flush()?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&manifest_path)?);
+            out.write_all(text.as_bytes())?;
+            out.write_all(b",\n  \"files\": [")?;
+            let listed = std::io::BufReader::new(std::fs::File::open(&self.listed_path)?);
+            for (i, line) in listed.lines().enumerate() {
+                out.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+                out.write_all(line?.as_bytes())?;
+            }
+            out.write_all(b"\n  ]\n}\n")?;
+            out.flush()
+        })
+        .map_err(io)?;
+        let f = std::fs::File::open(&manifest_path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
         let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
+        header.set_size(len);
         header.set_mode(0o644);
         header.set_mtime(self.mtime);
         header.set_entry_type(tar::EntryType::Regular);
         tokio::task::block_in_place(|| {
-            self.builder
-                .append_data(&mut header, "manifest.json", bytes.as_slice())?;
+            self.builder.append_data(&mut header, "manifest.json", f)?;
             self.builder.into_inner().and_then(|f| f.sync_all())
         })
         .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the archive", e)))
