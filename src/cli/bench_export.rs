@@ -5,8 +5,9 @@
 //! - **ours**: the export job's own code (`ExportExecutor::write_archive`) streaming the tar to
 //!   a file, a page of the index at a time;
 //! - **baseline**: the naive exporter — read the whole index, fetch each record with its own
-//!   `HGETALL`, build every document in memory, then write them out;
-//! each with its wall time, jobs per second, archive bytes per second, and the process's peak
+//!   `HGETALL`, build every document in memory, then write them out.
+//!
+//! Each with its wall time, jobs per second, archive bytes per second, and the process's peak
 //! resident memory during the run (`VmHWM`, reset before each through `/proc/self/clear_refs`).
 //! Flat memory means ours peaks at about the same for JOBS/10 and JOBS.
 
