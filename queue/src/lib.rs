@@ -29,7 +29,7 @@ pub use conn::{RedisConn, RedisTarget};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerEvents, ConsumerStats, GpuResource, HandlerFuture, JobContext, JobHandler,
     JobOutcome, LeaseSource, Leased, Leases, NoEvents, ProgressHandle, QUEUE_WAIT_BUCKETS, Resources, Settlement,
-    Ticket, job_span,
+    Ticket, VramProbe, job_span,
 };
 pub use error::{QueueError, ValidationError};
 pub use fleet::{FleetGpu, FleetMig, WorkerRecord};

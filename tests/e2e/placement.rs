@@ -1,5 +1,6 @@
 //! GPU-aware placement with real worker processes and fake inventories: VRAM fit and sharing,
-//! NVENC gating, CPU fallback, warm-model preference, work stealing by an idle large GPU.
+//! NVENC gating, CPU fallback, warm-model preference, work stealing by an idle large GPU,
+//! memory another process holds on a GPU.
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
@@ -212,4 +213,46 @@ async fn an_idle_large_gpu_takes_small_jobs_from_another_pool() {
         q.job_in(&large, big[0]).await.map(|r| r.status).ok() == Some(JobStatus::Succeeded)
     })
     .await;
+}
+
+/// Memory another process holds on a GPU is not offered: a 24 GiB GPU with 20 GiB in use by
+/// someone else runs the 2 GiB jobs and leaves the 8 GiB one to a worker where it fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_other_processes_hold_is_not_offered() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().expect("tmp");
+    let pool = Pool::new("gpu").unwrap();
+    let q = client(&url).await;
+    let small: Vec<JobId> = enqueue_all(&q, &pool, (0..3).map(|_| job(50, Some((2, false)))).collect()).await;
+    let big: Vec<JobId> = enqueue_all(&q, &pool, vec![job(50, Some((8, false)))]).await;
+    let start =
+        |id: &str, gpus: &str| WorkerProcess::start_in(&url, "gpu", id, 4, 10.0, &["--gpus", gpus], logs.path());
+    let _busy = start("w-busy", "fake:1x24GiB+used=20GiB");
+    eventually("the small jobs ran", Duration::from_secs(30), || {
+        let q = q.clone();
+        let pool = pool.clone();
+        let small = small.clone();
+        async move {
+            let mut done = true;
+            for id in &small {
+                done &= q
+                    .job_in(&pool, *id)
+                    .await
+                    .is_ok_and(|r| r.status == JobStatus::Succeeded);
+            }
+            done
+        }
+    })
+    .await;
+    for id in &small {
+        assert_eq!(q.job_in(&pool, *id).await.unwrap().worker.as_deref(), Some("w-busy"));
+    }
+    // 4 GiB are free there; the 8 GiB job waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(q.job_in(&pool, big[0]).await.unwrap().status, JobStatus::Queued);
+    let _free = start("w-free", "fake:1x24GiB");
+    eventually("the 8 GiB job ran", Duration::from_secs(30), || drained_in(&q, &pool)).await;
+    let r = q.job_in(&pool, big[0]).await.unwrap();
+    assert_eq!((r.status, r.worker.as_deref()), (JobStatus::Succeeded, Some("w-free")));
 }

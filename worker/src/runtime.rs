@@ -124,6 +124,11 @@ pub async fn run_worker(
             .collect(),
         cpu_slots: cfg.cpu_slots,
         warm_models: cfg.warm_models.clone(),
+        // Read at every claim: memory other processes hold on a GPU is not offered.
+        vram_used: (!monitor.initial().gpus.is_empty()).then(|| {
+            let m = monitor.clone();
+            gantry_queue::VramProbe(Arc::new(move || m.memory_used()))
+        }),
     };
     tracing::info!(
         worker_id = %cfg.worker_id,

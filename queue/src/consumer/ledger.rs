@@ -14,6 +14,7 @@ pub(crate) struct Ledger {
     cpu_slots: usize,
     cpu_used: usize,
     warm: Vec<String>,
+    used: Option<super::VramProbe>,
 }
 
 impl Ledger {
@@ -25,11 +26,20 @@ impl Ledger {
             cpu_slots: r.cpu_slots.unwrap_or(concurrency),
             cpu_used: 0,
             warm: r.warm_models.clone(),
+            used: r.vram_used.clone(),
         }
     }
 
-    /// What is free now, as the claim script takes it.
+    /// What is free now, as the claim script takes it: per GPU, its total less the larger of
+    /// what running jobs reserve and what is in use there (by anyone, as the probe reads it, in
+    /// whole GiB rounded up). Memory another process holds is not offered; memory a job of ours
+    /// reserved but does not use yet stays reserved.
     pub(crate) fn capacity(&self) -> ClaimCapacity {
+        let used: Vec<u64> = self
+            .used
+            .as_ref()
+            .map(|p| (p.0)().into_iter().map(|b| b.div_ceil(1 << 30)).collect())
+            .unwrap_or_default();
         ClaimCapacity {
             cpu: self.cpu_slots.saturating_sub(self.cpu_used),
             gpus: self
@@ -37,7 +47,11 @@ impl Ledger {
                 .iter()
                 .zip(&self.gpu_reserved_gib)
                 .zip(&self.gpu_nvenc)
-                .map(|((t, r), n)| (t.saturating_sub(*r), *n))
+                .enumerate()
+                .map(|(i, ((t, r), n))| {
+                    let held = (*r).max(used.get(i).copied().unwrap_or(0));
+                    (t.saturating_sub(held), *n)
+                })
                 .collect(),
             warm: self.warm.clone(),
         }
@@ -70,5 +84,59 @@ impl Ledger {
             Some(r) => *r = r.saturating_sub(gib),
             None => self.cpu_used = self.cpu_used.saturating_sub(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::consumer::{GpuResource, VramProbe};
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn a_gpu_offers_its_total_less_the_larger_of_reservations_and_use() {
+        let foreign = Arc::new(AtomicU64::new(0));
+        let f = foreign.clone();
+        let r = Resources {
+            gpus: vec![
+                GpuResource {
+                    total_bytes: 24 * GIB,
+                    nvenc: true,
+                },
+                GpuResource {
+                    total_bytes: 80 * GIB,
+                    nvenc: false,
+                },
+            ],
+            vram_used: Some(VramProbe(Arc::new(move || vec![f.load(Ordering::Relaxed), 0]))),
+            ..Default::default()
+        };
+        let mut l = Ledger::new(&r, 4);
+        assert_eq!(l.capacity().gpus, vec![(24, true), (80, false)]);
+        // Another process takes 20.5 GiB of the first GPU: 3 GiB are left to offer.
+        foreign.store(20 * GIB + GIB / 2, Ordering::Relaxed);
+        assert_eq!(l.capacity().gpus, vec![(3, true), (80, false)]);
+        // Our reservation larger than what is in use counts in full...
+        l.gpu_reserved_gib[1] = 40;
+        assert_eq!(l.capacity().gpus[1], (40, false));
+        // ...and what is in use, ours included, when it is larger.
+        foreign.store(22 * GIB, Ordering::Relaxed);
+        l.gpu_reserved_gib[0] = 4;
+        assert_eq!(l.capacity().gpus[0], (2, true));
+        foreign.store(30 * GIB, Ordering::Relaxed);
+        assert_eq!(l.capacity().gpus[0], (0, true), "never below zero");
+        // Without a probe, reservations alone.
+        let plain = Ledger::new(
+            &Resources {
+                vram_used: None,
+                ..r.clone()
+            },
+            4,
+        );
+        assert_eq!(plain.capacity().gpus, vec![(24, true), (80, false)]);
     }
 }

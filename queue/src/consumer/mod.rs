@@ -89,6 +89,20 @@ pub struct Resources {
     pub cpu_slots: Option<usize>,
     /// Models warm on this worker; their jobs are preferred.
     pub warm_models: Vec<String>,
+    /// What each GPU has in use right now, whoever uses it (NVML's reading), read at every
+    /// claim: a GPU offers its total less the larger of Gantry's reservations and that, so
+    /// memory another process holds is not offered. `None`: reservations alone.
+    pub vram_used: Option<VramProbe>,
+}
+
+/// Reads the memory in use on each GPU, in bytes (by index); see [`Resources::vram_used`].
+#[derive(Clone)]
+pub struct VramProbe(pub Arc<dyn Fn() -> Vec<u64> + Send + Sync>);
+
+impl std::fmt::Debug for VramProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VramProbe")
+    }
 }
 
 /// One GPU as the claim sees it.

@@ -1,4 +1,5 @@
-//! Fake inventories for tests and demos: `2x80GiB`, `1x24GiB+nvenc`, `2x80GiB,1x24GiB+nvenc`.
+//! Fake inventories for tests and demos: `2x80GiB`, `1x24GiB+nvenc`, `2x80GiB,1x24GiB+nvenc`;
+//! `+used=NGiB` says another process holds N GiB of each GPU of the group (`1x24GiB+used=20GiB`).
 
 use super::{GIB, GpuInfo, GpuInventory, InventorySource, NvencStatus};
 
@@ -8,8 +9,8 @@ pub enum FakeSpecError {
     /// Not `auto`, `none` or `fake:SPEC`.
     #[error("unknown --gpus value {0:?} (expected auto, none or fake:SPEC such as fake:2x80GiB+nvenc)")]
     Mode(String),
-    /// A group is not `COUNTxSIZE[+nvenc]`.
-    #[error("bad fake GPU group {0:?} (expected COUNTxSIZE[+nvenc], e.g. 2x80GiB or 1x24GiB+nvenc)")]
+    /// A group is not `COUNTxSIZE[+nvenc][+used=NGiB]`.
+    #[error("bad fake GPU group {0:?} (expected COUNTxSIZE[+nvenc][+used=NGiB], e.g. 2x80GiB or 1x24GiB+nvenc)")]
     Group(String),
     /// Too many GPUs or too much memory.
     #[error("fake inventory out of range: {0}")]
@@ -19,7 +20,8 @@ pub enum FakeSpecError {
 /// A parsed fake inventory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeSpec {
-    groups: Vec<(u32, u64, bool)>,
+    /// (count, GiB each, NVENC, GiB another process holds on each).
+    groups: Vec<(u32, u64, bool, u64)>,
 }
 
 impl std::str::FromStr for FakeSpec {
@@ -28,10 +30,21 @@ impl std::str::FromStr for FakeSpec {
         let mut groups = Vec::new();
         for g in s.split(',').map(str::trim) {
             let bad = || FakeSpecError::Group(g.chars().take(64).collect());
-            let (body, nvenc) = match g.strip_suffix("+nvenc") {
-                Some(b) => (b, true),
-                None => (g, false),
-            };
+            let mut parts = g.split('+');
+            let body = parts.next().unwrap_or_default();
+            let (mut nvenc, mut used) = (false, 0u64);
+            for flag in parts {
+                match flag {
+                    "nvenc" if !nvenc => nvenc = true,
+                    _ => {
+                        let n = flag
+                            .strip_prefix("used=")
+                            .and_then(|u| u.strip_suffix("GiB"))
+                            .ok_or_else(bad)?;
+                        used = n.parse().map_err(|_| bad())?;
+                    }
+                }
+            }
             let (count, size) = body.split_once('x').ok_or_else(bad)?;
             let count: u32 = count.parse().map_err(|_| bad())?;
             let gib: u64 = size.strip_suffix("GiB").ok_or_else(bad)?.parse().map_err(|_| bad())?;
@@ -41,7 +54,10 @@ impl std::str::FromStr for FakeSpec {
             if gib == 0 || gib > 1024 {
                 return Err(FakeSpecError::Range(format!("{gib} GiB per GPU (1..=1024)")));
             }
-            groups.push((count, gib, nvenc));
+            if used > gib {
+                return Err(FakeSpecError::Range(format!("{used} GiB used of {gib} GiB")));
+            }
+            groups.push((count, gib, nvenc, used));
         }
         Ok(Self { groups })
     }
@@ -51,7 +67,7 @@ impl FakeSpec {
     /// The declared GPUs, idle and empty, each named and identified as fake.
     pub fn inventory(&self) -> GpuInventory {
         let mut gpus = Vec::new();
-        for &(count, gib, nvenc) in &self.groups {
+        for &(count, gib, nvenc, used) in &self.groups {
             for _ in 0..count {
                 let index = gpus.len() as u32;
                 gpus.push(GpuInfo {
@@ -59,8 +75,8 @@ impl FakeSpec {
                     uuid: format!("GPU-fake-{index:04}"),
                     name: format!("fake {gib}GiB{}", if nvenc { " nvenc" } else { "" }),
                     memory_total_bytes: gib * GIB,
-                    memory_used_bytes: 0,
-                    memory_free_bytes: gib * GIB,
+                    memory_used_bytes: used * GIB,
+                    memory_free_bytes: (gib - used) * GIB,
                     // An idle GPU's readings, so dashboards and alerts can be tried without one.
                     utilization_ratio: Some(0.0),
                     temperature_celsius: Some(35.0),
@@ -106,6 +122,17 @@ mod tests {
         assert!(inv.gpus[2].nvenc.usable());
         assert!(inv.gpus.iter().all(|g| g.uuid.starts_with("GPU-fake-")));
         assert!(inv.summary().contains("FAKE"));
+        // Memory another process holds, declared per group, in any order with +nvenc.
+        let GpuMode::Fake(spec) = "fake:1x24GiB+used=20GiB+nvenc".parse::<GpuMode>().expect("parses") else {
+            panic!("not fake")
+        };
+        let g = &spec.inventory().gpus[0];
+        assert_eq!((g.memory_used_bytes, g.memory_free_bytes), (20 * GIB, 4 * GIB));
+        assert!(g.nvenc.usable());
+        assert!(matches!(
+            "fake:1x24GiB+used=30GiB".parse::<GpuMode>(),
+            Err(FakeSpecError::Range(_))
+        ));
     }
 
     #[test]
@@ -116,6 +143,8 @@ mod tests {
             "fake:2*80GiB",
             "fake:",
             "fake:2x80GiB+nvdec",
+            "fake:1x24GiB+used=x",
+            "fake:1x24GiB+used=4GB",
         ] {
             assert!(matches!(bad.parse::<GpuMode>(), Err(FakeSpecError::Group(_))), "{bad}");
         }

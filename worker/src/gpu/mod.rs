@@ -267,6 +267,18 @@ impl GpuMonitor {
         &self.first
     }
 
+    /// The memory in use on each GPU of the initial inventory, in its order (bytes): NVML's
+    /// reading now, or what a fake inventory declares used.
+    pub fn memory_used(&self) -> Vec<u64> {
+        match &self.nvml {
+            Some(n) => {
+                let indices: Vec<u32> = self.first.gpus.iter().map(|g| g.index).collect();
+                n.memory_used(&indices)
+            }
+            None => self.first.gpus.iter().map(|g| g.memory_used_bytes).collect(),
+        }
+    }
+
     /// Fresh readings (blocking, cheap: NVML queries only).
     pub fn refresh(&self) -> GpuInventory {
         let Some(n) = &self.nvml else { return self.first.clone() };

@@ -30,6 +30,21 @@ impl NvmlInventory {
 
     /// Reads every device. A device that cannot be read is skipped with a warning; a reading a
     /// device does not support is `None`. NVENC is left `NotProbed` (see [`super::nvenc`]).
+    /// The memory in use on each GPU of `indices` (bytes; 0 where NVML cannot read it): the
+    /// one reading a claim needs, cheap enough to take at every claim.
+    pub fn memory_used(&self, indices: &[u32]) -> Vec<u64> {
+        indices
+            .iter()
+            .map(|&i| {
+                self.nvml
+                    .device_by_index(i)
+                    .and_then(|d| d.memory_info())
+                    .map(|m| m.used)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
     pub fn snapshot(&self) -> GpuInventory {
         let count = match self.nvml.device_count() {
             Ok(c) => c,
