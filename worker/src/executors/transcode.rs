@@ -48,7 +48,9 @@ pub struct TranscodeExecutor {
     outputs: OutputStore,
     limits: VideoLimits,
     time_limit: Duration,
-    hw: Arc<OnceLock<HwPlan>>,
+    /// The worker's GPUs, as read at start-up: each job's plan comes from the GPU it was
+    /// placed on.
+    gpus: Arc<OnceLock<GpuInventory>>,
     transcodes: Family<TranscodeLabels, Counter>,
 }
 
@@ -59,16 +61,17 @@ impl TranscodeExecutor {
             outputs,
             limits: VideoLimits::default(),
             time_limit: Duration::from_secs(1500),
-            hw: Arc::new(OnceLock::new()),
+            gpus: Arc::new(OnceLock::new()),
             transcodes: Family::default(),
         }
     }
 
-    fn hw(&self) -> HwPlan {
-        self.hw
-            .get()
-            .cloned()
-            .unwrap_or_else(|| HwPlan::cpu("the GPU inventory was not read"))
+    /// The media plan of a job placed on GPU `placed` (see [`GpuInventory::hw_plan_for`]).
+    fn hw(&self, placed: Option<u32>) -> HwPlan {
+        match self.gpus.get() {
+            Some(inv) => inv.hw_plan_for(placed),
+            None => HwPlan::cpu("the GPU inventory was not read"),
+        }
     }
 
     fn count(&self, container: &str, r: &TranscodeReport) {
@@ -113,7 +116,7 @@ impl Executor for TranscodeExecutor {
             "transcode: {}",
             if plan.nvenc_gpu.is_some() { "NVENC proven" } else { plan.no_nvenc_reason.as_str() }
         );
-        let _ = self.hw.set(plan);
+        let _ = self.gpus.set(inventory.clone());
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
@@ -155,7 +158,7 @@ impl TranscodeExecutor {
             max_height: p.max_height,
             max_fps: p.max_fps,
             container: Container::Mp4,
-            hw: self.hw(),
+            hw: self.hw(job.gpu),
         };
         let (limits, secs, want_webm, previews) = (self.limits, self.time_limit.as_secs(), p.webm, p.previews);
         let (flag, work_dir) = (stop.clone(), dir.path().to_owned());
@@ -290,5 +293,35 @@ impl TranscodeExecutor {
             .put_file(&job.spec, name, &dir.join(name), content_type)
             .await
             .map_err(|e| failed(ErrorClass::Retryable, format!("storing {name}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::tests::gpu;
+    use crate::gpu::{InventorySource, NvencStatus};
+
+    #[test]
+    fn each_job_decodes_and_encodes_on_the_gpu_it_was_placed_on() {
+        let store = OutputStore::open("memory://").expect("store");
+        let t = TranscodeExecutor::new(store);
+        assert_eq!(t.hw(Some(0)).cuvid_gpu, None, "no inventory read yet: the CPU");
+        let unavailable = NvencStatus::Unavailable {
+            reason: "unsupported device".into(),
+        };
+        t.set_gpus(&GpuInventory {
+            source: InventorySource::Nvml,
+            gpus: vec![
+                gpu(0, "NVIDIA H100", unavailable),
+                gpu(1, "NVIDIA L4", NvencStatus::Proven),
+                gpu(2, "NVIDIA L4", NvencStatus::Proven),
+            ],
+            cpu_only_reason: None,
+        });
+        for (placed, nvenc, nvdec) in [(0, None, Some(0)), (1, Some(1), Some(1)), (2, Some(2), Some(2))] {
+            let hw = t.hw(Some(placed));
+            assert_eq!((hw.nvenc_gpu, hw.cuvid_gpu), (nvenc, nvdec), "placed on GPU {placed}");
+        }
     }
 }

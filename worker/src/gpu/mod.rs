@@ -156,6 +156,31 @@ impl GpuInventory {
     /// What the media executors may use: NVENC on the first GPU whose probe proved an encode
     /// session opens, NVDEC on the first real GPU (the decoder falls back to software if its
     /// session does not open). Fake inventories use neither: their GPUs do not exist.
+    /// The media plan for a job the claim placed on GPU `placed` (its position in this
+    /// inventory, as the claim numbers GPUs): decode with NVDEC on that GPU and encode with
+    /// NVENC there if its probe proved a session opens — never on a GPU the job does not hold.
+    /// A job placed on no GPU (a CPU job) gets [`GpuInventory::hw_plan`], the worker's own.
+    pub fn hw_plan_for(&self, placed: Option<u32>) -> gantry_codecs::video::HwPlan {
+        use gantry_codecs::video::HwPlan;
+        let Some(i) = placed else { return self.hw_plan() };
+        if self.source != InventorySource::Nvml {
+            return self.hw_plan();
+        }
+        let Some(g) = self.gpus.get(i as usize) else {
+            return HwPlan::cpu(format!("placed on GPU {i}, which this worker does not have"));
+        };
+        let (nvenc_gpu, no_nvenc_reason) = match &g.nvenc {
+            NvencStatus::Proven => (Some(g.index), String::new()),
+            NvencStatus::Unavailable { reason } => (None, format!("placed on GPU {} ({}): {reason}", g.index, g.name)),
+            other => (None, format!("placed on GPU {} ({}): NVENC {other:?}", g.index, g.name)),
+        };
+        HwPlan {
+            nvenc_gpu,
+            cuvid_gpu: Some(g.index),
+            no_nvenc_reason,
+        }
+    }
+
     pub fn hw_plan(&self) -> gantry_codecs::video::HwPlan {
         use gantry_codecs::video::HwPlan;
         match self.source {
@@ -293,10 +318,11 @@ impl GpuMonitor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn gpu(index: u32, name: &str, nvenc: NvencStatus) -> GpuInfo {
+    /// An NVML-read GPU of 80 GiB, idle, with `nvenc`'s probe verdict.
+    pub(crate) fn gpu(index: u32, name: &str, nvenc: NvencStatus) -> GpuInfo {
         GpuInfo {
             index,
             uuid: format!("GPU-{index}"),
@@ -344,6 +370,26 @@ mod tests {
             ..h100.clone()
         };
         assert_eq!(mixed.hw_plan().nvenc_gpu, Some(1));
+        // A job placed on a GPU decodes and encodes there, and nowhere else: on the H100 it
+        // decodes with NVDEC but encodes on the CPU, though the L4 beside it has NVENC.
+        let on_h100 = mixed.hw_plan_for(Some(0));
+        assert_eq!((on_h100.nvenc_gpu, on_h100.cuvid_gpu), (None, Some(0)));
+        assert!(
+            on_h100.no_nvenc_reason.starts_with("placed on GPU 0"),
+            "{}",
+            on_h100.no_nvenc_reason
+        );
+        let on_l4 = mixed.hw_plan_for(Some(1));
+        assert_eq!((on_l4.nvenc_gpu, on_l4.cuvid_gpu), (Some(1), Some(1)));
+        // A CPU job gets the worker's plan; a position past the inventory, the CPU.
+        assert_eq!(mixed.hw_plan_for(None), mixed.hw_plan());
+        assert_eq!(
+            (
+                mixed.hw_plan_for(Some(7)).nvenc_gpu,
+                mixed.hw_plan_for(Some(7)).cuvid_gpu
+            ),
+            (None, None)
+        );
         // Fake GPUs, even declared with NVENC, never reach FFmpeg.
         let fake: GpuMode = "fake:1x24GiB+nvenc".parse().unwrap_or(GpuMode::None);
         let p = discover(&fake).hw_plan();
