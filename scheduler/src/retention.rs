@@ -131,6 +131,7 @@ impl Sweeper {
                         if let Some(m) = &self.metrics {
                             for (class, n) in [
                                 ("outputs", o.outputs),
+                                ("export_archives", o.exports),
                                 ("audit_entries", o.audit_entries),
                                 ("moderation_index", o.moderation_index),
                             ] {
@@ -142,6 +143,7 @@ impl Sweeper {
                         tracing::info!(
                             outputs = o.outputs,
                             output_bytes = o.output_bytes,
+                            export_archives = o.exports,
                             audit_entries = o.audit_entries,
                             moderation_index = o.moderation_index,
                             "retention sweep"
@@ -278,6 +280,15 @@ pub async fn report(
             } else {
                 r.oldest_kept_ms.map(|t| t.max(0) as u64 + keep_ms)
             },
+        });
+        // Users' data exports: archives among the outputs, kept a shorter time.
+        classes.push(ClassReport {
+            class: "export_archives",
+            kept: format!("{} after they were made", d(policy.export_days())),
+            stored: r.exports_scanned,
+            active: 0,
+            due_now: r.exports_expired,
+            next_removal_ms: (r.exports_expired > 0).then_some(now),
         });
     }
     Ok(classes)

@@ -80,6 +80,8 @@ pub struct SweepReport {
     pub oldest_kept_ms: Option<i64>,
     /// Of the expired objects, users' data export archives (kept by their own cutoff).
     pub exports_expired: u64,
+    /// Export archives looked at.
+    pub exports_scanned: u64,
 }
 
 /// The name of a user's data export archive among its export job's outputs: swept by its own
@@ -546,6 +548,7 @@ impl OutputStore {
             report.scanned += 1;
             let at = o.last_modified.timestamp_millis();
             let export = o.location.filename() == Some(EXPORT_ARCHIVE);
+            report.exports_scanned += u64::from(export);
             if at < cutoff_ms || (export && at < exports_cutoff_ms) {
                 report.expired += 1;
                 report.expired_bytes += o.size;

@@ -57,10 +57,10 @@ async fn registry_tracks_live_workers_and_forgets_dead_ones() {
             .all(|x| x.nvenc && x.memory_total_bytes == 80 << 30 && x.uuid.starts_with("GPU-fake-"))
     );
     // Without provider credentials the worker serves what it can run locally.
-    use gantry_queue::JobKind::{CsamHash, Noop, Transcode, Upscale};
+    use gantry_queue::JobKind::{CsamHash, Export, Noop, Transcode, Upscale};
     let mut kinds = g.kinds.clone();
     kinds.sort();
-    let mut want = vec![Noop, Transcode, Upscale, CsamHash];
+    let mut want = vec![Noop, Transcode, Upscale, CsamHash, Export];
     want.sort();
     assert_eq!(kinds, want);
     let c = ws.iter().find(|w| w.id == "cpu-box").unwrap();

@@ -153,8 +153,14 @@ async fn the_policy_sets_ttls_the_report_lists_them_and_the_sweep_removes_what_i
             "idempotency_keys",
             "moderation_events",
             "audit_log",
-            "outputs"
+            "outputs",
+            "export_archives"
         ]
+    );
+    assert_eq!(
+        row("export_archives")[1..4],
+        ["0", "0", "0"],
+        "no export was made: {report}"
     );
     let next = json[0]["next_removal_ms"].as_u64().unwrap();
     assert!(
