@@ -161,7 +161,7 @@ pub async fn export_bench(redis_port: u16, jobs: usize, outputs_every: usize) ->
         let before = peak_kib();
         let t = Instant::now();
         let s = exporter
-            .write_archive(TENANT, user, "bench", &payload, &path, &Default::default())
+            .write_archive(TENANT, user, "bench", &payload, &path, &Default::default(), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let ours = Run {

@@ -113,6 +113,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
             &payload,
             &a.out,
             &gantry_queue::ProgressHandle::default(),
+            None,
         )
         .await;
     let summary = match summary {

@@ -114,6 +114,10 @@ pub struct WorkerArgs {
     /// Key for the webhook URLs' tokens (default: random per process).
     #[arg(long, env = "GANTRY_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// Users' data exports store their archive in parts of this many jobs, each with a
+    /// checkpoint, so an export whose worker dies is resumed where it stopped.
+    #[arg(long, default_value_t = gantry_worker::executors::export::DEFAULT_PART_JOBS)]
+    export_part_jobs: u64,
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
@@ -143,7 +147,11 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .with(Scanned::new(UpscaleExecutor::new(outputs.clone()), scanner.clone()))
         .with(Scanned::new(TranscodeExecutor::new(outputs.clone()), scanner.clone()))
         .with(CsamHashExecutor::new(scanner.clone()))
-        .with(export_executor(&a.redis.redis_url, conn.clone(), outputs.clone(), &retention).await?);
+        .with(
+            export_executor(&a.redis.redis_url, conn.clone(), outputs.clone(), &retention)
+                .await?
+                .with_part_jobs(a.export_part_jobs),
+        );
     let breaker = BreakerConfig {
         threshold: a.breaker_threshold.max(1),
         open_for: Duration::try_from_secs_f64(a.breaker_open_secs)

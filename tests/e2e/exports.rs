@@ -539,3 +539,129 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     let (s, _, _) = call(addr, studio, "GET", &format!("/v1/jobs/{other_id}"), None);
     assert_eq!(s, 200);
 }
+
+/// An export whose worker dies part-way is resumed by the next attempt from its last stored
+/// part: the archive holds every job once, its manifest lists every file, and the parts and
+/// the checkpoint are gone once the archive is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_whose_worker_dies_resumes_from_its_last_part() {
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = dir.path().join("outputs");
+    let store_dir = outputs.to_str().unwrap();
+    let sched = SchedulerProcess::start_with(&url, None, &["--outputs", store_dir], None);
+    let addr = sched.addr.as_str();
+    let studio = "demo-studio-key";
+    let user = "u-export-resume";
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let (s, j, text) = call(
+            addr,
+            studio,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"user": user, "kind": "noop", "payload": {"output_bytes": 64}})),
+        );
+        assert_eq!(s, 201, "{text}");
+        ids.push(j["id"].as_str().unwrap().to_owned());
+    }
+    // A worker that stores parts of two jobs and dies after the second part.
+    let parts = ["--gpus", "none", "--outputs", store_dir, "--export-part-jobs", "2"];
+    let dying = WorkerProcess::start_in_env(
+        &url,
+        "cpu",
+        "dies",
+        2,
+        2.0,
+        &parts,
+        dir.path(),
+        &[("GANTRY_TEST_ABORT_EXPORT_AFTER_PART", "1")],
+    );
+    for id in &ids {
+        settled_at(addr, studio, &format!("/v1/jobs/{id}")).await;
+    }
+    let (s, v, text) = call(addr, studio, "POST", &format!("/v1/users/{user}/exports"), None);
+    assert_eq!(s, 202, "{text}");
+    let export_id = v["id"].as_str().unwrap().to_owned();
+    // The first attempt stores two parts (four jobs), then its worker aborts.
+    let log = dir.path().join("dies.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("aborting after storing a part")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never reached its fault point"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(dying);
+    // Another worker takes the export up once the lease expires, from the third part.
+    let _next = WorkerProcess::start_in(&url, "cpu", "resumes", 2, 2.0, &parts, dir.path());
+    let done = settled_at(addr, studio, &format!("/v1/users/{user}/exports/{export_id}")).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let resumed = std::fs::read_to_string(dir.path().join("resumes.log")).unwrap();
+    assert!(
+        resumed.contains("resuming an export where its last attempt stopped"),
+        "{resumed}"
+    );
+    let (s, bytes) = download(addr, studio, done["archive"]["download"].as_str().unwrap());
+    assert_eq!(s, 200);
+    assert_eq!(
+        hex(&sha2::Sha256::digest(&bytes)),
+        done["archive"]["sha256"].as_str().unwrap()
+    );
+    let files = untar(&bytes);
+    let (last, manifest) = files.last().unwrap();
+    assert_eq!(last, "manifest.json");
+    let manifest: Value = serde_json::from_slice(manifest).unwrap();
+    // Every job once, across the parts; every file listed with its size and digest.
+    let jobs: Vec<&str> = files
+        .iter()
+        .filter_map(|(p, _)| p.strip_suffix("/job.json").and_then(|p| p.strip_prefix("jobs/")))
+        .collect();
+    let mut sorted = jobs.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), jobs.len(), "no job twice: {jobs:?}");
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(sorted, want);
+    assert_eq!(manifest["counts"]["jobs"], 7, "{manifest:#}");
+    assert_eq!(manifest["counts"]["outputs"], 7, "{manifest:#}");
+    let listed = manifest["files"].as_array().unwrap();
+    assert_eq!(listed.len(), files.len() - 1);
+    for ((path, data), f) in files.iter().zip(listed) {
+        assert_eq!(f["path"].as_str(), Some(path.as_str()));
+        assert_eq!(f["size_bytes"].as_u64(), Some(data.len() as u64), "{path}");
+        assert_eq!(
+            f["sha256"].as_str(),
+            Some(hex(&sha2::Sha256::digest(data)).as_str()),
+            "{path}"
+        );
+    }
+    // The parts served their turn: only the archive is left in the export's folder, and the
+    // checkpoint is gone.
+    let folder = std::fs::read_dir(outputs.join("jobs/studio-42"))
+        .unwrap()
+        .flatten()
+        .map(|u| u.path().join(&export_id))
+        .find(|p| p.exists())
+        .unwrap();
+    let left: Vec<String> = std::fs::read_dir(folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["export.tar"]);
+    let q = client(&url).await;
+    let mut c = q.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("gantry:{cpu}:export:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}

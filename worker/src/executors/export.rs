@@ -15,8 +15,17 @@
 //! - `trust.json` and `moderation.json`, only when the request asked (the tenant's policy);
 //! - `manifest.json`, last: what is included, counts, and the size and SHA-256 of every file.
 //!
-//! Another export job of the user's is not exported (nor its archive). A retried attempt
-//! starts over and overwrites the archive; its progress is the share of the user's index read.
+//! Another export job of the user's is not exported (nor its archive). Its progress is the
+//! share of the user's index read.
+//!
+//! **Resumable.** Every `--export-part-jobs` jobs (10,000; a part ends at a page's end), the
+//! part written so far goes to the store (`export.part-NNNNN`, the tar without its end blocks,
+//! and `export.part-NNNNN.files`, its files as the manifest lists them), then a checkpoint to
+//! Redis (`gantry:{pool}:export:<id>`: parts stored, the pool and cursor the walk is at, the
+//! counts). An attempt that finds a checkpoint — its worker died, the lease expired, the job
+//! came back — takes the parts up and walks on from there. Once the whole archive is stored,
+//! the parts and the checkpoint are deleted. They live under the user's folder too, so an
+//! erasure takes them along.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -39,6 +48,10 @@ pub const ARCHIVE: &str = "export.tar";
 pub const FORMAT: &str = "gantry-export/1";
 /// Ids of a user's index read per page.
 const PAGE: usize = 500;
+/// Jobs per stored part of an archive, unless configured.
+pub const DEFAULT_PART_JOBS: u64 = 10_000;
+/// How long a checkpoint outlives its last write.
+const CHECKPOINT_TTL_SECS: u64 = 86_400;
 /// Largest output or reference copied into an archive.
 const MAX_FILE_BYTES: u64 = 4 << 30;
 
@@ -50,6 +63,9 @@ pub struct ExportExecutor {
     conn: RedisConn,
     trust: TrustRegistry,
     moderation: ModerationLog,
+    /// Jobs per part: after each, the part goes to the store and the walk's position to Redis,
+    /// so an attempt that dies is resumed from there.
+    part_jobs: u64,
 }
 
 impl ExportExecutor {
@@ -68,7 +84,14 @@ impl ExportExecutor {
             conn,
             trust,
             moderation,
+            part_jobs: DEFAULT_PART_JOBS,
         }
+    }
+
+    /// Stores a part of the archive, and the walk's position, every `jobs` jobs (at least 1).
+    pub fn with_part_jobs(mut self, jobs: u64) -> Self {
+        self.part_jobs = jobs.max(1);
+        self
     }
 }
 
@@ -141,8 +164,17 @@ impl ExportExecutor {
         let spec = &job.spec;
         let dir = tempfile::tempdir().map_err(|e| Failed::from((ErrorClass::Retryable, "scratch space", e)))?;
         let path = dir.path().join(ARCHIVE);
+        let parts = Parts::new(spec, &job.pool);
         let counts = self
-            .write_archive(&spec.tenant, &spec.user, &spec.id.to_string(), p, &path, progress)
+            .write_archive(
+                &spec.tenant,
+                &spec.user,
+                &spec.id.to_string(),
+                p,
+                &path,
+                progress,
+                Some(&parts),
+            )
             .await?;
         progress.report(Stage::Uploading, Some(99.0));
         let mut out = self
@@ -150,6 +182,8 @@ impl ExportExecutor {
             .put_file(spec, ARCHIVE, &path, "application/x-tar")
             .await
             .map_err(|e| Failed::from((ErrorClass::Retryable, "storing the archive", e)))?;
+        // Whole in the store: the parts and the checkpoint have served.
+        parts.clean(&self.store, &self.conn).await?;
         out.details.insert("jobs".into(), counts.jobs.to_string());
         out.details.insert("pipelines".into(), counts.pipelines.to_string());
         out.details.insert("files".into(), counts.files.to_string());
@@ -170,7 +204,10 @@ impl ExportExecutor {
 
     /// Writes the archive of `user` of `tenant`'s data to `path` (the export `export_id`;
     /// see the module docs): what the job does before it stores the archive, and what
-    /// `gantry users export` does to a local file.
+    /// `gantry users export` does to a local file. With `parts` (the job), the archive is also
+    /// stored in parts as it grows, each with a checkpoint of the walk, and an earlier
+    /// attempt's parts are taken up where it stopped.
+    #[allow(clippy::too_many_arguments)]
     pub async fn write_archive(
         &self,
         tenant: &str,
@@ -179,16 +216,17 @@ impl ExportExecutor {
         p: &ExportPayload,
         path: &Path,
         progress: &ProgressHandle,
+        parts: Option<&Parts<'_>>,
     ) -> Result<ExportSummary, Failed> {
         use ErrorClass::Retryable;
         let scratch = tempfile::tempdir().map_err(|e| Failed::from((Retryable, "scratch space", e)))?;
-        let mut archive =
-            Archive::create(path, scratch.path()).map_err(|e| Failed::from((Retryable, "the archive", e)))?;
-        let pools = self
+        let mut pools = self
             .queue
             .pools()
             .await
             .map_err(|e| Failed::from((Retryable, "listing pools", e)))?;
+        // Walked in name order, so a resumed attempt walks them as the first one did.
+        pools.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         // The share of the user's index read is the progress.
         let mut total = 0u64;
         for pool in &pools {
@@ -198,17 +236,74 @@ impl ExportExecutor {
                 .await
                 .map_err(|e| Failed::from((Retryable, "the user's index", e)))?;
         }
+        // Where an earlier attempt stopped: its parts are the archive's start.
+        let mut at = match parts {
+            Some(pt) => pt.checkpoint(&self.conn).await?,
+            None => None,
+        }
+        .unwrap_or_default();
+        let mut lists = Vec::new();
+        for n in 0..at.parts {
+            let part = scratch.path().join("part");
+            for (name, to) in [
+                (pt_name(n), &part),
+                (pt_list_name(n), &scratch.path().join(format!("files-{n}.jsonl"))),
+            ] {
+                let key = parts.map(|pt| pt.key(&name)).transpose()?.unwrap_or_default();
+                self.store
+                    .download(&key, to, u64::MAX)
+                    .await
+                    .map_err(|e| Failed::from((Retryable, "reading an earlier attempt's part", e)))?;
+            }
+            append_file(path, &part).map_err(|e| Failed::from((Retryable, "joining the archive's parts", e)))?;
+            lists.push(scratch.path().join(format!("files-{n}.jsonl")));
+        }
+        if at.parts > 0 {
+            tracing::info!(
+                parts = at.parts,
+                jobs = at.counts.jobs,
+                "resuming an export where its last attempt stopped"
+            );
+        }
+        let mut counts = std::mem::take(&mut at.counts);
+        let mut read = at.read;
+        let mut files = at.files;
+        // The first part of a fresh archive is written in place; later ones beside it.
+        let part_path = |n: u32| {
+            if n == 0 {
+                path.to_owned()
+            } else {
+                scratch.path().join(format!("part-{n}.tar"))
+            }
+        };
+        let mut archive = Archive::create(
+            &part_path(at.parts),
+            &scratch.path().join(format!("files-{}.jsonl", at.parts)),
+        )
+        .map_err(|e| Failed::from((Retryable, "the archive", e)))?;
+        let mut in_part = 0u64;
+        // A part ends at a page's end: pages no longer than a part.
+        let page_len = match parts {
+            Some(_) => PAGE.min(usize::try_from(self.part_jobs).unwrap_or(PAGE)),
+            None => PAGE,
+        };
         progress.report(Stage::Working, Some(0.0));
-        // Ids seen (16 bytes each): an id indexed twice is exported once.
+        // Ids seen (16 bytes each): an id indexed twice is exported once (within an attempt).
         let mut seen: HashSet<gantry_queue::JobId> = HashSet::new();
-        let mut counts = Counts::default();
-        let mut read = 0u64;
         for pool in &pools {
             let mut cursor: Option<UserCursor> = None;
+            if let Some(from) = &at.pool {
+                match pool.as_str().cmp(from.as_str()) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal if at.next_pool => continue,
+                    std::cmp::Ordering::Equal => cursor = at.cursor,
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
             loop {
                 let page = self
                     .queue
-                    .user_page(pool, tenant, user, cursor, PAGE)
+                    .user_page(pool, tenant, user, cursor, page_len)
                     .await
                     .map_err(|e| Failed::from((Retryable, "reading the user's records", e)))?;
                 read += page.read as u64;
@@ -232,6 +327,7 @@ impl ExportExecutor {
                             }
                             self.add_job(&mut archive, pool, &r, credits, scratch.path(), &mut counts)
                                 .await?;
+                            in_part += 1;
                         }
                         UserItem::Pipeline(pl) => {
                             if pl.id.parse().is_ok_and(|id| !seen.insert(id)) {
@@ -246,11 +342,59 @@ impl ExportExecutor {
                             });
                             archive.add_json(&format!("pipelines/{}.json", pl.id), &doc)?;
                             counts.pipelines += 1;
+                            in_part += 1;
                         }
                     }
                 }
                 if total > 0 {
                     progress.report(Stage::Working, Some((read as f32 / total as f32 * 100.0).min(99.0)));
+                }
+                // A full part goes to the store, then where the walk stands, to Redis.
+                if let Some(pt) = parts
+                    && in_part >= self.part_jobs
+                {
+                    let n = at.parts;
+                    files += archive.files;
+                    let list = archive.listed_path.clone();
+                    let tar = archive.tar_path.clone();
+                    archive
+                        .end_part()
+                        .map_err(|e| Failed::from((Retryable, "closing a part", e)))?;
+                    pt.store_part(&self.store, n, &tar, &list).await?;
+                    if tar.as_path() != path {
+                        append_file(path, &tar)
+                            .map_err(|e| Failed::from((Retryable, "joining the archive's parts", e)))?;
+                        let _ = std::fs::remove_file(&tar);
+                    }
+                    lists.push(list);
+                    at = Checkpoint {
+                        parts: n + 1,
+                        pool: Some(pool.as_str().to_owned()),
+                        cursor: page.next,
+                        // A pool read to its end: the next one starts from its beginning.
+                        next_pool: page.next.is_none(),
+                        counts: Counts::default(),
+                        read,
+                        files,
+                    };
+                    at.counts = counts;
+                    pt.save(&self.conn, &at).await?;
+                    counts = std::mem::take(&mut at.counts);
+                    #[cfg(debug_assertions)]
+                    if std::env::var("GANTRY_TEST_ABORT_EXPORT_AFTER_PART").is_ok_and(|v| v == n.to_string()) {
+                        // The crash tests' fault point (debug builds only).
+                        tracing::error!(
+                            part = n,
+                            "GANTRY_TEST_ABORT_EXPORT_AFTER_PART: aborting after storing a part"
+                        );
+                        std::process::abort();
+                    }
+                    archive = Archive::create(
+                        &part_path(n + 1),
+                        &scratch.path().join(format!("files-{}.jsonl", n + 1)),
+                    )
+                    .map_err(|e| Failed::from((Retryable, "the archive", e)))?;
+                    in_part = 0;
                 }
                 match page.next {
                     Some(c) => cursor = Some(c),
@@ -258,6 +402,7 @@ impl ExportExecutor {
                 }
             }
         }
+        archive.files += files;
         if p.trust {
             let status = self
                 .trust
@@ -324,7 +469,12 @@ impl ExportExecutor {
             },
         });
         let files = archive.files + 1;
-        archive.finish(&manifest)?;
+        let last = archive.tar_path.clone();
+        archive.finish(&manifest, &lists)?;
+        if last.as_path() != path {
+            // Parts came before it: the archive is them, then this one.
+            append_file(path, &last).map_err(|e| Failed::from((Retryable, "joining the archive's parts", e)))?;
+        }
         Ok(ExportSummary {
             jobs: counts.jobs,
             pipelines: counts.pipelines,
@@ -347,7 +497,7 @@ impl ExportExecutor {
         use ErrorClass::Retryable;
         let id = r.spec.id.to_string();
         counts.jobs += 1;
-        *counts.by_kind.entry(r.spec.kind().as_str()).or_default() += 1;
+        *counts.by_kind.entry(r.spec.kind().as_str().to_owned()).or_default() += 1;
         let mut outputs = Vec::new();
         if r.status == JobStatus::Succeeded {
             let listed = self
@@ -476,10 +626,10 @@ impl ExportExecutor {
 }
 
 /// What an archive holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Counts {
     jobs: u64,
-    by_kind: BTreeMap<&'static str, u64>,
+    by_kind: BTreeMap<String, u64>,
     pipelines: u64,
     outputs: u64,
     references: u64,
@@ -508,6 +658,8 @@ struct ArchivedFile {
 /// user with a hundred thousand jobs costs no more memory than one with ten.
 struct Archive {
     builder: tar::Builder<std::fs::File>,
+    /// Where the tar goes.
+    tar_path: std::path::PathBuf,
     /// The files so far, one JSON line each.
     listed: std::io::BufWriter<std::fs::File>,
     listed_path: std::path::PathBuf,
@@ -532,12 +684,14 @@ impl<R: Read> Read for Digesting<R> {
 }
 
 impl Archive {
-    fn create(path: &Path, scratch: &Path) -> std::io::Result<Self> {
+    /// An archive (or a part of one) written to `path`, its files listed in `list`.
+    fn create(path: &Path, list: &Path) -> std::io::Result<Self> {
         let mut builder = tar::Builder::new(std::fs::File::create(path)?);
         builder.mode(tar::HeaderMode::Deterministic);
-        let listed_path = scratch.join("files.jsonl");
+        let listed_path = list.to_owned();
         Ok(Self {
             builder,
+            tar_path: path.to_owned(),
             listed: std::io::BufWriter::new(std::fs::File::create(&listed_path)?),
             listed_path,
             files: 0,
@@ -586,25 +740,42 @@ impl Archive {
         self.append(path, len, f)
     }
 
-    /// Writes the manifest, last — `head` with the list of every file as `files` — and closes
-    /// the archive. The manifest is written to a scratch file first, the list streamed into it.
-    fn finish(mut self, head: &Value) -> Result<(), Failed> {
+    /// Closes a part: the tar without its end-of-archive blocks (the next part follows it),
+    /// its list flushed.
+    fn end_part(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.listed.flush()?;
+        let file = tokio::task::block_in_place(|| self.builder.into_inner())?;
+        let len = file.metadata()?.len();
+        // `into_inner` ends the archive with two zero blocks; the next part continues it.
+        file.set_len(len.saturating_sub(1024))?;
+        file.sync_all()
+    }
+
+    /// Writes the manifest, last — `head` with the list of every file as `files`: the earlier
+    /// parts' (`prior`), then this one's — and closes the archive. The manifest is written to
+    /// a scratch file first, the lists streamed into it.
+    fn finish(mut self, head: &Value, prior: &[std::path::PathBuf]) -> Result<(), Failed> {
         use std::io::{BufRead, Write};
         let io = |e: std::io::Error| Failed::from((ErrorClass::Retryable, "writing the manifest", e));
         let mut text =
             serde_json::to_string_pretty(head).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
         // `head` is an object: reopen it to add the list.
         text.truncate(text.trim_end().trim_end_matches('}').trim_end().len());
-        let manifest_path = self.listed_path.with_file_name("manifest.json");
+        let manifest_path = self.listed_path.with_file_name("manifest-out.json");
         tokio::task::block_in_place(|| -> Result<(), std::io::Error> {
             self.listed.flush()?;
             let mut out = std::io::BufWriter::new(std::fs::File::create(&manifest_path)?);
             out.write_all(text.as_bytes())?;
             out.write_all(b",\n  \"files\": [")?;
-            let listed = std::io::BufReader::new(std::fs::File::open(&self.listed_path)?);
-            for (i, line) in listed.lines().enumerate() {
-                out.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
-                out.write_all(line?.as_bytes())?;
+            let mut first = true;
+            for list in prior.iter().chain([&self.listed_path]) {
+                let listed = std::io::BufReader::new(std::fs::File::open(list)?);
+                for line in listed.lines() {
+                    out.write_all(if first { b"\n    " } else { b",\n    " })?;
+                    first = false;
+                    out.write_all(line?.as_bytes())?;
+                }
             }
             out.write_all(b"\n  ]\n}\n")?;
             out.flush()
@@ -622,5 +793,122 @@ impl Archive {
             self.builder.into_inner().and_then(|f| f.sync_all())
         })
         .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the archive", e)))
+    }
+}
+
+/// Appends the file `from` to the file `to` (created if need be).
+fn append_file(to: &Path, from: &Path) -> std::io::Result<u64> {
+    tokio::task::block_in_place(|| {
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(to)?;
+        let mut src = std::fs::File::open(from)?;
+        let n = std::io::copy(&mut src, &mut out)?;
+        out.sync_all()?;
+        Ok(n)
+    })
+}
+
+/// A part's name among the export job's outputs.
+fn pt_name(n: u32) -> String {
+    format!("export.part-{n:05}")
+}
+
+/// Its file list's name.
+fn pt_list_name(n: u32) -> String {
+    format!("export.part-{n:05}.files")
+}
+
+/// Where a walk stands after its stored parts (kept in Redis by the export job's pool).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    /// Parts stored.
+    parts: u32,
+    /// The pool the walk was in, and where in its index the next page starts.
+    pool: Option<String>,
+    cursor: Option<UserCursor>,
+    /// That pool was read to its end.
+    next_pool: bool,
+    /// What the stored parts hold.
+    counts: Counts,
+    /// Index entries read.
+    read: u64,
+    /// Files in the stored parts.
+    files: u64,
+}
+
+/// The export job's stored parts and checkpoint: what lets a later attempt resume.
+#[derive(Debug)]
+pub struct Parts<'a> {
+    spec: &'a gantry_queue::JobSpec,
+    key: String,
+}
+
+impl<'a> Parts<'a> {
+    /// The parts of export job `spec`, in `pool`.
+    pub fn new(spec: &'a gantry_queue::JobSpec, pool: &Pool) -> Self {
+        Self {
+            spec,
+            key: format!("{}export:{}", pool.prefix(), spec.id),
+        }
+    }
+
+    /// A part's object key.
+    fn key(&self, name: &str) -> Result<String, Failed> {
+        OutputStore::key(self.spec, name)
+            .map(|k| k.to_string())
+            .map_err(|e| Failed::from((ErrorClass::Permanent, "a part's name", e)))
+    }
+
+    async fn checkpoint(&self, conn: &RedisConn) -> Result<Option<Checkpoint>, Failed> {
+        let mut c = conn.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(&self.key)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "reading the export's checkpoint", e)))?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    async fn save(&self, conn: &RedisConn, at: &Checkpoint) -> Result<(), Failed> {
+        let json = serde_json::to_string(at).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
+        let mut c = conn.clone();
+        redis::cmd("SET")
+            .arg(&self.key)
+            .arg(json)
+            .arg("EX")
+            .arg(CHECKPOINT_TTL_SECS)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the export's checkpoint", e)))
+    }
+
+    async fn store_part(&self, store: &OutputStore, n: u32, tar: &Path, list: &Path) -> Result<(), Failed> {
+        for (name, file) in [(pt_name(n), tar), (pt_list_name(n), list)] {
+            store
+                .put_file(self.spec, &name, file, "application/octet-stream")
+                .await
+                .map_err(|e| Failed::from((ErrorClass::Retryable, "storing a part", e)))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the stored parts and the checkpoint (the archive is whole in the store).
+    async fn clean(&self, store: &OutputStore, conn: &RedisConn) -> Result<(), Failed> {
+        if let Some(at) = self.checkpoint(conn).await? {
+            for n in 0..at.parts {
+                for name in [pt_name(n), pt_list_name(n)] {
+                    let key = self.key(&name)?;
+                    store
+                        .delete(&key)
+                        .await
+                        .map_err(|e| Failed::from((ErrorClass::Retryable, "deleting a part", e)))?;
+                }
+            }
+        }
+        let mut c = conn.clone();
+        redis::cmd("DEL")
+            .arg(&self.key)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "deleting the export's checkpoint", e)))
     }
 }
