@@ -658,10 +658,104 @@ async fn an_export_whose_worker_dies_resumes_from_its_last_part() {
     assert_eq!(left, ["export.tar"]);
     let q = client(&url).await;
     let mut c = q.connection();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("gantry:{cpu}:export:*")
+    let checkpoint: Option<String> = redis::cmd("HGET")
+        .arg(format!("gantry:{{cpu}}:job:{export_id}"))
+        .arg("export_checkpoint")
         .query_async(&mut c)
         .await
         .unwrap();
-    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(checkpoint, None);
+}
+
+/// An erasure stops a running export and takes its parts, its checkpoint and its record along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_stops_a_running_export_and_leaves_nothing_of_it() {
+    let redis = gantry_testkit::RedisServer::start().unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = dir.path().join("outputs");
+    let store_dir = outputs.to_str().unwrap();
+    let sched = SchedulerProcess::start_with(&url, None, &["--outputs", store_dir], None);
+    let addr = sched.addr.as_str();
+    let studio = "demo-studio-key";
+    let user = "u-export-erased";
+    // A slow export: a pause after each page of two jobs.
+    let _w = WorkerProcess::start_in_env(
+        &url,
+        "cpu",
+        "slow",
+        2,
+        1.5,
+        &["--gpus", "none", "--outputs", store_dir, "--export-part-jobs", "2"],
+        dir.path(),
+        &[("GANTRY_TEST_EXPORT_PAGE_DELAY_MS", "400")],
+    );
+    for _ in 0..12 {
+        let (s, j, text) = call(
+            addr,
+            studio,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"user": user, "kind": "noop", "payload": {"output_bytes": 16}})),
+        );
+        assert_eq!(s, 201, "{text}");
+        settled_at(addr, studio, &format!("/v1/jobs/{}", j["id"].as_str().unwrap())).await;
+    }
+    let (s, v, text) = call(addr, studio, "POST", &format!("/v1/users/{user}/exports"), None);
+    assert_eq!(s, 202, "{text}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    // Erase once it has stored a part.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, e, _) = call(addr, studio, "GET", &format!("/v1/users/{user}/exports/{id}"), None);
+        if e["status"] == "running" && e["progress"].as_f64().is_some_and(|p| p >= 30.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the export never got going: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, receipt, text) = call(addr, studio, "DELETE", &format!("/v1/users/{user}/data"), None);
+        assert!(s == 200 || s == 202, "{text}");
+        if receipt["complete"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the erasure never completed: {receipt}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The export is gone: its record, its parts, its archive, its checkpoint.
+    let (s, _, _) = call(addr, studio, "GET", &format!("/v1/users/{user}/exports/{id}"), None);
+    assert_eq!(s, 404);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let left: Vec<_> = walkdir(&outputs.join("jobs/studio-42"));
+    assert!(left.is_empty(), "{left:?}");
+    let q = client(&url).await;
+    let mut c = q.connection();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("gantry:{{cpu}}:job:{id}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!exists, "no record recreated by a late checkpoint");
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -21,11 +21,12 @@
 //! **Resumable.** Every `--export-part-jobs` jobs (10,000; a part ends at a page's end), the
 //! part written so far goes to the store (`export.part-NNNNN`, the tar without its end blocks,
 //! and `export.part-NNNNN.files`, its files as the manifest lists them), then a checkpoint to
-//! Redis (`gantry:{pool}:export:<id>`: parts stored, the pool and cursor the walk is at, the
-//! counts). An attempt that finds a checkpoint — its worker died, the lease expired, the job
-//! came back — takes the parts up and walks on from there. Once the whole archive is stored,
-//! the parts and the checkpoint are deleted. They live under the user's folder too, so an
-//! erasure takes them along.
+//! the export job's own record (field `export_checkpoint`: parts stored, the pool and cursor the
+//! walk is at, the counts). An attempt that finds a checkpoint — its worker died, the lease
+//! expired, the job came back — takes the parts up and walks on from there. Once the whole
+//! archive is stored, the parts and the checkpoint are deleted. The parts live under the user's
+//! folder and the checkpoint in the job's record, so an erasure takes both along (and a
+//! checkpoint is never written to a record that is gone).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -50,8 +51,14 @@ pub const FORMAT: &str = "gantry-export/1";
 const PAGE: usize = 500;
 /// Jobs per stored part of an archive, unless configured.
 pub const DEFAULT_PART_JOBS: u64 = 10_000;
-/// How long a checkpoint outlives its last write.
-const CHECKPOINT_TTL_SECS: u64 = 86_400;
+/// The export job's record's field that holds its checkpoint.
+const CHECKPOINT_FIELD: &str = "export_checkpoint";
+/// Writes a checkpoint into a record that still exists (never recreates an erased one).
+static SAVE_CHECKPOINT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return -1",
+    )
+});
 /// Largest output or reference copied into an archive.
 const MAX_FILE_BYTES: u64 = 4 << 30;
 
@@ -348,6 +355,14 @@ impl ExportExecutor {
                 }
                 if total > 0 {
                     progress.report(Stage::Working, Some((read as f32 / total as f32 * 100.0).min(99.0)));
+                }
+                #[cfg(debug_assertions)]
+                if let Some(ms) = std::env::var("GANTRY_TEST_EXPORT_PAGE_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    // The tests' slow export (debug builds only): time to act while it runs.
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 }
                 // A full part goes to the store, then where the walk stands, to Redis.
                 if let Some(pt) = parts
@@ -843,11 +858,11 @@ pub struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
-    /// The parts of export job `spec`, in `pool`.
+    /// The parts of export job `spec`, in `pool` (its checkpoint in the job's record).
     pub fn new(spec: &'a gantry_queue::JobSpec, pool: &Pool) -> Self {
         Self {
             spec,
-            key: format!("{}export:{}", pool.prefix(), spec.id),
+            key: pool.job_key(spec.id),
         }
     }
 
@@ -860,8 +875,9 @@ impl<'a> Parts<'a> {
 
     async fn checkpoint(&self, conn: &RedisConn) -> Result<Option<Checkpoint>, Failed> {
         let mut c = conn.clone();
-        let raw: Option<String> = redis::cmd("GET")
+        let raw: Option<String> = redis::cmd("HGET")
             .arg(&self.key)
+            .arg(CHECKPOINT_FIELD)
             .query_async(&mut c)
             .await
             .map_err(|e| Failed::from((ErrorClass::Retryable, "reading the export's checkpoint", e)))?;
@@ -871,14 +887,18 @@ impl<'a> Parts<'a> {
     async fn save(&self, conn: &RedisConn, at: &Checkpoint) -> Result<(), Failed> {
         let json = serde_json::to_string(at).map_err(|e| Failed::from((ErrorClass::Permanent, "encoding", e)))?;
         let mut c = conn.clone();
-        redis::cmd("SET")
-            .arg(&self.key)
+        let wrote: i64 = SAVE_CHECKPOINT
+            .key(&self.key)
+            .arg(CHECKPOINT_FIELD)
             .arg(json)
-            .arg("EX")
-            .arg(CHECKPOINT_TTL_SECS)
-            .query_async::<()>(&mut c)
+            .invoke_async(&mut c)
             .await
-            .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the export's checkpoint", e)))
+            .map_err(|e| Failed::from((ErrorClass::Retryable, "writing the export's checkpoint", e)))?;
+        if wrote < 0 {
+            // The record is gone (the user's data was erased): nothing is left to export to.
+            return Err(Failed(ErrorClass::Cancelled, "the export's job record is gone".into()));
+        }
+        Ok(())
     }
 
     async fn store_part(&self, store: &OutputStore, n: u32, tar: &Path, list: &Path) -> Result<(), Failed> {
@@ -905,8 +925,9 @@ impl<'a> Parts<'a> {
             }
         }
         let mut c = conn.clone();
-        redis::cmd("DEL")
+        redis::cmd("HDEL")
             .arg(&self.key)
+            .arg(CHECKPOINT_FIELD)
             .query_async::<()>(&mut c)
             .await
             .map_err(|e| Failed::from((ErrorClass::Retryable, "deleting the export's checkpoint", e)))
