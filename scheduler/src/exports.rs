@@ -44,26 +44,6 @@ struct TenantQuery {
     tenant: Option<String>,
 }
 
-/// The tenant a caller acts for: its own (`jobs:read`), or any with `admin` and `?tenant=`.
-fn tenant_of(who: &Caller, asked: Option<String>, state: &AppState) -> Result<String, ApiError> {
-    let tenant = match asked {
-        Some(t) if t != who.tenant => {
-            who.require(Scope::Admin)?;
-            t
-        }
-        _ => {
-            if who.require(Scope::Admin).is_err() {
-                who.require(Scope::JobsRead)?;
-            }
-            who.tenant.clone()
-        }
-    };
-    if !state.cfg.tenants.contains_key(&tenant) {
-        return Err(ApiError::NotFound);
-    }
-    Ok(tenant)
-}
-
 /// An export, as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct ExportView {
@@ -160,7 +140,7 @@ async fn start(
     ApiQuery(q): ApiQuery<TenantQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&who, q.tenant, &state)?;
+    let tenant = crate::users::acting_tenant(&state, &who, q.tenant, Scope::JobsRead)?;
     let policy = state.cfg.tenants.get(&tenant).map(|t| t.exports).unwrap_or_default();
     let payload = ExportPayload {
         request_id: request_id(&headers).unwrap_or_default(),
@@ -192,7 +172,7 @@ async fn show(
     Path((user, id)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&who, q.tenant, &state)?;
+    let tenant = crate::users::acting_tenant(&state, &who, q.tenant, Scope::JobsRead)?;
     let id = parse_id(&id)?;
     let r = match state.queue.job(id).await {
         Ok(r) => r,

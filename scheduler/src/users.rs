@@ -28,28 +28,39 @@ struct EraseQuery {
     tenant: Option<String>,
 }
 
-async fn erase(
-    State(state): State<AppState>,
-    who: Caller,
-    Path(user): Path<String>,
-    ApiQuery(q): ApiQuery<EraseQuery>,
-) -> Result<Response, ApiError> {
-    let tenant = match q.tenant {
+/// The tenant a users route acts for: the caller's own (with `own`, or `admin`), or any with
+/// `admin` and `?tenant=`. An unknown tenant has no such user: not found.
+pub(crate) fn acting_tenant(
+    state: &AppState,
+    who: &Caller,
+    asked: Option<String>,
+    own: Scope,
+) -> Result<String, ApiError> {
+    let tenant = match asked {
         Some(t) if t != who.tenant => {
             who.require(Scope::Admin)?;
             t
         }
         _ => {
             if who.require(Scope::Admin).is_err() {
-                who.require(Scope::JobsWrite)?;
+                who.require(own)?;
             }
             who.tenant.clone()
         }
     };
     if !state.cfg.tenants.contains_key(&tenant) {
-        // No such tenant, so no such user of it.
         return Err(ApiError::NotFound);
     }
+    Ok(tenant)
+}
+
+async fn erase(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(user): Path<String>,
+    ApiQuery(q): ApiQuery<EraseQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = acting_tenant(&state, &who, q.tenant, Scope::JobsWrite)?;
     let eraser = state.eraser.as_ref().ok_or(ApiError::NotConfigured(
         "erasure needs the output store: set `outputs` in the scheduler config (or --outputs)",
     ))?;

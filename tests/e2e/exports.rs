@@ -372,24 +372,14 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
     let clip: Value = serde_json::from_slice(file(&format!("jobs/{transcode_id}/job.json"))).unwrap();
     assert_eq!(clip["kind"], "transcode");
     assert!(!clip["outputs"].as_array().unwrap().is_empty(), "{clip:#}");
-    // A blocked job: its record, none of its content.
-    let blocked: Value = serde_json::from_slice(file(&format!("jobs/{blocked_id}/job.json"))).unwrap();
-    assert_eq!(blocked["status"], "blocked");
-    assert!(blocked["outputs"].as_array().unwrap().is_empty());
-    assert!(
-        !files
-            .iter()
-            .any(|(p, _)| p.starts_with(&format!("jobs/{blocked_id}/outputs/")))
-    );
-    // A job that did not succeed has no outputs.
-    let dead: Value = serde_json::from_slice(file(&format!("jobs/{dead_id}/job.json"))).unwrap();
-    assert_eq!(dead["status"], "dead");
-    assert!(dead["outputs"].as_array().unwrap().is_empty());
-    assert!(
-        !files
-            .iter()
-            .any(|(p, _)| p.starts_with(&format!("jobs/{dead_id}/outputs/")))
-    );
+    // A blocked job, and one that died: their records, none of their content.
+    for (id, status) in [(&blocked_id, "blocked"), (&dead_id, "dead")] {
+        let doc: Value = serde_json::from_slice(file(&format!("jobs/{id}/job.json"))).unwrap();
+        assert_eq!(doc["status"], status);
+        assert!(doc["outputs"].as_array().unwrap().is_empty(), "{doc:#}");
+        let prefix = format!("jobs/{id}/outputs/");
+        assert!(!files.iter().any(|(p, _)| p.starts_with(&prefix)), "{status}");
+    }
     let pipeline: Value = serde_json::from_slice(file(&format!("pipelines/{pipeline_id}.json"))).unwrap();
     assert_eq!(pipeline["state"], "created");
     let trust: Value = serde_json::from_slice(file("trust.json")).unwrap();

@@ -74,6 +74,20 @@ pub(crate) struct Planned {
     pub(crate) step: Option<gantry_queue::StepLink>,
 }
 
+impl Planned {
+    /// `job`, placed in `pool` and priced by `rule`, under a fresh id.
+    fn new(job: NewJob, pool: String, rule: pricing::PriceRule) -> Self {
+        Self {
+            id: JobId::new(),
+            job,
+            pool,
+            price: rule.estimate(),
+            rule,
+            step: None,
+        }
+    }
+}
+
 impl Admission {
     /// Admission over `queue`'s Redis.
     pub fn new(cfg: Arc<SchedulerConfig>, queue: QueueClient, loads: PoolLoads) -> Self {
@@ -156,14 +170,7 @@ impl Admission {
         })?;
         let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
             .map_err(|e| ApiError::Unplaceable(at(e.to_string())))?;
-        Ok(Planned {
-            id: JobId::new(),
-            job,
-            pool,
-            price: rule.estimate(),
-            rule,
-            step: None,
-        })
+        Ok(Planned::new(job, pool, rule))
     }
 
     /// Admits an export of `user`'s data (of `tenant`) as a job of its own: free, on the
@@ -184,31 +191,9 @@ impl Admission {
         let rule = pricing::quote(&self.cfg, &job.body).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         let pool = place(&self.cfg, &self.loads, job.kind(), &job.requirements)
             .map_err(|e| ApiError::Unplaceable(e.to_string()))?;
-        let planned = Planned {
-            id: JobId::new(),
-            job,
-            pool,
-            price: rule.estimate(),
-            rule,
-            step: None,
-        };
-        let plan = self.cfg.plans.get(&tenant_cfg.plan).ok_or(ApiError::Internal)?;
-        match self.limiter.take(tenant, plan, 1).await? {
-            RateDecision::Allowed => {}
-            RateDecision::RetryAfter(d) => return Err(ApiError::RateLimited(d)),
-            RateDecision::ExceedsBurst => return Err(ApiError::BatchExceedsBurst),
-        }
-        match self
-            .credits
-            .reserve(tenant, tenant_cfg.initial_credits, &[(planned.id, planned.price)])
-            .await?
-        {
-            Reservation::Reserved { .. } => {}
-            Reservation::Insufficient { balance, needed } => {
-                return Err(ApiError::InsufficientCredits { balance, needed });
-            }
-        }
-        self.enqueue(tenant, tenant_cfg, vec![planned])
+        let planned = [Planned::new(job, pool, rule)];
+        self.rate_and_credits(tenant, tenant_cfg, &planned).await?;
+        self.enqueue(tenant, tenant_cfg, planned.into())
             .await?
             .pop()
             .ok_or(ApiError::Internal)
@@ -239,8 +224,18 @@ impl Admission {
                 return Err(ApiError::UserBlocked);
             }
         }
+        self.rate_and_credits(&caller.tenant, tenant_cfg, planned).await
+    }
+
+    /// The tenant's rate allows `planned` all, and their credits are reserved (all or none).
+    async fn rate_and_credits(
+        &self,
+        tenant: &str,
+        tenant_cfg: &TenantConfig,
+        planned: &[Planned],
+    ) -> Result<(), ApiError> {
         let plan = self.cfg.plans.get(&tenant_cfg.plan).ok_or(ApiError::Internal)?;
-        match self.limiter.take(&caller.tenant, plan, planned.len() as u32).await? {
+        match self.limiter.take(tenant, plan, planned.len() as u32).await? {
             RateDecision::Allowed => {}
             RateDecision::RetryAfter(d) => return Err(ApiError::RateLimited(d)),
             RateDecision::ExceedsBurst => return Err(ApiError::BatchExceedsBurst),
@@ -248,7 +243,7 @@ impl Admission {
         let reservations: Vec<(JobId, i64)> = planned.iter().map(|p| (p.id, p.price)).collect();
         match self
             .credits
-            .reserve(&caller.tenant, tenant_cfg.initial_credits, &reservations)
+            .reserve(tenant, tenant_cfg.initial_credits, &reservations)
             .await?
         {
             Reservation::Reserved { .. } => Ok(()),
