@@ -55,6 +55,10 @@ pub struct FleetMig {
     pub uuid: String,
     /// Memory, bytes.
     pub memory_total_bytes: u64,
+    /// What Gantry's running jobs reserve on it (each MIG instance is a unit jobs are placed
+    /// on), bytes.
+    #[serde(default)]
+    pub reserved_bytes: u64,
 }
 
 /// What a worker says of itself at each heartbeat.

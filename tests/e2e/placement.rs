@@ -256,3 +256,79 @@ async fn memory_other_processes_hold_is_not_offered() {
     let r = q.job_in(&pool, big[0]).await.unwrap();
     assert_eq!((r.status, r.worker.as_deref()), (JobStatus::Succeeded, Some("w-free")));
 }
+
+/// A GPU in MIG mode is placed on instance by instance: two 30 GiB jobs run side by side, one
+/// per 40 GiB instance (the registry shows each instance's reservation), and a 50 GiB job,
+/// which no instance holds, waits for a whole GPU elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mig_instance_is_a_unit_of_its_own() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let logs = tempfile::tempdir().expect("tmp");
+    let pool = Pool::new("gpu").unwrap();
+    let q = client(&url).await;
+    let pair: Vec<JobId> = enqueue_all(&q, &pool, (0..2).map(|_| job(2500, Some((30, false)))).collect()).await;
+    let big: Vec<JobId> = enqueue_all(&q, &pool, vec![job(50, Some((50, false)))]).await;
+    let start = |id: &str, gpus: &str| {
+        WorkerProcess::start_in(
+            &url,
+            "gpu",
+            id,
+            4,
+            10.0,
+            &["--gpus", gpus, "--registry-heartbeat-secs", "0.2"],
+            logs.path(),
+        )
+    };
+    let _mig = start("w-mig", "fake:1x80GiB+mig=2x40GiB");
+    // While both run, the registry shows 30 GiB reserved on each instance, 60 on the GPU.
+    eventually("both instances reserved", Duration::from_secs(20), || async {
+        let o = gantry(&url, &["workers", "list", "--json"]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<gantry_queue::WorkerRecord>(l).ok())
+            .any(|w| {
+                w.gpus.first().is_some_and(|g| {
+                    g.reserved_bytes == 60 * GIB
+                        && g.mig.len() == 2
+                        && g.mig
+                            .iter()
+                            .all(|m| m.reserved_bytes == 30 * GIB && m.memory_total_bytes == 40 * GIB)
+                })
+            })
+    })
+    .await;
+    eventually("the pair ran", Duration::from_secs(30), || {
+        let q = q.clone();
+        let pool = pool.clone();
+        let pair = pair.clone();
+        async move {
+            let mut done = true;
+            for id in &pair {
+                done &= q
+                    .job_in(&pool, *id)
+                    .await
+                    .is_ok_and(|r| r.status == JobStatus::Succeeded);
+            }
+            done
+        }
+    })
+    .await;
+    let a = q.job_in(&pool, pair[0]).await.unwrap();
+    let b = q.job_in(&pool, pair[1]).await.unwrap();
+    assert!(
+        a.started_at_ms.unwrap() < b.finished_at_ms.unwrap() && b.started_at_ms.unwrap() < a.finished_at_ms.unwrap(),
+        "the two 30 GiB jobs ran side by side, one per instance"
+    );
+    assert_eq!(
+        q.job_in(&pool, big[0]).await.unwrap().status,
+        JobStatus::Queued,
+        "no instance holds 50 GiB"
+    );
+    let _whole = start("w-whole", "fake:1x80GiB");
+    eventually("the 50 GiB job ran", Duration::from_secs(30), || drained_in(&q, &pool)).await;
+    assert_eq!(
+        q.job_in(&pool, big[0]).await.unwrap().worker.as_deref(),
+        Some("w-whole")
+    );
+}

@@ -113,13 +113,14 @@ pub async fn run_worker(
     ccfg.drain_grace = cfg.drain_grace;
     ccfg.steal_from = cfg.steal_from.clone();
     ccfg.resources = Resources {
+        // Each GPU, or each MIG instance of a GPU in MIG mode, is a unit a job is placed on.
         gpus: monitor
             .initial()
-            .gpus
+            .units()
             .iter()
-            .map(|g| GpuResource {
-                total_bytes: g.memory_total_bytes,
-                nvenc: g.nvenc.usable(),
+            .map(|u| GpuResource {
+                total_bytes: u.total_bytes,
+                nvenc: u.nvenc,
             })
             .collect(),
         cpu_slots: cfg.cpu_slots,
@@ -250,6 +251,16 @@ fn record(
     draining: bool,
 ) -> WorkerRecord {
     let (cfg, kinds) = (&ctx.cfg, &ctx.kinds);
+    // Reservations are per placement unit: a GPU's are its own, or its MIG instances'.
+    let units = inv.units();
+    let reserved_on = |gpu: usize, mig: Option<u32>| -> u64 {
+        units
+            .iter()
+            .zip(reserved)
+            .filter(|(u, _)| u.gpu == gpu && (mig.is_none() || u.mig == mig))
+            .map(|(_, r)| *r)
+            .sum()
+    };
     WorkerRecord {
         id: cfg.worker_id.clone(),
         pool: cfg.pool.as_str().to_owned(),
@@ -271,7 +282,7 @@ fn record(
                 memory_free_bytes: g.memory_free_bytes,
                 nvenc: g.nvenc.usable(),
                 memory_used_bytes: g.memory_used_bytes,
-                reserved_bytes: reserved.get(i).copied().unwrap_or(0),
+                reserved_bytes: reserved_on(i, None),
                 // The decoder opens NVDEC on a real GPU (falling back to software if its
                 // session does not open); declared GPUs decode nothing.
                 nvdec: inv.source == crate::gpu::InventorySource::Nvml,
@@ -282,6 +293,7 @@ fn record(
                         index: m.index,
                         uuid: m.uuid.clone(),
                         memory_total_bytes: m.memory_total_bytes,
+                        reserved_bytes: reserved_on(i, Some(m.index)),
                     })
                     .collect(),
             })

@@ -1,5 +1,7 @@
 //! Fake inventories for tests and demos: `2x80GiB`, `1x24GiB+nvenc`, `2x80GiB,1x24GiB+nvenc`;
-//! `+used=NGiB` says another process holds N GiB of each GPU of the group (`1x24GiB+used=20GiB`).
+//! `+used=NGiB` says another process holds N GiB of each GPU of the group (`1x24GiB+used=20GiB`);
+//! `+mig=KxMGiB` puts each GPU of the group in MIG mode with K instances of M GiB
+//! (`1x80GiB+mig=2x40GiB`).
 
 use super::{GIB, GpuInfo, GpuInventory, InventorySource, NvencStatus};
 
@@ -9,8 +11,10 @@ pub enum FakeSpecError {
     /// Not `auto`, `none` or `fake:SPEC`.
     #[error("unknown --gpus value {0:?} (expected auto, none or fake:SPEC such as fake:2x80GiB+nvenc)")]
     Mode(String),
-    /// A group is not `COUNTxSIZE[+nvenc][+used=NGiB]`.
-    #[error("bad fake GPU group {0:?} (expected COUNTxSIZE[+nvenc][+used=NGiB], e.g. 2x80GiB or 1x24GiB+nvenc)")]
+    /// A group is not `COUNTxSIZE[+nvenc][+used=NGiB][+mig=KxMGiB]`.
+    #[error(
+        "bad fake GPU group {0:?} (expected COUNTxSIZE[+nvenc][+used=NGiB][+mig=KxMGiB], e.g. 2x80GiB, 1x24GiB+nvenc or 1x80GiB+mig=2x40GiB)"
+    )]
     Group(String),
     /// Too many GPUs or too much memory.
     #[error("fake inventory out of range: {0}")]
@@ -20,8 +24,8 @@ pub enum FakeSpecError {
 /// A parsed fake inventory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeSpec {
-    /// (count, GiB each, NVENC, GiB another process holds on each).
-    groups: Vec<(u32, u64, bool, u64)>,
+    /// (count, GiB each, NVENC, GiB another process holds on each, MIG instances and their GiB).
+    groups: Vec<(u32, u64, bool, u64, Option<(u32, u64)>)>,
 }
 
 impl std::str::FromStr for FakeSpec {
@@ -32,10 +36,16 @@ impl std::str::FromStr for FakeSpec {
             let bad = || FakeSpecError::Group(g.chars().take(64).collect());
             let mut parts = g.split('+');
             let body = parts.next().unwrap_or_default();
-            let (mut nvenc, mut used) = (false, 0u64);
+            let (mut nvenc, mut used, mut mig) = (false, 0u64, None);
             for flag in parts {
                 match flag {
                     "nvenc" if !nvenc => nvenc = true,
+                    _ if flag.starts_with("mig=") => {
+                        let (k, m) = flag["mig=".len()..].split_once('x').ok_or_else(bad)?;
+                        let k: u32 = k.parse().map_err(|_| bad())?;
+                        let m: u64 = m.strip_suffix("GiB").ok_or_else(bad)?.parse().map_err(|_| bad())?;
+                        mig = Some((k, m));
+                    }
                     _ => {
                         let n = flag
                             .strip_prefix("used=")
@@ -57,7 +67,14 @@ impl std::str::FromStr for FakeSpec {
             if used > gib {
                 return Err(FakeSpecError::Range(format!("{used} GiB used of {gib} GiB")));
             }
-            groups.push((count, gib, nvenc, used));
+            if let Some((k, m)) = mig
+                && (k == 0 || k > 7 || m == 0 || u64::from(k) * m > gib)
+            {
+                return Err(FakeSpecError::Range(format!(
+                    "{k} MIG instances of {m} GiB on a {gib} GiB GPU"
+                )));
+            }
+            groups.push((count, gib, nvenc, used, mig));
         }
         Ok(Self { groups })
     }
@@ -67,7 +84,7 @@ impl FakeSpec {
     /// The declared GPUs, idle and empty, each named and identified as fake.
     pub fn inventory(&self) -> GpuInventory {
         let mut gpus = Vec::new();
-        for &(count, gib, nvenc, used) in &self.groups {
+        for &(count, gib, nvenc, used, mig) in &self.groups {
             for _ in 0..count {
                 let index = gpus.len() as u32;
                 gpus.push(GpuInfo {
@@ -92,7 +109,17 @@ impl FakeSpec {
                             reason: "fake GPU declared without +nvenc".into(),
                         }
                     },
-                    mig_devices: Vec::new(),
+                    mig_devices: mig
+                        .map(|(k, m)| {
+                            (0..k)
+                                .map(|j| super::MigDevice {
+                                    index: j,
+                                    uuid: format!("MIG-fake-{index:04}-{j}"),
+                                    memory_total_bytes: m * GIB,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
         }
@@ -132,6 +159,36 @@ mod tests {
         assert!(matches!(
             "fake:1x24GiB+used=30GiB".parse::<GpuMode>(),
             Err(FakeSpecError::Range(_))
+        ));
+        // A GPU in MIG mode: its instances are the units jobs are placed on.
+        let GpuMode::Fake(spec) = "fake:1x80GiB+mig=2x40GiB,1x24GiB+nvenc"
+            .parse::<GpuMode>()
+            .expect("parses")
+        else {
+            panic!("not fake")
+        };
+        let inv = spec.inventory();
+        assert_eq!(inv.gpus[0].mig_devices.len(), 2);
+        let units: Vec<(usize, Option<u32>, u64, bool)> = inv
+            .units()
+            .iter()
+            .map(|u| (u.gpu, u.mig, u.total_bytes / GIB, u.nvenc))
+            .collect();
+        assert_eq!(
+            units,
+            vec![(0, Some(0), 40, false), (0, Some(1), 40, false), (1, None, 24, true)]
+        );
+        assert!(inv.units()[0].uuid.starts_with("MIG-fake-"));
+        for bad in [
+            "fake:1x80GiB+mig=3x40GiB",
+            "fake:1x80GiB+mig=0x10GiB",
+            "fake:1x80GiB+mig=8x1GiB",
+        ] {
+            assert!(matches!(bad.parse::<GpuMode>(), Err(FakeSpecError::Range(_))), "{bad}");
+        }
+        assert!(matches!(
+            "fake:1x80GiB+mig=2by40GiB".parse::<GpuMode>(),
+            Err(FakeSpecError::Group(_))
         ));
     }
 

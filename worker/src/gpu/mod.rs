@@ -111,7 +111,50 @@ pub struct GpuInventory {
     pub cpu_only_reason: Option<String>,
 }
 
+/// What one claim places a GPU job on: a whole GPU, or one MIG instance of a GPU in MIG mode
+/// (each instance its own memory; the GPU itself is then not offered whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementUnit {
+    /// The GPU's position in the inventory.
+    pub gpu: usize,
+    /// The MIG instance's index under it, for an instance.
+    pub mig: Option<u32>,
+    /// The unit's UUID (`GPU-…`, or the instance's `MIG-…`).
+    pub uuid: String,
+    /// Its memory, bytes.
+    pub total_bytes: u64,
+    /// NVENC proven there (never on a MIG instance).
+    pub nvenc: bool,
+}
+
 impl GpuInventory {
+    /// The units a claim places GPU jobs on, in the order the claim numbers them: each GPU,
+    /// or each MIG instance of a GPU in MIG mode.
+    pub fn units(&self) -> Vec<PlacementUnit> {
+        let mut out = Vec::new();
+        for (i, g) in self.gpus.iter().enumerate() {
+            if g.mig_devices.is_empty() {
+                out.push(PlacementUnit {
+                    gpu: i,
+                    mig: None,
+                    uuid: g.uuid.clone(),
+                    total_bytes: g.memory_total_bytes,
+                    nvenc: g.nvenc.usable(),
+                });
+            }
+            for m in &g.mig_devices {
+                out.push(PlacementUnit {
+                    gpu: i,
+                    mig: Some(m.index),
+                    uuid: m.uuid.clone(),
+                    total_bytes: m.memory_total_bytes,
+                    nvenc: false,
+                });
+            }
+        }
+        out
+    }
+
     /// CPU-only, for `reason`.
     pub fn cpu_only(reason: impl Into<String>) -> Self {
         Self {
@@ -166,9 +209,19 @@ impl GpuInventory {
         if self.source != InventorySource::Nvml {
             return self.hw_plan();
         }
-        let Some(g) = self.gpus.get(i as usize) else {
+        let units = self.units();
+        let Some(unit) = units.get(i as usize) else {
             return HwPlan::cpu(format!("placed on GPU {i}, which this worker does not have"));
         };
+        let g = &self.gpus[unit.gpu];
+        if unit.mig.is_some() {
+            // FFmpeg's NVDEC and NVENC open whole GPUs by index; a MIG instance has no NVENC
+            // and is reached only through its UUID.
+            return HwPlan::cpu(format!(
+                "placed on MIG instance {} of GPU {} ({}): FFmpeg opens whole GPUs",
+                unit.uuid, g.index, g.name
+            ));
+        }
         let (nvenc_gpu, no_nvenc_reason) = match &g.nvenc {
             NvencStatus::Proven => (Some(g.index), String::new()),
             NvencStatus::Unavailable { reason } => (None, format!("placed on GPU {} ({}): {reason}", g.index, g.name)),
@@ -295,12 +348,23 @@ impl GpuMonitor {
     /// The memory in use on each GPU of the initial inventory, in its order (bytes): NVML's
     /// reading now, or what a fake inventory declares used.
     pub fn memory_used(&self) -> Vec<u64> {
+        let units = self.first.units();
         match &self.nvml {
             Some(n) => {
-                let indices: Vec<u32> = self.first.gpus.iter().map(|g| g.index).collect();
-                n.memory_used(&indices)
+                let at: Vec<(u32, Option<u32>)> = units.iter().map(|u| (self.first.gpus[u.gpu].index, u.mig)).collect();
+                n.memory_used(&at)
             }
-            None => self.first.gpus.iter().map(|g| g.memory_used_bytes).collect(),
+            // A fake GPU's declared use; its MIG instances start empty.
+            None => units
+                .iter()
+                .map(|u| {
+                    if u.mig.is_some() {
+                        0
+                    } else {
+                        self.first.gpus[u.gpu].memory_used_bytes
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -381,6 +445,24 @@ pub(crate) mod tests {
         );
         let on_l4 = mixed.hw_plan_for(Some(1));
         assert_eq!((on_l4.nvenc_gpu, on_l4.cuvid_gpu), (Some(1), Some(1)));
+        // A job on a MIG instance decodes and encodes on the CPU, and says why.
+        let mut a100 = gpu(0, "NVIDIA A100", NvencStatus::Unavailable { reason: "none".into() });
+        a100.mig_devices = vec![MigDevice {
+            index: 0,
+            uuid: "MIG-abc".into(),
+            memory_total_bytes: 40 * GIB,
+        }];
+        let mig = GpuInventory {
+            gpus: vec![a100],
+            ..h100.clone()
+        };
+        let on_mig = mig.hw_plan_for(Some(0));
+        assert_eq!((on_mig.nvenc_gpu, on_mig.cuvid_gpu), (None, None));
+        assert!(
+            on_mig.no_nvenc_reason.contains("MIG instance MIG-abc"),
+            "{}",
+            on_mig.no_nvenc_reason
+        );
         // A CPU job gets the worker's plan; a position past the inventory, the CPU.
         assert_eq!(mixed.hw_plan_for(None), mixed.hw_plan());
         assert_eq!(

@@ -30,17 +30,22 @@ impl NvmlInventory {
 
     /// Reads every device. A device that cannot be read is skipped with a warning; a reading a
     /// device does not support is `None`. NVENC is left `NotProbed` (see [`super::nvenc`]).
-    /// The memory in use on each GPU of `indices` (bytes; 0 where NVML cannot read it): the
-    /// one reading a claim needs, cheap enough to take at every claim.
-    pub fn memory_used(&self, indices: &[u32]) -> Vec<u64> {
-        indices
+    /// The memory in use on each placement unit (a GPU by index, or its MIG instance by
+    /// index): bytes, 0 where NVML cannot read it. The one reading a claim needs, cheap
+    /// enough to take at every claim.
+    pub fn memory_used(&self, units: &[(u32, Option<u32>)]) -> Vec<u64> {
+        units
             .iter()
-            .map(|&i| {
-                self.nvml
-                    .device_by_index(i)
-                    .and_then(|d| d.memory_info())
-                    .map(|m| m.used)
-                    .unwrap_or(0)
+            .map(|&(i, mig)| {
+                let d = self.nvml.device_by_index(i);
+                match mig {
+                    None => d.and_then(|d| d.memory_info()).map(|m| m.used),
+                    Some(m) => d
+                        .and_then(|d| d.mig_device_by_index(m))
+                        .and_then(|m| m.memory_info())
+                        .map(|m| m.used),
+                }
+                .unwrap_or(0)
             })
             .collect()
     }
