@@ -24,8 +24,20 @@ pub enum FakeSpecError {
 /// A parsed fake inventory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeSpec {
-    /// (count, GiB each, NVENC, GiB another process holds on each, MIG instances and their GiB).
-    groups: Vec<(u32, u64, bool, u64, Option<(u32, u64)>)>,
+    groups: Vec<Group>,
+}
+
+/// One group of a fake inventory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Group {
+    count: u32,
+    /// GiB each.
+    gib: u64,
+    nvenc: bool,
+    /// GiB another process holds on each.
+    used: u64,
+    /// MIG instances on each, and their GiB.
+    mig: Option<(u32, u64)>,
 }
 
 impl std::str::FromStr for FakeSpec {
@@ -74,7 +86,13 @@ impl std::str::FromStr for FakeSpec {
                     "{k} MIG instances of {m} GiB on a {gib} GiB GPU"
                 )));
             }
-            groups.push((count, gib, nvenc, used, mig));
+            groups.push(Group {
+                count,
+                gib,
+                nvenc,
+                used,
+                mig,
+            });
         }
         Ok(Self { groups })
     }
@@ -84,7 +102,14 @@ impl FakeSpec {
     /// The declared GPUs, idle and empty, each named and identified as fake.
     pub fn inventory(&self) -> GpuInventory {
         let mut gpus = Vec::new();
-        for &(count, gib, nvenc, used, mig) in &self.groups {
+        for &Group {
+            count,
+            gib,
+            nvenc,
+            used,
+            mig,
+        } in &self.groups
+        {
             for _ in 0..count {
                 let index = gpus.len() as u32;
                 gpus.push(GpuInfo {
