@@ -87,7 +87,7 @@ fn gpu_line(g: &FleetGpu) -> Markup {
                 "; MIG: "
                 @for (i, m) in g.mig.iter().enumerate() {
                     @if i > 0 { ", " }
-                    "instance " (m.index) " (" (gib(m.memory_total_bytes)) ")"
+                    "instance " (m.index) " (" (gib(m.memory_total_bytes)) ", " (gib(m.reserved_bytes)) " reserved)"
                 }
             }
         }
