@@ -154,11 +154,15 @@ pub struct Requirements {
 
 impl Requirements {
     /// The shape of these requirements: the queue list a job waits in within its priority.
-    /// Empty for CPU jobs; `g<GiB>[n][:<model>]` for GPU jobs (VRAM rounded up to whole GiB).
+    /// Empty for CPU jobs; `g<GiB>[n][x<count>][:<model>]` for GPU jobs (VRAM per GPU rounded
+    /// up to whole GiB; `x<count>` when it takes several GPUs).
     pub fn shape(&self) -> String {
         let Some(gpu) = &self.gpu else { return String::new() };
         let gib = gpu.min_vram_bytes.div_ceil(1 << 30);
         let mut s = format!("g{gib}{}", if gpu.nvenc { "n" } else { "" });
+        if gpu.count > 1 {
+            s.push_str(&format!("x{}", gpu.count));
+        }
         if let Some(m) = &self.preferred_model {
             s.push(':');
             s.push_str(m);
@@ -168,14 +172,36 @@ impl Requirements {
 }
 
 /// GPU needs of a job.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpuRequirement {
-    /// Minimum free VRAM, in bytes, reserved for the job while it runs.
+    /// Minimum free VRAM, in bytes, reserved for the job on each of its GPUs while it runs.
     pub min_vram_bytes: u64,
     /// Needs a hardware video encoder (NVENC) proven to open an encode session.
     #[serde(default)]
     pub nvenc: bool,
+    /// How many GPUs of one worker it takes, each with `min_vram_bytes` free (1 to 8: a local
+    /// model split across GPUs).
+    #[serde(default = "one_gpu", skip_serializing_if = "is_one_gpu")]
+    pub count: u32,
+}
+
+impl Default for GpuRequirement {
+    fn default() -> Self {
+        Self {
+            min_vram_bytes: 0,
+            nvenc: false,
+            count: 1,
+        }
+    }
+}
+
+fn one_gpu() -> u32 {
+    1
+}
+
+fn is_one_gpu(n: &u32) -> bool {
+    *n == 1
 }
 
 /// A job as submitted by a platform service. Everything but `kind`, `tenant`, `user` and

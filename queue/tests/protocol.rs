@@ -82,6 +82,7 @@ on_both!(
     unreadable_record_does_not_poison_queue,
     placement_vram_fit_and_best_fit_sharing,
     placement_nvenc_gating,
+    a_job_on_several_gpus_takes_them_best_fit_on_one_worker,
     placement_warm_model_then_tightest_fit,
     placement_cpu_and_gpu_jobs_go_where_they_fit,
     placement_priority_stays_strict_across_shapes,
@@ -1167,6 +1168,7 @@ fn gpu_job(gib: u64, nvenc: bool, model: Option<&str>) -> NewJob {
             gpu: Some(GpuRequirement {
                 min_vram_bytes: gib * GIB,
                 nvenc,
+                count: 1,
             }),
             preferred_model: model.map(str::to_owned),
         },
@@ -1210,6 +1212,58 @@ async fn placement_vram_fit_and_best_fit_sharing(f: Fixture) {
     let placed: Vec<Option<u32>> = b.jobs.iter().map(|j| j.gpu).collect();
     assert_eq!(placed, vec![Some(0), Some(0), Some(1)]);
     assert!(!b.unfit);
+}
+
+async fn a_job_on_several_gpus_takes_them_best_fit_on_one_worker(f: Fixture) {
+    let q = f.client().await;
+    let p = pool("gpu");
+    let pair = |gib: u64| NewJob {
+        requirements: Requirements {
+            gpu: Some(GpuRequirement {
+                min_vram_bytes: gib * GIB,
+                nvenc: false,
+                count: 2,
+            }),
+            preferred_model: None,
+        },
+        ..noop()
+    };
+    let a = q.enqueue(&p, pair(30)).await.unwrap().id;
+    let b = q.enqueue(&p, pair(30)).await.unwrap().id;
+    // One worker with an 80 GiB GPU beside two 40 GiB ones: the first job takes the two
+    // tightest fits (the 40s); the second needs two GPUs with 30 GiB free, and only one has.
+    let caps = |frees: &[u64]| gpus(&frees.iter().map(|f| (*f, false)).collect::<Vec<_>>());
+    let got = q
+        .claim(&p, "w", &[JobKind::Noop], 10, LEASE, &caps(&[80, 40, 40]))
+        .await
+        .unwrap();
+    assert_eq!(got.jobs.len(), 1);
+    assert_eq!(
+        (got.jobs[0].lease.id, &got.jobs[0].gpus, got.jobs[0].gpu),
+        (a, &vec![1, 2], Some(1))
+    );
+    let got = q
+        .claim(&p, "w", &[JobKind::Noop], 10, LEASE, &caps(&[80, 10, 10]))
+        .await
+        .unwrap();
+    assert!(got.jobs.is_empty() && got.unfit, "one GPU with room is not two");
+    // A single-GPU worker never takes it; a worker with two free GPUs does.
+    let got = q
+        .claim(&p, "one", &[JobKind::Noop], 10, LEASE, &caps(&[80]))
+        .await
+        .unwrap();
+    assert!(got.jobs.is_empty());
+    let got = q
+        .claim(&p, "two", &[JobKind::Noop], 10, LEASE, &caps(&[40, 80]))
+        .await
+        .unwrap();
+    assert_eq!((got.jobs[0].lease.id, &got.jobs[0].gpus), (b, &vec![0, 1]));
+    // More than 8 GPUs is refused at enqueue.
+    let mut big = pair(1);
+    if let Some(g) = big.requirements.gpu.as_mut() {
+        g.count = 9;
+    }
+    assert!(q.enqueue(&p, big).await.is_err());
 }
 
 async fn placement_nvenc_gating(f: Fixture) {

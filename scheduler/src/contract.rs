@@ -160,6 +160,7 @@ fn common(q: &QueueConfig) -> serde_json::Map<String, Value> {
             "gpu": nullable(object(&["min_vram_bytes"], json!({
                 "min_vram_bytes": int(1, 1 << 40),
                 "nvenc": {"type": "boolean"},
+                "count": int(1, 8),
             }))),
             "preferred_model": nullable(json!({"type": "string", "pattern": "^[A-Za-z0-9._/@-]{1,64}$"})),
         })),

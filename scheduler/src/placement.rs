@@ -186,6 +186,7 @@ mod tests {
             gpu: Some(GpuRequirement {
                 min_vram_bytes: gib << 30,
                 nvenc,
+                count: 1,
             }),
             preferred_model: None,
         }

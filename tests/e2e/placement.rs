@@ -24,6 +24,7 @@ fn model_job(sleep_ms: u64, gpu: Option<(u64, bool)>, model: Option<&str>) -> Ne
             gpu: gpu.map(|(gib, nvenc)| GpuRequirement {
                 min_vram_bytes: gib * GIB,
                 nvenc,
+                count: 1,
             }),
             preferred_model: model.map(str::to_owned),
         },

@@ -93,6 +93,7 @@ fn claimed(body: Payload, scan: bool) -> ClaimedJob {
             body,
         },
         gpu: None,
+        gpus: Vec::new(),
         waited: std::time::Duration::ZERO,
     }
 }

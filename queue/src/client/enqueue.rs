@@ -180,6 +180,15 @@ impl QueueClient {
             }
             .into());
         }
+        if let Some(gpu) = &job.requirements.gpu
+            && !(1..=8).contains(&gpu.count)
+        {
+            return Err(ValidationError::InvalidField {
+                field: "requirements.gpu.count",
+                reason: "must be 1..=8 GPUs of one worker".into(),
+            }
+            .into());
+        }
         if let Some(m) = &job.requirements.preferred_model
             && (m.is_empty()
                 || m.len() > 64

@@ -39,8 +39,11 @@ pub struct ClaimedJob {
     pub max_attempts: u32,
     /// What to run.
     pub spec: JobSpec,
-    /// The GPU (index on the worker) the claim placed it on; `None` for CPU jobs.
+    /// The GPU (index on the worker) the claim placed it on; `None` for CPU jobs. For a job
+    /// on several GPUs, the first of [`ClaimedJob::gpus`].
     pub gpu: Option<u32>,
+    /// Every GPU the claim placed it on (one, or `requirements.gpu.count`; none for CPU jobs).
+    pub gpus: Vec<u32>,
     /// How long it waited to be claimed, by Redis's clock: since it was enqueued, or since it
     /// was last made ready again (a delayed job or retry falling due, a requeue, a replay).
     pub waited: Duration,
@@ -187,7 +190,7 @@ impl QueueClient {
             attempt,
             max_attempts,
             spec,
-            gpu,
+            gpus,
             tenant,
             priority,
             waited,
@@ -207,7 +210,8 @@ impl QueueClient {
                     attempt,
                     max_attempts,
                     spec,
-                    gpu,
+                    gpu: gpus.first().copied(),
+                    gpus,
                     waited,
                 }),
                 Err(e) => poisoned.push(Failure {
@@ -424,7 +428,8 @@ struct ClaimRecord {
     attempt: u32,
     max_attempts: u32,
     spec: Vec<u8>,
-    gpu: Option<u32>,
+    /// The GPUs it was placed on (none for a CPU job).
+    gpus: Vec<u32>,
     /// The record's tenant and priority, which a compact spec leaves out.
     tenant: String,
     priority: Priority,
@@ -438,6 +443,21 @@ const CLAIM_HEAD: usize = 2;
 const CLAIM_GROUP_HEAD: usize = 3;
 /// Values per job in a group.
 const CLAIM_STRIDE: usize = 8;
+
+/// The GPUs a claim placed a job on: a number (one GPU; -1 for none) or `a,b` (several).
+fn placed_gpus(v: &Value) -> Result<Vec<u32>, ParsingError> {
+    let bad = |g: &dyn std::fmt::Display| ParsingError::from(format!("claim gpu {g}"));
+    match v {
+        Value::Int(-1) => Ok(Vec::new()),
+        Value::Int(g) => Ok(vec![u32::try_from(*g).map_err(|_| bad(g))?]),
+        other => {
+            let t = text(other, "claim gpu")?;
+            t.split(',')
+                .map(|g| g.trim().parse::<u32>().map_err(|_| bad(&t)))
+                .collect()
+        }
+    }
+}
 
 impl FromRedisValue for ClaimReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
@@ -484,10 +504,7 @@ impl FromRedisValue for ClaimReply {
                     attempt: count(&j[2], "claim attempts")?,
                     max_attempts: count(&j[3], "claim max_attempts")?,
                     spec,
-                    gpu: match int(&j[5], "claim gpu")? {
-                        -1 => None,
-                        g => Some(u32::try_from(g).map_err(|_| ParsingError::from(format!("claim gpu {g}")))?),
-                    },
+                    gpus: placed_gpus(&j[5])?,
                     tenant: text(&j[6], "claim tenant")?,
                     priority,
                     waited: Duration::from_millis(u64::try_from(int(&j[7], "claim waited")?).unwrap_or(0)),
@@ -637,7 +654,9 @@ mod tests {
         v.extend(group("noop", "bulk", &[-1]));
         let r = ClaimReply::from_redis_value(Value::Array(v.clone())).expect("well formed");
         assert_eq!((r.next_due_ms, r.unfit, r.jobs.len()), (None, false, 3));
-        assert_eq!((r.jobs[0].gpu, r.jobs[1].gpu), (None, Some(1)));
+        assert_eq!((&r.jobs[0].gpus, &r.jobs[1].gpus), (&vec![], &vec![1]));
+        assert_eq!(placed_gpus(&s("0,2")).expect("several"), vec![0, 2]);
+        assert!(placed_gpus(&s("0,x")).is_err() && placed_gpus(&Value::Int(-2)).is_err());
         assert_eq!(r.jobs[1].lease.token, 7);
         assert_eq!(
             (r.jobs[0].tenant.as_str(), r.jobs[0].priority, r.jobs[0].lease.kind),

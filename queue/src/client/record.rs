@@ -239,6 +239,7 @@ mod tests {
         s.requirements.gpu = Some(GpuRequirement {
             min_vram_bytes: 24 << 30,
             nvenc: true,
+            count: 1,
         });
         s.allowed_regions = vec!["SG".into()];
         s.idempotency_key = Some("order-1".into());

@@ -282,7 +282,7 @@ impl LeaseSource {
                     job.pool.clone(),
                     job.lease.clone(),
                     job.attempt,
-                    job.gpu,
+                    job.gpus.clone(),
                     Ledger::vram_gib(&job),
                     cancel,
                     reason,

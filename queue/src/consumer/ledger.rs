@@ -72,17 +72,27 @@ impl Ledger {
             .unwrap_or(0)
     }
 
+    /// Reserves what `job` holds: its VRAM on each GPU it was placed on, or a CPU slot.
     pub(crate) fn reserve(&mut self, job: &ClaimedJob) {
-        match job.gpu.and_then(|g| self.gpu_reserved_gib.get_mut(g as usize)) {
-            Some(r) => *r += Self::vram_gib(job),
-            None => self.cpu_used += 1,
+        if job.gpus.is_empty() {
+            self.cpu_used += 1;
+        }
+        for g in &job.gpus {
+            if let Some(r) = self.gpu_reserved_gib.get_mut(*g as usize) {
+                *r += Self::vram_gib(job);
+            }
         }
     }
 
-    pub(crate) fn release(&mut self, job_gpu: Option<u32>, gib: u64) {
-        match job_gpu.and_then(|g| self.gpu_reserved_gib.get_mut(g as usize)) {
-            Some(r) => *r = r.saturating_sub(gib),
-            None => self.cpu_used = self.cpu_used.saturating_sub(1),
+    /// Gives back `gib` on each of `gpus`, or a CPU slot when there are none.
+    pub(crate) fn release(&mut self, gpus: &[u32], gib: u64) {
+        if gpus.is_empty() {
+            self.cpu_used = self.cpu_used.saturating_sub(1);
+        }
+        for g in gpus {
+            if let Some(r) = self.gpu_reserved_gib.get_mut(*g as usize) {
+                *r = r.saturating_sub(gib);
+            }
         }
     }
 }
@@ -138,5 +148,29 @@ mod tests {
             4,
         );
         assert_eq!(plain.capacity().gpus, vec![(24, true), (80, false)]);
+    }
+
+    #[test]
+    fn a_job_on_several_gpus_reserves_and_gives_back_on_each() {
+        let r = Resources {
+            gpus: (0..3)
+                .map(|_| GpuResource {
+                    total_bytes: 40 * GIB,
+                    nvenc: false,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut l = Ledger::new(&r, 4);
+        for g in [0usize, 2] {
+            l.gpu_reserved_gib[g] += 30;
+        }
+        assert_eq!(l.capacity().gpus, vec![(10, false), (40, false), (10, false)]);
+        l.release(&[0, 2], 30);
+        assert_eq!(l.capacity().gpus, vec![(40, false), (40, false), (40, false)]);
+        // A CPU job: a slot.
+        l.cpu_used = 1;
+        l.release(&[], 0);
+        assert_eq!(l.cpu_used, 0);
     }
 }

@@ -79,7 +79,7 @@ struct TicketState {
     lease: LeaseRef,
     attempt: u32,
     kind: JobKind,
-    gpu: Option<u32>,
+    gpus: Vec<u32>,
     gib: u64,
     cancel: CancellationToken,
     reason: Arc<AtomicU8>,
@@ -106,7 +106,7 @@ impl Ticket {
         pool: Pool,
         lease: LeaseRef,
         attempt: u32,
-        gpu: Option<u32>,
+        gpus: Vec<u32>,
         gib: u64,
         cancel: CancellationToken,
         reason: Arc<AtomicU8>,
@@ -120,7 +120,7 @@ impl Ticket {
                 pool,
                 lease,
                 attempt,
-                gpu,
+                gpus,
                 gib,
                 cancel,
                 reason,
@@ -238,7 +238,7 @@ impl TicketState {
             Outcome::Release(_) | Outcome::Drop(_) => {}
         }
         if let Ok(mut l) = shared.ledger.lock() {
-            l.release(self.gpu, self.gib);
+            l.release(&self.gpus, self.gib);
         }
         // The completion goes out before the slot is given back, so the drain, which waits for
         // every slot, never finishes ahead of an outcome it has to flush.

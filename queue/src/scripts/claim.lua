@@ -25,7 +25,7 @@
     next_due_ms (-1 = none), unfit (1 when jobs waited that did not fit this capacity; their
     wake token is handed on to the other workers), then groups, one per queue popped: kind,
     priority, n, then n jobs (stride 8): id, token, attempts, max_attempts, spec, gpu index
-    (-1 = CPU), tenant, ms it waited (since it was enqueued, or last made ready again: promoted
+    (-1 = CPU; 'a,b' for a job placed on several GPUs), tenant, ms it waited (since it was enqueued, or last made ready again: promoted
     from delayed, requeued by the reaper, released, replayed) (a compact spec leaves the record's fields out; what a group shares is
     sent once, since every value returned costs Redis ~0.3 us)
 ]]
@@ -67,13 +67,21 @@ for k = FIRST_KIND, #ARGV do
 end
 out[1] = next_due
 
--- The GPU with the least free VRAM that holds a job of shape s (nil if none).
+-- The s.count GPUs with the least free VRAM that hold a job of shape s, best fit first (nil
+-- if there are not that many).
 local function place(frees, s)
-  local best
+  local fit = {}
   for i, g in ipairs(gpus) do
-    if frees[i] >= s.gib and (g.nvenc or not s.nvenc) and (not best or frees[i] < frees[best]) then best = i end
+    if frees[i] >= s.gib and (g.nvenc or not s.nvenc) then fit[#fit + 1] = i end
   end
-  return best
+  if #fit < s.count then return nil end
+  table.sort(fit, function(a, b)
+    if frees[a] ~= frees[b] then return frees[a] < frees[b] end
+    return a < b
+  end)
+  local out = {}
+  for j = 1, s.count do out[j] = fit[j] end
+  return out
 end
 
 local function frees_now()
@@ -85,9 +93,10 @@ end
 local function shapes_of(kind)
   local list = {}
   for _, sh in ipairs(redis.call('SMEMBERS', qkey(kind, 'shapes'))) do
-    local gib, n, model = string.match(sh, '^g(%d+)(n?):?(.*)$')
+    local gib, n, cnt, model = string.match(sh, '^g(%d+)(n?)x?(%d*):?(.*)$')
     if gib then
-      list[#list + 1] = { shape = sh, gib = tonumber(gib), nvenc = n == 'n', warm = (model ~= '' and warm[model]) and 1 or 0 }
+      list[#list + 1] = { shape = sh, gib = tonumber(gib), nvenc = n == 'n', count = tonumber(cnt) or 1,
+        warm = (model ~= '' and warm[model]) and 1 or 0 }
     end
   end
   table.sort(list, function(a, b)
@@ -123,9 +132,9 @@ for _, prio in ipairs(PRIOS) do
       else
         local frees = frees_now()
         while n < want do
-          local g = place(frees, s)
-          if not g then break end
-          frees[g] = frees[g] - s.gib
+          local placed = place(frees, s)
+          if not placed then break end
+          for _, g in ipairs(placed) do frees[g] = frees[g] - s.gib end
           n = n + 1
         end
       end
@@ -149,9 +158,14 @@ for _, prio in ipairs(PRIOS) do
             if s.shape == '' then
               cpu_free = cpu_free - 1
             else
-              local g = place(frees_now(), s)
-              gpus[g].free = gpus[g].free - s.gib
-              gpu = g - 1
+              local placed = place(frees_now(), s)
+              local idx = {}
+              for j, g in ipairs(placed) do
+                gpus[g].free = gpus[g].free - s.gib
+                idx[j] = g - 1
+              end
+              -- One GPU's index as a number; several as 'a,b' (a job split across GPUs).
+              gpu = (#idx == 1) and idx[1] or table.concat(idx, ',')
             end
             local attempts = tonumber(r[3] or '0') + 1
             local token = (base + i) * 2 + ((r[4] or r[7] or r[8]) and 1 or 0)

@@ -141,6 +141,7 @@ mod tests {
                 body: Payload::Noop(p),
             },
             gpu: None,
+            gpus: Vec::new(),
             waited: Duration::ZERO,
         }
     }
