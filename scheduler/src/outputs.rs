@@ -67,13 +67,11 @@ async fn download(
         .as_ref()
         .and_then(|r| r.details.get("scan"))
         .is_some_and(|s| s == "clean");
-    // An export's archive holds only outputs that were released, and references the tenant
-    // itself supplied: it is not scanned again.
-    let export = job.spec.kind() == gantry_queue::JobKind::Export;
-    if job.spec.scan_outputs && !scanned_clean && !export {
+    if job.spec.scan_outputs && !scanned_clean {
         return Err(ApiError::Conflict("the job's outputs were not released".into()));
     }
-    if export {
+    // An export's archive is a user's data handed over: each download is audited.
+    if job.spec.kind() == gantry_queue::JobKind::Export {
         let entry = gantry_safety::AuditEntry::new(
             c.actor(),
             "users.export.download",

@@ -92,13 +92,7 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     let store = OutputStore::open(&a.outputs).map_err(refused)?;
     let retention = gantry_queue::RetentionPolicy::from_env().map_err(refused)?;
     let conn = a.redis.conn().await?;
-    let executor = ExportExecutor::new(
-        a.redis.client().await?,
-        store,
-        conn.clone(),
-        gantry_safety::TrustRegistry::new(conn.clone()),
-        gantry_safety::ModerationLog::new(conn, gantry_safety::moderation::Retention::from(&retention)),
-    );
+    let executor = ExportExecutor::new(a.redis.client().await?, store, conn, &retention);
     let payload = gantry_queue::ExportPayload {
         request_id: String::new(),
         trust: !a.no_trust,

@@ -321,10 +321,6 @@ async fn export_executor(
 ) -> anyhow::Result<gantry_worker::executors::export::ExportExecutor> {
     let queue = gantry_queue::QueueClient::connect(url, retention.apply(gantry_queue::QueueConfig::default())).await?;
     Ok(gantry_worker::executors::export::ExportExecutor::new(
-        queue,
-        outputs,
-        conn.clone(),
-        TrustRegistry::new(conn.clone()),
-        ModerationLog::new(conn, Retention::from(retention)),
+        queue, outputs, conn, retention,
     ))
 }

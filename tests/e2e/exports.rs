@@ -86,6 +86,45 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A Redis, a scheduler and a directory store, for the tests that bring their own workers.
+struct Small {
+    redis: gantry_testkit::RedisServer,
+    dir: tempfile::TempDir,
+    outputs: std::path::PathBuf,
+    sched: SchedulerProcess,
+}
+
+impl Small {
+    fn start() -> Self {
+        let redis = gantry_testkit::RedisServer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = dir.path().join("outputs");
+        let sched = SchedulerProcess::start_with(&redis.url(), None, &["--outputs", outputs.to_str().unwrap()], None);
+        Self {
+            redis,
+            dir,
+            outputs,
+            sched,
+        }
+    }
+
+    fn store_dir(&self) -> &str {
+        self.outputs.to_str().unwrap()
+    }
+}
+
+/// Submits `n` no-op jobs of `user` (studio-42), each writing an output of `bytes`; their ids.
+fn noops(addr: &str, user: &str, n: usize, bytes: u32) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let job = json!({"user": user, "kind": "noop", "payload": {"output_bytes": bytes}});
+            let (s, j, text) = call(addr, "demo-studio-key", "POST", "/v1/jobs", Some(job));
+            assert_eq!(s, 201, "{text}");
+            j["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 /// The archive's files, by path, in order.
 fn untar(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut a = tar::Archive::new(bytes);
@@ -535,27 +574,12 @@ async fn a_users_data_is_exported_whole_opened_and_theirs_alone() {
 /// the checkpoint are gone once the archive is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_whose_worker_dies_resumes_from_its_last_part() {
-    let redis = gantry_testkit::RedisServer::start().unwrap();
-    let url = redis.url();
-    let dir = tempfile::tempdir().unwrap();
-    let outputs = dir.path().join("outputs");
-    let store_dir = outputs.to_str().unwrap();
-    let sched = SchedulerProcess::start_with(&url, None, &["--outputs", store_dir], None);
-    let addr = sched.addr.as_str();
+    let f = Small::start();
+    let (url, dir, outputs, store_dir) = (f.redis.url(), &f.dir, &f.outputs, f.store_dir());
+    let addr = f.sched.addr.as_str();
     let studio = "demo-studio-key";
     let user = "u-export-resume";
-    let mut ids = Vec::new();
-    for _ in 0..7 {
-        let (s, j, text) = call(
-            addr,
-            studio,
-            "POST",
-            "/v1/jobs",
-            Some(json!({"user": user, "kind": "noop", "payload": {"output_bytes": 64}})),
-        );
-        assert_eq!(s, 201, "{text}");
-        ids.push(j["id"].as_str().unwrap().to_owned());
-    }
+    let ids = noops(addr, user, 7, 64);
     // A worker that stores parts of two jobs and dies after the second part.
     let parts = ["--gpus", "none", "--outputs", store_dir, "--export-part-jobs", "2"];
     let dying = WorkerProcess::start_in_env(
@@ -660,13 +684,9 @@ async fn an_export_whose_worker_dies_resumes_from_its_last_part() {
 /// An erasure stops a running export and takes its parts, its checkpoint and its record along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_stops_a_running_export_and_leaves_nothing_of_it() {
-    let redis = gantry_testkit::RedisServer::start().unwrap();
-    let url = redis.url();
-    let dir = tempfile::tempdir().unwrap();
-    let outputs = dir.path().join("outputs");
-    let store_dir = outputs.to_str().unwrap();
-    let sched = SchedulerProcess::start_with(&url, None, &["--outputs", store_dir], None);
-    let addr = sched.addr.as_str();
+    let f = Small::start();
+    let (url, dir, outputs, store_dir) = (f.redis.url(), &f.dir, &f.outputs, f.store_dir());
+    let addr = f.sched.addr.as_str();
     let studio = "demo-studio-key";
     let user = "u-export-erased";
     // A slow export: a pause after each page of two jobs.
@@ -680,16 +700,8 @@ async fn an_erasure_stops_a_running_export_and_leaves_nothing_of_it() {
         dir.path(),
         &[("GANTRY_TEST_EXPORT_PAGE_DELAY_MS", "400")],
     );
-    for _ in 0..12 {
-        let (s, j, text) = call(
-            addr,
-            studio,
-            "POST",
-            "/v1/jobs",
-            Some(json!({"user": user, "kind": "noop", "payload": {"output_bytes": 16}})),
-        );
-        assert_eq!(s, 201, "{text}");
-        settled_at(addr, studio, &format!("/v1/jobs/{}", j["id"].as_str().unwrap())).await;
+    for id in noops(addr, user, 12, 16) {
+        settled_at(addr, studio, &format!("/v1/jobs/{id}")).await;
     }
     let (s, v, text) = call(addr, studio, "POST", &format!("/v1/users/{user}/exports"), None);
     assert_eq!(s, 202, "{text}");

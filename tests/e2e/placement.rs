@@ -231,19 +231,8 @@ async fn memory_other_processes_hold_is_not_offered() {
         |id: &str, gpus: &str| WorkerProcess::start_in(&url, "gpu", id, 4, 10.0, &["--gpus", gpus], logs.path());
     let _busy = start("w-busy", "fake:1x24GiB+used=20GiB");
     eventually("the small jobs ran", Duration::from_secs(30), || {
-        let q = q.clone();
-        let pool = pool.clone();
-        let small = small.clone();
-        async move {
-            let mut done = true;
-            for id in &small {
-                done &= q
-                    .job_in(&pool, *id)
-                    .await
-                    .is_ok_and(|r| r.status == JobStatus::Succeeded);
-            }
-            done
-        }
+        let (q, pool, small) = (q.clone(), pool.clone(), small.clone());
+        async move { all_succeeded(&q, &pool, &small).await }
     })
     .await;
     for id in &small {
@@ -300,19 +289,8 @@ async fn each_mig_instance_is_a_unit_of_its_own() {
     })
     .await;
     eventually("the pair ran", Duration::from_secs(30), || {
-        let q = q.clone();
-        let pool = pool.clone();
-        let pair = pair.clone();
-        async move {
-            let mut done = true;
-            for id in &pair {
-                done &= q
-                    .job_in(&pool, *id)
-                    .await
-                    .is_ok_and(|r| r.status == JobStatus::Succeeded);
-            }
-            done
-        }
+        let (q, pool, pair) = (q.clone(), pool.clone(), pair.clone());
+        async move { all_succeeded(&q, &pool, &pair).await }
     })
     .await;
     let a = q.job_in(&pool, pair[0]).await.unwrap();
@@ -332,4 +310,18 @@ async fn each_mig_instance_is_a_unit_of_its_own() {
         q.job_in(&pool, big[0]).await.unwrap().worker.as_deref(),
         Some("w-whole")
     );
+}
+
+/// Whether every job of `ids` in `pool` has succeeded.
+async fn all_succeeded(q: &gantry_queue::QueueClient, pool: &Pool, ids: &[JobId]) -> bool {
+    for id in ids {
+        if !q
+            .job_in(pool, *id)
+            .await
+            .is_ok_and(|r| r.status == JobStatus::Succeeded)
+        {
+            return false;
+        }
+    }
+    true
 }

@@ -54,6 +54,26 @@ fn subtree<'a>(spans: &'a [Got], root: &str) -> Vec<&'a Got> {
     out
 }
 
+/// The received spans of our trace.
+fn ours(got: &common::otlp::Received) -> Vec<Got> {
+    let all = got.lock().unwrap();
+    all.iter().filter(|s| s.trace == TRACE_ID).cloned().collect()
+}
+
+/// No span, attribute or event names the prompt or the user.
+fn assert_no_canary(spans: &[Got]) {
+    for s in spans {
+        for t in s.text.iter().chain([&s.name]) {
+            assert!(
+                !t.contains("zq-trace-canary") && !t.contains(USER) && !t.contains("lighthouse"),
+                "{} span {} carries {t:?}",
+                s.service,
+                s.name
+            );
+        }
+    }
+}
+
 fn child<'a>(spans: &'a [Got], parent: &Got, name: &str) -> &'a Got {
     spans
         .iter()
@@ -111,10 +131,7 @@ async fn one_trace_runs_from_each_request_to_the_workers_steps_and_carries_no_pr
     assert_eq!(upscaled.status, "succeeded", "{upscaled:?}");
 
     // Both processes batch their spans (every 5 s by default): wait for both jobs' trees.
-    let ours = || -> Vec<Got> {
-        let all = got.lock().unwrap();
-        all.iter().filter(|s| s.trace == TRACE_ID).cloned().collect()
-    };
+    let ours = || ours(&got);
     eventually("both jobs' spans arrive", Duration::from_secs(30), || {
         let spans = ours();
         async move {
@@ -212,16 +229,7 @@ async fn one_trace_runs_from_each_request_to_the_workers_steps_and_carries_no_pr
     // The canary: nothing any process exported names the prompt or the user.
     let everything = got.lock().unwrap().clone();
     assert!(everything.len() > spans.len() / 2);
-    for s in &everything {
-        for t in s.text.iter().chain([&s.name]) {
-            assert!(
-                !t.contains("zq-trace-canary") && !t.contains(USER) && !t.contains("lighthouse"),
-                "{} span {} carries {t:?}",
-                s.service,
-                s.name
-            );
-        }
-    }
+    assert_no_canary(&everything);
 }
 
 /// A generate→upscale pipeline, as a platform submits it under its own trace: one trace runs
@@ -345,10 +353,7 @@ async fn a_pipelines_trace_runs_through_both_steps_their_acks_and_webhook_delive
     let (image_job, big_job) = (job_of("image"), job_of("big"));
 
     // Spans arrive in batches (every 5 s): wait for both acks and both deliveries.
-    let ours = || -> Vec<Got> {
-        let all = got.lock().unwrap();
-        all.iter().filter(|s| s.trace == TRACE_ID).cloned().collect()
-    };
+    let ours = || ours(&got);
     eventually(
         "both steps' acks and deliveries in the trace",
         Duration::from_secs(40),
@@ -427,16 +432,7 @@ async fn a_pipelines_trace_runs_through_both_steps_their_acks_and_webhook_delive
     }
     // Two deliveries, one per step's success; the pipeline's jobs and nothing else.
     assert_eq!(delivered.lock().unwrap().len(), 2, "{:?}", delivered.lock().unwrap());
-    for s in &spans {
-        for t in s.text.iter().chain([&s.name]) {
-            assert!(
-                !t.contains("zq-trace-canary") && !t.contains(USER) && !t.contains("lighthouse"),
-                "{} span {} carries {t:?}",
-                s.service,
-                s.name
-            );
-        }
-    }
+    assert_no_canary(&spans);
 }
 
 /// The same traces over OTLP/gRPC (`--otlp-protocol grpc`), to a receiver serving the
@@ -460,10 +456,7 @@ async fn traces_go_over_otlp_grpc_too() {
     job["user"] = USER.into();
     let id = submit(&sched, &job);
     assert_eq!(settled(&api, &id).await.status, "succeeded");
-    let ours = || -> Vec<Got> {
-        let all = got.lock().unwrap();
-        all.iter().filter(|s| s.trace == TRACE_ID).cloned().collect()
-    };
+    let ours = || ours(&got);
     eventually("the job's ack arrives over gRPC", Duration::from_secs(30), || {
         let spans = ours();
         async move { spans.iter().any(|s| s.name == "queue.ack") }

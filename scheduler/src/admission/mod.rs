@@ -193,7 +193,13 @@ impl Admission {
             .map_err(|e| ApiError::Unplaceable(e.to_string()))?;
         let planned = [Planned::new(job, pool, rule)];
         self.rate_and_credits(tenant, tenant_cfg, &planned).await?;
-        self.enqueue(tenant, tenant_cfg, planned.into())
+        // Its archive holds outputs already released and references the tenant supplied:
+        // nothing in it is scanned again, and the job says so.
+        let unscanned = TenantConfig {
+            scan_outputs: false,
+            ..tenant_cfg.clone()
+        };
+        self.enqueue(tenant, &unscanned, planned.into())
             .await?
             .pop()
             .ok_or(ApiError::Internal)

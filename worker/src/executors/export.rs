@@ -77,20 +77,20 @@ pub struct ExportExecutor {
 
 impl ExportExecutor {
     /// Reads records through `queue` (which must hold the data keys, to open prompts), outputs
-    /// from and the archive to `store`, credits, trust and moderation records through `conn`.
+    /// from and the archive to `store`, credits, trust and moderation records (kept as
+    /// `retention` says) through `conn`.
     pub fn new(
         queue: QueueClient,
         store: OutputStore,
         conn: RedisConn,
-        trust: TrustRegistry,
-        moderation: ModerationLog,
+        retention: &gantry_queue::RetentionPolicy,
     ) -> Self {
         Self {
             queue,
             store,
+            trust: TrustRegistry::new(conn.clone()),
+            moderation: ModerationLog::new(conn.clone(), retention.into()),
             conn,
-            trust,
-            moderation,
             part_jobs: DEFAULT_PART_JOBS,
         }
     }
