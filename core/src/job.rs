@@ -346,6 +346,10 @@ pub enum JobStatus {
     /// Its content matched an abuse hash list: ended at once, never retried or replayed, its
     /// outputs deleted, its credits refunded.
     Blocked,
+    /// Its outputs came close to an abuse hash (within a list's review band): withheld, not
+    /// released, until a reviewer clears them (→ `succeeded`) or confirms the match
+    /// (→ `blocked`). Its credits stay reserved meanwhile.
+    Review,
 }
 
 impl JobStatus {
@@ -361,6 +365,7 @@ impl JobStatus {
             Self::Dead => "dead",
             Self::Cancelled => "cancelled",
             Self::Blocked => "blocked",
+            Self::Review => "review",
         }
     }
 
@@ -386,6 +391,7 @@ impl FromStr for JobStatus {
             "dead" => Self::Dead,
             "cancelled" => Self::Cancelled,
             "blocked" => Self::Blocked,
+            "review" => Self::Review,
             other => return Err(ValidationError::UnknownStatus(other.to_owned())),
         })
     }
@@ -406,6 +412,9 @@ pub enum ErrorClass {
     /// Prohibited content matched: the job ends `blocked` at once (no retry, no dead-letter
     /// queue, so no replay) and its credits are refunded.
     Blocked,
+    /// Content close to an abuse hash: the job is held (status `review`), its outputs not
+    /// released, until a reviewer decides.
+    Withheld,
 }
 
 impl ErrorClass {
@@ -417,6 +426,7 @@ impl ErrorClass {
             ErrorClass::Cancelled => "cancelled",
             ErrorClass::TimedOut => "timed_out",
             ErrorClass::Blocked => "blocked",
+            ErrorClass::Withheld => "withheld",
         }
     }
 }
@@ -430,6 +440,7 @@ impl FromStr for ErrorClass {
             "cancelled" => Self::Cancelled,
             "timed_out" => Self::TimedOut,
             "blocked" => Self::Blocked,
+            "withheld" => Self::Withheld,
             other => return Err(ValidationError::UnknownErrorClass(other.chars().take(64).collect())),
         })
     }
@@ -493,7 +504,7 @@ impl Default for Usage {
 }
 
 /// What a successful attempt hands back: its stored output and the usage to bill.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
     /// Where the output was stored.
     pub output: Option<ResultRef>,

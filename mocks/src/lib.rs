@@ -22,6 +22,7 @@
 //! non-image and a missing one).
 
 mod apis;
+pub mod cybertipline;
 pub mod media;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -209,6 +210,8 @@ pub struct MockState {
     counters: Mutex<HashMap<(String, &'static str), u32>>,
     tasks: Mutex<HashMap<String, MockTask>>,
     seq: AtomicU64,
+    /// The CyberTipline mock's reports.
+    pub tipline: cybertipline::TipState,
     /// For webhook calls.
     pub(crate) http: reqwest::Client,
 }
@@ -243,6 +246,7 @@ impl MockState {
             counters: Mutex::default(),
             tasks: Mutex::default(),
             seq: AtomicU64::new(0),
+            tipline: cybertipline::TipState::default(),
             http: reqwest::Client::new(),
         }
     }
@@ -537,6 +541,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/_mock/faults", put(set_faults).get(get_faults))
         .route("/_mock/script", post(script))
         .route("/_mock/refs/{name}", get(reference))
+        .merge(cybertipline::routes())
         .route("/{provider}/{region}/{*rest}", any(dispatch))
         .with_state(state)
 }

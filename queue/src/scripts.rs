@@ -97,11 +97,12 @@ script!(SEARCH, "search.lua", 12, Tail::None);
 script!(PROGRESS, "progress.lua", 0, Tail::Records(4));
 script!(HANDOFF, "handoff.lua", 0, Tail::Records(5));
 script!(PIPELINE, "pipeline.lua", 6, Tail::None);
+script!(REVIEW, "review.lua", 6, Tail::None);
 
 /// Every protocol script (the provider-slot semaphore in `slots.rs` keys its own zset and is
 /// checked there).
 #[cfg(test)]
-pub(crate) fn all() -> [&'static Contract; 17] {
+pub(crate) fn all() -> [&'static Contract; 18] {
     [
         &ENQUEUE,
         &CLAIM,
@@ -120,6 +121,7 @@ pub(crate) fn all() -> [&'static Contract; 17] {
         &PROGRESS,
         &HANDOFF,
         &PIPELINE,
+        &REVIEW,
     ]
 }
 

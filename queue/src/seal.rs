@@ -151,14 +151,46 @@ impl Keyring {
     /// The keys the environment names (`GANTRY_DATA_KEYS`, or the file `GANTRY_DATA_KEYS_FILE`);
     /// `None` when neither is set.
     pub fn from_env() -> Result<Option<Self>, SealError> {
-        if let Ok(text) = std::env::var("GANTRY_DATA_KEYS") {
+        Self::from_env_var("GANTRY_DATA_KEYS")
+    }
+
+    /// The keys the variable `var` holds, or the file `<var>_FILE` names; `None` when neither
+    /// is set (the evidence keys are `GANTRY_EVIDENCE_KEYS`, a ring of their own).
+    pub fn from_env_var(var: &str) -> Result<Option<Self>, SealError> {
+        if let Ok(text) = std::env::var(var) {
             return Self::parse(&text).map(Some);
         }
-        if let Ok(path) = std::env::var("GANTRY_DATA_KEYS_FILE") {
+        if let Ok(path) = std::env::var(format!("{var}_FILE")) {
             let text = std::fs::read_to_string(&path).map_err(|e| SealError::BadKeys(format!("{path}: {e}")))?;
             return Self::parse(&text).map(Some);
         }
         Ok(None)
+    }
+
+    /// Seals one piece of a stream (evidence, in pieces of a mebibyte) with the current key,
+    /// bound to `aad`: the key's id, the random nonce and the ciphertext (16 bytes longer).
+    pub fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Result<(&str, [u8; 12], Vec<u8>), SealError> {
+        let key = self
+            .keys
+            .get(&self.current)
+            .ok_or(SealError::UnknownKey(self.current.clone()))?;
+        let nonce: [u8; 12] = rand::random();
+        let ct = key
+            .siv
+            .encrypt(aes_gcm_siv::Nonce::from_slice(&nonce), AeadPayload { msg: plain, aad })
+            .map_err(|_| SealError::Corrupt)?;
+        Ok((&self.current, nonce, ct))
+    }
+
+    /// Opens what [`Keyring::seal_bytes`] sealed with key `key_id` for `aad`.
+    pub fn open_bytes(&self, key_id: &str, nonce: &[u8; 12], ct: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let key = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| SealError::UnknownKey(key_id.to_owned()))?;
+        key.siv
+            .decrypt(aes_gcm_siv::Nonce::from_slice(nonce), AeadPayload { msg: ct, aad })
+            .map_err(|_| SealError::Corrupt)
     }
 
     /// The id of the sealing key.

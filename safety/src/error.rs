@@ -20,6 +20,29 @@ pub enum SafetyError {
         /// Why.
         reason: String,
     },
+    /// Distances that do not make a band.
+    #[error("{0}")]
+    InvalidThresholds(String),
+    /// A category's policy that does not hold together.
+    #[error("category policy: {0}")]
+    InvalidPolicy(String),
+    /// Evidence that cannot be sealed or opened.
+    #[error("evidence: {0}")]
+    Evidence(String),
+    /// The object store refused (evidence, a job's files).
+    #[error("object store: {0}")]
+    Store(#[from] gantry_store::OutputError),
+    /// No record of that id (a review, a report, evidence).
+    #[error("no {what} {id:?}")]
+    NoRecord {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A change a record's state does not allow (a decided review decided again).
+    #[error("{0}")]
+    Conflict(String),
     /// No list of that name.
     #[error("no hash list named {0:?}")]
     NotFound(String),

@@ -112,6 +112,48 @@ pub struct ListMeta {
     pub sha256: u64,
     /// When this version was published, ms since the epoch.
     pub updated_at_ms: u64,
+    /// PDQ matches this close or closer (and every exact digest) take the category's action
+    /// at once.
+    pub block_distance: u32,
+    /// PDQ matches farther than `block_distance` and this close or closer are withheld for a
+    /// person to review; equal to `block_distance` when the list has no review band.
+    pub review_distance: u32,
+}
+
+/// A list's PDQ distances: at or under `block`, a match is acted on at once; over it and at or
+/// under `review`, the content is withheld for review; farther, it is no match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// The block distance.
+    pub block: u32,
+    /// The review distance (≥ `block`).
+    pub review: u32,
+}
+
+/// The largest PDQ distance the matcher finds (the reference's 31, which the multi-index
+/// guarantees).
+pub const MAX_DISTANCE: u32 = 31;
+
+impl Default for Thresholds {
+    /// No review band: every match within [`MAX_DISTANCE`] is acted on.
+    fn default() -> Self {
+        Self {
+            block: MAX_DISTANCE,
+            review: MAX_DISTANCE,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Checked distances: `block` ≤ `review` ≤ [`MAX_DISTANCE`].
+    pub fn new(block: u32, review: u32) -> Result<Self, SafetyError> {
+        if block > review || review > MAX_DISTANCE {
+            return Err(SafetyError::InvalidThresholds(format!(
+                "block_distance {block} and review_distance {review}: need block <= review <= {MAX_DISTANCE}"
+            )));
+        }
+        Ok(Self { block, review })
+    }
 }
 
 /// The lists, in Redis.
@@ -161,9 +203,23 @@ impl HashListStore {
         Self { conn }
     }
 
-    /// Publishes `content` as the next version of `name` (created if new) under `category`.
+    /// Publishes `content` as the next version of `name` (created if new) under `category`,
+    /// with no review band.
     pub async fn publish(&self, name: &str, category: &str, content: &HashList) -> Result<ListMeta, SafetyError> {
+        self.publish_with(name, category, Thresholds::default(), content).await
+    }
+
+    /// Publishes `content` as the next version of `name` (created if new) under `category`,
+    /// matching PDQ hashes by `thresholds`.
+    pub async fn publish_with(
+        &self,
+        name: &str,
+        category: &str,
+        thresholds: Thresholds,
+        content: &HashList,
+    ) -> Result<ListMeta, SafetyError> {
         check_name(name)?;
+        let thresholds = Thresholds::new(thresholds.block, thresholds.review)?;
         check_name(category)?;
         let mut c = self.conn.clone();
         let meta = meta_key(name);
@@ -204,6 +260,10 @@ impl HashListStore {
             .arg(content.sha256.len())
             .arg("updated_at_ms")
             .arg(updated_at_ms)
+            .arg("block_distance")
+            .arg(thresholds.block)
+            .arg("review_distance")
+            .arg(thresholds.review)
             .query_async(&mut c)
             .await?;
         let _: () = c.sadd(NAMES, name).await?;
@@ -226,6 +286,8 @@ impl HashListStore {
             md5: content.md5.len() as u64,
             sha256: content.sha256.len() as u64,
             updated_at_ms,
+            block_distance: thresholds.block,
+            review_distance: thresholds.review,
         })
     }
 
@@ -265,6 +327,13 @@ impl HashListStore {
             return Ok(None);
         };
         let num = |f: &str| m.get(f).and_then(|v| v.parse().ok()).unwrap_or(0);
+        // Lists published before the review band match as they did: everything within 31.
+        let distance = |f: &str| {
+            m.get(f)
+                .and_then(|v| v.parse::<u32>().ok())
+                .map_or(MAX_DISTANCE, |d| d.min(MAX_DISTANCE))
+        };
+        let block_distance = distance("block_distance");
         Ok(Some(ListMeta {
             name: name.to_owned(),
             version,
@@ -273,6 +342,8 @@ impl HashListStore {
             md5: num("md5"),
             sha256: num("sha256"),
             updated_at_ms: num("updated_at_ms"),
+            block_distance,
+            review_distance: distance("review_distance").max(block_distance),
         }))
     }
 

@@ -10,17 +10,33 @@
 //!   SHA-256 — never the prompt or the media), kept 90 days or, for critical categories, 7 years.
 //! - [`trust`]: each end user's trust score and block flag, shared with the scheduler's admission.
 //! - [`audit`]: the audit log of operators' actions (hash-list changes, replays, pauses).
+//! - [`policy`]: what a match does per category (block or review, preserve, report).
+//! - [`review`]: the review queue of near-matches withheld for a person's decision.
+//! - [`evidence`]: taken-down content preserved, sealed, in the quarantine until its expiry.
+//! - [`enforce`]: the takedown path (preserve, delete, trust, events, report).
+//! - [`reports`] and [`cybertipline`]: reports to NCMEC's CyberTipline and their submission.
 
 pub mod audit;
+pub mod cybertipline;
+pub mod enforce;
 pub mod error;
+pub mod evidence;
 pub mod hashlists;
 pub mod matcher;
 pub mod moderation;
+pub mod policy;
+pub mod reports;
+pub mod review;
 pub mod trust;
 
 pub use audit::{AuditEntry, AuditLog};
+pub use enforce::{Enforcer, Penalty, Takedown, TakenDown};
 pub use error::SafetyError;
+pub use evidence::{EvidenceRecord, Vault};
 pub use hashlists::{HashList, HashListStore, ListMeta};
-pub use matcher::{Match, MatchKind, Matcher};
+pub use matcher::{Match, MatchKind, Matcher, Severity};
 pub use moderation::{ModerationEvent, ModerationLog, Retention};
+pub use policy::{CategoryAction, CategoryPolicy, Policies};
+pub use reports::{Report, ReportStatus, Reports, Submitter};
+pub use review::{ReviewItem, ReviewMatch, ReviewQueue, ReviewStatus};
 pub use trust::{TrustAction, TrustChange, TrustRegistry, TrustStatus};

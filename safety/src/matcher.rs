@@ -30,6 +30,16 @@ pub enum MatchKind {
     Sha256,
 }
 
+/// How sure a match is, by the list's thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Within the review band: withheld for a person to decide.
+    Review,
+    /// An exact digest, or PDQ within the block distance: acted on at once.
+    Block,
+}
+
 /// A match against a list.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Match {
@@ -44,6 +54,8 @@ pub struct Match {
     pub kind: MatchKind,
     /// The list entry matched (hex).
     pub entry: String,
+    /// Block at once, or review.
+    pub severity: Severity,
 }
 
 /// One list, loaded.
@@ -60,7 +72,10 @@ impl Loaded {
     /// Matches PDQ hashes (the 8 dihedral variants of one image, or a frame's) within
     /// `max_distance`: each list entry once, at its smallest distance.
     pub fn match_pdq(&self, variants: &[Hash256], max_distance: u32) -> Result<Vec<Match>, SafetyError> {
-        let hits = self.index.search_any(variants, max_distance)?;
+        let hits = self
+            .index
+            .search_any(variants, max_distance.min(self.meta.review_distance))?;
+        let block = self.meta.block_distance;
         Ok(hits
             .into_iter()
             .filter_map(|(hit, v)| {
@@ -73,6 +88,11 @@ impl Loaded {
                         variant: DIHEDRAL_NAMES.get(v).copied().unwrap_or("frame"),
                     },
                     entry: self.index.get(hit.index)?.to_string(),
+                    severity: if hit.distance <= block {
+                        Severity::Block
+                    } else {
+                        Severity::Review
+                    },
                 })
             })
             .collect())
@@ -98,6 +118,7 @@ impl Loaded {
             category: self.meta.category.clone(),
             kind,
             entry: entry.to_owned(),
+            severity: Severity::Block,
         };
         if self.md5.contains(md5) {
             out.push(m(MatchKind::Md5, md5));

@@ -168,4 +168,8 @@ scope_extractor! {
     JobsRead => Scope::JobsRead;
     /// An operator (`admin` scope).
     Admin => Scope::Admin;
+    /// A trust-and-safety reviewer (`safety:review`).
+    SafetyReview => Scope::SafetyReview;
+    /// An operator who may read preserved evidence (`safety:evidence`).
+    SafetyEvidence => Scope::SafetyEvidence;
 }

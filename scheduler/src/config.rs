@@ -95,10 +95,98 @@ pub struct SchedulerConfig {
     /// The operator console at `/console`: its sessions.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// Trust and safety: the evidence quarantine and reports to the authority.
+    #[serde(default)]
+    pub safety: SafetyConfig,
     /// The retention policy: not in this file but in `GANTRY_RETENTION`, which every process
     /// of the fleet reads, so workers and scheduler apply the same TTLs.
     #[serde(skip)]
     pub retention: gantry_queue::RetentionPolicy,
+}
+
+/// Trust and safety (`[safety]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Where taken-down content is preserved, sealed with `GANTRY_EVIDENCE_KEYS` (a store URL as
+    /// `outputs`); the outputs' store under `quarantine/` when absent.
+    #[serde(default)]
+    pub quarantine: Option<String>,
+    /// Seconds between the report submitter's passes.
+    #[serde(default = "default_report_every")]
+    pub report_every_secs: u64,
+    /// NCMEC's CyberTipline; reports wait, unsubmitted, while it is not configured.
+    #[serde(default)]
+    pub cybertipline: Option<CyberTiplineSettings>,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            quarantine: None,
+            report_every_secs: default_report_every(),
+            cybertipline: None,
+        }
+    }
+}
+
+fn default_report_every() -> u64 {
+    2
+}
+
+/// `[safety.cybertipline]`: where and as whom reports are made.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CyberTiplineSettings {
+    /// The API's base URL: `https://report.cybertip.org/ispws` (production),
+    /// `https://exttest.cybertip.org/ispws` (NCMEC's test environment); plain http only on
+    /// loopback (a mock).
+    pub url: String,
+    /// The variable holding the username NCMEC issued.
+    #[serde(default = "default_tipline_user_env")]
+    pub username_env: String,
+    /// The variable holding its password.
+    #[serde(default = "default_tipline_password_env")]
+    pub password_env: String,
+    /// The reporting person's first name.
+    pub reporter_first_name: String,
+    /// Last name.
+    pub reporter_last_name: String,
+    /// Email.
+    pub reporter_email: String,
+}
+
+fn default_tipline_user_env() -> String {
+    "GANTRY_CYBERTIPLINE_USERNAME".into()
+}
+
+fn default_tipline_password_env() -> String {
+    "GANTRY_CYBERTIPLINE_PASSWORD".into()
+}
+
+impl CyberTiplineSettings {
+    /// Checks the URL: https, or http to a loopback address.
+    pub fn validate(&self) -> Result<(), String> {
+        let loopback_http = self.url.strip_prefix("http://").is_some_and(|rest| {
+            let host = rest.split('/').next().unwrap_or_default();
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            host == "localhost"
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if !(self.url.starts_with("https://") || loopback_http) {
+            return Err(format!(
+                "safety.cybertipline.url {:?}: https, or http to a loopback mock",
+                self.url.chars().take(200).collect::<String>()
+            ));
+        }
+        if !self.reporter_email.contains('@') {
+            return Err("safety.cybertipline.reporter_email: an email address".into());
+        }
+        Ok(())
+    }
 }
 
 /// How long each pool's events stream keeps events: what an SSE client can resume into, and
@@ -518,6 +606,13 @@ pub enum Scope {
     /// The console, read-only: an operator who sees but cannot act.
     #[serde(rename = "admin:read")]
     AdminRead,
+    /// Trust-and-safety reviewers: the review queue (see held content, confirm or clear a
+    /// match) and the reports (submit one awaiting confirmation).
+    #[serde(rename = "safety:review")]
+    SafetyReview,
+    /// Preserved evidence: read it back (every read audited with its reason).
+    #[serde(rename = "safety:evidence")]
+    SafetyEvidence,
 }
 
 impl Scope {
@@ -528,6 +623,8 @@ impl Scope {
             Scope::JobsRead => "jobs:read",
             Scope::Admin => "admin",
             Scope::AdminRead => "admin:read",
+            Scope::SafetyReview => "safety:review",
+            Scope::SafetyEvidence => "safety:evidence",
         }
     }
 }
@@ -726,6 +823,9 @@ impl SchedulerConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(t) = &self.safety.cybertipline {
+            t.validate().map_err(ConfigError::Invalid)?;
+        }
         for (id, t) in &self.tenants {
             if !self.plans.contains_key(&t.plan) {
                 return bad(format!("tenant {id}: unknown plan {:?}", t.plan));
@@ -759,9 +859,15 @@ impl SchedulerConfig {
                 }
             }
             for k in &t.api_keys {
-                if (k.scopes.contains(&Scope::Admin) || k.scopes.contains(&Scope::AdminRead)) && !t.operator {
+                let operator_scope = k.scopes.iter().any(|s| {
+                    matches!(
+                        s,
+                        Scope::Admin | Scope::AdminRead | Scope::SafetyReview | Scope::SafetyEvidence
+                    )
+                });
+                if operator_scope && !t.operator {
                     return bad(format!(
-                        "tenant {id}: the admin scopes see (admin:read) or act on (admin) every tenant's jobs; only an operator tenant (operator = true) may hold them"
+                        "tenant {id}: the operator scopes (admin, admin:read, safety:review, safety:evidence) reach every tenant's jobs; only an operator tenant (operator = true) may hold them"
                     ));
                 }
                 if k.sha256.len() != 64

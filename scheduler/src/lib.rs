@@ -31,6 +31,7 @@ pub mod rate;
 pub mod retention;
 pub mod router;
 pub mod safety_admin;
+pub mod safety_cases;
 pub mod server;
 pub mod settler;
 pub mod sse;

@@ -228,7 +228,11 @@ pub(crate) fn safety_error(e: gantry_safety::SafetyError) -> ApiError {
         gantry_safety::SafetyError::InvalidName(_)
         | gantry_safety::SafetyError::InvalidEntry { .. }
         | gantry_safety::SafetyError::Hash(_) => ApiError::InvalidRequest(e.to_string()),
-        gantry_safety::SafetyError::NotFound(_) => ApiError::NotFound,
+        gantry_safety::SafetyError::InvalidThresholds(_) | gantry_safety::SafetyError::InvalidPolicy(_) => {
+            ApiError::InvalidRequest(e.to_string())
+        }
+        gantry_safety::SafetyError::NotFound(_) | gantry_safety::SafetyError::NoRecord { .. } => ApiError::NotFound,
+        gantry_safety::SafetyError::Conflict(m) => ApiError::Conflict(m),
         gantry_safety::SafetyError::Queue(q) => q.into(),
         other => {
             tracing::error!(error = %other, "safety store failed during a request");

@@ -51,6 +51,8 @@ pub struct SweepOutcome {
     pub moderation_index: u64,
     /// Users' data export archives older than `exports_days` (counted among `outputs` too).
     pub exports: u64,
+    /// Preserved evidence cases past their expiry (their category's `evidence_days`).
+    pub evidence: u64,
     /// Whether anything was left as it was (a dry run).
     pub dry_run: bool,
 }
@@ -64,6 +66,7 @@ pub struct Sweeper {
     audit: AuditLog,
     moderation: ModerationLog,
     metrics: Option<std::sync::Arc<crate::metrics::SchedulerMetrics>>,
+    vault: Option<gantry_safety::Vault>,
 }
 
 impl Sweeper {
@@ -76,7 +79,14 @@ impl Sweeper {
             conn,
             outputs,
             metrics: None,
+            vault: None,
         }
+    }
+
+    /// Deletes preserved evidence past its expiry from `vault` too (each case audited).
+    pub fn with_vault(mut self, vault: gantry_safety::Vault) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Counts what each sweep removes in `metrics` (`gantry_retention_removed_total`).
@@ -110,6 +120,24 @@ impl Sweeper {
                 }
             }
         }
+        if let Some(vault) = &self.vault {
+            let expired = vault.expired(now, 1000).await?;
+            out.evidence = expired.len() as u64;
+            if !dry_run {
+                for id in expired {
+                    let Some(r) = vault.destroy(&id).await? else { continue };
+                    // Deleted as the law's period ran out: the log says what and when.
+                    let entry =
+                        gantry_safety::AuditEntry::new("retention", "evidence.expire", format!("evidence:{id}"))
+                            .details(serde_json::json!({
+                                "category": r.category, "files": r.files.len(),
+                                "preserved_at_ms": r.preserved_at_ms, "expires_at_ms": r.expires_at_ms,
+                            }));
+                    self.audit.record(&entry).await?;
+                    tracing::info!(case = %id, category = %r.category, "preserved evidence expired: deleted");
+                }
+            }
+        }
         if !dry_run {
             out.audit_entries = self.audit.trim(now).await?;
             out.moderation_index = self.moderation.prune_index(now, 10_000).await?;
@@ -132,6 +160,7 @@ impl Sweeper {
                             for (class, n) in [
                                 ("outputs", o.outputs),
                                 ("export_archives", o.exports),
+                                ("evidence", o.evidence),
                                 ("audit_entries", o.audit_entries),
                                 ("moderation_index", o.moderation_index),
                             ] {
@@ -144,6 +173,7 @@ impl Sweeper {
                             outputs = o.outputs,
                             output_bytes = o.output_bytes,
                             export_archives = o.exports,
+                            evidence = o.evidence,
                             audit_entries = o.audit_entries,
                             moderation_index = o.moderation_index,
                             "retention sweep"

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::webhook_routes::routes())
         .merge(crate::admin::routes())
         .merge(crate::safety_admin::routes())
+        .merge(crate::safety_cases::routes())
         .merge(crate::users::routes())
         .merge(crate::exports::routes())
         .route_layer(axum::middleware::from_fn_with_state(

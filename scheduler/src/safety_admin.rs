@@ -2,9 +2,12 @@
 //! matches against, the moderation events, and the audit log of operators' actions.
 //!
 //! - `GET    /v1/admin/hashlists`: every list's current version and counts
-//! - `PUT    /v1/admin/hashlists/{name}?category=csam`: publish the body (the list file's text:
-//!   `pdq:HEX`, `md5:HEX`, `sha256:HEX` or bare PDQ hex per line, `#` comments) as the list's
-//!   next version; a bad line refuses the whole body with its line number
+//! - `PUT    /v1/admin/hashlists/{name}?category=csam&block_distance=31&review_distance=31`:
+//!   publish the body (the list file's text: `pdq:HEX`, `md5:HEX`, `sha256:HEX` or bare PDQ hex
+//!   per line, `#` comments) as the list's next version; a bad line refuses the whole body with
+//!   its line number. PDQ matches at or under `block_distance` are acted on at once, those
+//!   farther and at or under `review_distance` are withheld for review (both 31 by default: no
+//!   review band; a lower `block_distance` alone opens a band up to 31)
 //! - `DELETE /v1/admin/hashlists/{name}`: the list stops matching at once
 //! - `GET    /v1/admin/moderation-events?limit=`: the newest moderation records
 //! - `GET    /v1/admin/audit?limit=`: the newest audit entries
@@ -182,6 +185,8 @@ async fn list_lists(State(state): State<AppState>, Admin(_): Admin) -> Result<Re
 #[serde(deny_unknown_fields)]
 struct PublishQuery {
     category: Option<String>,
+    block_distance: Option<u32>,
+    review_distance: Option<u32>,
 }
 
 async fn publish(
@@ -199,7 +204,11 @@ async fn publish(
     }
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidRequest("the list must be UTF-8 text".into()))?;
-    let meta = publish_list(&state, &who, &name, &category, text).await?;
+    let max = gantry_safety::hashlists::MAX_DISTANCE;
+    let block = q.block_distance.unwrap_or(max);
+    let thresholds =
+        gantry_safety::hashlists::Thresholds::new(block, q.review_distance.unwrap_or(max)).map_err(safety_error)?;
+    let meta = publish_list(&state, &who, &name, &category, thresholds, text).await?;
     Ok(axum::Json(meta).into_response())
 }
 
@@ -209,6 +218,7 @@ pub(crate) async fn publish_list(
     who: &crate::auth::Caller,
     name: &str,
     category: &str,
+    thresholds: gantry_safety::hashlists::Thresholds,
     text: &str,
 ) -> Result<gantry_safety::hashlists::ListMeta, ApiError> {
     let category_ok = !category.is_empty()
@@ -224,7 +234,7 @@ pub(crate) async fn publish_list(
     let list = HashList::parse(text).map_err(safety_error)?;
     let meta = state
         .hashlists
-        .publish(name, category, &list)
+        .publish_with(name, category, thresholds, &list)
         .await
         .map_err(safety_error)?;
     tracing::info!(list = %meta.name, version = meta.version, category = %meta.category, "hash list published by an operator");
@@ -236,6 +246,7 @@ pub(crate) async fn publish_list(
         serde_json::json!({
             "version": meta.version, "category": meta.category,
             "pdq": meta.pdq, "md5": meta.md5, "sha256": meta.sha256,
+            "block_distance": meta.block_distance, "review_distance": meta.review_distance,
         }),
     )
     .await?;

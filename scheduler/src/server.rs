@@ -44,6 +44,9 @@ pub enum ServeError {
         /// Why, joined.
         reasons: String,
     },
+    /// Trust and safety could not start (the evidence keys or quarantine, the reporting client).
+    #[error("safety: {0}")]
+    Safety(String),
     /// Webhook delivery could not start (its HTTP client).
     #[error("webhooks: {0}")]
     Webhooks(String),
@@ -123,6 +126,65 @@ async fn start_webhooks(
     })
 }
 
+/// Starts the report submitter when the CyberTipline is configured (and an output store holds
+/// the evidence it uploads); otherwise reports wait, queued.
+fn start_submitter(
+    queue: &QueueClient,
+    cfg: &SchedulerConfig,
+    enforcer: Option<&gantry_safety::Enforcer>,
+    reports: &gantry_safety::Reports,
+    shutdown: &CancellationToken,
+) -> Result<(), ServeError> {
+    let Some(t) = &cfg.safety.cybertipline else {
+        tracing::info!("no [safety.cybertipline]: reports are kept, not submitted");
+        return Ok(());
+    };
+    let Some(enforcer) = enforcer else {
+        tracing::warn!(
+            "[safety.cybertipline] without an output store (outputs): no evidence to upload, reports are not submitted"
+        );
+        return Ok(());
+    };
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let tipline = gantry_safety::cybertipline::CyberTipline::new(gantry_safety::cybertipline::CyberTiplineConfig {
+        url: t.url.clone(),
+        username: var(&t.username_env),
+        password: var(&t.password_env),
+        reporter: (
+            t.reporter_first_name.clone(),
+            t.reporter_last_name.clone(),
+            t.reporter_email.clone(),
+        ),
+    })
+    .map_err(|e| ServeError::Safety(e.to_string()))?;
+    let submitter =
+        gantry_safety::Submitter::new(queue.connection(), reports.clone(), enforcer.vault().clone(), tipline);
+    let every = Duration::from_secs(cfg.safety.report_every_secs.max(1));
+    let stop = shutdown.clone();
+    tracing::info!(url = %t.url, "reports are submitted to the CyberTipline");
+    tokio::spawn(async move {
+        loop {
+            match submitter.pass(Duration::from_secs(300)).await {
+                Ok(p) if p.submitted + p.retried + p.failed > 0 => {
+                    tracing::info!(
+                        submitted = p.submitted,
+                        retried = p.retried,
+                        failed = p.failed,
+                        "report submitter pass"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "report submitter pass failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+    Ok(())
+}
+
 impl Scheduler {
     /// Connects to `redis_url`, binds `cfg.listen`, and serves until `shutdown`.
     pub async fn start(cfg: SchedulerConfig, redis_url: &str, shutdown: CancellationToken) -> Result<Self, ServeError> {
@@ -160,9 +222,7 @@ impl Scheduler {
             .as_deref()
             .map(gantry_store::OutputStore::open)
             .transpose()?;
-        let sweeper = crate::retention::Sweeper::new(cfg.retention.clone(), queue.connection(), outputs.clone())
-            .with_metrics(metrics.clone());
-        tokio::spawn(sweeper.run(Duration::from_secs(cfg.retention_sweep_secs.max(1)), shutdown.clone()));
+
         let audit = gantry_safety::AuditLog::new(
             queue.connection(),
             gantry_queue::retention::days(cfg.retention.audit_days),
@@ -175,6 +235,33 @@ impl Scheduler {
                 Duration::from_secs(cfg.erasure_wait_secs),
             )
         });
+        let reports = gantry_safety::Reports::new(queue.connection());
+        let policies = gantry_safety::Policies::new(queue.connection());
+        let enforcer = outputs
+            .as_ref()
+            .map(|store| -> Result<gantry_safety::Enforcer, ServeError> {
+                let vault = gantry_safety::Vault::open(queue.connection(), store, cfg.safety.quarantine.as_deref())
+                    .map_err(|e| ServeError::Safety(e.to_string()))?;
+                Ok(gantry_safety::Enforcer::new(
+                    store.clone(),
+                    vault,
+                    (
+                        policies.clone(),
+                        gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
+                        gantry_safety::TrustRegistry::new(queue.connection()),
+                        reports.clone(),
+                    ),
+                    gantry_safety::Penalty::default(),
+                ))
+            })
+            .transpose()?;
+        start_submitter(&queue, &cfg, enforcer.as_ref(), &reports, &shutdown)?;
+        let mut sweeper = crate::retention::Sweeper::new(cfg.retention.clone(), queue.connection(), outputs.clone())
+            .with_metrics(metrics.clone());
+        if let Some(e) = &enforcer {
+            sweeper = sweeper.with_vault(e.vault().clone());
+        }
+        tokio::spawn(sweeper.run(Duration::from_secs(cfg.retention_sweep_secs.max(1)), shutdown.clone()));
         let hub = crate::events::EventHub::new(
             &queue,
             cfg.pools
@@ -199,6 +286,10 @@ impl Scheduler {
             loads,
             metrics,
             hashlists: gantry_safety::HashListStore::new(queue.connection()),
+            reviews: gantry_safety::ReviewQueue::new(queue.connection()),
+            reports,
+            policies,
+            enforcer,
             trust: gantry_safety::TrustRegistry::new(queue.connection()),
             moderation: gantry_safety::ModerationLog::new(queue.connection(), (&cfg.retention).into()),
             audit: audit.clone(),

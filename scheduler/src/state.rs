@@ -31,6 +31,14 @@ pub struct AppState {
     pub trust: gantry_safety::TrustRegistry,
     /// The moderation log.
     pub moderation: gantry_safety::ModerationLog,
+    /// The review queue of withheld near-matches.
+    pub reviews: gantry_safety::ReviewQueue,
+    /// Reports to the authority.
+    pub reports: gantry_safety::Reports,
+    /// The categories' policies.
+    pub policies: gantry_safety::Policies,
+    /// The takedown path (evidence vault included); `None` without an output store.
+    pub enforcer: Option<gantry_safety::Enforcer>,
     /// The audit log of operators' actions.
     pub audit: gantry_safety::AuditLog,
     /// Dead-letter replays and purges, audited (shared with the CLI).

@@ -20,6 +20,13 @@ pub enum HashListsCommand {
         /// Violation category recorded with its matches (`csam`, `ncii`, `terror`…).
         #[arg(long, default_value = "csam")]
         category: String,
+        /// PDQ matches this close or closer are acted on at once.
+        #[arg(long, default_value_t = gantry_safety::hashlists::MAX_DISTANCE)]
+        block_distance: u32,
+        /// PDQ matches farther than --block-distance and this close or closer are withheld for
+        /// review (default 31: whatever the block distance, nothing within 31 passes unseen).
+        #[arg(long)]
+        review_distance: Option<u32>,
     },
     /// Every list's current version and counts.
     List {
@@ -49,12 +56,19 @@ pub async fn run(c: HashListsCommand) -> anyhow::Result<()> {
             name,
             file,
             category,
+            block_distance,
+            review_distance,
         } => {
+            let thresholds = gantry_safety::hashlists::Thresholds::new(
+                block_distance,
+                review_distance.unwrap_or(gantry_safety::hashlists::MAX_DISTANCE),
+            )
+            .map_err(|e| super::UsageError(e.to_string()))?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let list = HashList::parse(&text).map_err(|e| super::UsageError(format!("{}: {e}", file.display())))?;
             let m = store(&redis)
                 .await?
-                .publish(&name, &category, &list)
+                .publish_with(&name, &category, thresholds, &list)
                 .await
                 .map_err(|e| match e {
                     gantry_safety::SafetyError::InvalidName(_) => super::UsageError(e.to_string()).into(),
@@ -62,6 +76,7 @@ pub async fn run(c: HashListsCommand) -> anyhow::Result<()> {
                 })?;
             let details = serde_json::json!({
                 "version": m.version, "category": m.category, "pdq": m.pdq, "md5": m.md5, "sha256": m.sha256,
+                "block_distance": m.block_distance, "review_distance": m.review_distance,
             });
             redis.audit("hashlist.publish", &m.name, details).await?;
             println!(

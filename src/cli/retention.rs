@@ -19,13 +19,18 @@ pub enum RetentionCommand {
         json: bool,
     },
     /// Remove now what is past its retention (the scheduler does this every
-    /// retention_sweep_secs): outputs, old audit entries, expired moderation index ids.
+    /// retention_sweep_secs): outputs, old audit entries, expired moderation index ids, and
+    /// preserved evidence past its category's period.
     Sweep {
         #[command(flatten)]
         redis: super::RedisArgs,
         /// The workers' output store (as their --outputs).
         #[arg(long, env = "GANTRY_OUTPUTS")]
         outputs: Option<String>,
+        /// The evidence quarantine, when it is a store of its own (as the scheduler's
+        /// --quarantine-store; default: the outputs' store under `quarantine/`).
+        #[arg(long, env = "GANTRY_QUARANTINE_STORE")]
+        quarantine_store: Option<String>,
         /// Count what would go, remove nothing.
         #[arg(long)]
         dry_run: bool,
@@ -68,17 +73,24 @@ pub async fn run(c: RetentionCommand) -> anyhow::Result<()> {
         RetentionCommand::Sweep {
             redis,
             outputs,
+            quarantine_store,
             dry_run,
         } => {
-            let sweeper = Sweeper::new(policy, redis.conn().await?, store(outputs)?);
+            let conn = redis.conn().await?;
+            let outputs = store(outputs)?;
+            let mut sweeper = Sweeper::new(policy, conn.clone(), outputs.clone());
+            if let Some(o) = &outputs {
+                sweeper = sweeper.with_vault(gantry_safety::Vault::open(conn, o, quarantine_store.as_deref())?);
+            }
             let o = sweeper.sweep(dry_run).await?;
             println!(
-                "{}outputs {} ({} bytes), audit entries {}, moderation index ids {}",
+                "{}outputs {} ({} bytes), audit entries {}, moderation index ids {}, evidence cases {}",
                 if dry_run { "would remove: " } else { "removed: " },
                 o.outputs,
                 o.output_bytes,
                 o.audit_entries,
-                o.moderation_index
+                o.moderation_index,
+                o.evidence
             );
             if !dry_run {
                 let details = serde_json::to_value(&o)?;

@@ -34,6 +34,13 @@ pub struct SchedulerArgs {
     /// addresses receive webhooks.
     #[arg(long = "webhook-allow", env = "GANTRY_WEBHOOK_ALLOW", value_delimiter = ',')]
     webhook_allow: Vec<std::net::SocketAddr>,
+    /// Where reports go: the CyberTipline API's base URL (overrides `safety.cybertipline.url`;
+    /// the demo points it at `gantry mock-providers`' mock).
+    #[arg(long, env = "GANTRY_CYBERTIPLINE_URL")]
+    cybertipline_url: Option<String>,
+    /// Where taken-down content is preserved (overrides `safety.quarantine`).
+    #[arg(long, env = "GANTRY_QUARANTINE_STORE")]
+    quarantine_store: Option<String>,
     /// The first webhook retry's delay in ms (overrides `webhooks.backoff_base_ms`; for drills).
     #[arg(long, env = "GANTRY_WEBHOOK_BACKOFF_MS")]
     webhook_backoff_ms: Option<u64>,
@@ -83,6 +90,20 @@ pub async fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     }
     if let Some(o) = a.outputs {
         cfg.outputs = Some(o);
+    }
+    if let Some(url) = a.cybertipline_url {
+        let Some(t) = cfg.safety.cybertipline.as_mut() else {
+            return Err(super::UsageError(
+                "--cybertipline-url: the configuration has no [safety.cybertipline] (the reporter's name and email)"
+                    .into(),
+            )
+            .into());
+        };
+        t.url = url;
+        t.validate().map_err(super::UsageError)?;
+    }
+    if let Some(q) = a.quarantine_store {
+        cfg.safety.quarantine = Some(q);
     }
     cfg.webhooks.allow.extend(a.webhook_allow);
     if let Some(ms) = a.webhook_backoff_ms {

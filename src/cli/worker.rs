@@ -62,6 +62,10 @@ pub struct WorkerArgs {
     /// variables) or memory://.
     #[arg(long, env = "GANTRY_OUTPUTS", default_value = ".gantry/outputs")]
     outputs: String,
+    /// Where taken-down content is preserved, sealed with GANTRY_EVIDENCE_KEYS (a store URL as
+    /// --outputs; default: the outputs' store under `quarantine/`).
+    #[arg(long, env = "GANTRY_QUARANTINE_STORE")]
+    quarantine_store: Option<String>,
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
@@ -141,7 +145,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let conn = a.redis.conn().await?;
     // One scanner for the csam_hash jobs and the gate every media output passes before release.
     let retention = gantry_queue::RetentionPolicy::from_env().map_err(super::refused)?;
-    let scanner = scanner(conn.clone(), outputs.clone(), &retention);
+    let vault = gantry_safety::Vault::open(conn.clone(), &outputs, a.quarantine_store.as_deref())?;
+    let scanner = scanner(conn.clone(), outputs.clone(), &retention).with_vault(vault);
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
         .with(Scanned::new(UpscaleExecutor::new(outputs.clone()), scanner.clone()))
@@ -283,10 +288,13 @@ async fn generate_executor(
 fn scanner(conn: RedisConn, outputs: OutputStore, retention: &gantry_queue::RetentionPolicy) -> Scanner {
     let matcher = Matcher::new(HashListStore::new(conn.clone()), Duration::from_secs(10));
     Scanner::new(
+        conn.clone(),
         outputs,
         matcher,
-        ModerationLog::new(conn.clone(), Retention::from(retention)),
-        TrustRegistry::new(conn),
+        (
+            ModerationLog::new(conn.clone(), Retention::from(retention)),
+            TrustRegistry::new(conn),
+        ),
         CsamPolicy::default(),
     )
 }

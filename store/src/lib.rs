@@ -292,13 +292,19 @@ impl OutputStore {
         content_type: &str,
     ) -> Result<ResultRef, OutputError> {
         let key = Self::key(job, name)?;
+        self.put_at(&key, bytes, content_type).await
+    }
+
+    /// Writes (or overwrites) the object at `key`, whatever its folder (the quarantine's
+    /// evidence, which no job owns).
+    async fn put_at(&self, key: &Path, bytes: Bytes, content_type: &str) -> Result<ResultRef, OutputError> {
         let sha256 = sha256_hex(&bytes);
         let size_bytes = bytes.len() as u64;
         let opts = PutOptions {
             attributes: self.attributes_for(content_type),
             ..Default::default()
         };
-        self.store.put_opts(&key, PutPayload::from(bytes), opts).await?;
+        self.store.put_opts(key, PutPayload::from(bytes), opts).await?;
         Ok(ResultRef {
             object_key: key.to_string(),
             size_bytes,
@@ -320,14 +326,25 @@ impl OutputStore {
         path: &std::path::Path,
         content_type: &str,
     ) -> Result<ResultRef, OutputError> {
-        use tokio::io::AsyncReadExt;
         let key = Self::key(job, name)?;
+        self.put_file_at(&key, path, content_type).await
+    }
+
+    /// Writes the object at `key` from the local file `path`, as [`Self::put_file`] does.
+    async fn put_file_at(
+        &self,
+        key: &Path,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<ResultRef, OutputError> {
+        use tokio::io::AsyncReadExt;
+        let key = key.clone();
         let mut file = tokio::fs::File::open(path).await?;
         let len = file.metadata().await?.len();
         if len <= SINGLE_PUT_BYTES as u64 {
             let mut bytes = Vec::with_capacity(len as usize);
             file.read_to_end(&mut bytes).await?;
-            return self.put(job, name, Bytes::from(bytes), content_type).await;
+            return self.put_at(&key, Bytes::from(bytes), content_type).await;
         }
         let opts = object_store::PutMultipartOptions {
             attributes: self.attributes_for(content_type),
@@ -518,6 +535,16 @@ impl OutputStore {
         Ok(out)
     }
 
+    /// Every object under the folder of job `job_id` of `user` of `tenant`, as key and size, in
+    /// key order (a reviewer's decision reaches a job by its review record, not its spec).
+    pub async fn list_job_of(&self, tenant: &str, user: &str, job_id: &str) -> Result<Vec<(String, u64)>, OutputError> {
+        let folder = Self::user_folder(tenant, user).join(job_id);
+        let objects: Vec<_> = self.store.list(Some(&folder)).try_collect().await?;
+        let mut out: Vec<(String, u64)> = objects.into_iter().map(|o| (o.location.to_string(), o.size)).collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes every object of every job of `user` of `tenant` (an erasure request), however
     /// old. Returns how many objects were removed; idempotent.
     pub async fn delete_user(&self, tenant: &str, user: &str) -> Result<usize, OutputError> {
@@ -570,6 +597,22 @@ impl OutputStore {
         Ok(report)
     }
 
+    /// The quarantine beside this store: the same store under the prefix `quarantine/`, which
+    /// no job key, outputs route, erasure or retention sweep of job outputs ever reaches.
+    pub fn quarantine_within(&self) -> Quarantine {
+        Quarantine {
+            store: Self {
+                store: Arc::new(object_store::prefix::PrefixStore::new(
+                    self.store.clone(),
+                    Path::from("quarantine"),
+                )),
+                signer: None,
+                attributes: self.attributes,
+                description: format!("{} (prefix quarantine/)", self.description),
+            },
+        }
+    }
+
     /// The folder of everything `user` of `tenant` produced.
     fn user_folder(tenant: &str, user: &str) -> Path {
         Path::from_iter(["jobs", tenant, &gantry_core::user_key(tenant, user)])
@@ -577,6 +620,69 @@ impl OutputStore {
 
     fn job_folder(job: &JobSpec) -> Path {
         Self::user_folder(&job.tenant, &job.user).join(job.id.to_string())
+    }
+}
+
+/// The store where preserved evidence is kept (sealed by its keeper before it arrives): a
+/// store of its own (`--quarantine-store`), or the prefix `quarantine/` of the outputs' store.
+/// Objects are named by their keeper, never by a job's folder, and never signed for download.
+#[derive(Clone, Debug)]
+pub struct Quarantine {
+    store: OutputStore,
+}
+
+impl Quarantine {
+    /// A quarantine of its own, by URL (as [`OutputStore::open`]).
+    pub fn open(url: &str) -> Result<Self, OutputError> {
+        let mut store = OutputStore::open(url)?;
+        store.signer = None;
+        Ok(Self { store })
+    }
+
+    fn key(name: &str) -> Result<Path, OutputError> {
+        let ok = !name.is_empty()
+            && name.len() <= 256
+            && name.split('/').all(|part| {
+                !part.is_empty()
+                    && !part.starts_with('.')
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            });
+        if ok {
+            Ok(Path::from(name))
+        } else {
+            Err(OutputError::InvalidName(name.chars().take(64).collect()))
+        }
+    }
+
+    /// Writes the object `name` from the local file `path` (streamed in parts when large).
+    pub async fn put_file(&self, name: &str, path: &std::path::Path) -> Result<u64, OutputError> {
+        let key = Self::key(name)?;
+        Ok(self
+            .store
+            .put_file_at(&key, path, "application/octet-stream")
+            .await?
+            .size_bytes)
+    }
+
+    /// Streams the object `name` into the local file `to` (at most `max_bytes`).
+    pub async fn download(&self, name: &str, to: &std::path::Path, max_bytes: u64) -> Result<u64, OutputError> {
+        self.store.download(Self::key(name)?.as_ref(), to, max_bytes).await
+    }
+
+    /// Deletes the object `name`; whether it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, OutputError> {
+        self.store.delete(Self::key(name)?.as_ref()).await
+    }
+
+    /// Whether the object `name` exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, OutputError> {
+        match self.store.store.head(&Self::key(name)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

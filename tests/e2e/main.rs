@@ -39,6 +39,7 @@ mod redaction;
 mod references;
 mod residency;
 mod retention;
+mod review;
 mod s3;
 mod scheduler;
 mod sdk;

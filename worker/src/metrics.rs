@@ -332,7 +332,7 @@ impl ConsumerEvents for WorkerMetrics {
             FailOutcome::Dead => {
                 self.dead_lettered.get_or_create(&job(pool, kind)).inc();
             }
-            FailOutcome::Cancelled | FailOutcome::Blocked | FailOutcome::Stale => {}
+            FailOutcome::Cancelled | FailOutcome::Blocked | FailOutcome::Withheld | FailOutcome::Stale => {}
         }
     }
 }

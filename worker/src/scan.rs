@@ -21,7 +21,11 @@ use gantry_codecs::pdq::{Hash256, MIN_QUALITY, Prescale, hash_dihedral, luma_fro
 use gantry_codecs::video::VideoLimits;
 use gantry_codecs::{ImageLimits, MediaError};
 use gantry_queue::{ErrorClass, JobOutcome, JobSpec};
-use gantry_safety::{Match, MatchKind, Matcher, ModerationEvent, ModerationLog, SafetyError, TrustRegistry};
+use gantry_safety::review::{ReviewFile, ReviewItem, ReviewMatch, ReviewQueue, ReviewStatus};
+use gantry_safety::{
+    CategoryAction, Enforcer, Match, MatchKind, Matcher, ModerationEvent, ModerationLog, Penalty, Policies, Reports,
+    SafetyError, Severity, Takedown, TrustRegistry, Vault,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -127,11 +131,27 @@ pub struct Hashes {
 /// What matching found.
 #[derive(Debug)]
 pub struct Verdict {
-    /// Every match, across lists.
-    pub matches: Vec<Match>,
+    /// Every match, across lists, with the index of the file it matched.
+    pub matches: Vec<(usize, Match)>,
     /// The lists checked, as `name@vN`.
     pub checked: Vec<String>,
 }
+
+/// What the matches, by their lists' thresholds and their categories' policies, ask for.
+#[derive(Debug, PartialEq)]
+pub enum Disposition {
+    /// No match: release.
+    Clean,
+    /// Matches of log-only categories: record them, release.
+    Log(Vec<ReviewMatch>),
+    /// Near-matches (none sure): withhold for a reviewer.
+    Review(Vec<ReviewMatch>),
+    /// A sure match: take down at once (the sure matches first).
+    Block(Vec<ReviewMatch>),
+}
+
+/// A scanned file: its object key and its hashes.
+pub type Scanned<'a> = (&'a str, &'a Hashes);
 
 /// Hashes files, matches them, acts on matches.
 #[derive(Clone, Debug)]
@@ -140,6 +160,8 @@ pub struct Scanner {
     matcher: Matcher,
     log: ModerationLog,
     trust: TrustRegistry,
+    enforcer: Enforcer,
+    reviews: ReviewQueue,
     policy: CsamPolicy,
     time_limit: Duration,
     metrics: Metrics,
@@ -175,19 +197,38 @@ impl HashCache {
 }
 
 impl Scanner {
-    /// A scanner over the objects of `outputs`, matching through `matcher`.
+    /// A scanner over the objects of `outputs`, matching through `matcher`, with the safety
+    /// records (policies, reviews, reports) on `conn`. Evidence goes to the quarantine prefix
+    /// of `outputs`, and cannot be sealed until [`Scanner::with_vault`] gives it keys.
     pub fn new(
+        conn: gantry_queue::RedisConn,
         outputs: OutputStore,
         matcher: Matcher,
-        log: ModerationLog,
-        trust: TrustRegistry,
+        (log, trust): (ModerationLog, TrustRegistry),
         policy: CsamPolicy,
     ) -> Self {
+        let vault = Vault::new(conn.clone(), outputs.quarantine_within(), None);
+        let enforcer = Enforcer::new(
+            outputs.clone(),
+            vault,
+            (
+                Policies::new(conn.clone()),
+                log.clone(),
+                trust.clone(),
+                Reports::new(conn.clone()),
+            ),
+            Penalty {
+                amount: policy.trust_penalty,
+                block_below: policy.block_below,
+            },
+        );
         Self {
             outputs,
             matcher,
             log,
             trust,
+            enforcer,
+            reviews: ReviewQueue::new(conn),
             policy,
             time_limit: Duration::from_secs(280),
             metrics: Metrics::default(),
@@ -195,9 +236,34 @@ impl Scanner {
         }
     }
 
+    /// The same scanner preserving evidence in `vault` (its quarantine and keys).
+    pub fn with_vault(mut self, vault: Vault) -> Self {
+        let (policies, log, trust, reports) = (
+            self.enforcer.policies().clone(),
+            self.log.clone(),
+            self.trust.clone(),
+            self.enforcer.reports().clone(),
+        );
+        self.enforcer = Enforcer::new(
+            self.outputs.clone(),
+            vault,
+            (policies, log, trust, reports),
+            Penalty {
+                amount: self.policy.trust_penalty,
+                block_below: self.policy.block_below,
+            },
+        );
+        self
+    }
+
     /// The object store it reads and deletes in.
     pub fn outputs(&self) -> &OutputStore {
         &self.outputs
+    }
+
+    /// The takedown path it acts through.
+    pub fn enforcer(&self) -> &Enforcer {
+        &self.enforcer
     }
 
     /// Registers the scanner's metrics (the first call only: executors share one scanner).
@@ -284,7 +350,7 @@ impl Scanner {
     /// Matches `hashes` against the named lists (every list when `lists` is empty). A named
     /// list that does not exist fails the job: nothing passes against a list it never saw.
     #[tracing::instrument(name = "scan.match", skip_all, fields(files = hashes.len()))]
-    pub async fn check(&self, hashes: &[&Hashes], lists: &[String]) -> Result<Verdict, JobOutcome> {
+    pub async fn check(&self, hashes: &[Scanned<'_>], lists: &[String]) -> Result<Verdict, JobOutcome> {
         let loaded = match self.matcher.lists(lists).await {
             Ok(l) => l,
             Err(SafetyError::NotFound(n)) => {
@@ -292,17 +358,17 @@ impl Scanner {
             }
             Err(e) => return Err(failed(ErrorClass::Retryable, format!("hash lists: {e}"))),
         };
-        let mut matches: Vec<Match> = Vec::new();
+        let mut matches: Vec<(usize, Match)> = Vec::new();
         for l in &loaded {
-            for h in hashes {
-                matches.extend(l.match_digests(&h.md5, &h.sha256));
+            for (i, (_, h)) in hashes.iter().enumerate() {
+                matches.extend(l.match_digests(&h.md5, &h.sha256).into_iter().map(|m| (i, m)));
                 let found = if h.media == "image" {
                     l.match_pdq(&h.usable, self.policy.max_distance)
                 } else {
                     l.match_frames(&h.usable, self.policy.max_distance)
                 };
                 match found {
-                    Ok(m) => matches.extend(m),
+                    Ok(m) => matches.extend(m.into_iter().map(|m| (i, m))),
                     Err(e) => return Err(failed(ErrorClass::Retryable, format!("matching {}: {e}", l.meta.name))),
                 }
             }
@@ -314,87 +380,85 @@ impl Scanner {
         Ok(Verdict { matches, checked })
     }
 
-    /// Acts on `matches` for the job `spec`: deletes `input` (if any) and every file under the
-    /// job's folder, lowers the user's trust, records and counts the events — then ends the job
-    /// `blocked`. A step that fails makes the attempt retryable, so a retry finishes what this
-    /// one began (every step is idempotent).
-    pub async fn block(&self, spec: &JobSpec, input: Option<&str>, matches: &[Match]) -> JobOutcome {
+    /// What `verdict` asks for, by each match's severity and its category's policy. Near
+    /// matches of bytes a reviewer cleared before (the allow list) are dropped; sure ones never.
+    pub async fn dispose(&self, verdict: &Verdict, files: &[Scanned<'_>]) -> Result<Disposition, JobOutcome> {
+        if verdict.matches.is_empty() {
+            return Ok(Disposition::Clean);
+        }
+        let retry = |e: SafetyError| failed(ErrorClass::Retryable, format!("safety policy: {e}"));
+        let mut policies = std::collections::HashMap::new();
+        let (mut block, mut review, mut log) = (Vec::new(), Vec::new(), Vec::new());
+        for (file, m) in &verdict.matches {
+            let action = match policies.get(&m.category) {
+                Some(a) => *a,
+                None => {
+                    let a = self.enforcer.policies().get(&m.category).await.map_err(retry)?.action;
+                    policies.insert(m.category.clone(), a);
+                    a
+                }
+            };
+            let rm = review_match(*file, m);
+            match (action, m.severity) {
+                (CategoryAction::Log, _) => log.push(rm),
+                (CategoryAction::Block, Severity::Block) => block.push(rm),
+                (CategoryAction::Block | CategoryAction::Review, _) => {
+                    let sha = files.get(*file).map(|(_, h)| h.sha256.as_str()).unwrap_or_default();
+                    if !self.reviews.is_allowed(sha).await.map_err(retry)? {
+                        review.push(rm);
+                    }
+                }
+            }
+        }
+        Ok(if !block.is_empty() {
+            block.extend(review);
+            Disposition::Block(block)
+        } else if !review.is_empty() {
+            Disposition::Review(review)
+        } else if !log.is_empty() {
+            Disposition::Log(log)
+        } else {
+            Disposition::Clean
+        })
+    }
+
+    /// Takes the job's content down for `matches` (the first a sure one): its files and
+    /// `input` (if any) preserved where the category says, deleted, the user's trust lowered,
+    /// events recorded and counted, a report made where the category reports — then the job
+    /// ends `blocked`. A step that fails makes the attempt retryable, so a retry finishes what
+    /// this one began (every step is idempotent).
+    pub async fn block(&self, spec: &JobSpec, input: Option<&str>, matches: &[ReviewMatch]) -> JobOutcome {
         // Nothing is deleted and no trust is lowered without a match to act on.
         let Some(first) = matches.first() else {
             return failed(ErrorClass::Retryable, "no match to act on");
         };
-        let mut deleted = 0u32;
-        if let Some(input) = input {
-            match self.outputs.delete(input).await {
-                Ok(true) => deleted += 1,
-                Ok(false) => {}
-                Err(e) => return failed(ErrorClass::Retryable, format!("deleting the matched input: {e}")),
-            }
-        }
-        match self.outputs.delete_job(spec).await {
-            Ok(n) => deleted += n as u32,
-            Err(e) => return failed(ErrorClass::Retryable, format!("deleting the job's files: {e}")),
-        }
-        let why = format!(
-            "job {} matched hash list {} v{} ({})",
-            spec.id, first.list, first.version, first.category
-        );
-        let standing = match self
-            .trust
-            .penalize(
-                &spec.tenant,
-                &spec.user,
-                self.policy.trust_penalty,
-                self.policy.block_below,
-                ("hash_match", &why),
-            )
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => return failed(ErrorClass::Retryable, format!("trust: {e}")),
+        let mut objects: Vec<(String, String)> = match self.outputs.list_job(spec).await {
+            Ok(list) => list.into_iter().map(|(k, _)| (name_of(&k).to_owned(), k)).collect(),
+            Err(e) => return failed(ErrorClass::Retryable, format!("listing the job's files: {e}")),
         };
-        let action = "blocked_deleted";
-        let now = gantry_safety::trust::now_ms();
-        let prompt_sha256 = prompt_digest(spec);
-        // One record per matching list, at its first match.
-        let mut seen = std::collections::BTreeSet::new();
-        for m in matches {
-            if !seen.insert(m.list.clone()) {
-                continue;
-            }
-            let (kind, distance) = match_kind(m);
-            let event = ModerationEvent {
-                id: format!("{}-{}", spec.id, m.list),
-                at_ms: now,
-                category: m.category.clone(),
-                list: m.list.clone(),
-                list_version: m.version,
-                match_kind: kind.into(),
-                distance,
-                action: action.into(),
-                objects_deleted: deleted,
-                tenant: spec.tenant.clone(),
-                user: spec.user.clone(),
-                job_id: spec.id.to_string(),
-                prompt_sha256: prompt_sha256.clone(),
-                trust_score: standing.score,
-                user_blocked: standing.blocked,
-            };
-            if let Err(e) = self.log.record(&event).await {
-                return failed(ErrorClass::Retryable, format!("moderation log: {e}"));
-            }
-            self.metrics
-                .events
-                .get_or_create(&ModerationLabels {
-                    category: m.category.clone(),
-                    action: action.into(),
-                })
-                .inc();
+        if let Some(input) = input {
+            objects.push((format!("input-{}", name_of(input)), input.to_owned()));
         }
-        let how = match &first.kind {
-            MatchKind::Pdq { distance, .. } => format!("PDQ distance {distance}"),
-            MatchKind::Md5 => "MD5".into(),
-            MatchKind::Sha256 => "SHA-256".into(),
+        let job_id = spec.id.to_string();
+        let takedown = Takedown {
+            job_id: &job_id,
+            tenant: &spec.tenant,
+            user: &spec.user,
+            prompt_sha256: prompt_digest(spec),
+            objects,
+            matches,
+            reviewer: None,
+        };
+        let done = match self.enforcer.take_down(&takedown).await {
+            Ok(d) => d,
+            Err(e) => return failed(ErrorClass::Retryable, format!("taking the content down: {e}")),
+        };
+        for category in &done.categories {
+            self.count_event(category, done.action);
+        }
+        let how = match first.distance {
+            Some(d) => format!("PDQ distance {d}"),
+            None => first.match_kind.to_uppercase(),
         };
         tracing::warn!(
             job_id = %spec.id,
@@ -402,18 +466,164 @@ impl Scanner {
             tenant = %spec.tenant,
             list = %first.list,
             category = %first.category,
-            deleted,
-            user_blocked = standing.blocked,
+            deleted = done.deleted,
+            preserved = done.evidence_id.is_some(),
+            reported = done.report.is_some(),
+            user_blocked = done.standing.blocked,
             "content matched an abuse hash list: blocked and deleted"
         );
         failed(
             ErrorClass::Blocked,
             format!(
-                "blocked: matched list {} v{} ({}) by {how}; {deleted} object(s) deleted",
-                first.list, first.version, first.category
+                "blocked: matched list {} v{} ({}) by {how}; {} object(s) deleted",
+                first.list, first.list_version, first.category, done.deleted
             ),
         )
     }
+
+    /// Withholds the job's outputs for a reviewer: an item in the review queue (the files, the
+    /// matches, and `held`, the result released if the reviewer clears it), a moderation event
+    /// per list (`withheld_for_review`), and the job held in status `review`.
+    pub async fn hold(
+        &self,
+        spec: &JobSpec,
+        input: Option<&str>,
+        files: &[Scanned<'_>],
+        matches: &[ReviewMatch],
+        held: gantry_queue::Completion,
+    ) -> JobOutcome {
+        let Some(first) = matches.first() else {
+            return failed(ErrorClass::Retryable, "no match to hold for");
+        };
+        let job_id = spec.id.to_string();
+        let item = ReviewItem {
+            id: job_id.clone(),
+            created_at_ms: gantry_safety::trust::now_ms(),
+            status: ReviewStatus::Pending,
+            category: first.category.clone(),
+            tenant: spec.tenant.clone(),
+            user: spec.user.clone(),
+            user_key: gantry_queue::user_key(&spec.tenant, &spec.user),
+            kind: spec.kind().as_str().to_owned(),
+            prompt_sha256: prompt_digest(spec),
+            input: input.map(str::to_owned),
+            files: files
+                .iter()
+                .map(|(key, h)| ReviewFile {
+                    name: name_of(key).to_owned(),
+                    object: (*key).to_owned(),
+                    sha256: h.sha256.clone(),
+                    md5: h.md5.clone(),
+                })
+                .collect(),
+            matches: matches.to_vec(),
+            held,
+            decision: None,
+            evidence_id: None,
+            report_id: None,
+        };
+        let recorded = async {
+            self.reviews.open(&item).await?;
+            let standing = self.enforcer.standing(&spec.tenant, &spec.user).await?;
+            let takedown = Takedown {
+                job_id: &job_id,
+                tenant: &spec.tenant,
+                user: &spec.user,
+                prompt_sha256: item.prompt_sha256.clone(),
+                objects: Vec::new(),
+                matches,
+                reviewer: None,
+            };
+            self.enforcer
+                .record_events(&takedown, "withheld_for_review", 0, standing, "-review")
+                .await
+        };
+        let categories = match recorded.await {
+            Ok(c) => c,
+            Err(SafetyError::Conflict(why)) => return failed(ErrorClass::Permanent, why),
+            Err(e) => return failed(ErrorClass::Retryable, format!("review queue: {e}")),
+        };
+        for category in &categories {
+            self.count_event(category, "withheld_for_review");
+        }
+        tracing::warn!(
+            job_id = %spec.id,
+            kind = %spec.kind(),
+            tenant = %spec.tenant,
+            list = %first.list,
+            category = %first.category,
+            distance = first.distance,
+            "content came close to an abuse hash: withheld for review"
+        );
+        failed(
+            ErrorClass::Withheld,
+            format!(
+                "withheld for review: close to list {} v{} ({}){}",
+                first.list,
+                first.list_version,
+                first.category,
+                first
+                    .distance
+                    .map(|d| format!(" at PDQ distance {d}"))
+                    .unwrap_or_default()
+            ),
+        )
+    }
+
+    /// Records log-only matches (the content is released).
+    pub async fn log_matches(&self, spec: &JobSpec, matches: &[ReviewMatch]) -> Result<(), JobOutcome> {
+        let job_id = spec.id.to_string();
+        let t = Takedown {
+            job_id: &job_id,
+            tenant: &spec.tenant,
+            user: &spec.user,
+            prompt_sha256: prompt_digest(spec),
+            objects: Vec::new(),
+            matches,
+            reviewer: None,
+        };
+        let recorded = async {
+            let standing = self.enforcer.standing(&spec.tenant, &spec.user).await?;
+            self.enforcer.record_events(&t, "logged", 0, standing, "-log").await
+        };
+        match recorded.await {
+            Ok(categories) => {
+                for c in &categories {
+                    self.count_event(c, "logged");
+                }
+                Ok(())
+            }
+            Err(e) => Err(failed(ErrorClass::Retryable, format!("moderation log: {e}"))),
+        }
+    }
+
+    fn count_event(&self, category: &str, action: &str) {
+        self.metrics
+            .events
+            .get_or_create(&ModerationLabels {
+                category: category.into(),
+                action: action.into(),
+            })
+            .inc();
+    }
+}
+
+/// A matcher's match as the review queue, the takedown and the reports record it.
+fn review_match(file: usize, m: &Match) -> ReviewMatch {
+    let (kind, distance) = match_kind(m);
+    ReviewMatch {
+        file,
+        list: m.list.clone(),
+        list_version: m.version,
+        category: m.category.clone(),
+        match_kind: kind.into(),
+        distance,
+        entry: m.entry.clone(),
+    }
+}
+
+fn name_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }
 
 impl Scanner {
@@ -472,13 +682,7 @@ impl Scanner {
             tracing::error!(job_id = %spec.id, error = %e, "recording a provider refusal failed");
             return;
         }
-        self.metrics
-            .events
-            .get_or_create(&ModerationLabels {
-                category: category.into(),
-                action: action.into(),
-            })
-            .inc();
+        self.count_event(category, action);
         tracing::warn!(
             job_id = %spec.id,
             tenant = %spec.tenant,

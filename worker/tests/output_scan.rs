@@ -129,10 +129,13 @@ async fn rig() -> Rig {
     let root = dir.path().to_owned();
     let outputs = OutputStore::open(root.to_str().unwrap()).unwrap();
     let scanner = Scanner::new(
+        conn.clone(),
         outputs.clone(),
         Matcher::new(HashListStore::new(conn.clone()), Duration::ZERO),
-        ModerationLog::new(conn.clone(), Retention::default()),
-        TrustRegistry::new(conn.clone()),
+        (
+            ModerationLog::new(conn.clone(), Retention::default()),
+            TrustRegistry::new(conn.clone()),
+        ),
         CsamPolicy::default(),
     );
     Rig {

@@ -75,6 +75,54 @@ impl QueueClient {
         }
     }
 
+    /// Ends a job held for review (status `review`): `Some(done)` releases it as a success
+    /// with the result and usage its worker held back; `None` blocks it with `message`. Either
+    /// way what its hold left reserved is settled (credits, its tenant's event, a pipeline's
+    /// next steps). A job no longer held is refused with its status.
+    pub async fn settle_review(
+        &self,
+        id: JobId,
+        release: Option<&crate::Completion>,
+        message: &str,
+    ) -> Result<JobStatus, QueueError> {
+        let pool = self.locate(id).await?;
+        let json = |v: Option<Result<String, serde_json::Error>>| {
+            v.transpose()
+                .map(Option::unwrap_or_default)
+                .map_err(|e| QueueError::Protocol(format!("release of job {id}: {e}")))
+        };
+        let (outcome, result, usage) = match release {
+            Some(done) => (
+                "succeeded",
+                json(done.output.as_ref().map(serde_json::to_string))?,
+                json(done.usage.as_ref().map(serde_json::to_string))?,
+            ),
+            None => ("blocked", String::new(), String::new()),
+        };
+        let mut inv = scripts::REVIEW.prepare_invoke();
+        inv.key(pool.prefix())
+            .arg(self.cfg.finished_ttl.as_secs())
+            .arg(id.to_string())
+            .arg(outcome)
+            .arg(result)
+            .arg(usage)
+            .arg(message.chars().take(1024).collect::<String>());
+        let mut c = self.conn.clone();
+        let reply: String = inv.invoke_async(&mut c).await.during("review", &pool)?;
+        match reply.as_str() {
+            "succeeded" => Ok(JobStatus::Succeeded),
+            "blocked" => Ok(JobStatus::Blocked),
+            "not_found" => Err(QueueError::NotFound(id)),
+            other => match other.strip_prefix("not_held:") {
+                Some(status) => Err(QueueError::AlreadyFinished {
+                    id,
+                    status: status.to_owned(),
+                }),
+                None => Err(QueueError::Protocol(format!("review.lua answered {other:?}"))),
+            },
+        }
+    }
+
     /// Re-seals, with the current data key, every stored job spec of `pool` that is sealed with
     /// another key (or not sealed at all), while the fleet runs: each record is rewritten only
     /// if it has not changed since it was read. Afterwards the old key can be retired. On a

@@ -127,6 +127,8 @@ pub enum FailOutcome {
     Cancelled,
     /// Ended as blocked (prohibited content).
     Blocked,
+    /// Held for a reviewer (content close to an abuse hash).
+    Withheld,
     /// The lease was no longer ours; nothing changed.
     Stale,
 }
@@ -558,6 +560,7 @@ impl FromRedisValue for FailReply {
             "dead" => Some(FailOutcome::Dead),
             "cancelled" => Some(FailOutcome::Cancelled),
             "blocked" => Some(FailOutcome::Blocked),
+            "withheld" => Some(FailOutcome::Withheld),
             "stale" => Some(FailOutcome::Stale),
             _ => None,
         })

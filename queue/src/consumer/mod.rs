@@ -208,6 +208,8 @@ pub struct ConsumerStats {
     pub cancelled: AtomicU64,
     /// Ended as blocked (prohibited content).
     pub blocked: AtomicU64,
+    /// Held for a reviewer.
+    pub withheld: AtomicU64,
     /// Released on drain.
     pub released: AtomicU64,
     /// Acks or failures refused because the lease was lost.

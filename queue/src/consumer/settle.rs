@@ -102,6 +102,7 @@ async fn settle(
                         FailOutcome::Dead => &stats.dead,
                         FailOutcome::Cancelled => &stats.cancelled,
                         FailOutcome::Blocked => &stats.blocked,
+                        FailOutcome::Withheld => &stats.withheld,
                         FailOutcome::Stale => &stats.stale,
                     };
                     c.fetch_add(1, Ordering::Relaxed);

@@ -7,10 +7,10 @@
     ARGV[1]    finished_ttl_s
     ARGV[2]    dead_ttl_s
     ARGV[3..]  per job (stride 6): id, kind, token, class (retryable|permanent|cancelled|
-               timed_out|blocked), message, retry_delay_ms
+               timed_out|blocked|withheld), message, retry_delay_ms
 
   Output:
-    one code per job: 'retry', 'dead', 'cancelled', 'blocked' or 'stale'
+    one code per job: 'retry', 'dead', 'cancelled', 'blocked', 'withheld' or 'stale'
 ]]
 local fin_ttl, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
@@ -28,6 +28,12 @@ for i = 3, #ARGV, 6 do
       redis.call('HDEL', jk, 'worker', 'due')
       redis.call('EXPIRE', jk, fin_ttl)
       out[#out + 1] = 'blocked'
+    elseif class == 'withheld' then
+      -- Close to an abuse hash: held for a reviewer (review.lua ends it). Nothing is settled:
+      -- the credits stay reserved, the pipeline's next steps wait, no event is sent yet.
+      redis.call('HSET', jk, 'status', 'review', 'eclass', 'withheld', 'emsg', msg, 'eat', NOW)
+      redis.call('HDEL', jk, 'worker', 'due')
+      out[#out + 1] = 'withheld'
     elseif class == 'cancelled' or r[5] then
       finished(jk, id, kind, 'cancelled', { class = 'cancelled', msg = msg, ttl = fin_ttl })
       redis.call('HSET', jk, 'status', 'cancelled', 'fin', NOW, 'eclass', 'cancelled', 'emsg', msg, 'eat', NOW)

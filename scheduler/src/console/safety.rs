@@ -182,7 +182,16 @@ pub(super) async fn publish(State(state): State<AppState>, headers: HeaderMap, m
     let Ok(text) = std::str::from_utf8(&file) else {
         return refusal(&s, StatusCode::BAD_REQUEST, "the list must be UTF-8 text");
     };
-    match publish_list(&state, &s.caller, name.trim(), category.trim(), text).await {
+    match publish_list(
+        &state,
+        &s.caller,
+        name.trim(),
+        category.trim(),
+        gantry_safety::hashlists::Thresholds::default(),
+        text,
+    )
+    .await
+    {
         Ok(_) => redirect("/console/safety"),
         Err(e) => api_refusal(&s, &e),
     }

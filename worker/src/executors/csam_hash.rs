@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::media_job::download_input;
 use super::{Executor, failed};
-use crate::scan::{Hashes, Scanner};
+use crate::scan::{Disposition, Hashes, Scanner};
 
 /// Runs `csam_hash` jobs.
 #[derive(Clone, Debug)]
@@ -85,14 +85,25 @@ impl CsamHashExecutor {
             Err(out) => return out,
         };
         progress.report(Stage::Scanning, None);
-        let verdict = match self.scanner.check(&[&hashes], &p.lists).await {
+        let files = [(p.input.as_str(), &hashes)];
+        let verdict = match self.scanner.check(&files, &p.lists).await {
             Ok(v) => v,
             Err(out) => return out,
         };
-        if verdict.matches.is_empty() {
-            return self.clean(job, &hashes, &verdict.checked).await;
+        match self.scanner.dispose(&verdict, &files).await {
+            Err(out) => out,
+            Ok(Disposition::Block(m)) => self.scanner.block(&job.spec, Some(&p.input), &m).await,
+            Ok(Disposition::Review(m)) => match self.clean(job, &hashes, &verdict.checked).await {
+                // The report a reviewer's clear releases; the input is what is held.
+                JobOutcome::Succeeded(done) => self.scanner.hold(&job.spec, Some(&p.input), &files, &m, done).await,
+                other => other,
+            },
+            Ok(Disposition::Log(m)) => match self.scanner.log_matches(&job.spec, &m).await {
+                Ok(()) => self.clean(job, &hashes, &verdict.checked).await,
+                Err(out) => out,
+            },
+            Ok(Disposition::Clean) => self.clean(job, &hashes, &verdict.checked).await,
         }
-        self.scanner.block(&job.spec, Some(&p.input), &verdict.matches).await
     }
 
     async fn clean(&self, job: &ClaimedJob, hashes: &Hashes, checked: &[String]) -> JobOutcome {

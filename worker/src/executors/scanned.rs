@@ -4,9 +4,14 @@
 //!
 //! - No match: the result is released, its details saying `scan=clean`, how many files were
 //!   scanned and against which list versions.
-//! - A match: the job's files (and, for upscale and transcode, the input they were made from)
-//!   are deleted, the scanner records and counts the event with the prompt's SHA-256, lowers the
-//!   user's trust, and the job ends `blocked` (nothing is released, the reservation refunded).
+//! - A sure match: the job's files (and, for upscale and transcode, the input they were made
+//!   from) are taken down (preserved, sealed, where the category says; deleted), the scanner
+//!   records and counts the event with the prompt's SHA-256, lowers the user's trust, a report
+//!   is made where the category reports, and the job ends `blocked` (nothing is released, the
+//!   reservation refunded).
+//! - Only near matches (a list's review band): nothing is released; the job is held in status
+//!   `review` with an item in the review queue, until a reviewer clears (released) or confirms
+//!   (taken down) it.
 //! - A file that cannot be hashed: it is never released as clean. The job's files are deleted
 //!   and the attempt fails with the reason (`permanent` for bad media, `retryable` for ours).
 //!
@@ -24,7 +29,7 @@ use tracing::Instrument as _;
 
 use super::{Executor, failed};
 use crate::gpu::GpuInventory;
-use crate::scan::{Hashes, Scanner};
+use crate::scan::{Disposition, Hashes, Scanner};
 
 /// Largest output the gate downloads to hash.
 const MAX_OUTPUT_BYTES: u64 = 4 << 30;
@@ -113,40 +118,61 @@ fn input_of(spec: &JobSpec) -> Option<&str> {
     }
 }
 
-/// Scans every media file under the job's folder; releases `done` when all are clean.
+/// Scans every media file under the job's folder; releases `done` when all are clean, holds it
+/// for review on a near match, takes the content down on a sure one.
 async fn release(scanner: &Scanner, spec: &JobSpec, mut done: Completion) -> JobOutcome {
     let started = Instant::now();
     let kind = spec.kind();
-    let outcome = scan(scanner, spec).await;
-    let verdict = match &outcome {
-        Ok((_, v)) if v.matches.is_empty() => "clean",
-        Ok(_) => "blocked",
-        Err(_) => "unhashable",
+    let scanned = scan(scanner, spec).await;
+    let disposed = match &scanned {
+        Ok((files, v)) => {
+            let refs: Vec<crate::scan::Scanned<'_>> = files.iter().map(|(k, h)| (k.as_str(), h)).collect();
+            Some(scanner.dispose(v, &refs).await)
+        }
+        Err(_) => None,
+    };
+    let verdict = match &disposed {
+        Some(Ok(Disposition::Clean | Disposition::Log(_))) => "clean",
+        Some(Ok(Disposition::Review(_))) => "review",
+        Some(Ok(Disposition::Block(_))) => "blocked",
+        Some(Err(_)) | None => "unhashable",
     };
     scanner.count_scan(kind.as_str(), verdict, started.elapsed());
-    match outcome {
-        Ok((files, v)) if v.matches.is_empty() => {
+    let (files, v) = match scanned {
+        Ok(x) => x,
+        Err(out) => return discard(scanner, spec, out).await,
+    };
+    let refs: Vec<crate::scan::Scanned<'_>> = files.iter().map(|(k, h)| (k.as_str(), h)).collect();
+    match disposed {
+        Some(Ok(Disposition::Block(m))) => scanner.block(spec, input_of(spec), &m).await,
+        Some(Ok(Disposition::Review(m))) => scanner.hold(spec, input_of(spec), &refs, &m, done).await,
+        Some(Ok(d)) => {
+            if let Disposition::Log(m) = &d
+                && let Err(out) = scanner.log_matches(spec, m).await
+            {
+                return out;
+            }
             if let Some(r) = done.output.as_mut() {
                 r.details.insert("scan".into(), "clean".into());
-                r.details.insert("scanned_files".into(), files.to_string());
+                r.details.insert("scanned_files".into(), files.len().to_string());
                 r.details.insert("scan_lists".into(), v.checked.join(","));
             }
             JobOutcome::Succeeded(done)
         }
-        Ok((_, v)) => scanner.block(spec, input_of(spec), &v.matches).await,
-        Err(out) => withhold(scanner, spec, out).await,
+        Some(Err(out)) => out,
+        None => failed(ErrorClass::Retryable, "the scan did not finish"),
     }
 }
 
-/// Hashes every media file of the job and matches them all. Returns how many were hashed.
-async fn scan(scanner: &Scanner, spec: &JobSpec) -> Result<(usize, crate::scan::Verdict), JobOutcome> {
+/// Hashes every media file of the job and matches them all. Returns each file's key and hashes.
+async fn scan(scanner: &Scanner, spec: &JobSpec) -> Result<(Vec<(String, Hashes)>, crate::scan::Verdict), JobOutcome> {
     let objects = scanner
         .outputs()
         .list_job(spec)
         .await
         .map_err(|e| failed(ErrorClass::Retryable, format!("listing the job's outputs: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| failed(ErrorClass::Retryable, format!("scratch space: {e}")))?;
-    let mut all: Vec<Hashes> = Vec::new();
+    let mut all: Vec<(String, Hashes)> = Vec::new();
     for (i, (key, _size)) in objects.iter().enumerate() {
         let Some(media) = media_of(key) else { continue };
         let path = dir.path().join(format!("output-{i}"));
@@ -166,15 +192,15 @@ async fn scan(scanner: &Scanner, spec: &JobSpec) -> Result<(usize, crate::scan::
             other => other,
         })?;
         remove(&path);
-        all.push(hashes);
+        all.push((key.clone(), hashes));
     }
-    let refs: Vec<&Hashes> = all.iter().collect();
+    let refs: Vec<crate::scan::Scanned<'_>> = all.iter().map(|(k, h)| (k.as_str(), h)).collect();
     let verdict = scanner.check(&refs, &[]).await?;
-    Ok((all.len(), verdict))
+    Ok((all, verdict))
 }
 
 /// Deletes the job's files when a scan could not finish: nothing unscanned is left to release.
-async fn withhold(scanner: &Scanner, spec: &JobSpec, out: JobOutcome) -> JobOutcome {
+async fn discard(scanner: &Scanner, spec: &JobSpec, out: JobOutcome) -> JobOutcome {
     match scanner.outputs().delete_job(spec).await {
         Ok(n) => {
             tracing::warn!(job_id = %spec.id, kind = %spec.kind(), deleted = n, "outputs withheld: the scan did not finish")
