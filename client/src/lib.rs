@@ -127,8 +127,9 @@ pub struct JobView {
     pub id: String,
     /// Kind.
     pub kind: String,
-    /// `queued`, `delayed`, `running`, `retry_scheduled`, `succeeded`, `dead`, `cancelled` or
-    /// `blocked` (its content matched an abuse hash list).
+    /// `queued`, `delayed`, `running`, `retry_scheduled`, `succeeded`, `dead`, `cancelled`,
+    /// `blocked` (its content matched an abuse hash list) or `review` (its content came close to
+    /// one: held, nothing released, until a reviewer decides; not final).
     pub status: String,
     /// Attempts so far.
     pub attempts: u32,

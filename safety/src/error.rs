@@ -20,6 +20,9 @@ pub enum SafetyError {
         /// Why.
         reason: String,
     },
+    /// A category name outside `[a-z0-9_]{1,32}`.
+    #[error("invalid category {0:?} (1-32 characters of a-z, 0-9, '_')")]
+    InvalidCategory(String),
     /// Distances that do not make a band.
     #[error("{0}")]
     InvalidThresholds(String),

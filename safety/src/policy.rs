@@ -105,9 +105,7 @@ pub fn check_category(category: &str) -> Result<(), SafetyError> {
     if ok {
         Ok(())
     } else {
-        Err(SafetyError::InvalidPolicy(
-            "category: 1-32 characters of a-z, 0-9, '_'".into(),
-        ))
+        Err(SafetyError::InvalidCategory(category.chars().take(40).collect()))
     }
 }
 

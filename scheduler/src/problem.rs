@@ -226,10 +226,12 @@ impl IntoResponse for ApiError {
 pub(crate) fn safety_error(e: gantry_safety::SafetyError) -> ApiError {
     match e {
         gantry_safety::SafetyError::InvalidName(_)
+        | gantry_safety::SafetyError::InvalidCategory(_)
         | gantry_safety::SafetyError::InvalidEntry { .. }
         | gantry_safety::SafetyError::Hash(_) => ApiError::InvalidRequest(e.to_string()),
+        // Well formed, but not a band or a policy that holds together.
         gantry_safety::SafetyError::InvalidThresholds(_) | gantry_safety::SafetyError::InvalidPolicy(_) => {
-            ApiError::InvalidRequest(e.to_string())
+            ApiError::Unprocessable(e.to_string())
         }
         gantry_safety::SafetyError::NotFound(_) | gantry_safety::SafetyError::NoRecord { .. } => ApiError::NotFound,
         gantry_safety::SafetyError::Conflict(m) => ApiError::Conflict(m),

@@ -62,6 +62,12 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     gantry_safety::hashlists::check_name(id).map_err(|_| ApiError::NotFound)
 }
 
+fn file_index(index: &str) -> Result<usize, ApiError> {
+    index
+        .parse()
+        .map_err(|_| ApiError::InvalidRequest("index: a file's number, from 0".into()))
+}
+
 fn check_reason(reason: &str) -> Result<&str, ApiError> {
     let r = reason.trim();
     if r.is_empty() || r.chars().count() > 500 {
@@ -125,8 +131,9 @@ async fn show_review(
 async fn review_file(
     State(state): State<AppState>,
     SafetyReview(who): SafetyReview,
-    Path((id, index)): Path<(String, usize)>,
+    Path((id, index)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let index = file_index(&index)?;
     let item = review_of(&state, &id).await?;
     if item.status != ReviewStatus::Pending {
         return Err(ApiError::Conflict(format!(
@@ -457,10 +464,11 @@ async fn show_evidence(
 async fn evidence_file(
     State(state): State<AppState>,
     SafetyEvidence(who): SafetyEvidence,
-    Path((id, index)): Path<(String, usize)>,
+    Path((id, index)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<EvidenceQuery>,
 ) -> Result<Response, ApiError> {
     let reason = evidence_reason(&q)?.to_owned();
+    let index = file_index(&index)?;
     check_id(&id)?;
     let vault = state
         .enforcer

@@ -203,7 +203,7 @@ async fn near_matches_are_held_for_review_then_cleared_or_confirmed_preserved_an
         &[auth, ("Content-Type", "text/plain")],
         list.as_bytes(),
     );
-    assert_eq!(s, 400, "a band upside down is refused: {b}");
+    assert_eq!(s, 422, "a band upside down is refused: {b}");
 
     // 1. An upload close to the list: held, not released, not deleted.
     let uploads = r.outputs().join("inputs/studio-42");

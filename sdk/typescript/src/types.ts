@@ -34,7 +34,7 @@ export interface ResultRef {
 export interface Job {
   id: string;
   kind: string;
-  status: "queued" | "delayed" | "running" | "retry_scheduled" | "succeeded" | "dead" | "cancelled" | "blocked";
+  status: "waiting" | "queued" | "delayed" | "running" | "retry_scheduled" | "succeeded" | "dead" | "cancelled" | "blocked" | "review";
   attempts: number;
   pool: string;
   result?: ResultRef | null;
