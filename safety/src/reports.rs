@@ -11,8 +11,9 @@
 //! (2ⁿ seconds, at most an hour) up to [`MAX_ATTEMPTS`], then the report is `failed` for an
 //! operator to retry.
 //!
-//! Keys: `gantry:{safety}:report:{id}` (JSON), `gantry:{safety}:reports` (ids by time) and
-//! `gantry:{safety}:reports:due` (queued ids by next attempt, ms).
+//! Keys: `gantry:{safety}:report:{id}` (JSON), `gantry:{safety}:reports` (ids by time),
+//! `gantry:{safety}:reports:due` (queued ids by next attempt, ms), and `…:awaiting` and
+//! `…:failed` (ids waiting for a reviewer, and failed, by time: the gauges and alerts read them).
 
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ use crate::evidence::Vault;
 
 const ALL: &str = "gantry:{safety}:reports";
 const DUE: &str = "gantry:{safety}:reports:due";
+/// Reports waiting for a reviewer's confirmation, by time.
+const AWAITING: &str = "gantry:{safety}:reports:awaiting";
+/// Reports that failed, by time.
+const FAILED: &str = "gantry:{safety}:reports:failed";
 const LOCK: &str = "gantry:{safety}:reports:lock";
 /// Attempts before a report is `failed`.
 pub const MAX_ATTEMPTS: u32 = 12;
@@ -181,8 +186,14 @@ impl Reports {
         }
         let mut p = redis::pipe();
         p.zadd(ALL, &report.id, report.created_at_ms);
-        if report.status == ReportStatus::Queued {
-            p.zadd(DUE, &report.id, report.created_at_ms);
+        match report.status {
+            ReportStatus::Queued => {
+                p.zadd(DUE, &report.id, report.created_at_ms);
+            }
+            ReportStatus::AwaitingConfirmation => {
+                p.zadd(AWAITING, &report.id, report.created_at_ms);
+            }
+            ReportStatus::Submitted | ReportStatus::Failed => {}
         }
         let _: () = p.query_async(&mut c).await?;
         Ok(report)
@@ -244,7 +255,12 @@ impl Reports {
         r.status = ReportStatus::Queued;
         self.save(&r).await?;
         let mut c = self.conn.clone();
-        let _: () = c.zadd(DUE, id, crate::trust::now_ms()).await?;
+        let _: () = redis::pipe()
+            .zadd(DUE, id, crate::trust::now_ms())
+            .zrem(AWAITING, id)
+            .zrem(FAILED, id)
+            .query_async(&mut c)
+            .await?;
         Ok(r)
     }
 
@@ -267,6 +283,23 @@ impl Reports {
     pub async fn queued_count(&self) -> Result<u64, SafetyError> {
         let mut c = self.conn.clone();
         Ok(c.zcard(DUE).await?)
+    }
+
+    /// Per status that needs someone (`queued`, `awaiting_confirmation`, `failed`): how many,
+    /// and when the oldest was made or last queued (ms), for the gauges and alerts.
+    pub async fn backlog(&self) -> Result<Vec<(ReportStatus, u64, Option<u64>)>, SafetyError> {
+        let mut c = self.conn.clone();
+        let mut out = Vec::new();
+        for (status, key) in [
+            (ReportStatus::Queued, DUE),
+            (ReportStatus::AwaitingConfirmation, AWAITING),
+            (ReportStatus::Failed, FAILED),
+        ] {
+            let n: u64 = c.zcard(key).await?;
+            let oldest: Vec<(String, f64)> = c.zrange_withscores(key, 0, 0).await?;
+            out.push((status, n, oldest.first().map(|(_, s)| *s as u64)));
+        }
+        Ok(out)
     }
 }
 
@@ -403,7 +436,11 @@ impl Submitter {
                     r.note(format!("failed: {e}"));
                     tracing::error!(report = %r.id, error = %e, "report failed; an operator must retry it");
                     self.reports.save(&r).await?;
-                    let _: () = c.zrem(DUE, id).await?;
+                    let _: () = redis::pipe()
+                        .zrem(DUE, id)
+                        .zadd(FAILED, id, crate::trust::now_ms())
+                        .query_async(&mut c)
+                        .await?;
                 } else {
                     let delay = 1000u64 << r.attempts.min(12);
                     r.note(format!("attempt {} failed: {e}", r.attempts));

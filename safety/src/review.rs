@@ -225,6 +225,14 @@ impl ReviewQueue {
         Ok(c.zcard(PENDING).await?)
     }
 
+    /// How many wait for a reviewer, and since when the oldest has (ms).
+    pub async fn backlog(&self) -> Result<(u64, Option<u64>), SafetyError> {
+        let mut c = self.conn.clone();
+        let n: u64 = c.zcard(PENDING).await?;
+        let oldest: Vec<(String, f64)> = c.zrange_withscores(PENDING, 0, 0).await?;
+        Ok((n, oldest.first().map(|(_, s)| *s as u64)))
+    }
+
     /// Writes a decided item: off the pending index, kept `ttl_secs` more.
     pub async fn close(&self, item: &ReviewItem, ttl_secs: u64) -> Result<(), SafetyError> {
         let mut c = self.conn.clone();

@@ -77,6 +77,13 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+/// Labels of the trust-and-safety backlog gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SafetyLabels {
+    /// `reviews_pending`, `reports_queued`, `reports_awaiting_confirmation`, `reports_failed`.
+    pub queue: String,
+}
+
 /// Labels of settled jobs: what credits are counted by, and the outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SettleLabels {
@@ -144,6 +151,8 @@ pub struct SchedulerMetrics {
     redis_up: Gauge,
     hashlist_age: Family<ListLabels, FGauge>,
     hashlist_hashes: Family<ListLabels, Gauge>,
+    safety_backlog: Family<SafetyLabels, Gauge>,
+    safety_oldest: Family<SafetyLabels, FGauge>,
     /// API requests answered, by route, method and status.
     pub http_requests: Family<RequestLabels, Counter>,
     /// API request durations, by route and method.
@@ -186,6 +195,8 @@ impl Default for SchedulerMetrics {
             redis_up: Gauge::default(),
             hashlist_age: Family::default(),
             hashlist_hashes: Family::default(),
+            safety_backlog: Family::default(),
+            safety_oldest: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(|| gantry_queue::exposition::histogram(HTTP_BUCKETS)),
             webhook_deliveries: Family::default(),
@@ -285,6 +296,16 @@ impl Default for SchedulerMetrics {
             m.hashlist_hashes.clone(),
         );
         registry.register(
+            "gantry_safety_backlog",
+            "Trust-and-safety work waiting for someone: reviews pending, reports queued, awaiting a reviewer's confirmation, or failed",
+            m.safety_backlog.clone(),
+        );
+        registry.register(
+            "gantry_safety_oldest_age_seconds",
+            "How long the oldest item of a trust-and-safety backlog has waited",
+            m.safety_oldest.clone(),
+        );
+        registry.register(
             "gantry_http_requests",
             "API requests answered, by route, method and status",
             m.http_requests.clone(),
@@ -367,6 +388,28 @@ impl SchedulerMetrics {
             self.hashlist_hashes
                 .get_or_create(&labels)
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the trust-and-safety backlog gauges: the reviews pending and the reports per status
+    /// that needs someone, each with its oldest item's age (0 when empty).
+    pub fn observe_safety(
+        &self,
+        reviews: (u64, Option<u64>),
+        reports: &[(gantry_safety::ReportStatus, u64, Option<u64>)],
+        now_ms: u64,
+    ) {
+        let set = |queue: &str, (n, oldest): (u64, Option<u64>)| {
+            let labels = SafetyLabels { queue: queue.into() };
+            self.safety_backlog
+                .get_or_create(&labels)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            let age = oldest.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0);
+            self.safety_oldest.get_or_create(&labels).set(age);
+        };
+        set("reviews_pending", reviews);
+        for (status, n, oldest) in reports {
+            set(&format!("reports_{}", status.as_str()), (*n, *oldest));
         }
     }
 

@@ -111,6 +111,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     state.metrics.observe_hashlists(lists.ok().as_deref(), now_ms);
+    match (state.reviews.backlog().await, state.reports.backlog().await) {
+        (Ok(reviews), Ok(reports)) => state.metrics.observe_safety(reviews, &reports, now_ms),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "review and report backlogs unreadable; their gauges keep the last readings")
+        }
+    }
     if let Some(w) = &state.webhooks {
         match w.store.backlog_age_ms().await {
             Ok((age_ms, due)) => {

@@ -224,6 +224,12 @@ async fn near_matches_are_held_for_review_then_cleared_or_confirmed_preserved_an
         b"",
     );
     assert_eq!(s, 409, "a held job's files are not served");
+    let (s, metrics) = http_get(&r.sched.metrics_addr, "/metrics");
+    assert_eq!(s, 200);
+    assert!(
+        metrics.contains("gantry_safety_backlog{queue=\"reviews_pending\"} 1"),
+        "the backlog gauge: {metrics}"
+    );
     let (s, _) = call(sched, "demo-studio-key", "GET", "/v1/admin/reviews", &Value::Null);
     assert_eq!(s, 403, "reviewing needs safety:review");
     let (s, q) = admin(sched, "GET", "/v1/admin/reviews", &Value::Null);
