@@ -368,6 +368,10 @@ impl Client {
             percent_encode(name),
             percent_encode(category)
         );
+        self.put_hash_list(&url, list).await
+    }
+
+    async fn put_hash_list(&self, url: &str, list: &str) -> Result<serde_json::Value, ClientError> {
         let resp = self
             .http
             .put(url)
@@ -419,6 +423,81 @@ impl Client {
             return Ok(resp.bytes().await?.to_vec());
         }
         Err(ClientError::Api(problem(resp).await?))
+    }
+
+    /// The review queue, newest first (`safety:review`): the pending items only, or all.
+    pub async fn reviews(&self, pending_only: bool, limit: usize) -> Result<Vec<serde_json::Value>, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            reviews: Vec<serde_json::Value>,
+        }
+        let status = if pending_only { "pending" } else { "all" };
+        let path = format!("/v1/admin/reviews?status={status}&limit={limit}");
+        let r: Reply = self.send(reqwest::Method::GET, &path, None::<&()>, None).await?;
+        Ok(r.reviews)
+    }
+
+    /// Decides a held job (`safety:review`): `clear` (released; with `allow_list` its bytes are
+    /// not held again) or `confirm` (taken down, preserved, reported), with a reason.
+    pub async fn decide_review(
+        &self,
+        id: &str,
+        decision: &str,
+        reason: &str,
+        allow_list: bool,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut body = serde_json::json!({"decision": decision, "reason": reason});
+        if allow_list {
+            body["allow_list"] = true.into();
+        }
+        let path = format!("/v1/admin/reviews/{}", percent_encode(id));
+        self.send(reqwest::Method::POST, &path, Some(&body), None).await
+    }
+
+    /// Reports to the authority, newest first (`safety:review`).
+    pub async fn reports(&self, limit: usize) -> Result<Vec<serde_json::Value>, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            reports: Vec<serde_json::Value>,
+        }
+        let path = format!("/v1/admin/reports?limit={limit}");
+        let r: Reply = self.send(reqwest::Method::GET, &path, None::<&()>, None).await?;
+        Ok(r.reports)
+    }
+
+    /// A report to the authority (`safety:review`).
+    pub async fn report(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/v1/admin/reports/{}", percent_encode(id));
+        self.send(reqwest::Method::GET, &path, None::<&()>, None).await
+    }
+
+    /// Submits a report awaiting a reviewer's confirmation, or retries a failed one
+    /// (`safety:review`).
+    pub async fn submit_report(&self, id: &str, reason: &str) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/v1/admin/reports/{}/submit", percent_encode(id));
+        let body = serde_json::json!({ "reason": reason });
+        self.send(reqwest::Method::POST, &path, Some(&body), None).await
+    }
+
+    /// Publishes a hash list with a review band: PDQ matches within `block_distance` are acted on
+    /// at once, those within `review_distance` held for review (admin).
+    pub async fn publish_hash_list_with_band(
+        &self,
+        name: &str,
+        category: &str,
+        (block_distance, review_distance): (u32, u32),
+        list: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.put_hash_list(
+            &format!(
+                "{}/v1/admin/hashlists/{}?category={}&block_distance={block_distance}&review_distance={review_distance}",
+                self.base,
+                percent_encode(name),
+                percent_encode(category)
+            ),
+            list,
+        )
+        .await
     }
 
     /// The newest moderation events, newest first (an operator key).

@@ -34,6 +34,9 @@ fn tint(key: &str, d: &Directives) -> u8 {
     if d.flagged {
         return crate::media::FLAGGED_TINT;
     }
+    if d.near {
+        return crate::media::NEAR_TINT;
+    }
     u8::from_str_radix(key.get(0..1).unwrap_or("8"), 16).unwrap_or(8) * 16
 }
 

@@ -10,7 +10,9 @@
 //!   (every call waits first), `[mock:slow_reply=MS]` (Kling: the task is created, then the
 //!   reply waits, so a client that times out does not know it exists), `[mock:slow_body]`,
 //!   `[mock:lose_callback]` (a webhook task never calls back: polling must find its end),
-//!   `[mock:flagged]` (the image is [`media::FLAGGED_TINT`]'s picture, for abuse-list tests);
+//!   `[mock:flagged]` (the image is [`media::FLAGGED_TINT`]'s picture, for abuse-list tests),
+//!   `[mock:near]` ([`media::NEAR_TINT`]'s picture, another far from every gradient, for the
+//!   review band);
 //! - **per request**, by `POST /_mock/script` (`[{"provider": "kling", "fault": "rate_limited"}, …]`,
 //!   each used by the next matching call);
 //! - **at random**, by `PUT /_mock/faults` (`{"rate_429": 0.3, "rate_5xx": 0.05, "retry_after_secs": 1}`).
@@ -139,6 +141,7 @@ pub struct Directives {
     slow_body: bool,
     lose_callback: bool,
     pub(crate) flagged: bool,
+    pub(crate) near: bool,
 }
 
 impl Directives {
@@ -170,6 +173,7 @@ impl Directives {
                     "slow_body" => d.slow_body = true,
                     "lose_callback" => d.lose_callback = true,
                     "flagged" => d.flagged = true,
+                    "near" => d.near = true,
                     _ => {}
                 }
             }

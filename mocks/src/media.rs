@@ -25,6 +25,11 @@ const MAX_SIDE: u32 = 1024;
 /// tints are multiples of 16.)
 pub const FLAGGED_TINT: u8 = 1;
 
+/// The tint that draws a second picture of random cells, far from the flagged one and from every
+/// gradient: what `[mock:near]` gets back (the demo puts a hash 20 bits from it on a list with a
+/// review band, so exactly that output is held for review).
+pub const NEAR_TINT: u8 = 2;
+
 impl MediaCache {
     /// A `w`×`h` image (PNG or JPEG), tinted by `tint` so different prompts differ.
     pub fn image(&self, w: u32, h: u32, jpeg: bool, tint: u8) -> Arc<Vec<u8>> {
@@ -35,7 +40,9 @@ impl MediaCache {
             return b.clone();
         }
         let img = if tint == FLAGGED_TINT {
-            flagged(w, h)
+            cells(w, h, 0x9e37_79b9)
+        } else if tint == NEAR_TINT {
+            cells(w, h, 0x85eb_ca6b)
         } else {
             image::RgbImage::from_fn(w, h, |x, y| {
                 image::Rgb([
@@ -91,9 +98,10 @@ impl MediaCache {
 }
 
 /// The flagged picture: 16 × 16 blocks of fixed pseudo-random greys (the same at every size).
-fn flagged(w: u32, h: u32) -> image::RgbImage {
+/// 16×16 grey cells from a xorshift seeded with `seed`.
+fn cells(w: u32, h: u32, seed: u32) -> image::RgbImage {
     let mut cells = [0u8; 256];
-    let mut x: u32 = 0x9e37_79b9;
+    let mut x: u32 = seed;
     for c in cells.iter_mut() {
         x ^= x << 13;
         x ^= x >> 17;

@@ -160,13 +160,35 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
             .sum()
     };
     assert_eq!(row("studio-42", "succeeded"), 114, "{r:#}");
-    // Blocked before release: the flagged generated image and the flagged upload.
-    assert_eq!(row("studio-42", "blocked"), 2, "{r:#}");
+    // Blocked before release: the flagged generated image and the flagged upload; and the
+    // generated image close to the list with a review band, held, then confirmed by the demo's
+    // reviewer.
+    assert_eq!(row("studio-42", "blocked"), 3, "{r:#}");
     let safety = &r["safety"];
     assert_eq!(
         safety["blocked"],
-        serde_json::json!({"csam_hash": 1, "generate": 1}),
+        serde_json::json!({"csam_hash": 1, "generate": 2}),
         "{safety:#}"
+    );
+    let review = &r["post_processing"]["review"];
+    assert_eq!(
+        (
+            review["decision"].as_str(),
+            review["report_status"].as_str(),
+            review["list"].as_str()
+        ),
+        (Some("confirmed"), Some("submitted"), Some("demo-near-match")),
+        "{review:#}"
+    );
+    assert!(
+        review["distance"].as_u64().is_some_and(|d| (9..=31).contains(&d)),
+        "{review:#}"
+    );
+    assert!(review["files_uploaded"].as_u64() >= Some(1), "{review:#}");
+    assert!(review["evidence_id"].is_string(), "{review:#}");
+    assert_eq!(
+        review["awaiting_confirmation"], 2,
+        "the automatic blocks' reports wait: {review:#}"
     );
     assert_eq!(
         safety["clean"],
@@ -174,9 +196,16 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
         serde_json::json!({"csam_hash": 6, "generate": 13, "transcode": 3, "upscale": 6}),
         "{safety:#}"
     );
-    // The two hash matches, and the provider's refusal of the ninth generate job.
+    // The two hash matches, the provider's refusal of the ninth generate job, and the near
+    // match's hold and confirmation.
     let events = safety["moderation_events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "{safety:#}");
+    assert_eq!(events.len(), 5, "{safety:#}");
+    for action in ["withheld_for_review", "blocked_after_review"] {
+        assert!(
+            events.iter().any(|e| e["action"] == action && e["user"] == "user-0022"),
+            "{action}: {events:?}"
+        );
+    }
     assert_eq!(
         events.iter().filter(|e| e["action"] == "refused_by_provider").count(),
         1,

@@ -94,6 +94,35 @@ async fn no_secret_of_the_demo_workload_reaches_logs_metrics_or_redis() {
     assert!(log.contains("/v1/images/edits") || log.contains("gemini"), "{log}");
     assert!(!log.contains("\"reference_url_in_body\":true"), "a provider got a URL");
     outputs.push(("mock request log".into(), log));
+    // The review queue, the reports and the quarantine: a canary-marked generated image was held
+    // for review, confirmed, preserved and reported.
+    assert!(out.contains("review: a reviewer confirmed it"), "{out}");
+    let tips = reqwest::get(format!("{mock}/_mock/cybertipline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        tips.contains("\"finished\":true"),
+        "the report reached the mock: {tips}"
+    );
+    outputs.push(("the CyberTipline mock's reports".into(), tips));
+    let mut quarantined = 0;
+    let mut stack = vec![logs.join("outputs/quarantine")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                quarantined += 1;
+                let raw = std::fs::read(&p).unwrap();
+                outputs.push((p.display().to_string(), String::from_utf8_lossy(&raw).into_owned()));
+            }
+        }
+    }
+    assert!(quarantined > 0, "the confirmed case's evidence is in the quarantine");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(demo.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,

@@ -336,3 +336,122 @@ async fn block_without_a_match_touches_nothing() {
         .unwrap();
     assert_eq!(trust.score, 1.0, "trust was lowered");
 }
+
+/// A category's policy decides what a match does: `log` records it and releases the output;
+/// `review` holds even a sure match for a person (an item in the queue, the job `withheld`, the
+/// files kept); `block` with a review band holds a near match, unless a reviewer put the same
+/// bytes on the allow list, and still blocks a sure one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn category_policies_log_hold_or_block_and_the_allow_list_releases_cleared_bytes() {
+    use gantry_safety::review::ReviewQueue;
+    use gantry_safety::{CategoryAction, CategoryPolicy, Policies};
+    let r = rig().await;
+    let bridge = data("dih/bridge-1-original.jpg");
+    let street = data("labelme-subset/q2821.jpg");
+    let lists = HashListStore::new(r.conn.clone());
+    let policies = Policies::new(r.conn.clone());
+    let gate = |files: Vec<(&'static str, Vec<u8>, &'static str)>| {
+        Scanned::new(
+            Writes {
+                outputs: r.outputs.clone(),
+                files,
+            },
+            r.scanner.clone(),
+        )
+    };
+
+    // A signal list: matched, recorded, released.
+    lists
+        .publish(
+            "signals",
+            "spam",
+            &HashList::parse(&format!("pdq:{}\n", pdq_of(&street))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut log_only = CategoryPolicy::default_for("spam");
+    log_only.action = CategoryAction::Log;
+    policies.set("spam", &log_only).await.unwrap();
+    let job = claimed(generate("a street"), true);
+    let spec = job.spec.clone();
+    let JobOutcome::Succeeded(_) = gate(vec![("output-0.jpg", street.clone(), "image/jpeg")])
+        .run(job, ctx())
+        .await
+    else {
+        panic!("a log-only category releases")
+    };
+    let log = ModerationLog::new(r.conn.clone(), Retention::default());
+    let e = log.get(&format!("{}-signals-log", spec.id)).await.unwrap().unwrap();
+    assert_eq!((e.category.as_str(), e.action.as_str()), ("spam", "logged"));
+
+    // A review category: even an exact match is held, nothing deleted.
+    lists
+        .publish(
+            "escalate",
+            "grooming",
+            &HashList::parse(&format!("pdq:{}\n", pdq_of(&bridge))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut review_all = CategoryPolicy::default_for("grooming");
+    review_all.action = CategoryAction::Review;
+    policies.set("grooming", &review_all).await.unwrap();
+    let job = claimed(generate("a bridge"), true);
+    let spec = job.spec.clone();
+    match gate(vec![("output-0.jpg", bridge.clone(), "image/jpeg")])
+        .run(job, ctx())
+        .await
+    {
+        JobOutcome::Failed { class, message } => {
+            assert_eq!(class, ErrorClass::Withheld, "{message}");
+            assert!(message.contains("withheld for review"), "{message}");
+        }
+        other => panic!("expected a hold, got {other:?}"),
+    }
+    assert_eq!(files_of(&r.root, &spec), 1, "held, not deleted");
+    let reviews = ReviewQueue::new(r.conn.clone());
+    let item = reviews.get(&spec.id.to_string()).await.unwrap().unwrap();
+    assert_eq!((item.category.as_str(), item.files.len()), ("grooming", 1));
+    assert!(item.held.output.is_some(), "the result a clear releases");
+    assert_eq!(
+        TrustRegistry::new(r.conn.clone())
+            .status("studio", "u-1")
+            .await
+            .unwrap()
+            .score,
+        1.0
+    );
+
+    // Cleared bytes on the allow list are not held again; a sure match of a block category
+    // still blocks them.
+    reviews.allow(&[item.files[0].sha256.clone()]).await.unwrap();
+    let job = claimed(generate("a bridge again"), true);
+    let JobOutcome::Succeeded(_) = gate(vec![("output-0.jpg", bridge.clone(), "image/jpeg")])
+        .run(job, ctx())
+        .await
+    else {
+        panic!("allow-listed bytes are released")
+    };
+    lists
+        .publish(
+            "known-bad",
+            "csam",
+            &HashList::parse(&format!("pdq:{}\n", pdq_of(&bridge))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let job = claimed(generate("a bridge, third time"), true);
+    let out = gate(vec![("output-0.jpg", bridge.clone(), "image/jpeg")])
+        .run(job, ctx())
+        .await;
+    assert!(
+        matches!(
+            out,
+            JobOutcome::Failed {
+                class: ErrorClass::Blocked,
+                ..
+            }
+        ),
+        "a sure match blocks whatever the allow list says: {out:?}"
+    );
+}

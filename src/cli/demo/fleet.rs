@@ -24,6 +24,9 @@ pub(super) struct Fleet {
     /// The data keys every process seals prompts with (`GANTRY_DATA_KEYS`): the caller's, or
     /// one made for this demo.
     pub(super) data_keys: String,
+    /// The evidence keys taken-down content is sealed with in the quarantine
+    /// (`GANTRY_EVIDENCE_KEYS`): the caller's, or one made for this demo.
+    pub(super) evidence_keys: String,
     /// Where every process sends its traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), if anywhere.
     pub(super) otlp_endpoint: Option<String>,
     /// How (`OTEL_EXPORTER_OTLP_PROTOCOL`).
@@ -31,15 +34,26 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    /// The environment that sends a process's traces where the demo's go.
+    /// The environment every process gets: the keys, the CyberTipline mock's credentials, and
+    /// where the demo's traces go.
     fn otlp_env(&self) -> Vec<(&'static str, String)> {
-        match &self.otlp_endpoint {
-            Some(e) => vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", e.clone()),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", self.otlp_protocol.as_str().to_owned()),
-            ],
-            None => Vec::new(),
+        let mut env = vec![
+            ("GANTRY_DATA_KEYS", self.data_keys.clone()),
+            ("GANTRY_EVIDENCE_KEYS", self.evidence_keys.clone()),
+            (
+                "GANTRY_CYBERTIPLINE_USERNAME",
+                gantry_mocks::cybertipline::USERNAME.to_owned(),
+            ),
+            (
+                "GANTRY_CYBERTIPLINE_PASSWORD",
+                gantry_mocks::cybertipline::PASSWORD.to_owned(),
+            ),
+        ];
+        if let Some(e) = &self.otlp_endpoint {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", e.clone()));
+            env.push(("OTEL_EXPORTER_OTLP_PROTOCOL", self.otlp_protocol.as_str().to_owned()));
         }
+        env
     }
 
     pub(super) fn log(&self, name: &str) -> anyhow::Result<std::fs::File> {
@@ -50,7 +64,6 @@ impl Fleet {
     pub(super) fn spawn_server(&mut self, name: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut child = Command::new(&self.exe)
             .args(args)
-            .env("GANTRY_DATA_KEYS", &self.data_keys)
             .envs(self.otlp_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -78,7 +91,6 @@ impl Fleet {
     pub(super) fn spawn_worker(&mut self, name: &str) -> anyhow::Result<()> {
         let port = gantry_testkit::free_port();
         let child = Command::new(&self.exe)
-            .env("GANTRY_DATA_KEYS", &self.data_keys)
             .envs(self.otlp_env())
             .args(["worker", "--redis-url", &self.url, "--pool", "cpu", "--worker-id", name])
             .args([
@@ -190,9 +202,18 @@ impl Drop for Fleet {
 
 /// `GANTRY_DATA_KEYS` as given, or a fresh key for this demo's processes.
 pub(super) fn demo_keys() -> String {
+    keys_from("GANTRY_DATA_KEYS", "demo-1")
+}
+
+/// The evidence keys: `GANTRY_EVIDENCE_KEYS`, or one made for this demo.
+pub(super) fn evidence_keys() -> String {
+    keys_from("GANTRY_EVIDENCE_KEYS", "demo-evidence-1")
+}
+
+fn keys_from(var: &str, id: &str) -> String {
     use base64::Engine as _;
-    std::env::var("GANTRY_DATA_KEYS").unwrap_or_else(|_| {
+    std::env::var(var).unwrap_or_else(|_| {
         let key: [u8; 32] = rand::random();
-        format!("demo-1={}", base64::engine::general_purpose::STANDARD.encode(key))
+        format!("{id}={}", base64::engine::general_purpose::STANDARD.encode(key))
     })
 }

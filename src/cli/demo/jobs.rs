@@ -133,21 +133,41 @@ fn studio_generate(mock_url: &str) -> Vec<Value> {
             "gpt-image-1",
             &["US"],
             "a picture the hash list knows [mock:flagged]",
+            no.clone(),
+        ),
+        // Close to an entry of the list with a review band: held (status `review`) until the
+        // demo's reviewer confirms it; then taken down, preserved and reported.
+        generate(
+            "user-0022",
+            "openai",
+            "gpt-image-1",
+            &["US"],
+            "a picture close to a listed one [mock:near]",
             no,
         ),
     ]
 }
 
-/// The demo's abuse hash list: the PDQ hash of the mocks' flagged picture. Also writes two
-/// uploads for the CSAM-hash jobs — that picture, and an ordinary photo-like image.
-pub(super) fn safety_fixtures(outputs: &std::path::Path) -> anyhow::Result<String> {
+/// The demo's abuse hash lists: the PDQ hash of the mocks' flagged picture, and a hash 20 bits
+/// from their `[mock:near]` picture (for the list with a review band). Also writes two uploads
+/// for the CSAM-hash jobs — the flagged picture, and an ordinary photo-like image.
+pub(super) fn safety_fixtures(outputs: &std::path::Path) -> anyhow::Result<(String, String)> {
     use gantry_codecs::pdq::{Prescale, hash_dihedral, luma_from_image};
-    use gantry_mocks::media::{FLAGGED_TINT, MediaCache};
+    use gantry_mocks::media::{FLAGGED_TINT, MediaCache, NEAR_TINT};
     let media = MediaCache::default();
+    let pdq = |bytes: &[u8]| -> anyhow::Result<gantry_codecs::pdq::Hash256> {
+        let img = image::load_from_memory(bytes).context("decoding a mock picture")?;
+        let (luma, w, h) = luma_from_image(&img, Prescale::None);
+        Ok(hash_dihedral(&luma, w, h).0[0])
+    };
     let flagged = media.image(1024, 1024, false, FLAGGED_TINT);
-    let img = image::load_from_memory(&flagged).context("decoding the flagged picture")?;
-    let (luma, w, h) = luma_from_image(&img, Prescale::None);
-    let hash = hash_dihedral(&luma, w, h).0[0];
+    let hash = pdq(&flagged)?;
+    // 20 of the 256 bits flipped: inside a review band of 8..=31, outside the block distance.
+    let mut near = pdq(&media.image(1024, 1024, false, NEAR_TINT))?.to_bytes();
+    for b in near.iter_mut().take(5) {
+        *b ^= 0x0f;
+    }
+    let near = gantry_codecs::pdq::Hash256::from_bytes(&near);
     let uploads = outputs.join("inputs/studio-42");
     std::fs::create_dir_all(&uploads)?;
     std::fs::write(uploads.join("upload-flagged.png"), flagged.as_slice())?;
@@ -155,8 +175,9 @@ pub(super) fn safety_fixtures(outputs: &std::path::Path) -> anyhow::Result<Strin
         uploads.join("upload-clean.jpg"),
         media.image(640, 480, true, 32).as_slice(),
     )?;
-    Ok(format!(
-        "# gantry demo: the mocks' [mock:flagged] picture\npdq:{hash}\n"
+    Ok((
+        format!("# gantry demo: the mocks' [mock:flagged] picture\npdq:{hash}\n"),
+        format!("# gantry demo: 20 bits from the mocks' [mock:near] picture\npdq:{near}\n"),
     ))
 }
 

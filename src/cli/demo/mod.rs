@@ -59,6 +59,8 @@ const VIDEO_KEY: &str = "demo-video-key";
 const ADMIN_KEY: &str = "demo-admin-key";
 /// The hash list the demo publishes; every output is scanned against it.
 const HASH_LIST: &str = "demo-known-bad";
+/// The list with a review band: an entry 20 bits from the mocks' `[mock:near]` picture.
+const NEAR_LIST: &str = "demo-near-match";
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -120,6 +122,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let killed = watch(&mut stack, total, started).await?;
     let mut post = chain(&stack, &mut s_studio, &mut s_video).await?;
     post.pipelines = pipelines(&stack, &mut s_studio, &mut s_video).await?;
+    post.review = Some(review(&stack).await?);
     let wall = started.elapsed();
     let (v_studio, v_video) = settle(&stack, &s_studio, &s_video).await?;
     let report = report(
@@ -175,6 +178,7 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
         log_dir: log_dir.clone(),
         scheduler_metrics_addr: String::new(),
         data_keys: fleet::demo_keys(),
+        evidence_keys: fleet::evidence_keys(),
         otlp_endpoint: a.otlp_endpoint.clone(),
         otlp_protocol: a.otlp_protocol,
     };
@@ -191,6 +195,9 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
     let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_addr = hook_listener.local_addr()?.to_string();
     let hooks = webhooks::Receiver::serve(hook_listener, format!("http://{hook_addr}/hooks"));
+    // The mock providers first: they serve the CyberTipline mock the scheduler reports to.
+    fleet.mock_url = fleet.spawn_server("mock-providers", &["mock-providers", "--listen", "127.0.0.1:0"])?;
+    let tipline = format!("{}/cybertipline/ispws", fleet.mock_url);
     let base = fleet.spawn_server(
         "scheduler",
         &[
@@ -206,6 +213,8 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
             &outputs_arg,
             "--webhook-allow",
             &hook_addr,
+            "--cybertipline-url",
+            &tipline,
         ],
     )?;
     say!(
@@ -216,10 +225,12 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
     if let Some(p) = &prometheus {
         say!("  prometheus     {p} (scrapes the scheduler and every worker each second)");
     }
-    fleet.mock_url = fleet.spawn_server("mock-providers", &["mock-providers", "--listen", "127.0.0.1:0"])?;
     say!(
         "  providers      {} (`gantry mock-providers`: OpenAI, Gemini/Imagen/Veo, Kling, Ark, BFL on loopback; request log at /_mock/requests)",
         fleet.mock_url
+    );
+    say!(
+        "  cybertipline   {tipline} (the mock of NCMEC's reporting API, in `gantry mock-providers`; what it received at /_mock/cybertipline)"
     );
     for i in 1..=a.workers.max(1) {
         fleet.spawn_worker(&format!("worker-{i}"))?;
@@ -250,13 +261,24 @@ async fn start(a: &DemoArgs) -> anyhow::Result<Stack> {
         hook.id
     );
 
-    let list = jobs::safety_fixtures(&outputs)?;
+    let (list, near) = jobs::safety_fixtures(&outputs)?;
     let meta = ops.publish_hash_list(HASH_LIST, "csam", &list).await?;
     say!(
         "  hash list      {} v{} ({}), published through PUT /v1/admin/hashlists: every output is scanned against it before release",
         meta["name"].as_str().unwrap_or("?"),
         meta["version"],
         meta["category"].as_str().unwrap_or("?")
+    );
+    let meta = ops
+        .publish_hash_list_with_band(NEAR_LIST, "csam", (8, 31), &near)
+        .await?;
+    say!(
+        "  hash list      {} v{} ({}), with a review band: PDQ within {} is blocked at once, within {} held for a reviewer",
+        meta["name"].as_str().unwrap_or("?"),
+        meta["version"],
+        meta["category"].as_str().unwrap_or("?"),
+        meta["block_distance"],
+        meta["review_distance"]
     );
     Ok(Stack {
         redis,
@@ -287,7 +309,7 @@ async fn submit(s: &Stack, a: &DemoArgs, started: Instant) -> anyhow::Result<(Su
         fmt_ms(started.elapsed().as_millis() as u64),
     );
     say!(
-        "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled, 10 generate",
+        "                 studio-42: {} ordinary, 20 flaky, 3 broken, 10 delayed, 5 unbilled, 1 repeated idempotency key, 3 cancelled, 11 generate",
         a.jobs
     );
     say!("                 videos-7: a burst of 100 (its plan's whole burst), 40 more at once, 2 generate (video)");
@@ -497,6 +519,76 @@ async fn chain(s: &Stack, s_studio: &mut Submissions, s_video: &mut Submissions)
     );
     s_studio.admitted(admitted);
     Ok(post)
+}
+
+/// Phase 4c: trust and safety's people. The generated image close to the list with a review
+/// band is held (status `review`); the demo's reviewer (the operator key holds `safety:review`)
+/// looks at it and confirms the match: the image is taken down, preserved sealed in the
+/// quarantine, and the report goes to the CyberTipline mock, followed until it is submitted.
+async fn review(s: &Stack) -> anyhow::Result<report::ReviewCase> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let item = loop {
+        if let Some(i) = s.ops.reviews(true, 10).await?.into_iter().next() {
+            break i;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("no job was held for review; see the logs in {}", s.log_dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let id = item["id"].as_str().unwrap_or_default().to_owned();
+    let list = item["matches"][0]["list"].as_str().unwrap_or("?").to_owned();
+    let distance = item["matches"][0]["distance"].clone();
+    say!(
+        "  review: job {id} held (status review): its image is {distance} bits from an entry of {list}; nothing released"
+    );
+    let decided = s
+        .ops
+        .decide_review(
+            &id,
+            "confirm",
+            "demo reviewer: the picture is the listed one, altered",
+            false,
+        )
+        .await?;
+    let evidence_id = decided["evidence_id"].as_str().map(str::to_owned);
+    say!(
+        "  review: a reviewer confirmed it: taken down, preserved sealed in the quarantine (evidence {}), a report queued for the CyberTipline",
+        evidence_id.as_deref().unwrap_or("none")
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let report = loop {
+        let r = s.ops.report(&id).await?;
+        if matches!(r["status"].as_str(), Some("submitted" | "failed")) || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let case = report::ReviewCase {
+        job_id: id,
+        list,
+        distance,
+        decision: "confirmed".into(),
+        evidence_id,
+        report_status: report["status"].as_str().unwrap_or("?").to_owned(),
+        authority_report_id: report["authority_report_id"].as_str().map(str::to_owned),
+        files_uploaded: report["uploaded"].as_array().map_or(0, Vec::len),
+        attempts: report["attempts"].as_u64().unwrap_or(0),
+        awaiting_confirmation: s
+            .ops
+            .reports(100)
+            .await?
+            .iter()
+            .filter(|r| r["status"] == "awaiting_confirmation")
+            .count(),
+    };
+    say!(
+        "  report: {} to the CyberTipline mock as report {} ({} file(s) uploaded and described, finished)",
+        case.report_status,
+        case.authority_report_id.as_deref().unwrap_or("-"),
+        case.files_uploaded
+    );
+    Ok(case)
 }
 
 /// Phase 4b: the platform's real flows, each in one request: a studio's generate of two

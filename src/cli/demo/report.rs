@@ -135,6 +135,31 @@ pub(super) struct PostProcessing {
     pub followed_over_sse: Option<SseFollow>,
     /// Whole flows submitted as one pipeline each.
     pub pipelines: Vec<PipelineRun>,
+    /// The near-match held for review, confirmed and reported.
+    pub review: Option<ReviewCase>,
+}
+
+/// A job held for review and what the demo's reviewer did with it.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct ReviewCase {
+    pub job_id: String,
+    pub list: String,
+    /// PDQ distance of its closest match (inside the review band).
+    pub distance: Value,
+    /// `confirmed`.
+    pub decision: String,
+    /// The preserved evidence.
+    pub evidence_id: Option<String>,
+    /// `submitted` once the CyberTipline mock has it.
+    pub report_status: String,
+    /// The id the mock gave it.
+    pub authority_report_id: Option<String>,
+    /// Files uploaded with it.
+    pub files_uploaded: usize,
+    /// Attempts it took.
+    pub attempts: u64,
+    /// Reports of automatic blocks waiting for a reviewer's confirmation.
+    pub awaiting_confirmation: usize,
 }
 
 /// One pipeline the demo ran.
@@ -546,6 +571,27 @@ pub(super) fn print(r: &DemoReport) {
     say!("\nTrust and safety (hash list {})", s.hash_list);
     say!("  scanned clean and released: {}", show(&s.clean));
     say!("  blocked, deleted at once:   {}", show(&s.blocked));
+    if let Some(c) = &r.post_processing.review {
+        say!(
+            "  held for review: job {} (within {} bits of list {}, inside its review band): nothing released until a reviewer decided",
+            c.job_id,
+            c.distance,
+            c.list
+        );
+        say!(
+            "  reviewer: {}; taken down, preserved sealed in the quarantine (evidence {}), report {} after {} attempt(s): CyberTipline report {} with {} file(s)",
+            c.decision,
+            c.evidence_id.as_deref().unwrap_or("none"),
+            c.report_status,
+            c.attempts,
+            c.authority_report_id.as_deref().unwrap_or("-"),
+            c.files_uploaded
+        );
+        say!(
+            "  reports of automatic blocks awaiting a reviewer's confirmation: {} (POST /v1/admin/reports/{{id}}/submit)",
+            c.awaiting_confirmation
+        );
+    }
     for e in &s.moderation_events {
         say!(
             "  moderation event: job {} category {} list {} v{} by {} (distance {}) -> {}; user {} trust {:.2}{}; prompt sha256 {}",
