@@ -230,6 +230,19 @@ def main():
     keys = {e["name"]: e.get("valueFrom") for e in worker(three, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
     check(keys.get("GANTRY_DATA_KEYS") == {"secretKeyRef": {"name": "gantry-data-keys", "key": "keys"}},
           f"data keys from their Secret: {keys.get('GANTRY_DATA_KEYS')}")
+    check("GANTRY_EVIDENCE_KEYS" not in keys, "no evidence keys unless a Secret is named")
+    safe = render({**own, "evidenceKeys": {"existingSecret": "gantry-evidence"},
+                   "cybertipline": {"existingSecret": "gantry-cybertipline"}}, "evidence and reports")
+    ev = {e["name"]: e.get("valueFrom") for e in worker(safe, "cpu")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check(ev.get("GANTRY_EVIDENCE_KEYS") == {"secretKeyRef": {"name": "gantry-evidence", "key": "keys"}},
+          f"evidence keys from their Secret: {ev.get('GANTRY_EVIDENCE_KEYS')}")
+    sched = by_kind(safe, "Deployment")["gantry-scheduler"]["spec"]["template"]["spec"]["containers"][0]
+    check({"secretRef": {"name": "gantry-cybertipline"}} in sched.get("envFrom", []),
+          f"the scheduler gets the CyberTipline's credentials: {sched.get('envFrom')}")
+    for w in by_kind(safe, "Deployment").values():
+        c = w["spec"]["template"]["spec"]["containers"][0]
+        if "worker" in c.get("args", []):
+            check({"secretRef": {"name": "gantry-cybertipline"}} not in c.get("envFrom", []), "workers never get them")
     try:
         render({"scheduler": own["scheduler"]}, "own config without data keys")
         problems.append("rendered a production scheduler config without data keys")

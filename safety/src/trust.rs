@@ -247,6 +247,7 @@ impl TrustRegistry {
                 self.run(tenant, user, "adjust", "1").await?;
                 (self.run(tenant, user, "block", "0").await?, None)
             }
+            TrustAction::Appeal => (self.run(tenant, user, "read", "").await?, None),
         };
         self.record_change(tenant, user, (by, action.name(), reason), delta, now)
             .await?;
@@ -286,6 +287,9 @@ pub enum TrustAction {
     Adjust(f64),
     /// Score 1.0 and unblocked, as a new user.
     Reset,
+    /// The user's appeal, as the platform relays it: recorded in the history (the reason holds
+    /// it), the standing unchanged until an operator decides.
+    Appeal,
 }
 
 impl TrustAction {
@@ -296,6 +300,7 @@ impl TrustAction {
             Self::Block => "block",
             Self::Adjust(_) => "adjust",
             Self::Reset => "reset",
+            Self::Appeal => "appeal",
         }
     }
 }

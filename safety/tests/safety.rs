@@ -255,6 +255,20 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
     // Issue 25: an operator lifts the block with a reason; the history has every change, newest
     // first, keyed by the pseudonymous key too, and expiring with the record.
     use gantry_safety::TrustAction;
+    // The user's appeal, relayed by the platform: recorded, the standing unchanged.
+    let before = trust.status("studio-42", "u-9").await.unwrap();
+    let s = trust
+        .administer(
+            "studio-42",
+            "u-9",
+            TrustAction::Appeal,
+            "operator:ops/ab12",
+            "user says the image was their own drawing",
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.blocked, before.blocked, "an appeal changes nothing by itself");
+    assert!((s.score - before.score).abs() < 1e-6);
     let s = trust
         .administer(
             "studio-42",
@@ -287,11 +301,16 @@ async fn moderation_records_keep_their_retention_and_no_prompt_and_trust_drops_t
         [
             ("operator:ops/ab12", "adjust", "false positive"),
             ("operator:ops/ab12", "unblock", "appeal upheld"),
+            (
+                "operator:ops/ab12",
+                "appeal",
+                "user says the image was their own drawing"
+            ),
             ("hash_match", "penalty", "test"),
             ("hash_match", "penalty", "test"),
         ]
     );
-    assert!(h[2].blocked && !h[1].blocked && h[0].delta == Some(0.5));
+    assert!(h[2].blocked && h[3].blocked && !h[1].blocked && h[0].delta == Some(0.5));
     let history_key = format!(
         "gantry:{{trust:studio-42}}:history:{}",
         gantry_core::user_key("studio-42", "u-9")

@@ -113,13 +113,16 @@ pub(crate) fn trust_action(action: &str, delta: Option<f64>) -> Result<gantry_sa
         ("unblock", None) => Ok(TrustAction::Unblock),
         ("block", None) => Ok(TrustAction::Block),
         ("reset", None) => Ok(TrustAction::Reset),
+        ("appeal", None) => Ok(TrustAction::Appeal),
         ("adjust", Some(d)) if d.is_finite() && d != 0.0 && (-1.0..=1.0).contains(&d) => Ok(TrustAction::Adjust(d)),
         ("adjust", _) => Err(ApiError::InvalidRequest(
             "delta: a non-zero number in -1..=1 is required with adjust".into(),
         )),
-        ("unblock" | "block" | "reset", Some(_)) => Err(ApiError::InvalidRequest("delta goes with adjust only".into())),
+        ("unblock" | "block" | "reset" | "appeal", Some(_)) => {
+            Err(ApiError::InvalidRequest("delta goes with adjust only".into()))
+        }
         _ => Err(ApiError::InvalidRequest(
-            "action: one of unblock, block, adjust, reset".into(),
+            "action: one of unblock, block, adjust, reset, appeal".into(),
         )),
     }
 }

@@ -221,7 +221,8 @@ impl Scheduler {
             .outputs
             .as_deref()
             .map(gantry_store::OutputStore::open)
-            .transpose()?;
+            .transpose()?
+            .map(|o| o.with_keys(queue.keys().cloned()));
 
         let audit = gantry_safety::AuditLog::new(
             queue.connection(),

@@ -89,7 +89,9 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
     if a.out.exists() {
         return Err(super::UsageError(format!("{} exists: name a new file", a.out.display())).into());
     }
-    let store = OutputStore::open(&a.outputs).map_err(refused)?;
+    let store = OutputStore::open(&a.outputs)
+        .map_err(refused)?
+        .with_keys(gantry_queue::seal::Keyring::from_env().map_err(refused)?);
     let retention = gantry_queue::RetentionPolicy::from_env().map_err(refused)?;
     let conn = a.redis.conn().await?;
     let executor = ExportExecutor::new(a.redis.client().await?, store, conn, &retention);
@@ -144,7 +146,9 @@ async fn export(a: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn erase(a: EraseArgs) -> anyhow::Result<()> {
-    let store = OutputStore::open(&a.outputs).map_err(refused)?;
+    let store = OutputStore::open(&a.outputs)
+        .map_err(refused)?
+        .with_keys(gantry_queue::seal::Keyring::from_env().map_err(refused)?);
     let eraser = Eraser::new(
         a.redis.client().await?,
         store,

@@ -138,7 +138,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let outputs = OutputStore::open(&a.outputs)?;
+    // Outputs are sealed at rest with the data keys job payloads are sealed with.
+    let outputs = OutputStore::open(&a.outputs)?.with_keys(gantry_queue::seal::Keyring::from_env()?);
     tracing::info!(store = ?outputs, "outputs");
     // One multiplexed connection for the executors' own Redis state (provider slots, hash
     // lists, moderation, trust); the queue runtime opens its own.

@@ -8,6 +8,8 @@
 //! everything a user's jobs produced lies under one folder, which an erasure deletes whole,
 //! long after the job records themselves have expired.
 
+pub mod sealed;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,6 +39,10 @@ pub enum OutputError {
     /// The store failed.
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    /// A sealed output that cannot be opened (no data keys, another key, damaged), or sealing
+    /// failed.
+    #[error("sealed output: {0}")]
+    Sealed(String),
     /// An object larger than the caller accepts.
     #[error("the object is larger than {max} bytes")]
     TooLarge {
@@ -185,6 +191,8 @@ pub struct OutputStore {
     /// Whether the store keeps attributes such as the content type (local directories do not).
     attributes: bool,
     description: String,
+    /// The data key ring outputs are sealed with ([`sealed`]); `None`: stored as they are.
+    keys: Option<Arc<gantry_queue::seal::Keyring>>,
 }
 
 impl std::fmt::Debug for OutputStore {
@@ -212,6 +220,7 @@ impl OutputStore {
                 signer: None,
                 attributes: true,
                 description: "memory".into(),
+                keys: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -236,6 +245,7 @@ impl OutputStore {
                 signer: Some((s3, prefix)),
                 attributes: true,
                 description: format!("s3://{rest}"),
+                keys: None,
             });
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
@@ -255,7 +265,112 @@ impl OutputStore {
             signer: None,
             attributes: false,
             description: format!("dir {dir}"),
+            keys: None,
         })
+    }
+
+    /// The same store sealing every output it writes with `keys` (the fleet's data key ring),
+    /// and opening sealed ones as it reads them; `None` leaves outputs as they are. A sealed
+    /// store signs no download URLs: a URL would hand out the sealed bytes.
+    pub fn with_keys(mut self, keys: Option<gantry_queue::seal::Keyring>) -> Self {
+        if keys.is_some() {
+            self.signer = None;
+        }
+        self.keys = keys.map(Arc::new);
+        self
+    }
+
+    /// Whether outputs written are sealed.
+    pub fn seals(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The sidecar holding the wrapped data key of the object at `key`.
+    fn sidecar(key: &Path) -> Path {
+        std::iter::once(object_store::path::PathPart::from(sealed::KEYS_PREFIX))
+            .chain(key.parts())
+            .collect()
+    }
+
+    /// The data key of the object at `key`, if it is sealed.
+    async fn data_key(&self, key: &Path) -> Result<Option<sealed::DataKey>, OutputError> {
+        let raw = match self.store.get(&Self::sidecar(key)).await {
+            Ok(g) => g.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let record: sealed::KeyRecord = serde_json::from_slice(&raw)
+            .map_err(|e| OutputError::Sealed(format!("the data key's record of {key} is damaged: {e}")))?;
+        let ring = self.keys.as_deref().ok_or_else(|| {
+            OutputError::Sealed(format!(
+                "{key} is sealed and this process has no data keys (GANTRY_DATA_KEYS)"
+            ))
+        })?;
+        sealed::open_key(ring, key.as_ref(), &record).map(Some)
+    }
+
+    /// A fresh data key for the object at `key`, its sidecar written first (an object is never
+    /// stored sealed without the key that opens it); `None` when outputs are not sealed.
+    async fn new_data_key(&self, key: &Path) -> Result<Option<sealed::DataKey>, OutputError> {
+        let Some(ring) = self.keys.as_deref() else {
+            return Ok(None);
+        };
+        let (dk, record) = sealed::new_key(ring, key.as_ref())?;
+        let json = serde_json::to_vec(&record).map_err(|e| OutputError::Sealed(e.to_string()))?;
+        self.store.put(&Self::sidecar(key), PutPayload::from(json)).await?;
+        Ok(Some(dk))
+    }
+
+    /// Re-wraps every sealed output's data key with the ring's current key (after a rotation),
+    /// without touching any content. Returns (sidecars seen, re-wrapped).
+    pub async fn rewrap_keys(&self) -> Result<(u64, u64), OutputError> {
+        let ring = self
+            .keys
+            .as_deref()
+            .ok_or_else(|| OutputError::Sealed("no data keys (GANTRY_DATA_KEYS) to re-wrap with".into()))?;
+        let prefix = Path::from(sealed::KEYS_PREFIX);
+        let sidecars: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let (mut seen, mut rewrapped) = (0, 0);
+        for o in sidecars {
+            seen += 1;
+            let object: Path = o.location.parts().skip(1).collect();
+            let raw = self.store.get(&o.location).await?.bytes().await?;
+            let record: sealed::KeyRecord = serde_json::from_slice(&raw)
+                .map_err(|e| OutputError::Sealed(format!("the data key's record of {object} is damaged: {e}")))?;
+            if let Some(again) = sealed::rewrap(ring, object.as_ref(), &record)? {
+                let json = serde_json::to_vec(&again).map_err(|e| OutputError::Sealed(e.to_string()))?;
+                self.store.put(&o.location, PutPayload::from(json)).await?;
+                rewrapped += 1;
+            }
+        }
+        Ok((seen, rewrapped))
+    }
+
+    /// Deletes the sidecar of the object at `key`, if any.
+    async fn delete_sidecar(&self, key: &Path) -> Result<(), OutputError> {
+        match self.store.delete(&Self::sidecar(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every object under `folder` and every sidecar under its mirror in `keys/`.
+    async fn delete_folder(&self, folder: &Path) -> Result<usize, OutputError> {
+        let objects: Vec<_> = self.store.list(Some(folder)).try_collect().await?;
+        for o in &objects {
+            match self.store.delete(&o.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let sidecars: Vec<_> = self.store.list(Some(&Self::sidecar(folder))).try_collect().await?;
+        for o in &sidecars {
+            match self.store.delete(&o.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(objects.len())
     }
 
     /// The deterministic key of output `name` of a job.
@@ -304,6 +419,10 @@ impl OutputStore {
             attributes: self.attributes_for(content_type),
             ..Default::default()
         };
+        let bytes = match self.new_data_key(key).await? {
+            Some(dk) => Bytes::from(dk.seal_all(&bytes)?),
+            None => bytes,
+        };
         self.store.put_opts(key, PutPayload::from(bytes), opts).await?;
         Ok(ResultRef {
             object_key: key.to_string(),
@@ -350,12 +469,37 @@ impl OutputStore {
             attributes: self.attributes_for(content_type),
             ..Default::default()
         };
+        let dk = self.new_data_key(&key).await?;
         let upload = self.store.put_multipart_opts(&key, opts).await?;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT_BYTES);
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
         let mut size_bytes = 0u64;
         let streamed: Result<(), OutputError> = async {
+            if let Some(dk) = &dk {
+                // Sealed piece by piece; a piece is the last when nothing follows it.
+                writer.write(sealed::MAGIC);
+                let mut cur = read_piece(&mut file).await?;
+                let mut index = 0u64;
+                loop {
+                    let next = if cur.len() as u64 == sealed::PIECE {
+                        read_piece(&mut file).await?
+                    } else {
+                        Vec::new()
+                    };
+                    let last = next.is_empty();
+                    hasher.update(&cur);
+                    size_bytes += cur.len() as u64;
+                    let piece = dk.seal_piece(index, last, &cur)?;
+                    writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                    writer.write(&piece);
+                    if last {
+                        return Ok(());
+                    }
+                    cur = next;
+                    index += 1;
+                }
+            }
+            let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = file.read(&mut buf).await?;
                 if n == 0 {
@@ -399,7 +543,13 @@ impl OutputStore {
                 },
             )
             .await?;
-        let size = head.meta.size;
+        let stored = head.meta.size;
+        let dk = self.data_key(&key).await?;
+        let size = match &dk {
+            Some(_) => sealed::plain_len(stored)
+                .ok_or_else(|| OutputError::Sealed(format!("{key}: not a sealed output's size")))?,
+            None => stored,
+        };
         let etag = head.meta.e_tag.clone();
         let content_type = head
             .attributes
@@ -416,19 +566,28 @@ impl OutputStore {
         let body = if wanted.is_empty() {
             futures::stream::empty().boxed()
         } else {
+            // A sealed object is read by the pieces the range covers.
+            let stored_range = match &dk {
+                Some(_) => pieces_range(&wanted, stored),
+                None => wanted.clone(),
+            };
             let got = self
                 .store
                 .get_opts(
                     &key,
                     object_store::GetOptions {
-                        range: Some(object_store::GetRange::Bounded(wanted.clone())),
+                        range: Some(object_store::GetRange::Bounded(stored_range)),
                         // The same object as the head, or an error rather than mixed bytes.
                         if_match: etag.clone(),
                         ..Default::default()
                     },
                 )
                 .await?;
-            got.into_stream().map(|c| c.map_err(OutputError::from)).boxed()
+            let raw = got.into_stream().map(|c| c.map_err(OutputError::from)).boxed();
+            match dk {
+                Some(dk) => open_stream(dk, raw, stored, wanted.clone(), 0),
+                None => raw,
+            }
         };
         Ok(OutputRead::Found(OutputObject {
             size,
@@ -452,6 +611,9 @@ impl OutputStore {
         let Some((s3, prefix)) = &self.signer else {
             return Ok(None);
         };
+        if self.keys.is_some() {
+            return Ok(None);
+        }
         // Only an object that exists gets a URL.
         self.store.head(&key).await?;
         let key: Path = prefix.parts().chain(key.parts()).collect();
@@ -459,21 +621,46 @@ impl OutputStore {
         Ok(Some(url.to_string()))
     }
 
-    /// Reads an output back.
-    pub async fn get(&self, object_key: &str) -> Result<Bytes, OutputError> {
-        Ok(self.store.get(&Path::from(object_key)).await?.bytes().await?)
-    }
-
-    /// Reads an object of at most `max_bytes` into memory: its announced size is checked before
-    /// any byte is read, and the bytes as they come (a store that announced less).
-    #[tracing::instrument(name = "store.get", skip_all)]
-    pub async fn get_bounded(&self, object_key: &str, max_bytes: u64) -> Result<Bytes, OutputError> {
-        let got = self.store.get(&Path::from(object_key)).await?;
-        if got.meta.size > max_bytes {
+    /// An object's bytes as a stream, opened if it is sealed, with its (plaintext) size — at most
+    /// `max_bytes`, checked from its announced size before any byte is read.
+    async fn open_object(
+        &self,
+        object_key: &str,
+        max_bytes: u64,
+    ) -> Result<(u64, futures::stream::BoxStream<'static, Result<Bytes, OutputError>>), OutputError> {
+        let key = Path::from(object_key);
+        let dk = self.data_key(&key).await?;
+        let got = self.store.get(&key).await?;
+        let stored = got.meta.size;
+        let size = match &dk {
+            Some(_) => sealed::plain_len(stored)
+                .ok_or_else(|| OutputError::Sealed(format!("{key}: not a sealed output's size")))?,
+            None => stored,
+        };
+        if size > max_bytes {
             return Err(OutputError::TooLarge { max: max_bytes });
         }
-        let mut buf = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
-        let mut stream = got.into_stream();
+        let raw = futures::StreamExt::boxed(futures::StreamExt::map(got.into_stream(), |c| {
+            c.map_err(OutputError::from)
+        }));
+        Ok(match dk {
+            Some(dk) => (size, open_stream(dk, raw, stored, 0..size, sealed::MAGIC.len())),
+            None => (size, raw),
+        })
+    }
+
+    /// Reads an output back (opened, if it is sealed).
+    pub async fn get(&self, object_key: &str) -> Result<Bytes, OutputError> {
+        self.get_bounded(object_key, u64::MAX).await
+    }
+
+    /// Reads an object of at most `max_bytes` into memory (opened, if it is sealed): its
+    /// announced size is checked before any byte is read, and the bytes as they come (a store
+    /// that announced less).
+    #[tracing::instrument(name = "store.get", skip_all)]
+    pub async fn get_bounded(&self, object_key: &str, max_bytes: u64) -> Result<Bytes, OutputError> {
+        let (size, mut stream) = self.open_object(object_key, max_bytes).await?;
+        let mut buf = Vec::with_capacity(usize::try_from(size.min(64 << 20)).unwrap_or(0));
         while let Some(chunk) = stream.try_next().await? {
             if (buf.len() + chunk.len()) as u64 > max_bytes {
                 return Err(OutputError::TooLarge { max: max_bytes });
@@ -484,17 +671,13 @@ impl OutputStore {
     }
 
     /// Streams an object into the file `to`, chunk by chunk (a video never sits in memory
-    /// whole), refusing it past `max_bytes` (its announced size, or the bytes as they come).
-    /// Returns the bytes written.
+    /// whole; a sealed one is opened piece by piece), refusing it past `max_bytes` (its
+    /// announced size, or the bytes as they come). Returns the bytes written.
     #[tracing::instrument(name = "store.download", skip_all)]
     pub async fn download(&self, object_key: &str, to: &std::path::Path, max_bytes: u64) -> Result<u64, OutputError> {
         use tokio::io::AsyncWriteExt;
-        let got = self.store.get(&Path::from(object_key)).await?;
-        if got.meta.size > max_bytes {
-            return Err(OutputError::TooLarge { max: max_bytes });
-        }
+        let (_, mut stream) = self.open_object(object_key, max_bytes).await?;
         let mut file = tokio::fs::File::create(to).await?;
-        let mut stream = got.into_stream();
         let mut written = 0u64;
         while let Some(chunk) = stream.try_next().await? {
             written += chunk.len() as u64;
@@ -507,23 +690,23 @@ impl OutputStore {
         Ok(written)
     }
 
-    /// Deletes one object (a matched input). Returns whether it existed.
+    /// Deletes one object (a matched input) and its data key's sidecar. Returns whether it
+    /// existed.
     pub async fn delete(&self, object_key: &str) -> Result<bool, OutputError> {
-        match self.store.delete(&Path::from(object_key)).await {
-            Ok(()) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        let key = Path::from(object_key);
+        let existed = match self.store.delete(&key).await {
+            Ok(()) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        self.delete_sidecar(&key).await?;
+        Ok(existed)
     }
 
-    /// Deletes every output and intermediate file of a job (moderation actions, erasure).
-    /// Returns how many objects were removed.
+    /// Deletes every output and intermediate file of a job (moderation actions, erasure), and
+    /// their data keys. Returns how many objects were removed.
     pub async fn delete_job(&self, job: &JobSpec) -> Result<usize, OutputError> {
-        let objects: Vec<_> = self.store.list(Some(&Self::job_folder(job))).try_collect().await?;
-        for o in &objects {
-            self.store.delete(&o.location).await?;
-        }
-        Ok(objects.len())
+        self.delete_folder(&Self::job_folder(job)).await
     }
 
     /// Every object under a job's folder (its outputs and intermediate files), as key and size,
@@ -548,15 +731,7 @@ impl OutputStore {
     /// Deletes every object of every job of `user` of `tenant` (an erasure request), however
     /// old. Returns how many objects were removed; idempotent.
     pub async fn delete_user(&self, tenant: &str, user: &str) -> Result<usize, OutputError> {
-        let folder = Self::user_folder(tenant, user);
-        let objects: Vec<_> = self.store.list(Some(&folder)).try_collect().await?;
-        for o in &objects {
-            match self.store.delete(&o.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(objects.len())
+        self.delete_folder(&Self::user_folder(tenant, user)).await
     }
 
     /// Deletes every job output written before `cutoff_ms` (ms since the epoch), and every
@@ -592,6 +767,7 @@ impl OutputStore {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
+                self.delete_sidecar(&location).await?;
             }
         }
         Ok(report)
@@ -609,6 +785,8 @@ impl OutputStore {
                 signer: None,
                 attributes: self.attributes,
                 description: format!("{} (prefix quarantine/)", self.description),
+                // Evidence is sealed by its keeper, with keys of its own.
+                keys: None,
             },
         }
     }
@@ -621,6 +799,88 @@ impl OutputStore {
     fn job_folder(job: &JobSpec) -> Path {
         Self::user_folder(&job.tenant, &job.user).join(job.id.to_string())
     }
+}
+
+/// Reads up to one piece of plaintext from `file`.
+async fn read_piece(file: &mut tokio::fs::File) -> Result<Vec<u8>, OutputError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(sealed::PIECE as usize);
+    file.take(sealed::PIECE).read_to_end(&mut buf).await?;
+    Ok(buf)
+}
+
+/// The stored bytes holding the pieces that cover `wanted` (plaintext) of an object of
+/// `stored` bytes.
+fn pieces_range(wanted: &std::ops::Range<u64>, stored: u64) -> std::ops::Range<u64> {
+    let first = wanted.start / sealed::PIECE;
+    let last = (wanted.end.max(1) - 1) / sealed::PIECE;
+    (4 + first * sealed::SEALED_PIECE)..(4 + (last + 1) * sealed::SEALED_PIECE).min(stored)
+}
+
+/// Opens the pieces `raw` streams — those covering `wanted` of a sealed object of `stored`
+/// bytes, after `raw_offset` bytes (4, the magic, when `raw` is the whole object; 0 when it
+/// starts at the first covering piece) — and yields `wanted` of the plaintext.
+fn open_stream(
+    dk: sealed::DataKey,
+    raw: futures::stream::BoxStream<'static, Result<Bytes, OutputError>>,
+    stored: u64,
+    wanted: std::ops::Range<u64>,
+    raw_offset: usize,
+) -> futures::stream::BoxStream<'static, Result<Bytes, OutputError>> {
+    use futures::StreamExt as _;
+    let plain = sealed::plain_len(stored).unwrap_or(0);
+    let last_piece = sealed::pieces_of(plain) - 1;
+    let first = wanted.start / sealed::PIECE;
+    struct State {
+        raw: futures::stream::BoxStream<'static, Result<Bytes, OutputError>>,
+        buf: Vec<u8>,
+        index: u64,
+        /// Bytes to drop before the first piece (the magic, when the whole object comes).
+        skip_raw: usize,
+        /// Plaintext bytes to drop from the first piece opened.
+        skip: u64,
+        remaining: u64,
+    }
+    let skip_raw = raw_offset;
+    let st = State {
+        raw,
+        buf: Vec::new(),
+        index: first,
+        skip_raw,
+        skip: wanted.start - first * sealed::PIECE,
+        remaining: wanted.end - wanted.start,
+    };
+    futures::stream::try_unfold(
+        (st, dk, stored, last_piece),
+        |(mut st, dk, stored, last_piece)| async move {
+            if st.remaining == 0 {
+                return Ok(None);
+            }
+            let last = st.index == last_piece;
+            let need = if last {
+                (stored - 4 - st.index * sealed::SEALED_PIECE) as usize
+            } else {
+                sealed::SEALED_PIECE as usize
+            };
+            while st.buf.len() < st.skip_raw + need {
+                match st.raw.next().await {
+                    Some(chunk) => st.buf.extend_from_slice(&chunk?),
+                    None => return Err(OutputError::Sealed("a sealed output ended early".into())),
+                }
+            }
+            let piece: Vec<u8> = st.buf.drain(..st.skip_raw + need).skip(st.skip_raw).collect();
+            st.skip_raw = 0;
+            let mut plain = dk.open_piece(st.index, last, &piece)?;
+            let skip = (st.skip as usize).min(plain.len());
+            plain.drain(..skip);
+            st.skip = 0;
+            plain.truncate(usize::try_from(st.remaining).unwrap_or(usize::MAX).min(plain.len()));
+            st.remaining -= plain.len() as u64;
+            st.index += 1;
+            Ok(Some((Bytes::from(plain), (st, dk, stored, last_piece))))
+        },
+    )
+    .boxed()
 }
 
 /// The store where preserved evidence is kept (sealed by its keeper before it arrives): a
@@ -636,6 +896,7 @@ impl Quarantine {
     pub fn open(url: &str) -> Result<Self, OutputError> {
         let mut store = OutputStore::open(url)?;
         store.signer = None;
+        store.keys = None;
         Ok(Self { store })
     }
 
@@ -1014,5 +1275,149 @@ mod tests {
             }
         }
         out
+    }
+
+    fn ring(text: &str) -> gantry_queue::seal::Keyring {
+        gantry_queue::seal::Keyring::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn key(byte: u8) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode([byte; 32])
+    }
+
+    fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    async fn body(r: OutputRead) -> Vec<u8> {
+        let OutputRead::Found(o) = r else {
+            panic!("unsatisfiable")
+        };
+        let chunks: Vec<Bytes> = o.body.try_collect().await.unwrap_or_else(|e| panic!("{e}"));
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn sealed_outputs_read_back_whole_and_by_range_and_rotation_rewraps_only_their_keys() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = dir.path().to_str().unwrap_or_default();
+        let store = OutputStore::open(root)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_keys(Some(ring(&format!("k1={}", key(1)))));
+        let job = spec("acme");
+        // Small (one put) and large (multipart, over SINGLE_PUT_BYTES) outputs.
+        let small: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let large: Vec<u8> = (0..(SINGLE_PUT_BYTES as u32 + 70_001))
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let r = store
+            .put(
+                &job,
+                "small.bin",
+                Bytes::from(small.clone()),
+                "application/octet-stream",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (r.size_bytes, r.sha256.clone()),
+            (small.len() as u64, sha256_hex(&small))
+        );
+        let src = dir.path().join("large.src");
+        std::fs::write(&src, &large).unwrap_or_else(|e| panic!("{e}"));
+        let r = store
+            .put_file(&job, "large.bin", &src, "application/octet-stream")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (r.size_bytes, r.sha256.clone()),
+            (large.len() as u64, sha256_hex(&large))
+        );
+        // In the store: sealed, no plaintext, a sidecar each.
+        let stored: Vec<_> = files_under(&dir.path().join("jobs"));
+        assert_eq!(stored.len(), 2);
+        for p in &stored {
+            let raw = std::fs::read(p).unwrap_or_default();
+            assert!(raw.starts_with(sealed::MAGIC), "{}", p.display());
+            assert!(
+                !raw.windows(4096)
+                    .any(|w| w == &small[1000..5096] || w == &large[1000..5096])
+            );
+        }
+        assert_eq!(files_under(&dir.path().join("keys")).len(), 2);
+        // Read back whole, by ranges across pieces, downloaded.
+        assert_eq!(store.get(&r.object_key).await.unwrap_or_default().to_vec(), large);
+        for range in [
+            ByteRange::FromTo(0, 0),
+            ByteRange::FromTo(65_530, 65_545),
+            ByteRange::FromTo(100, 300_000),
+            ByteRange::From(large.len() as u64 - 10),
+            ByteRange::Last(70_000),
+        ] {
+            let want = range.resolve(large.len() as u64).unwrap_or(0..0);
+            let got = body(
+                store
+                    .read(&job, "large.bin", Some(range))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await;
+            assert_eq!(got, &large[want.start as usize..want.end as usize], "{range:?}");
+        }
+        let OutputRead::Found(o) = store
+            .read(&job, "small.bin", None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        else {
+            panic!("found")
+        };
+        assert_eq!(o.size, small.len() as u64);
+        let to = dir.path().join("small.out");
+        assert_eq!(
+            store
+                .download(
+                    &format!(
+                        "{}",
+                        OutputStore::key(&job, "small.bin").unwrap_or_else(|e| panic!("{e}"))
+                    ),
+                    &to,
+                    u64::MAX
+                )
+                .await
+                .unwrap_or(0),
+            small.len() as u64
+        );
+        assert_eq!(std::fs::read(&to).unwrap_or_default(), small);
+        // Without the key: unreadable.
+        let keyless = OutputStore::open(root).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(keyless.get(&r.object_key).await, Err(OutputError::Sealed(_))));
+        // Rotation: the sidecars re-wrapped by the new key, the content untouched.
+        let before: Vec<Vec<u8>> = stored.iter().map(|p| std::fs::read(p).unwrap_or_default()).collect();
+        let rotated = OutputStore::open(root)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_keys(Some(ring(&format!("k2={}, k1={}", key(2), key(1)))));
+        assert_eq!(rotated.rewrap_keys().await.unwrap_or_default(), (2, 2));
+        assert_eq!(rotated.rewrap_keys().await.unwrap_or_default(), (2, 0));
+        let after: Vec<Vec<u8>> = stored.iter().map(|p| std::fs::read(p).unwrap_or_default()).collect();
+        assert_eq!(before, after, "no content re-encrypted");
+        let only_new = OutputStore::open(root)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_keys(Some(ring(&format!("k2={}", key(2)))));
+        assert_eq!(only_new.get(&r.object_key).await.unwrap_or_default().to_vec(), large);
+        // Deleting the user's data takes the sidecars too.
+        assert_eq!(only_new.delete_user("acme", "u").await.unwrap_or(0), 2);
+        assert!(files_under(&dir.path().join("keys")).is_empty());
     }
 }

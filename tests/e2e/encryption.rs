@@ -123,6 +123,25 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
         assert_eq!(settled(&api, id).await.status, want, "{id}");
     }
 
+    // The output is sealed in the store: its own data key, wrapped by the ring's.
+    let result = api.job(&a.id).await.unwrap().result.unwrap();
+    let object_key = result["object_key"].as_str().unwrap().to_owned();
+    let raw = std::fs::read(outputs.join(&object_key)).unwrap();
+    assert!(raw.starts_with(b"GOE1"), "the output is sealed at rest");
+    assert!(
+        !raw.windows(8).any(|w| w == b"\x89PNG\r\n\x1a\n"),
+        "no PNG in the store"
+    );
+    assert!(
+        outputs.join("keys").join(&object_key).exists(),
+        "its wrapped data key beside it"
+    );
+    let keyless_store = gantry_worker::outputs::OutputStore::open(outputs.to_str().unwrap()).unwrap();
+    assert!(
+        keyless_store.get(&object_key).await.is_err(),
+        "unreadable without the keys"
+    );
+
     let (n, all) = everything_in(&url).await;
     assert!(n > 10, "{n} keys");
     assert!(!all.contains(CANARY), "the canary is in Redis:\n{all}");
@@ -167,10 +186,31 @@ async fn no_prompt_reaches_redis_logs_or_metrics_in_plain_text() {
             .output()
             .unwrap()
     };
-    let o = cli(&both, &["keys", "rotate"]);
+    let o = cli(&both, &["keys", "rotate", "--outputs", outputs.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("cpu: ") && out.contains(" 3 resealed with k2"), "{out}");
+    // The outputs' data keys re-wrapped; their content untouched, and opened by the new key alone.
+    assert!(
+        out.contains("data keys re-wrapped with k2 (content untouched)"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(outputs.join(&object_key)).unwrap(),
+        raw,
+        "no content re-encrypted"
+    );
+    let only_new_store = gantry_worker::outputs::OutputStore::open(outputs.to_str().unwrap())
+        .unwrap()
+        .with_keys(Some(
+            gantry_queue::seal::Keyring::parse(&format!("k2={new_key}")).unwrap(),
+        ));
+    let opened = only_new_store.get(&object_key).await.unwrap();
+    assert_eq!(
+        gantry_worker::outputs::sha256_hex(&opened),
+        result["sha256"].as_str().unwrap(),
+        "the new key alone opens the output"
+    );
     let (_, all) = everything_in(&url).await;
     assert!(
         all.contains("gk2:k2:") && !all.contains("gk2:k1:"),

@@ -293,6 +293,25 @@ async fn near_matches_are_held_for_review_then_cleared_or_confirmed_preserved_an
     job["user"] = "u-flagged".into();
     let b = studio.submit(&job).await.unwrap();
     until_status(&studio, &b.id, "review").await;
+    // Held outputs are sealed at rest (the fleet has data keys); the reviewer sees them opened.
+    let held_files: Vec<_> = files_under(&r.outputs().join("jobs"))
+        .into_iter()
+        .filter(|(p, _)| p.to_string_lossy().contains(&b.id))
+        .collect();
+    assert!(!held_files.is_empty());
+    for (p, raw) in &held_files {
+        assert!(raw.starts_with(b"GOE1"), "{} is sealed", p.display());
+    }
+    let seen = reqwest::Client::new()
+        .get(format!("http://{sched}/v1/admin/reviews/{}/files/0", b.id))
+        .bearer_auth("demo-admin-key")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(seen.as_ref(), flagged.as_slice(), "the reviewer sees the output opened");
     // The report endpoint is down for its first two calls: the submitter retries.
     let faults = reqwest::Client::new()
         .put(format!("{}/_mock/cybertipline/faults", r.mock.url()))

@@ -77,6 +77,13 @@ first wherever a pod is rendered, so it is the error a values file without one g
 {{- else }}
 {{- fail "dataKeys.existingSecret is required with your own scheduler.config: prompts and reference images are sealed at rest (see values.yaml)" }}
 {{- end }}
+{{- if .Values.evidenceKeys.existingSecret }}
+- name: GANTRY_EVIDENCE_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.evidenceKeys.existingSecret }}
+      key: {{ .Values.evidenceKeys.existingSecretKey }}
+{{- end }}
 - name: RUST_LOG
   value: info
 - name: GANTRY_LOG_FORMAT
