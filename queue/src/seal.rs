@@ -246,21 +246,8 @@ impl Keyring {
 
     /// `plain` sealed with the current key, bound to `aad`: `tag:key-id:nonce:ciphertext`.
     fn encrypt(&self, tag: &str, plain: &[u8], aad: &[u8]) -> Result<String, SealError> {
-        let key = self
-            .keys
-            .get(&self.current)
-            .ok_or(SealError::UnknownKey(self.current.clone()))?;
-        let nonce: [u8; 12] = rand::random();
-        let ct = key
-            .siv
-            .encrypt(aes_gcm_siv::Nonce::from_slice(&nonce), AeadPayload { msg: plain, aad })
-            .map_err(|_| SealError::Corrupt)?;
-        Ok(format!(
-            "{tag}:{}:{}:{}",
-            self.current,
-            B64.encode(nonce),
-            B64.encode(ct)
-        ))
+        let (kid, nonce, ct) = self.seal_bytes(plain, aad)?;
+        Ok(format!("{tag}:{kid}:{}:{}", B64.encode(nonce), B64.encode(ct)))
     }
 }
 

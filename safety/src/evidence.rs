@@ -257,17 +257,7 @@ impl Vault {
 
     /// Cases whose expiry is at or before `now_ms`, oldest first, at most `limit`.
     pub async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, SafetyError> {
-        let mut c = self.conn.clone();
-        Ok(redis::cmd("ZRANGE")
-            .arg(EXPIRY)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut c)
-            .await?)
+        crate::due_by_score(&self.conn, EXPIRY, now_ms, limit).await
     }
 
     /// Deletes case `id`'s objects and record; what it held, if it existed.

@@ -39,4 +39,25 @@ pub use moderation::{ModerationEvent, ModerationLog, Retention};
 pub use policy::{CategoryAction, CategoryPolicy, Policies};
 pub use reports::{Report, ReportStatus, Reports, Submitter};
 pub use review::{ReviewItem, ReviewMatch, ReviewQueue, ReviewStatus};
+
+/// The members of the sorted set `key` scored at or before `until` (a time, ms), lowest first,
+/// at most `limit`: what is due (reports to submit, evidence to delete).
+pub(crate) async fn due_by_score(
+    conn: &gantry_queue::RedisConn,
+    key: &str,
+    until: u64,
+    limit: usize,
+) -> Result<Vec<String>, SafetyError> {
+    let mut c = conn.clone();
+    Ok(redis::cmd("ZRANGE")
+        .arg(key)
+        .arg("-inf")
+        .arg(until)
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .query_async(&mut c)
+        .await?)
+}
 pub use trust::{TrustAction, TrustChange, TrustRegistry, TrustStatus};

@@ -266,17 +266,7 @@ impl Reports {
 
     /// Reports due at `now_ms`, at most `limit`.
     async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, SafetyError> {
-        let mut c = self.conn.clone();
-        Ok(redis::cmd("ZRANGE")
-            .arg(DUE)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut c)
-            .await?)
+        crate::due_by_score(&self.conn, DUE, now_ms, limit).await
     }
 
     /// How many wait to be submitted (queued) — a gauge for alerts.
