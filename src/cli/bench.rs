@@ -163,6 +163,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         outputs_every: usize,
     },
+    /// What sealing outputs at rest costs: a large output written, read whole and by ranges,
+    /// and small images, plain beside sealed in one run.
+    Outputs {
+        /// The large output's size, MiB.
+        #[arg(long, default_value_t = 256)]
+        video_mib: u64,
+        /// Range reads of 64 KiB at scattered offsets.
+        #[arg(long, default_value_t = 1000)]
+        ranges: usize,
+        /// Images of 256 KiB written and read.
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+    },
     /// Job search over a large store: memory per job of the indexes (beside one sorted set per
     /// tenant) and one page's latency per filter (beside reading its records directly), then
     /// through `GET /v1/jobs`.
@@ -313,6 +326,13 @@ pub async fn run(c: BenchCommand) -> anyhow::Result<()> {
             outputs_every,
         } => {
             return super::bench_export::export_bench(redis_port, jobs, outputs_every).await;
+        }
+        BenchCommand::Outputs {
+            video_mib,
+            ranges,
+            images,
+        } => {
+            return super::bench_outputs::outputs_bench(video_mib, ranges, images).await;
         }
         BenchCommand::Search {
             redis_port,

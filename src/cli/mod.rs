@@ -6,6 +6,7 @@ mod bench_events;
 mod bench_export;
 #[cfg(feature = "dev-tools")]
 mod bench_generate;
+mod bench_outputs;
 mod bench_pdq;
 mod bench_pipeline;
 mod bench_resize;
