@@ -358,6 +358,17 @@ def safety():
         "s",
     )
     b.panel(
+        "Reviews and reports waiting",
+        [(f"max by (queue) (gantry_safety_backlog{{{NS}}})", "{{queue}}")],
+        description="Jobs held for review, and reports to the CyberTipline queued, awaiting a reviewer's confirmation, or failed.",
+    )
+    b.panel(
+        "Oldest waiting",
+        [(f"max by (queue) (gantry_safety_oldest_age_seconds{{{NS}}})", "{{queue}}")],
+        "s",
+        description="How long the oldest item of each backlog has waited (alerts: GantryReviewBacklog, GantryReportNotSubmitted).",
+    )
+    b.panel(
         "Retention sweeps: removed by data class",
         [(f"sum by (class) (increase(gantry_retention_removed_total{{{NS}}}[{RI}]))", "{{class}}")],
         description="Outputs past outputs_days, audit entries past audit_days, expired moderation index ids (the scheduler's sweeper).",
