@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod job;
+pub mod key_wrap;
 pub mod payload;
 pub mod payload_rules;
 pub mod progress;
@@ -20,6 +21,7 @@ pub use job::{
     Completion, ErrorClass, GpuRequirement, HistoryEvent, JobError, JobId, JobKind, JobRecord, JobSpec, JobStatus,
     NewJob, Priority, Requirements, ResultRef, Usage,
 };
+pub use key_wrap::KeyWrap;
 pub use payload::{
     CsamHashPayload, ExportPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, PayloadContent,
     TranscodePayload, UpscalePayload,

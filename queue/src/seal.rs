@@ -251,6 +251,22 @@ impl Keyring {
     }
 }
 
+impl gantry_core::KeyWrap for Keyring {
+    fn current(&self) -> &str {
+        &self.current
+    }
+
+    fn wrap(&self, plain: &[u8], aad: &[u8]) -> Result<(String, [u8; 12], Vec<u8>), String> {
+        self.seal_bytes(plain, aad)
+            .map(|(kid, nonce, ct)| (kid.to_owned(), nonce, ct))
+            .map_err(|e| e.to_string())
+    }
+
+    fn unwrap(&self, kid: &str, nonce: &[u8; 12], ct: &[u8], aad: &[u8]) -> Result<Vec<u8>, String> {
+        self.open_bytes(kid, nonce, ct, aad).map_err(|e| e.to_string())
+    }
+}
+
 /// The tag of a sealed text ([`Keyring::seal_text`]).
 const TEXT_TAG: &str = "gkt1";
 

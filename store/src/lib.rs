@@ -192,7 +192,7 @@ pub struct OutputStore {
     attributes: bool,
     description: String,
     /// The data key ring outputs are sealed with ([`sealed`]); `None`: stored as they are.
-    keys: Option<Arc<gantry_queue::seal::Keyring>>,
+    keys: Option<Arc<dyn gantry_core::KeyWrap>>,
 }
 
 impl std::fmt::Debug for OutputStore {
@@ -272,11 +272,11 @@ impl OutputStore {
     /// The same store sealing every output it writes with `keys` (the fleet's data key ring),
     /// and opening sealed ones as it reads them; `None` leaves outputs as they are. A sealed
     /// store signs no download URLs: a URL would hand out the sealed bytes.
-    pub fn with_keys(mut self, keys: Option<gantry_queue::seal::Keyring>) -> Self {
+    pub fn with_keys<K: gantry_core::KeyWrap + 'static>(mut self, keys: Option<K>) -> Self {
         if keys.is_some() {
             self.signer = None;
         }
-        self.keys = keys.map(Arc::new);
+        self.keys = keys.map(|k| Arc::new(k) as Arc<dyn gantry_core::KeyWrap>);
         self
     }
 

@@ -1,5 +1,6 @@
 //! Outputs encrypted at rest: envelope encryption with the fleet's data key ring
-//! (`GANTRY_DATA_KEYS`, the ring job payloads are sealed with, rotated the same way).
+//! (`GANTRY_DATA_KEYS`, the ring job payloads are sealed with, rotated the same way; the store
+//! sees it as a [`KeyWrap`]).
 //!
 //! Each object gets a data encryption key of its own (random, 256 bits). The content is
 //! sealed with it in pieces of 64 KiB — AES-256-GCM-SIV, a random nonce per piece, each bound
@@ -18,7 +19,7 @@ use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use gantry_queue::seal::Keyring;
+use gantry_core::KeyWrap;
 
 use crate::OutputError;
 
@@ -57,14 +58,14 @@ fn piece_aad(object_key: &str, index: u64, last: bool) -> Vec<u8> {
 }
 
 /// A fresh data key for `object_key`, and its sidecar.
-pub fn new_key(ring: &Keyring, object_key: &str) -> Result<(DataKey, KeyRecord), OutputError> {
+pub fn new_key(ring: &dyn KeyWrap, object_key: &str) -> Result<(DataKey, KeyRecord), OutputError> {
     let raw: [u8; 32] = rand::random();
     let (kid, nonce, wrapped) = ring
-        .seal_bytes(&raw, &wrap_aad(object_key))
+        .wrap(&raw, &wrap_aad(object_key))
         .map_err(|e| sealed(format!("wrapping the data key: {e}")))?;
     let record = KeyRecord {
         format: "GOE1".into(),
-        kid: kid.to_owned(),
+        kid,
         nonce: B64.encode(nonce),
         wrapped: B64.encode(wrapped),
     };
@@ -72,12 +73,12 @@ pub fn new_key(ring: &Keyring, object_key: &str) -> Result<(DataKey, KeyRecord),
 }
 
 /// Unwraps the data key of `object_key` from its sidecar.
-pub fn open_key(ring: &Keyring, object_key: &str, record: &KeyRecord) -> Result<DataKey, OutputError> {
+pub fn open_key(ring: &dyn KeyWrap, object_key: &str, record: &KeyRecord) -> Result<DataKey, OutputError> {
     let raw = unwrap(ring, object_key, record)?;
     DataKey::new(&raw, object_key)
 }
 
-fn unwrap(ring: &Keyring, object_key: &str, record: &KeyRecord) -> Result<Vec<u8>, OutputError> {
+fn unwrap(ring: &dyn KeyWrap, object_key: &str, record: &KeyRecord) -> Result<Vec<u8>, OutputError> {
     let nonce: [u8; 12] = B64
         .decode(&record.nonce)
         .ok()
@@ -86,23 +87,23 @@ fn unwrap(ring: &Keyring, object_key: &str, record: &KeyRecord) -> Result<Vec<u8
     let wrapped = B64
         .decode(&record.wrapped)
         .map_err(|_| sealed("the data key's record is damaged"))?;
-    ring.open_bytes(&record.kid, &nonce, &wrapped, &wrap_aad(object_key))
+    ring.unwrap(&record.kid, &nonce, &wrapped, &wrap_aad(object_key))
         .map_err(|e| sealed(format!("the data key of {object_key} does not open: {e}")))
 }
 
 /// The sidecar of `object_key` wrapped again by the ring's current key (`None` when it already
 /// is). The data key, and so the content, stays as it is.
-pub fn rewrap(ring: &Keyring, object_key: &str, record: &KeyRecord) -> Result<Option<KeyRecord>, OutputError> {
+pub fn rewrap(ring: &dyn KeyWrap, object_key: &str, record: &KeyRecord) -> Result<Option<KeyRecord>, OutputError> {
     if record.kid == ring.current() {
         return Ok(None);
     }
     let raw = unwrap(ring, object_key, record)?;
     let (kid, nonce, wrapped) = ring
-        .seal_bytes(&raw, &wrap_aad(object_key))
+        .wrap(&raw, &wrap_aad(object_key))
         .map_err(|e| sealed(format!("wrapping the data key: {e}")))?;
     Ok(Some(KeyRecord {
         format: record.format.clone(),
-        kid: kid.to_owned(),
+        kid,
         nonce: B64.encode(nonce),
         wrapped: B64.encode(wrapped),
     }))
@@ -226,6 +227,7 @@ pub fn plain_len(stored: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gantry_queue::seal::Keyring;
 
     fn ring(id: &str, byte: u8) -> Keyring {
         Keyring::parse(&format!("{id}={}", B64.encode([byte; 32]))).unwrap_or_else(|e| panic!("{e}"))
