@@ -55,8 +55,10 @@ pub struct Takedown<'a> {
     pub user: &'a str,
     /// The prompt's SHA-256, for a generate job.
     pub prompt_sha256: Option<String>,
-    /// Every object to take down: (name, object key) — the job's files and its input.
-    pub objects: Vec<(String, String)>,
+    /// The object the job's outputs were made from (an upscale's or a transcode's, a
+    /// csam_hash job's upload), taken down with them; the job's own files are found by its
+    /// folder.
+    pub input: Option<&'a str>,
     /// What matched (at least one).
     pub matches: &'a [ReviewMatch],
     /// The reviewer who confirmed it (`None`: an automatic block).
@@ -117,6 +119,12 @@ impl Enforcer {
         }
     }
 
+    /// The same enforcer preserving evidence in `vault`.
+    pub fn with_vault(mut self, vault: Vault) -> Self {
+        self.vault = vault;
+        self
+    }
+
     /// The categories' policies.
     pub fn policies(&self) -> &Policies {
         &self.policies
@@ -142,6 +150,25 @@ impl Enforcer {
         &self.outputs
     }
 
+    /// What `t` takes down, as (name, object key): every file under the job's folder, and its
+    /// input (named `input-<name>`) unless the folder holds it.
+    async fn objects_of(&self, t: &Takedown<'_>) -> Result<Vec<(String, String)>, SafetyError> {
+        let name = |k: &str| k.rsplit('/').next().unwrap_or(k).to_owned();
+        let mut objects: Vec<(String, String)> = self
+            .outputs
+            .list_job_of(t.tenant, t.user, t.job_id)
+            .await?
+            .into_iter()
+            .map(|(k, _)| (name(&k), k))
+            .collect();
+        if let Some(input) = t.input
+            && !objects.iter().any(|(_, k)| k == input)
+        {
+            objects.push((format!("input-{}", name(input)), input.to_owned()));
+        }
+        Ok(objects)
+    }
+
     /// Takes `t` down (see the module's steps).
     pub async fn take_down(&self, t: &Takedown<'_>) -> Result<TakenDown, SafetyError> {
         let first = t
@@ -150,6 +177,7 @@ impl Enforcer {
             .ok_or_else(|| SafetyError::Conflict("no match to act on".into()))?;
         let policy = self.policies.get(&first.category).await?;
         let user_key = gantry_queue::user_key(t.tenant, t.user);
+        let objects = self.objects_of(t).await?;
         let (mut evidence_id, mut unpreserved) = (None, None);
         if policy.preserve {
             if self.vault.can_preserve() {
@@ -162,7 +190,7 @@ impl Enforcer {
                 };
                 // Objects already gone (a retried attempt deleted them) are not preserved twice:
                 // the record of the first attempt stands.
-                let record = self.vault.preserve(&case, &self.outputs, &t.objects).await?;
+                let record = self.vault.preserve(&case, &self.outputs, &objects).await?;
                 evidence_id = Some(record.id);
             } else {
                 let why = "no evidence keys (GANTRY_EVIDENCE_KEYS): the content was deleted without being preserved";
@@ -171,7 +199,7 @@ impl Enforcer {
             }
         }
         let mut deleted = 0u32;
-        for (_, key) in &t.objects {
+        for (_, key) in &objects {
             if self.outputs.delete(key).await? {
                 deleted += 1;
             }

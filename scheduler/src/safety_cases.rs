@@ -247,7 +247,7 @@ async fn clear(
         tenant: &item.tenant,
         user: &item.user,
         prompt_sha256: item.prompt_sha256.clone(),
-        objects: Vec::new(),
+        input: None,
         matches: &item.matches,
         reviewer: Some(&who.actor()),
     };
@@ -283,25 +283,6 @@ async fn confirm(state: &AppState, who: &Caller, mut item: ReviewItem, reason: &
         .enforcer
         .as_ref()
         .ok_or(ApiError::NotConfigured("no output store is configured (outputs)"))?;
-    let mut objects: Vec<(String, String)> = enforcer
-        .outputs()
-        .list_job_of(&item.tenant, &item.user, &item.id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "listing a held job's files failed");
-            ApiError::Unavailable
-        })?
-        .into_iter()
-        .map(|(k, _)| (k.rsplit('/').next().unwrap_or(&k).to_owned(), k))
-        .collect();
-    if let Some(input) = &item.input
-        && !objects.iter().any(|(_, k)| k == input)
-    {
-        objects.push((
-            format!("input-{}", input.rsplit('/').next().unwrap_or(input)),
-            input.clone(),
-        ));
-    }
     let actor = who.actor();
     let done = enforcer
         .take_down(&Takedown {
@@ -309,7 +290,7 @@ async fn confirm(state: &AppState, who: &Caller, mut item: ReviewItem, reason: &
             tenant: &item.tenant,
             user: &item.user,
             prompt_sha256: item.prompt_sha256.clone(),
-            objects,
+            input: item.input.as_deref(),
             matches: &item.matches,
             reviewer: Some(&actor),
         })

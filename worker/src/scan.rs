@@ -238,21 +238,7 @@ impl Scanner {
 
     /// The same scanner preserving evidence in `vault` (its quarantine and keys).
     pub fn with_vault(mut self, vault: Vault) -> Self {
-        let (policies, log, trust, reports) = (
-            self.enforcer.policies().clone(),
-            self.log.clone(),
-            self.trust.clone(),
-            self.enforcer.reports().clone(),
-        );
-        self.enforcer = Enforcer::new(
-            self.outputs.clone(),
-            vault,
-            (policies, log, trust, reports),
-            Penalty {
-                amount: self.policy.trust_penalty,
-                block_below: self.policy.block_below,
-            },
-        );
+        self.enforcer = self.enforcer.with_vault(vault);
         self
     }
 
@@ -432,20 +418,13 @@ impl Scanner {
         let Some(first) = matches.first() else {
             return failed(ErrorClass::Retryable, "no match to act on");
         };
-        let mut objects: Vec<(String, String)> = match self.outputs.list_job(spec).await {
-            Ok(list) => list.into_iter().map(|(k, _)| (name_of(&k).to_owned(), k)).collect(),
-            Err(e) => return failed(ErrorClass::Retryable, format!("listing the job's files: {e}")),
-        };
-        if let Some(input) = input {
-            objects.push((format!("input-{}", name_of(input)), input.to_owned()));
-        }
         let job_id = spec.id.to_string();
         let takedown = Takedown {
             job_id: &job_id,
             tenant: &spec.tenant,
             user: &spec.user,
             prompt_sha256: prompt_digest(spec),
-            objects,
+            input,
             matches,
             reviewer: None,
         };
@@ -530,7 +509,7 @@ impl Scanner {
                 tenant: &spec.tenant,
                 user: &spec.user,
                 prompt_sha256: item.prompt_sha256.clone(),
-                objects: Vec::new(),
+                input: None,
                 matches,
                 reviewer: None,
             };
@@ -578,7 +557,7 @@ impl Scanner {
             tenant: &spec.tenant,
             user: &spec.user,
             prompt_sha256: prompt_digest(spec),
-            objects: Vec::new(),
+            input: None,
             matches,
             reviewer: None,
         };
