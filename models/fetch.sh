@@ -13,7 +13,8 @@
 #   3. models/upscalerjs_to_onnx.py turns models/x4 into OUT_DIR/esrgan-thick-x4.onnx.
 #   4. Checks the conversion: the ONNX model on the package's own fixture.png must give the
 #      package's own samples/4x/result.png (what UpscalerJS produced) within 1 per channel.
-#   5. Copies the licence beside the model.
+#   5. Copies the licence beside the model, and the package's fixture and 4x sample (the tests
+#      check the worker's tiled inference against them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-.gantry/models}
@@ -21,7 +22,8 @@ MODEL=$OUT/esrgan-thick-x4.onnx
 PKG=@upscalerjs/esrgan-thick@1.0.0
 # The tarball's digest as published (`npm view @upscalerjs/esrgan-thick@1.0.0 dist.integrity`).
 INTEGRITY=sha512-Xt7LAEa1WYVdU8teye1A2J3T2ylb3ihlU/x01x1ieM7zZh5FzTll6fwmeUC82mkztWloGZM65KdSEWOmhlXOdw==
-if [[ -f $MODEL && -f $OUT/esrgan-thick-LICENSE ]]; then
+if [[ -f $MODEL && -f $OUT/esrgan-thick-x4-sample.png ]] &&
+  compgen -G "$OUT/venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*" >/dev/null; then
   echo "fetch: $MODEL is there" >&2
   exit 0
 fi
@@ -30,7 +32,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 (cd "$scratch" && npm pack --silent "$PKG" >/dev/null)
 tgz=$(ls "$scratch"/*.tgz)
-got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+got="sha512-$(python3 -c 'import base64,hashlib,sys; print(base64.b64encode(hashlib.sha512(open(sys.argv[1],"rb").read()).digest()).decode())' "$tgz")"
 if [[ $got != "$INTEGRITY" ]]; then
   echo "fetch: $PKG: the tarball's digest $got is not the pinned $INTEGRITY" >&2
   exit 1
@@ -57,4 +59,6 @@ print(f"fetch: the converted model reproduces UpscalerJS's own 4x sample (max di
 PY
 mv "$MODEL.part" "$MODEL"
 cp "$scratch/package/LICENSE" "$OUT/esrgan-thick-LICENSE"
+cp "$scratch/package/assets/fixture.png" "$OUT/esrgan-thick-fixture.png"
+cp "$scratch/package/assets/samples/4x/result.png" "$OUT/esrgan-thick-x4-sample.png"
 echo "fetch: $MODEL ($(du -h "$MODEL" | cut -f1)); ONNX Runtime: $(ls "$OUT"/venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)" >&2

@@ -12,4 +12,4 @@ pub mod pdq;
 pub mod video;
 
 pub use error::MediaError;
-pub use images::{Encoded, ImageFormat, ImageLimits, Resize, decode, encode, resize, upscale};
+pub use images::{Encoded, ImageFormat, ImageLimits, Resize, decode, dimensions, encode, resize, upscale};

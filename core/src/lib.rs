@@ -24,7 +24,7 @@ pub use job::{
 pub use key_wrap::KeyWrap;
 pub use payload::{
     CsamHashPayload, ExportPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, PayloadContent,
-    TranscodePayload, UpscalePayload,
+    TranscodePayload, UpscaleMethod, UpscalePayload,
 };
 pub use progress::{Progress, Stage};
 pub use user::user_key;

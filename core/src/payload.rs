@@ -129,6 +129,30 @@ pub struct UpscalePayload {
     /// Encoder quality 1..=100 for lossy formats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
+    /// How the new pixels are made; absent: the pool's super-resolution network where the
+    /// worker has one and the job asks for 4×, else Lanczos3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<UpscaleMethod>,
+}
+
+/// How an `upscale` job makes the new pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpscaleMethod {
+    /// Lanczos3 resampling (any size).
+    Lanczos3,
+    /// The worker's super-resolution network (4× only).
+    Neural,
+}
+
+impl UpscaleMethod {
+    /// The name used in payloads and results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lanczos3 => "lanczos3",
+            Self::Neural => "neural",
+        }
+    }
 }
 
 /// Transcode one video into web-ready outputs.

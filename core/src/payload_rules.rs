@@ -7,7 +7,8 @@
 
 use crate::error::ValidationError;
 use crate::payload::{
-    CsamHashPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, TranscodePayload, UpscalePayload,
+    CsamHashPayload, GeneratePayload, MAX_REFERENCE_IMAGES, NoopPayload, Payload, TranscodePayload, UpscaleMethod,
+    UpscalePayload,
 };
 
 /// Longest provider name.
@@ -155,6 +156,9 @@ fn check_upscale(u: &UpscalePayload) -> Result<(), ValidationError> {
         }
         _ => return Err(invalid("payload.scale", "give either scale (2 or 4) or fit_within")),
     }
+    if u.method == Some(UpscaleMethod::Neural) && u.scale != Some(4) {
+        return Err(invalid("payload.method", "the neural method upscales 4x: give scale 4"));
+    }
     if let Some(f) = &u.format
         && !IMAGE_FORMATS.contains(&f.as_str())
     {
@@ -282,6 +286,16 @@ mod tests {
                 "payload.format",
             ),
             ("upscale", json!({"input": "", "scale": 2}), "payload.input"),
+            (
+                "upscale",
+                json!({"input": "k", "scale": 2, "method": "neural"}),
+                "payload.method",
+            ),
+            (
+                "upscale",
+                json!({"input": "k", "fit_within": [8, 8], "method": "neural"}),
+                "payload.method",
+            ),
             ("transcode", json!({"input": "k", "crf": 52}), "payload.crf"),
             ("transcode", json!({"input": "k", "preset": "quick"}), "payload.preset"),
             (

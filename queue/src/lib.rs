@@ -36,7 +36,7 @@ pub use fleet::{FleetGpu, FleetMig, WorkerRecord};
 pub use gantry_core::{
     Completion, CsamHashPayload, ErrorClass, ExportPayload, GeneratePayload, GpuRequirement, HistoryEvent, JobError,
     JobId, JobKind, JobRecord, JobSpec, JobStatus, NewJob, NoopPayload, Payload, Priority, Progress, Requirements,
-    ResultRef, Stage, TranscodePayload, UpscalePayload, Usage, user_key,
+    ResultRef, Stage, TranscodePayload, UpscaleMethod, UpscalePayload, Usage, user_key,
 };
 /// The job model lives in `gantry-core`; these paths keep `gantry_queue::job::…` working.
 pub use gantry_core::{job, payload};

@@ -88,6 +88,8 @@ fn upscale_payload() -> Value {
             "fit_within": nullable(fit.clone()),
             "format": nullable(strings(&rules::IMAGE_FORMATS)),
             "quality": nullable(int(1, 100)),
+            "method": nullable(described(strings(&["lanczos3", "neural"]),
+                "How the new pixels are made: `lanczos3`, or `neural` (the pool's super-resolution network; 4x only, so with `scale` 4). Absent: `neural` where the worker has the network and `scale` is 4, else `lanczos3`; the result's details say which ran and why")),
         }),
     );
     s["description"] = json!("Exactly one of `scale` and `fit_within`.");

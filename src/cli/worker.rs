@@ -66,6 +66,18 @@ pub struct WorkerArgs {
     /// --outputs; default: the outputs' store under `quarantine/`).
     #[arg(long, env = "GANTRY_QUARANTINE_STORE")]
     quarantine_store: Option<String>,
+    /// The super-resolution network for `upscale` jobs: an ONNX model (models/fetch.sh makes
+    /// one). Default: .gantry/models/esrgan-thick-x4.onnx when it is there; `none`: no network
+    /// (every upscale is Lanczos3).
+    #[arg(long, env = "GANTRY_SR_MODEL")]
+    sr_model: Option<String>,
+    /// How many times larger --sr-model makes each side (checked when it loads).
+    #[arg(long, default_value_t = gantry_worker::super_resolution::MODEL_SCALE)]
+    sr_scale: u32,
+    /// ONNX Runtime's shared library (libonnxruntime.so.*) for the network. Default: the one
+    /// models/fetch.sh installed in .gantry/models/venv.
+    #[arg(long, env = "GANTRY_ONNXRUNTIME")]
+    onnxruntime: Option<std::path::PathBuf>,
     /// Worker id (default: hostname-pid).
     #[arg(long)]
     worker_id: Option<String>,
@@ -124,6 +136,51 @@ pub struct WorkerArgs {
     export_part_jobs: u64,
 }
 
+/// The super-resolution network the flags name, or the one models/fetch.sh left in
+/// .gantry/models; none with `--sr-model none`, or when there is none to find.
+fn super_resolution(a: &WorkerArgs) -> anyhow::Result<Option<gantry_worker::super_resolution::Network>> {
+    use gantry_worker::super_resolution::{
+        DEFAULT_MODELS_DIR, DEFAULT_OVERLAP, DEFAULT_TILE, Network, SrConfig, find_runtime,
+    };
+    let dir = std::path::Path::new(DEFAULT_MODELS_DIR);
+    let runtime = a.onnxruntime.clone().or_else(|| find_runtime(&dir.join("venv")));
+    let cfg = match a.sr_model.as_deref() {
+        Some("none") => None,
+        Some(model) => {
+            let model = std::path::PathBuf::from(model);
+            if !model.is_file() {
+                return Err(super::UsageError(format!("--sr-model {}: no such file", model.display())).into());
+            }
+            let Some(runtime) = runtime else {
+                return Err(super::UsageError(
+                    "--sr-model needs ONNX Runtime: give --onnxruntime, or run models/fetch.sh".into(),
+                )
+                .into());
+            };
+            Some(SrConfig {
+                model,
+                runtime,
+                scale: a.sr_scale,
+                tile: DEFAULT_TILE,
+                overlap: DEFAULT_OVERLAP,
+            })
+        }
+        None => SrConfig::discover(dir).map(|mut c| {
+            if let Some(r) = a.onnxruntime.clone() {
+                c.runtime = r;
+            }
+            c
+        }),
+    };
+    match &cfg {
+        Some(c) => {
+            tracing::info!(model = %c.model.display(), runtime = %c.runtime.display(), "upscale: super-resolution network (neural by default for its scale)")
+        }
+        None => tracing::info!("upscale: no super-resolution network; every upscale is Lanczos3"),
+    }
+    Ok(cfg.map(Network::new))
+}
+
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let pool = Pool::new(&a.pool)?;
     let deletion_cost = if a.pod_deletion_cost {
@@ -148,9 +205,18 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let retention = gantry_queue::RetentionPolicy::from_env().map_err(super::refused)?;
     let vault = gantry_safety::Vault::open(conn.clone(), &outputs, a.quarantine_store.as_deref())?;
     let scanner = scanner(conn.clone(), outputs.clone(), &retention).with_vault(vault);
+    let mut upscale = UpscaleExecutor::new(outputs.clone());
+    if let Some(network) = super_resolution(&a)? {
+        let network = std::sync::Arc::new(network);
+        // Loaded by the first neural upscale, or now when --warm-models names it.
+        if a.warm_models.iter().any(|m| m == network.name()) {
+            network.warm_up();
+        }
+        upscale = upscale.with_super_resolution(network);
+    }
     let mut executors = ExecutorSet::default()
         .with(NoopExecutor::with_outputs(outputs.clone()))
-        .with(Scanned::new(UpscaleExecutor::new(outputs.clone()), scanner.clone()))
+        .with(Scanned::new(upscale, scanner.clone()))
         .with(Scanned::new(TranscodeExecutor::new(outputs.clone()), scanner.clone()))
         .with(CsamHashExecutor::new(scanner.clone()))
         .with(

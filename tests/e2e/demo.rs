@@ -148,7 +148,7 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
     assert!(text.contains("operator console: "), "{text}");
 
     // 60 ordinary + 20 flaky + 10 delayed + 1 idempotent + 5 unbilled + 8 generate + 3
-    // upscales of generated images + 2 clean CSAM-hash checks for the studio (a ninth generate
+    // upscales of generated images + 1 upscale 4x of a small upload + 2 clean CSAM-hash checks for the studio (a ninth generate
     // job is refused by the provider's safety system, a tenth's image is on the demo's hash
     // list), and the studio pipeline's 5 steps (two samples, each upscaled and scanned); the video tenant's 100 + 1 no-ops, 2 videos
     // and its pipeline's 6 steps.
@@ -159,7 +159,7 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
             .map(|o| o["jobs"].as_u64().unwrap())
             .sum()
     };
-    assert_eq!(row("studio-42", "succeeded"), 114, "{r:#}");
+    assert_eq!(row("studio-42", "succeeded"), 115, "{r:#}");
     // Blocked before release: the flagged generated image and the flagged upload; and the
     // generated image close to the list with a review band, held, then confirmed by the demo's
     // reviewer.
@@ -192,8 +192,9 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
     );
     assert_eq!(
         safety["clean"],
-        // (the pipelines add 4 scans, 3 generations, 1 transcode and 3 upscales)
-        serde_json::json!({"csam_hash": 6, "generate": 13, "transcode": 3, "upscale": 6}),
+        // (the pipelines add 4 scans, 3 generations, 1 transcode and 3 upscales; the small
+        // upload's 4x is the seventh upscale)
+        serde_json::json!({"csam_hash": 6, "generate": 13, "transcode": 3, "upscale": 7}),
         "{safety:#}"
     );
     // The two hash matches, the provider's refusal of the ninth generate job, and the near
@@ -222,6 +223,17 @@ async fn demo_runs_through_the_api_and_charges_each_job_once() {
         "never the prompt"
     );
     assert_eq!(r["post_processing"]["upscaled"], 3, "{r:#}");
+    // The small upload's 4x went through the super-resolution network `./run setup` fetched
+    // (models/fetch.sh), on the CPU, and the result says so and why.
+    let sr = r["post_processing"]["super_resolution"].as_str().unwrap_or_default();
+    assert!(
+        sr.starts_with("neural by esrgan-thick-x4 (default: this worker has the network esrgan-thick-x4 and the job asks for 4x), 128x128 -> 512x512"),
+        "{sr}"
+    );
+    assert!(
+        text.contains("upscale 4x of a small upload: neural by esrgan-thick-x4"),
+        "{text}"
+    );
     // The first upscale's output, downloaded through the API: the bytes its result describes.
     let download = &r["post_processing"]["download"];
     assert_eq!(download["sha256_matches"], true, "{download}");

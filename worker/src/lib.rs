@@ -13,6 +13,7 @@ pub use gantry_store as outputs;
 pub mod runtime;
 pub mod scan;
 pub mod steps;
+pub mod super_resolution;
 
 pub use backend::{QueueBackend, QueuedJob};
 pub use executors::{Executor, ExecutorSet};

@@ -175,6 +175,15 @@ pub(super) fn safety_fixtures(outputs: &std::path::Path) -> anyhow::Result<(Stri
         uploads.join("upload-clean.jpg"),
         media.image(640, 480, true, 32).as_slice(),
     )?;
+    // A small photo for the 4x upscale: the super-resolution package's own fixture (a
+    // flower) when models/fetch.sh fetched it, else a mock picture.
+    let small =
+        std::path::Path::new(gantry_worker::super_resolution::DEFAULT_MODELS_DIR).join("esrgan-thick-fixture.png");
+    let small = match std::fs::read(&small) {
+        Ok(bytes) => bytes,
+        Err(_) => media.image(128, 128, false, 48).to_vec(),
+    };
+    std::fs::write(uploads.join("upload-small.png"), small)?;
     Ok((
         format!("# gantry demo: the mocks' [mock:flagged] picture\npdq:{hash}\n"),
         format!("# gantry demo: 20 bits from the mocks' [mock:near] picture\npdq:{near}\n"),

@@ -458,6 +458,30 @@ async fn chain(s: &Stack, s_studio: &mut Submissions, s_video: &mut Submissions)
         }
         s_studio.admitted(admitted);
     }
+    // A small upload upscaled 4x with no method named: the worker's super-resolution network
+    // when it has one (models/fetch.sh; on the CPU here), else Lanczos3; the result says which
+    // ran and why.
+    let sr = json!({"user": "user-0010", "kind": "upscale",
+        "payload": {"input": "inputs/studio-42/upload-small.png", "scale": 4}});
+    let admitted = s.studio.submit_batch(&[sr]).await?;
+    if let Some(a) = admitted.first() {
+        let started = Instant::now();
+        let j = s.studio.wait(&a.id, WaitOptions::default()).await?;
+        let d = j.result.as_ref().map(|r| &r["details"]);
+        let line = match d {
+            Some(d) if j.status == "succeeded" => format!(
+                "{}{} ({}), 128x128 -> 512x512 in {:.1} s",
+                d["method"].as_str().unwrap_or("?"),
+                d["model"].as_str().map(|m| format!(" by {m}")).unwrap_or_default(),
+                d["method_reason"].as_str().unwrap_or("?"),
+                started.elapsed().as_secs_f64()
+            ),
+            _ => format!("{} ({:?})", j.status, j.error),
+        };
+        say!("  post-processing: a 128x128 upload upscaled 4x: {line}");
+        post.super_resolution = Some(line);
+    }
+    s_studio.admitted(admitted);
     // The generated videos transcoded to 240p web-ready MP4; the first also gets a VP9 WebM,
     // a poster and an animated WebP preview.
     let clips: Vec<Value> = object_keys(jobs::views(&s.video, &s_video.ids).await?)

@@ -137,6 +137,8 @@ pub(super) struct PostProcessing {
     pub pipelines: Vec<PipelineRun>,
     /// The near-match held for review, confirmed and reported.
     pub review: Option<ReviewCase>,
+    /// The small upload upscaled 4x with no method named: which method ran, and why.
+    pub super_resolution: Option<String>,
 }
 
 /// A job held for review and what the demo's reviewer did with it.
@@ -514,6 +516,9 @@ pub(super) fn print(r: &DemoReport) {
         fmt_ms(l.max)
     );
     say!("  throughput: {:.0} jobs/s", r.throughput_jobs_per_s);
+    if let Some(sr) = &r.post_processing.super_resolution {
+        say!("  upscale 4x of a small upload: {sr}");
+    }
     for p in &r.post_processing.pipelines {
         say!(
             "  pipeline {} ({}, {}): {} [{}] in {}; credits {} reserved = {} charged + {} refunded{}",
