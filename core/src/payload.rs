@@ -130,7 +130,7 @@ pub struct UpscalePayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
     /// How the new pixels are made; absent: the pool's super-resolution network where the
-    /// worker has one and the job asks for 4×, else Lanczos3.
+    /// worker has one, the job asks for 4× and the input is at most 512×512, else Lanczos3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<UpscaleMethod>,
 }

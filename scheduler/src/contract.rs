@@ -89,7 +89,7 @@ fn upscale_payload() -> Value {
             "format": nullable(strings(&rules::IMAGE_FORMATS)),
             "quality": nullable(int(1, 100)),
             "method": nullable(described(strings(&["lanczos3", "neural"]),
-                "How the new pixels are made: `lanczos3`, or `neural` (the pool's super-resolution network; 4x only, so with `scale` 4). Absent: `neural` where the worker has the network and `scale` is 4, else `lanczos3`; the result's details say which ran and why")),
+                "How the new pixels are made: `lanczos3`, or `neural` (the pool's super-resolution network; 4x only, so with `scale` 4). Absent: `neural` where the worker has the network, `scale` is 4 and the input is at most 512x512 pixels, else `lanczos3`; the result's details say which ran and why")),
         }),
     );
     s["description"] = json!("Exactly one of `scale` and `fit_within`.");

@@ -58,6 +58,20 @@ impl UpscaleExecutor {
     }
 }
 
+/// Largest input the network takes when the job names no method: on a CPU it costs ~1.3 s of
+/// two cores per 128×128 tile, so 512×512 (~25 tiles) is about half a minute. Larger inputs
+/// get Lanczos3 unless the job asks for `neural`.
+pub const NEURAL_DEFAULT_MAX_PIXELS: u64 = 512 * 512;
+
+/// Why a `w`×`h` input is too large for the network by default, if it is.
+pub(crate) fn too_large_by_default(w: u32, h: u32) -> Option<String> {
+    (u64::from(w) * u64::from(h) > NEURAL_DEFAULT_MAX_PIXELS).then(|| {
+        format!(
+            "default: a {w}x{h} input is over the {NEURAL_DEFAULT_MAX_PIXELS} pixels the network takes unless asked for"
+        )
+    })
+}
+
 /// Which method runs for `p` on a worker whose network (if any) has `network` = (name, scale),
 /// and why; or why the job cannot run here.
 pub(crate) fn choose_method(
@@ -163,10 +177,19 @@ impl UpscaleExecutor {
             Err(out) => return out,
         };
         let network = self.neural.as_deref().map(|n| (n.name(), n.scale()));
-        let (method, why) = match choose_method(p, network) {
+        let (mut method, mut why) = match choose_method(p, network) {
             Ok(m) => m,
             Err(e) => return failed(ErrorClass::Permanent, e),
         };
+        // A default choice of the network stands only for inputs it finishes in reasonable
+        // time (a bad header is reported by the resize below).
+        if method == UpscaleMethod::Neural
+            && p.method.is_none()
+            && let Ok((_, w, h)) = gantry_codecs::dimensions(&input, &self.limits)
+            && let Some(reason) = too_large_by_default(w, h)
+        {
+            (method, why) = (UpscaleMethod::Lanczos3, reason);
+        }
         let (limits, quality) = (self.limits, p.quality);
         let input_len = input.len();
         progress.report(Stage::Upscaling, None);
@@ -247,6 +270,14 @@ mod tests {
         let (m, why) = choose_method(&job(Some(4), None, None), None).expect("runs");
         assert_eq!(m, UpscaleMethod::Lanczos3);
         assert!(why.contains("no super-resolution network"), "{why}");
+    }
+
+    #[test]
+    fn large_inputs_get_the_network_only_when_asked() {
+        assert_eq!(too_large_by_default(512, 512), None);
+        assert_eq!(too_large_by_default(128, 128), None);
+        let why = too_large_by_default(1024, 768).expect("too large");
+        assert!(why.contains("1024x768") && why.contains("unless asked for"), "{why}");
     }
 
     #[test]
