@@ -74,6 +74,15 @@ pub struct SrConfig {
 }
 
 impl SrConfig {
+    /// The model's name: its file's stem.
+    pub fn name(&self) -> String {
+        self.model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("super-resolution")
+            .to_owned()
+    }
+
     /// The model and runtime `models/fetch.sh` leaves under `dir`, if both are there.
     pub fn discover(dir: &Path) -> Option<Self> {
         let model = dir.join(MODEL_FILE);
@@ -159,12 +168,7 @@ impl SuperResolution {
         let session = Session::builder(&env)
             .and_then(|mut b| b.commit_from_file(&cfg.model))
             .map_err(|e| model(&e))?;
-        let name = cfg
-            .model
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("super-resolution")
-            .to_owned();
+        let name = cfg.name();
         let sr = Self {
             name,
             scale: cfg.scale,
@@ -252,12 +256,7 @@ pub struct Network {
 impl Network {
     /// The network `cfg` names, not loaded yet.
     pub fn new(cfg: SrConfig) -> Self {
-        let name = cfg
-            .model
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("super-resolution")
-            .to_owned();
+        let name = cfg.name();
         Self {
             cfg,
             name,
