@@ -92,10 +92,13 @@ fn upscale_payload() -> Value {
                 "How the new pixels are made: `lanczos3`, or `neural` (the pool's super-resolution network; 4x only, so with `scale` 4). Absent: `neural` where the worker has the network, `scale` is 4 and the input is at most 512x512 pixels, else `lanczos3`; the result's details say which ran and why")),
         }),
     );
-    s["description"] = json!("Exactly one of `scale` and `fit_within`.");
+    s["description"] = json!("Exactly one of `scale` and `fit_within`; `method` `neural` only with `scale` 4.");
+    // (`neural` is 4x only: a 2x or a fit-within names another method or none)
+    let not_neural = json!({"nullable": true, "enum": ["lanczos3", null]});
     s["oneOf"] = json!([
-        {"required": ["scale"], "properties": {"scale": scale, "fit_within": absent}},
-        {"required": ["fit_within"], "properties": {"fit_within": fit, "scale": absent}},
+        {"required": ["scale"], "properties": {"scale": {"type": "integer", "enum": [4]}, "fit_within": absent}},
+        {"required": ["scale"], "properties": {"scale": {"type": "integer", "enum": [2]}, "fit_within": absent, "method": not_neural}},
+        {"required": ["fit_within"], "properties": {"fit_within": fit, "scale": absent, "method": not_neural}},
     ]);
     s
 }

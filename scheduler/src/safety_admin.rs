@@ -138,12 +138,7 @@ pub(crate) async fn change_trust(
     reason: &str,
 ) -> Result<gantry_safety::TrustStatus, ApiError> {
     trust_target(state, tenant, user)?;
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(ApiError::InvalidRequest(
-            "reason: required, at most 500 characters".into(),
-        ));
-    }
+    let reason = crate::safety_cases::check_reason(reason)?;
     let by = format!("operator:{}", who.actor());
     let now = state.trust.administer(tenant, user, action, &by, reason).await?;
     let user_key = gantry_queue::user_key(tenant, user);

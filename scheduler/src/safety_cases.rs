@@ -68,12 +68,18 @@ fn file_index(index: &str) -> Result<usize, ApiError> {
         .map_err(|_| ApiError::InvalidRequest("index: a file's number, from 0".into()))
 }
 
-fn check_reason(reason: &str) -> Result<&str, ApiError> {
-    let r = reason.trim();
-    if r.is_empty() || r.chars().count() > 500 {
+/// A reason an operator gives: 1 to 500 characters (400 otherwise, as the schema says), not
+/// only whitespace (422: the schema's pattern, which not every client's regex engine applies
+/// the same way to every whitespace character).
+pub(crate) fn check_reason(reason: &str) -> Result<&str, ApiError> {
+    if reason.is_empty() || reason.chars().count() > 500 {
         return Err(ApiError::InvalidRequest(
             "reason: required, at most 500 characters".into(),
         ));
+    }
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(ApiError::Unprocessable("reason: more than whitespace".into()));
     }
     Ok(r)
 }
@@ -412,8 +418,11 @@ struct EvidenceQuery {
 }
 
 fn evidence_reason(q: &EvidenceQuery) -> Result<&str, ApiError> {
-    check_reason(q.reason.as_deref().unwrap_or_default()).map_err(|_| {
-        ApiError::InvalidRequest("reason: required (why this evidence is read), at most 500 characters".into())
+    check_reason(q.reason.as_deref().unwrap_or_default()).map_err(|e| match e {
+        ApiError::InvalidRequest(_) => {
+            ApiError::InvalidRequest("reason: required (why this evidence is read), at most 500 characters".into())
+        }
+        other => other,
     })
 }
 
